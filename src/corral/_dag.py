@@ -1,0 +1,345 @@
+"""The Python API: build a DAG from plain functions and run it.
+
+::
+
+    dag = corral.DAG("etl")
+
+    @dag.task(retries=2)
+    def extract() -> list[int]: ...
+
+    @dag.task
+    def load(rows: list[int]) -> int: ...
+
+    load(extract())            # calling a task adds it; passing a result adds the dependency
+    result = dag.run()
+    result["load"].value
+
+Calling a decorated function does not run it: it adds a task to the DAG and returns a
+:class:`Task` handle. Passing handles as arguments passes the upstream task's return value at
+run time and makes it a dependency. ``depends_on=`` and ``a >> b`` add ordering without data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from corral._errors import ValidationError
+from corral._graph import Graph, build_graph
+from corral._options import check_option_names, make_spec
+from corral._plan import Plan, make_plan
+from corral._spec import CallRef, ShellCommand, TaskRef, TaskSpec
+
+if TYPE_CHECKING:
+    from corral._events import RunListener
+    from corral._result import RunResult
+    from corral.executors._base import Executor
+
+__all__ = ["DAG", "Task", "TaskFunction"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Task:
+    """A handle on a task in a DAG: pass it as an argument to use its return value."""
+
+    __slots__ = ("dag", "id")
+
+    def __init__(self, dag: DAG, task_id: str) -> None:
+        self.dag = dag
+        self.id = task_id
+
+    def after(self, *others: Task | str) -> Task:
+        """Make this task wait for ``others`` (no data passed)."""
+        self.dag._add_deps(self.id, [o.id if isinstance(o, Task) else o for o in others])
+        return self
+
+    def __rshift__(self, other: Task | Sequence[Task]) -> Task | Sequence[Task]:
+        """``a >> b``: ``b`` runs after ``a``. Returns ``b`` so chains read left to right."""
+        targets = [other] if isinstance(other, Task) else list(other)
+        for t in targets:
+            t.after(self)
+        return other
+
+    def __rrshift__(self, other: Sequence[Task]) -> Task:
+        """``[a, b] >> c``."""
+        return self.after(*other)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id!r}>"
+
+
+class TaskFunction(Generic[P, R]):
+    """A function registered with a DAG; calling it adds a task and returns its handle."""
+
+    def __init__(self, dag: DAG, fn: Callable[P, R], options: Mapping[str, Any]) -> None:
+        self.dag = dag
+        self.fn = fn
+        self.task_options = dict(options)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def options(self, **options: Any) -> TaskFunction[P, R]:
+        """The same function with some options changed (``id=`` names the next task)."""
+        return TaskFunction(self.dag, self.fn, {**self.task_options, **options})
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task:
+        options = dict(self.task_options)
+        task_id = options.pop("id", None)
+        return self.dag.add(self.fn, *args, id=task_id, options=options, **kwargs)
+
+
+class DAG:
+    """A set of tasks and their dependencies, built in Python.
+
+    ``resources`` declares capacity beyond the machine's CPUs and memory (``{"gpu": 1}``);
+    ``defaults`` are options every task gets unless it says otherwise; ``env`` is added to the
+    environment of shell tasks.
+    """
+
+    def __init__(
+        self,
+        name: str = "dag",
+        *,
+        concurrency: int | None = None,
+        resources: Mapping[str, float] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.concurrency = concurrency
+        self.resources = dict(resources or {})
+        self.defaults = dict(defaults or {})
+        problems = check_option_names(self.defaults, where="defaults")
+        if problems:
+            raise ValidationError(problems)
+        self.env = dict(env or {})
+        self._specs: dict[str, TaskSpec] = {}
+        self._order: list[str] = []
+        self._duplicates: list[TaskSpec] = []
+        self._counter: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ building
+    def task(self, fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
+        """Decorator: ``@dag.task`` or ``@dag.task(retries=2, executor="process")``."""
+        if options:
+            problems = check_option_names(options, where="@task", extra=("id",))
+            if problems:
+                raise ValidationError(problems)
+
+        def wrap(f: Callable[P, R]) -> TaskFunction[P, R]:
+            return TaskFunction(self, f, options)
+
+        return wrap(fn) if fn is not None else wrap
+
+    def add(
+        self,
+        action: Callable[..., Any] | str,
+        /,
+        *args: Any,
+        id: str | None = None,  # noqa: A002 - the natural name
+        options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Task:
+        """Add a task running ``action`` (a function, or a ``"module:function"`` string) with
+        these arguments; :class:`Task` handles among them become dependencies."""
+        if isinstance(action, str):
+            act: Any = CallRef(action)
+            base = action.rpartition(":")[2].rpartition(".")[2]
+        else:
+            act = action
+            base = getattr(action, "__name__", "task")
+        task_id = id if id is not None else self._fresh_id(base)
+        args_r = tuple(_to_ref(a) for a in args)
+        kwargs_r = {k: _to_ref(v) for k, v in kwargs.items()}
+        options = dict(options or {})
+        depends = list(_as_ids(options.pop("depends_on", ())))
+        depends += [r for r in _refs_in((args_r, kwargs_r)) if r not in depends]
+        options["depends_on"] = depends
+        spec = make_spec(task_id, act, args=args_r, kwargs=kwargs_r, options=options,
+                         defaults=self.defaults, source=_source_of(action))
+        self._put(spec)
+        return Task(self, task_id)
+
+    def shell(self, task_id: str, cmd: str, **options: Any) -> Task:
+        """Add a shell-command task."""
+        options["depends_on"] = list(_as_ids(options.get("depends_on", ())))
+        self._put(make_spec(task_id, ShellCommand(cmd), options=options, defaults=self.defaults))
+        return Task(self, task_id)
+
+    def add_spec(self, spec: TaskSpec) -> Task:
+        """Add a ready-made :class:`TaskSpec` (what pipeline files and the API use)."""
+        self._put(spec)
+        return Task(self, spec.id)
+
+    def __getitem__(self, task_id: str) -> Task:
+        if task_id not in self._specs:
+            raise KeyError(task_id)
+        return Task(self, task_id)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._specs
+
+    @property
+    def specs(self) -> list[TaskSpec]:
+        return [self._specs[t] for t in self._order] + self._duplicates
+
+    def _put(self, spec: TaskSpec) -> None:
+        if spec.id in self._specs:
+            self._duplicates.append(spec)  # reported by validate(), with every other problem
+            return
+        self._specs[spec.id] = spec
+        self._order.append(spec.id)
+
+    def _fresh_id(self, base: str) -> str:
+        if base not in self._specs:
+            return base
+        n = self._counter.get(base, 1)
+        while f"{base}-{n + 1}" in self._specs:
+            n += 1
+        self._counter[base] = n + 1
+        return f"{base}-{n + 1}"
+
+    def _add_deps(self, task_id: str, deps: Iterable[str]) -> None:
+        spec = self._specs[task_id]
+        new = [d for d in deps if d not in spec.depends_on]
+        self._specs[task_id] = spec.evolve(depends_on=(*spec.depends_on, *new))
+
+    # ------------------------------------------------------------------ using
+    def validate(self, *, only: Iterable[str] | None = None) -> Graph:
+        """Check the DAG and index it; raises :class:`ValidationError` listing every problem.
+
+        ``only`` keeps just those tasks and everything they depend on.
+        """
+        graph = build_graph(self.specs, name=self.name, capacity=self.resources)
+        if only is not None:
+            graph = select(graph, only)
+        return graph
+
+    def plan(self, *, workers: int | None = None) -> Plan:
+        from corral._runner import default_concurrency
+
+        return make_plan(self.validate(), workers=workers or self.concurrency
+                         or default_concurrency())
+
+    def run(
+        self,
+        *,
+        concurrency: int | None = None,
+        fail_fast: bool = True,
+        only: Iterable[str] | None = None,
+        executors: Mapping[str, Executor] | None = None,
+        listeners: Sequence[RunListener] = (),
+        log_dir: str | Path | None = ".corral/logs",
+        handle_signals: bool = True,
+        seed: int | None = None,
+    ) -> RunResult:
+        """Validate, then run to the end; returns every task's outcome.
+
+        Does not raise when a task fails: check ``result.ok`` (or ``result.status``).
+        Must be called outside a running event loop; inside one, ``await dag.run_async()``.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("dag.run() was called inside a running event loop; "
+                               "use 'await dag.run_async(...)' there")
+        return asyncio.run(self.run_async(
+            concurrency=concurrency, fail_fast=fail_fast, only=only, executors=executors,
+            listeners=listeners, log_dir=log_dir, handle_signals=handle_signals, seed=seed))
+
+    async def run_async(
+        self,
+        *,
+        concurrency: int | None = None,
+        fail_fast: bool = True,
+        only: Iterable[str] | None = None,
+        executors: Mapping[str, Executor] | None = None,
+        listeners: Sequence[RunListener] = (),
+        log_dir: str | Path | None = ".corral/logs",
+        handle_signals: bool = False,
+        seed: int | None = None,
+    ) -> RunResult:
+        """The same as :meth:`run`, on the caller's event loop."""
+        import random
+
+        from corral._runner import Runner
+
+        runner = Runner(
+            self.validate(only=only),
+            concurrency=concurrency or self.concurrency,
+            fail_fast=fail_fast,
+            executors=executors,
+            listeners=listeners,
+            log_dir=log_dir,
+            env=self.env,
+            handle_signals=handle_signals,
+            rng=random.Random(seed) if seed is not None else None,
+        )
+        return await runner.run()
+
+
+def select(graph: Graph, only: Iterable[str]) -> Graph:
+    """The sub-graph of ``only`` and everything upstream of them."""
+    only = list(only)
+    unknown = [t for t in only if t not in graph.index]
+    if unknown:
+        from corral._errors import Problem
+        from corral._graph import suggest
+
+        problems = []
+        for t in unknown:
+            close = suggest(t, graph.index)
+            problems.append(Problem(f"--only names unknown task {t!r}",
+                                    hint=f"did you mean {close!r}?" if close else None))
+        raise ValidationError(problems)
+    keep = graph.upstream_closure(only)
+    specs = [s for i, s in enumerate(graph.specs) if i in keep]
+    return build_graph(specs, name=graph.name, capacity=graph.capacity)
+
+
+def _to_ref(value: Any) -> Any:
+    if isinstance(value, Task):
+        return TaskRef(value.id)
+    if isinstance(value, list | tuple):
+        converted = [_to_ref(v) for v in value]
+        return type(value)(converted)
+    if isinstance(value, dict):
+        return {k: _to_ref(v) for k, v in value.items()}
+    return value
+
+
+def _refs_in(value: Any) -> list[str]:
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, TaskRef):
+            if v.id not in out:
+                out.append(v.id)
+        elif isinstance(v, Mapping):
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+    return out
+
+
+def _as_ids(values: Any) -> list[str]:
+    if isinstance(values, Task | str):
+        values = [values]
+    return [v.id if isinstance(v, Task) else v for v in values]
+
+
+def _source_of(action: Any) -> tuple[str, int | None] | None:
+    code = getattr(action, "__code__", None)
+    if code is None:
+        return None
+    return (code.co_filename, code.co_firstlineno)

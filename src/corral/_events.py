@@ -1,0 +1,58 @@
+"""Run events, for whoever watches a run: the live display, a store, the HTTP API.
+
+The run loop delivers transitions to listeners in *batches*, once per loop iteration, and only
+when a listener is attached: with none, the scheduler does not even record them. A listener
+must be quick (it runs on the loop); one that does I/O queues the batch and writes it elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from corral._spec import TaskState
+
+if TYPE_CHECKING:
+    from corral._graph import Graph
+    from corral._result import RunResult
+
+__all__ = ["RunInfo", "RunListener", "Transition"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What is known about a run when it starts."""
+
+    run_id: str
+    graph: Graph
+    started_at: datetime
+    concurrency: int
+    fail_fast: bool
+    log_dir: str | None
+    params: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """Task ``task`` entered ``state`` at ``at`` (seconds on the run's clock, from its start).
+
+    ``attempt`` is the attempt number it concerns (0 before the first attempt); ``error`` is a
+    one-line message for failures.
+    """
+
+    task: str
+    state: TaskState
+    attempt: int
+    at: float
+    error: str | None = None
+
+
+class RunListener(Protocol):
+    """Receives a run's events. All three methods are called on the run loop."""
+
+    def run_started(self, run: RunInfo) -> None: ...
+
+    def transitions(self, batch: list[Transition]) -> None: ...
+
+    def run_finished(self, result: RunResult) -> None: ...

@@ -1,0 +1,116 @@
+"""Task options, spelled one way for both front ends: ``@dag.task(...)`` and pipeline files.
+
+:data:`TASK_OPTIONS` documents every option; :func:`make_spec` turns an option bag (defaults
+merged under the task's own) into a :class:`TaskSpec`. Values are converted where there is one
+obvious conversion (a ``timedelta`` to seconds, a list to a tuple) and otherwise passed through
+unchanged, so that :func:`corral._graph.build_graph` reports every bad value at once, with the
+task and file it belongs to, instead of the first one raising here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from corral._errors import Problem, ValidationError
+from corral._graph import suggest
+from corral._spec import Action, RetryPolicy, TaskSpec, TriggerRule
+
+__all__ = ["TASK_OPTIONS", "check_option_names", "make_spec"]
+
+TASK_OPTIONS: dict[str, str] = {
+    "depends_on": "ids of tasks that must finish first",
+    "retries": "extra attempts after a failure (default 0)",
+    "retry_delay": "seconds before the first retry (default 1)",
+    "retry_backoff": "multiplier of the delay for each further retry (default 2)",
+    "retry_max_delay": "cap on the delay between retries, in seconds (default 300)",
+    "retry_jitter": "fraction of the delay randomised away, 0..1 (default 0.1)",
+    "timeout": "seconds an attempt may run before it is stopped and failed",
+    "priority": "higher runs first among ready tasks (default 0)",
+    "resources": "what one attempt holds while it runs: {cpu: 1, memory_mb: 512, gpu: 1}",
+    "executor": "async | thread | process | shell (default: from the action)",
+    "trigger_rule": "all_success (default) | all_done",
+    "allow_failure": "a failure of this task does not fail the run or its dependents",
+    "estimate": "expected seconds, for the plan and the critical-path priority",
+    "tags": "labels, for your own filtering",
+    "env": "environment variables added for this task",
+    "cwd": "working directory of this task",
+}
+
+_RETRY_FIELDS = {
+    "retries": "retries",
+    "retry_delay": "delay",
+    "retry_backoff": "backoff",
+    "retry_max_delay": "max_delay",
+    "retry_jitter": "jitter",
+}
+
+
+def check_option_names(
+    options: Mapping[str, Any], *, where: str, extra: tuple[str, ...] = ()
+) -> list[Problem]:
+    """Problems for option names that do not exist, each with the nearest real one."""
+    known = [*TASK_OPTIONS, *extra]
+    problems = []
+    for key in options:
+        if key not in known:
+            close = suggest(str(key), known)
+            problems.append(Problem(
+                f"{where}: unknown option {key!r}",
+                hint=f"did you mean {close!r}?" if close else None,
+            ))
+    return problems
+
+
+def make_spec(
+    task_id: str,
+    action: Action,
+    *,
+    args: tuple[Any, ...] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    source: tuple[str, int | None] | None = None,
+) -> TaskSpec:
+    """Build a spec from an option bag; ``defaults`` fill what ``options`` leave out."""
+    merged: dict[str, Any] = {**(defaults or {}), **(options or {})}
+    problems = check_option_names(merged, where=f"task {task_id!r}")
+    if problems:
+        raise ValidationError(problems)
+    retry_args = {field: merged[key] for key, field in _RETRY_FIELDS.items() if key in merged}
+    retry = RetryPolicy(**retry_args)
+    depends = merged.get("depends_on", ())
+    if isinstance(depends, str):
+        depends = (depends,)
+    trigger = merged.get("trigger_rule", TriggerRule.ALL_SUCCESS)
+    if isinstance(trigger, str) and trigger in TriggerRule._value2member_map_:
+        trigger = TriggerRule(trigger)
+    tags = merged.get("tags", ())
+    return TaskSpec(
+        id=task_id,
+        action=action,
+        args=tuple(args),
+        kwargs=dict(kwargs or {}),
+        depends_on=tuple(depends),
+        retry=retry,
+        timeout=_duration(merged.get("timeout")),
+        priority=merged.get("priority", 0),
+        resources=dict(merged.get("resources") or {}),
+        executor=merged.get("executor"),
+        trigger_rule=trigger,
+        allow_failure=bool(merged.get("allow_failure", False)),
+        estimate=_duration(merged.get("estimate")),
+        tags=(tags,) if isinstance(tags, str) else tuple(tags),
+        env={str(k): str(v) for k, v in (merged.get("env") or {}).items()},
+        cwd=merged.get("cwd"),
+        source=source,
+    )
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value

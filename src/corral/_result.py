@@ -1,0 +1,128 @@
+"""What a run produced: plain records, built once when the run ends.
+
+:class:`RunResult` maps every task id to a :class:`TaskResult` (final state, return value,
+error, number of attempts, timings). ``to_dict`` gives the JSON shape the CLI prints with
+``--json`` and the API serves.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from corral._spec import TaskState
+
+__all__ = ["RunResult", "RunStatus", "TaskResult"]
+
+
+class RunStatus(enum.StrEnum):
+    """How a run ended."""
+
+    SUCCEEDED = "succeeded"  # every task succeeded (failures of allow_failure tasks aside)
+    FAILED = "failed"  # a task failed, or could not run because of a failure
+    INTERRUPTED = "interrupted"  # stopped by a signal (Ctrl-C, SIGTERM) or cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """How one task ended in a run."""
+
+    id: str
+    state: TaskState
+    attempts: int = 0
+    value: Any = None
+    error: BaseException | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    executor: str = ""
+    log_path: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state is TaskState.SUCCEEDED
+
+    def error_message(self) -> str | None:
+        if self.error is None:
+            return None
+        text = str(self.error)
+        name = type(self.error).__name__
+        return f"{name}: {text}" if text else name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": str(self.state),
+            "attempts": self.attempts,
+            "duration_s": None if self.duration_s is None else round(self.duration_s, 6),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "executor": self.executor,
+            "error": self.error_message(),
+            "log": self.log_path,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult(Mapping[str, TaskResult]):
+    """The outcome of a run: a mapping from task id to :class:`TaskResult`."""
+
+    run_id: str
+    pipeline: str
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime
+    tasks: Mapping[str, TaskResult]
+    critical_path: list[str] = field(default_factory=list)
+    signal: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is RunStatus.SUCCEEDED
+
+    @property
+    def duration_s(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def __getitem__(self, task_id: str) -> TaskResult:
+        return self.tasks[task_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.tasks.values():
+            out[str(t.state)] = out.get(str(t.state), 0) + 1
+        return out
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """Return values of the succeeded tasks, by task id."""
+        return {k: t.value for k, t in self.tasks.items() if t.ok}
+
+    def failures(self) -> dict[str, TaskResult]:
+        """Tasks that failed (allowed failures included)."""
+        return {k: t for k, t in self.tasks.items() if t.state is TaskState.FAILED}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "status": str(self.status),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "duration_s": round(self.duration_s, 6),
+            "counts": self.counts(),
+            "critical_path": self.critical_path,
+            "tasks": {k: t.to_dict() for k, t in self.tasks.items()},
+        }
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when is not None else None

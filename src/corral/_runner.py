@@ -1,0 +1,479 @@
+"""The run loop: one asyncio loop drives the scheduler and dispatches to executors.
+
+::
+
+    Scheduler ──admit(now)──> Runner._dispatch ──Work──> Executor.submit
+        ^                                                     │ sink(work, status, payload)
+        │                                                     v
+        └──succeeded/failed/skipped(i, now)── drain ── CompletionQueue (batched, thread-safe)
+
+Each iteration: start what the scheduler admits, sleep until an outcome arrives or the
+scheduler's next timer (a retry falling due, a deadline), then feed every outcome back in one
+batch. The loop owns the run's clock (``loop.time()``), every attempt's timing and value, and
+signal handling; the scheduler decides, executors execute, listeners watch.
+
+Stopping: the first SIGINT/SIGTERM (or :meth:`Runner.cancel`) stops launching, cancels running
+attempts in their executors and records them as cancelled; the second SIGKILLs every process
+group corral started and exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import secrets
+import signal
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from corral._errors import BrokenExecutor, TaskTimeout
+from corral._events import RunInfo, RunListener, Transition
+from corral._graph import Graph
+from corral._result import RunResult, RunStatus, TaskResult
+from corral._scheduler import Scheduler
+from corral._spec import CallRef, ShellCommand, TaskRef, TaskState
+from corral.executors._base import CANCELLED, ERROR, OK, SKIP, CompletionQueue, Executor, Work
+
+__all__ = ["Runner", "default_concurrency", "new_run_id"]
+
+RUNNING = TaskState.RUNNING
+
+
+def default_concurrency() -> int:
+    """The CPU count: the natural width for a machine (shell and I/O tasks may want more)."""
+    return os.cpu_count() or 1
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique enough to type: ``20261123-143012-a1b2c3``."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _default_executor(name: str, concurrency: int, env: Mapping[str, str]) -> Executor:
+    if name == "thread":
+        from corral.executors.thread import ThreadExecutor
+
+        return ThreadExecutor(max_workers=concurrency)
+    if name == "async":
+        from corral.executors.asyncio import AsyncExecutor
+
+        return AsyncExecutor()
+    if name == "process":
+        from corral.executors.process import ProcessExecutor
+
+        return ProcessExecutor()
+    if name == "shell":
+        from corral.executors.shell import ShellExecutor
+
+        return ShellExecutor(env=env)
+    raise ValueError(f"no executor named {name!r}")
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class Runner:
+    """Runs one graph once. For callers: construct, then ``await run()``; ``cancel()`` stops.
+
+    ``executors`` maps executor names to instances, overriding the defaults (a thread pool as
+    wide as ``concurrency``, one process per CPU, ...). ``done`` maps ids of tasks that already
+    succeeded (resume) to their values. ``log_dir`` is where per-attempt logs go (created only
+    if a task writes one). ``handle_signals`` installs SIGINT/SIGTERM handlers (main thread).
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        concurrency: int | None = None,
+        fail_fast: bool = True,
+        executors: Mapping[str, Executor] | None = None,
+        listeners: Sequence[RunListener] = (),
+        run_id: str | None = None,
+        log_dir: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        done: Mapping[str, Any] | None = None,
+        ranks: Sequence[float] | None = None,
+        rng: random.Random | None = None,
+        handle_signals: bool = False,
+        params: Mapping[str, str] | None = None,
+    ) -> None:
+        self.graph = graph
+        self.concurrency = concurrency or default_concurrency()
+        self.fail_fast = fail_fast
+        self.run_id = run_id or new_run_id()
+        self.log_dir = Path(log_dir) / self.run_id if log_dir is not None else None
+        self.env = dict(env or {})
+        self.params = dict(params or {})
+        self.listeners = list(listeners)
+        self.handle_signals = handle_signals
+        self._given_executors = dict(executors or {})
+        self._executors: dict[str, Executor] = {}
+        n = len(graph)
+        done = done or {}
+        self.scheduler = Scheduler(
+            graph,
+            concurrency=self.concurrency,
+            fail_fast=fail_fast,
+            ranks=ranks,
+            rng=rng,
+            done=[graph.index[t] for t in done],
+            record=bool(self.listeners),
+        )
+        self.values: list[Any] = [None] * n
+        for task_id, value in done.items():
+            self.values[graph.index[task_id]] = value
+        self.errors: list[BaseException | None] = [None] * n
+        self.first_start: list[float | None] = [None] * n
+        self.attempt_start: list[float] = [0.0] * n
+        self.end: list[float | None] = [None] * n
+        self.current: list[Work | None] = [None] * n
+        self.signal: int | None = None
+        self._t0 = 0.0
+        self._started_at = datetime.now(UTC)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: CompletionQueue | None = None
+        self._wake: asyncio.Event | None = None
+        # Per task, what to call and whether its arguments hold upstream references; both
+        # found once, here, not on every dispatch.
+        self._executor_of = [s.executor_name for s in graph.specs]
+        self._has_refs = [_contains_ref(s.args) or _contains_ref(s.kwargs) for s in graph.specs]
+        self._fns: list[Any] = [None] * n
+        self._log_dir_made = False
+
+    # ------------------------------------------------------------------ public
+    def cancel(self, sig: int | None = None) -> None:
+        """Stop the run as the first Ctrl-C would. Safe to call from the run loop only."""
+        if self.signal is None:
+            self.signal = sig if sig is not None else 0
+        if self._loop is not None and self._queue is not None:
+            self._queue._wake()
+
+    def now(self) -> float:
+        """Seconds since the run started, on the run's clock."""
+        assert self._loop is not None
+        return self._loop.time() - self._t0
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counts by state and the running tasks with their start times, for a live display."""
+        sched = self.scheduler
+        running = [
+            (self.graph.ids[i], self.attempt_start[i], sched.attempts[i])
+            for i, w in enumerate(self.current) if w is not None
+        ] if sched.running else []
+        return {"counts": {str(k): v for k, v in sched.counts.items()}, "running": running}
+
+    async def run(self) -> RunResult:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._queue = queue = CompletionQueue(loop)
+        self._t0 = loop.time()
+        self._started_at = datetime.now(UTC)
+        sched = self.scheduler
+        info = RunInfo(
+            run_id=self.run_id,
+            graph=self.graph,
+            started_at=self._started_at,
+            concurrency=self.concurrency,
+            fail_fast=self.fail_fast,
+            log_dir=str(self.log_dir) if self.log_dir else None,
+            params=self.params,
+        )
+        for listener in self.listeners:
+            listener.run_started(info)
+        self._emit()
+        installed = self._install_signals(loop)
+        try:
+            for name in sorted(set(self._executor_of)):
+                await self._start_executor(name)
+            await self._loop_until_done(loop, queue, sched)
+        finally:
+            self._uninstall_signals(loop, installed)
+            for executor in self._executors.values():
+                with contextlib.suppress(Exception):
+                    await executor.shutdown()
+        result = self._result()
+        for listener in self.listeners:
+            listener.run_finished(result)
+        return result
+
+    # ------------------------------------------------------------------ the loop
+    async def _loop_until_done(
+        self, loop: asyncio.AbstractEventLoop, queue: CompletionQueue, sched: Scheduler
+    ) -> None:
+        t0 = self._t0
+        stopped = False
+        while sched.is_active():
+            if self.signal is not None and not stopped:
+                stopped = True
+                self._stop(loop.time() - t0)
+            now = loop.time() - t0
+            for i in sched.admit(now):
+                self._dispatch(i, now)
+            if self.listeners:
+                self._emit()
+            if not sched.is_active():
+                break
+            if not queue:
+                if sched.stalled():  # pragma: no cover - defensive: validation prevents it
+                    raise BrokenExecutor(
+                        "the run stalled: nothing is running and nothing can start "
+                        f"({sched.counts})"
+                    )
+                wake = sched.next_wake()
+                await queue.wait(None if wake is None else wake + t0)
+            now = loop.time() - t0
+            for work, status, payload in queue.drain():
+                self._complete(work, status, payload, now)
+            for i in sched.expired(now):
+                self._time_out(i, now)
+        if self.listeners:
+            self._emit()
+
+    def _dispatch(self, i: int, now: float) -> None:
+        spec = self.graph.specs[i]
+        attempt = self.scheduler.attempts[i]
+        if attempt == 1:
+            self.first_start[i] = now
+        self.attempt_start[i] = now
+        fn = self._fns[i]
+        if fn is None:
+            try:
+                fn = self._fns[i] = self._resolve_action(i)
+            except Exception as exc:  # an unimportable call: the task fails, not the run
+                self._queue_put(i, attempt, ERROR, exc)
+                return
+        args: Any = spec.args
+        kwargs: Any = spec.kwargs
+        if self._has_refs[i]:
+            args = _substitute(args, self.values, self.graph.index)
+            kwargs = _substitute(kwargs, self.values, self.graph.index)
+        name = self._executor_of[i]
+        log_path = None
+        if name == "shell" or name == "process":
+            log_path = self.log_path(spec.id, attempt)
+        work = Work(i, attempt, spec.id, fn, args, kwargs, timeout=spec.timeout,
+                    env=spec.env or None, cwd=spec.cwd, log_path=log_path)
+        self.current[i] = work
+        self._executors[name].submit(work)
+
+    def log_path(self, task_id: str, attempt: int) -> Path | None:
+        """Where attempt ``attempt`` of ``task_id`` writes its output."""
+        if self.log_dir is None:
+            return None
+        if not self._log_dir_made:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._log_dir_made = True
+        return self.log_dir / f"{_UNSAFE.sub('_', task_id)}.{attempt}.log"
+
+    def _resolve_action(self, i: int) -> Any:
+        action = self.graph.specs[i].action
+        if isinstance(action, ShellCommand):
+            return action.cmd
+        if isinstance(action, CallRef):
+            return action.resolve()
+        return action
+
+    async def _start_executor(self, name: str) -> Executor:
+        executor = self._given_executors.get(name)
+        if executor is None:
+            executor = _default_executor(name, self.concurrency, self.env)
+        assert self._queue is not None
+        await executor.start(self._queue.put)
+        self._executors[name] = executor
+        return executor
+
+    def _queue_put(self, i: int, attempt: int, status: int, payload: Any) -> None:
+        assert self._queue is not None
+        work = Work(i, attempt, self.graph.ids[i], None)
+        self.current[i] = work
+        self._queue.put(work, status, payload)
+
+    def _complete(self, work: Work, status: int, payload: Any, now: float) -> None:
+        i = work.index
+        if self.current[i] is not work:
+            return  # an attempt already written off (timed out or cancelled): ignore it
+        self.current[i] = None
+        self.end[i] = now
+        sched = self.scheduler
+        if status == OK:
+            self.values[i] = payload
+            self.errors[i] = None
+            sched.succeeded(i, now)
+        elif status == ERROR:
+            self.errors[i] = payload
+            for j in sched.failed(i, now):
+                self._cancel_running(j, now)
+        elif status == SKIP:
+            sched.skipped(i, now)
+        else:  # CANCELLED by something other than us (a coroutine cancelled itself, ...)
+            sched.cancelled(i, now)
+
+    def _time_out(self, i: int, now: float) -> None:
+        work = self.current[i]
+        self.current[i] = None
+        self.end[i] = now
+        timeout = self.graph.specs[i].timeout
+        self.errors[i] = TaskTimeout(
+            f"task {self.graph.ids[i]!r} timed out after {timeout:g}s "
+            f"(attempt {self.scheduler.attempts[i]})"
+        )
+        if work is not None:
+            self._executor_cancel(work)
+        for j in self.scheduler.failed(i, now):
+            self._cancel_running(j, now)
+
+    def _cancel_running(self, i: int, now: float) -> None:
+        work = self.current[i]
+        self.current[i] = None
+        self.end[i] = now
+        if work is not None:
+            self._executor_cancel(work)
+        self.scheduler.cancelled(i, now)
+
+    def _executor_cancel(self, work: Work) -> None:
+        executor = self._executors.get(self._executor_of[work.index])
+        if executor is not None:
+            executor.cancel(work)
+
+    def _stop(self, now: float) -> None:
+        for i in self.scheduler.stop(now):
+            self._cancel_running(i, now)
+
+    # ------------------------------------------------------------------ events
+    def _emit(self) -> None:
+        batch = self.scheduler.drain_transitions()
+        if not batch:
+            return
+        now = self.now()
+        ids = self.graph.ids
+        attempts = self.scheduler.attempts
+        events = []
+        for i, state in batch:
+            error = None
+            if state is TaskState.FAILED or state is TaskState.RETRY_WAIT:
+                err = self.errors[i]
+                error = f"{type(err).__name__}: {err}" if err is not None else None
+            events.append(Transition(ids[i], state, attempts[i], now, error))
+        for listener in self.listeners:
+            listener.transitions(events)
+
+    # ------------------------------------------------------------------ signals
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return []
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - not Unix
+                pass
+        return installed
+
+    def _uninstall_signals(self, loop: asyncio.AbstractEventLoop, installed: Iterable[int]) -> None:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: int) -> None:
+        if self.signal is not None:
+            # Second signal: no more waiting. Kill every process group we started and go.
+            for executor in self._executors.values():
+                kill = getattr(executor, "kill_all_now", None)
+                if kill is not None:
+                    kill()
+            os._exit(128 + sig)
+        self.cancel(sig)
+
+    # ------------------------------------------------------------------ result
+    def _result(self) -> RunResult:
+        sched = self.scheduler
+        graph = self.graph
+        finished_at = datetime.now(UTC)
+        start = self._started_at
+
+        def wall(t: float | None) -> datetime | None:
+            return None if t is None else start + timedelta(seconds=t)
+
+        tasks: dict[str, TaskResult] = {}
+        for i, task_id in enumerate(graph.ids):
+            first, end = self.first_start[i], self.end[i]
+            log = None
+            if self._executor_of[i] in ("shell", "process") and sched.attempts[i]:
+                path = self.log_path(task_id, sched.attempts[i])
+                log = str(path) if path is not None else None
+            tasks[task_id] = TaskResult(
+                id=task_id,
+                state=sched.state[i],
+                attempts=sched.attempts[i],
+                value=self.values[i],
+                error=self.errors[i] if sched.state[i] is not TaskState.SUCCEEDED else None,
+                started_at=wall(first),
+                finished_at=wall(end),
+                duration_s=(end - first) if first is not None and end is not None else None,
+                executor=self._executor_of[i],
+                log_path=log,
+            )
+        if self.signal is not None:
+            status = RunStatus.INTERRUPTED
+        elif all(
+            s is TaskState.SUCCEEDED or s is TaskState.SKIPPED
+            or (s is TaskState.FAILED and graph.specs[i].allow_failure)
+            for i, s in enumerate(sched.state)
+        ):
+            status = RunStatus.SUCCEEDED
+        else:
+            status = RunStatus.FAILED
+        return RunResult(
+            run_id=self.run_id,
+            pipeline=graph.name,
+            status=status,
+            started_at=start,
+            finished_at=finished_at,
+            tasks=tasks,
+            critical_path=self.realised_critical_path(),
+            signal=self.signal or None,
+        )
+
+    def realised_critical_path(self) -> list[str]:
+        """The chain that decided the makespan: from the task that ended last, step back to
+        the dependency that ended last, until a task that waited on nothing that ran."""
+        end = self.end
+        ran = [i for i in range(len(end)) if end[i] is not None]
+        if not ran:
+            return []
+        i = max(ran, key=lambda k: end[k] or 0.0)
+        path = [i]
+        while True:
+            deps = [j for j in self.graph.deps[i] if end[j] is not None]
+            if not deps:
+                break
+            i = max(deps, key=lambda k: end[k] or 0.0)
+            path.append(i)
+        return [self.graph.ids[i] for i in reversed(path)]
+
+
+def _contains_ref(value: Any) -> bool:
+    if isinstance(value, TaskRef):
+        return True
+    if isinstance(value, Mapping):
+        return any(_contains_ref(v) for v in value.values())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_contains_ref(v) for v in value)
+    return False
+
+
+def _substitute(value: Any, values: list[Any], index: Mapping[str, int]) -> Any:
+    if isinstance(value, TaskRef):
+        return values[index[value.id]]
+    if isinstance(value, Mapping):
+        return {k: _substitute(v, values, index) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return type(value)(_substitute(v, values, index) for v in value)
+    return value

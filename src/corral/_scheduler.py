@@ -1,0 +1,365 @@
+"""The scheduler: a pure, synchronous state machine over a validated graph.
+
+It knows tasks, states, dependencies, resources and time *as numbers it is given*; it has no
+threads, no event loop, no clock and does no I/O. A driver (the asyncio run loop, a test, a
+simulator) feeds it events and asks what to do next, in the spirit of
+``graphlib.TopologicalSorter``'s ``get_ready`` / ``done``::
+
+    sched = Scheduler(graph, concurrency=8)
+    while sched.is_active():
+        for i in sched.admit(now):          # ready tasks that fit: now RUNNING
+            start attempt sched.attempts[i] of task i
+        ... wait for an outcome, or until sched.next_wake() ...
+        sched.succeeded(i, now) | sched.failed(i, now) | sched.skipped(i, now)
+        for i in sched.expired(now):        # ran past their timeout: driver cancels them
+            sched.failed(i, now)
+
+State machine (``TaskState``)::
+
+    pending ──> ready ──> running ──> succeeded | failed | skipped | cancelled
+       │          │          └──> retry_wait ──> ready          (backoff; time is an input)
+       └──────────┴──> upstream_failed | skipped | cancelled    (decided by dependencies/stop)
+
+Policies:
+
+- **Order.** Ready tasks are ordered by ``priority`` (higher first), then by upward rank (the
+  longest remaining path, from :func:`corral._plan.upward_ranks`; longest first), then by
+  definition order. The order is fixed once, so the ready queue is a heap of integers.
+- **Admission.** A task starts only while a concurrency slot is free and its resource request
+  fits the free capacity. When a ready task does not fit, its request is *reserved*: later tasks
+  competing for the same resource may not take it first, so a large task is never starved by a
+  stream of small ones. Tasks that do not need that resource keep flowing around it.
+- **Failure.** Fail-fast stops launching at the first failure (not counting ``allow_failure``
+  tasks): every task that has not started is cancelled and the running ones are handed back to
+  the driver to cancel. Keep-going runs everything that does not depend on a failure. A failed
+  ``allow_failure`` task satisfies its dependents; an ``all_done`` task runs once its
+  dependencies are final, however they ended.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterable, Sequence
+
+from corral._errors import InvalidTransition
+from corral._graph import Graph
+from corral._plan import durations_of, upward_ranks
+from corral._spec import TaskState, TriggerRule
+
+__all__ = ["Scheduler"]
+
+PENDING = TaskState.PENDING
+READY = TaskState.READY
+RUNNING = TaskState.RUNNING
+RETRY_WAIT = TaskState.RETRY_WAIT
+SUCCEEDED = TaskState.SUCCEEDED
+FAILED = TaskState.FAILED
+SKIPPED = TaskState.SKIPPED
+UPSTREAM_FAILED = TaskState.UPSTREAM_FAILED
+CANCELLED = TaskState.CANCELLED
+
+# How many ready tasks that do not fit the admission scan steps over before it gives up for
+# this round: bounds the cost of a round when many large tasks wait for one scarce resource.
+LOOKAHEAD = 64
+
+
+class Scheduler:
+    """Decides which task runs when. For drivers: call the methods below, never set fields.
+
+    ``concurrency`` caps running tasks; resources are capped by ``graph.capacity``.
+    ``ranks`` overrides the critical-path ranks (default: from estimates). ``rng`` supplies
+    jitter for retry backoff (seed it for repeatable tests). ``done`` lists tasks that already
+    succeeded in an earlier run (resume): they start out succeeded.
+    ``record=True`` keeps a log of every transition for :meth:`drain_transitions`.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        concurrency: int,
+        fail_fast: bool = True,
+        ranks: Sequence[float] | None = None,
+        rng: random.Random | None = None,
+        done: Iterable[int] = (),
+        record: bool = False,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, not {concurrency}")
+        n = len(graph)
+        self.graph = graph
+        self.concurrency = concurrency
+        self.fail_fast = fail_fast
+        self.stopping = False
+        self._rng = rng or random.Random()
+        specs = graph.specs
+        self._dependents = graph.dependents
+        self.state: list[TaskState] = [PENDING] * n
+        self.attempts: list[int] = [0] * n
+        self._waiting: list[int] = [len(d) for d in graph.deps]
+        self._all_done: list[bool] = [s.trigger_rule == TriggerRule.ALL_DONE for s in specs]
+        self._allow_failure: list[bool] = [s.allow_failure for s in specs]
+        self._max_attempts: list[int] = [s.retry.retries + 1 for s in specs]
+        self._timeout: list[float | None] = [s.timeout for s in specs]
+        self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
+        self.counts[PENDING] = n
+        self._active = n  # tasks not yet in a final state
+        self.running = 0
+        self._log: list[tuple[int, TaskState]] | None = [] if record else None
+
+        # Resources: names to slots in a free-capacity vector; per task a tuple of
+        # (slot, amount) pairs, empty for the common task that requests nothing.
+        names = sorted(graph.capacity)
+        slot = {name: k for k, name in enumerate(names)}
+        self.resource_names = names
+        self.free: list[float] = [float(graph.capacity[name]) for name in names]
+        self._requests: list[tuple[tuple[int, float], ...]] = [
+            tuple((slot[r], float(a)) for r, a in s.resources.items() if a) for s in specs
+        ]
+
+        # Ready order, fixed once: priority, then upward rank, then definition order.
+        if ranks is None:
+            ranks = upward_ranks(graph, durations_of(graph))
+        by_key = sorted(range(n), key=lambda i: (-specs[i].priority, -ranks[i], i))
+        self._by_key = by_key
+        self._key = [0] * n
+        for k, i in enumerate(by_key):
+            self._key[i] = k
+        self._ready: list[int] = []  # heap of keys
+        self._retries: list[tuple[float, int]] = []  # heap of (due, task)
+        self._deadlines: list[tuple[float, int, int]] = []  # heap of (deadline, task, attempt)
+
+        done = list(done)
+        for i in done:  # mark them all first, so none of them is made ready by another
+            self._transition(i, SUCCEEDED)
+        for i in done:
+            self._resolve(i, SUCCEEDED)
+        for i in range(n):
+            if self.state[i] is PENDING and self._waiting[i] == 0:
+                self._make_ready(i)
+
+    # ------------------------------------------------------------------ queries
+    def is_active(self) -> bool:
+        """Whether any task has yet to reach a final state."""
+        return self._active > 0
+
+    def next_wake(self) -> float | None:
+        """The earliest time at which something happens without an event: a retry falls due
+        or a running task's deadline passes. ``None`` when nothing is timed."""
+        wake = None
+        if self._retries:
+            wake = self._retries[0][0]
+        if self._deadlines:
+            d = self._deadlines[0][0]
+            if wake is None or d < wake:
+                wake = d
+        return wake
+
+    def ready_count(self) -> int:
+        return len(self._ready)
+
+    def stalled(self) -> bool:
+        """Nothing runs, nothing can start and nothing waits on a timer, yet tasks remain."""
+        return (
+            self._active > 0 and self.running == 0 and not self._retries
+            and (self.stopping or not self._ready)
+        )
+
+    def drain_transitions(self) -> list[tuple[int, TaskState]]:
+        """Transitions since the last call (only with ``record=True``)."""
+        log = self._log
+        if not log:
+            return []
+        self._log = []
+        return log
+
+    # ------------------------------------------------------------------ driver events
+    def admit(self, now: float) -> list[int]:
+        """Move due retries to ready, then start every ready task that fits; return them.
+
+        Each returned task is RUNNING and ``attempts[i]`` is the number of this attempt.
+        """
+        if self._retries:
+            self._release_due(now)
+        ready = self._ready
+        slots = self.concurrency - self.running
+        if self.stopping or slots <= 0 or not ready:
+            return []
+        started: list[int] = []
+        blocked: list[int] = []
+        reserved: list[float] | None = None
+        requests = self._requests
+        by_key = self._by_key
+        free = self.free
+        while ready and slots > 0:
+            k = heapq.heappop(ready)
+            i = by_key[k]
+            request = requests[i]
+            if request:
+                if reserved is None:
+                    fits = all(free[r] >= a for r, a in request)
+                else:
+                    fits = all(free[r] - reserved[r] >= a for r, a in request)
+                if not fits:
+                    blocked.append(k)
+                    if reserved is None:
+                        reserved = [0.0] * len(free)
+                    for r, a in request:
+                        reserved[r] += a
+                    if len(blocked) >= LOOKAHEAD:
+                        break
+                    continue
+                for r, a in request:
+                    free[r] -= a
+            self.state[i] = RUNNING
+            self.counts[READY] -= 1
+            self.counts[RUNNING] += 1
+            if self._log is not None:
+                self._log.append((i, RUNNING))
+            self.attempts[i] += 1
+            timeout = self._timeout[i]
+            if timeout is not None:
+                heapq.heappush(self._deadlines, (now + timeout, i, self.attempts[i]))
+            started.append(i)
+            slots -= 1
+        self.running += len(started)
+        for k in blocked:
+            heapq.heappush(ready, k)
+        return started
+
+    def succeeded(self, i: int, now: float) -> None:
+        """The running attempt of task ``i`` succeeded."""
+        self._leave_running(i, SUCCEEDED)
+        self._resolve(i, SUCCEEDED)
+
+    def skipped(self, i: int, now: float) -> None:
+        """The running attempt of task ``i`` asked to be skipped."""
+        self._leave_running(i, SKIPPED)
+        self._resolve(i, SKIPPED)
+
+    def cancelled(self, i: int, now: float) -> None:
+        """The running attempt of task ``i`` was cancelled (after :meth:`stop`)."""
+        self._leave_running(i, CANCELLED)
+        self._resolve(i, CANCELLED)
+
+    def failed(self, i: int, now: float, *, retryable: bool = True) -> list[int]:
+        """The running attempt of task ``i`` failed.
+
+        It is retried after its backoff if attempts remain, ``retryable`` holds and the run is
+        not stopping. Returns the running tasks the driver must now cancel (fail-fast), usually
+        none.
+        """
+        if (
+            retryable
+            and not self.stopping
+            and self.attempts[i] < self._max_attempts[i]
+        ):
+            self._leave_running(i, RETRY_WAIT)
+            delay = self.graph.specs[i].retry.delay_for(self.attempts[i], self._rng.random())
+            heapq.heappush(self._retries, (now + delay, i))
+            return []
+        self._leave_running(i, FAILED)
+        self._resolve(i, FAILED)
+        if self.fail_fast and not self._allow_failure[i] and not self.stopping:
+            return self.stop(now)
+        return []
+
+    def expired(self, now: float) -> list[int]:
+        """Running tasks whose current attempt has passed its deadline.
+
+        The driver cancels each one in its executor and reports it with :meth:`failed`.
+        """
+        out: list[int] = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, i, attempt = heapq.heappop(deadlines)
+            if self.state[i] is RUNNING and self.attempts[i] == attempt:
+                out.append(i)
+        return out
+
+    def stop(self, now: float) -> list[int]:
+        """Stop launching: cancel every task that has not started; return the running ones,
+        which the driver must cancel and then report."""
+        self.stopping = True
+        for i, state in enumerate(self.state):
+            if state is PENDING or state is READY or state is RETRY_WAIT:
+                self._transition(i, CANCELLED)
+        self._ready.clear()
+        self._retries.clear()
+        return [i for i, s in enumerate(self.state) if s is RUNNING]
+
+    # ------------------------------------------------------------------ internals
+    def _leave_running(self, i: int, new: TaskState) -> None:
+        if self.state[i] is not RUNNING:
+            raise InvalidTransition(
+                f"task {self.graph.ids[i]!r} cannot go from {self.state[i]} to {new}: "
+                "only a running task reports an outcome"
+            )
+        request = self._requests[i]
+        if request:
+            free = self.free
+            for r, a in request:
+                free[r] += a
+        self.running -= 1
+        self.state[i] = new
+        counts = self.counts
+        counts[RUNNING] -= 1
+        counts[new] += 1
+        if new is not RETRY_WAIT:
+            self._active -= 1
+        if self._log is not None:
+            self._log.append((i, new))
+
+    def _transition(self, i: int, new: TaskState) -> None:
+        """Move a task that is not running into ``new`` (a final state)."""
+        old = self.state[i]
+        if old.is_final or old is RUNNING:
+            raise InvalidTransition(
+                f"task {self.graph.ids[i]!r} cannot go from {old} to {new}"
+            )
+        self.state[i] = new
+        self.counts[old] -= 1
+        self.counts[new] += 1
+        self._active -= 1
+        if self._log is not None:
+            self._log.append((i, new))
+
+    def _make_ready(self, i: int) -> None:
+        self.state[i] = READY
+        self.counts[PENDING] -= 1
+        self.counts[READY] += 1
+        if self._log is not None:
+            self._log.append((i, READY))
+        heapq.heappush(self._ready, self._key[i])
+
+    def _release_due(self, now: float) -> None:
+        retries = self._retries
+        while retries and retries[0][0] <= now:
+            _, i = heapq.heappop(retries)
+            self.state[i] = READY
+            self.counts[RETRY_WAIT] -= 1
+            self.counts[READY] += 1
+            if self._log is not None:
+                self._log.append((i, READY))
+            heapq.heappush(self._ready, self._key[i])
+
+    def _resolve(self, i: int, outcome: TaskState) -> None:
+        """Tell the dependents of task ``i`` (now final) how it ended, transitively."""
+        stack = [(i, outcome)]
+        while stack:
+            j, how = stack.pop()
+            satisfies = how is SUCCEEDED or (
+                (how is FAILED or how is UPSTREAM_FAILED) and self._allow_failure[j]
+            )
+            for k in self._dependents[j]:
+                if self.state[k] is not PENDING:
+                    continue
+                if satisfies or self._all_done[k]:
+                    self._waiting[k] -= 1
+                    if self._waiting[k] == 0 and not self.stopping:
+                        self._make_ready(k)
+                    continue
+                fate = UPSTREAM_FAILED if how is FAILED or how is UPSTREAM_FAILED else how
+                self._transition(k, fate)
+                stack.append((k, fate))

@@ -1,0 +1,231 @@
+"""Task definitions: what a task is, before any run of it.
+
+A :class:`TaskSpec` is the immutable definition of one task — its action (a Python callable, a
+``module:function`` reference or a shell command), its dependencies and its options. Both front
+ends produce them: the Python API (``corral.DAG``) and pipeline files (``corral._pipeline``).
+:mod:`corral._graph` turns a list of specs into a validated, integer-indexed graph.
+
+Options are normalised once here (durations to float seconds, resources to a dict of floats), so
+nothing downstream re-checks them on the hot path.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import importlib
+import inspect
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+__all__ = [
+    "CallRef",
+    "Resources",
+    "RetryPolicy",
+    "ShellCommand",
+    "TaskRef",
+    "TaskSpec",
+    "TaskState",
+    "TriggerRule",
+    "seconds",
+]
+
+
+class TaskState(enum.StrEnum):
+    """Where one task is in its life within a run."""
+
+    PENDING = "pending"  # waiting for its dependencies
+    READY = "ready"  # dependencies satisfied, waiting for a slot and resources
+    RUNNING = "running"  # an attempt is executing
+    RETRY_WAIT = "retry_wait"  # an attempt failed; the next waits out its backoff
+    SUCCEEDED = "succeeded"  # final: an attempt succeeded
+    FAILED = "failed"  # final: the last attempt failed
+    SKIPPED = "skipped"  # final: the task asked to be skipped, or an upstream was skipped
+    UPSTREAM_FAILED = "upstream_failed"  # final: a dependency failed, so it never ran
+    CANCELLED = "cancelled"  # final: the run stopped (fail-fast, Ctrl-C) before it finished
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {
+        TaskState.SUCCEEDED,
+        TaskState.FAILED,
+        TaskState.SKIPPED,
+        TaskState.UPSTREAM_FAILED,
+        TaskState.CANCELLED,
+    }
+)
+
+
+class TriggerRule(enum.StrEnum):
+    """When a task may run, given how its dependencies ended."""
+
+    ALL_SUCCESS = "all_success"  # every dependency succeeded (or failed with allow_failure)
+    ALL_DONE = "all_done"  # every dependency reached a final state, however it ended
+
+
+def seconds(value: float | int | timedelta | None, *, what: str = "duration") -> float | None:
+    """Normalise a duration given as a number of seconds or a timedelta."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds or a timedelta, not {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often a task is retried and how long it waits in between.
+
+    The delay before retry *n* (1-based) is ``delay * backoff ** (n - 1)``, capped at
+    ``max_delay``, then spread by ``jitter``: multiplied by a uniform factor in
+    ``[1 - jitter, 1]`` so that many tasks failing together do not retry in lock-step.
+    """
+
+    retries: int = 0
+    delay: float = 1.0
+    backoff: float = 2.0
+    max_delay: float = 300.0
+    jitter: float = 0.1
+
+    def delay_for(self, retry: int, rand: float) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based); ``rand`` is in [0, 1)."""
+        base = min(self.delay * self.backoff ** (retry - 1), self.max_delay)
+        return base * (1.0 - self.jitter * rand)
+
+
+@dataclass(frozen=True, slots=True)
+class ShellCommand:
+    """A shell command line, run with ``/bin/sh -c``."""
+
+    cmd: str
+
+    def __str__(self) -> str:
+        return self.cmd
+
+
+@dataclass(frozen=True, slots=True)
+class CallRef:
+    """A ``module:function`` reference, imported when the task runs (or is validated)."""
+
+    target: str
+
+    def resolve(self) -> Callable[..., Any]:
+        module_name, _, attr = self.target.partition(":")
+        if not module_name or not attr:
+            raise ValueError(f"call {self.target!r} is not of the form 'module:function'")
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        if not callable(obj):
+            raise TypeError(f"call {self.target!r} names {type(obj).__name__}, not a function")
+        return obj  # type: ignore[no-any-return]
+
+    def __str__(self) -> str:
+        return self.target
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """A placeholder, in a task's arguments, for another task's return value."""
+
+    id: str
+
+
+Resources = Mapping[str, float]
+"""A resource request or capacity: ``{"cpu": 2, "memory_mb": 512, "gpu": 1}``."""
+
+Action = Callable[..., Any] | ShellCommand | CallRef
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """The definition of one task.
+
+    ``depends_on`` lists every dependency, including those implied by :class:`TaskRef`
+    arguments. ``executor`` is ``None`` for "choose from the action": ``async`` for a coroutine
+    function, ``shell`` for a command, ``thread`` otherwise.
+    """
+
+    id: str
+    action: Action
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+    retry: RetryPolicy = RetryPolicy()
+    timeout: float | None = None
+    priority: int = 0
+    resources: Resources = field(default_factory=dict)
+    executor: str | None = None
+    trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
+    allow_failure: bool = False
+    estimate: float | None = None
+    tags: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    # Where the task was defined, for error messages: (file, line).
+    source: tuple[str, int | None] | None = None
+
+    @property
+    def executor_name(self) -> str:
+        if self.executor is not None:
+            return self.executor
+        if isinstance(self.action, ShellCommand):
+            return "shell"
+        if isinstance(self.action, CallRef):
+            return "thread"
+        if inspect.iscoroutinefunction(self.action):
+            return "async"
+        return "thread"
+
+    def evolve(self, **changes: Any) -> TaskSpec:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def fingerprint(self) -> str:
+        """A hash of what the task does, to tell whether its definition changed between runs."""
+        action = self.action
+        if isinstance(action, ShellCommand | CallRef):
+            what = f"{type(action).__name__}:{action}"
+        else:
+            name = getattr(action, "__qualname__", repr(action))
+            module = getattr(action, "__module__", "")
+            code = getattr(action, "__code__", None)
+            what = f"py:{module}:{name}:{hash_code(code) if code else ''}"
+        payload = json.dumps(
+            [
+                what,
+                _stable(self.args),
+                _stable(dict(self.kwargs)),
+                sorted(self.depends_on),
+                sorted(self.env.items()),
+                self.cwd,
+                self.executor,
+            ],
+            default=repr,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def hash_code(code: Any) -> str:
+    h = hashlib.sha256(code.co_code)
+    h.update(repr(code.co_consts).encode())
+    return h.hexdigest()[:12]
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, TaskRef):
+        return f"<ref {value.id}>"
+    if isinstance(value, Mapping):
+        return {str(k): _stable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_stable(v) for v in value]
+    return value

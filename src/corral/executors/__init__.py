@@ -1,0 +1,52 @@
+"""Executors: the ways corral runs a task. Each plugs into :class:`Executor` (``_base``).
+
+==========  ==========================================================
+``async``   coroutine functions on the run loop (:mod:`.asyncio`)
+``thread``  sync functions on a thread pool (:mod:`.thread`)
+``process`` CPU-bound functions in worker processes (:mod:`.process`)
+``shell``   shell commands in their own process groups (:mod:`.shell`)
+==========  ==========================================================
+
+Modules load on first use, so ``import corral`` pulls in none of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from corral.executors._base import CANCELLED, ERROR, OK, SKIP, CompletionQueue, Executor, Work
+
+if TYPE_CHECKING:
+    from corral.executors.asyncio import AsyncExecutor
+    from corral.executors.process import ProcessExecutor
+    from corral.executors.shell import ShellExecutor
+    from corral.executors.thread import ThreadExecutor
+
+__all__ = [
+    "CANCELLED",
+    "ERROR",
+    "OK",
+    "SKIP",
+    "AsyncExecutor",
+    "CompletionQueue",
+    "Executor",
+    "ProcessExecutor",
+    "ShellExecutor",
+    "ThreadExecutor",
+    "Work",
+]
+
+_LAZY = {
+    "AsyncExecutor": "corral.executors.asyncio",
+    "ProcessExecutor": "corral.executors.process",
+    "ShellExecutor": "corral.executors.shell",
+    "ThreadExecutor": "corral.executors.thread",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corral.executors' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

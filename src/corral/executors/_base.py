@@ -1,0 +1,180 @@
+"""The executor contract: every way of running a task plugs in here.
+
+An executor receives :class:`Work` (one attempt of one task) through :meth:`Executor.submit`
+and later reports how it ended by calling the *sink* it was started with::
+
+    run loop ──submit(work)──> executor ──runs it──> sink(work, status, payload)
+       ^                                                    │
+       └────────────── CompletionQueue (batched) ───────────┘
+
+``status`` is one of :data:`OK` (payload: the return value), :data:`ERROR` (payload: the
+exception), :data:`SKIP` or :data:`CANCELLED` (payload: ``None``). The sink is thread-safe and
+cheap: executors may call it from any thread, and many completions wake the run loop once.
+
+Only :meth:`Executor.submit` is abstract. :meth:`Executor.cancel` is best-effort: the run loop
+has already decided the attempt's fate (cancelled or timed out) and ignores anything reported
+for it later. That is what lets a thread that cannot be killed be abandoned, and a remote
+worker that went silent be written off, without special cases in the loop.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import collections
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+__all__ = ["CANCELLED", "ERROR", "OK", "SKIP", "CompletionQueue", "Executor", "Sink", "Work"]
+
+OK = 0
+ERROR = 1
+SKIP = 2
+CANCELLED = 3
+
+Sink = Callable[["Work", int, Any], None]
+
+
+class Work:
+    """One attempt of one task, as handed to an executor.
+
+    ``fn`` is the callable to run (for the shell executor, the command string), with ``args``
+    and ``kwargs`` already resolved (upstream values substituted). ``index`` and ``attempt``
+    identify the attempt to the run loop; executors pass them back untouched.
+    """
+
+    __slots__ = (
+        "args",
+        "attempt",
+        "cwd",
+        "env",
+        "fn",
+        "handle",
+        "index",
+        "kwargs",
+        "log_path",
+        "task_id",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        attempt: int,
+        task_id: str,
+        fn: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.index = index
+        self.attempt = attempt
+        self.task_id = task_id
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs or {}
+        self.timeout = timeout
+        self.env = env
+        self.cwd = cwd
+        self.log_path = log_path
+        self.handle: Any = None  # executor-private: whatever it needs to cancel this attempt
+
+    def __repr__(self) -> str:
+        return f"<Work {self.task_id!r} attempt {self.attempt}>"
+
+
+class Executor(abc.ABC):
+    """Runs attempts and reports their outcomes. For implementers: override :meth:`submit`,
+    and :meth:`start`, :meth:`cancel` and :meth:`shutdown` when there is something to do."""
+
+    name: ClassVar[str] = "executor"
+
+    def __init__(self) -> None:
+        self._sink: Sink | None = None
+
+    async def start(self, sink: Sink) -> None:
+        """Called once by the run loop, on its event loop, before the first submit."""
+        self._sink = sink
+
+    @property
+    def sink(self) -> Sink:
+        if self._sink is None:
+            raise RuntimeError(f"{type(self).__name__} was not started")
+        return self._sink
+
+    @abc.abstractmethod
+    def submit(self, work: Work) -> None:
+        """Start running ``work``; report its outcome to the sink later, from any thread."""
+
+    def cancel(self, work: Work) -> None:  # noqa: B027 - optional hook
+        """Best effort: stop ``work`` if it is still running. The outcome is already decided."""
+
+    async def shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Release workers. Anything still running is stopped; nothing is left behind."""
+
+
+class CompletionQueue:
+    """Where executors drop outcomes; the run loop drains it in batches.
+
+    ``put`` may be called from any thread. Only the first outcome after a drain wakes the loop
+    (one ``call_soon_threadsafe`` per batch, not per task).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: collections.deque[tuple[Work, int, Any]] = collections.deque()
+        self._signalled = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, work: Work, status: int, payload: Any) -> None:
+        self._items.append((work, status, payload))
+        if not self._signalled:
+            self._signalled = True
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def drain(self) -> list[tuple[Work, int, Any]]:
+        # Clear the flag before taking the items: a put that races with us either lands in
+        # this batch or sees the flag down and wakes the loop again.
+        self._signalled = False
+        items = self._items
+        out = list(items)
+        for _ in range(len(out)):
+            items.popleft()
+        return out
+
+    async def wait(self, deadline: float | None) -> None:
+        """Until an outcome arrives or the loop's clock reaches ``deadline``."""
+        if self._items:
+            return
+        loop = self._loop
+        waiter = loop.create_future()
+        self._waiter = waiter
+        timer = None
+        if deadline is not None:
+            timer = loop.call_at(deadline, _resolve, waiter)
+        try:
+            if self._items:  # arrived while we were setting up
+                return
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,0 +1,145 @@
+"""Shell executor: each attempt is ``/bin/sh -c CMD`` in its own process group.
+
+Output (stdout and stderr, interleaved as the command wrote them) goes straight from the
+child to the attempt's log file — no pipe through Python, so a chatty command costs corral
+nothing. A non-zero exit fails the attempt with :class:`CommandFailed`, which carries the exit
+code, the log path and the log's last lines.
+
+Stopping an attempt (timeout, cancelled run) signals the whole process group: SIGTERM, then
+SIGKILL after ``kill_grace`` seconds, so a command's children die with it. :meth:`shutdown`
+does the same to anything left, so a run never leaves an orphan behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from corral._errors import CommandFailed
+from corral.executors._base import CANCELLED, ERROR, OK, Executor, Work
+
+__all__ = ["ShellExecutor", "tail"]
+
+TAIL_LINES = 20
+
+
+def tail(path: Path | str | None, lines: int = TAIL_LINES, max_bytes: int = 16384) -> str:
+    """The last ``lines`` lines of a log file ('' when there is none)."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class ShellExecutor(Executor):
+    """Runs shell command lines. ``env`` is added to the inherited environment."""
+
+    name = "shell"
+
+    def __init__(self, *, env: Mapping[str, str] | None = None, kill_grace: float = 3.0) -> None:
+        super().__init__()
+        self.env = dict(env or {})
+        self.kill_grace = kill_grace
+        self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, work: Work) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(work))
+        work.handle = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, work: Work) -> None:
+        env = None
+        if self.env or work.env:
+            env = {**os.environ, **self.env, **(work.env or {})}
+        log_path = work.log_path
+        proc = None
+        try:
+            if log_path is not None:
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+            else:
+                out = None
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    "/bin/sh",
+                    "-c",
+                    str(work.fn),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out if out is not None else subprocess.DEVNULL,
+                    stderr=subprocess.STDOUT,
+                    cwd=work.cwd,
+                    env=env,
+                    start_new_session=True,  # its own process group, killed as one
+                )
+            finally:
+                if out is not None:
+                    out.close()
+            self._procs[proc.pid] = proc
+            code = await proc.wait()
+        except asyncio.CancelledError:
+            if proc is not None:
+                await self._kill(proc)
+            self.sink(work, CANCELLED, None)
+            return
+        except OSError as exc:  # the command could not even start (bad cwd, ...)
+            self.sink(work, ERROR, exc)
+            return
+        finally:
+            if proc is not None:
+                self._procs.pop(proc.pid, None)
+        # The shell is gone, but a background child may still hold the group: end it.
+        _killpg(proc.pid, signal.SIGKILL)
+        if code == 0:
+            self.sink(work, OK, None)
+        else:
+            path = str(log_path) if log_path else None
+            self.sink(work, ERROR, CommandFailed(code, log_path=path, tail=tail(log_path)))
+
+    async def _kill(self, proc: asyncio.subprocess.Process) -> None:
+        _killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), self.kill_grace)
+        except TimeoutError:
+            pass
+        _killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            await proc.wait()
+
+    def cancel(self, work: Work) -> None:
+        task = work.handle
+        if task is not None:
+            task.cancel()
+
+    async def shutdown(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for pid in list(self._procs):
+            _killpg(pid, signal.SIGKILL)
+
+    def kill_all_now(self) -> None:
+        """SIGKILL every process group at once (the second Ctrl-C): no waiting, no orphans."""
+        for pid in list(self._procs):
+            _killpg(pid, signal.SIGKILL)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

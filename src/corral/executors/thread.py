@@ -1,0 +1,111 @@
+"""Thread executor: synchronous functions on a pool of daemon threads.
+
+Workers take :class:`Work` from one queue and hand outcomes straight to the run loop's sink,
+which batches them, so a burst of short tasks costs one loop wake-up rather than one per task
+(``loop.run_in_executor`` would allocate and schedule a future per task).
+
+A Python thread cannot be killed. When an attempt times out or the run is cancelled, the run
+loop records the outcome at once and this executor *abandons* the thread: it finishes on its
+own, its result is ignored, and a fresh thread replaces it so the pool keeps its size. Threads
+are daemons, so an abandoned one never keeps the process alive at exit.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+from corral._errors import Skip
+from corral.executors._base import CANCELLED, ERROR, OK, SKIP, Executor, Sink, Work
+
+__all__ = ["ThreadExecutor"]
+
+
+class ThreadExecutor(Executor):
+    """Runs sync callables on up to ``max_workers`` threads (started as needed)."""
+
+    name = "thread"
+
+    def __init__(self, max_workers: int = 8) -> None:
+        super().__init__()
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1, not {max_workers}")
+        self.max_workers = max_workers
+        self._queue: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)
+        self._abandoned = 0
+        self._lock = threading.Lock()
+
+    def submit(self, work: Work) -> None:
+        self._queue.put(work)
+        if not self._idle.acquire(blocking=False):
+            self._grow()
+
+    def _grow(self) -> None:
+        with self._lock:
+            alive = len(self._threads) - self._abandoned
+            if alive < self.max_workers:
+                t = threading.Thread(
+                    target=_worker,
+                    args=(self._queue, self.sink, self._idle, self._lock),
+                    name=f"corral-thread-{len(self._threads)}",
+                    daemon=True,
+                )
+                self._threads.append(t)
+                t.start()
+
+    def cancel(self, work: Work) -> None:
+        # Not picked up yet: the worker will skip it. Running: abandon that thread.
+        with self._lock:
+            running = work.handle == RUNNING
+            work.handle = CANCELLED
+            if running:
+                self._abandoned += 1
+        if running:
+            self._grow()
+
+    async def shutdown(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        self._threads.clear()
+
+
+RUNNING = "running"
+
+
+def _worker(
+    work_queue: queue.SimpleQueue[Work | None],
+    sink: Sink,
+    idle: threading.Semaphore,
+    lock: threading.Lock,
+) -> None:
+    get = work_queue.get
+    while True:
+        work = get()
+        if work is None:
+            return
+        with lock:
+            cancelled = work.handle == CANCELLED
+            if not cancelled:
+                work.handle = RUNNING
+        if cancelled:
+            idle.release()
+            continue
+        status: int
+        payload: Any
+        try:
+            payload = work.fn(*work.args, **work.kwargs)
+            status = OK
+        except Skip:
+            status, payload = SKIP, None
+        except BaseException as exc:  # a task's failure, whatever it is, belongs to the task
+            status, payload = ERROR, exc
+        with lock:
+            abandoned = work.handle == CANCELLED
+            work.handle = None
+        if abandoned:
+            return  # the pool already replaced this thread
+        idle.release()
+        sink(work, status, payload)
