@@ -215,6 +215,10 @@ def _check_options(spec: TaskSpec, capacity: Mapping[str, float], problem: Any) 
     if isinstance(spec.action, ShellCommand) and executor != "shell":
         problem(f"task {spec.id!r}: a shell command runs on executor 'shell', not {executor!r}",
                 spec)
+    for key, value in spec.env.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            problem(f"task {spec.id!r}: env {key!r} must map a string to a string, "
+                    f"not {value!r}", spec)
     for name, amount in spec.resources.items():
         if not _is_number(amount) or amount < 0:
             problem(f"task {spec.id!r}: resource {name!r} must be a number >= 0, not {amount!r}",

@@ -78,7 +78,8 @@ def make_spec(
     problems = check_option_names(merged, where=f"task {task_id!r}")
     if problems:
         raise ValidationError(problems)
-    retry_args = {field: merged[key] for key, field in _RETRY_FIELDS.items() if key in merged}
+    retry_args = {field: _duration(merged[key]) for key, field in _RETRY_FIELDS.items()
+                  if key in merged}
     retry = RetryPolicy(**retry_args)
     depends = merged.get("depends_on", ())
     if isinstance(depends, str):
@@ -102,15 +103,14 @@ def make_spec(
         allow_failure=bool(merged.get("allow_failure", False)),
         estimate=_duration(merged.get("estimate")),
         tags=(tags,) if isinstance(tags, str) else tuple(tags),
-        env={str(k): str(v) for k, v in (merged.get("env") or {}).items()},
+        env=dict(merged.get("env") or {}),
         cwd=merged.get("cwd"),
         source=source,
     )
 
 
 def _duration(value: Any) -> Any:
+    # Only the one lossless conversion; anything else is checked, as written, by build_graph.
     if isinstance(value, timedelta):
         return value.total_seconds()
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
     return value

@@ -1,0 +1,888 @@
+"""Pipeline files: a DAG written in YAML or JSON instead of Python.
+
+This module owns the file format and nothing downstream of it. It reads text into plain data
+that remembers where each key was written, checks the shape of that data with pydantic models,
+substitutes ``${name}`` parameters, turns each task into a :class:`TaskSpec` with
+:func:`corral._options.make_spec` (the one place options are spelled) and hands the specs to
+:func:`corral._graph.build_graph`. A :class:`Pipeline` is returned only when all of that passed.
+
+::
+
+    text --_LineLoader--> _Mapping/_Sequence (values + line of every key)
+         --pydantic-----> _Header, one _Task per task   (shape errors -> Problem at the key's line)
+         --_Reader.sub--> ${name} substituted           (shell-quoted in cmd, raw elsewhere)
+         --make_spec----> TaskSpec(source=(file, line)) (one per task)
+         --build_graph--> Graph                         (value, dependency and cycle errors)
+
+Policy:
+
+- Every problem found is reported at once, in file order, as a :class:`Problem` carrying the
+  file and line. pydantic's errors are translated, never shown raw.
+- Parameters are strings. In ``cmd`` a value is inserted with :func:`shlex.quote`, so it is one
+  shell word whatever it contains; in ``env``, ``cwd``, ``args`` and ``kwargs`` it is inserted
+  as is. ``$${name}`` stands for a literal ``${name}``.
+- Without a ``params:`` section, a ``${name}`` nobody passed is left alone (it may be a shell
+  variable), and a passed parameter that the file never uses is an error. With one, the section
+  declares every name: using or passing another one is an error. A parameter declared with no
+  value (``target: ~``) must be passed.
+- Top-level keys starting with ``x-`` are ignored: a place for YAML anchors to be merged
+  into tasks with ``<<``, as in Compose files.
+- The set of task options comes from :data:`corral._options.TASK_OPTIONS`; this module only
+  knows the types of their values in a file (:data:`_OPTION_TYPES`), and an option it does not
+  know the type of is accepted as any value and checked by ``build_graph``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Any, NamedTuple
+
+import pydantic
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from corral._dag import DAG
+from corral._errors import ParameterError, PipelineError, Problem, ValidationError
+from corral._graph import suggest
+from corral._options import TASK_OPTIONS, make_spec
+from corral._spec import CallRef, ShellCommand, TaskSpec
+
+__all__ = ["Pipeline", "load_pipeline", "parse_params", "parse_pipeline", "pipeline_schema"]
+
+FORMATS = ("yaml", "json")
+
+# A parameter name, and a reference to one: ``${name}``, or ``$${name}`` for the literal text.
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_NAME_RE = re.compile(_NAME)
+_REF_RE = re.compile(rf"\$\$\{{(?P<escaped>{_NAME})\}}|\$\{{(?P<name>{_NAME})\}}")
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """A pipeline file, read and validated: its DAG and what the file said around it."""
+
+    name: str
+    dag: DAG
+    concurrency: int | None  # the file's ``concurrency``; None when it does not say
+    path: str | None
+    params: dict[str, str]  # effective parameters: the file's defaults, then the overrides
+
+
+# --------------------------------------------------------------------------- public functions
+def load_pipeline(path: str | Path, *, params: Mapping[str, str] | None = None) -> Pipeline:
+    """Read and validate a pipeline file (``.yaml``, ``.yml`` or ``.json``).
+
+    Raises :class:`PipelineError` listing every problem, each with its file and line, and
+    :class:`ParameterError` for a parameter the file does not declare or one it requires.
+    """
+    file = Path(path)
+    text = _read(file)
+    fmt = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}.get(file.suffix.lower())
+    return parse_pipeline(text, file=str(file), fmt=fmt, params=params)
+
+
+def parse_pipeline(
+    text: str,
+    *,
+    file: str = "<string>",
+    fmt: str | None = None,
+    params: Mapping[str, str] | None = None,
+) -> Pipeline:
+    """Validate a pipeline given as text; ``fmt`` is ``"yaml"``, ``"json"`` or None (guess).
+
+    ``file`` names the source in problems and gives the default pipeline name; unless it is
+    a ``<placeholder>``, it is also the pipeline's ``path``.
+    """
+    if fmt is None:
+        fmt = "json" if text.lstrip().startswith("{") else "yaml"
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(FORMATS)} or None, not {fmt!r}")
+    data, duplicates = _load(text, file, fmt)
+    path = None if file.startswith("<") else file
+    return _Reader(file, dict(params or {})).read(data, duplicates, path)
+
+
+def parse_params(pairs: Iterable[str]) -> dict[str, str]:
+    """``["key=value", ...]`` as a dict; the value may contain ``=``; the last key wins."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ParameterError(f"parameter {pair!r} is not of the form key=value")
+        if not _NAME_RE.fullmatch(key):
+            raise ParameterError(
+                f"parameter name {key!r} in {pair!r} is not valid: use letters, digits and _, "
+                "not starting with a digit"
+            )
+        out[key] = value
+    return out
+
+
+def pipeline_schema() -> dict[str, Any]:
+    """The JSON Schema of pipeline files, for editors and ``corral schema``."""
+    schema = _File.model_json_schema()
+    schema["patternProperties"] = {
+        "^x-": {"description": "ignored: a place for YAML anchors to be reused with <<"}
+    }
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+# --------------------------------------------------------------------------- reading text
+class _Mapping(dict[Any, Any]):
+    """A mapping read from a file, with its own line and the line of each key (1-based)."""
+
+    __slots__ = ("line", "lines")
+
+    def __init__(self, line: int | None = None) -> None:
+        super().__init__()
+        self.line = line
+        self.lines: dict[Any, int] = {}
+
+
+class _Sequence(list[Any]):
+    """A sequence read from a file, with its own line and the line of each item."""
+
+    __slots__ = ("line", "lines")
+
+    def __init__(self, line: int | None = None) -> None:
+        super().__init__()
+        self.line = line
+        self.lines: list[int] = []
+
+
+class _Duplicate(NamedTuple):
+    """A key written again in the same mapping; the mapping keeps the last value."""
+
+    mapping: _Mapping
+    key: Any
+    line: int | None  # of the repeat
+    first: int | None  # of the first time the key was written
+    shadowed: Any  # the value the repeat replaced...
+    shadowed_line: int | None  # ...and the line of its key
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader building :class:`_Mapping` and :class:`_Sequence`, noting repeated keys.
+
+    PyYAML silently keeps the last of two equal keys; here each repeat is also recorded, so
+    that a task id or option written twice is reported instead of half-ignored. Keys brought
+    in by a ``<<`` merge may be overridden: that is what merges are for.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[_Duplicate] = []
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> Iterator[_Mapping]:
+    data = _Mapping(node.start_mark.line + 1)
+    yield data  # filled afterwards, so that recursive structures work as in SafeLoader
+    own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
+    loader.flatten_mapping(node)  # merged pairs come first, then the mapping's own
+    merged = len(node.value) - own
+    written: dict[Any, int] = {}  # the mapping's own keys, at their first line
+    for i, (key_node, value_node) in enumerate(node.value):
+        key = loader.construct_object(key_node, deep=False)
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark,
+                "found an unhashable key", key_node.start_mark,
+            )
+        line = key_node.start_mark.line + 1
+        if i >= merged:
+            if key in written:
+                loader.duplicates.append(
+                    _Duplicate(data, key, line, written[key], data[key], data.lines[key])
+                )
+            else:
+                written[key] = line
+        data[key] = loader.construct_object(value_node, deep=False)
+        data.lines[key] = line
+
+
+def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> Iterator[_Sequence]:
+    data = _Sequence(node.start_mark.line + 1)
+    yield data
+    data.lines = [item.start_mark.line + 1 for item in node.value]
+    data.extend(loader.construct_object(item, deep=False) for item in node.value)
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+
+
+def _read(file: Path) -> str:
+    def fail(message: str, hint: str | None = None) -> PipelineError:
+        return PipelineError([Problem(message, file=str(file), hint=hint)])
+
+    if file.is_dir():
+        raise fail("is a directory, not a pipeline file", hint="name a .yaml or .json file in it")
+    try:
+        return file.read_text(encoding="utf-8-sig")  # -sig: a byte order mark is dropped
+    except FileNotFoundError:
+        raise fail("no such file") from None
+    except UnicodeDecodeError as e:
+        raise fail(f"is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise fail(f"cannot be read: {e.strerror or e}") from None
+
+
+def _load(text: str, file: str, fmt: str) -> tuple[Any, list[_Duplicate]]:
+    """Parse ``text``; YAML errors, and JSON errors when YAML cannot read it, are problems.
+
+    JSON goes through the YAML loader too, for its line numbers. Valid JSON has tabs only
+    between tokens, where YAML may refuse them, so a second try replaces them by spaces (line
+    numbers stay); only then does :mod:`json` read it, without lines.
+    """
+    try:
+        return _load_yaml(text)
+    except yaml.YAMLError as e:
+        if fmt == "yaml":
+            raise PipelineError([_yaml_problem(e, file)]) from None
+    try:
+        return _load_yaml(text.replace("\t", " "))
+    except yaml.YAMLError:
+        pass
+    duplicates: list[_Duplicate] = []
+
+    def mapping(pairs: list[tuple[str, Any]]) -> _Mapping:
+        data = _Mapping()
+        for key, value in pairs:
+            if key in data:
+                duplicates.append(_Duplicate(data, key, None, None, data[key], None))
+            data[key] = value
+        return data
+
+    try:
+        return json.loads(text, object_pairs_hook=mapping), duplicates
+    except json.JSONDecodeError as e:
+        problem = Problem(f"invalid JSON: {e.msg} (column {e.colno})", file=file, line=e.lineno)
+        raise PipelineError([problem]) from None
+
+
+def _load_yaml(text: str) -> tuple[Any, list[_Duplicate]]:
+    loader = _LineLoader(text)
+    try:
+        return loader.get_single_data(), loader.duplicates
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(error: yaml.YAMLError, file: str) -> Problem:
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        message = f"invalid YAML: {error.problem or error.context}"
+        hint = None
+        if error.problem and "'\\t'" in error.problem:
+            hint = "indent YAML with spaces, not tabs"
+        elif error.context and error.problem:
+            hint = error.context
+            if error.context_mark is not None and error.context_mark is not mark:
+                hint += f" started on line {error.context_mark.line + 1}"
+        return Problem(message, file=file, line=mark.line + 1 if mark else None, hint=hint)
+    return Problem(f"invalid YAML: {error}", file=file)
+
+
+# --------------------------------------------------------------------------- the models
+def _one_or_many(value: object) -> object:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise PydanticCustomError("names_type", "must be a string or a list of strings")
+    return value
+
+
+def _scalar_text(value: object) -> object:
+    """A scalar as the string a shell would see; anything else unchanged, for pydantic."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _scalar_values(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _scalar_text(v) for k, v in value.items()}
+    return value
+
+
+_Names = Annotated[
+    list[str],
+    BeforeValidator(_one_or_many),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+]
+_Scalar: dict[str, Any] = {"type": ["string", "number", "boolean"]}
+_ScalarOrNull: dict[str, Any] = {"type": ["string", "number", "boolean", "null"]}
+_Env = Annotated[
+    dict[str, str],
+    BeforeValidator(_scalar_values),
+    WithJsonSchema({"type": "object", "additionalProperties": _Scalar}),
+]
+_ParamsDecl = Annotated[
+    dict[str, str | None],
+    BeforeValidator(_scalar_values),
+    WithJsonSchema({"type": "object", "additionalProperties": _ScalarOrNull}),
+]
+_Amounts = dict[str, Annotated[float, Field(ge=0)]]
+
+# How each task option is written in a file. Which options exist is TASK_OPTIONS' business:
+# an option missing here is accepted as any value, and build_graph checks it.
+_OPTION_TYPES: dict[str, Any] = {
+    "depends_on": _Names,
+    "retries": int,
+    "retry_delay": float,
+    "retry_backoff": float,
+    "retry_max_delay": float,
+    "retry_jitter": float,
+    "timeout": float | None,  # null: no timeout, even if the defaults set one
+    "priority": int,
+    "resources": dict[str, float],
+    "executor": str | None,  # null: chosen from the action
+    "trigger_rule": str,
+    "allow_failure": bool,
+    "estimate": float | None,
+    "tags": _Names,
+    "env": _Env,
+    "cwd": str | None,
+}
+
+
+class _Strict(BaseModel):
+    # strict: YAML and JSON already give real ints, floats and booleans, so "2" is a mistake.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Action(_Strict):
+    description: str | None = Field(None, description="free text, ignored")
+    cmd: str | None = Field(None, description="a shell command line (not with call)")
+    call: str | None = Field(None, description="a Python function, 'module:function'")
+    args: list[Any] | None = Field(None, description="positional arguments of call")
+    kwargs: dict[str, Any] | None = Field(None, description="keyword arguments of call")
+
+
+class _Header(_Strict):
+    name: str | None = Field(None, description="the pipeline's name (default: the file's)")
+    description: str | None = Field(None, description="free text, ignored")
+    concurrency: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="most tasks running at once (default: the CPU count)"
+    )
+    resources: _Amounts = Field(
+        default_factory=dict,
+        description="capacity, e.g. {cpu: 2, gpu: 1}; cpu and memory_mb default to the machine's",
+    )
+    env: _Env = Field(default_factory=dict, description="environment variables of every task")
+    params: _ParamsDecl | None = Field(
+        None, description="declared parameters and their defaults (null: must be passed)"
+    )
+
+
+def _option_fields() -> dict[str, Any]:
+    return {
+        name: (_OPTION_TYPES.get(name, Any),
+               Field(None, description=doc, json_schema_extra=_no_default))
+        for name, doc in TASK_OPTIONS.items()
+    }
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    # None only stands for "not written"; the real default is in the description.
+    schema.pop("default", None)
+
+
+_Options = pydantic.create_model("TaskOptions", __base__=_Strict, **_option_fields())
+_Task = pydantic.create_model("Task", __base__=_Action, **_option_fields())
+_ListTask = pydantic.create_model(
+    "ListTask", __base__=_Task, id=(str, Field(description="the task's id"))
+)
+_FileHeader = pydantic.create_model(
+    "PipelineHeader",
+    __base__=_Header,
+    defaults=(_Options | None, Field(None, description="options every task gets by default")),
+)
+# Models made by create_model are values to mypy, not types; only the schema uses this one.
+_TaskTable: Any = dict[str, _Task] | list[_ListTask]  # type: ignore[valid-type]
+_File = pydantic.create_model(
+    "Pipeline",
+    __base__=_FileHeader,
+    tasks=(_TaskTable, Field(description="tasks by id, or a list of tasks each with an id")),
+)
+
+
+# --------------------------------------------------------------------------- building
+class _Reader:
+    """Turns loaded data into a :class:`Pipeline`, collecting every problem on the way."""
+
+    def __init__(self, file: str, passed: dict[str, str]) -> None:
+        self.file = file
+        self.passed = passed
+        self.problems: list[Problem] = []
+        self.params: dict[str, str | None] = dict(passed)
+        self.declared: dict[str, str | None] | None = None  # None: the file has no params:
+        self.used: set[str] = set()
+
+    def problem(
+        self, message: str, line: int | None, *, task: str | None = None, hint: str | None = None
+    ) -> None:
+        self.problems.append(Problem(message, task=task, file=self.file, line=line, hint=hint))
+
+    def read(self, data: Any, duplicates: list[_Duplicate], path: str | None) -> Pipeline:
+        if data is None:
+            raise PipelineError([Problem("the file is empty", file=self.file, line=1,
+                                         hint="a pipeline needs at least a tasks: section")])
+        if not isinstance(data, dict):
+            raise PipelineError([Problem(
+                f"the top level must be a mapping with a tasks: key, not {_kind(data)}",
+                file=self.file, line=getattr(data, "line", None) or 1,
+            )])
+        tasks = data.get("tasks")
+        owner = _owners(tasks)
+        # A task id written twice is left to build_graph, as in a list of tasks: the task it
+        # shadowed is checked too (shadowed). Any other key written twice is reported here.
+        shadowed = [d for d in duplicates if d.mapping is tasks]
+        for dup in duplicates:
+            if dup.mapping is not tasks:
+                task = owner.get(id(dup.mapping))
+                self.problem(f"task {task!r}: duplicate key {dup.key!r}" if task else
+                             f"duplicate key {dup.key!r}", dup.line, task=task,
+                             hint=f"first written on line {dup.first}" if dup.first else None)
+
+        header_data = {k: v for k, v in data.items() if k != "tasks" and not _is_extension(k)}
+        header = self.validate(_FileHeader, header_data, data, "", extra=("tasks",),
+                               vital=("resources",))
+        if header is None:  # without the capacity, tasks are checked for shape only
+            self.tasks(tasks, data, {}, shadowed)
+            for dup in shadowed:
+                self.problem(f"duplicate task id {dup.key!r}", dup.line, task=str(dup.key),
+                             hint=f"first defined on line {dup.first}" if dup.first else None)
+            raise self.error()
+        self.use_params(header, data)
+        defaults = self.options(getattr(header, "defaults", None), data, ("defaults",), None)
+        env = {k: self.sub(v, data, ("env", k), None) for k, v in header.env.items()}
+        specs = self.tasks(tasks, data, defaults, shadowed)
+
+        name = header.name or (Path(path).stem if path else "pipeline")
+        dag = DAG(name, concurrency=header.concurrency, resources=header.resources,
+                  defaults=defaults, env=env)
+        for spec in specs:
+            dag.add_spec(spec)
+        try:
+            dag.validate()
+        except ValidationError as e:
+            self.problems.extend(p if p.file else replace(p, file=self.file) for p in e.problems)
+        if self.problems:
+            raise self.error()
+        self.check_passed()
+        effective = {k: v for k, v in self.params.items() if v is not None}
+        return Pipeline(name=name, dag=dag, concurrency=header.concurrency, path=path,
+                        params=effective)
+
+    def error(self) -> PipelineError:
+        """Every problem found, in file order."""
+        return PipelineError(sorted(self.problems, key=lambda p: p.line or 0))
+
+    # ---------------------------------------------------------------- shape
+    def validate(
+        self,
+        model: type[_Strict],
+        data: Mapping[str, Any],
+        root: Any,
+        where: str,
+        *,
+        extra: tuple[str, ...] = (),
+        task: str | None = None,
+        vital: tuple[str, ...] = (),
+    ) -> Any:
+        """``model`` validated from ``data`` (a view of ``root``), reporting every problem.
+
+        After problems, the model without the keys in error, so that the rest can still be
+        checked; or None if one of the ``vital`` keys was in error (what is left would only
+        lead to more, misleading problems).
+        """
+        try:
+            return model.model_validate(data)
+        except pydantic.ValidationError as e:
+            failed = set()
+            for error in e.errors():
+                self.pydantic_problem(error, model=model, root=root, where=where, extra=extra,
+                                      task=task)
+                failed.add(error["loc"][0] if error["loc"] else None)
+        if None in failed or failed.intersection(vital):
+            return None
+        try:
+            return model.model_validate({k: v for k, v in data.items() if k not in failed})
+        except pydantic.ValidationError:  # pragma: no cover - a model with required keys
+            return None
+
+    def pydantic_problem(
+        self,
+        error: Any,
+        *,
+        model: type[_Strict],
+        root: Any,
+        where: str,
+        extra: tuple[str, ...],
+        task: str | None,
+    ) -> None:
+        loc = tuple(error["loc"])
+        line = _line_of(root, loc)
+        path = _dotted(_strip_tags(root, loc))
+        kind = error["type"]
+        if kind == "invalid_key":
+            self.problem(f"{where}key {loc[-1]!r} must be a string", line, task=task,
+                         hint=f"quote it: '{loc[-1]}'")
+        elif kind == "extra_forbidden":
+            key = loc[-1]
+            known = [*_known_keys(model, loc[:-1]), *(extra if len(loc) == 1 else ())]
+            close = suggest(str(key), known)
+            hint = f"did you mean {close!r}?" if close else None
+            if key == "id" and len(loc) == 1 and task is not None:
+                hint = "in a mapping of tasks the key is the id"
+            self.problem(f"{where}unknown key {path!r}", line, task=task, hint=hint)
+        elif kind == "missing":
+            self.problem(f"{where}missing key {path!r}", line, task=task)
+        else:
+            what = _EXPECTED.get(kind)
+            if what is None:
+                what = str(error["msg"])
+                what = what[:1].lower() + what[1:]
+            else:
+                what = what.format(**{k: _number(v) for k, v in error.get("ctx", {}).items()})
+            self.problem(f"{where}{path or 'value'} {what}, not {error['input']!r}", line,
+                         task=task)
+
+    # ---------------------------------------------------------------- tasks
+    def tasks(
+        self, raw: Any, top: Any, defaults: dict[str, Any], shadowed: list[_Duplicate]
+    ) -> list[TaskSpec]:
+        """A spec (or placeholder) per task, in file order, shadowed ones included."""
+        line = _line_of(top, ("tasks",))
+        if "tasks" not in top:
+            self.problem("there is no tasks: section", line or 1,
+                         hint="add tasks: {name: {cmd: ...}}")
+            return []
+        if raw is None or (isinstance(raw, dict | list) and not raw):
+            self.problem("tasks: is empty", line, hint="a pipeline needs at least one task")
+            return []
+        specs: list[TaskSpec] = []
+        if isinstance(raw, dict):
+            entries = [(key, body, _line_of(raw, (key,))) for key, body in raw.items()]
+            entries += [(d.key, d.shadowed, d.shadowed_line) for d in shadowed]
+            entries.sort(key=lambda entry: entry[2] or 0)
+            for key, body, key_line in entries:
+                if not isinstance(key, str) or not key:
+                    self.problem(f"task id {key!r} must be a non-empty string", key_line,
+                                 hint=f"quote it: '{key}'")
+                    continue
+                specs.append(self.task(key, body, key_line, defaults))
+        elif isinstance(raw, list):
+            for i, body in enumerate(raw):
+                item_line = raw.lines[i] if isinstance(raw, _Sequence) else None
+                if not isinstance(body, dict):
+                    self.problem(f"task #{i + 1} must be a mapping with an id, "
+                                 f"not {_kind(body)}", item_line)
+                    continue
+                task_id = body.get("id")
+                if not isinstance(task_id, str) or not task_id:
+                    self.problem(f"task #{i + 1} needs an id (a non-empty string)",
+                                 _line_of(body, ("id",)) or item_line)
+                    continue
+                specs.append(self.task(task_id, body, item_line, defaults, listed=True))
+        else:
+            self.problem(f"tasks must be a mapping of ids to tasks, or a list of tasks, "
+                         f"not {_kind(raw)}", line)
+        return specs
+
+    def task(
+        self,
+        task_id: str,
+        body: Any,
+        line: int | None,
+        defaults: dict[str, Any],
+        *,
+        listed: bool = False,
+    ) -> TaskSpec:
+        """The spec of one task (``listed``: an item of a list, with its own ``id``).
+
+        After problems, a placeholder: its dependents' references to it still resolve.
+        """
+        source = (self.file, line)
+        placeholder = TaskSpec(id=task_id, action=ShellCommand(""), source=source)
+        if body is None:
+            self.problem(f"task {task_id!r} is empty", line, task=task_id,
+                         hint="give it a cmd or a call")
+            return placeholder
+        if not isinstance(body, dict):
+            self.problem(f"task {task_id!r} must be a mapping of keys, not {_kind(body)}", line,
+                         task=task_id, hint="e.g. {cmd: 'make all'}")
+            return placeholder
+        data = {k: v for k, v in body.items() if k != "id"} if listed else body
+        model = self.validate(_Task, data, body, f"task {task_id!r}: ",
+                              extra=("id",) if listed else (), task=task_id,
+                              vital=("cmd", "call"))
+        if model is None:
+            return placeholder
+        action = self.action(model, task_id, body, line)
+        arguments: dict[str, Any] = {}
+        for key in ("args", "kwargs"):
+            value = getattr(model, key)
+            if value is None:
+                continue
+            try:
+                arguments[key] = self.sub_value(_plain(value), body, (key,), task_id)
+            except ValueError as e:
+                self.problem(f"task {task_id!r}: {key} {e}", _line_of(body, (key,)),
+                             task=task_id)
+        args = tuple(arguments.get("args", ()))
+        kwargs = arguments.get("kwargs", {})
+        options = self.options(model, body, (), task_id)
+        if action is None:
+            return placeholder
+        return make_spec(task_id, action, args=args, kwargs=kwargs, options=options,
+                         defaults=defaults, source=source)
+
+    def action(
+        self, model: _Action, task_id: str, root: Any, line: int | None
+    ) -> ShellCommand | CallRef | None:
+        if model.cmd is not None and model.call is not None:
+            self.problem(f"task {task_id!r} has both cmd and call", line, task=task_id,
+                         hint="a task runs either a shell command or a function")
+            return None
+        if model.cmd is not None:
+            for key in ("args", "kwargs"):
+                if getattr(model, key) is not None:
+                    self.problem(f"task {task_id!r}: {key} only go with call, not cmd",
+                                 _line_of(root, (key,)), task=task_id,
+                                 hint="put the arguments in the command line")
+            return ShellCommand(self.sub(model.cmd, root, ("cmd",), task_id, quote=True))
+        if model.call is not None:
+            module, _, function = model.call.partition(":")
+            if not module or not function:
+                self.problem(f"task {task_id!r}: call {model.call!r} is not of the form "
+                             "'module:function'", _line_of(root, ("call",)), task=task_id,
+                             hint="e.g. call: 'mypkg.jobs:compute'")
+                return None
+            return CallRef(model.call)
+        self.problem(f"task {task_id!r} has neither cmd nor call", line, task=task_id,
+                     hint="add cmd: '<shell command>' or call: 'module:function'")
+        return None
+
+    def options(
+        self, model: Any, root: Any, at: tuple[str, ...], task: str | None
+    ) -> dict[str, Any]:
+        """The options written in ``model`` (defaults or a task), parameters substituted."""
+        if model is None:
+            return {}
+        options = {k: getattr(model, k) for k in model.model_fields_set if k in TASK_OPTIONS}
+        if options.get("env"):
+            options["env"] = {k: self.sub(v, root, (*at, "env", k), task)
+                              for k, v in options["env"].items()}
+        if options.get("cwd"):
+            options["cwd"] = self.sub(options["cwd"], root, (*at, "cwd"), task)
+        return options
+
+    # ---------------------------------------------------------------- parameters
+    def use_params(self, header: _Header, top: Any) -> None:
+        """Take the file's ``params:`` as the declared names and defaults under the passed."""
+        if header.params is None:
+            return
+        self.declared = header.params
+        for name in header.params:
+            if not _NAME_RE.fullmatch(name):
+                self.problem(f"parameter name {name!r} is not valid",
+                             _line_of(top, ("params", name)),
+                             hint="use letters, digits and _, not starting with a digit")
+        self.params = {**header.params, **self.passed}
+
+    def check_passed(self) -> None:
+        """Raise for a passed parameter the file does not know, or a required one missing."""
+        known = list(self.declared) if self.declared is not None else sorted(self.used)
+        for name in self.passed:
+            if name not in known:
+                close = suggest(name, known)
+                if self.declared is not None:
+                    message = f"unknown parameter {name!r}: the pipeline declares " + (
+                        ", ".join(repr(k) for k in known) or "none")
+                else:
+                    message = (f"unknown parameter {name!r}: the pipeline has no params: section "
+                               f"and uses no ${{{name}}}")
+                raise ParameterError(message + (f" (did you mean {close!r}?)" if close else ""))
+        missing = [k for k, v in self.params.items() if v is None]
+        if missing:
+            raise ParameterError(f"parameter {missing[0]!r} has no default and must be passed: "
+                                 f"-p {missing[0]}=VALUE")
+
+    def sub(
+        self, text: str, root: Any, loc: tuple[Any, ...], task: str | None, *, quote: bool = False
+    ) -> str:
+        """``text`` with ``${name}`` replaced (shell-quoted if ``quote``) and ``$${name}``
+        unescaped; ``loc`` locates the text under ``root``, for problems."""
+
+        def replace_one(match: re.Match[str]) -> str:
+            escaped = match.group("escaped")
+            if escaped is not None:
+                return "${" + escaped + "}"
+            name = match.group("name")
+            self.used.add(name)
+            if name in self.params:
+                value = self.params[name]
+                if value is None:  # required and not passed: reported by check_passed
+                    return match.group(0)
+                return shlex.quote(value) if quote else value
+            if self.declared is not None:
+                close = suggest(name, self.declared)
+                where = f"task {task!r}: " if task else ""
+                self.problem(
+                    f"{where}unknown parameter ${{{name}}}", _line_of(root, loc), task=task,
+                    hint=f"did you mean {close!r}?" if close else
+                    f"declare it under params:, or write $${{{name}}} for a literal ${{{name}}}",
+                )
+            return match.group(0)
+
+        return _REF_RE.sub(replace_one, text)
+
+    def sub_value(self, value: Any, root: Any, loc: tuple[Any, ...], task: str | None) -> Any:
+        """``value`` with parameters substituted, unquoted, in every string inside it."""
+        if isinstance(value, str):
+            return self.sub(value, root, loc, task)
+        if isinstance(value, dict):
+            return {k: self.sub_value(v, root, (*loc, k), task) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.sub_value(v, root, (*loc, i), task) for i, v in enumerate(value)]
+        return value
+
+
+# --------------------------------------------------------------------------- helpers
+# What a value should have been, by pydantic error type; ``{ge}`` etc. come from the error.
+_EXPECTED: dict[str, str] = {
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+}
+
+
+def _line_of(root: Any, loc: tuple[Any, ...]) -> int | None:
+    """The line of the deepest key of ``loc`` found under ``root`` (else of ``root``)."""
+    line: int | None = getattr(root, "line", None)
+    node = root
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, Hashable) and part in node:
+            line = getattr(node, "lines", {}).get(part, line)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            lines = getattr(node, "lines", [])
+            line = lines[part] if part < len(lines) else line
+            node = node[part]
+        elif not isinstance(node, dict | list):
+            break
+        # else: a pydantic union tag, or a missing key: stay on the enclosing line
+    return line
+
+
+def _strip_tags(root: Any, loc: tuple[Any, ...]) -> list[Any]:
+    """``loc`` without pydantic's union tags, i.e. the keys as the file wrote them."""
+    out: list[Any] = []
+    node = root
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and isinstance(part, Hashable) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int):
+            out.append(part)
+            node = node[part] if 0 <= part < len(node) else None
+        elif i == len(loc) - 1 and isinstance(node, dict):
+            out.append(part)  # a missing key
+    return out
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model nested at ``loc`` accepts (for "did you mean")."""
+    current: Any = model
+    for part in loc:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field else None
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                current = candidate
+                break
+        else:
+            return []
+    return list(current.model_fields)
+
+
+def _owners(tasks: Any) -> dict[int, str]:
+    """The id of every mapping inside a task, mapped to the task's id."""
+    bodies: list[tuple[Any, Any]] = []
+    if isinstance(tasks, dict):
+        bodies = list(tasks.items())
+    elif isinstance(tasks, list):
+        bodies = [(v.get("id"), v) for v in tasks if isinstance(v, dict)]
+    owner: dict[int, str] = {}
+    for task_id, body in bodies:
+        stack = [body]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, dict | list) and isinstance(task_id, str):
+                if id(value) in owner:  # seen: an alias
+                    continue
+                owner[id(value)] = task_id
+                stack.extend(value.values() if isinstance(value, dict) else value)
+    return owner
+
+
+def _plain(value: Any, _inside: frozenset[int] = frozenset()) -> Any:
+    """``value`` with the line-carrying containers replaced by plain dicts and lists.
+
+    Raises ValueError when a YAML alias made the value contain itself.
+    """
+    if isinstance(value, dict | list):
+        if id(value) in _inside:
+            raise ValueError("contains itself, through a YAML alias")
+        inside = _inside | {id(value)}
+        if isinstance(value, dict):
+            return {k: _plain(v, inside) for k, v in value.items()}
+        return [_plain(v, inside) for v in value]
+    return value
+
+
+def _dotted(path: list[Any]) -> str:
+    """``["env", "A"]`` as ``env.A``, ``["tags", 0]`` as ``tags[0]``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
+def _is_extension(key: object) -> bool:
+    """``x-...`` top-level keys are the user's own (as in Compose files), e.g. for anchors."""
+    return isinstance(key, str) and key.startswith("x-")
+
+
+def _number(value: object) -> object:
+    """``1.0`` as ``1``, for messages."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _kind(value: object) -> str:
+    names: dict[type, str] = {dict: "a mapping", list: "a list", str: "a string"}
+    for kind, name in names.items():
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+

@@ -1,0 +1,1 @@
+"""Importable helpers for tests (e.g. ``call:`` targets of pipeline files)."""

@@ -1,0 +1,277 @@
+"""The scheduler as a pure state machine: feed events, assert the whole state. No threads, no sleeps."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from corral._errors import InvalidTransition
+from corral._graph import build_graph
+from corral._options import make_spec
+from corral._scheduler import Scheduler
+from corral._spec import ShellCommand, TaskState
+
+S = TaskState
+
+
+def spec(task_id, deps=(), **options):
+    return make_spec(task_id, ShellCommand("true"), options={"depends_on": list(deps), **options})
+
+
+def graph(*specs, capacity=None):
+    return build_graph(list(specs), capacity=capacity)
+
+
+def states(sched):
+    return {sched.graph.ids[i]: str(s) for i, s in enumerate(sched.state)}
+
+
+def ids(sched, indices):
+    return [sched.graph.ids[i] for i in indices]
+
+
+def test_linear_chain_runs_in_order():
+    g = graph(spec("a"), spec("b", ["a"]), spec("c", ["b"]))
+    s = Scheduler(g, concurrency=4)
+    assert states(s) == {"a": "ready", "b": "pending", "c": "pending"}
+    assert ids(s, s.admit(0)) == ["a"]
+    assert s.admit(0) == []
+    s.succeeded(0, 1)
+    assert states(s) == {"a": "succeeded", "b": "ready", "c": "pending"}
+    assert ids(s, s.admit(1)) == ["b"]
+    s.succeeded(1, 2)
+    assert ids(s, s.admit(2)) == ["c"]
+    s.succeeded(2, 3)
+    assert not s.is_active()
+    assert s.counts[S.SUCCEEDED] == 3
+
+
+def test_priority_then_critical_path_rank_orders_ready_tasks():
+    # 'long' heads a longer chain than 'short', so it goes first at equal priority;
+    # 'urgent' has a higher priority and beats both.
+    g = graph(
+        spec("short", estimate=1),
+        spec("long", estimate=1),
+        spec("long2", ["long"], estimate=5),
+        spec("urgent", estimate=0.1, priority=5),
+    )
+    s = Scheduler(g, concurrency=1)
+    order = []
+    while s.is_active():
+        (i,) = s.admit(0)
+        order.append(g.ids[i])
+        s.succeeded(i, 0)
+    assert order == ["urgent", "long", "long2", "short"]
+
+
+def test_concurrency_limit_is_respected():
+    g = graph(*[spec(f"t{i}") for i in range(10)])
+    s = Scheduler(g, concurrency=3)
+    assert len(s.admit(0)) == 3
+    assert s.admit(0) == []
+    s.succeeded(0, 1)
+    assert len(s.admit(1)) == 1
+
+
+def test_resources_gate_admission_and_are_released():
+    g = graph(
+        spec("g1", resources={"gpu": 1}),
+        spec("g2", resources={"gpu": 1}),
+        spec("free"),
+        capacity={"gpu": 1},
+    )
+    s = Scheduler(g, concurrency=8)
+    started = ids(s, s.admit(0))
+    assert sorted(started) == ["free", "g1"]
+    assert s.free[s.resource_names.index("gpu")] == 0
+    s.succeeded(g.index["g1"], 1)
+    assert ids(s, s.admit(1)) == ["g2"]
+
+
+def test_large_task_is_not_starved_by_small_ones():
+    # big needs 2 cpu; a stream of small 1-cpu tasks keeps arriving. Once big is at the
+    # head of the queue, small ones may not take the cpu it waits for.
+    small = [spec(f"s{i}", resources={"cpu": 1}, priority=0) for i in range(6)]
+    big = spec("big", resources={"cpu": 2}, priority=1)
+    starter = spec("starter", resources={"cpu": 1}, priority=2)
+    g = graph(starter, big, *small, capacity={"cpu": 2})
+    s = Scheduler(g, concurrency=8)
+    assert ids(s, s.admit(0)) == ["starter"]  # big does not fit beside it; smalls must wait
+    assert s.counts[S.RUNNING] == 1
+    s.succeeded(g.index["starter"], 1)
+    assert ids(s, s.admit(1)) == ["big"]
+
+
+def test_unrelated_tasks_flow_around_a_blocked_one():
+    g = graph(
+        spec("hold", resources={"gpu": 1}, priority=3),
+        spec("wait", resources={"gpu": 1}, priority=2),
+        spec("cpu_only", resources={"cpu": 1}),
+        capacity={"gpu": 1, "cpu": 4},
+    )
+    s = Scheduler(g, concurrency=8)
+    assert ids(s, s.admit(0)) == ["hold", "cpu_only"]
+
+
+def test_fail_fast_cancels_everything_not_started_and_returns_running():
+    g = graph(spec("a"), spec("b"), spec("c", ["a"]), spec("d"))
+    s = Scheduler(g, concurrency=2, fail_fast=True)
+    running = ids(s, s.admit(0))
+    assert running == ["a", "b"]
+    to_cancel = s.failed(g.index["a"], 1)
+    assert ids(s, to_cancel) == ["b"]
+    s.cancelled(g.index["b"], 1)
+    assert states(s) == {"a": "failed", "b": "cancelled", "c": "upstream_failed", "d": "cancelled"}
+    assert not s.is_active()
+
+
+def test_keep_going_runs_what_does_not_depend_on_the_failure():
+    g = graph(spec("a"), spec("b", ["a"]), spec("c", ["b"]), spec("d"), spec("e", ["d"]))
+    s = Scheduler(g, concurrency=1, fail_fast=False)
+    while s.is_active():
+        for i in s.admit(0):
+            if g.ids[i] == "a":
+                assert s.failed(i, 0) == []
+            else:
+                s.succeeded(i, 0)
+    assert states(s) == {
+        "a": "failed", "b": "upstream_failed", "c": "upstream_failed",
+        "d": "succeeded", "e": "succeeded",
+    }
+
+
+def test_allow_failure_satisfies_dependents_and_does_not_stop_the_run():
+    g = graph(spec("flaky", allow_failure=True), spec("next", ["flaky"]), spec("other"))
+    s = Scheduler(g, concurrency=1, fail_fast=True)
+    while s.is_active():
+        for i in s.admit(0):
+            if g.ids[i] == "flaky":
+                assert s.failed(i, 0) == []
+            else:
+                s.succeeded(i, 0)
+    assert states(s) == {"flaky": "failed", "next": "succeeded", "other": "succeeded"}
+
+
+def test_all_done_runs_after_a_failed_dependency_with_keep_going():
+    g = graph(spec("build"), spec("clean", ["build"], trigger_rule="all_done"))
+    s = Scheduler(g, concurrency=1, fail_fast=False)
+    (i,) = s.admit(0)
+    s.failed(i, 0)
+    assert ids(s, s.admit(0)) == ["clean"]
+
+
+def test_retry_waits_out_its_backoff_as_computed_time():
+    g = graph(spec("a", retries=2, retry_delay=10, retry_backoff=3, retry_jitter=0))
+    s = Scheduler(g, concurrency=1, rng=random.Random(1))
+    s.admit(0)
+    s.failed(0, 100)
+    assert states(s) == {"a": "retry_wait"}
+    assert s.next_wake() == 110
+    assert s.admit(109.9) == []
+    assert s.admit(110) == [0]
+    assert s.attempts[0] == 2
+    s.failed(0, 111)
+    assert s.next_wake() == 111 + 30
+    s.admit(141)
+    s.failed(0, 142)  # third attempt fails: no retries left
+    assert states(s) == {"a": "failed"}
+    assert s.attempts[0] == 3
+
+
+def test_jitter_shortens_the_delay_within_its_fraction():
+    g = graph(spec("a", retries=1, retry_delay=10, retry_jitter=0.5))
+    s = Scheduler(g, concurrency=1, rng=random.Random(7))
+    s.admit(0)
+    s.failed(0, 0)
+    wake = s.next_wake()
+    assert wake is not None
+    assert 5 <= wake <= 10
+
+
+def test_non_retryable_failure_is_final_at_once():
+    g = graph(spec("a", retries=5))
+    s = Scheduler(g, concurrency=1)
+    s.admit(0)
+    s.failed(0, 0, retryable=False)
+    assert states(s) == {"a": "failed"}
+
+
+def test_deadlines_expire_only_the_current_attempt():
+    g = graph(spec("a", timeout=5, retries=1, retry_delay=0, retry_jitter=0), spec("b"))
+    s = Scheduler(g, concurrency=2)
+    s.admit(0)
+    assert s.next_wake() == 5
+    assert s.expired(4.9) == []
+    assert s.expired(5) == [0]
+    s.failed(0, 5)
+    s.admit(5)  # attempt 2 with a new deadline at 10
+    assert s.expired(6) == []
+    assert s.expired(10) == [0]
+
+
+def test_skip_propagates_to_all_success_dependents_only():
+    g = graph(spec("a"), spec("b", ["a"]), spec("c", ["a"], trigger_rule="all_done"))
+    s = Scheduler(g, concurrency=4)
+    s.admit(0)
+    s.skipped(0, 0)
+    assert states(s) == {"a": "skipped", "b": "skipped", "c": "ready"}
+
+
+def test_stop_cancels_waiting_retries_and_ready_tasks():
+    g = graph(spec("a", retries=3), spec("b"), spec("c"))
+    s = Scheduler(g, concurrency=2)
+    s.admit(0)
+    s.failed(0, 0)  # a waits to retry
+    running = s.stop(0)
+    assert ids(s, running) == ["b"]
+    s.cancelled(g.index["b"], 0)
+    assert states(s) == {"a": "cancelled", "b": "cancelled", "c": "cancelled"}
+    assert not s.is_active()
+    assert s.admit(100) == []
+
+
+def test_done_tasks_start_succeeded_and_release_their_dependents():
+    g = graph(spec("a"), spec("b", ["a"]), spec("c", ["b"]))
+    s = Scheduler(g, concurrency=1, done=[0, 1])
+    assert states(s) == {"a": "succeeded", "b": "succeeded", "c": "ready"}
+
+
+@pytest.mark.parametrize(
+    ("call", "state_needed"),
+    [("succeeded", "running"), ("failed", "running"), ("skipped", "running"),
+     ("cancelled", "running")],
+)
+def test_outcome_for_a_task_that_is_not_running_raises(call, state_needed):
+    g = graph(spec("a"))
+    s = Scheduler(g, concurrency=1)
+    with pytest.raises(InvalidTransition, match="only a running task"):
+        getattr(s, call)(0, 0)
+
+
+def test_outcome_reported_twice_raises():
+    g = graph(spec("a"))
+    s = Scheduler(g, concurrency=1)
+    s.admit(0)
+    s.succeeded(0, 0)
+    with pytest.raises(InvalidTransition, match="'a' cannot go from succeeded"):
+        s.succeeded(0, 0)
+
+
+def test_transitions_are_recorded_only_when_asked():
+    g = graph(spec("a"), spec("b", ["a"]))
+    quiet = Scheduler(g, concurrency=1)
+    quiet.admit(0)
+    assert quiet.drain_transitions() == []
+    loud = Scheduler(g, concurrency=1, record=True)
+    loud.admit(0)
+    loud.succeeded(0, 0)
+    assert [(g.ids[i], str(st)) for i, st in loud.drain_transitions()] == [
+        ("a", "ready"), ("a", "running"), ("a", "succeeded"), ("b", "ready"),
+    ]
+    assert loud.drain_transitions() == []
+
+
+def test_concurrency_must_be_positive():
+    with pytest.raises(ValueError, match="concurrency"):
+        Scheduler(graph(spec("a")), concurrency=0)
