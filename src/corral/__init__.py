@@ -11,14 +11,15 @@ Public API (everything else is private and may move)::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from corral._dag import DAG, Task, TaskFunction
 from corral._errors import CorralError, Skip, ValidationError
 from corral._result import RunResult, RunStatus, TaskResult
 from corral._spec import TaskState
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from corral._pipeline import load_pipeline
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     # The pipeline loader pulls in YAML and pydantic: only when asked for.
     if name == "load_pipeline":
         from corral._pipeline import load_pipeline

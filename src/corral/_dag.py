@@ -80,7 +80,7 @@ class TaskFunction(Generic[P, R]):
         self.dag = dag
         self.fn = fn
         self.task_options = dict(options)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def options(self, **options: Any) -> TaskFunction[P, R]:
         """The same function with some options changed (``id=`` names the next task)."""
@@ -140,7 +140,7 @@ class DAG:
         action: Callable[..., Any] | str,
         /,
         *args: Any,
-        id: str | None = None,  # noqa: A002 - the natural name
+        id: str | None = None,
         options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> Task:
@@ -317,18 +317,18 @@ def _to_ref(value: Any) -> Any:
     return value
 
 
-def _refs_in(value: Any) -> list[str]:
-    out: list[str] = []
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, TaskRef):
-            if v.id not in out:
-                out.append(v.id)
-        elif isinstance(v, Mapping):
-            stack.extend(v.values())
-        elif isinstance(v, list | tuple):
-            stack.extend(v)
+def _refs_in(value: Any, out: list[str] | None = None) -> list[str]:
+    """Ids of the tasks referenced in ``value``, in the order they appear."""
+    out = [] if out is None else out
+    if isinstance(value, TaskRef):
+        if value.id not in out:
+            out.append(value.id)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            _refs_in(v, out)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _refs_in(v, out)
     return out
 
 

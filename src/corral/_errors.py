@@ -10,7 +10,7 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
 ::
 
     CorralError
-    ├── ValidationError (ValueError)        the DAG or pipeline is invalid; .problems lists every one
+    ├── ValidationError (ValueError)        the DAG or pipeline is invalid; .problems lists all
     │   └── PipelineError                   a pipeline file could not be read or parsed
     ├── ParameterError (ValueError)         a -p key=value is malformed or unknown
     ├── InvalidTransition (RuntimeError)    a driver broke the scheduler's protocol
@@ -18,7 +18,12 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     │   └── WorkerCrashed                   the process running a task died
     ├── TaskTimeout (TimeoutError)          a task ran past its timeout
     ├── CommandFailed                       a shell task exited with a non-zero code
-    └── Skip                                raised by a task to end as "skipped"
+    ├── Skip                                raised by a task to end as "skipped"
+    ├── BrokenStore (RuntimeError)          the run store cannot be read or written; names its URL
+    │   ├── StoreTooNew                     the store was written by a newer corral (schema version)
+    │   └── CorruptHistory                  a stored history breaks the task state machine
+    ├── RunLocked (RuntimeError)            another live process holds the run's lease
+    └── RunNotFound (ValueError)            no run with that id in the store
 
 Each class's docstring is its default message.
 """
@@ -145,3 +150,46 @@ def _command_failed(exit_code: int, log_path: str | None, tail: str) -> CommandF
 
 class Skip(CorralError):
     """The task asked to be skipped."""
+
+
+class BrokenStore(CorralError, RuntimeError):
+    """The run store cannot be used."""
+
+    def __init__(self, message: str | None = None, *, url: str | None = None) -> None:
+        self.url = url
+        head = message or (self.__doc__ or "").strip()
+        super().__init__(f"{head} (store: {url})" if url else head)
+
+
+class StoreTooNew(BrokenStore):
+    """The store was written by a newer version of corral."""
+
+
+class CorruptHistory(BrokenStore):
+    """A stored run history breaks the task state machine."""
+
+    def __init__(
+        self, reason: str, *, run_id: str, task: str | None, transition: str, url: str | None
+    ) -> None:
+        self.run_id = run_id
+        self.task = task
+        self.transition = transition
+        what = f"task {task!r} of run {run_id!r}" if task else f"run {run_id!r}"
+        super().__init__(f"corrupt history: {what}: {transition}: {reason}", url=url)
+
+
+class RunLocked(CorralError, RuntimeError):
+    """The run is held by another live process."""
+
+    def __init__(self, run_id: str, *, owner: str | None, lease_until: object) -> None:
+        self.run_id = run_id
+        self.owner = owner
+        self.lease_until = lease_until
+        super().__init__(
+            f"run {run_id!r} is held by {owner or 'another process'} "
+            f"(lease live until {lease_until}); wait for it to end or for the lease to lapse"
+        )
+
+
+class RunNotFound(CorralError, ValueError):
+    """No run with that id in the store."""

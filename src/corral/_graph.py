@@ -171,7 +171,7 @@ def build_graph(
 
 def _check_options(spec: TaskSpec, capacity: Mapping[str, float], problem: Any) -> None:
     """Report invalid option values of one task."""
-    retry = spec.retry
+    retry: object = spec.retry  # typed, but a caller may have put anything there
     if not isinstance(retry, RetryPolicy):
         problem(f"task {spec.id!r}: retry must be a RetryPolicy, not {retry!r}", spec)
     else:
@@ -197,12 +197,13 @@ def _check_options(spec: TaskSpec, capacity: Mapping[str, float], problem: Any) 
                 f"not {spec.estimate!r}", spec)
     if not _is_int(spec.priority):
         problem(f"task {spec.id!r}: priority must be a whole number, not {spec.priority!r}", spec)
-    if not isinstance(spec.trigger_rule, TriggerRule):
+    trigger: object = spec.trigger_rule
+    if not isinstance(trigger, TriggerRule):
         try:
-            TriggerRule(spec.trigger_rule)
+            TriggerRule(str(trigger))
         except ValueError:
-            close = suggest(str(spec.trigger_rule), [r.value for r in TriggerRule])
-            problem(f"task {spec.id!r}: unknown trigger_rule {spec.trigger_rule!r}", spec,
+            close = suggest(str(trigger), [r.value for r in TriggerRule])
+            problem(f"task {spec.id!r}: unknown trigger_rule {trigger!r}", spec,
                     hint=f"did you mean {close!r}?" if close else
                     f"one of {', '.join(r.value for r in TriggerRule)}")
     executor = spec.executor_name
@@ -215,7 +216,8 @@ def _check_options(spec: TaskSpec, capacity: Mapping[str, float], problem: Any) 
     if isinstance(spec.action, ShellCommand) and executor != "shell":
         problem(f"task {spec.id!r}: a shell command runs on executor 'shell', not {executor!r}",
                 spec)
-    for key, value in spec.env.items():
+    env: Mapping[Any, object] = spec.env
+    for key, value in env.items():
         if not isinstance(key, str) or not isinstance(value, str):
             problem(f"task {spec.id!r}: env {key!r} must map a string to a string, "
                     f"not {value!r}", spec)

@@ -40,8 +40,7 @@ def upward_ranks(graph: Graph, durations: Sequence[float]) -> list[float]:
         r = rank[i] + deps_rank[i]
         rank[i] = r
         for j in graph.deps[i]:
-            if r > deps_rank[j]:
-                deps_rank[j] = r
+            deps_rank[j] = max(deps_rank[j], r)
     return rank
 
 
@@ -91,8 +90,7 @@ def make_plan(
             if best_dep[i] == -1 or finish[j] > start:
                 start = finish[j]
                 best_dep[i] = j
-            if level[j] + 1 > lvl:
-                lvl = level[j] + 1
+            lvl = max(lvl, level[j] + 1)
         level[i] = lvl
         finish[i] = start + durations[i]
     levels: list[list[str]] = [[] for _ in range(max(level) + 1 if n else 0)]

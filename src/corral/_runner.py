@@ -38,7 +38,7 @@ from corral._graph import Graph
 from corral._result import RunResult, RunStatus, TaskResult
 from corral._scheduler import Scheduler
 from corral._spec import CallRef, ShellCommand, TaskRef, TaskState
-from corral.executors._base import CANCELLED, ERROR, OK, SKIP, CompletionQueue, Executor, Work
+from corral.executors._base import ERROR, OK, SKIP, CompletionQueue, Executor, Work
 
 __all__ = ["Runner", "default_concurrency", "new_run_id"]
 
@@ -256,7 +256,7 @@ class Runner:
             kwargs = _substitute(kwargs, self.values, self.graph.index)
         name = self._executor_of[i]
         log_path = None
-        if name == "shell" or name == "process":
+        if name in {"shell", "process"}:
             log_path = self.log_path(spec.id, attempt)
         work = Work(i, attempt, spec.id, fn, args, kwargs, timeout=spec.timeout,
                     env=spec.env or None, cwd=spec.cwd, log_path=log_path)
@@ -353,14 +353,13 @@ class Runner:
             return
         now = self.now()
         ids = self.graph.ids
-        attempts = self.scheduler.attempts
         events = []
-        for i, state in batch:
+        for i, state, attempt in batch:
             error = None
             if state is TaskState.FAILED or state is TaskState.RETRY_WAIT:
                 err = self.errors[i]
                 error = f"{type(err).__name__}: {err}" if err is not None else None
-            events.append(Transition(ids[i], state, attempts[i], now, error))
+            events.append(Transition(ids[i], state, attempt, now, error))
         for listener in self.listeners:
             listener.transitions(events)
 
@@ -368,7 +367,7 @@ class Runner:
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return []
-        installed = []
+        installed: list[int] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)

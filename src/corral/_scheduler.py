@@ -106,7 +106,7 @@ class Scheduler:
         self.counts[PENDING] = n
         self._active = n  # tasks not yet in a final state
         self.running = 0
-        self._log: list[tuple[int, TaskState]] | None = [] if record else None
+        self._log: list[tuple[int, TaskState, int]] | None = [] if record else None
 
         # Resources: names to slots in a free-capacity vector; per task a tuple of
         # (slot, amount) pairs, empty for the common task that requests nothing.
@@ -166,8 +166,12 @@ class Scheduler:
             and (self.stopping or not self._ready)
         )
 
-    def drain_transitions(self) -> list[tuple[int, TaskState]]:
-        """Transitions since the last call (only with ``record=True``)."""
+    def drain_transitions(self) -> list[tuple[int, TaskState, int]]:
+        """``(task, new state, attempt)`` since the last call (only with ``record=True``).
+
+        ``attempt`` is the attempt the transition belongs to: the one that just started,
+        ended or failed (0 before the first).
+        """
         log = self._log
         if not log:
             return []
@@ -216,7 +220,7 @@ class Scheduler:
             self.counts[READY] -= 1
             self.counts[RUNNING] += 1
             if self._log is not None:
-                self._log.append((i, RUNNING))
+                self._log.append((i, RUNNING, self.attempts[i] + 1))
             self.attempts[i] += 1
             timeout = self._timeout[i]
             if timeout is not None:
@@ -309,7 +313,7 @@ class Scheduler:
         if new is not RETRY_WAIT:
             self._active -= 1
         if self._log is not None:
-            self._log.append((i, new))
+            self._log.append((i, new, self.attempts[i]))
 
     def _transition(self, i: int, new: TaskState) -> None:
         """Move a task that is not running into ``new`` (a final state)."""
@@ -323,14 +327,14 @@ class Scheduler:
         self.counts[new] += 1
         self._active -= 1
         if self._log is not None:
-            self._log.append((i, new))
+            self._log.append((i, new, self.attempts[i]))
 
     def _make_ready(self, i: int) -> None:
         self.state[i] = READY
         self.counts[PENDING] -= 1
         self.counts[READY] += 1
         if self._log is not None:
-            self._log.append((i, READY))
+            self._log.append((i, READY, self.attempts[i]))
         heapq.heappush(self._ready, self._key[i])
 
     def _release_due(self, now: float) -> None:
@@ -341,7 +345,7 @@ class Scheduler:
             self.counts[RETRY_WAIT] -= 1
             self.counts[READY] += 1
             if self._log is not None:
-                self._log.append((i, READY))
+                self._log.append((i, READY, self.attempts[i]))
             heapq.heappush(self._ready, self._key[i])
 
     def _resolve(self, i: int, outcome: TaskState) -> None:

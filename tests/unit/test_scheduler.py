@@ -1,4 +1,6 @@
-"""The scheduler as a pure state machine: feed events, assert the whole state. No threads, no sleeps."""
+"""The scheduler as a pure state machine: feed events, assert the whole state.
+
+No threads, no sleeps."""
 
 from __future__ import annotations
 
@@ -266,8 +268,8 @@ def test_transitions_are_recorded_only_when_asked():
     loud = Scheduler(g, concurrency=1, record=True)
     loud.admit(0)
     loud.succeeded(0, 0)
-    assert [(g.ids[i], str(st)) for i, st in loud.drain_transitions()] == [
-        ("a", "ready"), ("a", "running"), ("a", "succeeded"), ("b", "ready"),
+    assert [(g.ids[i], str(st), a) for i, st, a in loud.drain_transitions()] == [
+        ("a", "ready", 0), ("a", "running", 1), ("a", "succeeded", 1), ("b", "ready", 0),
     ]
     assert loud.drain_transitions() == []
 

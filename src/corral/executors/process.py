@@ -185,9 +185,9 @@ class ProcessExecutor(Executor):
         elif status == SKIP:
             self.sink(work, SKIP, None)
         else:
-            exc, text = payload
-            exc.__cause__ = RemoteTraceback(text)
-            self.sink(work, ERROR, exc)
+            error, text = payload
+            error.__cause__ = RemoteTraceback(text)
+            self.sink(work, ERROR, error)
 
     def _worker_died(self, worker: _Worker) -> None:
         self._retire(worker)

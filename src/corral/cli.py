@@ -1,0 +1,536 @@
+"""The ``corral`` command line: validate, plan, draw and run a pipeline file.
+
+The CLI is a thin layer: it reads options (command line > ``CORRAL_*`` environment > the
+pipeline file > computed defaults), loads the pipeline (:mod:`corral._pipeline`), and hands
+over to the engine — :mod:`corral._plan` for ``plan``, :mod:`corral._export` for ``graph``,
+:class:`corral._runner.Runner` for ``run``, with :mod:`corral._display` to show it.
+
+Policies owned here:
+
+- **Exit codes** live in :class:`ExitCode` and are listed in ``corral --help``.
+- **A user's mistake never shows a traceback.** Invalid pipelines, bad parameters, unknown
+  ``--only`` tasks and bad option values exit 2 with every problem listed; a traceback means a
+  bug in corral.
+- **Startup stays fast.** This module imports only click and the light ``corral`` package;
+  each command imports what it needs (rich, YAML, the runner) when it runs, and commands that
+  live in other modules are imported only when invoked (:func:`register_command`).
+- **``--json`` owns stdout**: exactly one JSON document is written there; everything else,
+  including what tasks print, goes to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from corral import __version__
+from corral._errors import ParameterError, Problem, ValidationError
+
+if TYPE_CHECKING:
+    from corral._graph import Graph
+    from corral._pipeline import Pipeline
+    from corral._result import RunResult
+
+__all__ = ["ExitCode", "main", "register_command"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ExitCode(enum.IntEnum):
+    """What ``corral`` exits with. Listed in ``corral --help``."""
+
+    OK = 0  # every task succeeded (failures of allow_failure tasks aside), or the command did
+    TASK_FAILED = 1  # a task failed, or could not run because one did
+    INVALID = 2  # invalid input: pipeline, parameters, options, a missing file
+    INTERRUPTED = 130  # stopped by SIGINT (Ctrl-C): 128 + 2
+    TERMINATED = 143  # stopped by SIGTERM: 128 + 15
+
+
+_EXIT_HELP = {
+    ExitCode.OK: "all tasks succeeded (allowed failures aside)",
+    ExitCode.TASK_FAILED: "a task failed",
+    ExitCode.INVALID: "invalid input (pipeline, parameters, options, missing file)",
+    ExitCode.INTERRUPTED: "interrupted by SIGINT (Ctrl-C)",
+    ExitCode.TERMINATED: "stopped by SIGTERM (any other signal: 128 + its number)",
+}
+
+
+def exit_code_for(result: RunResult) -> int:
+    """The exit code of a finished run."""
+    status = str(result.status)
+    if status == "interrupted":
+        # A run stopped by a signal exits as the shell reports a process killed by it;
+        # cancelled without one (Runner.cancel()) counts as Ctrl-C.
+        return 128 + result.signal if result.signal else int(ExitCode.INTERRUPTED)
+    if status == "failed":
+        return int(ExitCode.TASK_FAILED)
+    return int(ExitCode.OK)
+
+
+class UserError(click.ClickException):
+    """The input is wrong; the message says what to change. Exits 2, without a traceback."""
+
+    exit_code = int(ExitCode.INVALID)
+
+
+# ---------------------------------------------------------------------- the command group
+
+# Commands defined in other modules: name -> "module:attribute". They are imported only when
+# invoked or listed in --help, so a new command costs nothing to the others' startup.
+_LAZY_COMMANDS: dict[str, str] = {}
+
+
+def register_command(name: str, target: str) -> None:
+    """Add command ``name``, found at ``target`` (``"corral._cli_runs:runs"``) when first used.
+
+    For modules adding commands (``runs``, ``show``, ``logs``, ``resume``, ``serve``): one line
+    here, in ``_LAZY_COMMANDS``, or a call at import time of something the CLI imports.
+    """
+    _LAZY_COMMANDS[name] = target
+
+
+class CorralGroup(click.Group):
+    """A click group that loads registered commands lazily and turns a user's mistake (an
+    invalid pipeline, a bad parameter) into an exit-2 message instead of a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        target = _LAZY_COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        import importlib
+
+        module_name, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        if not isinstance(command, click.Command):  # pragma: no cover - a registration bug
+            raise TypeError(f"{target} is not a click command")
+        self.add_command(command, cmd_name)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ValidationError, ParameterError) as exc:
+            raise UserError(str(exc)) from None
+        except KeyboardInterrupt:
+            # Ctrl-C outside a run (a run handles its own signals and exits 130 itself).
+            click.echo("interrupted", err=True)
+            raise click.exceptions.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def _epilog() -> str:
+    # "\b" keeps click from re-wrapping the lines into one paragraph.
+    lines = ["\b", "Exit codes:"]
+    lines += [f"  {int(code):<4} {_EXIT_HELP[code]}" for code in ExitCode]
+    lines += ["\b", "Every option can also be set by the CORRAL_* variable shown next to it."]
+    return "\n".join(lines)
+
+
+CONTEXT_SETTINGS: dict[str, Any] = {
+    "help_option_names": ["-h", "--help"],
+    "show_default": True,
+    "max_content_width": 100,
+}
+
+
+@click.group(cls=CorralGroup, context_settings=CONTEXT_SETTINGS, epilog=_epilog())
+@click.version_option(__version__, "-V", "--version", prog_name="corral")
+def main() -> None:
+    """corral: define a DAG of tasks in a pipeline file, check it, plan it and run it."""
+
+
+# ---------------------------------------------------------------------- shared options
+
+
+def _file_argument(f: F) -> F:
+    # No exists= check: the loader reports a missing or unreadable file as a problem like any
+    # other, so that `validate --json` still prints JSON and every message has one shape.
+    return click.argument("file", type=click.Path(), metavar="FILE")(f)
+
+
+def _params_option(f: F) -> F:
+    return click.option(
+        "-p",
+        "--param",
+        "params",
+        multiple=True,
+        metavar="KEY=VALUE",
+        envvar="CORRAL_PARAMS",
+        show_envvar=True,
+        help="Set a pipeline parameter (repeatable; in the variable, separate pairs by spaces).",
+    )(f)
+
+
+def _json_option(f: F) -> F:
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        envvar="CORRAL_JSON",
+        show_envvar=True,
+        help="Print one JSON document on stdout instead of text.",
+    )(f)
+
+
+def _only_option(f: F) -> F:
+    return click.option(
+        "--only",
+        multiple=True,
+        metavar="TASK",
+        envvar="CORRAL_ONLY",
+        show_envvar=True,
+        help="Keep only this task and everything it depends on (repeatable).",
+    )(f)
+
+
+def _load(file: str, pairs: tuple[str, ...]) -> Pipeline:
+    """The pipeline in ``file`` with parameters ``pairs``; raises a ValueError-kind error."""
+    from corral._pipeline import load_pipeline, parse_params
+
+    return load_pipeline(file, params=parse_params(pairs))
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _n_edges(graph: Graph) -> int:
+    return sum(len(d) for d in graph.deps)
+
+
+# ---------------------------------------------------------------------- validate
+
+
+@main.command()
+@_file_argument
+@_params_option
+@_json_option
+def validate(file: str, params: tuple[str, ...], as_json: bool) -> None:
+    """Check a pipeline file; list every problem, each with its file and line."""
+    problems: list[Problem] = []
+    graph = None
+    try:
+        graph = _load(file, params).dag.validate()
+    except ValidationError as exc:
+        problems = list(exc.problems)
+    except ParameterError as exc:
+        problems = [Problem(str(exc), file=file)]
+    if as_json:
+        _emit_json({"valid": not problems, "problems": [p.as_dict() for p in problems]})
+    elif graph is not None:
+        click.echo(f"ok: {len(graph)} tasks, {_n_edges(graph)} edges")
+    else:
+        for problem in problems:
+            click.echo(str(problem))
+    if problems:
+        raise click.exceptions.Exit(int(ExitCode.INVALID))
+
+
+# ---------------------------------------------------------------------- plan
+
+
+@main.command()
+@_file_argument
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(min=1),
+    envvar="CORRAL_WORKERS",
+    show_envvar=True,
+    help="Workers for the lower bound  [default: the file's concurrency, else the CPU count]",
+)
+@_only_option
+@_params_option
+@_json_option
+def plan(
+    file: str,
+    workers: int | None,
+    only: tuple[str, ...],
+    params: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Show levels, width, critical path, total work and the makespan lower bound.
+
+    Durations are the tasks' `estimate` options (1 s where unset). The lower bound is
+    max(critical path, total work / workers).
+    """
+    from corral._plan import make_plan
+    from corral._runner import default_concurrency
+
+    pipeline = _load(file, params)
+    graph = pipeline.dag.validate(only=only or None)
+    # The workers the run would get: the option, else the file's concurrency, else one per CPU.
+    n = workers or pipeline.concurrency or default_concurrency()
+    result = make_plan(graph, workers=n)
+    if as_json:
+        _emit_json(result.as_dict())
+        return
+    from rich.console import Console
+
+    from corral._display import render_plan
+
+    render_plan(Console(highlight=False), result, pipeline=pipeline.name)
+
+
+# ---------------------------------------------------------------------- graph
+
+
+@main.command()
+@_file_argument
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot"]),
+    default="mermaid",
+    envvar="CORRAL_GRAPH_FORMAT",
+    show_envvar=True,
+    help="Output format.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    envvar="CORRAL_GRAPH_OUTPUT",
+    show_envvar=True,
+    help="Write to this file instead of stdout.",
+)
+@_only_option
+@_params_option
+def graph(
+    file: str, fmt: str, output: str | None, only: tuple[str, ...], params: tuple[str, ...]
+) -> None:
+    """Export the task graph as Mermaid or Graphviz DOT (edges: dependency -> dependent)."""
+    from corral._export import export
+
+    dag_graph = _load(file, params).dag.validate(only=only or None)
+    text = export(dag_graph, "dot" if fmt == "dot" else "mermaid")
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
+
+
+# ---------------------------------------------------------------------- schema
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON schema of pipeline files (for editors and linters)."""
+    from corral._pipeline import pipeline_schema
+
+    _emit_json(pipeline_schema())
+
+
+# ---------------------------------------------------------------------- run
+
+
+@main.command()
+@_file_argument
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    envvar="CORRAL_CONCURRENCY",
+    show_envvar=True,
+    help="Tasks running at once  [default: the file's concurrency, else the CPU count]",
+)
+@click.option(
+    "--fail-fast/--keep-going",
+    default=True,
+    envvar="CORRAL_FAIL_FAST",
+    show_envvar=True,
+    help="On a failure, cancel the rest of the run, or keep running what does not depend on it.",
+)
+@_only_option
+@click.option(
+    "-n",
+    "--dry-run",
+    is_flag=True,
+    envvar="CORRAL_DRY_RUN",
+    show_envvar=True,
+    help="Validate and print what would run, in order, without running anything.",
+)
+@_params_option
+@_json_option
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False),
+    default=".corral/logs",
+    envvar="CORRAL_LOG_DIR",
+    show_envvar=True,
+    help="Where task logs go (one directory per run).",
+)
+def run(
+    file: str,
+    concurrency: int | None,
+    fail_fast: bool,
+    only: tuple[str, ...],
+    dry_run: bool,
+    params: tuple[str, ...],
+    as_json: bool,
+    log_dir: str,
+) -> None:
+    """Run a pipeline; exit 0 when every task succeeded (see exit codes in `corral --help`)."""
+    from corral._runner import default_concurrency
+
+    pipeline = _load(file, params)
+    dag_graph = pipeline.dag.validate(only=only or None)
+    # Precedence: --concurrency > CORRAL_CONCURRENCY (both via click) > the file > one per CPU.
+    width = concurrency or pipeline.concurrency or default_concurrency()
+    if dry_run:
+        _dry_run(pipeline, dag_graph, width, as_json)
+        return
+    result = _run(pipeline, dag_graph, width, fail_fast=fail_fast, as_json=as_json, log_dir=log_dir)
+    raise click.exceptions.Exit(exit_code_for(result))
+
+
+def describe_action(action: Any, args: Any = (), kwargs: Any = None) -> str:
+    """What a task would execute, for ``--dry-run``: its command line or its call."""
+    from corral._spec import CallRef, ShellCommand, TaskRef
+
+    if isinstance(action, ShellCommand):
+        return action.cmd
+    if isinstance(action, CallRef):
+        name = action.target
+    else:
+        module = getattr(action, "__module__", None)
+        name = getattr(action, "__qualname__", repr(action))
+        name = f"{module}:{name}" if module else name
+
+    def show(value: Any) -> str:
+        return f"<result of {value.id}>" if isinstance(value, TaskRef) else repr(value)
+
+    parts = [show(a) for a in args] + [f"{k}={show(v)}" for k, v in (kwargs or {}).items()]
+    return f"{name}({', '.join(parts)})"
+
+
+def _dry_run(pipeline: Pipeline, dag_graph: Graph, width: int, as_json: bool) -> None:
+    order = [dag_graph.specs[i] for i in dag_graph.order]
+    if as_json:
+        _emit_json(
+            {
+                "pipeline": pipeline.name,
+                "dry_run": True,
+                "concurrency": width,
+                "params": pipeline.params,
+                "tasks": [
+                    {
+                        "id": s.id,
+                        "executor": s.executor_name,
+                        "depends_on": list(s.depends_on),
+                        "command": describe_action(s.action, s.args, s.kwargs),
+                    }
+                    for s in order
+                ],
+            }
+        )
+        return
+    click.echo(
+        f"dry run: {len(order)} tasks of {pipeline.name} would run "
+        f"(concurrency {width}), in this order:"
+    )
+    for k, spec in enumerate(order, 1):
+        deps = f"  (after {', '.join(spec.depends_on)})" if spec.depends_on else ""
+        click.echo(f"{k:>4}. {spec.id} [{spec.executor_name}]{deps}")
+        for line in describe_action(spec.action, spec.args, spec.kwargs).splitlines():
+            click.echo(f"        {line}")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout — by Python code, threads, C code or child
+    processes — to stderr until the block ends, so ``--json`` output stays one document."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _run(
+    pipeline: Pipeline,
+    dag_graph: Graph,
+    width: int,
+    *,
+    fail_fast: bool,
+    as_json: bool,
+    log_dir: str,
+) -> RunResult:
+    import asyncio
+
+    from rich.console import Console
+
+    from corral._display import LinePrinter, LiveView, render_summary
+    from corral._events import RunListener
+    from corral._runner import Runner
+
+    console = Console(highlight=False)
+    live = not as_json and console.is_terminal
+    listeners: list[RunListener] = []
+    if not as_json and not live:
+        listeners.append(LinePrinter(sys.stdout))
+    runner = Runner(
+        dag_graph,
+        concurrency=width,
+        fail_fast=fail_fast,
+        listeners=listeners,
+        log_dir=log_dir,
+        env=pipeline.dag.env,
+        handle_signals=True,
+        params=pipeline.params,
+    )
+
+    async def go() -> RunResult:
+        if not live:
+            return await runner.run()
+        from corral._plan import make_plan
+
+        # The plan's lower bound is the ETA until the first task finishes (see
+        # corral._display.estimate_remaining).
+        planned = make_plan(dag_graph, workers=width).lower_bound_s
+        view = LiveView(console, pipeline=pipeline.name, total=len(dag_graph), planned_s=planned)
+        async with view.watch(runner):
+            return await runner.run()
+
+    if as_json:
+        with _stdout_to_stderr():
+            result = asyncio.run(go())
+        _emit_json(result.to_dict())
+    else:
+        result = asyncio.run(go())
+        render_summary(console, result, log_dir=str(runner.log_dir) if runner.log_dir else None)
+    if result.signal:
+        import signal
+
+        try:
+            name = signal.Signals(result.signal).name
+        except ValueError:
+            name = f"signal {result.signal}"
+        click.echo(f"corral: run {result.run_id} interrupted by {name}", err=True)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m corral.cli`
+    main(prog_name="corral")

@@ -1,0 +1,146 @@
+"""Durable runs: a store of runs, their history and results, and resume after a crash.
+
+::
+
+    store = open_store()                      # .corral/corral.db, or $CORRAL_STORE, or a URL
+    recorder = StoreRecorder(store, source_path="pipeline.yaml")
+    runner = Runner(graph, listeners=[recorder]); recorder.attach(runner)
+    await runner.run()                        # every transition group-committed as it happens
+
+    stored = store.load_run(run_id)           # checked against the state machine
+    plan = plan_resume(graph, stored)         # what to reuse, what re-runs and why
+    Runner(graph, done=plan.reuse, ...)       # with StoreRecorder(store, resume_of=run_id)
+
+URLs: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (or a plain file path)
+and ``postgresql://user@host:port/db`` (the ``postgres`` extra). Nothing here imports sqlite3
+or psycopg until a store is opened.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from corral.store._base import (
+        MISSING,
+        EventRecord,
+        RunRecord,
+        Store,
+        StoredRun,
+        StoredStatus,
+        StoredTask,
+        TaskSnapshot,
+        TransitionRecord,
+    )
+    from corral.store._recorder import StoreRecorder
+    from corral.store._resume import ResumePlan, plan_resume
+
+__all__ = [
+    "DEFAULT_URL",
+    "MISSING",
+    "EventRecord",
+    "ResumePlan",
+    "RunRecord",
+    "Store",
+    "StoreRecorder",
+    "StoredRun",
+    "StoredStatus",
+    "StoredTask",
+    "TaskSnapshot",
+    "TransitionRecord",
+    "open_store",
+    "plan_resume",
+    "resolve_url",
+]
+
+# The embedded default: a file in the working directory's .corral folder, beside the logs.
+DEFAULT_URL = "sqlite:///.corral/corral.db"
+ENV_VAR = "CORRAL_STORE"
+
+_LAZY = {
+    "MISSING": "corral.store._base",
+    "EventRecord": "corral.store._base",
+    "RunRecord": "corral.store._base",
+    "Store": "corral.store._base",
+    "StoredRun": "corral.store._base",
+    "StoredStatus": "corral.store._base",
+    "StoredTask": "corral.store._base",
+    "TaskSnapshot": "corral.store._base",
+    "TransitionRecord": "corral.store._base",
+    "StoreRecorder": "corral.store._recorder",
+    "ResumePlan": "corral.store._resume",
+    "plan_resume": "corral.store._resume",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corral.store' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The store URL to use: ``url`` if given, else ``$CORRAL_STORE``, else the default."""
+    return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a SQLite URL (``sqlite:///rel``, ``sqlite:////abs``) or plain path."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///"):])
+    if url.startswith("sqlite://"):
+        raise ValueError(f"a SQLite store URL is sqlite:///path, not {url!r}")
+    return Path(url)
+
+
+def open_store(
+    url: str | None = None,
+    *,
+    lock_timeout: float = 10.0,
+    value_limit: int | None = None,
+    values_dir: str | Path | None = None,
+    migrate: bool = True,
+) -> Store:
+    """Open (and by default create or upgrade) the store at ``url``; see :func:`resolve_url`.
+
+    ``lock_timeout`` is how long to wait for a locked database before :class:`BrokenStore`.
+    Values larger than ``value_limit`` bytes (default 1 MiB) go to files under
+    ``values_dir``: for SQLite a ``values`` folder beside the database, for PostgreSQL
+    ``.corral/values`` in the working directory.
+    """
+    from corral.store._base import DEFAULT_VALUE_LIMIT, Connector, Store
+
+    url = resolve_url(url)
+    connector: Connector
+    if url.startswith(("postgresql://", "postgres://")):
+        from corral.store.postgres import PostgresConnector
+
+        connector = PostgresConnector(url, lock_timeout=lock_timeout)
+        default_values = Path.cwd() / ".corral" / "values"
+    elif "://" in url and not url.startswith("sqlite:"):
+        scheme = url.split("://", 1)[0]
+        raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}: "
+                         "use sqlite:///path or postgresql://...")
+    else:
+        from corral.store.sqlite import SQLiteConnector
+
+        path = sqlite_path(url).absolute()
+        connector = SQLiteConnector(path, url=url, lock_timeout=lock_timeout)
+        default_values = path.parent / "values"
+    store = Store(
+        connector,
+        values_dir=Path(values_dir) if values_dir is not None else default_values,
+        value_limit=DEFAULT_VALUE_LIMIT if value_limit is None else value_limit,
+    )
+    if migrate:
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
+    return store

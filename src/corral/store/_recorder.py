@@ -1,0 +1,319 @@
+"""StoreRecorder: a run listener that makes a run durable without slowing it down.
+
+::
+
+    run loop ──transitions(batch)──> SimpleQueue ──> writer thread ──one transaction per──> Store
+    (enqueue only: a list append                      flush: transitions, values, events,
+     and a reference to each value/error)             lease heartbeat; then the next batch
+
+Policy:
+
+- **Group commit.** The loop only enqueues. The writer takes whatever has queued, waits at
+  most ``flush_interval`` since its last commit for more (or until ``max_batch`` batches),
+  and writes it all in one transaction: under load one commit carries hundreds of
+  transitions; when idle a transition is durable within a few milliseconds.
+- **Serialise off the loop.** Values are pickled and tracebacks formatted on the writer
+  thread. (So a task that mutates its upstream's value in place may race the pickling:
+  don't.)
+- **Begin and end are synchronous.** ``run_started`` writes the run (and, resuming, takes the
+  old run over) before any task starts, so a locked run or a broken store stops the run
+  before it does anything. ``run_finished`` waits for the writer to flush everything and
+  record the end: when ``Runner.run`` returns, the history is on disk.
+- **Lease.** The writer extends the run's lease every ``heartbeat`` seconds (to ``lease``
+  seconds ahead), even while idle. A process that dies stops heartbeating and the lease
+  lapses: that, not a pid, is how a resume knows the run is dead.
+- **After a write fails** (full disk, locked database) the writer writes nothing more, so the
+  stored history stays a consistent prefix of the run; ``run_finished`` then raises the
+  :class:`~corral._errors.BrokenStore` (the run's result is kept in :attr:`result`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import queue
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from corral._errors import BrokenStore, CorralError
+from corral._events import RunInfo, Transition
+from corral._result import RunResult
+from corral._spec import TaskState
+from corral.store._base import (
+    EventRecord,
+    RunRecord,
+    Store,
+    StoredStatus,
+    TaskSnapshot,
+    TransitionRecord,
+    dag_hash,
+)
+
+if TYPE_CHECKING:
+    from corral._graph import Graph
+    from corral._runner import Runner
+
+__all__ = ["StoreRecorder", "snapshot_of"]
+
+SUCCEEDED = TaskState.SUCCEEDED
+FAILED = TaskState.FAILED
+RETRY_WAIT = TaskState.RETRY_WAIT
+RUNNING = TaskState.RUNNING
+# States that end an attempt: their transition carries the attempt's duration.
+_ENDS_ATTEMPT = frozenset({SUCCEEDED, FAILED, RETRY_WAIT, TaskState.SKIPPED, TaskState.CANCELLED})
+
+_FINISH = object()
+
+
+def snapshot_of(graph: Graph) -> tuple[TaskSnapshot, ...]:
+    """The DAG as stored with a run: ids, dependencies, fingerprints, executors."""
+    ids = graph.ids
+    return tuple(
+        TaskSnapshot(spec.id, tuple(ids[j] for j in graph.deps[i]), spec.fingerprint(),
+                     spec.executor_name)
+        for i, spec in enumerate(graph.specs)
+    )
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return str(os.getuid())
+
+
+class StoreRecorder:
+    """Records a run in ``store``. For callers: construct, pass in ``Runner(listeners=[...])``,
+    then :meth:`attach` the runner (it supplies values, errors and log paths as they happen;
+    without one, values are stored only when the run ends). ``resume_of`` names the run this
+    one resumes; ``source_path`` the pipeline file, stored so the run can be rebuilt.
+
+    The three listener methods are for the runner only.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        runner: Runner | None = None,
+        *,
+        source_path: str | Path | None = None,
+        resume_of: str | None = None,
+        flush_interval: float | timedelta = 0.005,
+        max_batch: int = 1000,
+        heartbeat: float | timedelta = 5.0,
+        lease: float | timedelta = 30.0,
+    ) -> None:
+        self.store = store
+        self.runner = runner
+        self.source_path = str(source_path) if source_path is not None else None
+        self.resume_of = resume_of
+        self.flush_interval = _secs(flush_interval)
+        self.max_batch = max_batch
+        self.heartbeat = _secs(heartbeat)
+        # A lease must outlive a few missed heartbeats, or a busy writer looks dead.
+        self.lease = max(_secs(lease), 2 * self.heartbeat)
+        self.result: RunResult | None = None
+        self.error: BaseException | None = None
+        self.run_id: str | None = None
+        self.flushes = 0  # commits made: for tests and measurements
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._info: RunInfo | None = None
+        self._host = socket.gethostname()
+        self._worker = f"{self._host}:{os.getpid()}"
+        self._owner = f"{_user()}@{self._worker}"
+        self._executor_of: dict[str, str] = {}
+        self._running_since: dict[str, float] = {}
+        self._attempts: dict[str, int] = {}
+        self._stored_values: set[str] = set()
+
+    def attach(self, runner: Runner) -> StoreRecorder:
+        """Read values, errors and log paths from ``runner`` (call before it runs)."""
+        self.runner = runner
+        return self
+
+    # ------------------------------------------------------------------ listener
+    def run_started(self, run: RunInfo) -> None:
+        self._info = run
+        self.run_id = run.run_id
+        graph = run.graph
+        tasks = snapshot_of(graph)
+        self._executor_of = {t.id: t.executor for t in tasks}
+        reused: tuple[str, ...] = ()
+        if self.runner is not None:
+            state = self.runner.scheduler.state
+            reused = tuple(graph.ids[i] for i, s in enumerate(state) if s is SUCCEEDED)
+        source_text = None
+        if self.source_path is not None:
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                source_text = Path(self.source_path).read_text("utf-8")
+        record = RunRecord(
+            id=run.run_id, pipeline=graph.name, status=StoredStatus.RUNNING, tasks=tasks,
+            params=dict(run.params), started_at=run.started_at, host=self._host,
+            user=_user(), pid=os.getpid(), dag_hash=dag_hash(tasks),
+            source_path=self.source_path, source_text=source_text, reused=reused,
+            resumed_from=self.resume_of, lease_owner=self._owner,
+        )
+        event = EventRecord("run_started", run.started_at, data={
+            "concurrency": run.concurrency, "fail_fast": run.fail_fast,
+            "log_dir": run.log_dir, "resumed_from": self.resume_of, "reused": list(reused),
+            "owner": self._owner})
+        self.store.begin_run(record, lease_s=self.lease, resume_of=self.resume_of,
+                             events=[event])
+        self._thread = threading.Thread(target=self._write_loop, name=f"corral-store-{run.run_id}",
+                                        daemon=True)  # a crashed run must not hang the exit
+        self._thread.start()
+
+    def transitions(self, batch: list[Transition]) -> None:
+        runner = self.runner
+        if runner is None:
+            self._queue.put((batch, None))
+            return
+        index = runner.graph.index
+        extras: list[Any] = []
+        for t in batch:
+            state = t.state
+            if state is SUCCEEDED:
+                extras.append(runner.values[index[t.task]])
+            elif state is FAILED or state is RETRY_WAIT:
+                extras.append(runner.errors[index[t.task]])
+            elif state is RUNNING:
+                work = runner.current[index[t.task]]
+                extras.append(work.log_path if work is not None else None)
+            else:
+                extras.append(None)
+        self._queue.put((batch, extras))
+
+    def run_finished(self, result: RunResult) -> None:
+        self.result = result
+        self._queue.put((_FINISH, result))
+        if self._thread is not None:
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """Stop the writer without recording an end (the run stays unfinished)."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put((_FINISH, None))
+            self._thread.join()
+
+    # ------------------------------------------------------------------ writer thread
+    def _write_loop(self) -> None:
+        q = self._queue
+        store = self.store
+        run_id = self.run_id
+        assert run_id is not None
+        last_flush = 0.0
+        next_beat = time.monotonic() + self.heartbeat
+        done = False
+        while not done:
+            now = time.monotonic()
+            try:
+                items = [q.get(timeout=max(0.0, next_beat - now))]
+            except queue.Empty:
+                items = []
+            # Group commit: gather until flush_interval has passed since the last commit.
+            while items and items[-1][0] is not _FINISH and len(items) < self.max_batch:
+                wait = last_flush + self.flush_interval - time.monotonic()
+                try:
+                    items.append(q.get(timeout=wait) if wait > 0 else q.get_nowait())
+                except queue.Empty:
+                    break
+            finish: tuple[StoredStatus, Any] | None = None
+            result: RunResult | None = None
+            if items and items[-1][0] is _FINISH:
+                done = True
+                result = items.pop()[1]
+            if self.error is not None:
+                continue  # the history must stay a prefix: write nothing after a failure
+            transitions: list[TransitionRecord] = []
+            values: list[tuple[str, Any]] = []
+            for batch, extras in items:
+                self._records(batch, extras, transitions, values)
+            events: list[EventRecord] = []
+            if result is not None:
+                for task_id, value in result.outputs.items():  # no runner: values at the end
+                    if task_id not in self._stored_values:
+                        values.append((task_id, value))
+                finish = (StoredStatus(str(result.status)), result.finished_at)
+                events.append(EventRecord("run_finished", result.finished_at, data={
+                    "status": str(result.status), "counts": result.counts(),
+                    "signal": result.signal, "critical_path": result.critical_path}))
+            now = time.monotonic()
+            lease = None
+            if now >= next_beat:
+                lease = (self._owner, self.lease)
+                next_beat = now + self.heartbeat
+            if not (transitions or values or events or lease or finish):
+                continue
+            try:
+                store.write(run_id, transitions=transitions, values=values, events=events,
+                            lease=lease, finish=finish)
+            except Exception as exc:
+                self.error = exc if isinstance(exc, CorralError) else BrokenStore(
+                    f"the recorder failed: {type(exc).__name__}: {exc}", url=store.url)
+                if self.error is not exc:
+                    self.error.__cause__ = exc
+            last_flush = time.monotonic()
+            self.flushes += 1
+
+    def _records(
+        self,
+        batch: Sequence[Transition],
+        extras: Sequence[Any] | None,
+        out: list[TransitionRecord],
+        values: list[tuple[str, Any]],
+    ) -> None:
+        info = self._info
+        assert info is not None
+        start = info.started_at
+        running_since = self._running_since
+        attempts = self._attempts
+        for k, t in enumerate(batch):
+            extra = extras[k] if extras is not None else None
+            state = t.state
+            task = t.task
+            duration = None
+            error = t.error
+            tb = None
+            exit_code = None
+            log_path = None
+            # The runner stamps a batch with each task's attempt count *at emission*, so a
+            # retry_wait and the next attempt's start in one batch would share a number:
+            # count attempts from the ordered transitions instead.
+            attempt = attempts.get(task, 0)
+            if state is RUNNING:
+                attempt += 1
+                attempts[task] = attempt
+                running_since[task] = t.at
+                log_path = os.path.abspath(extra) if extra is not None else None
+            elif state in _ENDS_ATTEMPT:
+                began = running_since.pop(task, None)
+                if began is not None:
+                    duration = t.at - began
+            if state is SUCCEEDED:
+                if extras is not None:
+                    values.append((task, extra))
+                    self._stored_values.add(task)
+            elif isinstance(extra, BaseException):
+                tb = "".join(traceback.format_exception(extra))
+                code = getattr(extra, "exit_code", None)
+                exit_code = code if isinstance(code, int) else None
+            out.append(TransitionRecord(
+                task_id=task, state=state, attempt=attempt,
+                at=start + timedelta(seconds=t.at), clock=t.at, duration_s=duration,
+                error=error, traceback=tb, exit_code=exit_code,
+                executor=self._executor_of.get(task), worker=self._worker, log_path=log_path,
+            ))
+
+
+def _secs(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)

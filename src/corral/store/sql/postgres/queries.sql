@@ -1,0 +1,119 @@
+-- Named queries of the PostgreSQL store. Each starts with "-- name: <name>"; parameters are
+-- %(name)s. Leases use the server's clock, so that hosts with skewed clocks agree.
+
+-- name: schema_version_exists
+SELECT count(*) AS n FROM pg_tables
+ WHERE schemaname = current_schema() AND tablename = 'schema_version';
+
+-- name: schema_version_create
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL
+);
+
+-- name: schema_version_current
+SELECT coalesce(max(version), 0) AS version FROM schema_version;
+
+-- name: schema_version_insert
+INSERT INTO schema_version (version, applied_at) VALUES (%(version)s, %(now)s);
+
+-- name: migration_lock
+-- One migrator per schema at a time; released when the transaction ends.
+SELECT pg_advisory_xact_lock(hashtext('corral:' || current_schema()));
+
+-- name: insert_run
+INSERT INTO runs (id, pipeline, status, dag_hash, snapshot, params, source_path, source_text,
+                  reused, resumed_from, started_at, host, user_name, pid, lease_owner, lease_until)
+VALUES (%(id)s, %(pipeline)s, 'running', %(dag_hash)s, %(snapshot)s::jsonb, %(params)s::jsonb,
+        %(source_path)s, %(source_text)s, %(reused)s::jsonb, %(resumed_from)s, %(started_at)s,
+        %(host)s, %(user_name)s, %(pid)s, %(lease_owner)s,
+        clock_timestamp() + make_interval(secs => %(lease_s)s));
+
+-- name: claim_run
+-- Hand an unfinished run over to the run resuming it: only one claimant wins, and never while
+-- the run's lease is live. A run that never recorded its end is marked crashed.
+UPDATE runs
+   SET resumed_by = %(new_id)s,
+       status = CASE WHEN status = 'running' THEN 'crashed' ELSE status END,
+       lease_until = NULL
+ WHERE id = %(old_id)s
+   AND resumed_by IS NULL
+   AND status <> 'succeeded'
+   AND (lease_until IS NULL OR lease_until < clock_timestamp())
+RETURNING id;
+
+-- name: heartbeat
+UPDATE runs SET lease_until = clock_timestamp() + make_interval(secs => %(lease_s)s)
+ WHERE id = %(id)s AND lease_owner = %(owner)s AND finished_at IS NULL;
+
+-- name: finish_run
+UPDATE runs SET status = %(status)s, finished_at = %(finished_at)s, lease_until = NULL
+ WHERE id = %(id)s;
+
+-- name: insert_transition
+INSERT INTO transitions (run_id, task_id, state, attempt, at, clock, duration_s, error,
+                         traceback, exit_code, executor, worker, log_path)
+VALUES (%(run_id)s, %(task_id)s, %(state)s, %(attempt)s, %(at)s, %(clock)s, %(duration_s)s,
+        %(error)s, %(traceback)s, %(exit_code)s, %(executor)s, %(worker)s, %(log_path)s);
+
+-- name: insert_value
+INSERT INTO task_values (run_id, task_id, codec, size, data, path, error)
+VALUES (%(run_id)s, %(task_id)s, %(codec)s, %(size)s, %(data)s, %(path)s, %(error)s);
+
+-- name: insert_event
+INSERT INTO events (run_id, at, kind, task_id, data)
+VALUES (%(run_id)s, %(at)s, %(kind)s, %(task_id)s, %(data)s::jsonb);
+
+-- name: get_run
+SELECT *, coalesce(lease_until > clock_timestamp(), false) AS lease_live
+  FROM runs WHERE id = %(id)s;
+
+-- name: run_transitions
+SELECT * FROM transitions WHERE run_id = %(id)s ORDER BY seq;
+
+-- name: run_values
+SELECT * FROM task_values WHERE run_id = %(id)s;
+
+-- name: run_events
+SELECT * FROM events WHERE run_id = %(id)s ORDER BY seq;
+
+-- name: latest_unfinished
+SELECT *, coalesce(lease_until > clock_timestamp(), false) AS lease_live FROM runs
+ WHERE pipeline = %(pipeline)s
+   AND resumed_by IS NULL
+   AND status IN ('running', 'failed', 'interrupted', 'crashed')
+ ORDER BY started_at DESC, id DESC
+ LIMIT 1;
+
+-- name: list_runs
+SELECT *, coalesce(lease_until > clock_timestamp(), false) AS lease_live FROM runs
+ WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+   AND (%(pipeline)s::text IS NULL OR pipeline = %(pipeline)s::text)
+ ORDER BY started_at DESC, id DESC
+ LIMIT %(limit)s;
+
+-- name: successful_durations
+-- The durations of the latest per_task successful attempts of each task (reuses excluded).
+SELECT task_id, duration_s FROM (
+    SELECT t.task_id, t.duration_s,
+           row_number() OVER (PARTITION BY t.task_id ORDER BY t.seq DESC) AS k
+      FROM transitions t JOIN runs r ON r.id = t.run_id
+     WHERE r.pipeline = %(pipeline)s
+       AND t.state = 'succeeded'
+       AND t.duration_s IS NOT NULL
+       AND t.task_id = ANY(%(task_ids)s::text[])
+) AS latest WHERE k <= %(per_task)s;
+
+-- name: prune_values
+DELETE FROM task_values
+ WHERE path IS NOT NULL
+   AND run_id IN (SELECT id FROM runs
+                   WHERE coalesce(finished_at, started_at) < %(cutoff)s
+                     AND (lease_until IS NULL OR lease_until < clock_timestamp()))
+RETURNING path;
+
+-- name: prune_runs
+DELETE FROM runs
+ WHERE coalesce(finished_at, started_at) < %(cutoff)s
+   AND (lease_until IS NULL OR lease_until < clock_timestamp())
+RETURNING id;

@@ -1,0 +1,321 @@
+"""One conformance suite for every executor, generated per implementation, plus each one's own
+promises (crash isolation, process-group kills, abandoned threads). Real threads, processes and
+subprocesses throughout; timeouts here are hang guards, never assertions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from corral import DAG, Skip, TaskState
+from corral._errors import CommandFailed, TaskTimeout, WorkerCrashed
+
+S = TaskState
+GUARD = 60  # seconds: a hang guard only
+
+
+def run(dag, **kw):
+    kw.setdefault("handle_signals", False)
+    return dag.run(**kw)
+
+
+# --------------------------------------------------------------------- conformance suite
+# Each executor gets the same behaviours: success with a value, failure with the original
+# exception type, skip, timeout, retry then success.
+
+def _ok(x):
+    return x * 2
+
+
+async def _ok_async(x):
+    await asyncio.sleep(0)
+    return x * 2
+
+
+def _boom():
+    raise KeyError("boom")
+
+
+async def _boom_async():
+    raise KeyError("boom")
+
+
+def _skip():
+    raise Skip()
+
+
+async def _skip_async():
+    raise Skip()
+
+
+def _slow():
+    time.sleep(30)
+
+
+async def _slow_async():
+    await asyncio.sleep(30)
+
+
+def _flaky(path):
+    p = Path(path)
+    n = int(p.read_text()) if p.exists() else 0
+    p.write_text(str(n + 1))
+    if n < 2:
+        raise RuntimeError(f"attempt {n + 1} fails")
+    return n + 1
+
+
+async def _flaky_async(path):
+    return _flaky(path)
+
+
+FUNCTIONS = {
+    "thread": (_ok, _boom, _skip, _slow, _flaky),
+    "process": (_ok, _boom, _skip, _slow, _flaky),
+    "async": (_ok_async, _boom_async, _skip_async, _slow_async, _flaky_async),
+}
+
+
+@pytest.fixture(params=sorted(FUNCTIONS))
+def executor(request):
+    return request.param
+
+
+def test_success_returns_the_value(executor, tmp_path):
+    ok = FUNCTIONS[executor][0]
+    dag = DAG()
+    dag.add(ok, 21, id="t", options={"executor": executor})
+    result = run(dag, log_dir=tmp_path)
+    assert result.ok
+    assert result["t"].value == 42
+    assert result["t"].attempts == 1
+
+
+def test_failure_keeps_the_original_exception_type(executor, tmp_path):
+    boom = FUNCTIONS[executor][1]
+    dag = DAG()
+    dag.add(boom, id="t", options={"executor": executor})
+    result = run(dag, log_dir=tmp_path)
+    assert result["t"].state is S.FAILED
+    assert isinstance(result["t"].error, KeyError)
+    if executor == "process":
+        assert "_boom" in str(result["t"].error.__cause__)  # the worker's traceback
+
+
+def test_skip_ends_skipped(executor, tmp_path):
+    skip = FUNCTIONS[executor][2]
+    dag = DAG()
+    t = dag.add(skip, id="t", options={"executor": executor})
+    dag.add(_ok, 1, id="after").after(t)
+    result = run(dag, log_dir=tmp_path)
+    assert result["t"].state is S.SKIPPED
+    assert result["after"].state is S.SKIPPED
+    assert result.ok
+
+
+def test_timeout_fails_the_attempt_and_the_run_goes_on(executor, tmp_path):
+    slow = FUNCTIONS[executor][3]
+    dag = DAG()
+    dag.add(slow, id="slow", options={"executor": executor, "timeout": 0.3})
+    dag.add(_ok, 1, id="other")
+    start = time.monotonic()
+    result = run(dag, log_dir=tmp_path, fail_fast=False)
+    assert time.monotonic() - start < GUARD
+    assert result["slow"].state is S.FAILED
+    assert isinstance(result["slow"].error, TaskTimeout)
+    assert result["other"].state is S.SUCCEEDED
+
+
+def test_retries_until_success(executor, tmp_path):
+    flaky = FUNCTIONS[executor][4]
+    counter = tmp_path / "count"
+    dag = DAG()
+    dag.add(flaky, str(counter), id="t",
+            options={"executor": executor, "retries": 3, "retry_delay": 0.01})
+    result = run(dag, log_dir=tmp_path)
+    assert result["t"].state is S.SUCCEEDED
+    assert result["t"].attempts == 3
+    assert result["t"].value == 3
+
+
+def test_retries_exhausted_fail_with_the_last_error(executor, tmp_path):
+    flaky = FUNCTIONS[executor][4]
+    dag = DAG()
+    dag.add(flaky, str(tmp_path / "count"), id="t",
+            options={"executor": executor, "retries": 1, "retry_delay": 0.01})
+    result = run(dag, log_dir=tmp_path)
+    assert result["t"].state is S.FAILED
+    assert result["t"].attempts == 2
+    assert "attempt 2 fails" in str(result["t"].error)
+
+
+# --------------------------------------------------------------------- process executor
+
+
+def _crash():
+    os._exit(7)
+
+
+def _kill_self():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pid():
+    return os.getpid()
+
+
+def test_a_crashed_worker_fails_only_its_task(tmp_path):
+    dag = DAG()
+    dag.add(_crash, id="crash", options={"executor": "process"})
+    dag.add(_kill_self, id="killed", options={"executor": "process"})
+    for i in range(4):
+        dag.add(_ok, i, id=f"fine{i}", options={"executor": "process"})
+    result = run(dag, log_dir=tmp_path, fail_fast=False, concurrency=2)
+    assert isinstance(result["crash"].error, WorkerCrashed)
+    assert "exit code 7" in str(result["crash"].error)
+    assert "signal 9" in str(result["killed"].error)
+    assert [result[f"fine{i}"].value for i in range(4)] == [0, 2, 4, 6]
+
+
+def test_closures_and_lambdas_travel_by_value(tmp_path):
+    factor = 7
+
+    def scaled(x):
+        return x * factor
+
+    dag = DAG()
+    a = dag.add(scaled, 6, id="closure", options={"executor": "process"})
+    dag.add(lambda v: v + 1, a, id="lambda", options={"executor": "process"})
+    result = run(dag, log_dir=tmp_path)
+    assert result["closure"].value == 42
+    assert result["lambda"].value == 43
+
+
+def test_process_tasks_run_in_other_processes_and_log_their_output(tmp_path):
+    def shout():
+        print("hello from the worker")
+        return os.getpid()
+
+    dag = DAG()
+    dag.add(shout, id="t", options={"executor": "process"})
+    result = run(dag, log_dir=tmp_path)
+    assert result["t"].value != os.getpid()
+    assert "hello from the worker" in Path(result["t"].log_path).read_text()
+
+
+def test_an_unpicklable_result_is_a_clear_task_failure(tmp_path):
+    def gen():
+        return (i for i in range(3))
+
+    dag = DAG()
+    dag.add(gen, id="t", options={"executor": "process"})
+    result = run(dag, log_dir=tmp_path)
+    assert result["t"].state is S.FAILED
+    assert "could not be pickled" in str(result["t"].error)
+
+
+def test_main_module_is_not_re_executed_in_workers(tmp_path):
+    script = tmp_path / "script.py"
+    marker = tmp_path / "imports"
+    script.write_text(f"""
+import corral
+with open({str(marker)!r}, "a") as f:
+    f.write("x")
+
+def work(n):
+    return n + 1
+
+dag = corral.DAG()
+dag.add(work, 1, id="w", options={{"executor": "process"}})
+r = dag.run(log_dir={str(tmp_path)!r})
+assert r["w"].value == 2, r["w"]
+""")
+    import subprocess
+
+    subprocess.run([sys.executable, str(script)], check=True, timeout=GUARD, cwd=tmp_path)
+    assert marker.read_text() == "x"
+
+
+# --------------------------------------------------------------------- shell executor
+
+
+def test_shell_output_goes_to_the_log_and_failures_carry_the_tail(tmp_path):
+    dag = DAG()
+    dag.shell("ok", "echo out; echo err >&2")
+    dag.shell("bad", "echo about to fail; exit 3")
+    result = run(dag, log_dir=tmp_path, fail_fast=False)
+    assert Path(result["ok"].log_path).read_text() == "out\nerr\n"
+    err = result["bad"].error
+    assert isinstance(err, CommandFailed)
+    assert err.exit_code == 3
+    assert "about to fail" in err.tail
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_shell_timeout_kills_the_whole_process_group(tmp_path):
+    pids = tmp_path / "pids"
+    # a background grandchild and a foreground child, both sleeping
+    cmd = f"sleep 300 & echo $! >> {pids}; sh -c 'echo $$ >> {pids}; sleep 300'"
+    dag = DAG()
+    dag.shell("slow", cmd, timeout=1)
+    result = run(dag, log_dir=tmp_path)
+    assert isinstance(result["slow"].error, TaskTimeout)
+    deadline = time.monotonic() + GUARD
+    children = [int(p) for p in pids.read_text().split()]
+    assert len(children) == 2
+    while any(_alive(p) for p in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in children)
+
+
+def test_shell_env_cwd_and_a_missing_cwd(tmp_path):
+    (tmp_path / "sub").mkdir()
+    dag = DAG(env={"GLOBAL": "g"})
+    dag.shell("t", 'echo "$GLOBAL $LOCAL $(basename "$PWD")"', env={"LOCAL": "l"},
+              cwd=str(tmp_path / "sub"))
+    dag.shell("nowhere", "true", cwd=str(tmp_path / "missing"))
+    result = run(dag, log_dir=tmp_path / "logs", fail_fast=False)
+    assert Path(result["t"].log_path).read_text() == "g l sub\n"
+    assert result["nowhere"].state is S.FAILED
+    assert isinstance(result["nowhere"].error, FileNotFoundError)
+
+
+# --------------------------------------------------------------------- thread executor
+
+
+def test_a_timed_out_thread_is_abandoned_and_the_pool_keeps_its_width(tmp_path):
+    import threading
+
+    release = threading.Event()
+
+    def stuck():
+        release.wait(GUARD)
+
+    dag = DAG()
+    dag.add(stuck, id="stuck", options={"timeout": 0.2})
+    for i in range(4):
+        dag.add(_ok, i, id=f"after{i}")
+    try:
+        result = run(dag, log_dir=tmp_path, concurrency=1, fail_fast=False)
+    finally:
+        release.set()
+    assert isinstance(result["stuck"].error, TaskTimeout)
+    assert all(result[f"after{i}"].ok for i in range(4))

@@ -1,0 +1,276 @@
+"""The run loop end to end through the Python API: data passing, failure policies, events."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+import corral
+from corral import DAG, RunStatus, TaskState, ValidationError
+from corral._runner import Runner
+
+S = TaskState
+
+
+def run(dag, **kw):
+    kw.setdefault("handle_signals", False)
+    kw.setdefault("log_dir", None)
+    return dag.run(**kw)
+
+
+def test_data_passing_and_explicit_dependencies():
+    dag = DAG("etl")
+    seen = []
+
+    @dag.task
+    def extract():
+        return [1, 2, 3]
+
+    @dag.task(retries=1)
+    def transform(rows, *, factor):
+        return [r * factor for r in rows]
+
+    @dag.task
+    async def load(rows, meta):
+        await asyncio.sleep(0)
+        return {"n": len(rows), "sum": sum(rows), **meta}
+
+    @dag.task
+    def audit():
+        seen.append("audit")
+
+    rows = extract()
+    doubled = transform(rows, factor=2)
+    tripled = transform(rows, factor=3)  # the same function twice: a second task
+    final = load(doubled, {"other": tripled})
+    audit.options(id="audit", depends_on=[final])()
+    result = run(dag)
+    assert result.ok, result.to_dict()
+    assert tripled.id == "transform-2"
+    assert result["load"].value == {"n": 3, "sum": 12, "other": [3, 6, 9]}
+    assert result.outputs["transform-2"] == [3, 6, 9]
+    assert result["audit"].started_at >= result["load"].finished_at
+    assert seen == ["audit"]
+    graph = dag.validate()
+    assert [graph.ids[j] for j in graph.deps[graph.index["load"]]] == ["transform", "transform-2"]
+
+
+def test_rshift_orders_without_data():
+    order = []
+    dag = DAG()
+    a = dag.add(order.append, "a", id="a")
+    b = dag.add(order.append, "b", id="b")
+    c = dag.add(order.append, "c", id="c")
+    a >> b >> c
+    result = run(dag, concurrency=4)
+    assert result.ok
+    assert order == ["a", "b", "c"]
+
+
+def test_fail_fast_cancels_running_work_and_marks_the_rest():
+    started = threading.Event()
+
+    def slow():
+        started.set()
+        time.sleep(30)
+
+    def fail():
+        started.wait(30)
+        raise ValueError("bad input")
+
+    dag = DAG()
+    dag.add(slow, id="slow", options={"executor": "thread"})
+    f = dag.add(fail, id="fail")
+    dag.add(lambda: 1, id="after").after(f)
+    dag.add(lambda: 1, id="queued", options={"priority": -1})
+    result = run(dag, concurrency=2)
+    assert result.status is RunStatus.FAILED
+    assert result["fail"].state is S.FAILED
+    assert isinstance(result["fail"].error, ValueError)
+    assert result["slow"].state is S.CANCELLED
+    assert result["after"].state is S.UPSTREAM_FAILED
+    assert result["queued"].state is S.CANCELLED
+
+
+def test_keep_going_and_all_done_cleanup():
+    dag = DAG()
+    build = dag.shell("build", "exit 1")
+    dag.shell("unrelated", "true")
+    dag.shell("package", "true", depends_on=[build])
+    dag.shell("clean", "true", depends_on=[build], trigger_rule="all_done")
+    result = run(dag, fail_fast=False, log_dir=None)
+    assert {k: str(v.state) for k, v in result.items()} == {
+        "build": "failed", "unrelated": "succeeded", "package": "upstream_failed",
+        "clean": "succeeded",
+    }
+    assert result.status is RunStatus.FAILED
+
+
+def test_allowed_failure_keeps_the_run_green():
+    dag = DAG()
+    flaky = dag.shell("flaky", "exit 2", allow_failure=True)
+    dag.shell("next", "true", depends_on=[flaky])
+    result = run(dag)
+    assert result.ok
+    assert result["flaky"].state is S.FAILED
+    assert result["next"].state is S.SUCCEEDED
+
+
+def test_only_runs_the_target_and_its_upstream():
+    dag = DAG()
+    a = dag.add(lambda: 1, id="a")
+    b = dag.add(lambda x: x + 1, a, id="b")
+    dag.add(lambda x: x + 1, b, id="c")
+    dag.add(lambda: 0, id="d")
+    result = run(dag, only=["b"])
+    assert sorted(result) == ["a", "b"]
+    with pytest.raises(ValidationError, match="did you mean 'b'"):
+        run(dag, only=["bb"])
+
+
+def test_cancel_stops_the_run_as_interrupted():
+    async def main():
+        release = asyncio.Event()
+
+        async def waits():
+            await release.wait()
+
+        dag = DAG()
+        dag.add(waits, id="w")
+        dag.add(waits, id="w2")
+        dag.add(lambda: 1, id="later", options={"depends_on": ["w"]})
+        runner = Runner(dag.validate(), concurrency=4, log_dir=None)
+        task = asyncio.create_task(runner.run())
+        while runner.scheduler.running < 2:
+            await asyncio.sleep(0.01)
+        runner.cancel(2)
+        return await asyncio.wait_for(task, 30)
+
+    result = asyncio.run(main())
+    assert result.status is RunStatus.INTERRUPTED
+    assert result.signal == 2
+    assert {k: str(v.state) for k, v in result.items()} == {
+        "w": "cancelled", "w2": "cancelled", "later": "cancelled",
+    }
+
+
+class Recorder:
+    def __init__(self):
+        self.started = None
+        self.events = []
+        self.finished = None
+
+    def run_started(self, run):
+        self.started = run
+
+    def transitions(self, batch):
+        self.events.extend(batch)
+
+    def run_finished(self, result):
+        self.finished = result
+
+
+def test_listeners_see_every_transition_in_order():
+    rec = Recorder()
+    dag = DAG("watched")
+    a = dag.add(lambda: 1, id="a")
+    dag.add(lambda x: 1 / 0, a, id="b", options={"retries": 1, "retry_delay": 0})
+    result = run(dag, listeners=[rec])
+    assert rec.started.run_id == result.run_id == rec.finished.run_id
+    by_task = {}
+    for e in rec.events:
+        by_task.setdefault(e.task, []).append(str(e.state))
+    assert by_task == {
+        "a": ["ready", "running", "succeeded"],
+        "b": ["ready", "running", "retry_wait", "ready", "running", "failed"],
+    }
+    failed = [e for e in rec.events if e.state is S.FAILED]
+    assert "ZeroDivisionError" in failed[0].error
+    assert failed[0].attempt == 2
+
+
+def test_resume_hands_stored_values_to_dependents_without_rerunning():
+    calls = []
+
+    def produce():
+        calls.append("produce")
+        return 10
+
+    def consume(x):
+        calls.append("consume")
+        return x + 1
+
+    dag = DAG()
+    p = dag.add(produce, id="produce")
+    dag.add(consume, p, id="consume")
+
+    async def main():
+        runner = Runner(dag.validate(), concurrency=1, log_dir=None, done={"produce": 10})
+        return await runner.run()
+
+    result = asyncio.run(main())
+    assert calls == ["consume"]
+    assert result["consume"].value == 11
+    assert result["produce"].state is S.SUCCEEDED
+
+
+def test_realised_critical_path_follows_the_last_finisher():
+    dag = DAG()
+    fast = dag.add(lambda: None, id="fast")
+    slow = dag.add(time.sleep, 0.2, id="slow")
+    dag.add(lambda: None, id="join").after(fast, slow)
+    result = run(dag, concurrency=2)
+    assert result.critical_path == ["slow", "join"]
+
+
+def test_run_inside_a_running_loop_says_what_to_do():
+    async def main():
+        DAG().run()
+
+    with pytest.raises(RuntimeError, match="await dag.run_async"):
+        asyncio.run(main())
+
+
+def test_unimportable_call_fails_the_task_not_the_run():
+    dag = DAG()
+    dag.add("no_such_module_xyz:fn", id="missing")
+    dag.add(lambda: 1, id="fine")
+    result = run(dag, fail_fast=False)
+    assert isinstance(result["missing"].error, ModuleNotFoundError)
+    assert result["fine"].ok
+
+
+def test_result_json_shape():
+    dag = DAG("shape")
+    dag.add(lambda: 1, id="a")
+    data = run(dag).to_dict()
+    assert {"run_id", "pipeline", "status", "started_at", "finished_at", "duration_s",
+            "tasks"} <= set(data)
+    assert data["tasks"]["a"]["state"] == "succeeded"
+    assert data["tasks"]["a"]["error"] is None
+
+
+def test_exported_members_match_all():
+    import types
+
+    exported = {name for name in dir(corral) if not name.startswith("_")
+                and not isinstance(getattr(corral, name), types.ModuleType)}
+    exported -= {"annotations"}
+    assert sorted(corral.__all__) == corral.__all__
+    assert exported | {"__version__", "load_pipeline"} >= set(corral.__all__)
+    assert exported <= set(corral.__all__)
+
+
+def test_import_corral_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, corral; heavy = {'yaml', 'pydantic', 'rich', 'cloudpickle', "
+            "'multiprocessing', 'concurrent.futures.process', 'psycopg', 'click'}; "
+            "print(sorted(heavy & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
