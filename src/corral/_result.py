@@ -8,14 +8,14 @@ error, number of attempts, timings). ``to_dict`` gives the JSON shape the CLI pr
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from corral._spec import TaskState
 
-__all__ = ["RunResult", "RunStatus", "TaskResult"]
+__all__ = ["RunResult", "RunStatus", "TaskResult", "TaskTable"]
 
 
 class RunStatus(enum.StrEnum):
@@ -65,7 +65,38 @@ class TaskResult:
         }
 
 
-@dataclass(frozen=True, slots=True)
+class TaskTable(Mapping[str, TaskResult]):
+    """Task id to :class:`TaskResult`, each record made when first read.
+
+    A run of 100,000 tasks should not spend more time building records nobody reads than it
+    spent running the tasks. ``make(i)`` builds the record of task ``i`` from the run's arrays,
+    which no longer change once the run has ended.
+    """
+
+    __slots__ = ("_cache", "_index", "_make")
+
+    def __init__(self, index: Mapping[str, int], make: Callable[[int], TaskResult]) -> None:
+        self._index = index
+        self._make = make
+        self._cache: dict[str, TaskResult] = {}
+
+    def __getitem__(self, task_id: str) -> TaskResult:
+        result = self._cache.get(task_id)
+        if result is None:
+            result = self._cache[task_id] = self._make(self._index[task_id])
+        return result
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        return f"<TaskTable of {len(self)} tasks>"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class RunResult(Mapping[str, TaskResult]):
     """The outcome of a run: a mapping from task id to :class:`TaskResult`."""
 
@@ -81,6 +112,12 @@ class RunResult(Mapping[str, TaskResult]):
     @property
     def ok(self) -> bool:
         return self.status is RunStatus.SUCCEEDED
+
+    def __repr__(self) -> str:
+        # Short on purpose: asyncio may repr a finished main task, result included, and a
+        # field-by-field repr of 100,000 tasks would cost more than running them.
+        return (f"<RunResult {self.run_id} {self.pipeline!r} {self.status}: "
+                f"{len(self.tasks)} tasks>")
 
     @property
     def duration_s(self) -> float:

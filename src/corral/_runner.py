@@ -35,7 +35,7 @@ from typing import Any
 from corral._errors import BrokenExecutor, TaskTimeout
 from corral._events import RunInfo, RunListener, Transition
 from corral._graph import Graph
-from corral._result import RunResult, RunStatus, TaskResult
+from corral._result import RunResult, RunStatus, TaskResult, TaskTable
 from corral._scheduler import Scheduler
 from corral._spec import CallRef, ShellCommand, TaskRef, TaskState
 from corral.executors._base import ERROR, OK, SKIP, CompletionQueue, Executor, Work
@@ -139,21 +139,27 @@ class Runner:
         self._started_at = datetime.now(UTC)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: CompletionQueue | None = None
-        self._wake: asyncio.Event | None = None
         # Per task, what to call and whether its arguments hold upstream references; both
         # found once, here, not on every dispatch.
         self._executor_of = [s.executor_name for s in graph.specs]
-        self._has_refs = [_contains_ref(s.args) or _contains_ref(s.kwargs) for s in graph.specs]
+        self._has_refs = [
+            bool(s.args or s.kwargs) and (_contains_ref(s.args) or _contains_ref(s.kwargs))
+            for s in graph.specs
+        ]
         self._fns: list[Any] = [None] * n
         self._log_dir_made = False
+        self._finished: asyncio.Future[None] | None = None
+        self._stopped = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
 
     # ------------------------------------------------------------------ public
     def cancel(self, sig: int | None = None) -> None:
-        """Stop the run as the first Ctrl-C would. Safe to call from the run loop only."""
+        """Stop the run as the first Ctrl-C would. Call it on the run loop's thread."""
         if self.signal is None:
             self.signal = sig if sig is not None else 0
-        if self._loop is not None and self._queue is not None:
-            self._queue._wake()
+        if self._queue is not None:
+            self._queue.poke()
 
     def now(self) -> float:
         """Seconds since the run started, on the run's clock."""
@@ -172,10 +178,9 @@ class Runner:
     async def run(self) -> RunResult:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._queue = queue = CompletionQueue(loop)
+        self._queue = CompletionQueue(loop, self._pump)
         self._t0 = loop.time()
         self._started_at = datetime.now(UTC)
-        sched = self.scheduler
         info = RunInfo(
             run_id=self.run_id,
             graph=self.graph,
@@ -189,11 +194,15 @@ class Runner:
             listener.run_started(info)
         self._emit()
         installed = self._install_signals(loop)
+        self._finished = loop.create_future()
         try:
             for name in sorted(set(self._executor_of)):
                 await self._start_executor(name)
-            await self._loop_until_done(loop, queue, sched)
+            self._queue.poke()
+            await self._finished
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             self._uninstall_signals(loop, installed)
             for executor in self._executors.values():
                 with contextlib.suppress(Exception):
@@ -204,37 +213,60 @@ class Runner:
         return result
 
     # ------------------------------------------------------------------ the loop
-    async def _loop_until_done(
-        self, loop: asyncio.AbstractEventLoop, queue: CompletionQueue, sched: Scheduler
-    ) -> None:
-        t0 = self._t0
-        stopped = False
-        while sched.is_active():
-            if self.signal is not None and not stopped:
-                stopped = True
-                self._stop(loop.time() - t0)
-            now = loop.time() - t0
-            for i in sched.admit(now):
-                self._dispatch(i, now)
-            if self.listeners:
-                self._emit()
-            if not sched.is_active():
-                break
-            if not queue:
-                if sched.stalled():  # pragma: no cover - defensive: validation prevents it
-                    raise BrokenExecutor(
-                        "the run stalled: nothing is running and nothing can start "
-                        f"({sched.counts})"
-                    )
-                wake = sched.next_wake()
-                await queue.wait(None if wake is None else wake + t0)
+    def _pump(self) -> None:
+        """One turn of the run: feed every outcome in, start what can start, set the timer.
+
+        Called by the event loop, never by us: when outcomes arrive (once per batch), when the
+        scheduler's timer fires, and once at the start. It is the whole run loop; no task or
+        future is created per turn.
+        """
+        finished = self._finished
+        if finished is None or finished.done():
+            return
+        try:
+            self._turn()
+        except BaseException as exc:  # a bug or a broken executor: end run() with it
+            finished.set_exception(exc)
+
+    def _turn(self) -> None:
+        assert self._loop is not None
+        assert self._queue is not None
+        assert self._finished is not None
+        loop, queue, sched, t0 = self._loop, self._queue, self.scheduler, self._t0
+        while True:
             now = loop.time() - t0
             for work, status, payload in queue.drain():
                 self._complete(work, status, payload, now)
-            for i in sched.expired(now):
-                self._time_out(i, now)
+            if sched._deadlines:
+                for i in sched.expired(now):
+                    self._time_out(i, now)
+            if self.signal is not None and not self._stopped:
+                self._stopped = True
+                self._stop(now)
+            for i in sched.admit(now):
+                self._dispatch(i, now)
+            if not queue.rearm():  # nothing arrived meanwhile (inline completions, threads)
+                break
         if self.listeners:
             self._emit()
+        if not sched.is_active():
+            self._finished.set_result(None)
+            return
+        if sched.stalled() and not queue:  # pragma: no cover - validation prevents it
+            raise BrokenExecutor(
+                f"the run stalled: nothing is running and nothing can start ({sched.counts})"
+            )
+        wake = sched.next_wake()
+        if wake != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None if wake is None else loop.call_at(wake + t0, self._on_timer)
+            self._timer_at = wake
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._pump()
 
     def _dispatch(self, i: int, now: float) -> None:
         spec = self.graph.specs[i]
@@ -393,61 +425,59 @@ class Runner:
     # ------------------------------------------------------------------ result
     def _result(self) -> RunResult:
         sched = self.scheduler
-        graph = self.graph
-        finished_at = datetime.now(UTC)
-        start = self._started_at
-
-        def wall(t: float | None) -> datetime | None:
-            return None if t is None else start + timedelta(seconds=t)
-
-        tasks: dict[str, TaskResult] = {}
-        for i, task_id in enumerate(graph.ids):
-            first, end = self.first_start[i], self.end[i]
-            log = None
-            if self._executor_of[i] in ("shell", "process") and sched.attempts[i]:
-                path = self.log_path(task_id, sched.attempts[i])
-                log = str(path) if path is not None else None
-            tasks[task_id] = TaskResult(
-                id=task_id,
-                state=sched.state[i],
-                attempts=sched.attempts[i],
-                value=self.values[i],
-                error=self.errors[i] if sched.state[i] is not TaskState.SUCCEEDED else None,
-                started_at=wall(first),
-                finished_at=wall(end),
-                duration_s=(end - first) if first is not None and end is not None else None,
-                executor=self._executor_of[i],
-                log_path=log,
-            )
+        counts = sched.counts
         if self.signal is not None:
             status = RunStatus.INTERRUPTED
-        elif all(
-            s is TaskState.SUCCEEDED or s is TaskState.SKIPPED
-            or (s is TaskState.FAILED and graph.specs[i].allow_failure)
-            for i, s in enumerate(sched.state)
-        ):
-            status = RunStatus.SUCCEEDED
         else:
-            status = RunStatus.FAILED
+            fine = counts[TaskState.SUCCEEDED] + counts[TaskState.SKIPPED]
+            if counts[TaskState.FAILED]:
+                specs = self.graph.specs
+                fine += sum(1 for i, s in enumerate(sched.state)
+                            if s is TaskState.FAILED and specs[i].allow_failure)
+            status = RunStatus.SUCCEEDED if fine == len(self.graph) else RunStatus.FAILED
         return RunResult(
             run_id=self.run_id,
-            pipeline=graph.name,
+            pipeline=self.graph.name,
             status=status,
-            started_at=start,
-            finished_at=finished_at,
-            tasks=tasks,
+            started_at=self._started_at,
+            finished_at=datetime.now(UTC),
+            tasks=TaskTable(self.graph.index, self.task_result),
             critical_path=self.realised_critical_path(),
             signal=self.signal or None,
+        )
+
+    def task_result(self, i: int) -> TaskResult:
+        """The record of task ``i`` as it stands (made on demand: see :class:`TaskTable`)."""
+        sched = self.scheduler
+        task_id = self.graph.ids[i]
+        first, end = self.first_start[i], self.end[i]
+        start = self._started_at
+        log = None
+        if self._executor_of[i] in ("shell", "process") and sched.attempts[i]:
+            path = self.log_path(task_id, sched.attempts[i])
+            log = str(path) if path is not None else None
+        state = sched.state[i]
+        return TaskResult(
+            id=task_id,
+            state=state,
+            attempts=sched.attempts[i],
+            value=self.values[i],
+            error=self.errors[i] if state is not TaskState.SUCCEEDED else None,
+            started_at=None if first is None else start + timedelta(seconds=first),
+            finished_at=None if end is None else start + timedelta(seconds=end),
+            duration_s=(end - first) if first is not None and end is not None else None,
+            executor=self._executor_of[i],
+            log_path=log,
         )
 
     def realised_critical_path(self) -> list[str]:
         """The chain that decided the makespan: from the task that ended last, step back to
         the dependency that ended last, until a task that waited on nothing that ran."""
         end = self.end
-        ran = [i for i in range(len(end)) if end[i] is not None]
+        ran = [i for i, t in enumerate(end) if t is not None]
         if not ran:
             return []
-        i = max(ran, key=lambda k: end[k] or 0.0)
+        i = max(ran, key=end.__getitem__)  # type: ignore[arg-type]
         path = [i]
         while True:
             deps = [j for j in self.graph.deps[i] if end[j] is not None]

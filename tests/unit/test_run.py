@@ -259,7 +259,7 @@ def test_exported_members_match_all():
     exported = {name for name in dir(corral) if not name.startswith("_")
                 and not isinstance(getattr(corral, name), types.ModuleType)}
     exported -= {"annotations"}
-    assert sorted(corral.__all__) == corral.__all__
+    assert len(set(corral.__all__)) == len(corral.__all__)  # ruff (RUF022) keeps it sorted
     assert exported | {"__version__", "load_pipeline"} >= set(corral.__all__)
     assert exported <= set(corral.__all__)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -119,62 +120,53 @@ class Executor(abc.ABC):
 
 
 class CompletionQueue:
-    """Where executors drop outcomes; the run loop drains it in batches.
+    """Where executors drop outcomes; the run loop takes them in batches.
 
-    ``put`` may be called from any thread. Only the first outcome after a drain wakes the loop
-    (one ``call_soon_threadsafe`` per batch, not per task).
+    ``put`` may be called from any thread. Only the first outcome after the loop last looked
+    schedules ``on_ready`` (once per batch, not per task): with ``call_soon`` from the loop's
+    own thread, with ``call_soon_threadsafe`` from any other.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_ready: Callable[[], None]) -> None:
         self._loop = loop
+        self._on_ready = on_ready
+        self._thread = threading.get_ident()
         self._items: collections.deque[tuple[Work, int, Any]] = collections.deque()
-        self._signalled = False
-        self._waiter: asyncio.Future[None] | None = None
+        self._armed = True  # True: the next put schedules on_ready
 
     def put(self, work: Work, status: int, payload: Any) -> None:
         self._items.append((work, status, payload))
-        if not self._signalled:
-            self._signalled = True
-            self._loop.call_soon_threadsafe(self._wake)
+        if self._armed:
+            self._armed = False
+            if threading.get_ident() == self._thread:
+                self._loop.call_soon(self._on_ready)
+            else:
+                self._loop.call_soon_threadsafe(self._on_ready)
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def poke(self) -> None:
+        """Schedule ``on_ready`` even with nothing queued (start, cancel)."""
+        self._loop.call_soon_threadsafe(self._on_ready)
 
     def __bool__(self) -> bool:
         return bool(self._items)
 
     def drain(self) -> list[tuple[Work, int, Any]]:
-        # Clear the flag before taking the items: a put that races with us either lands in
-        # this batch or sees the flag down and wakes the loop again.
-        self._signalled = False
+        """Take every queued outcome. The queue stays disarmed until :meth:`rearm`."""
+        self._armed = False
         items = self._items
         out = list(items)
         for _ in range(len(out)):
             items.popleft()
         return out
 
-    async def wait(self, deadline: float | None) -> None:
-        """Until an outcome arrives or the loop's clock reaches ``deadline``."""
+    def rearm(self) -> bool:
+        """Let the next put schedule ``on_ready`` again; True if outcomes are already waiting.
+
+        Arm first, then look: a put racing with us either is seen here or sees the queue armed
+        and schedules ``on_ready`` itself, so no outcome is ever left unnoticed.
+        """
+        self._armed = True
         if self._items:
-            return
-        loop = self._loop
-        waiter = loop.create_future()
-        self._waiter = waiter
-        timer = None
-        if deadline is not None:
-            timer = loop.call_at(deadline, _resolve, waiter)
-        try:
-            if self._items:  # arrived while we were setting up
-                return
-            await waiter
-        finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+            self._armed = False
+            return True
+        return False

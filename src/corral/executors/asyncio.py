@@ -1,13 +1,20 @@
-"""Async executor: coroutine functions run as tasks on the run loop itself.
+"""Async executor: coroutine functions run on the run loop itself.
 
 No thread, no pickling: the cheapest way to run a task, and the right one for I/O-bound work
-(HTTP calls, database queries) written with ``async def``. A timeout or a cancelled run cancels
-the asyncio task, so the coroutine sees ``CancelledError`` at its next ``await``.
+(HTTP calls, database queries) written with ``async def``.
+
+Coroutines start *eagerly*: :meth:`AsyncExecutor.submit` runs the first step at once, as
+Python 3.12's eager task factory does. One that finishes without suspending (a cache hit, a
+no-op) completes right there, with no :class:`asyncio.Task` at all; one that suspends becomes
+a task that carries on from where it stopped. A timeout or a cancelled run cancels that task,
+so the coroutine sees ``CancelledError`` at its ``await``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import types
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 from corral._errors import Skip
@@ -17,7 +24,7 @@ __all__ = ["AsyncExecutor"]
 
 
 class AsyncExecutor(Executor):
-    """Runs coroutine functions (and sync ones, inline, if asked to) on the run loop."""
+    """Runs coroutine functions (and sync callables, inline) on the run loop."""
 
     name = "async"
 
@@ -26,19 +33,36 @@ class AsyncExecutor(Executor):
         self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, work: Work) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(work))
+        try:
+            result = work.fn(*work.args, **work.kwargs)
+            if not asyncio.iscoroutine(result):
+                if isinstance(result, asyncio.Future):
+                    self._follow(work, _await(result))
+                else:
+                    self.sink(work, OK, result)
+                return
+            coro: Coroutine[Any, Any, Any] = result
+            yielded = coro.send(None)  # the first step, eagerly
+        except StopIteration as stop:  # finished without ever suspending
+            self.sink(work, OK, stop.value)
+        except Skip:
+            self.sink(work, SKIP, None)
+        except BaseException as exc:  # the task's own failure
+            self.sink(work, ERROR, exc)
+        else:
+            self._follow(work, _resume(coro, yielded))
+
+    def _follow(self, work: Work, rest: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._finish(work, rest))
         work.handle = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, work: Work) -> None:
+    async def _finish(self, work: Work, rest: Any) -> None:
         status: int
         payload: Any
         try:
-            result = work.fn(*work.args, **work.kwargs)
-            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-                result = await result
-            status, payload = OK, result
+            status, payload = OK, await rest
         except Skip:
             status, payload = SKIP, None
         except asyncio.CancelledError:
@@ -58,3 +82,29 @@ class AsyncExecutor(Executor):
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, None, Any]:
+    """Carry on a coroutine that already ran its first step and suspended on ``yielded``.
+
+    The enclosing task waits on what the coroutine yields exactly as it would have had it run
+    the coroutine itself: a task resumes with ``send(None)``, or ``throw(exc)`` to cancel.
+    """
+    while True:
+        try:
+            yield yielded
+        except BaseException as exc:  # cancellation: hand it to the coroutine
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(None)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def _await(future: asyncio.Future[Any]) -> Any:
+    return await future

@@ -55,6 +55,7 @@ class ShellExecutor(Executor):
         self.kill_grace = kill_grace
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     def submit(self, work: Work) -> None:
         task = asyncio.get_running_loop().create_task(self._run(work))
@@ -90,6 +91,8 @@ class ShellExecutor(Executor):
                 if out is not None:
                     out.close()
             self._procs[proc.pid] = proc
+            if self._closing:
+                _killpg(proc.pid, signal.SIGKILL)
             code = await proc.wait()
         except asyncio.CancelledError:
             if proc is not None:
@@ -126,13 +129,14 @@ class ShellExecutor(Executor):
             task.cancel()
 
     async def shutdown(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        # Whatever still runs was written off by the run loop: SIGKILL every group and wait
+        # for each attempt to see its process end (a second cancel would interrupt the waits
+        # and leave processes unreaped).
+        self._closing = True
         for pid in list(self._procs):
             _killpg(pid, signal.SIGKILL)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def kill_all_now(self) -> None:
         """SIGKILL every process group at once (the second Ctrl-C): no waiting, no orphans."""

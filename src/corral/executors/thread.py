@@ -2,12 +2,15 @@
 
 Workers take :class:`Work` from one queue and hand outcomes straight to the run loop's sink,
 which batches them, so a burst of short tasks costs one loop wake-up rather than one per task
-(``loop.run_in_executor`` would allocate and schedule a future per task).
+(``loop.run_in_executor`` would allocate and schedule a future per task). The pool grows by
+one thread per submission until it is ``max_workers`` wide — the run loop never has more
+tasks in flight than its concurrency, which is the pool's width — so submitting is a queue
+put and nothing else.
 
 A Python thread cannot be killed. When an attempt times out or the run is cancelled, the run
 loop records the outcome at once and this executor *abandons* the thread: it finishes on its
-own, its result is ignored, and a fresh thread replaces it so the pool keeps its size. Threads
-are daemons, so an abandoned one never keeps the process alive at exit.
+own, its result is ignored, and a fresh thread replaces it so the pool keeps its width.
+Threads are daemons, so an abandoned one never keeps the process alive at exit.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from corral._errors import Skip
 from corral.executors._base import CANCELLED, ERROR, OK, SKIP, Executor, Sink, Work
 
 __all__ = ["ThreadExecutor"]
+
+RUNNING = "running"
 
 
 class ThreadExecutor(Executor):
@@ -34,53 +39,42 @@ class ThreadExecutor(Executor):
         self.max_workers = max_workers
         self._queue: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._idle = threading.Semaphore(0)
-        self._abandoned = 0
+        self._width = 0  # threads that are not abandoned
         self._lock = threading.Lock()
 
     def submit(self, work: Work) -> None:
         self._queue.put(work)
-        if not self._idle.acquire(blocking=False):
-            self._grow()
+        if self._width < self.max_workers:
+            self._spawn()
 
-    def _grow(self) -> None:
-        with self._lock:
-            alive = len(self._threads) - self._abandoned
-            if alive < self.max_workers:
-                t = threading.Thread(
-                    target=_worker,
-                    args=(self._queue, self.sink, self._idle, self._lock),
-                    name=f"corral-thread-{len(self._threads)}",
-                    daemon=True,
-                )
-                self._threads.append(t)
-                t.start()
+    def _spawn(self) -> None:
+        t = threading.Thread(
+            target=_worker,
+            args=(self._queue, self.sink, self._lock),
+            name=f"corral-thread-{len(self._threads)}",
+            daemon=True,
+        )
+        self._threads.append(t)
+        self._width += 1
+        t.start()
 
     def cancel(self, work: Work) -> None:
         # Not picked up yet: the worker will skip it. Running: abandon that thread.
         with self._lock:
             running = work.handle == RUNNING
             work.handle = CANCELLED
-            if running:
-                self._abandoned += 1
         if running:
-            self._grow()
+            self._width -= 1
+            self._spawn()
 
     async def shutdown(self) -> None:
         for _ in self._threads:
             self._queue.put(None)
         self._threads.clear()
+        self._width = 0
 
 
-RUNNING = "running"
-
-
-def _worker(
-    work_queue: queue.SimpleQueue[Work | None],
-    sink: Sink,
-    idle: threading.Semaphore,
-    lock: threading.Lock,
-) -> None:
+def _worker(work_queue: queue.SimpleQueue[Work | None], sink: Sink, lock: threading.Lock) -> None:
     get = work_queue.get
     while True:
         work = get()
@@ -91,7 +85,6 @@ def _worker(
             if not cancelled:
                 work.handle = RUNNING
         if cancelled:
-            idle.release()
             continue
         status: int
         payload: Any
@@ -107,5 +100,4 @@ def _worker(
             work.handle = None
         if abandoned:
             return  # the pool already replaced this thread
-        idle.release()
         sink(work, status, payload)
