@@ -10,6 +10,7 @@ parallel; ``report`` joins them.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import statistics
 
@@ -33,7 +34,7 @@ async def fetch(n: int) -> list[float]:
 @dag.task
 def clean(readings: list[float]) -> list[float]:
     """Drop missing values and absurd outliers."""
-    return [r for r in readings if r == r and abs(r) < 1000]
+    return [r for r in readings if not math.isnan(r) and abs(r) < 1000]
 
 
 @dag.task
