@@ -1,101 +1,240 @@
-"""CLI commands over the run store: ``runs``, ``show``, ``logs``, ``prune``, ``resume``.
+"""CLI commands over the run store: ``runs``, ``show``, ``logs``, ``prune`` and ``resume``.
 
-Thin by design: each command opens the store, calls one or two :class:`~corral.store.Store`
-methods and prints. The lead registers them into the main group::
+Registered lazily by :mod:`corral.cli` (``register_command``), so ``corral --help`` does not
+import them. Each command opens the store (``--store`` / ``CORRAL_STORE``, default
+``.corral/corral.db``), calls one or two :class:`~corral.store.Store` methods and prints.
+Reading commands never create a store: with no SQLite file there are simply no runs.
 
-    from corral._cli_history import COMMANDS
-    for command in COMMANDS:
-        main.add_command(command)
+Resuming (``corral resume RUN_ID`` and ``corral run FILE --resume``) shares ``run``'s options
+and its execution (:func:`corral.cli.execute`); only choosing the run and what to reuse
+lives here::
 
-Every command takes ``--store URL`` (env ``CORRAL_STORE``; default ``.corral/corral.db``).
+    stored run ──load_run (checked)──> plan_resume(graph now, run then) ──reuse──> execute
+                                        │                                 (Runner(done=...),
+                                        └──rerun + reasons──> --dry-run    StoreRecorder(resume_of))
+
+Errors: an unknown run or task exits 2, a broken store 3, a run still alive elsewhere 4
+(see ``corral --help``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import re
-from datetime import datetime, timedelta
+import os
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-if TYPE_CHECKING:
-    from corral.store import RunRecord, Store
-
-__all__ = ["COMMANDS", "logs", "prune", "resume", "runs", "show"]
-
-store_option = click.option(
-    "--store", "store_url", envvar="CORRAL_STORE", show_envvar=True, default=None,
-    help="Store URL: sqlite:///path or postgresql://... [default: sqlite:///.corral/corral.db]",
+from corral.cli import (
+    Duration,
+    RunOptions,
+    UserError,
+    execute,
+    open_run_store,
+    run_options,
+    store_option,
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+if TYPE_CHECKING:
+    from corral._pipeline import Pipeline
+    from corral.store import RunRecord, Store, StoredRun
+
+__all__ = ["logs", "prune", "resume", "resume_run", "run_details", "runs", "show"]
+
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="CORRAL_JSON",
+    show_envvar=True,
+    help="Print one JSON document on stdout instead of text.",
+)
+
+# States that end an attempt (the transition carries its duration).
+_ENDS = frozenset({"succeeded", "failed", "retry_wait", "skipped", "cancelled"})
 
 
-def _open(url: str | None) -> Store:
-    from corral._errors import CorralError
-    from corral.store import open_store
-
+@contextlib.contextmanager
+def _reading(url: str | None) -> Iterator[Store | None]:
+    """The store to read from, or None when there is none yet (nothing is created)."""
+    store = open_run_store(url, create=False)
     try:
-        return open_store(url)
-    except CorralError as exc:
-        raise click.ClickException(str(exc)) from exc
+        yield store
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _load_run(store: Store | None, run_id: str, url: str | None) -> StoredRun:
+    from corral._errors import RunNotFound
+    from corral.store import resolve_url
+
+    if store is None:
+        raise RunNotFound(f"no run {run_id!r}: there is no store at {resolve_url(url)} yet")
+    return store.load_run(run_id)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def _when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def _status(run: RunRecord) -> str:
-    if str(run.status) == "running" and not run.lease_live:
-        return "crashed?"  # no end recorded and nobody heartbeats it
-    return str(run.status)
-
-
 def _run_dict(run: RunRecord) -> dict[str, Any]:
     return {
-        "run_id": run.id, "pipeline": run.pipeline, "status": _status(run),
-        "started_at": run.started_at.isoformat(),
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "duration_s": run.duration_s, "host": run.host, "user": run.user,
-        "params": dict(run.params), "resumed_from": run.resumed_from,
-        "resumed_by": run.resumed_by, "tasks": len(run.tasks),
+        "run_id": run.id,
+        "pipeline": run.pipeline,
+        "status": str(run.observed_status),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "duration_s": run.duration_s,
+        "alive": run.lease_live,
+        "host": run.host,
+        "user": run.user,
+        "pid": run.pid,
+        "params": dict(run.params),
+        "source_path": run.source_path,
+        "resumed_from": run.resumed_from,
+        "resumed_by": run.resumed_by,
+        "n_tasks": len(run.tasks),
     }
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_age(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` as a timedelta."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise click.BadParameter(f"{text!r} is not a duration like 30d, 12h, 90m")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+# ---------------------------------------------------------------------------- runs
 
 
 @click.command()
-@click.option("--status", type=click.Choice(
-    ["running", "succeeded", "failed", "interrupted", "crashed"]), default=None)
-@click.option("--pipeline", default=None, help="Only runs of this pipeline.")
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option(
+    "--status",
+    type=click.Choice(["running", "succeeded", "failed", "interrupted", "crashed"]),
+    envvar="CORRAL_STATUS",
+    show_envvar=True,
+    help="Only runs in this state (crashed: ended without recording it, so no longer alive).",
+)
+@click.option(
+    "--pipeline", envvar="CORRAL_PIPELINE", show_envvar=True, help="Only runs of this pipeline."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    envvar="CORRAL_LIMIT",
+    show_envvar=True,
+    help="At most this many runs.",
+)
 @store_option
 @json_option
-def runs(status: str | None, pipeline: str | None, limit: int, store_url: str | None,
-         as_json: bool) -> None:
-    """List runs, newest first."""
-    with _open(store_url) as store:
-        found = store.list_runs(status=status, pipeline=pipeline, limit=limit)
+def runs(
+    status: str | None, pipeline: str | None, limit: int, store_url: str | None, as_json: bool
+) -> None:
+    """List recorded runs, newest first."""
+    with _reading(store_url) as store:
+        found = (
+            [] if store is None else store.list_runs(status=status, pipeline=pipeline, limit=limit)
+        )
     if as_json:
         click.echo(json.dumps([_run_dict(r) for r in found], indent=2))
         return
     if not found:
         click.echo("no runs")
         return
+    width = max(len(r.pipeline) for r in found)
     for r in found:
         took = f"{r.duration_s:.1f}s" if r.duration_s is not None else "-"
-        click.echo(f"{r.id}  {r.pipeline:<20} {_status(r):<12} {_when(r.started_at)}  {took}")
+        line = (
+            f"{r.id}  {r.pipeline:<{width}}  {r.observed_status!s:<11}  "
+            f"{_when(r.started_at)}  {took:>8}"
+        )
+        if r.resumed_by:
+            line += f"  (resumed by {r.resumed_by})"
+        click.echo(line)
+
+
+# ---------------------------------------------------------------------------- show
+
+
+def run_details(stored: StoredRun) -> dict[str, Any]:
+    """A run as plain data: its record, each task's attempts and timings, and the realised
+    critical path (rebuilt from the history, so a crashed run has one too)."""
+    run = stored.run
+    reused = set(run.reused)
+    attempts: dict[str, list[dict[str, Any]]] = {t: [] for t in stored.tasks}
+    end_clock: dict[str, float] = {}
+    first_clock: dict[str, float] = {}
+    for t in stored.transitions:
+        state = str(t.state)
+        mine = attempts[t.task_id]
+        if state == "running":
+            first_clock.setdefault(t.task_id, t.clock)
+            mine.append(
+                {
+                    "attempt": t.attempt,
+                    "state": "running",
+                    "started_at": _iso(t.at),
+                    "finished_at": None,
+                    "duration_s": None,
+                    "exit_code": None,
+                    "error": None,
+                    "log": t.log_path,
+                    "executor": t.executor,
+                    "worker": t.worker,
+                    "traceback": None,
+                }
+            )
+        elif state in _ENDS and mine and mine[-1]["finished_at"] is None:
+            mine[-1].update(
+                state=state,
+                finished_at=_iso(t.at),
+                duration_s=t.duration_s,
+                exit_code=t.exit_code,
+                error=t.error,
+                traceback=t.traceback,
+            )
+            end_clock[t.task_id] = t.clock
+    tasks: dict[str, Any] = {}
+    for task_id, task in stored.tasks.items():
+        mine = attempts[task_id]
+        last = mine[-1] if mine else None
+        first = first_clock.get(task_id)
+        end = end_clock.get(task_id)
+        tasks[task_id] = {
+            "state": str(task.state or "pending"),
+            "reused": task_id in reused,
+            "attempts": mine,
+            "started_s": first,  # on the run's clock: seconds after it started
+            "duration_s": last["duration_s"] if last else None,
+            "span_s": end - first if first is not None and end is not None else None,
+            "error": task.error if task.state is not None and str(task.state) == "failed" else None,
+        }
+    return {
+        **_run_dict(run),
+        "reused": list(run.reused),
+        "critical_path": _critical_path(stored, end_clock),
+        "tasks": tasks,
+    }
+
+
+def _critical_path(stored: StoredRun, end: dict[str, float]) -> list[str]:
+    """As :meth:`Runner.realised_critical_path`: from the task that ended last, step back to
+    its dependency that ended last, until a task that waited on nothing that ran."""
+    if not end:
+        return []
+    deps = {t.id: t.deps for t in stored.run.tasks}
+    task = max(end, key=lambda k: end[k])
+    path = [task]
+    while True:
+        ran = [d for d in deps.get(task, ()) if d in end]
+        if not ran:
+            break
+        task = max(ran, key=lambda k: end[k])
+        path.append(task)
+    return path[::-1]
 
 
 @click.command()
@@ -103,158 +242,259 @@ def runs(status: str | None, pipeline: str | None, limit: int, store_url: str | 
 @store_option
 @json_option
 def show(run_id: str, store_url: str | None, as_json: bool) -> None:
-    """Show a run: its tasks, their final states, attempts and errors."""
-    from corral._errors import CorralError
-
-    with _open(store_url) as store:
-        try:
-            stored = store.load_run(run_id)
-        except CorralError as exc:
-            raise click.ClickException(str(exc)) from exc
-    last: dict[str, Any] = {}
-    for t in stored.transitions:
-        if t.duration_s is not None:
-            last[t.task_id] = t
-    tasks = {
-        task_id: {
-            "state": str(task.state or "pending"), "attempts": task.attempts,
-            "duration_s": last[task_id].duration_s if task_id in last else None,
-            "error": task.error if str(task.state) == "failed" else None,
-        }
-        for task_id, task in stored.tasks.items()
-    }
+    """Show a run: each task's state, attempts and timings, and the realised critical path."""
+    with _reading(store_url) as store:
+        details = run_details(_load_run(store, run_id, store_url))
     if as_json:
-        click.echo(json.dumps({**_run_dict(stored.run), "task_states": tasks}, indent=2))
+        click.echo(json.dumps(details, indent=2, default=str))
         return
-    r = stored.run
-    click.echo(f"run {r.id}  pipeline {r.pipeline}  {_status(r)}")
-    click.echo(f"  started {_when(r.started_at)}  finished {_when(r.finished_at)}  "
-               f"on {r.user}@{r.host} (pid {r.pid})")
-    if r.params:
-        click.echo("  params " + " ".join(f"{k}={v}" for k, v in r.params.items()))
-    if r.resumed_from:
-        click.echo(f"  resumes {r.resumed_from} (reused {len(r.reused)} tasks)")
-    if r.resumed_by:
-        click.echo(f"  resumed by {r.resumed_by}")
-    for task_id, info in tasks.items():
-        took = f"{info['duration_s']:.2f}s" if info["duration_s"] is not None else "-"
-        line = f"  {task_id:<30} {info['state']:<16} x{info['attempts']}  {took}"
-        if info["error"]:
-            line += f"  {info['error']}"
-        click.echo(line)
+    from rich.console import Console
+
+    from corral._display import render_run_details
+
+    render_run_details(Console(highlight=False), details)
+
+
+# ---------------------------------------------------------------------------- logs
 
 
 @click.command()
 @click.argument("run_id")
 @click.argument("task_id", required=False)
-@click.option("--attempt", type=int, default=None, help="Which attempt (default: the last).")
+@click.option(
+    "--attempt",
+    type=click.IntRange(min=1),
+    envvar="CORRAL_ATTEMPT",
+    show_envvar=True,
+    help="Which attempt  [default: the last]",
+)
 @store_option
 def logs(run_id: str, task_id: str | None, attempt: int | None, store_url: str | None) -> None:
-    """Print a task's log and traceback, or without TASK_ID the run's event log."""
-    from corral._errors import CorralError
-
-    with _open(store_url) as store:
-        try:
-            if task_id is None:
-                for e in store.events(run_id):
-                    data = json.dumps(dict(e.data), default=str) if e.data else ""
-                    click.echo(f"{e.at.isoformat()}  {e.kind}  {e.task_id or ''} {data}".rstrip())
-                return
-            stored = store.load_run(run_id)
-        except CorralError as exc:
-            raise click.ClickException(str(exc)) from exc
+    """Print the log file of a task's attempt; without TASK_ID, the run's event log."""
+    with _reading(store_url) as store:
+        stored = _load_run(store, run_id, store_url)
+        if task_id is None:
+            assert store is not None
+            for e in store.events(run_id):
+                data = json.dumps(dict(e.data), default=str) if e.data else ""
+                click.echo(f"{e.at.isoformat()}  {e.kind}  {e.task_id or ''} {data}".rstrip())
+            return
     if task_id not in stored.tasks:
-        raise click.ClickException(f"run {run_id!r} has no task {task_id!r}")
-    mine = [t for t in stored.transitions if t.task_id == task_id]
-    n = attempt or max((t.attempt for t in mine), default=0)
-    for t in mine:
-        click.echo(f"{t.at.isoformat()}  {t.state}  attempt {t.attempt}"
-                   + (f"  {t.error}" if t.error else ""))
-    for t in mine:
-        if t.attempt != n:
-            continue
-        if t.log_path:
-            path = Path(t.log_path)
-            click.echo(f"--- {path}")
-            click.echo(path.read_text(errors="replace") if path.exists() else "(log is gone)")
-        if t.traceback:
-            click.echo("--- traceback")
-            click.echo(t.traceback.rstrip())
+        known = ", ".join(stored.tasks)
+        raise UserError(f"run {run_id} has no task {task_id!r} (its tasks: {known})")
+    details = run_details(stored)["tasks"][task_id]
+    tried = details["attempts"]
+    if details["reused"]:
+        raise UserError(
+            f"task {task_id!r} did not run in run {run_id}: its value was reused "
+            f"from run {stored.run.resumed_from} (corral logs "
+            f"{stored.run.resumed_from} {task_id})"
+        )
+    if not tried:
+        raise UserError(f"task {task_id!r} never ran in run {run_id} ({details['state']})")
+    chosen = (
+        tried[-1] if attempt is None else next((a for a in tried if a["attempt"] == attempt), None)
+    )
+    if chosen is None:
+        raise UserError(
+            f"task {task_id!r} of run {run_id} has attempts "
+            f"1 to {tried[-1]['attempt']}, not {attempt}"
+        )
+    n = chosen["attempt"]
+    if not chosen["log"]:
+        message = (
+            f"attempt {n} of task {task_id!r} (run {run_id}) has no log file: "
+            f"the {chosen['executor']} executor runs tasks in corral's own process "
+            "and keeps no log"
+        )
+        if chosen["traceback"]:
+            message += "; its error was:\n" + chosen["traceback"].rstrip()
+        raise UserError(message)
+    path = Path(chosen["log"])
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise UserError(f"the log of attempt {n} of task {task_id!r} is gone: {path}") from None
+    click.echo(text, nl=False)
+
+
+# ---------------------------------------------------------------------------- prune
 
 
 @click.command()
-@click.option("--older-than", "older_than", required=True, help="Age, e.g. 30d, 12h.")
+@click.option(
+    "--older-than",
+    "older_than",
+    type=Duration(),
+    required=True,
+    envvar="CORRAL_OLDER_THAN",
+    show_envvar=True,
+    help="Age, e.g. 30d, 12h, 90m.",
+)
 @store_option
-def prune(older_than: str, store_url: str | None) -> None:
-    """Delete runs that ended longer ago than --older-than, with their stored values."""
-    age = parse_age(older_than)
-    with _open(store_url) as store:
-        pruned = store.prune(age)
+def prune(older_than: float, store_url: str | None) -> None:
+    """Delete runs that ended longer ago than --older-than, with their stored values.
+
+    Runs still alive are kept; their task logs (under --log-dir) are not touched.
+    """
+    with _reading(store_url) as store:
+        pruned = [] if store is None else store.prune(older_than)
     click.echo(f"pruned {len(pruned)} run{'s' if len(pruned) != 1 else ''}")
 
 
+# ---------------------------------------------------------------------------- resume
+
+
 @click.command()
-@click.argument("run_id", required=False)
-@click.option("--pipeline", default=None, help="Resume the latest unfinished run of this one.")
-@click.option("--dry-run", is_flag=True, help="Only print what would be reused and re-run.")
-@store_option
-def resume(run_id: str | None, pipeline: str | None, dry_run: bool,
-           store_url: str | None) -> None:
-    """Finish an unfinished run, reusing every task that already succeeded.
+@click.argument("run_id")
+@run_options
+def resume(run_id: str, opts: RunOptions) -> None:
+    """Finish run RUN_ID: re-run only what did not succeed, reusing the rest's stored values.
 
-    The DAG is rebuilt from the pipeline file stored with the run and the run's parameters;
-    a task re-runs when it did not succeed, its definition changed, or an upstream re-runs.
+    The DAG is rebuilt from the run's pipeline file as it is now, with the run's parameters
+    (-p overrides them), restricted to the run's tasks. A task re-runs when it did not
+    succeed, when its definition changed, or when a task it depends on re-runs. The run
+    must not be alive elsewhere (exit 4): a crashed run's lease lapses after --lease.
     """
-    import asyncio
-
-    from corral._errors import CorralError
-    from corral._runner import Runner
-    from corral.store import StoreRecorder, plan_resume
-
-    with _open(store_url) as store:
-        try:
-            if run_id is None:
-                if pipeline is None:
-                    raise click.UsageError("give a RUN_ID or --pipeline")
-                latest = store.latest_unfinished(pipeline)
-                if latest is None:
-                    raise click.ClickException(f"no unfinished run of {pipeline!r}")
-                run_id = latest.id
-            stored = store.load_run(run_id)
-            if stored.run.lease_live:
-                from corral._errors import RunLocked
-
-                raise RunLocked(run_id, owner=stored.run.lease_owner,
-                                lease_until=stored.run.lease_until)
-            graph = _rebuild(stored.run)
-            plan = plan_resume(graph, stored)
-            click.echo(f"resuming {run_id}: {plan}")
-            if dry_run:
-                return
-            recorder = StoreRecorder(store, source_path=stored.run.source_path,
-                                     resume_of=run_id)
-            runner = Runner(graph, listeners=[recorder], done=plan.reuse,
-                            params=dict(stored.run.params), handle_signals=True,
-                            log_dir=".corral/logs")
-            recorder.attach(runner)
-            result = asyncio.run(runner.run())
-        except CorralError as exc:
-            raise click.ClickException(str(exc)) from exc
-    click.echo(f"run {result.run_id}: {result.status}")
-    if not result.ok:
-        raise SystemExit(1)
+    resume_run(opts, run_id=run_id)
 
 
-def _rebuild(run: RunRecord) -> Any:
-    """The run's DAG, rebuilt from its pipeline file and parameters."""
-    if not run.source_path:
-        raise click.ClickException(
-            f"run {run.id} was not started from a pipeline file, so it cannot be rebuilt here; "
-            "resume it from Python with corral.store.plan_resume")
-    from corral import load_pipeline
+def resume_run(
+    opts: RunOptions,
+    *,
+    run_id: str | None = None,
+    file: str | None = None,
+    only: tuple[str, ...] = (),
+) -> None:
+    """Resume run ``run_id``, or the latest unfinished run of the pipeline in ``file``
+    (``corral run FILE --resume``; a new run when there is none). Exits like ``run``."""
+    from corral._errors import RunLocked
+    from corral.cli import _dry_run
+    from corral.store import plan_resume, resolve_url
 
-    pipeline = load_pipeline(run.source_path, params=dict(run.params))
-    return pipeline.dag.validate()
+    if opts.no_store:
+        raise click.UsageError("resuming needs the run store: drop --no-store")
+    store = open_run_store(opts.store_url, create=file is not None)
+    if store is None:
+        from corral._errors import RunNotFound
+
+        raise RunNotFound(
+            f"no run {run_id!r}: there is no store at {resolve_url(opts.store_url)} yet"
+        )
+    with contextlib.closing(store):
+        if file is not None:
+            pipeline = _pipeline(file, {}, opts.params)
+            latest = store.latest_unfinished(pipeline.name)
+            if latest is None:
+                click.echo(
+                    f"corral: no unfinished run of {pipeline.name} in {store.url}: "
+                    "starting a new run",
+                    err=True,
+                )
+                graph = pipeline.dag.validate(only=only or None)
+                if opts.dry_run:
+                    _dry_run(pipeline, graph, opts.width(pipeline), opts.as_json)
+                    return
+                execute(pipeline, graph, opts, store=store)
+            run_id = latest.id
+        assert run_id is not None
+        stored = store.load_run(run_id)
+        run = stored.run
+        _check_resumable(run)
+        by_id = file is None
+        if file is None:
+            if not run.source_path:
+                raise UserError(
+                    f"run {run_id} was not started from a pipeline file, so "
+                    "corral cannot rebuild it; resume it from Python with "
+                    "corral.store.plan_resume"
+                )
+            if not os.path.exists(run.source_path):
+                raise UserError(
+                    f"run {run_id}'s pipeline file {run.source_path} is gone; "
+                    "resume from where it is now: corral run FILE --resume"
+                )
+            file = run.source_path
+        # The run's parameters, then -p: a changed parameter changes the tasks using it.
+        pipeline = _pipeline(file, dict(run.params), opts.params)
+        graph = _graph(pipeline, stored, only, by_id=by_id)
+        plan = plan_resume(graph, stored)
+        if opts.dry_run:
+            _print_resume_plan(pipeline, run, plan, opts)
+            return
+        if run.lease_live:
+            raise RunLocked(run_id, owner=run.lease_owner, lease_until=run.lease_until)
+        note = (
+            f"resuming run {run_id} of {pipeline.name}: reusing {len(plan.reuse)} "
+            f"task(s), re-running {len(plan.rerun)}"
+        )
+        click.echo(note, err=opts.as_json)
+        execute(pipeline, graph, opts, store=store, resume_of=run_id, done=plan.reuse)
 
 
-COMMANDS = [runs, show, logs, prune, resume]
+def _pipeline(file: str, stored: dict[str, str], pairs: tuple[str, ...]) -> Pipeline:
+    from corral._pipeline import load_pipeline, parse_params
+
+    return load_pipeline(file, params={**stored, **parse_params(pairs)})
+
+
+def _graph(pipeline: Pipeline, stored: StoredRun, only: tuple[str, ...], *, by_id: bool) -> Any:
+    """The DAG to resume: ``--only`` when given; else, resuming by id, the run's own tasks
+    (and whatever they depend on now); from a file, the whole file."""
+    full = pipeline.dag.validate(only=only or None)
+    if only or not by_id:
+        return full
+    keep = [t for t in full.ids if t in stored.tasks]
+    return full if len(keep) == len(full) else pipeline.dag.validate(only=keep)
+
+
+def _check_resumable(run: RunRecord) -> None:
+    if str(run.status) == "succeeded":
+        raise UserError(f"run {run.id} succeeded: there is nothing to resume")
+    if run.resumed_by is not None:
+        raise UserError(
+            f"run {run.id} was already resumed by run {run.resumed_by} "
+            f"(corral show {run.resumed_by})"
+        )
+
+
+def _print_resume_plan(pipeline: Pipeline, run: RunRecord, plan: Any, opts: RunOptions) -> None:
+    width = opts.width(pipeline)
+    if opts.as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "pipeline": pipeline.name,
+                    "dry_run": True,
+                    "resumes": run.id,
+                    "status": str(run.observed_status),
+                    "alive": run.lease_live,
+                    "concurrency": width,
+                    "params": pipeline.params,
+                    "rerun": dict(plan.rerun),
+                    "reuse": list(plan.reuse),
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    click.echo(
+        f"dry run: resuming run {run.id} of {pipeline.name} ({run.observed_status}, "
+        f"started {_when(run.started_at)}) would re-run {len(plan.rerun)} task(s) "
+        f"and reuse {len(plan.reuse)} (concurrency {width})"
+    )
+    if run.lease_live:
+        click.echo(
+            f"note: run {run.id} is still alive ({run.lease_owner}); resuming it now "
+            "would be refused"
+        )
+    if plan.rerun:
+        click.echo("would re-run:")
+        pad = max(len(t) for t in plan.rerun)
+        for task, why in plan.rerun.items():
+            click.echo(f"  {task:<{pad}}  {why}")
+    if plan.reuse:
+        click.echo("would reuse (succeeded, unchanged):")
+        for task in plan.reuse:
+            click.echo(f"  {task}")

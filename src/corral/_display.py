@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
@@ -48,6 +48,7 @@ __all__ = [
     "estimate_remaining",
     "format_seconds",
     "render_plan",
+    "render_run_details",
     "render_summary",
 ]
 
@@ -292,8 +293,15 @@ def _span(tasks: Iterable[TaskResult]) -> float | None:
     return (chain[-1].finished_at - chain[0].started_at).total_seconds()
 
 
-def render_summary(console: Console, result: RunResult, *, log_dir: str | None = None) -> None:
-    """The outcome table, the counts and the realised critical path."""
+def render_summary(
+    console: Console,
+    result: RunResult,
+    *,
+    log_dir: str | None = None,
+    reused: Collection[str] = (),
+) -> None:
+    """The outcome table, the counts and the realised critical path. ``reused`` tasks (of a
+    resumed run) are marked as such: they did not run, their stored values were used."""
     tasks = list(result.tasks.values())
     shown = tasks
     hidden_ok = 0
@@ -314,6 +322,8 @@ def render_summary(console: Console, result: RunResult, *, log_dir: str | None =
     for t in shown[:MAX_ROWS]:
         state = str(t.state)
         colour, symbol = STATE_STYLE.get(state, ("", ""))
+        if t.id in reused:
+            state += " (reused)"
         table.add_row(
             Text(t.id),
             Text(f"{symbol} {state}", style=colour),
@@ -397,3 +407,76 @@ def render_plan(console: Console, plan: Plan, *, pipeline: str) -> None:
             continue
         table.add_row(str(k), str(len(levels[k])), Text(_ids_preview(levels[k])))
     console.print(table)
+
+
+def render_run_details(console: Console, details: dict[str, Any]) -> None:
+    """A stored run (``corral show``): header, one row per task (its attempts and timings,
+    each failed attempt's error), and the realised critical path. ``details`` is the plain
+    data of :func:`corral._cli_history.run_details`."""
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("run", Text(f"{details['run_id']}  ({details['pipeline']})"))
+    status = str(details["status"])
+    if details["alive"]:
+        status += " (alive)"
+    head.add_row("status", Text(status))
+    head.add_row("started", _local(details["started_at"]))
+    head.add_row("finished", _local(details["finished_at"]))
+    head.add_row("duration", format_seconds(details["duration_s"]))
+    head.add_row("on", f"{details['user']}@{details['host']} (pid {details['pid']})")
+    if details["params"]:
+        head.add_row("params", Text(" ".join(f"{k}={v}" for k, v in details["params"].items())))
+    if details["resumed_from"]:
+        head.add_row("resumes", f"{details['resumed_from']} (reused {len(details['reused'])})")
+    if details["resumed_by"]:
+        head.add_row("resumed by", details["resumed_by"])
+    console.print(head)
+    table = Table(show_lines=False)
+    table.add_column("task", overflow="fold")
+    table.add_column("state")
+    table.add_column("attempts", justify="right")
+    table.add_column("started", justify="right")
+    table.add_column("duration", justify="right")
+    table.add_column("executor")
+    table.add_column("error", overflow="fold")
+    tasks: dict[str, Any] = details["tasks"]
+    for task_id, info in list(tasks.items())[: MAX_ROWS * 4]:
+        state = info["state"]
+        colour, symbol = STATE_STYLE.get(state, ("", ""))
+        label = f"{symbol} {state}" + (" (reused)" if info["reused"] else "")
+        attempts = info["attempts"]
+        # One line per earlier attempt that did not succeed, so a retry shows what it fixed.
+        errors = [
+            f"#{a['attempt']} {a['state']}: {_first_line(a['error'] or '')}"
+            for a in attempts
+            if a["error"]
+        ]
+        started = info["started_s"]
+        table.add_row(
+            Text(task_id),
+            Text(label, style=colour),
+            str(len(attempts)),
+            f"+{format_seconds(started)}" if started is not None else "-",
+            format_seconds(info["duration_s"]),
+            attempts[-1]["executor"] if attempts else "",
+            Text("\n".join(errors), style="red"),
+        )
+    console.print(table)
+    if len(tasks) > MAX_ROWS * 4:
+        console.print(f"… and {len(tasks) - MAX_ROWS * 4} more tasks (see --json)", style="dim")
+    path: list[str] = details["critical_path"]
+    if path:
+        ids = path if len(path) <= 12 else [*path[:5], f"… {len(path) - 10} more …", *path[-5:]]
+        line = Text()
+        line.append("critical path: ", style="bold")
+        line.append(" → ".join(ids))
+        console.print(line)
+
+
+def _local(iso: str | None) -> str:
+    if iso is None:
+        return "-"
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")

@@ -108,6 +108,7 @@ class RunResult(Mapping[str, TaskResult]):
     tasks: Mapping[str, TaskResult]
     critical_path: list[str] = field(default_factory=list)
     signal: int | None = None
+    error: str | None = None  # why the run failed as a whole (a stall), beyond its tasks
 
     @property
     def ok(self) -> bool:
@@ -157,6 +158,7 @@ class RunResult(Mapping[str, TaskResult]):
             "duration_s": round(self.duration_s, 6),
             "counts": self.counts(),
             "critical_path": self.critical_path,
+            "error": self.error,
             "tasks": {k: t.to_dict() for k, t in self.tasks.items()},
         }
 

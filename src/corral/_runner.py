@@ -135,6 +135,9 @@ class Runner:
         self.end: list[float | None] = [None] * n
         self.current: list[Work | None] = [None] * n
         self.signal: int | None = None
+        self.error: str | None = None  # why the run itself failed (a stall), if it did
+        # The error of each failed attempt until its transition is emitted (listeners only).
+        self._failures: dict[tuple[int, int], BaseException] = {}
         self._t0 = 0.0
         self._started_at = datetime.now(UTC)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -252,16 +255,31 @@ class Runner:
         if not sched.is_active():
             self._finished.set_result(None)
             return
-        if sched.stalled() and not queue:  # pragma: no cover - validation prevents it
-            raise BrokenExecutor(
-                f"the run stalled: nothing is running and nothing can start ({sched.counts})"
-            )
+        if sched.stalled() and not queue:
+            self._stall(loop.time() - t0)
+            return
         wake = sched.next_wake()
         if wake != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = None if wake is None else loop.call_at(wake + t0, self._on_timer)
             self._timer_at = wake
+
+    def _stall(self, now: float) -> None:
+        """Nothing runs and nothing can ever start: fail the run with the reason of each task
+        instead of waiting forever."""
+        reasons = self.scheduler.blocked_reasons()
+        ids = self.graph.ids
+        lines = [f"{ids[i]}: {why}" for i, why in list(reasons.items())[:20]]
+        more = f" (and {len(reasons) - 20} more)" if len(reasons) > 20 else ""
+        self.error = "the run stalled: nothing is running and nothing can start; " + \
+            "; ".join(lines) + more
+        for i in self.scheduler.stop(now):  # none are running, by definition
+            self._cancel_running(i, now)
+        if self.listeners:
+            self._emit()
+        assert self._finished is not None
+        self._finished.set_result(None)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -293,7 +311,12 @@ class Runner:
         work = Work(i, attempt, spec.id, fn, args, kwargs, timeout=spec.timeout,
                     env=spec.env or None, cwd=spec.cwd, log_path=log_path)
         self.current[i] = work
-        self._executors[name].submit(work)
+        try:
+            self._executors[name].submit(work)
+        except Exception as exc:  # the executor is broken: this attempt fails, clearly
+            error = BrokenExecutor(f"executor {name!r} could not start task {spec.id!r}: {exc}")
+            error.__cause__ = exc
+            self._queue_put(i, attempt, ERROR, error)
 
     def log_path(self, task_id: str, attempt: int) -> Path | None:
         """Where attempt ``attempt`` of ``task_id`` writes its output."""
@@ -340,6 +363,8 @@ class Runner:
             sched.succeeded(i, now)
         elif status == ERROR:
             self.errors[i] = payload
+            if self.listeners:
+                self._failures[i, work.attempt] = payload
             for j in sched.failed(i, now):
                 self._cancel_running(j, now)
         elif status == SKIP:
@@ -352,10 +377,12 @@ class Runner:
         self.current[i] = None
         self.end[i] = now
         timeout = self.graph.specs[i].timeout
-        self.errors[i] = TaskTimeout(
+        error = self.errors[i] = TaskTimeout(
             f"task {self.graph.ids[i]!r} timed out after {timeout:g}s "
             f"(attempt {self.scheduler.attempts[i]})"
         )
+        if self.listeners:
+            self._failures[i, self.scheduler.attempts[i]] = error
         if work is not None:
             self._executor_cancel(work)
         for j in self.scheduler.failed(i, now):
@@ -389,7 +416,7 @@ class Runner:
         for i, state, attempt in batch:
             error = None
             if state is TaskState.FAILED or state is TaskState.RETRY_WAIT:
-                err = self.errors[i]
+                err = self._failures.pop((i, attempt), None)
                 error = f"{type(err).__name__}: {err}" if err is not None else None
             events.append(Transition(ids[i], state, attempt, now, error))
         for listener in self.listeners:
@@ -434,7 +461,8 @@ class Runner:
                 specs = self.graph.specs
                 fine += sum(1 for i, s in enumerate(sched.state)
                             if s is TaskState.FAILED and specs[i].allow_failure)
-            status = RunStatus.SUCCEEDED if fine == len(self.graph) else RunStatus.FAILED
+            ok = fine == len(self.graph) and self.error is None
+            status = RunStatus.SUCCEEDED if ok else RunStatus.FAILED
         return RunResult(
             run_id=self.run_id,
             pipeline=self.graph.name,
@@ -444,6 +472,7 @@ class Runner:
             tasks=TaskTable(self.graph.index, self.task_result),
             critical_path=self.realised_critical_path(),
             signal=self.signal or None,
+            error=self.error,
         )
 
     def task_result(self, i: int) -> TaskResult:

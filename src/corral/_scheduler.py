@@ -160,11 +160,28 @@ class Scheduler:
         return len(self._ready)
 
     def stalled(self) -> bool:
-        """Nothing runs, nothing can start and nothing waits on a timer, yet tasks remain."""
-        return (
-            self._active > 0 and self.running == 0 and not self._retries
-            and (self.stopping or not self._ready)
-        )
+        """Tasks remain, yet nothing runs and nothing waits on a timer: after :meth:`admit`
+        started nothing, nothing will ever change."""
+        return self._active > 0 and self.running == 0 and not self._retries
+
+    def blocked_reasons(self) -> dict[int, str]:
+        """Why each unfinished task is not running: the diagnosis of a stalled run."""
+        names = self.resource_names
+        out: dict[int, str] = {}
+        for i, state in enumerate(self.state):
+            if state is PENDING:
+                waits = [self.graph.ids[j] for j in self.graph.deps[i]
+                         if not self.state[j].is_final]
+                out[i] = f"waits for {', '.join(waits)}" if waits else "waits for dependencies"
+            elif state is READY:
+                short = [f"{names[r]} (needs {a:g}, {self.free[r]:g} free)"
+                         for r, a in self._requests[i] if self.free[r] < a]
+                out[i] = ("lacks " + ", ".join(short)) if short else "waits for a slot"
+            elif state is RETRY_WAIT:
+                out[i] = "waits to retry"
+            elif state is RUNNING:
+                out[i] = "is running"
+        return out
 
     def drain_transitions(self) -> list[tuple[int, TaskState, int]]:
         """``(task, new state, attempt)`` since the last call (only with ``record=True``).

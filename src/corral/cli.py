@@ -22,23 +22,35 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import json
 import os
+import re
 import sys
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
 from corral import __version__
-from corral._errors import ParameterError, Problem, ValidationError
+from corral._errors import (
+    BrokenStore,
+    ParameterError,
+    Problem,
+    RunLocked,
+    RunNotFound,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from corral._graph import Graph
     from corral._pipeline import Pipeline
     from corral._result import RunResult
+    from corral.store import Store
 
-__all__ = ["ExitCode", "main", "register_command"]
+__all__ = ["ExitCode", "RunOptions", "main", "register_command", "run_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,7 +60,9 @@ class ExitCode(enum.IntEnum):
 
     OK = 0  # every task succeeded (failures of allow_failure tasks aside), or the command did
     TASK_FAILED = 1  # a task failed, or could not run because one did
-    INVALID = 2  # invalid input: pipeline, parameters, options, a missing file
+    INVALID = 2  # invalid input: pipeline, parameters, options, a missing file or run
+    STORE = 3  # the run store cannot be used: locked, full, unreachable, newer, corrupt
+    RUN_LOCKED = 4  # the run to resume is still alive elsewhere (its lease is live)
     INTERRUPTED = 130  # stopped by SIGINT (Ctrl-C): 128 + 2
     TERMINATED = 143  # stopped by SIGTERM: 128 + 15
 
@@ -56,7 +70,9 @@ class ExitCode(enum.IntEnum):
 _EXIT_HELP = {
     ExitCode.OK: "all tasks succeeded (allowed failures aside)",
     ExitCode.TASK_FAILED: "a task failed",
-    ExitCode.INVALID: "invalid input (pipeline, parameters, options, missing file)",
+    ExitCode.INVALID: "invalid input (pipeline, parameters, options, missing file or run)",
+    ExitCode.STORE: "the run store cannot be used (locked, full disk, unreachable, newer schema)",
+    ExitCode.RUN_LOCKED: "the run to resume is still alive elsewhere (its lease is live)",
     ExitCode.INTERRUPTED: "interrupted by SIGINT (Ctrl-C)",
     ExitCode.TERMINATED: "stopped by SIGTERM (any other signal: 128 + its number)",
 }
@@ -80,6 +96,18 @@ class UserError(click.ClickException):
     exit_code = int(ExitCode.INVALID)
 
 
+class StoreError(click.ClickException):
+    """The run store cannot be used; the message names it. Exits 3, without a traceback."""
+
+    exit_code = int(ExitCode.STORE)
+
+
+class LockedError(click.ClickException):
+    """The run is held by a live process. Exits 4, without a traceback."""
+
+    exit_code = int(ExitCode.RUN_LOCKED)
+
+
 # ---------------------------------------------------------------------- the command group
 
 # Commands defined in other modules: name -> "module:attribute". They are imported only when
@@ -94,6 +122,14 @@ def register_command(name: str, target: str) -> None:
     here, in ``_LAZY_COMMANDS``, or a call at import time of something the CLI imports.
     """
     _LAZY_COMMANDS[name] = target
+
+
+# The run store's commands (history and resume), see corral._cli_history.
+for _name in ("logs", "prune", "resume", "runs", "show"):
+    register_command(_name, f"corral._cli_history:{_name}")
+# The HTTP service and its tokens (the `server` extra), see corral.server.
+register_command("serve", "corral.server._cli:serve")
+register_command("token", "corral.server._cli:token")
 
 
 class CorralGroup(click.Group):
@@ -122,8 +158,12 @@ class CorralGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ValidationError, ParameterError) as exc:
+        except (ValidationError, ParameterError, RunNotFound) as exc:
             raise UserError(str(exc)) from None
+        except BrokenStore as exc:  # names the store's URL
+            raise StoreError(str(exc)) from None
+        except RunLocked as exc:
+            raise LockedError(str(exc)) from None
         except KeyboardInterrupt:
             # Ctrl-C outside a run (a run handles its own signals and exits 130 itself).
             click.echo("interrupted", err=True)
@@ -195,6 +235,72 @@ def _only_option(f: F) -> F:
     )(f)
 
 
+store_option = click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    envvar="CORRAL_STORE",
+    show_envvar=True,
+    help="Run store: a SQLite file (sqlite:///path or a path) or postgresql://user@host/db "
+    "[default: sqlite:///.corral/corral.db]",
+)
+
+no_store_option = click.option(
+    "--no-store",
+    is_flag=True,
+    envvar="CORRAL_NO_STORE",
+    show_envvar=True,
+    help="Do not use the run store: nothing is recorded, no history is read.",
+)
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``500ms``, ``2w``; a bare number is seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 90m, 12h, 30d")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
+
+
+class Duration(click.ParamType[float]):
+    """A duration option (``30s``, ``2m``, ``30d``; a bare number is seconds), as seconds."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            return parse_duration(str(value)).total_seconds()
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def open_run_store(url: str | None, *, create: bool) -> Store | None:
+    """The store at ``url`` (else ``$CORRAL_STORE``, else ``.corral/corral.db``).
+
+    With ``create`` false, a SQLite store that does not exist yet is None rather than a new
+    empty file: reading history must not leave databases behind.
+    """
+    from corral.store import open_store, resolve_url, store_exists
+
+    url = resolve_url(url)
+    try:
+        if not create and not store_exists(url):
+            return None
+        return open_store(url)
+    except ImportError as exc:  # the postgres extra is missing: say how to install it
+        raise StoreError(f"{exc} (store: {url})") from None
+    except ValueError as exc:  # not a store URL
+        raise UserError(f"--store: {exc}") from None
+
+
 def _load(file: str, pairs: tuple[str, ...]) -> Pipeline:
     """The pipeline in ``file`` with parameters ``pairs``; raises a ValueError-kind error."""
     from corral._pipeline import load_pipeline, parse_params
@@ -254,16 +360,21 @@ def validate(file: str, params: tuple[str, ...], as_json: bool) -> None:
 @_only_option
 @_params_option
 @_json_option
+@store_option
+@no_store_option
 def plan(
     file: str,
     workers: int | None,
     only: tuple[str, ...],
     params: tuple[str, ...],
     as_json: bool,
+    store_url: str | None,
+    no_store: bool,
 ) -> None:
     """Show levels, width, critical path, total work and the makespan lower bound.
 
-    Durations are the tasks' `estimate` options (1 s where unset). The lower bound is
+    Durations are the tasks' `estimate` options; where unset, the median duration of the
+    task's earlier successful attempts in the run store; else 1 s. The lower bound is
     max(critical path, total work / workers).
     """
     from corral._plan import make_plan
@@ -273,15 +384,38 @@ def plan(
     graph = pipeline.dag.validate(only=only or None)
     # The workers the run would get: the option, else the file's concurrency, else one per CPU.
     n = workers or pipeline.concurrency or default_concurrency()
-    result = make_plan(graph, workers=n)
+    history = {} if no_store else _history(store_url, graph)
+    result = make_plan(graph, workers=n, history=history)
     if as_json:
-        _emit_json(result.as_dict())
+        _emit_json({**result.as_dict(), "history_s": history})
         return
     from rich.console import Console
 
     from corral._display import render_plan
 
     render_plan(Console(highlight=False), result, pipeline=pipeline.name)
+    if history:
+        click.echo(
+            f"durations of {len(history)} task(s) without an estimate: "
+            "the median of their earlier successful runs"
+        )
+
+
+def _history(store_url: str | None, graph: Graph) -> dict[str, float]:
+    """Median durations of earlier successful attempts, from the store if there is one. A
+    plan is advice: a store that cannot be read is a warning, not a failure."""
+    try:
+        store = open_run_store(store_url, create=False)
+        if store is None:
+            return {}
+        # Only tasks without an estimate: an estimate, when given, wins.
+        ids = [spec.id for spec in graph.specs if spec.estimate is None]
+        with contextlib.closing(store):
+            return store.task_durations(graph.name, ids)
+    except (BrokenStore, click.ClickException) as exc:
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        click.echo(f"corral: planning without run history: {message}", err=True)
+        return {}
 
 
 # ---------------------------------------------------------------------- graph
@@ -340,65 +474,130 @@ def schema() -> None:
 
 # ---------------------------------------------------------------------- run
 
+# How long a run's lease lasts when nobody renews it: after a crash, a resume waits at most
+# this long. The recorder renews it six times per lease, so a busy writer missing a few
+# heartbeats is never taken for dead.
+DEFAULT_LEASE = "30s"
+_HEARTBEATS_PER_LEASE = 6
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """The options ``run`` and ``resume`` share, as parsed by click (see :func:`run_options`)."""
+
+    concurrency: int | None
+    fail_fast: bool
+    dry_run: bool
+    params: tuple[str, ...]
+    as_json: bool
+    log_dir: str
+    store_url: str | None
+    no_store: bool
+    lease: float
+
+    def width(self, pipeline: Pipeline) -> int:
+        """Tasks at once. Precedence: --concurrency > CORRAL_CONCURRENCY (both via click) >
+        the file's ``concurrency`` > one per CPU."""
+        from corral._runner import default_concurrency
+
+        return self.concurrency or pipeline.concurrency or default_concurrency()
+
+
+_RUN_OPTIONS: list[Callable[[Any], Any]] = [
+    click.option(
+        "-c",
+        "--concurrency",
+        type=click.IntRange(min=1),
+        envvar="CORRAL_CONCURRENCY",
+        show_envvar=True,
+        help="Tasks running at once  [default: the file's concurrency, else the CPU count]",
+    ),
+    click.option(
+        "--fail-fast/--keep-going",
+        default=True,
+        envvar="CORRAL_FAIL_FAST",
+        show_envvar=True,
+        help="On a failure, cancel the rest of the run, or keep running what does not depend "
+        "on it.",
+    ),
+    click.option(
+        "-n",
+        "--dry-run",
+        is_flag=True,
+        envvar="CORRAL_DRY_RUN",
+        show_envvar=True,
+        help="Validate and print what would run, in order, without running anything.",
+    ),
+    _params_option,
+    _json_option,
+    click.option(
+        "--log-dir",
+        type=click.Path(file_okay=False),
+        default=".corral/logs",
+        envvar="CORRAL_LOG_DIR",
+        show_envvar=True,
+        help="Where task logs go (one directory per run).",
+    ),
+    store_option,
+    no_store_option,
+    click.option(
+        "--lease",
+        type=Duration(),
+        default=DEFAULT_LEASE,
+        envvar="CORRAL_LEASE",
+        show_envvar=True,
+        help="How long a run stays locked after its process dies (renewed while it lives); "
+        "a resume of a crashed run waits for it to lapse.",
+    ),
+]
+
+
+def run_options(f: F) -> F:
+    """The options ``run`` and ``resume`` share, handed to ``f`` as ``opts: RunOptions``."""
+    names = RunOptions.__dataclass_fields__
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        opts = RunOptions(**{name: kwargs.pop(name) for name in names})
+        return f(*args, opts=opts, **kwargs)
+
+    command: Any = wrapper
+    for option in reversed(_RUN_OPTIONS):
+        command = option(command)
+    return cast(F, command)
+
 
 @main.command()
 @_file_argument
-@click.option(
-    "-c",
-    "--concurrency",
-    type=click.IntRange(min=1),
-    envvar="CORRAL_CONCURRENCY",
-    show_envvar=True,
-    help="Tasks running at once  [default: the file's concurrency, else the CPU count]",
-)
-@click.option(
-    "--fail-fast/--keep-going",
-    default=True,
-    envvar="CORRAL_FAIL_FAST",
-    show_envvar=True,
-    help="On a failure, cancel the rest of the run, or keep running what does not depend on it.",
-)
 @_only_option
 @click.option(
-    "-n",
-    "--dry-run",
+    "--resume",
     is_flag=True,
-    envvar="CORRAL_DRY_RUN",
+    envvar="CORRAL_RESUME",
     show_envvar=True,
-    help="Validate and print what would run, in order, without running anything.",
+    help="Resume the latest unfinished run of this pipeline: re-run only what did not "
+    "succeed, or changed since (a new run when there is none to resume).",
 )
-@_params_option
-@_json_option
-@click.option(
-    "--log-dir",
-    type=click.Path(file_okay=False),
-    default=".corral/logs",
-    envvar="CORRAL_LOG_DIR",
-    show_envvar=True,
-    help="Where task logs go (one directory per run).",
-)
-def run(
-    file: str,
-    concurrency: int | None,
-    fail_fast: bool,
-    only: tuple[str, ...],
-    dry_run: bool,
-    params: tuple[str, ...],
-    as_json: bool,
-    log_dir: str,
-) -> None:
-    """Run a pipeline; exit 0 when every task succeeded (see exit codes in `corral --help`)."""
-    from corral._runner import default_concurrency
+@run_options
+def run(file: str, only: tuple[str, ...], resume: bool, opts: RunOptions) -> None:
+    """Run a pipeline; exit 0 when every task succeeded (see exit codes in `corral --help`).
 
-    pipeline = _load(file, params)
-    dag_graph = pipeline.dag.validate(only=only or None)
-    # Precedence: --concurrency > CORRAL_CONCURRENCY (both via click) > the file > one per CPU.
-    width = concurrency or pipeline.concurrency or default_concurrency()
-    if dry_run:
-        _dry_run(pipeline, dag_graph, width, as_json)
+    Every run is recorded in the store (see --store), so that `corral show`, `corral logs`
+    and `corral resume` can find it by the run id printed at the start and in the summary.
+    """
+    pipeline = _load(file, opts.params)
+    if resume:
+        from corral._cli_history import resume_run
+
+        resume_run(opts, file=file, only=only)
         return
-    result = _run(pipeline, dag_graph, width, fail_fast=fail_fast, as_json=as_json, log_dir=log_dir)
-    raise click.exceptions.Exit(exit_code_for(result))
+    dag_graph = pipeline.dag.validate(only=only or None)
+    if opts.dry_run:
+        _dry_run(pipeline, dag_graph, opts.width(pipeline), opts.as_json)
+        return
+    store = None if opts.no_store else open_run_store(opts.store_url, create=True)
+    with contextlib.closing(store) if store is not None else contextlib.nullcontext():
+        execute(pipeline, dag_graph, opts, store=store)
 
 
 def describe_action(action: Any, args: Any = (), kwargs: Any = None) -> str:
@@ -469,58 +668,109 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _run(
+def execute(
     pipeline: Pipeline,
     dag_graph: Graph,
-    width: int,
+    opts: RunOptions,
     *,
-    fail_fast: bool,
-    as_json: bool,
-    log_dir: str,
-) -> RunResult:
+    store: Store | None,
+    resume_of: str | None = None,
+    done: Mapping[str, Any] | None = None,
+) -> NoReturn:
+    """Run ``dag_graph`` as ``opts`` say, recorded in ``store`` (None: in memory only), then
+    exit with the run's code. Shared by ``run``, ``run --resume`` and ``resume``: ``done``
+    maps reused tasks to their stored values, ``resume_of`` is the run this one resumes."""
     import asyncio
 
     from rich.console import Console
 
     from corral._display import LinePrinter, LiveView, render_summary
     from corral._events import RunListener
+    from corral._plan import durations_of, make_plan, upward_ranks
     from corral._runner import Runner
 
+    width = opts.width(pipeline)
+    # The median of each task's earlier successful attempts, for tasks without `estimate`:
+    # it ranks the critical path (longest tail first) and sets the live view's first ETA.
+    history = store.task_durations(dag_graph.name, dag_graph.ids) if store is not None else {}
     console = Console(highlight=False)
-    live = not as_json and console.is_terminal
+    live = not opts.as_json and console.is_terminal
     listeners: list[RunListener] = []
-    if not as_json and not live:
+    if not opts.as_json and not live:
         listeners.append(LinePrinter(sys.stdout))
+    recorder = None
+    if store is not None:
+        from corral.store import StoreRecorder
+
+        recorder = StoreRecorder(
+            store,
+            source_path=os.path.abspath(pipeline.path) if pipeline.path else None,
+            resume_of=resume_of,
+            heartbeat=opts.lease / _HEARTBEATS_PER_LEASE,
+            lease=opts.lease,
+        )
+        listeners.append(recorder)
     runner = Runner(
         dag_graph,
         concurrency=width,
-        fail_fast=fail_fast,
+        fail_fast=opts.fail_fast,
         listeners=listeners,
-        log_dir=log_dir,
+        log_dir=opts.log_dir,
         env=pipeline.dag.env,
+        done=done,
+        ranks=upward_ranks(dag_graph, durations_of(dag_graph, history)) if history else None,
         handle_signals=True,
         params=pipeline.params,
     )
+    if recorder is not None:
+        recorder.attach(runner)
+    store_failed: list[BrokenStore] = []
+
+    async def run_once() -> RunResult:
+        try:
+            return await runner.run()
+        except BrokenStore as exc:
+            # The run ended but its end (or part of its history) could not be written: show
+            # the outcome anyway, then the store's error. A store broken at the start raises.
+            if recorder is None or recorder.result is None:
+                raise
+            store_failed.append(exc)
+            return recorder.result
 
     async def go() -> RunResult:
         if not live:
-            return await runner.run()
-        from corral._plan import make_plan
-
+            return await run_once()
         # The plan's lower bound is the ETA until the first task finishes (see
         # corral._display.estimate_remaining).
-        planned = make_plan(dag_graph, workers=width).lower_bound_s
+        planned = make_plan(dag_graph, workers=width, history=history).lower_bound_s
         view = LiveView(console, pipeline=pipeline.name, total=len(dag_graph), planned_s=planned)
         async with view.watch(runner):
-            return await runner.run()
+            return await run_once()
 
-    if as_json:
-        with _stdout_to_stderr():
+    where = f"recorded in {store.url}" if store is not None else "not recorded (--no-store)"
+    try:
+        if opts.as_json:
+            click.echo(f"corral: run {runner.run_id} of {pipeline.name}, {where}", err=True)
+            with _stdout_to_stderr():
+                result = asyncio.run(go())
+            doc = result.to_dict()
+            doc.update(
+                store=store.url if store is not None else None,
+                resumed_from=resume_of,
+                reused=list(done or ()),
+            )
+            _emit_json(doc)
+        else:
             result = asyncio.run(go())
-        _emit_json(result.to_dict())
-    else:
-        result = asyncio.run(go())
-        render_summary(console, result, log_dir=str(runner.log_dir) if runner.log_dir else None)
+            render_summary(
+                console,
+                result,
+                log_dir=str(runner.log_dir) if runner.log_dir else None,
+                reused=done or (),
+            )
+    finally:
+        if recorder is not None:
+            recorder.close()  # an unexpected error: flush what was queued, record no end
     if result.signal:
         import signal
 
@@ -529,7 +779,15 @@ def _run(
         except ValueError:
             name = f"signal {result.signal}"
         click.echo(f"corral: run {result.run_id} interrupted by {name}", err=True)
-    return result
+    if store_failed:
+        raise StoreError(f"run {result.run_id} ended {result.status}, but {store_failed[0]}")
+    if store is not None and not opts.as_json:
+        click.echo(f"run {result.run_id} {where}: corral show {result.run_id}")
+        if not result.ok:
+            click.echo(
+                f"to finish it, re-running only what did not succeed: corral resume {result.run_id}"
+            )
+    raise click.exceptions.Exit(exit_code_for(result))
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m corral.cli`

@@ -242,8 +242,10 @@ def test_an_unreachable_postgres_is_a_broken_store():
     pytest.importorskip("psycopg")
     from corral.store.postgres import PostgresConnector
 
-    with pytest.raises(BrokenStore, match=r"could not connect.*:\*\*\*@127.0.0.1:1/"):
+    with pytest.raises(BrokenStore, match=r"(?s)could not connect.*:\*\*\*@127.0.0.1:1/") as err:
         PostgresConnector("postgresql://u:secret@127.0.0.1:1/x", connect_timeout=1)
+    assert "Connection refused" in str(err.value)  # the server's own words, at once
+    assert "secret" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------- resume support
@@ -311,8 +313,15 @@ def test_list_runs_newest_first_with_filters(store):
     assert [r.id for r in store.list_runs(limit=2)] == ["r3", "r2"]
     assert [r.id for r in store.list_runs(pipeline="p")] == ["r3", "r1"]
     assert [r.id for r in store.list_runs(status="failed")] == ["r1"]
-    assert [r.id for r in store.list_runs(status=StoredStatus.RUNNING, pipeline="q")] == [
+    # r0 and r2 never ended and their leases lapsed: they crashed, as far as anyone can see.
+    assert [r.id for r in store.list_runs(status=StoredStatus.CRASHED, pipeline="q")] == [
         "r2", "r0"]
+    assert [r.observed_status for r in store.list_runs(pipeline="q")] == [
+        StoredStatus.CRASHED, StoredStatus.CRASHED]
+    assert store.list_runs(status=StoredStatus.RUNNING) == []
+    store.begin_run(record("live", pipeline="q", started=T0 + timedelta(hours=1)), lease_s=60)
+    assert [r.id for r in store.list_runs(status="running")] == ["live"]
+    assert store.get_run("live").observed_status is StoredStatus.RUNNING
     with pytest.raises(ValueError):
         store.list_runs(status="bogus")
 

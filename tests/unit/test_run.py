@@ -274,3 +274,39 @@ def test_import_corral_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_a_stalled_run_fails_with_a_diagnosis_instead_of_hanging():
+    import dataclasses
+
+    dag = DAG(resources={"gpu": 1})
+    g = dag.add(lambda: 1, id="needs_gpu", options={"resources": {"gpu": 1}})
+    dag.add(lambda x: x, g, id="after")
+    dag.add(lambda: 2, id="free")
+    graph = dag.validate()
+    # the capacity vanishes after validation, as when a resource never frees
+    starved = dataclasses.replace(graph, capacity={**graph.capacity, "gpu": 0})
+
+    result = asyncio.run(Runner(starved, concurrency=2, log_dir=None).run())
+    assert result.status is RunStatus.FAILED
+    assert result["free"].ok
+    assert result["needs_gpu"].state is S.CANCELLED
+    assert "needs_gpu: lacks gpu (needs 1, 0 free)" in result.error
+    assert "after: waits for needs_gpu" in result.error
+
+
+def test_an_executor_that_cannot_start_work_fails_the_task_clearly():
+    from corral._errors import BrokenExecutor
+    from corral.executors import Executor
+
+    class Broken(Executor):
+        name = "thread"
+
+        def submit(self, work):
+            raise OSError("no threads left")
+
+    dag = DAG()
+    dag.add(lambda: 1, id="t")
+    result = run(dag, executors={"thread": Broken()})
+    assert isinstance(result["t"].error, BrokenExecutor)
+    assert "no threads left" in str(result["t"].error)

@@ -53,6 +53,7 @@ __all__ = [
     "open_store",
     "plan_resume",
     "resolve_url",
+    "store_exists",
 ]
 
 # The embedded default: a file in the working directory's .corral folder, beside the logs.
@@ -98,6 +99,25 @@ def sqlite_path(url: str) -> Path:
     return Path(url)
 
 
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def store_exists(url: str | None = None) -> bool:
+    """Whether the store at ``url`` (see :func:`resolve_url`) may hold runs: for SQLite,
+    whether its file exists. A PostgreSQL store lives on its server and always may."""
+    url = resolve_url(url)
+    _check_scheme(url)
+    return is_postgres(url) or sqlite_path(url).exists()
+
+
+def _check_scheme(url: str) -> None:
+    if "://" in url and not is_postgres(url) and not url.startswith("sqlite:"):
+        scheme = url.split("://", 1)[0]
+        raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}: "
+                         "use sqlite:///path or postgresql://...")
+
+
 def open_store(
     url: str | None = None,
     *,
@@ -117,16 +137,13 @@ def open_store(
 
     url = resolve_url(url)
     connector: Connector
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres(url):
         from corral.store.postgres import PostgresConnector
 
         connector = PostgresConnector(url, lock_timeout=lock_timeout)
         default_values = Path.cwd() / ".corral" / "values"
-    elif "://" in url and not url.startswith("sqlite:"):
-        scheme = url.split("://", 1)[0]
-        raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}: "
-                         "use sqlite:///path or postgresql://...")
     else:
+        _check_scheme(url)
         from corral.store.sqlite import SQLiteConnector
 
         path = sqlite_path(url).absolute()

@@ -206,6 +206,14 @@ class RunRecord:
     def is_finished(self) -> bool:
         return self.finished_at is not None
 
+    @property
+    def observed_status(self) -> StoredStatus:
+        """The status as seen now: a run still marked running whose lease has lapsed died
+        without recording its end, so it is shown (and filtered) as crashed."""
+        if self.status is StoredStatus.RUNNING and not self.lease_live:
+            return StoredStatus.CRASHED
+        return self.status
+
 
 @dataclass(frozen=True, slots=True)
 class TransitionRecord:
@@ -649,7 +657,9 @@ class Store:
         pipeline: str | None = None,
         limit: int = 50,
     ) -> list[RunRecord]:
-        """Runs, newest first, optionally of one status or pipeline."""
+        """Runs, newest first, optionally of one status (as :attr:`RunRecord.observed_status`:
+        ``running`` holds a live lease, ``crashed`` includes runs whose lease lapsed) or
+        pipeline."""
         if status is not None:
             status = str(StoredStatus(status))
         with self.connector.transaction(write=False) as tx:

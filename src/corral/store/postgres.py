@@ -67,6 +67,12 @@ class PostgresConnector(Connector):
         except ImportError as exc:
             raise ImportError(INSTALL_HINT) from exc
         self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        # One plain connection first: an unreachable server or a refused login fails at once
+        # with the server's own words, instead of a pool retrying (and logging) until timeout.
+        try:
+            psycopg.connect(url, connect_timeout=max(1, int(connect_timeout))).close()
+        except psycopg.Error as exc:
+            raise self.broken(exc, "connect") from exc
         lock_ms = str(max(1, int(lock_timeout * 1000)))
 
         def configure(conn: psycopg.Connection[Any]) -> None:

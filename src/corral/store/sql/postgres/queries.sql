@@ -86,8 +86,15 @@ SELECT *, coalesce(lease_until > clock_timestamp(), false) AS lease_live FROM ru
  LIMIT 1;
 
 -- name: list_runs
+-- By observed status: a 'running' run whose lease lapsed died, and is listed as crashed.
 SELECT *, coalesce(lease_until > clock_timestamp(), false) AS lease_live FROM runs
- WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+ WHERE (%(status)s::text IS NULL
+        OR (%(status)s::text = 'running' AND status = 'running'
+            AND coalesce(lease_until > clock_timestamp(), false))
+        OR (%(status)s::text = 'crashed'
+            AND (status = 'crashed' OR (status = 'running'
+                 AND NOT coalesce(lease_until > clock_timestamp(), false))))
+        OR (%(status)s::text NOT IN ('running', 'crashed') AND status = %(status)s::text))
    AND (%(pipeline)s::text IS NULL OR pipeline = %(pipeline)s::text)
  ORDER BY started_at DESC, id DESC
  LIMIT %(limit)s;

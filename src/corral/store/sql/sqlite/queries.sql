@@ -83,8 +83,13 @@ SELECT *, lease_until > :now AS lease_live FROM runs
  LIMIT 1;
 
 -- name: list_runs
+-- By observed status: a 'running' run whose lease lapsed died, and is listed as crashed.
 SELECT *, lease_until > :now AS lease_live FROM runs
- WHERE (:status IS NULL OR status = :status)
+ WHERE (:status IS NULL
+        OR (:status = 'running' AND status = 'running' AND lease_until > :now)
+        OR (:status = 'crashed' AND (status = 'crashed' OR
+                                     (status = 'running' AND coalesce(lease_until, 0) <= :now)))
+        OR (:status NOT IN ('running', 'crashed') AND status = :status))
    AND (:pipeline IS NULL OR pipeline = :pipeline)
  ORDER BY started_at DESC, id DESC
  LIMIT :limit;
