@@ -242,7 +242,9 @@ class Runner:
                 self._complete(work, status, payload, now)
             if sched._deadlines:
                 for i in sched.expired(now):
-                    self._time_out(i, now)
+                    # an earlier timeout in this list may have stopped the run (fail-fast)
+                    if sched.state[i] is RUNNING:
+                        self._time_out(i, now)
             if self.signal is not None and not self._stopped:
                 self._stopped = True
                 self._stop(now)

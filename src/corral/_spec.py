@@ -15,7 +15,7 @@ import enum
 import hashlib
 import importlib
 import inspect
-import json
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -200,25 +200,32 @@ class TaskSpec:
             module = getattr(action, "__module__", "")
             code = getattr(action, "__code__", None)
             what = f"py:{module}:{name}:{hash_code(code) if code else ''}"
-        payload = json.dumps(
-            [
-                what,
-                _stable(self.args),
-                _stable(dict(self.kwargs)),
-                sorted(self.depends_on),
-                sorted(self.env.items()),
-                self.cwd,
-                self.executor,
-            ],
-            default=repr,
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        h = hashlib.sha256(what.encode())
+        h.update(repr(sorted(self.depends_on)).encode())
+        # Each optional part is tagged and hashed only when present: the common task has no
+        # arguments, environment or cwd, and a DAG may have 100,000 tasks to fingerprint.
+        for tag, part in (("a", self.args), ("k", self.kwargs), ("e", self.env)):
+            if part:
+                h.update(f"|{tag}{_stable(part)!r}".encode())
+        if self.cwd is not None:
+            h.update(f"|c{self.cwd!r}".encode())
+        if self.executor is not None:
+            h.update(f"|x{self.executor}".encode())
+        return h.hexdigest()[:16]
 
 
 def hash_code(code: Any) -> str:
-    h = hashlib.sha256(code.co_code)
-    h.update(repr(code.co_consts).encode())
-    return h.hexdigest()[:12]
+    """A hash of a function's code (bytecode and constants), cached per code object: the
+    thousands of tasks a DAG makes from one function share one hash."""
+    cached = _code_hashes.get(code)
+    if cached is None:
+        h = hashlib.sha256(code.co_code)
+        h.update(repr(code.co_consts).encode())
+        cached = _code_hashes[code] = h.hexdigest()[:12]
+    return cached
+
+
+_code_hashes: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 def _stable(value: Any) -> Any:

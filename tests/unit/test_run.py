@@ -310,3 +310,15 @@ def test_an_executor_that_cannot_start_work_fails_the_task_clearly():
     result = run(dag, executors={"thread": Broken()})
     assert isinstance(result["t"].error, BrokenExecutor)
     assert "no threads left" in str(result["t"].error)
+
+
+def test_two_timeouts_in_one_turn_with_fail_fast():
+    # Both expire at once; the first one's fail-fast stop cancels the second, which the run
+    # loop must then leave alone (found by the scheduler property tests' simulator).
+    dag = DAG()
+    for name in ("a", "b"):
+        dag.add(asyncio.sleep, 30, id=name, options={"timeout": 0.1})
+    result = run(dag, concurrency=2)
+    states = sorted(str(t.state) for t in result.values())
+    assert states in (["cancelled", "failed"], ["failed", "failed"])
+    assert result.status is RunStatus.FAILED

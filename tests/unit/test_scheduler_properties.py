@@ -97,6 +97,9 @@ def simulate(graph, *, concurrency, fail_fast, seed, stop_at=None):
             continue
         now = max(now, min(candidates))
         for i in sched.expired(now):
+            if i not in running:  # cancelled by an earlier timeout's fail-fast stop
+                assert sched.state[i] is S.CANCELLED
+                continue
             running.pop(i)
             for j in sched.failed(i, now):
                 running.pop(j)
