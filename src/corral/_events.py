@@ -38,7 +38,7 @@ class Transition:
     """Task ``task`` entered ``state`` at ``at`` (seconds on the run's clock, from its start).
 
     ``attempt`` is the attempt number it concerns (0 before the first attempt); ``error`` is a
-    one-line message for failures.
+    one-line message for failures, ``exception`` the exception itself.
     """
 
     task: str
@@ -46,6 +46,7 @@ class Transition:
     attempt: int
     at: float
     error: str | None = None
+    exception: BaseException | None = None
 
 
 class RunListener(Protocol):

@@ -416,11 +416,11 @@ class Runner:
         ids = self.graph.ids
         events = []
         for i, state, attempt in batch:
-            error = None
+            error = err = None
             if state is TaskState.FAILED or state is TaskState.RETRY_WAIT:
                 err = self._failures.pop((i, attempt), None)
                 error = f"{type(err).__name__}: {err}" if err is not None else None
-            events.append(Transition(ids[i], state, attempt, now, error))
+            events.append(Transition(ids[i], state, attempt, now, error, err))
         for listener in self.listeners:
             listener.transitions(events)
 

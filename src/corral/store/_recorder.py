@@ -183,7 +183,7 @@ class StoreRecorder:
             if state is SUCCEEDED:
                 extras.append(runner.values[index[t.task]])
             elif state is FAILED or state is RETRY_WAIT:
-                extras.append(runner.errors[index[t.task]])
+                extras.append(t.exception)  # that attempt's, not the task's latest
             elif state is RUNNING:
                 work = runner.current[index[t.task]]
                 extras.append(work.log_path if work is not None else None)
