@@ -149,7 +149,11 @@ class Runner:
             bool(s.args or s.kwargs) and (_contains_ref(s.args) or _contains_ref(s.kwargs))
             for s in graph.specs
         ]
-        self._fns: list[Any] = [None] * n
+        # What each task calls; a reference or command is resolved at its first dispatch.
+        self._fns: list[Any] = [
+            None if isinstance(s.action, ShellCommand | CallRef) else s.action
+            for s in graph.specs
+        ]
         self._log_dir_made = False
         self._finished: asyncio.Future[None] | None = None
         self._stopped = False

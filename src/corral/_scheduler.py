@@ -115,17 +115,24 @@ class Scheduler:
         self.resource_names = names
         self.free: list[float] = [float(graph.capacity[name]) for name in names]
         self._requests: list[tuple[tuple[int, float], ...]] = [
-            tuple((slot[r], float(a)) for r, a in s.resources.items() if a) for s in specs
+            tuple((slot[r], float(a)) for r, a in s.resources.items() if a)
+            if s.resources else () for s in specs
         ]
 
-        # Ready order, fixed once: priority, then upward rank, then definition order.
+        # Ready order, fixed once: priority, then upward rank, then definition order (sorted
+        # is stable, so definition order needs no key of its own).
         if ranks is None:
             ranks = upward_ranks(graph, durations_of(graph))
-        by_key = sorted(range(n), key=lambda i: (-specs[i].priority, -ranks[i], i))
+        negative_rank = [-r for r in ranks]
+        if any(s.priority for s in specs):
+            by_key = sorted(range(n), key=lambda i: (-specs[i].priority, negative_rank[i]))
+        else:
+            by_key = sorted(range(n), key=negative_rank.__getitem__)
         self._by_key = by_key
-        self._key = [0] * n
+        key = [0] * n
         for k, i in enumerate(by_key):
-            self._key[i] = k
+            key[i] = k
+        self._key = key
         self._ready: list[int] = []  # heap of keys
         self._retries: list[tuple[float, int]] = []  # heap of (due, task)
         self._deadlines: list[tuple[float, int, int]] = []  # heap of (deadline, task, attempt)
