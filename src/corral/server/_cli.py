@@ -163,7 +163,11 @@ def serve(
         raise click.ClickException(str(exc)) from None
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                             lifespan="on", ws="none", timeout_graceful_shutdown=3,
-                            server_header=False)
+                            server_header=False,
+                            # Longer than clients keep idle connections (httpx: 5 s, the same
+                            # as uvicorn's default): otherwise the server may close one just as
+                            # a client reuses it, and that request fails with a read error.
+                            timeout_keep_alive=65)
     click.echo(f"corral: serving on http://{host}:{port}/ (API under /api/v1, docs at /docs)",
                err=True)
     uvicorn.Server(config).run()
