@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 pytest.importorskip("fastapi")
 
-import uvicorn  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from tests.helpers.live_server import LiveServer  # noqa: E402
 
 from corral.server import AuthSettings, Settings, create_app  # noqa: E402
 from corral.server._auth import hash_token  # noqa: E402
@@ -54,35 +53,6 @@ def _repo_on_path() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(REPO))
         yield
-
-
-class LiveServer:
-    """uvicorn serving ``app`` in a thread, on a free port of 127.0.0.1."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
-                                access_log=False, lifespan="on", ws="none",
-                                timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + HANG_GUARD_S
-        while not self.server.started:
-            assert self.thread.is_alive(), "the server died on startup"
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.01)
-        sock = self.server.servers[0].sockets[0]
-        self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(HANG_GUARD_S)
-        assert not self.thread.is_alive(), "the server did not stop"
 
 
 def make_jwt(role: str | None = "viewer", *, key: Any = SECRET, alg: str = "HS256",

@@ -9,7 +9,6 @@ endless by design and have their own tests in test_server_api.py.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +19,9 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 
 import jwt  # noqa: E402
-import uvicorn  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.checks import positive_data_acceptance  # noqa: E402
+from tests.helpers.live_server import LiveServer  # noqa: E402
 
 from corral.server import AuthSettings, Settings, create_app  # noqa: E402
 
@@ -42,20 +41,8 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     app = create_app(Settings(store_url=f"sqlite:///{folder / 'corral.db'}",
                               auth=AuthSettings(jwt_secret=SECRET), log_dir=folder / "logs",
                               pipelines_dir=folder / "pipelines"))
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False,
-                            lifespan="on", ws="none", timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + HANG_GUARD_S
-    while not server.started:
-        assert thread.is_alive(), "the server died on startup"
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(HANG_GUARD_S)
+    with LiveServer(app) as live:
+        yield live.url
 
 
 @pytest.fixture(scope="module")
