@@ -314,6 +314,9 @@ def logs(run_id: str, task_id: str | None, attempt: int | None, store_url: str |
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
+        if chosen["executor"] in ("thread", "async"):  # its log is made on its first print
+            click.echo(f"(attempt {n} of task {task_id!r} wrote no output)", err=True)
+            return
         raise UserError(f"the log of attempt {n} of task {task_id!r} is gone: {path}") from None
     click.echo(text, nl=False)
 

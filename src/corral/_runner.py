@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from corral import _capture
 from corral._errors import BrokenExecutor, TaskTimeout
 from corral._events import RunInfo, RunListener, Transition
 from corral._graph import Graph
@@ -202,6 +203,8 @@ class Runner:
         self._emit()
         installed = self._install_signals(loop)
         self._finished = loop.create_future()
+        if self.log_dir is not None:
+            _capture.install()  # print() of thread and async tasks goes to their logs
         try:
             for name in sorted(set(self._executor_of)):
                 await self._start_executor(name)
@@ -210,6 +213,8 @@ class Runner:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+            if self.log_dir is not None:
+                _capture.uninstall()
             self._uninstall_signals(loop, installed)
             for executor in self._executors.values():
                 with contextlib.suppress(Exception):
@@ -311,9 +316,7 @@ class Runner:
             args = _substitute(args, self.values, self.graph.index)
             kwargs = _substitute(kwargs, self.values, self.graph.index)
         name = self._executor_of[i]
-        log_path = None
-        if name in {"shell", "process"}:
-            log_path = self.log_path(spec.id, attempt)
+        log_path = None if self.log_dir is None else self.log_path(spec.id, attempt)
         work = Work(i, attempt, spec.id, fn, args, kwargs, timeout=spec.timeout,
                     env=spec.env or None, cwd=spec.cwd, log_path=log_path)
         self.current[i] = work
@@ -488,9 +491,12 @@ class Runner:
         first, end = self.first_start[i], self.end[i]
         start = self._started_at
         log = None
-        if self._executor_of[i] in ("shell", "process") and sched.attempts[i]:
+        if self.log_dir is not None and sched.attempts[i]:
             path = self.log_path(task_id, sched.attempts[i])
-            log = str(path) if path is not None else None
+            # a thread or async task that printed nothing has no log file
+            if path is not None and (self._executor_of[i] in ("shell", "process")
+                                     or path.exists()):
+                log = str(path)
         state = sched.state[i]
         return TaskResult(
             id=task_id,

@@ -320,7 +320,10 @@ def test_run_success_json(corral, write, tmp_path):
     proc = corral("run", "fine.yaml", "--json")
     assert proc.returncode == 0, out(proc)
     doc = json.loads(proc.stdout)  # exactly one JSON document: the task's print went elsewhere
-    assert "task output on stdout" in proc.stderr
+    # ... to the task's own log, both streams, in the order written
+    log = (tmp_path / doc["tasks"]["py"]["log"]).read_text()  # relative to the run's cwd
+    assert log == "task output on stdout\ntask output on stderr\n"
+    assert "task output" not in proc.stderr
     assert {
         "run_id",
         "pipeline",
@@ -342,9 +345,7 @@ def test_run_success_json(corral, write, tmp_path):
 
 def test_run_plain_output_is_one_line_per_task_without_ansi(corral, write):
     write("fine.yaml", SUCCESS)
-    # A Python task printing to stdout shares it with the progress lines, and a print is two
-    # writes (text, newline) that another thread's line can fall between: keep stdout ours.
-    write("jobs.py", JOBS.replace('print("task output on stdout")', "pass"))
+    write("jobs.py", JOBS)  # its prints go to its log, not between the progress lines
     proc = corral("run", "fine.yaml")
     assert proc.returncode == 0, out(proc)
     assert ANSI.search(proc.stdout) is None

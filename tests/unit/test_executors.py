@@ -319,3 +319,43 @@ def test_a_timed_out_thread_is_abandoned_and_the_pool_keeps_its_width(tmp_path):
         release.set()
     assert isinstance(result["stuck"].error, TaskTimeout)
     assert all(result[f"after{i}"].ok for i in range(4))
+
+
+# --------------------------------------------------------------------- output of Python tasks
+
+
+def test_print_of_thread_and_async_tasks_goes_to_each_attempts_log(tmp_path, capsys):
+    import threading
+
+    both_running = threading.Barrier(2, timeout=GUARD)
+
+    def loud(name):
+        both_running.wait()  # the two threads print at the same time
+        for k in range(50):
+            print(f"{name} line {k}")
+        print(f"{name} complains", file=sys.stderr)
+        return name
+
+    async def aloud():
+        print("async before await")
+        await asyncio.sleep(0)
+        print("async after await")
+
+    dag = DAG()
+    dag.add(loud, "one", id="one")
+    dag.add(loud, "two", id="two")
+    dag.add(aloud, id="aloud")
+    dag.add(lambda: None, id="quiet")
+    result = run(dag, log_dir=tmp_path, concurrency=4)
+    assert result.ok
+    for name in ("one", "two"):
+        text = Path(result[name].log_path).read_text()
+        assert text.splitlines() == [f"{name} line {k}" for k in range(50)] + [
+            f"{name} complains"]
+    assert Path(result["aloud"].log_path).read_text() == "async before await\nasync after await\n"
+    assert result["quiet"].log_path is None  # printed nothing: no file
+    out, err = capsys.readouterr()
+    assert "line" not in out
+    assert "await" not in out
+    assert "complains" not in err
+    assert type(sys.stdout).__name__ != "_Router"  # restored after the run

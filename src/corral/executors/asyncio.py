@@ -17,6 +17,7 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import Any
 
+from corral._capture import TaskOutput, current
 from corral._errors import Skip
 from corral.executors._base import CANCELLED, ERROR, OK, SKIP, Executor, Work
 
@@ -33,14 +34,29 @@ class AsyncExecutor(Executor):
         self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, work: Work) -> None:
+        if work.log_path is None:
+            self._start(work)
+            return
+        # print() of this attempt goes to its log: set for the eager step here, and copied
+        # into the task's own context if it goes on as a task.
+        output = TaskOutput(work.log_path)
+        token = current.set(output)
+        try:
+            if not self._start(work):
+                output.close()
+        finally:
+            current.reset(token)
+
+    def _start(self, work: Work) -> bool:
+        """Run the first step; True if the attempt goes on as a task."""
         try:
             result = work.fn(*work.args, **work.kwargs)
             if not asyncio.iscoroutine(result):
                 if isinstance(result, asyncio.Future):
                     self._follow(work, _await(result))
-                else:
-                    self.sink(work, OK, result)
-                return
+                    return True
+                self.sink(work, OK, result)
+                return False
             coro: Coroutine[Any, Any, Any] = result
             yielded = coro.send(None)  # the first step, eagerly
         except StopIteration as stop:  # finished without ever suspending
@@ -51,6 +67,8 @@ class AsyncExecutor(Executor):
             self.sink(work, ERROR, exc)
         else:
             self._follow(work, _resume(coro, yielded))
+            return True
+        return False
 
     def _follow(self, work: Work, rest: Any) -> None:
         task = asyncio.get_running_loop().create_task(self._finish(work, rest))
@@ -69,6 +87,9 @@ class AsyncExecutor(Executor):
             status, payload = CANCELLED, None
         except BaseException as exc:  # the task's own failure
             status, payload = ERROR, exc
+        output = current.get()
+        if output is not None:
+            output.close()
         self.sink(work, status, payload)
 
     def cancel(self, work: Work) -> None:

@@ -19,6 +19,7 @@ import queue
 import threading
 from typing import Any
 
+from corral._capture import TaskOutput, current
 from corral._errors import Skip
 from corral.executors._base import CANCELLED, ERROR, OK, SKIP, Executor, Sink, Work
 
@@ -88,6 +89,10 @@ def _worker(work_queue: queue.SimpleQueue[Work | None], sink: Sink, lock: thread
             continue
         status: int
         payload: Any
+        output = token = None
+        if work.log_path is not None:  # print() of this attempt goes to its log
+            output = TaskOutput(work.log_path)
+            token = current.set(output)
         try:
             payload = work.fn(*work.args, **work.kwargs)
             status = OK
@@ -95,6 +100,9 @@ def _worker(work_queue: queue.SimpleQueue[Work | None], sink: Sink, lock: thread
             status, payload = SKIP, None
         except BaseException as exc:  # a task's failure, whatever it is, belongs to the task
             status, payload = ERROR, exc
+        if output is not None:
+            current.reset(token)  # type: ignore[arg-type]
+            output.close()
         with lock:
             abandoned = work.handle == CANCELLED
             work.handle = None

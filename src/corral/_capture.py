@@ -1,0 +1,115 @@
+"""Per-task output for Python tasks that run inside corral's process (thread, async).
+
+Shell and process tasks write to their own file descriptors, which the executors point at the
+attempt's log file. Thread and async tasks share the process's ``sys.stdout`` and
+``sys.stderr`` with each other and with corral's own display, so during a run those two are
+replaced by a :class:`_Router`: a write goes to the log of the task whose context it runs in
+(a context variable, set by the executor around each attempt), and anywhere else to the real
+stream. A task that prints nothing costs no file: the log is opened on the first write.
+
+What is not captured: output written to file descriptors 1 and 2 directly (C extensions,
+``os.write``), and logging handlers that kept a reference to the real stream before the run.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["TaskOutput", "current", "install", "uninstall"]
+
+
+class TaskOutput:
+    """The log file of one attempt, opened on the first write."""
+
+    __slots__ = ("_file", "path")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+
+    def write(self, text: str) -> int:
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._file.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+current: contextvars.ContextVar[TaskOutput | None] = contextvars.ContextVar(
+    "corral_task_output", default=None
+)
+
+
+class _Router(io.TextIOBase):
+    """Stands in for ``sys.stdout``/``sys.stderr`` during a run."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        target = current.get()
+        if target is not None:
+            return target.write(text)
+        written: int = self.stream.write(text)
+        return written
+
+    def flush(self) -> None:
+        target = current.get()
+        if target is not None:
+            target.flush()
+        else:
+            self.stream.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return bool(self.stream.isatty())
+
+    def fileno(self) -> int:
+        return int(self.stream.fileno())
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self.stream, "encoding", "utf-8"))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+_installed = 0
+
+
+def install() -> None:
+    """Route ``sys.stdout`` and ``sys.stderr`` (nested runs share one installation)."""
+    global _installed
+    if _installed == 0:
+        if not isinstance(sys.stdout, _Router):
+            sys.stdout = _Router(sys.stdout)
+        if not isinstance(sys.stderr, _Router):
+            sys.stderr = _Router(sys.stderr)
+    _installed += 1
+
+
+def uninstall() -> None:
+    """Undo :func:`install` once the last run using it has ended."""
+    global _installed
+    _installed = max(0, _installed - 1)
+    if _installed == 0:
+        if isinstance(sys.stdout, _Router):
+            sys.stdout = sys.stdout.stream
+        if isinstance(sys.stderr, _Router):
+            sys.stderr = sys.stderr.stream
