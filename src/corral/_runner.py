@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import os
 import random
 import re
@@ -334,7 +336,7 @@ class Runner:
         if not self._log_dir_made:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self._log_dir_made = True
-        return self.log_dir / f"{_UNSAFE.sub('_', task_id)}.{attempt}.log"
+        return self.log_dir / f"{log_name(task_id)}.{attempt}.log"
 
     def _resolve_action(self, i: int) -> Any:
         action = self.graph.specs[i].action
@@ -527,6 +529,16 @@ class Runner:
             i = max(deps, key=lambda k: end[k] or 0.0)
             path.append(i)
         return [self.graph.ids[i] for i in reversed(path)]
+
+
+@functools.lru_cache(maxsize=65536)
+def log_name(task_id: str) -> str:
+    """A file name for a task id: the id itself when it is safe, else a cleaned-up id with a
+    short hash, so that ``a/b`` and ``a_b`` never share a log."""
+    if not _UNSAFE.search(task_id):
+        return task_id
+    digest = hashlib.sha256(task_id.encode()).hexdigest()[:8]
+    return f"{_UNSAFE.sub('_', task_id)}-{digest}"
 
 
 def _contains_ref(value: Any) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -322,3 +323,17 @@ def test_two_timeouts_in_one_turn_with_fail_fast():
     states = sorted(str(t.state) for t in result.values())
     assert states in (["cancelled", "failed"], ["failed", "failed"])
     assert result.status is RunStatus.FAILED
+
+
+def test_task_ids_that_clean_up_alike_get_separate_logs(tmp_path):
+    from corral._runner import log_name
+
+    assert log_name("build") == "build"
+    assert log_name("a/b") != log_name("a_b")
+    assert log_name("a/b").startswith("a_b-")
+    dag = DAG()
+    dag.shell("a/b", "echo slash")
+    dag.shell("a_b", "echo underscore")
+    result = run(dag, log_dir=tmp_path)
+    assert Path(result["a/b"].log_path).read_text() == "slash\n"
+    assert Path(result["a_b"].log_path).read_text() == "underscore\n"
