@@ -11,26 +11,18 @@ import re
 import secrets
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
+from tests.helpers.waiting import out, wait_for
 
 from corral.cli import ExitCode, main
 
 # --------------------------------------------------------------------------- helpers
 HANG_GUARD_S = 60.0
 
-
-def wait_for(predicate, what: str, timeout: float = HANG_GUARD_S) -> None:
-    """Poll until ``predicate()`` holds; fail, as a hang guard, after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"hang guard: still waiting for {what} after {timeout:g}s")
-        time.sleep(0.02)
 
 
 def processes_with(marker: str) -> list[int]:
@@ -47,9 +39,6 @@ def processes_with(marker: str) -> list[int]:
             found.append(int(entry))
     return found
 
-
-def out(proc: subprocess.CompletedProcess[str]) -> str:
-    return proc.stdout + proc.stderr
 
 
 def assert_no_traceback(proc: subprocess.CompletedProcess[str]) -> None:

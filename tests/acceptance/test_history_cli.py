@@ -13,7 +13,6 @@ import os
 import secrets
 import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from tests.helpers.waiting import out, wait_for
 
 from corral.cli import ExitCode
 
@@ -30,17 +30,6 @@ POSTGRES_URL = os.environ.get(
 )
 
 
-def wait_for(predicate, what: str, timeout: float = HANG_GUARD_S) -> None:
-    """Poll until ``predicate()`` holds; fail, as a hang guard, after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"hang guard: still waiting for {what} after {timeout:g}s")
-        time.sleep(0.05)
-
-
-def out(proc: subprocess.CompletedProcess[str]) -> str:
-    return proc.stdout + proc.stderr
 
 
 def assert_no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
