@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from corral._events import RunListener
     from corral._result import RunResult
     from corral.executors._base import Executor
+    from corral.store import Store
 
 __all__ = ["DAG", "Task", "TaskFunction"]
 
@@ -239,10 +240,13 @@ class DAG:
         log_dir: str | Path | None = ".corral/logs",
         handle_signals: bool = True,
         seed: int | None = None,
+        store: str | Store | None = None,
     ) -> RunResult:
         """Validate, then run to the end; returns every task's outcome.
 
         Does not raise when a task fails: check ``result.ok`` (or ``result.status``).
+        ``store`` (a URL such as ``"sqlite:///.corral/corral.db"``, or an open store) records
+        the run there, as ``corral run`` does, for ``corral runs``, ``show`` and ``logs``.
         Must be called outside a running event loop; inside one, ``await dag.run_async()``.
         """
         try:
@@ -254,7 +258,8 @@ class DAG:
                                "use 'await dag.run_async(...)' there")
         return asyncio.run(self.run_async(
             concurrency=concurrency, fail_fast=fail_fast, only=only, executors=executors,
-            listeners=listeners, log_dir=log_dir, handle_signals=handle_signals, seed=seed))
+            listeners=listeners, log_dir=log_dir, handle_signals=handle_signals, seed=seed,
+            store=store))
 
     async def run_async(
         self,
@@ -267,24 +272,41 @@ class DAG:
         log_dir: str | Path | None = ".corral/logs",
         handle_signals: bool = False,
         seed: int | None = None,
+        store: str | Store | None = None,
     ) -> RunResult:
         """The same as :meth:`run`, on the caller's event loop."""
         import random
 
         from corral._runner import Runner
 
+        graph = self.validate(only=only)
+        watchers = list(listeners)
+        opened = recorder = None
+        if store is not None:
+            from corral.store import StoreRecorder, open_store
+
+            if isinstance(store, str):
+                store = opened = open_store(store)  # ours to close at the end
+            recorder = StoreRecorder(store)
+            watchers.append(recorder)
         runner = Runner(
-            self.validate(only=only),
+            graph,
             concurrency=concurrency or self.concurrency,
             fail_fast=fail_fast,
             executors=executors,
-            listeners=listeners,
+            listeners=watchers,
             log_dir=log_dir,
             env=self.env,
             handle_signals=handle_signals,
             rng=random.Random(seed) if seed is not None else None,
         )
-        return await runner.run()
+        if recorder is not None:
+            recorder.attach(runner)
+        try:
+            return await runner.run()
+        finally:
+            if opened is not None:
+                opened.close()
 
 
 def select(graph: Graph, only: Iterable[str]) -> Graph:

@@ -363,3 +363,20 @@ def test_a_killed_run_resumes_without_redoing_what_succeeded(store_url, store, t
     assert {t: s.value for t, s in resumed.tasks.items()} == {
         "a": 1, "b": 2, "c": 20, "d": "d", "e": 21}
     assert store.latest_unfinished("crashy") is None
+
+
+def test_dag_run_with_a_store_records_the_run(tmp_path):
+    from corral.store import open_store
+
+    url = f"sqlite:///{tmp_path}/runs.db"
+    dag = corral.DAG("python-made")
+    a = dag.add(lambda: 20, id="a")
+    dag.add(lambda x: x + 1, a, id="b")
+    result = dag.run(store=url, log_dir=None, handle_signals=False)
+    assert result["b"].value == 21
+    with open_store(url) as store:
+        stored = store.load_run(result.run_id)
+    assert stored.run.pipeline == "python-made"
+    assert {t: s.state for t, s in stored.tasks.items()} == {
+        "a": corral.TaskState.SUCCEEDED, "b": corral.TaskState.SUCCEEDED}
+    assert stored.tasks["b"].value == 21
