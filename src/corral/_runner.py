@@ -251,11 +251,10 @@ class Runner:
             now = loop.time() - t0
             for work, status, payload in queue.drain():
                 self._complete(work, status, payload, now)
-            if sched._deadlines:
-                for i in sched.expired(now):
-                    # an earlier timeout in this list may have stopped the run (fail-fast)
-                    if sched.state[i] is RUNNING:
-                        self._time_out(i, now)
+            for i in sched.expired(now):
+                # an earlier timeout in this list may have stopped the run (fail-fast)
+                if sched.state[i] is RUNNING:
+                    self._time_out(i, now)
             if self.signal is not None and not self._stopped:
                 self._stopped = True
                 self._stop(now)
@@ -287,8 +286,7 @@ class Runner:
         more = f" (and {len(reasons) - 20} more)" if len(reasons) > 20 else ""
         self.error = "the run stalled: nothing is running and nothing can start; " + \
             "; ".join(lines) + more
-        for i in self.scheduler.stop(now):  # none are running, by definition
-            self._cancel_running(i, now)
+        self._stop(now)  # cancels every task left; none is running, by definition
         if self.listeners:
             self._emit()
         assert self._finished is not None
@@ -454,9 +452,7 @@ class Runner:
         if self.signal is not None:
             # Second signal: no more waiting. Kill every process group we started and go.
             for executor in self._executors.values():
-                kill = getattr(executor, "kill_all_now", None)
-                if kill is not None:
-                    kill()
+                executor.kill_all_now()
             os._exit(128 + sig)
         self.cancel(sig)
 

@@ -243,12 +243,12 @@ class Scheduler:
             self.state[i] = RUNNING
             self.counts[READY] -= 1
             self.counts[RUNNING] += 1
+            attempt = self.attempts[i] = self.attempts[i] + 1
             if self._log is not None:
-                self._log.append((i, RUNNING, self.attempts[i] + 1))
-            self.attempts[i] += 1
+                self._log.append((i, RUNNING, attempt))
             timeout = self._timeout[i]
             if timeout is not None:
-                heapq.heappush(self._deadlines, (now + timeout, i, self.attempts[i]))
+                heapq.heappush(self._deadlines, (now + timeout, i, attempt))
             started.append(i)
             slots -= 1
         self.running += len(started)
@@ -353,9 +353,10 @@ class Scheduler:
         if self._log is not None:
             self._log.append((i, new, self.attempts[i]))
 
-    def _make_ready(self, i: int) -> None:
+    def _make_ready(self, i: int, old: TaskState = PENDING) -> None:
+        """A pending task whose dependencies allow it, or a retry whose backoff is over."""
         self.state[i] = READY
-        self.counts[PENDING] -= 1
+        self.counts[old] -= 1
         self.counts[READY] += 1
         if self._log is not None:
             self._log.append((i, READY, self.attempts[i]))
@@ -364,13 +365,7 @@ class Scheduler:
     def _release_due(self, now: float) -> None:
         retries = self._retries
         while retries and retries[0][0] <= now:
-            _, i = heapq.heappop(retries)
-            self.state[i] = READY
-            self.counts[RETRY_WAIT] -= 1
-            self.counts[READY] += 1
-            if self._log is not None:
-                self._log.append((i, READY, self.attempts[i]))
-            heapq.heappush(self._ready, self._key[i])
+            self._make_ready(heapq.heappop(retries)[1], RETRY_WAIT)
 
     def _resolve(self, i: int, outcome: TaskState) -> None:
         """Tell the dependents of task ``i`` (now final) how it ended, transitively."""

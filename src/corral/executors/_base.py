@@ -118,6 +118,10 @@ class Executor(abc.ABC):
     async def shutdown(self) -> None:  # noqa: B027 - optional hook
         """Release workers. Anything still running is stopped; nothing is left behind."""
 
+    def kill_all_now(self) -> None:  # noqa: B027 - optional hook
+        """Kill everything this executor started, at once and without waiting: the process is
+        about to exit (a second Ctrl-C). Executors that start processes override it."""
+
 
 class CompletionQueue:
     """Where executors drop outcomes; the run loop takes them in batches.

@@ -131,7 +131,6 @@ class StoreRecorder:
         self._owner = f"{_user()}@{self._worker}"
         self._executor_of: dict[str, str] = {}
         self._running_since: dict[str, float] = {}
-        self._attempts: dict[str, int] = {}
         self._stored_values: set[str] = set()
 
     def attach(self, runner: Runner) -> StoreRecorder:
@@ -276,7 +275,6 @@ class StoreRecorder:
         assert info is not None
         start = info.started_at
         running_since = self._running_since
-        attempts = self._attempts
         for k, t in enumerate(batch):
             extra = extras[k] if extras is not None else None
             state = t.state
@@ -286,13 +284,8 @@ class StoreRecorder:
             tb = None
             exit_code = None
             log_path = None
-            # The runner stamps a batch with each task's attempt count *at emission*, so a
-            # retry_wait and the next attempt's start in one batch would share a number:
-            # count attempts from the ordered transitions instead.
-            attempt = attempts.get(task, 0)
+            attempt = t.attempt  # the attempt this transition belongs to (0: none yet)
             if state is RUNNING:
-                attempt += 1
-                attempts[task] = attempt
                 running_since[task] = t.at
                 log_path = os.path.abspath(extra) if extra is not None else None
             elif state in _ENDS_ATTEMPT:
