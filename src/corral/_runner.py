@@ -421,13 +421,17 @@ class Runner:
             return
         now = self.now()
         ids = self.graph.ids
-        events = []
-        for i, state, attempt in batch:
-            error = err = None
-            if state is TaskState.FAILED or state is TaskState.RETRY_WAIT:
-                err = self._failures.pop((i, attempt), None)
-                error = f"{type(err).__name__}: {err}" if err is not None else None
-            events.append(Transition(ids[i], state, attempt, now, error, err))
+        failures = self._failures
+        make = tuple.__new__  # a run emits three per task: skip the named tuple's __new__
+        events = [make(Transition, (ids[i], state, attempt, now, None, None))
+                  for i, state, attempt in batch]
+        if failures:
+            for k, (i, state, attempt) in enumerate(batch):
+                if state is TaskState.FAILED or state is TaskState.RETRY_WAIT:
+                    err = failures.pop((i, attempt), None)
+                    if err is not None:
+                        events[k] = Transition(ids[i], state, attempt, now,
+                                               f"{type(err).__name__}: {err}", err)
         for listener in self.listeners:
             listener.transitions(events)
 

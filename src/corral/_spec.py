@@ -192,26 +192,45 @@ class TaskSpec:
 
     def fingerprint(self) -> str:
         """A hash of what the task does, to tell whether its definition changed between runs."""
-        action = self.action
-        if isinstance(action, ShellCommand | CallRef):
-            what = f"{type(action).__name__}:{action}"
-        else:
-            name = getattr(action, "__qualname__", repr(action))
-            module = getattr(action, "__module__", "")
-            code = getattr(action, "__code__", None)
-            what = f"py:{module}:{name}:{hash_code(code) if code else ''}"
-        h = hashlib.sha256(what.encode())
-        h.update(repr(sorted(self.depends_on)).encode())
+        return fingerprints([self])[0]
+
+
+def fingerprints(specs: Sequence[TaskSpec]) -> list[str]:
+    """:meth:`TaskSpec.fingerprint` of each of ``specs``, in bulk: the tasks of a DAG mostly
+    share a few actions, so each action is hashed once and its hasher copied per task (a
+    recorded run fingerprints every task before it starts, and a DAG may have 100,000)."""
+    by_action: dict[int, Any] = {}  # id(action) -> hasher; the specs keep the actions alive
+    out = []
+    for spec in specs:
+        action = spec.action
+        base = by_action.get(id(action))
+        if base is None:
+            base = by_action[id(action)] = hashlib.sha256(_action_key(action).encode())
+        h = base.copy()
+        h.update(repr(sorted(spec.depends_on)).encode())
         # Each optional part is tagged and hashed only when present: the common task has no
-        # arguments, environment or cwd, and a DAG may have 100,000 tasks to fingerprint.
-        for tag, part in (("a", self.args), ("k", self.kwargs), ("e", self.env)):
-            if part:
-                h.update(f"|{tag}{_stable(part)!r}".encode())
-        if self.cwd is not None:
-            h.update(f"|c{self.cwd!r}".encode())
-        if self.executor is not None:
-            h.update(f"|x{self.executor}".encode())
-        return h.hexdigest()[:16]
+        # arguments, environment or cwd.
+        if spec.args:
+            h.update(f"|a{_stable(spec.args)!r}".encode())
+        if spec.kwargs:
+            h.update(f"|k{_stable(spec.kwargs)!r}".encode())
+        if spec.env:
+            h.update(f"|e{_stable(spec.env)!r}".encode())
+        if spec.cwd is not None:
+            h.update(f"|c{spec.cwd!r}".encode())
+        if spec.executor is not None:
+            h.update(f"|x{spec.executor}".encode())
+        out.append(h.hexdigest()[:16])
+    return out
+
+
+def _action_key(action: Any) -> str:
+    if isinstance(action, ShellCommand | CallRef):
+        return f"{type(action).__name__}:{action}"
+    name = getattr(action, "__qualname__", repr(action))
+    module = getattr(action, "__module__", "")
+    code = getattr(action, "__code__", None)
+    return f"py:{module}:{name}:{hash_code(code) if code else ''}"
 
 
 def hash_code(code: Any) -> str:

@@ -62,16 +62,16 @@ def finished(store, run_id: str, status=StoredStatus.SUCCEEDED, at: datetime = T
 
 
 def test_fresh_store_is_at_the_latest_schema_and_reopens(store, open_test_store):
-    assert store.migrate() == store.schema_version == 1
+    assert store.migrate() == store.schema_version == 3
     again = open_test_store()
-    assert again.migrate() == 1
+    assert again.migrate() == 3
 
 
 def test_a_store_from_a_newer_corral_is_refused_clearly(store, open_test_store):
     with store.connector.transaction() as tx:
         tx.execute("INSERT INTO schema_version (version, applied_at) VALUES (99, "
                    + ("0" if store.connector.backend == "sqlite" else "now()") + ")")
-    with pytest.raises(StoreTooNew, match=r"version 99.*up to version 1.*upgrade corral"):
+    with pytest.raises(StoreTooNew, match=r"version 99.*up to version 3.*upgrade corral"):
         open_test_store()
 
 
@@ -86,7 +86,7 @@ def test_a_run_round_trips_with_its_history_values_and_events(store):
         tr("b", S.RETRY_WAIT, 1, 2, duration_s=1.0, error="ValueError: x", traceback="TB"),
         tr("b", S.READY, 1, 3), tr("b", S.RUNNING, 2, 3, log_path="/l/b.2.log"),
         tr("b", S.FAILED, 2, 4, duration_s=1.0, error="CommandFailed: 3", exit_code=3,
-           executor="shell", worker="h:1"),
+           worker="h:1"),
         tr("c", S.UPSTREAM_FAILED, 0, 4),
     ]
     store.write("r1", transitions=history[:4], values=[("a", {"rows": [1, 2]})])
@@ -104,8 +104,10 @@ def test_a_run_round_trips_with_its_history_values_and_events(store):
     assert [(t.task_id, t.state, t.attempt) for t in run.transitions] == [
         (t.task_id, t.state, t.attempt) for t in history]
     failed = run.transitions[-2]
+    # The executor is the snapshot's; the worker the transition's own, else the batch's.
     assert (failed.exit_code, failed.executor, failed.worker, failed.at) == (
-        3, "shell", "h:1", T0 + timedelta(seconds=4))
+        3, "thread", "h:1", T0 + timedelta(seconds=4))
+    assert run.transitions[0].worker is None
     assert run.transitions[5].traceback == "TB"
     assert run.transitions[7].log_path == "/l/b.2.log"
     a, b, c = (run.tasks[t] for t in "abc")
@@ -183,7 +185,7 @@ def test_history_is_append_only(store):
     store.begin_run(record(), lease_s=30)
     store.write("r1", transitions=ok_history("a"))
     with pytest.raises(BrokenStore, match="append-only"), store.connector.transaction() as tx:
-        tx.execute("UPDATE transitions SET state = 'failed'")
+        tx.execute("UPDATE batches SET worker = 'someone else'")
     assert [t.state for t in store.load_run("r1").transitions][-1] is S.SUCCEEDED
 
 
@@ -194,9 +196,9 @@ def test_a_failed_batch_leaves_nothing_half_written(store):
     store.begin_run(record(), lease_s=30)
     store.write("r1", transitions=ok_history("a"), values=[("a", 1)])
     with pytest.raises(BrokenStore, match=r"(?s)could not write.*store: "):
-        # The second value of task a breaks the primary key: the whole batch is rolled back.
-        store.write("r1", transitions=ok_history("b"), values=[("a", 2)],
-                    events=[EventRecord("x", T0)])
+        # The event breaks a NOT NULL constraint: the batch before it is rolled back too.
+        store.write("r1", transitions=ok_history("b"), values=[("b", 2)],
+              events=[EventRecord(None, T0)])  # type: ignore[arg-type]
     run = store.load_run("r1")
     assert {t.task_id for t in run.transitions} == {"a"}
     assert run.tasks["a"].value == 1

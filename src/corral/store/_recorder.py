@@ -3,8 +3,8 @@
 ::
 
     run loop ──transitions(batch)──> SimpleQueue ──> writer thread ──one transaction per──> Store
-    (enqueue only: a list append                      flush: transitions, values, events,
-     and a reference to each value/error)             lease heartbeat; then the next batch
+    (enqueue only: a list append                      flush: one batch row (packed transitions
+     and a reference to each value/error)             and values), events, lease heartbeat
 
 Policy:
 
@@ -45,14 +45,13 @@ from typing import TYPE_CHECKING, Any
 from corral._errors import BrokenStore, CorralError
 from corral._events import RunInfo, Transition
 from corral._result import RunResult
-from corral._spec import TaskState
+from corral._spec import TaskState, fingerprints
 from corral.store._base import (
     EventRecord,
     RunRecord,
     Store,
     StoredStatus,
     TaskSnapshot,
-    TransitionRecord,
     dag_hash,
 )
 
@@ -69,16 +68,19 @@ RUNNING = TaskState.RUNNING
 # States that end an attempt: their transition carries the attempt's duration.
 _ENDS_ATTEMPT = frozenset({SUCCEEDED, FAILED, RETRY_WAIT, TaskState.SKIPPED, TaskState.CANCELLED})
 
+_NAME = {state: str(state) for state in TaskState}
+
 _FINISH = object()
 
 
 def snapshot_of(graph: Graph) -> tuple[TaskSnapshot, ...]:
     """The DAG as stored with a run: ids, dependencies, fingerprints, executors."""
     ids = graph.ids
+    deps = graph.deps
     return tuple(
-        TaskSnapshot(spec.id, tuple(ids[j] for j in graph.deps[i]), spec.fingerprint(),
-                     spec.executor_name)
-        for i, spec in enumerate(graph.specs)
+        TaskSnapshot(spec.id, tuple([ids[j] for j in deps[i]]), fingerprint, spec.executor_name)
+        for i, (spec, fingerprint) in enumerate(zip(graph.specs, fingerprints(graph.specs),
+                                                    strict=True))
     )
 
 
@@ -124,6 +126,7 @@ class StoreRecorder:
         self.run_id: str | None = None
         self.flushes = 0  # commits made: for tests and measurements
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._finishing = threading.Event()
         self._thread: threading.Thread | None = None
         self._info: RunInfo | None = None
         self._host = socket.gethostname()
@@ -131,7 +134,6 @@ class StoreRecorder:
         self._owner = f"{_user()}@{self._worker}"
         self._executor_of: dict[str, str] = {}
         self._running_since: dict[str, float] = {}
-        self._stored_values: set[str] = set()
 
     def attach(self, runner: Runner) -> StoreRecorder:
         """Read values, errors and log paths from ``runner`` (call before it runs)."""
@@ -193,6 +195,7 @@ class StoreRecorder:
     def run_finished(self, result: RunResult) -> None:
         self.result = result
         self._queue.put((_FINISH, result))
+        self._finishing.set()
         if self._thread is not None:
             self._thread.join()
         if self.error is not None:
@@ -202,6 +205,7 @@ class StoreRecorder:
         """Stop the writer without recording an end (the run stays unfinished)."""
         if self._thread is not None and self._thread.is_alive():
             self._queue.put((_FINISH, None))
+            self._finishing.set()
             self._thread.join()
 
     # ------------------------------------------------------------------ writer thread
@@ -219,13 +223,20 @@ class StoreRecorder:
                 items = [q.get(timeout=max(0.0, next_beat - now))]
             except queue.Empty:
                 items = []
-            # Group commit: gather until flush_interval has passed since the last commit.
-            while items and items[-1][0] is not _FINISH and len(items) < self.max_batch:
+            # Group commit: let more arrive until flush_interval has passed since the last
+            # commit. Sleep through it rather than wake for each item: each wake-up takes the
+            # GIL from the run loop. The end of the run cuts the sleep short.
+            if items and items[0][0] is not _FINISH:
                 wait = last_flush + self.flush_interval - time.monotonic()
-                try:
-                    items.append(q.get(timeout=wait) if wait > 0 else q.get_nowait())
-                except queue.Empty:
-                    break
+                if wait > 0:
+                    self._finishing.wait(wait)
+                while len(items) < self.max_batch:
+                    try:
+                        items.append(q.get_nowait())
+                    except queue.Empty:
+                        break
+                    if items[-1][0] is _FINISH:
+                        break
             finish: tuple[StoredStatus, Any] | None = None
             result: RunResult | None = None
             if items and items[-1][0] is _FINISH:
@@ -233,15 +244,14 @@ class StoreRecorder:
                 result = items.pop()[1]
             if self.error is not None:
                 continue  # the history must stay a prefix: write nothing after a failure
-            transitions: list[TransitionRecord] = []
+            transitions: list[list[Any]] = []
             values: list[tuple[str, Any]] = []
             for batch, extras in items:
                 self._records(batch, extras, transitions, values)
             events: list[EventRecord] = []
             if result is not None:
-                for task_id, value in result.outputs.items():  # no runner: values at the end
-                    if task_id not in self._stored_values:
-                        values.append((task_id, value))
+                if self.runner is None:  # no runner to read values from as they come: now
+                    values.extend(result.outputs.items())
                 finish = (StoredStatus(str(result.status)), result.finished_at)
                 events.append(EventRecord("run_finished", result.finished_at, data={
                     "status": str(result.status), "counts": result.counts(),
@@ -255,7 +265,7 @@ class StoreRecorder:
                 continue
             try:
                 store.write(run_id, transitions=transitions, values=values, events=events,
-                            lease=lease, finish=finish)
+                            lease=lease, finish=finish, worker=self._worker)
             except Exception as exc:
                 self.error = exc if isinstance(exc, CorralError) else BrokenStore(
                     f"the recorder failed: {type(exc).__name__}: {exc}", url=store.url)
@@ -268,44 +278,49 @@ class StoreRecorder:
         self,
         batch: Sequence[Transition],
         extras: Sequence[Any] | None,
-        out: list[TransitionRecord],
+        out: list[list[Any]],
         values: list[tuple[str, Any]],
     ) -> None:
-        info = self._info
-        assert info is not None
-        start = info.started_at
+        """Pack ``batch`` (see :data:`~corral.store._base.PACKED_FIELDS`) onto ``out``, and its
+        values onto ``values``. The hot path: three of these per task, so no records here."""
         running_since = self._running_since
         for k, t in enumerate(batch):
             extra = extras[k] if extras is not None else None
             state = t.state
             task = t.task
-            duration = None
-            error = t.error
-            tb = None
-            exit_code = None
-            log_path = None
-            attempt = t.attempt  # the attempt this transition belongs to (0: none yet)
+            name = _NAME[state]  # a plain str: pickled small, and read without corral's enum
             if state is RUNNING:
                 running_since[task] = t.at
-                log_path = os.path.abspath(extra) if extra is not None else None
-            elif state in _ENDS_ATTEMPT:
+                if extra is None:
+                    out.append([task, name, t.attempt, t.at])
+                else:
+                    out.append([task, name, t.attempt, t.at, None, None, None, None,
+                                os.path.abspath(extra)])
+                continue
+            duration = None
+            if state in _ENDS_ATTEMPT:
                 began = running_since.pop(task, None)
                 if began is not None:
                     duration = t.at - began
-            if state is SUCCEEDED:
+            if state is SUCCEEDED:  # (its value may be an exception object: test this first)
                 if extras is not None:
                     values.append((task, extra))
-                    self._stored_values.add(task)
+                out.append([task, name, t.attempt, t.at, duration] if duration is not None
+                           else [task, name, t.attempt, t.at])
             elif isinstance(extra, BaseException):
-                tb = "".join(traceback.format_exception(extra))
                 code = getattr(extra, "exit_code", None)
-                exit_code = code if isinstance(code, int) else None
-            out.append(TransitionRecord(
-                task_id=task, state=state, attempt=attempt,
-                at=start + timedelta(seconds=t.at), clock=t.at, duration_s=duration,
-                error=error, traceback=tb, exit_code=exit_code,
-                executor=self._executor_of.get(task), worker=self._worker, log_path=log_path,
-            ))
+                entry = [task, name, t.attempt, t.at, duration, t.error,
+                         "".join(traceback.format_exception(extra)),
+                         code if isinstance(code, int) else None]
+                while entry[-1] is None:
+                    entry.pop()
+                out.append(entry)
+            elif t.error is not None:
+                out.append([task, name, t.attempt, t.at, duration, t.error])
+            elif duration is not None:
+                out.append([task, name, t.attempt, t.at, duration])
+            else:
+                out.append([task, name, t.attempt, t.at])
 
 
 def _secs(value: float | timedelta) -> float:

@@ -50,15 +50,9 @@ UPDATE runs SET lease_until = clock_timestamp() + make_interval(secs => %(lease_
 UPDATE runs SET status = %(status)s, finished_at = %(finished_at)s, lease_until = NULL
  WHERE id = %(id)s;
 
--- name: insert_transition
-INSERT INTO transitions (run_id, task_id, state, attempt, at, clock, duration_s, error,
-                         traceback, exit_code, executor, worker, log_path)
-VALUES (%(run_id)s, %(task_id)s, %(state)s, %(attempt)s, %(at)s, %(clock)s, %(duration_s)s,
-        %(error)s, %(traceback)s, %(exit_code)s, %(executor)s, %(worker)s, %(log_path)s);
-
--- name: insert_value
-INSERT INTO task_values (run_id, task_id, codec, size, data, path, error)
-VALUES (%(run_id)s, %(task_id)s, %(codec)s, %(size)s, %(data)s, %(path)s, %(error)s);
+-- name: insert_batch
+INSERT INTO batches (run_id, worker, transitions, durations, task_values)
+VALUES (%(run_id)s, %(worker)s, %(transitions)s, %(durations)s, %(task_values)s);
 
 -- name: insert_event
 INSERT INTO events (run_id, at, kind, task_id, data)
@@ -68,11 +62,8 @@ VALUES (%(run_id)s, %(at)s, %(kind)s, %(task_id)s, %(data)s::jsonb);
 SELECT *, coalesce(lease_until > clock_timestamp(), false) AS lease_live
   FROM runs WHERE id = %(id)s;
 
--- name: run_transitions
-SELECT * FROM transitions WHERE run_id = %(id)s ORDER BY seq;
-
--- name: run_values
-SELECT * FROM task_values WHERE run_id = %(id)s;
+-- name: run_batches
+SELECT worker, transitions, task_values FROM batches WHERE run_id = %(id)s ORDER BY seq;
 
 -- name: run_events
 SELECT * FROM events WHERE run_id = %(id)s ORDER BY seq;
@@ -99,25 +90,13 @@ SELECT *, coalesce(lease_until > clock_timestamp(), false) AS lease_live FROM ru
  ORDER BY started_at DESC, id DESC
  LIMIT %(limit)s;
 
--- name: successful_durations
--- The durations of the latest per_task successful attempts of each task (reuses excluded).
-SELECT task_id, duration_s FROM (
-    SELECT t.task_id, t.duration_s,
-           row_number() OVER (PARTITION BY t.task_id ORDER BY t.seq DESC) AS k
-      FROM transitions t JOIN runs r ON r.id = t.run_id
-     WHERE r.pipeline = %(pipeline)s
-       AND t.state = 'succeeded'
-       AND t.duration_s IS NOT NULL
-       AND t.task_id = ANY(%(task_ids)s::text[])
-) AS latest WHERE k <= %(per_task)s;
-
--- name: prune_values
-DELETE FROM task_values
- WHERE path IS NOT NULL
-   AND run_id IN (SELECT id FROM runs
-                   WHERE coalesce(finished_at, started_at) < %(cutoff)s
-                     AND (lease_until IS NULL OR lease_until < clock_timestamp()))
-RETURNING path;
+-- name: recent_durations
+-- The durations of the attempts that succeeded in the pipeline's latest runs (for estimates).
+SELECT b.durations FROM batches AS b
+ WHERE b.durations IS NOT NULL
+   AND b.run_id IN (SELECT id FROM runs WHERE pipeline = %(pipeline)s
+                     ORDER BY started_at DESC LIMIT %(runs)s)
+ ORDER BY b.seq DESC;
 
 -- name: prune_runs
 DELETE FROM runs

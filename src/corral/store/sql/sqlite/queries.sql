@@ -48,15 +48,9 @@ UPDATE runs SET lease_until = :now + :lease_s
 UPDATE runs SET status = :status, finished_at = :finished_at, lease_until = NULL
  WHERE id = :id;
 
--- name: insert_transition
-INSERT INTO transitions (run_id, task_id, state, attempt, at, clock, duration_s, error,
-                         traceback, exit_code, executor, worker, log_path)
-VALUES (:run_id, :task_id, :state, :attempt, :at, :clock, :duration_s, :error, :traceback,
-        :exit_code, :executor, :worker, :log_path);
-
--- name: insert_value
-INSERT INTO task_values (run_id, task_id, codec, size, data, path, error)
-VALUES (:run_id, :task_id, :codec, :size, :data, :path, :error);
+-- name: insert_batch
+INSERT INTO batches (run_id, worker, transitions, durations, task_values)
+VALUES (:run_id, :worker, :transitions, :durations, :task_values);
 
 -- name: insert_event
 INSERT INTO events (run_id, at, kind, task_id, data)
@@ -65,11 +59,8 @@ VALUES (:run_id, :at, :kind, :task_id, :data);
 -- name: get_run
 SELECT *, lease_until > :now AS lease_live FROM runs WHERE id = :id;
 
--- name: run_transitions
-SELECT * FROM transitions WHERE run_id = :id ORDER BY seq;
-
--- name: run_values
-SELECT * FROM task_values WHERE run_id = :id;
+-- name: run_batches
+SELECT worker, transitions, task_values FROM batches WHERE run_id = :id ORDER BY seq;
 
 -- name: run_events
 SELECT * FROM events WHERE run_id = :id ORDER BY seq;
@@ -94,25 +85,13 @@ SELECT *, lease_until > :now AS lease_live FROM runs
  ORDER BY started_at DESC, id DESC
  LIMIT :limit;
 
--- name: successful_durations
--- The durations of the latest per_task successful attempts of each task (reuses excluded).
-SELECT task_id, duration_s FROM (
-    SELECT t.task_id, t.duration_s,
-           row_number() OVER (PARTITION BY t.task_id ORDER BY t.seq DESC) AS k
-      FROM transitions t JOIN runs r ON r.id = t.run_id
-     WHERE r.pipeline = :pipeline
-       AND t.state = 'succeeded'
-       AND t.duration_s IS NOT NULL
-       AND t.task_id IN (SELECT value FROM json_each(:task_ids))
-) WHERE k <= :per_task;
-
--- name: prune_values
-DELETE FROM task_values
- WHERE path IS NOT NULL
-   AND run_id IN (SELECT id FROM runs
-                   WHERE coalesce(finished_at, started_at) < :cutoff
-                     AND (lease_until IS NULL OR lease_until < :now))
-RETURNING path;
+-- name: recent_durations
+-- The durations of the attempts that succeeded in the pipeline's latest runs (for estimates).
+SELECT b.durations FROM batches AS b
+ WHERE b.durations IS NOT NULL
+   AND b.run_id IN (SELECT id FROM runs WHERE pipeline = :pipeline
+                     ORDER BY started_at DESC LIMIT :runs)
+ ORDER BY b.seq DESC;
 
 -- name: prune_runs
 DELETE FROM runs
