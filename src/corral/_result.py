@@ -8,7 +8,8 @@ error, number of attempts, timings). ``to_dict`` gives the JSON shape the CLI pr
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -73,12 +74,18 @@ class TaskTable(Mapping[str, TaskResult]):
     which no longer change once the run has ended.
     """
 
-    __slots__ = ("_cache", "_index", "_make")
+    __slots__ = ("_cache", "_index", "_make", "states")
 
-    def __init__(self, index: Mapping[str, int], make: Callable[[int], TaskResult]) -> None:
+    def __init__(
+        self,
+        index: Mapping[str, int],
+        make: Callable[[int], TaskResult],
+        states: Sequence[TaskState] | None = None,
+    ) -> None:
         self._index = index
         self._make = make
         self._cache: dict[str, TaskResult] = {}
+        self.states = states  # each task's final state, by index: counted without records
 
     def __getitem__(self, task_id: str) -> TaskResult:
         result = self._cache.get(task_id)
@@ -134,10 +141,11 @@ class RunResult(Mapping[str, TaskResult]):
         return len(self.tasks)
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for t in self.tasks.values():
-            out[str(t.state)] = out.get(str(t.state), 0) + 1
-        return out
+        """How many tasks ended in each state."""
+        tasks = self.tasks
+        if isinstance(tasks, TaskTable) and tasks.states is not None:
+            return {str(state): n for state, n in Counter(tasks.states).items()}
+        return {str(state): n for state, n in Counter(t.state for t in tasks.values()).items()}
 
     @property
     def outputs(self) -> dict[str, Any]:

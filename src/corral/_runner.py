@@ -480,7 +480,7 @@ class Runner:
             status=status,
             started_at=self._started_at,
             finished_at=datetime.now(UTC),
-            tasks=TaskTable(self.graph.index, self.task_result),
+            tasks=TaskTable(self.graph.index, self.task_result, sched.state),
             critical_path=self.realised_critical_path(),
             signal=self.signal or None,
             error=self.error,

@@ -407,6 +407,11 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def checkpoint(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """Fold the write-ahead log into the database, where the backend leaves that to its
+        clients (SQLite). Called by the recorder between commits, off the run's path. Does
+        nothing by default: PostgreSQL checkpoints by itself."""
+
     def broken(self, exc: BaseException, doing: str) -> BrokenStore:
         return BrokenStore(f"could not {doing}: {exc}", url=self.url)
 
@@ -505,6 +510,10 @@ class Store:
 
     def close(self) -> None:
         self.connector.close()
+
+    def checkpoint(self) -> None:
+        """See :meth:`Connector.checkpoint`."""
+        self.connector.checkpoint()
 
     def __enter__(self) -> Store:
         return self

@@ -19,6 +19,8 @@ Policy:
   old run over) before any task starts, so a locked run or a broken store stops the run
   before it does anything. ``run_finished`` waits for the writer to flush everything and
   record the end: when ``Runner.run`` returns, the history is on disk.
+- **Checkpoints** of SQLite's write-ahead log happen on the writer, between commits, at most
+  every :data:`CHECKPOINT_INTERVAL` seconds: never inside the commit that ends the run.
 - **Lease.** The writer extends the run's lease every ``heartbeat`` seconds (to ``lease``
   seconds ahead), even while idle. A process that dies stops heartbeating and the lease
   lapses: that, not a pid, is how a resume knows the run is dead.
@@ -69,6 +71,9 @@ RUNNING = TaskState.RUNNING
 _ENDS_ATTEMPT = frozenset({SUCCEEDED, FAILED, RETRY_WAIT, TaskState.SKIPPED, TaskState.CANCELLED})
 
 _NAME = {state: str(state) for state in TaskState}
+
+# How often (s) the writer folds SQLite's write-ahead log into the database, between commits.
+CHECKPOINT_INTERVAL = 1.0
 
 _FINISH = object()
 
@@ -216,6 +221,7 @@ class StoreRecorder:
         assert run_id is not None
         last_flush = 0.0
         next_beat = time.monotonic() + self.heartbeat
+        next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
         done = False
         while not done:
             now = time.monotonic()
@@ -273,6 +279,11 @@ class StoreRecorder:
                     self.error.__cause__ = exc
             last_flush = time.monotonic()
             self.flushes += 1
+            if not done and self.error is None and last_flush >= next_checkpoint:
+                # Between commits, while the run goes on: never in the commit that ends it.
+                with contextlib.suppress(BrokenStore):  # upkeep; the history is committed
+                    store.checkpoint()
+                next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
 
     def _records(
         self,

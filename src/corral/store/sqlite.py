@@ -1,8 +1,9 @@
 """The SQLite connector: the embedded default store, one file (``.corral/corral.db``).
 
 Policy: WAL journal (readers never block the writer, and a killed process loses nothing it
-committed), ``synchronous=NORMAL`` (durable across process crashes, which is what a run must
-survive; a power cut may lose the last commits), foreign keys on (prune cascades), and a busy
+committed), checkpointed by :meth:`SQLiteConnector.checkpoint` between commits rather than
+inside one; ``synchronous=NORMAL`` (durable across process crashes, which is what a run must
+survive; a power cut may lose the last commits); foreign keys on (prune cascades); and a busy
 timeout of ``lock_timeout`` after which a locked database is a :class:`BrokenStore`.
 
 One connection per store, shared by the threads of this process under a lock (the recorder's
@@ -92,6 +93,10 @@ class SQLiteConnector(Connector):
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # No checkpoint inside a commit: it made the commit that ends a run 30-100 ms
+            # slower. The recorder calls checkpoint() between commits instead, and closing the
+            # last connection checkpoints too.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.Error as exc:
             conn.close()
             raise self.broken(exc, "open the database") from exc
@@ -120,6 +125,15 @@ class SQLiteConnector(Connector):
             except BaseException:
                 self._rollback(conn)
                 raise
+
+    def checkpoint(self) -> None:
+        """Copy what the write-ahead log holds into the database, without waiting for readers
+        (PASSIVE): what they still use is copied next time."""
+        with self._lock:
+            try:
+                self.connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                raise self.broken(exc, "checkpoint the write-ahead log") from exc
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
