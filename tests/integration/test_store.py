@@ -342,6 +342,24 @@ def test_task_durations_are_medians_of_successful_attempts(store):
     assert store.task_durations("p", []) == {}
 
 
+def test_runs_of_one_dag_share_its_snapshot_until_pruned(store):
+    def dags() -> int:
+        with store.connector.transaction(write=False) as tx:
+            return int(tx.fetch("SELECT count(*) AS n FROM dags")[0]["n"])
+
+    old = datetime.now(UTC) - timedelta(days=10)
+    store.begin_run(record("r1", started=old), lease_s=0)
+    store.begin_run(record("r2", started=old), lease_s=0)
+    other = TaskSnapshot("a", (), "changed", "thread")
+    store.begin_run(record("r3", started=datetime.now(UTC)).evolve(tasks=(other,)), lease_s=0)
+    assert dags() == 2
+    assert store.get_run("r2").tasks == TASKS
+    assert store.get_run("r3").tasks == (other,)
+    assert [len(r.tasks) for r in store.list_runs()] == [1, 3, 3]
+    assert sorted(store.prune(timedelta(days=7))) == ["r1", "r2"]
+    assert dags() == 1
+
+
 def test_prune_removes_old_runs_with_their_value_files(open_test_store, tmp_path):
     store = open_test_store(value_limit=10)
     now = datetime.now(UTC)

@@ -110,7 +110,8 @@ def _dt(value: Any) -> datetime | None:
     return datetime.fromtimestamp(float(value), UTC)
 
 
-def _json(value: Any) -> Any:
+def json_column(value: Any) -> Any:
+    """A JSON column's value: parsed by psycopg already (json, jsonb), text from SQLite."""
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
@@ -165,16 +166,16 @@ class RunRecord:
     lease_live: bool = False
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> RunRecord:
-        snapshot = _json(row["snapshot"])
+    def from_row(cls, row: Mapping[str, Any], tasks: tuple[TaskSnapshot, ...]) -> RunRecord:
+        """The record of a ``runs`` row whose DAG (the ``dags`` row) is ``tasks``."""
         started = _dt(row["started_at"])
         assert started is not None
         return cls(
             id=row["id"],
             pipeline=row["pipeline"],
             status=StoredStatus(row["status"]),
-            tasks=tuple(TaskSnapshot.from_json(t) for t in snapshot["tasks"]),
-            params=_json(row["params"]),
+            tasks=tasks,
+            params=json_column(row["params"]),
             started_at=started,
             host=row["host"],
             user=row["user_name"],
@@ -182,7 +183,7 @@ class RunRecord:
             dag_hash=row["dag_hash"],
             source_path=row["source_path"],
             source_text=row["source_text"],
-            reused=tuple(_json(row["reused"])),
+            reused=tuple(json_column(row["reused"])),
             resumed_from=row["resumed_from"],
             resumed_by=row["resumed_by"],
             finished_at=_dt(row["finished_at"]),
@@ -196,8 +197,6 @@ class RunRecord:
             "id": self.id,
             "pipeline": self.pipeline,
             "dag_hash": self.dag_hash or dag_hash(self.tasks),
-            # Snapshots are named tuples: json writes each as [id, deps, fingerprint, executor].
-            "snapshot": json.dumps({"tasks": self.tasks}),
             "params": json.dumps(dict(self.params)),
             "source_path": self.source_path,
             "source_text": self.source_text,
@@ -306,7 +305,7 @@ class EventRecord:
     def from_row(cls, row: Mapping[str, Any]) -> EventRecord:
         at = _dt(row["at"])
         assert at is not None
-        return cls(row["kind"], at, row["task_id"], _json(row["data"]), row["seq"])
+        return cls(row["kind"], at, row["task_id"], json_column(row["data"]), row["seq"])
 
     def to_row(self, run_id: str) -> dict[str, Any]:
         return {"run_id": run_id, "at": self.at, "kind": self.kind, "task_id": self.task_id,
@@ -591,8 +590,12 @@ class Store:
                     raise self._why_not_claimable(tx, resume_of)
                 tx.execute(q["insert_event"], EventRecord(
                     "resumed", datetime.now(UTC), data={"by": record.id}).to_row(resume_of))
-            tx.execute(q["insert_run"], {**record.to_row(lease_s=lease_s),
-                                         "now": datetime.now(UTC)})
+            row = record.to_row(lease_s=lease_s)
+            if not tx.fetch(q["dag_known"], {"hash": row["dag_hash"]})[0]["n"]:
+                # Snapshots are named tuples: json writes each [id, deps, fingerprint, executor]
+                tx.execute(q["insert_dag"], {"hash": row["dag_hash"],
+                                             "tasks": json.dumps(record.tasks)})
+            tx.execute(q["insert_run"], {**row, "now": datetime.now(UTC)})
             if events:
                 tx.executemany(q["insert_event"], [e.to_row(record.id) for e in events])
 
@@ -600,7 +603,7 @@ class Store:
         rows = tx.fetch(self._q["get_run"], {"id": run_id, "now": datetime.now(UTC)})
         if not rows:
             return RunNotFound(f"no run {run_id!r} in the store {self.url}")
-        run = RunRecord.from_row(rows[0])
+        run = self._records(tx, rows)[0]
         if run.resumed_by is not None:
             return RunLocked(run_id, owner=f"run {run.resumed_by} (it resumed this run)",
                              lease_until=None)
@@ -701,9 +704,16 @@ class Store:
         """The record of run ``run_id``; :class:`RunNotFound` if there is none."""
         with self.connector.transaction(write=False) as tx:
             rows = tx.fetch(self._q["get_run"], {"id": run_id, "now": datetime.now(UTC)})
-        if not rows:
-            raise RunNotFound(f"no run {run_id!r} in the store {self.url}")
-        return RunRecord.from_row(rows[0])
+            if not rows:
+                raise RunNotFound(f"no run {run_id!r} in the store {self.url}")
+            return self._records(tx, rows)[0]
+
+    def _records(self, tx: Tx, rows: Sequence[Mapping[str, Any]]) -> list[RunRecord]:
+        """``runs`` rows as records, with their DAGs (each distinct one read and parsed once)."""
+        hashes = sorted({r["dag_hash"] for r in rows})
+        dags = {d["hash"]: tuple(TaskSnapshot.from_json(t) for t in json_column(d["tasks"]))
+                for d in tx.fetch(self._q["get_dags"], {"hashes": hashes})} if hashes else {}
+        return [RunRecord.from_row(r, dags.get(r["dag_hash"], ())) for r in rows]
 
     def load_run(self, run_id: str) -> StoredRun:
         """A run with its history checked against the state machine (else
@@ -716,7 +726,7 @@ class Store:
             rows = tx.fetch(q["get_run"], params)
             if not rows:
                 raise RunNotFound(f"no run {run_id!r} in the store {self.url}")
-            run = RunRecord.from_row(rows[0])
+            run = self._records(tx, rows)[0]
             batches = tx.fetch(q["run_batches"], params)
         executor_of = {t.id: t.executor for t in run.tasks}
         transitions: list[TransitionRecord] = []
@@ -760,7 +770,7 @@ class Store:
         with self.connector.transaction(write=False) as tx:
             rows = tx.fetch(self._q["latest_unfinished"],
                             {"pipeline": pipeline, "now": datetime.now(UTC)})
-        return RunRecord.from_row(rows[0]) if rows else None
+            return self._records(tx, rows)[0] if rows else None
 
     def list_runs(
         self,
@@ -777,7 +787,7 @@ class Store:
         with self.connector.transaction(write=False) as tx:
             rows = tx.fetch(self._q["list_runs"], {"status": status, "pipeline": pipeline,
                                                    "limit": limit, "now": datetime.now(UTC)})
-        return [RunRecord.from_row(r) for r in rows]
+            return self._records(tx, rows)
 
     def task_durations(self, pipeline: str, task_ids: Sequence[str]) -> dict[str, float]:
         """Per task, the median duration (s) of its successful attempts in the latest
@@ -805,6 +815,8 @@ class Store:
         params = {"cutoff": now - older_than, "now": now}
         with self.connector.transaction(write=True) as tx:
             pruned = [r["id"] for r in tx.fetch(self._q["prune_runs"], params)]
+            if pruned:
+                tx.execute(self._q["prune_dags"])
         for run_id in pruned:  # after the commit: a rolled-back prune keeps its files
             shutil.rmtree(self._run_dir(run_id), ignore_errors=True)
         return pruned

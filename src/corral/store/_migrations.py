@@ -9,17 +9,20 @@ the same :class:`~corral.store._base.Tx` on both backends.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
-from corral.store._base import StoredValue, Tx, batch_row, load_queries
+from corral.store._base import StoredValue, TaskSnapshot, Tx, batch_row, json_column, load_queries
 
 __all__ = ["PYTHON_STEPS"]
 
 
 def pack_v1_history(tx: Tx, backend: str) -> None:
-    """Move every run's v1 transitions and values into one batch per run, in order."""
-    insert = load_queries(backend)["insert_batch"]
+    """Move every run's v1 transitions and values into one batch per run, in order, and each
+    distinct v1 snapshot into ``dags``."""
+    queries = load_queries(backend)
+    insert = queries["insert_batch"]
     entries: dict[str, list[list[Any]]] = {}
     for row in tx.fetch("SELECT * FROM transitions ORDER BY seq"):
         entry = [row["task_id"], row["state"], row["attempt"], row["clock"], row["duration_s"],
@@ -35,6 +38,10 @@ def pack_v1_history(tx: Tx, backend: str) -> None:
     for run_id in sorted(entries.keys() | values.keys()):
         tx.execute(insert, batch_row(run_id, None, entries.get(run_id, []),
                                      values.get(run_id, [])))
+    for run in tx.fetch("SELECT id, dag_hash, snapshot FROM runs ORDER BY started_at"):
+        tasks = [TaskSnapshot.from_json(t) for t in json_column(run["snapshot"])["tasks"]]
+        tx.execute(queries["insert_dag"], {"hash": run["dag_hash"], "tasks": json.dumps(tasks)})
+    tx.execute("UPDATE runs SET snapshot = '{}'")
 
 
 # version -> step(transaction, backend)

@@ -1,6 +1,13 @@
 -- corral run store, PostgreSQL, version 2: the history packed one row per group commit.
--- The v1 rows of transitions and task_values are moved into batches by a Python step
--- (corral.store._migrations), then version 3 drops the v1 tables.
+-- A Python step (corral.store._migrations) moves the v1 rows of transitions and task_values
+-- into batches, and the v1 snapshots into dags; version 3 then drops the v1 tables.
+
+-- Each distinct DAG once, by runs.dag_hash: a run of the same DAG stores no snapshot, and the
+-- runs row that heartbeats rewrite stays small. runs.snapshot is left '{}' from now on.
+CREATE TABLE dags (
+    hash  text PRIMARY KEY,
+    tasks json NOT NULL  -- [[id, deps, fingerprint, executor], ...]
+);
 
 CREATE TABLE batches (
     seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -24,10 +24,19 @@ SELECT pg_advisory_xact_lock(hashtext('corral:' || current_schema()));
 -- name: insert_run
 INSERT INTO runs (id, pipeline, status, dag_hash, snapshot, params, source_path, source_text,
                   reused, resumed_from, started_at, host, user_name, pid, lease_owner, lease_until)
-VALUES (%(id)s, %(pipeline)s, 'running', %(dag_hash)s, %(snapshot)s::jsonb, %(params)s::jsonb,
+VALUES (%(id)s, %(pipeline)s, 'running', %(dag_hash)s, '{}'::jsonb, %(params)s::jsonb,
         %(source_path)s, %(source_text)s, %(reused)s::jsonb, %(resumed_from)s, %(started_at)s,
         %(host)s, %(user_name)s, %(pid)s, %(lease_owner)s,
         clock_timestamp() + make_interval(secs => %(lease_s)s));
+
+-- name: dag_known
+SELECT count(*) AS n FROM dags WHERE hash = %(hash)s;
+
+-- name: insert_dag
+INSERT INTO dags (hash, tasks) VALUES (%(hash)s, %(tasks)s) ON CONFLICT (hash) DO NOTHING;
+
+-- name: get_dags
+SELECT hash, tasks FROM dags WHERE hash = ANY(%(hashes)s::text[]);
 
 -- name: claim_run
 -- Hand an unfinished run over to the run resuming it: only one claimant wins, and never while
@@ -103,3 +112,6 @@ DELETE FROM runs
  WHERE coalesce(finished_at, started_at) < %(cutoff)s
    AND (lease_until IS NULL OR lease_until < clock_timestamp())
 RETURNING id;
+
+-- name: prune_dags
+DELETE FROM dags WHERE hash NOT IN (SELECT dag_hash FROM runs);

@@ -23,9 +23,18 @@ SELECT 1;
 -- name: insert_run
 INSERT INTO runs (id, pipeline, status, dag_hash, snapshot, params, source_path, source_text,
                   reused, resumed_from, started_at, host, user_name, pid, lease_owner, lease_until)
-VALUES (:id, :pipeline, 'running', :dag_hash, :snapshot, :params, :source_path, :source_text,
+VALUES (:id, :pipeline, 'running', :dag_hash, '{}', :params, :source_path, :source_text,
         :reused, :resumed_from, :started_at, :host, :user_name, :pid, :lease_owner,
         :now + :lease_s);
+
+-- name: dag_known
+SELECT count(*) AS n FROM dags WHERE hash = :hash;
+
+-- name: insert_dag
+INSERT INTO dags (hash, tasks) VALUES (:hash, :tasks) ON CONFLICT (hash) DO NOTHING;
+
+-- name: get_dags
+SELECT hash, tasks FROM dags WHERE hash IN (SELECT value FROM json_each(:hashes));
 
 -- name: claim_run
 -- Hand an unfinished run over to the run resuming it: only one claimant wins, and never while
@@ -98,3 +107,6 @@ DELETE FROM runs
  WHERE coalesce(finished_at, started_at) < :cutoff
    AND (lease_until IS NULL OR lease_until < :now)
 RETURNING id;
+
+-- name: prune_dags
+DELETE FROM dags WHERE hash NOT IN (SELECT dag_hash FROM runs);
