@@ -7,6 +7,7 @@ Public API (everything else is private and may move)::
     RunResult, TaskResult       what a run produced
     TaskState, RunStatus        task and run lifecycles
     CorralError, ValidationError, Skip   errors (see corral._errors for the tree)
+    heartbeat                   a running task says "still alive" (the heartbeat option)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any as _Any
 
 from corral._dag import DAG, Task, TaskFunction
 from corral._errors import CorralError, Skip, ValidationError
+from corral._heartbeat import heartbeat  # tiny: one context variable
 from corral._result import RunResult, RunStatus, TaskResult
 from corral._spec import TaskState
 
@@ -34,6 +36,7 @@ __all__ = [
     "TaskState",
     "ValidationError",
     "__version__",
+    "heartbeat",
     "load_pipeline",
 ]
 

@@ -7,6 +7,10 @@ replaced by a :class:`_Router`: a write goes to the log of the task whose contex
 (a context variable, set by the executor around each attempt), and anywhere else to the real
 stream. A task that prints nothing costs no file: the log is opened on the first write.
 
+Output is a sign of life: for a task with a ``heartbeat``, each write also calls the attempt's
+beat (and without a log directory the text goes on to the real stream). The run loop installs
+the router for such tasks even when it keeps no logs.
+
 What is not captured: output written to file descriptors 1 and 2 directly (C extensions,
 ``os.write``), and logging handlers that kept a reference to the real stream before the run.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,16 +28,19 @@ __all__ = ["TaskOutput", "current", "install", "uninstall"]
 
 
 class TaskOutput:
-    """The log file of one attempt, opened on the first write."""
+    """The output of one attempt: its log file (if any, opened on the first write) and its
+    beat (if the task has a heartbeat)."""
 
-    __slots__ = ("_file", "path")
+    __slots__ = ("_file", "beat", "path")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None, beat: Callable[[], None] | None = None) -> None:
         self.path = path
+        self.beat = beat
         self._file: IO[str] | None = None
 
     def write(self, text: str) -> int:
         if self._file is None:
+            assert self.path is not None, "an attempt without a log has no file to write"
             self._file = open(self.path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
         self._file.write(text)
         return len(text)
@@ -62,13 +70,16 @@ class _Router(io.TextIOBase):
     def write(self, text: str) -> int:
         target = current.get()
         if target is not None:
-            return target.write(text)
+            if target.beat is not None:
+                target.beat()  # output is a sign of life
+            if target.path is not None:
+                return target.write(text)
         written: int = self.stream.write(text)
         return written
 
     def flush(self) -> None:
         target = current.get()
-        if target is not None:
+        if target is not None and target.path is not None:
             target.flush()
         else:
             self.stream.flush()

@@ -192,6 +192,9 @@ def _check_options(spec: TaskSpec, capacity: Mapping[str, float], problem: Any) 
     if spec.timeout is not None and (not _is_number(spec.timeout) or spec.timeout <= 0):
         problem(f"task {spec.id!r}: timeout must be a number of seconds > 0, "
                 f"not {spec.timeout!r}", spec)
+    if spec.heartbeat is not None and (not _is_number(spec.heartbeat) or spec.heartbeat <= 0):
+        problem(f"task {spec.id!r}: heartbeat must be a number of seconds > 0, "
+                f"not {spec.heartbeat!r}", spec)
     if spec.estimate is not None and (not _is_number(spec.estimate) or spec.estimate < 0):
         problem(f"task {spec.id!r}: estimate must be a number of seconds >= 0, "
                 f"not {spec.estimate!r}", spec)

@@ -185,6 +185,7 @@ _OPTION_TYPES: dict[str, Any] = {
     "retry_max_delay": float,
     "retry_jitter": float,
     "timeout": float | None,  # null: no timeout, even if the defaults set one
+    "heartbeat": float | None,  # null: no heartbeat, even if the defaults set one
     "priority": int,
     "resources": dict[str, float],
     "executor": str | None,  # null: chosen from the action

@@ -12,6 +12,13 @@ scheduler's next timer (a retry falling due, a deadline), then feed every outcom
 batch. The loop owns the run's clock (``loop.time()``), every attempt's timing and value, and
 signal handling; the scheduler decides, executors execute, listeners watch.
 
+An attempt that runs past its ``timeout``, or goes silent past its ``heartbeat``, is written
+off the same way: cancelled in its executor and failed with :class:`TaskTimeout` or
+:class:`TaskHung`. An attempt of a task with a ``heartbeat`` gets ``work.beat``, which
+executors call from any thread on each sign of life. A beat only stores the time in the
+scheduler (:meth:`Scheduler.beat`) and never wakes the loop: the loop wakes when a silence
+deadline comes due, and :meth:`Scheduler.hung` reads the last beat then.
+
 Stopping: the first SIGINT/SIGTERM (or :meth:`Runner.cancel`) stops launching, cancels running
 attempts in their executors and records them as cancelled; the second SIGKILLs every process
 group corral started and exits at once.
@@ -35,13 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from corral import _capture
-from corral._errors import BrokenExecutor, TaskTimeout
+from corral._errors import BrokenExecutor, TaskHung, TaskTimeout
 from corral._events import RunInfo, RunListener, Transition
 from corral._graph import Graph
 from corral._result import RunResult, RunStatus, TaskResult, TaskTable
 from corral._scheduler import Scheduler
 from corral._spec import CallRef, ShellCommand, TaskRef, TaskState
-from corral.executors._base import ERROR, OK, SKIP, CompletionQueue, Executor, Work
+from corral.executors._base import ERROR, OK, SKIP, CompletionQueue, Executor, WatchedWork, Work
 
 __all__ = ["Runner", "default_concurrency", "new_run_id"]
 
@@ -158,6 +165,10 @@ class Runner:
             for s in graph.specs
         ]
         self._log_dir_made = False
+        # Whether any task has a heartbeat: the only runs that look for hung attempts, and
+        # that route print() of in-process tasks even without logs (output is a sign of life).
+        self._watched = any(s.heartbeat is not None for s in graph.specs)
+        self._capturing = self.log_dir is not None or self._watched
         self._finished: asyncio.Future[None] | None = None
         self._stopped = False
         self._timer: asyncio.TimerHandle | None = None
@@ -205,7 +216,7 @@ class Runner:
         self._emit()
         installed = self._install_signals(loop)
         self._finished = loop.create_future()
-        if self.log_dir is not None:
+        if self._capturing:
             _capture.install()  # print() of thread and async tasks goes to their logs
         try:
             for name in sorted(set(self._executor_of)):
@@ -215,7 +226,7 @@ class Runner:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
-            if self.log_dir is not None:
+            if self._capturing:
                 _capture.uninstall()
             self._uninstall_signals(loop, installed)
             for executor in self._executors.values():
@@ -247,6 +258,7 @@ class Runner:
         assert self._queue is not None
         assert self._finished is not None
         loop, queue, sched, t0 = self._loop, self._queue, self.scheduler, self._t0
+        watched = self._watched
         while True:
             now = loop.time() - t0
             for work, status, payload in queue.drain():
@@ -255,6 +267,10 @@ class Runner:
                 # an earlier timeout in this list may have stopped the run (fail-fast)
                 if sched.state[i] is RUNNING:
                     self._time_out(i, now)
+            if watched:
+                for i in sched.hung(now):
+                    if sched.state[i] is RUNNING:  # the same: fail-fast may have stopped it
+                        self._hang_up(i, now)
             if self.signal is not None and not self._stopped:
                 self._stopped = True
                 self._stop(now)
@@ -317,8 +333,15 @@ class Runner:
             kwargs = _substitute(kwargs, self.values, self.graph.index)
         name = self._executor_of[i]
         log_path = None if self.log_dir is None else self.log_path(spec.id, attempt)
-        work = Work(i, attempt, spec.id, fn, args, kwargs, timeout=spec.timeout,
-                    env=spec.env or None, cwd=spec.cwd, log_path=log_path)
+        heartbeat = spec.heartbeat
+        work: Work
+        if heartbeat is None:
+            work = Work(i, attempt, spec.id, fn, args, kwargs, timeout=spec.timeout,
+                        env=spec.env or None, cwd=spec.cwd, log_path=log_path)
+        else:
+            work = WatchedWork(i, attempt, spec.id, fn, args, kwargs, timeout=spec.timeout,
+                               env=spec.env or None, cwd=spec.cwd, log_path=log_path,
+                               heartbeat=heartbeat, beat=functools.partial(self._beat, i, attempt))
         self.current[i] = work
         try:
             self._executors[name].submit(work)
@@ -326,6 +349,12 @@ class Runner:
             error = BrokenExecutor(f"executor {name!r} could not start task {spec.id!r}: {exc}")
             error.__cause__ = exc
             self._queue_put(i, attempt, ERROR, error)
+
+    def _beat(self, i: int, attempt: int) -> None:
+        """A sign of life of attempt ``attempt`` of task ``i``; executors call it (through
+        ``work.beat``) from any thread. The clock is the loop's, read here."""
+        assert self._loop is not None
+        self.scheduler.beat(i, attempt, self._loop.time() - self._t0)
 
     def log_path(self, task_id: str, attempt: int) -> Path | None:
         """Where attempt ``attempt`` of ``task_id`` writes its output."""
@@ -382,14 +411,27 @@ class Runner:
             sched.cancelled(i, now)
 
     def _time_out(self, i: int, now: float) -> None:
+        timeout = self.graph.specs[i].timeout
+        self._write_off(i, now, TaskTimeout(
+            f"task {self.graph.ids[i]!r} timed out after {timeout:g}s "
+            f"(attempt {self.scheduler.attempts[i]})"
+        ))
+
+    def _hang_up(self, i: int, now: float) -> None:
+        heartbeat = self.graph.specs[i].heartbeat
+        silence = now - self.scheduler.last_beat[i]
+        self._write_off(i, now, TaskHung(
+            f"task {self.graph.ids[i]!r} showed no sign of life for {round(silence, 1):g}s "
+            f"(heartbeat {heartbeat:g}s, attempt {self.scheduler.attempts[i]})"
+        ))
+
+    def _write_off(self, i: int, now: float, error: BaseException) -> None:
+        """Fail the running attempt of task ``i`` with ``error`` now, and stop its work in the
+        executor (whatever it reports later is ignored)."""
         work = self.current[i]
         self.current[i] = None
         self.end[i] = now
-        timeout = self.graph.specs[i].timeout
-        error = self.errors[i] = TaskTimeout(
-            f"task {self.graph.ids[i]!r} timed out after {timeout:g}s "
-            f"(attempt {self.scheduler.attempts[i]})"
-        )
+        self.errors[i] = error
         if self.listeners:
             self._failures[i, self.scheduler.attempts[i]] = error
         if work is not None:

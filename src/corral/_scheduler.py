@@ -13,6 +13,9 @@ simulator) feeds it events and asks what to do next, in the spirit of
         sched.succeeded(i, now) | sched.failed(i, now) | sched.skipped(i, now)
         for i in sched.expired(now):        # ran past their timeout: driver cancels them
             sched.failed(i, now)
+        for i in sched.hung(now):           # silent past their heartbeat: the same
+            sched.failed(i, now)
+        sched.beat(i, attempt, now)         # any time: a sign of life from a running attempt
 
 State machine (``TaskState``)::
 
@@ -29,6 +32,13 @@ Policies:
   fits the free capacity. When a ready task does not fit, its request is *reserved*: later tasks
   competing for the same resource may not take it first, so a large task is never starved by a
   stream of small ones. Tasks that do not need that resource keep flowing around it.
+- **Timers.** A ``timeout`` puts one deadline per attempt in a heap. A ``heartbeat`` puts one
+  *silence deadline* per attempt in another, at the attempt's last sign of life plus the
+  heartbeat. Beats do not touch the heap: :meth:`beat` overwrites one float in
+  :attr:`last_beat`, and only when a silence deadline comes due does :meth:`hung` look at it
+  and, if the attempt beat since, push the deadline forward. So a task that beats a thousand
+  times a second costs one heap entry per heartbeat period, and a task without a heartbeat
+  costs nothing. Entries of attempts that already ended are dropped when they surface.
 - **Failure.** Fail-fast stops launching at the first failure (not counting ``allow_failure``
   tasks): every task that has not started is cancelled and the running ones are handed back to
   the driver to cancel. Keep-going runs everything that does not depend on a failure. A failed
@@ -101,7 +111,17 @@ class Scheduler:
         self._all_done: list[bool] = [s.trigger_rule == TriggerRule.ALL_DONE for s in specs]
         self._allow_failure: list[bool] = [s.allow_failure for s in specs]
         self._max_attempts: list[int] = [s.retry.retries + 1 for s in specs]
-        self._timeout: list[float | None] = [s.timeout for s in specs]
+        self._heartbeat: list[float | None] = [s.heartbeat for s in specs]
+        # Per task, (timeout, heartbeat) if it has either, else None: one test in admit for
+        # the common task that has neither.
+        self._timers: list[tuple[float | None, float | None] | None] = [
+            (s.timeout, s.heartbeat) if s.timeout is not None or s.heartbeat is not None
+            else None for s in specs
+        ]
+        # When each running attempt last showed a sign of life (only read for tasks with a
+        # heartbeat). A plain list of floats: beats may come from other threads, and one
+        # store is all a beat costs.
+        self.last_beat: list[float] = [0.0] * n
         self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
         self.counts[PENDING] = n
         self._active = n  # tasks not yet in a final state
@@ -136,6 +156,7 @@ class Scheduler:
         self._ready: list[int] = []  # heap of keys
         self._retries: list[tuple[float, int]] = []  # heap of (due, task)
         self._deadlines: list[tuple[float, int, int]] = []  # heap of (deadline, task, attempt)
+        self._silences: list[tuple[float, int, int]] = []  # the same, for heartbeats
 
         done = list(done)
         for i in done:  # mark them all first, so none of them is made ready by another
@@ -152,13 +173,20 @@ class Scheduler:
         return self._active > 0
 
     def next_wake(self) -> float | None:
-        """The earliest time at which something happens without an event: a retry falls due
-        or a running task's deadline passes. ``None`` when nothing is timed."""
+        """The earliest time at which something happens without an event: a retry falls due,
+        a running task's deadline passes, or its silence deadline does (which may turn out to
+        have moved: see :meth:`hung`). ``None`` when nothing is timed."""
         wake = None
         if self._retries:
             wake = self._retries[0][0]
-        if self._deadlines:
-            d = self._deadlines[0][0]
+        deadlines = self._deadlines
+        if deadlines and self._drop_ended(deadlines):
+            d = deadlines[0][0]
+            if wake is None or d < wake:
+                wake = d
+        silences = self._silences
+        if silences and self._drop_ended(silences):
+            d = silences[0][0]
             if wake is None or d < wake:
                 wake = d
         return wake
@@ -246,9 +274,9 @@ class Scheduler:
             attempt = self.attempts[i] = self.attempts[i] + 1
             if self._log is not None:
                 self._log.append((i, RUNNING, attempt))
-            timeout = self._timeout[i]
-            if timeout is not None:
-                heapq.heappush(self._deadlines, (now + timeout, i, attempt))
+            timers = self._timers[i]
+            if timers is not None:
+                self._arm(i, attempt, now, timers)
             started.append(i)
             slots -= 1
         self.running += len(started)
@@ -306,6 +334,38 @@ class Scheduler:
                 out.append(i)
         return out
 
+    def hung(self, now: float) -> list[int]:
+        """Running tasks whose current attempt has shown no sign of life for its heartbeat.
+
+        The driver cancels each one in its executor and reports it with :meth:`failed`, as
+        for :meth:`expired`.
+        """
+        out: list[int] = []
+        silences = self._silences
+        while silences and silences[0][0] <= now:
+            _, i, attempt = heapq.heappop(silences)
+            if self.state[i] is not RUNNING or self.attempts[i] != attempt:
+                continue  # that attempt already ended
+            heartbeat = self._heartbeat[i]
+            assert heartbeat is not None
+            due = self.last_beat[i] + heartbeat
+            if due > now:  # it beat since this deadline was set: look again then
+                heapq.heappush(silences, (due, i, attempt))
+            else:
+                out.append(i)
+        return out
+
+    def beat(self, i: int, attempt: int, now: float) -> None:
+        """A sign of life from attempt ``attempt`` of task ``i``: its silence starts over.
+
+        Cheap and safe to call from any thread (one comparison, one store); a beat of an
+        attempt that is not the running one is ignored.
+        """
+        # From another thread, a beat may race with its attempt's end and land on the next
+        # attempt of the task: that moves the next attempt's silence by microseconds at most.
+        if self.attempts[i] == attempt and self.state[i] is RUNNING and now > self.last_beat[i]:
+            self.last_beat[i] = now
+
     def stop(self, now: float) -> list[int]:
         """Stop launching: cancel every task that has not started; return the running ones,
         which the driver must cancel and then report."""
@@ -318,6 +378,28 @@ class Scheduler:
         return [i for i, s in enumerate(self.state) if s is RUNNING]
 
     # ------------------------------------------------------------------ internals
+    def _arm(
+        self, i: int, attempt: int, now: float, timers: tuple[float | None, float | None]
+    ) -> None:
+        """Set the deadlines of an attempt that starts now (starting is a sign of life)."""
+        timeout, heartbeat = timers
+        if timeout is not None:
+            heapq.heappush(self._deadlines, (now + timeout, i, attempt))
+        if heartbeat is not None:
+            self.last_beat[i] = now
+            heapq.heappush(self._silences, (now + heartbeat, i, attempt))
+
+    def _drop_ended(self, heap: list[tuple[float, int, int]]) -> bool:
+        """Pop the entries on top of ``heap`` whose attempt is no longer running; True if an
+        entry of a running attempt is left on top."""
+        state, attempts = self.state, self.attempts
+        while heap:
+            _, i, attempt = heap[0]
+            if state[i] is RUNNING and attempts[i] == attempt:
+                return True
+            heapq.heappop(heap)
+        return False
+
     def _leave_running(self, i: int, new: TaskState) -> None:
         if self.state[i] is not RUNNING:
             raise InvalidTransition(

@@ -162,6 +162,7 @@ class TaskSpec:
     depends_on: tuple[str, ...] = ()
     retry: RetryPolicy = RetryPolicy()
     timeout: float | None = None
+    heartbeat: float | None = None
     priority: int = 0
     resources: Resources = field(default_factory=dict)
     executor: str | None = None

@@ -192,6 +192,13 @@ def test_timeout_null_overrides_a_default():
     assert [s.timeout for s in pipeline.dag.specs] == [None, 5.0]
 
 
+def test_heartbeat_is_an_option_a_default_and_null_overrides_it():
+    pipeline = parse_pipeline("defaults: {heartbeat: 30}\ntasks:\n  a: {cmd: x, heartbeat: null}\n"
+                              "  b: {cmd: y}\n  c: {cmd: z, heartbeat: 0.5, timeout: 60}\n")
+    specs = pipeline.dag.specs
+    assert [(s.heartbeat, s.timeout) for s in specs] == [(None, None), (30.0, None), (0.5, 60.0)]
+
+
 def test_name_defaults_to_the_file_stem(tmp_path):
     assert load_pipeline(write(tmp_path, "tasks: {a: {cmd: x}}\n", "nightly.yml")).name == "nightly"
     assert parse_pipeline("tasks: {a: {cmd: x}}\n").name == "pipeline"
@@ -438,6 +445,20 @@ def test_a_negative_timeout_is_reported_at_the_task():
     problem = only_problem("tasks:\n  a: {cmd: x}\n  b:\n    cmd: y\n    timeout: -1\n")
     assert (problem.line, problem.task) == (3, "b")
     assert problem.message == "task 'b': timeout must be a number of seconds > 0, not -1.0"
+
+
+@pytest.mark.parametrize(
+    ("value", "line", "message"),
+    [
+        ("0", 3, "task 'b': heartbeat must be a number of seconds > 0, not 0.0"),
+        ("-1", 3, "task 'b': heartbeat must be a number of seconds > 0, not -1.0"),
+        ("abc", 5, "task 'b': heartbeat must be a number, not 'abc'"),
+    ],
+)
+def test_a_bad_heartbeat_is_reported_at_the_task(value, line, message):
+    problem = only_problem(f"tasks:\n  a: {{cmd: x}}\n  b:\n    cmd: y\n    heartbeat: {value}\n")
+    assert (problem.file, problem.line, problem.task) == ("p.yaml", line, "b")
+    assert problem.message == message
 
 
 def test_resources_over_capacity_are_reported_at_the_task():

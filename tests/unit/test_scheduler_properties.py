@@ -1,7 +1,8 @@
 """Property tests: random DAGs, random outcomes, random resource sizes, driven by a simulator.
 
 Whatever happens, a task never starts before its dependencies allow it, capacity and
-concurrency are never exceeded, every task ends in exactly one final state, and the run ends.
+concurrency are never exceeded, an attempt is reported hung exactly when it has been silent for
+its heartbeat, every task ends in exactly one final state, and the run ends.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def dags(draw):
         }
         if draw(st.integers(0, 4)) == 0:
             options["timeout"] = draw(st.sampled_from([0.5, 3]))
+        if draw(st.integers(0, 4)) == 0:
+            options["heartbeat"] = draw(st.sampled_from([0.3, 2]))
         specs.append(make_spec(f"t{i}", ShellCommand("true"), options=options))
     return build_graph(specs, capacity=capacity)
 
@@ -55,6 +58,7 @@ def simulate(graph, *, concurrency, fail_fast, seed, stop_at=None):
     cap = {name: graph.capacity[name] for name in sched.resource_names}
     now = 0.0
     running: dict[int, float] = {}  # task -> finish time
+    last_beat: dict[int, float] = {}  # task -> its running attempt's last sign of life
     started_after: dict[int, list] = {}
     steps = 0
     while sched.is_active():
@@ -79,6 +83,7 @@ def simulate(graph, *, concurrency, fail_fast, seed, stop_at=None):
                     ), (graph.ids[i], graph.ids[j], dep_state)
             assert not sched.stopping
             running[i] = now + rng.choice([0.1, 0.5, 1, 4])
+            last_beat[i] = now
             started_after.setdefault(i, []).append(now)
         # capacity and concurrency hold at every step
         assert len(running) == sched.running <= concurrency
@@ -96,6 +101,10 @@ def simulate(graph, *, concurrency, fail_fast, seed, stop_at=None):
             assert not sched.is_active() or sched.stopping or sched.ready_count() > 0
             continue
         now = max(now, min(candidates))
+        for i in list(running):  # some running attempts show a sign of life
+            if rng.random() < 0.3:
+                sched.beat(i, sched.attempts[i], now)
+                last_beat[i] = now
         for i in sched.expired(now):
             if i not in running:  # cancelled by an earlier timeout's fail-fast stop
                 assert sched.state[i] is S.CANCELLED
@@ -104,6 +113,20 @@ def simulate(graph, *, concurrency, fail_fast, seed, stop_at=None):
             for j in sched.failed(i, now):
                 running.pop(j)
                 sched.cancelled(j, now)
+        for i in sched.hung(now):  # as the run loop does: after the timeouts
+            if i not in running:
+                assert sched.state[i] is S.CANCELLED
+                continue
+            # (a sum, not a difference: the scheduler's arithmetic, so floats round alike)
+            assert last_beat[i] + graph.specs[i].heartbeat <= now, "hung too early"
+            running.pop(i)
+            for j in sched.failed(i, now):
+                running.pop(j)
+                sched.cancelled(j, now)
+        for i in running:  # no silent attempt is missed, none is failed too early
+            heartbeat = graph.specs[i].heartbeat
+            if heartbeat is not None:
+                assert last_beat[i] + heartbeat > now, (graph.ids[i], now, last_beat[i])
         for i, end in sorted(running.items()):
             if end <= now and i in running:
                 del running[i]

@@ -11,6 +11,13 @@ and later reports how it ended by calling the *sink* it was started with::
 exception), :data:`SKIP` or :data:`CANCELLED` (payload: ``None``). The sink is thread-safe and
 cheap: executors may call it from any thread, and many completions wake the run loop once.
 
+An attempt of a task with a ``heartbeat`` is a :class:`WatchedWork`, whose ``beat`` is the one
+optional hook: an executor calls it, from any thread, on every sign of life of the attempt —
+output it sees (a shell command's or worker's output, ``print()`` of a thread or async task)
+and :func:`corral.heartbeat` calls. For every other attempt ``work.beat`` is ``None`` (a class
+default: building such a ``Work`` costs nothing more). An executor that never calls it only
+loses output as a sign of life.
+
 Only :meth:`Executor.submit` is abstract. :meth:`Executor.cancel` is best-effort: the run loop
 has already decided the attempt's fate (cancelled or timed out) and ignores anything reported
 for it later. That is what lets a thread that cannot be killed be abandoned, and a remote
@@ -27,7 +34,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-__all__ = ["CANCELLED", "ERROR", "OK", "SKIP", "CompletionQueue", "Executor", "Sink", "Work"]
+__all__ = [
+    "CANCELLED",
+    "ERROR",
+    "OK",
+    "SKIP",
+    "CompletionQueue",
+    "Executor",
+    "Sink",
+    "WatchedWork",
+    "Work",
+]
 
 OK = 0
 ERROR = 1
@@ -42,7 +59,8 @@ class Work:
 
     ``fn`` is the callable to run (for the shell executor, the command string), with ``args``
     and ``kwargs`` already resolved (upstream values substituted). ``index`` and ``attempt``
-    identify the attempt to the run loop; executors pass them back untouched.
+    identify the attempt to the run loop; executors pass them back untouched. ``heartbeat``
+    and ``beat`` are ``None`` here, and set in a :class:`WatchedWork`.
     """
 
     __slots__ = (
@@ -85,8 +103,26 @@ class Work:
         self.log_path = log_path
         self.handle: Any = None  # executor-private: whatever it needs to cancel this attempt
 
+    # Class defaults, not slots: an attempt without a heartbeat never sets them.
+    heartbeat: float | None = None
+    beat: Callable[[], None] | None = None
+
     def __repr__(self) -> str:
         return f"<Work {self.task_id!r} attempt {self.attempt}>"
+
+
+class WatchedWork(Work):
+    """An attempt of a task with a ``heartbeat`` (seconds): executors call ``beat()``, from
+    any thread, on each sign of life of the attempt."""
+
+    __slots__ = ("beat", "heartbeat")
+
+    def __init__(
+        self, *args: Any, heartbeat: float, beat: Callable[[], None], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.heartbeat = heartbeat
+        self.beat = beat
 
 
 class Executor(abc.ABC):

@@ -6,8 +6,9 @@ No thread, no pickling: the cheapest way to run a task, and the right one for I/
 Coroutines start *eagerly*: :meth:`AsyncExecutor.submit` runs the first step at once, as
 Python 3.12's eager task factory does. One that finishes without suspending (a cache hit, a
 no-op) completes right there, with no :class:`asyncio.Task` at all; one that suspends becomes
-a task that carries on from where it stopped. A timeout or a cancelled run cancels that task,
-so the coroutine sees ``CancelledError`` at its ``await``.
+a task that carries on from where it stopped. A timeout, a hang (no sign of life for the
+task's ``heartbeat``) or a cancelled run cancels that task, so the coroutine sees
+``CancelledError`` at its ``await``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import Any
 
+from corral import _heartbeat
 from corral._capture import TaskOutput, current
 from corral._errors import Skip
 from corral.executors._base import CANCELLED, ERROR, OK, SKIP, Executor, Work
@@ -34,17 +36,22 @@ class AsyncExecutor(Executor):
         self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, work: Work) -> None:
-        if work.log_path is None:
+        beat = work.beat
+        if work.log_path is None and beat is None:
             self._start(work)
             return
-        # print() of this attempt goes to its log: set for the eager step here, and copied
-        # into the task's own context if it goes on as a task.
-        output = TaskOutput(work.log_path)
+        # print() of this attempt goes to its log and is a sign of life, and corral.heartbeat()
+        # beats for it: set for the eager step here, and copied into the task's own context
+        # if it goes on as a task.
+        output = TaskOutput(work.log_path, beat)
         token = current.set(output)
+        beat_token = None if beat is None else _heartbeat.current.set(beat)
         try:
             if not self._start(work):
                 output.close()
         finally:
+            if beat_token is not None:
+                _heartbeat.current.reset(beat_token)
             current.reset(token)
 
     def _start(self, work: Work) -> bool:

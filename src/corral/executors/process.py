@@ -6,7 +6,8 @@ timeout. Here each worker runs one attempt at a time, so:
 
 - a worker that crashes (segfault, ``os._exit``, OOM kill) fails exactly the attempt it was
   running, with :class:`WorkerCrashed`, and is replaced;
-- a timeout or a cancelled run kills that worker's process group, and only that one.
+- a timeout, a hang (no sign of life for the task's ``heartbeat``) or a cancelled run kills
+  that worker's process group, and only that one.
 
 Functions, arguments and results travel with cloudpickle, so closures, lambdas and functions
 defined in ``__main__`` work. A task's exception comes back with its original type and the
@@ -16,6 +17,12 @@ read ends, so no thread is needed on this side::
 
     run loop ──submit──> idle worker? ──send──> worker process ──result──> pipe ──> sink
                  └──> pending queue (all busy) ──> next free worker
+
+A task with a heartbeat may send :data:`BEAT` messages on the same pipe before its result
+(coalesced by the worker: see :mod:`._process_worker`); each one calls ``work.beat()``, and so
+does handing the attempt to a worker, since its time in the pending queue was no silence of its
+own. The start of a fresh worker (a new interpreter importing the task's module) does count,
+as it does against a ``timeout``.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import cloudpickle
 
 from corral._errors import WorkerCrashed
 from corral.executors._base import CANCELLED, ERROR, OK, SKIP, Executor, Work
+from corral.executors._process_worker import BEAT
 
 __all__ = ["ProcessExecutor"]
 
@@ -144,8 +152,9 @@ class ProcessExecutor(Executor):
         worker.cancelled = False
         work.handle = worker
         log = str(work.log_path) if work.log_path is not None else None
+        heartbeat = work.heartbeat if work.beat is not None else None  # no beat: no watching
         try:
-            message = cloudpickle.dumps((work.fn, work.args, work.kwargs, log))
+            message = cloudpickle.dumps((work.fn, work.args, work.kwargs, log, heartbeat))
         except Exception as exc:
             worker.current = None
             self._idle.append(worker)
@@ -157,6 +166,8 @@ class ProcessExecutor(Executor):
             worker.tx.send_bytes(message)
         except OSError:
             pass  # the worker died; _on_readable sees the EOF and reports it
+        if work.beat is not None:
+            work.beat()  # it starts now, whatever it waited for in the pending queue
 
     def _on_readable(self, worker: _Worker) -> None:
         work = worker.current
@@ -164,6 +175,10 @@ class ProcessExecutor(Executor):
             data = worker.rx.recv_bytes()
         except (EOFError, OSError):
             self._worker_died(worker)
+            return
+        if data == BEAT:
+            if work is not None and work.beat is not None:
+                work.beat()
             return
         worker.current = None
         if work is None:  # pragma: no cover - protocol violation by the worker

@@ -5,7 +5,14 @@ child to the attempt's log file — no pipe through Python, so a chatty command 
 nothing. A non-zero exit fails the attempt with :class:`CommandFailed`, which carries the exit
 code, the log path and the log's last lines.
 
-Stopping an attempt (timeout, cancelled run) signals the whole process group: SIGTERM, then
+The exception is a task with a ``heartbeat``: its output is its sign of life, so it comes
+through a pipe that the run loop reads (:class:`_WatchedOutput`). Each chunk read beats the
+attempt and is written on to the log::
+
+    command ──stdout+stderr──> pipe ──run loop reads a chunk──> work.beat()
+                                                        └──> attempt's log (if any)
+
+Stopping an attempt (timeout, hang, cancelled run) signals the whole process group: SIGTERM, then
 SIGKILL after ``kill_grace`` seconds, so a command's children die with it. :meth:`shutdown`
 does the same to anything left, so a run never leaves an orphan behind.
 """
@@ -17,8 +24,9 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import IO
 
 from corral._errors import CommandFailed
 from corral.executors._base import CANCELLED, ERROR, OK, Executor, Work
@@ -26,6 +34,7 @@ from corral.executors._base import CANCELLED, ERROR, OK, Executor, Work
 __all__ = ["ShellExecutor", "tail"]
 
 TAIL_LINES = 20
+CHUNK = 65536  # bytes read from a watched command's output at a time
 
 
 def tail(path: Path | str | None, lines: int = TAIL_LINES, max_bytes: int = 16384) -> str:
@@ -69,12 +78,16 @@ class ShellExecutor(Executor):
             env = {**os.environ, **self.env, **(work.env or {})}
         log_path = work.log_path
         proc = None
+        watched = None
         try:
             if log_path is not None:
                 log_path.parent.mkdir(parents=True, exist_ok=True)
+            out: IO[bytes] | int | None = None
+            if work.beat is not None:
+                watched = _WatchedOutput(log_path, work.beat)
+                out = watched.write_fd
+            elif log_path is not None:
                 out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-            else:
-                out = None
             try:
                 proc = await asyncio.create_subprocess_exec(
                     "/bin/sh",
@@ -88,7 +101,9 @@ class ShellExecutor(Executor):
                     start_new_session=True,  # its own process group, killed as one
                 )
             finally:
-                if out is not None:
+                if watched is not None:
+                    watched.child_started()
+                elif out is not None and not isinstance(out, int):
                     out.close()
             self._procs[proc.pid] = proc
             if self._closing:
@@ -105,6 +120,8 @@ class ShellExecutor(Executor):
         finally:
             if proc is not None:
                 self._procs.pop(proc.pid, None)
+            if watched is not None:
+                watched.close()
         # The shell is gone, but a background child may still hold the group: end it.
         _killpg(proc.pid, signal.SIGKILL)
         if code == 0:
@@ -142,6 +159,66 @@ class ShellExecutor(Executor):
         """SIGKILL every process group at once (the second Ctrl-C): no waiting, no orphans."""
         for pid in list(self._procs):
             _killpg(pid, signal.SIGKILL)
+
+
+class _WatchedOutput:
+    """The output of a command with a heartbeat: a pipe the run loop reads, each chunk a sign
+    of life, written on to the attempt's log (or dropped when there is none)."""
+
+    def __init__(self, log_path: Path | None, beat: Callable[[], None]) -> None:
+        self.beat = beat
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        self._log: IO[bytes] | None = None
+        if log_path is not None:
+            self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def child_started(self) -> None:
+        """The child has its copy of the write end: close ours (so the pipe ends when the
+        command's processes do) and start reading."""
+        os.close(self.write_fd)
+        self.write_fd = -1
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.read_fd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self.read_fd, CHUNK)
+        except BlockingIOError:
+            return
+        if not data:  # every writer is gone
+            self._stop_reading()
+            return
+        self.beat()
+        if self._log is not None:
+            self._log.write(data)
+
+    def _stop_reading(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self.read_fd)
+            self._loop = None
+
+    def close(self) -> None:
+        """Take what the command left in the pipe, then close the pipe and the log."""
+        self._stop_reading()
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+        try:
+            # Bounded: a process that escaped the group could write forever.
+            for _ in range(1024):
+                data = os.read(self.read_fd, CHUNK)
+                if not data:
+                    break
+                if self._log is not None:
+                    self._log.write(data)
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(self.read_fd)
+            if self._log is not None:
+                self._log.close()
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -10,7 +10,9 @@ put and nothing else.
 A Python thread cannot be killed. When an attempt times out or the run is cancelled, the run
 loop records the outcome at once and this executor *abandons* the thread: it finishes on its
 own, its result is ignored, and a fresh thread replaces it so the pool keeps its width.
-Threads are daemons, so an abandoned one never keeps the process alive at exit.
+Threads are daemons, so an abandoned one never keeps the process alive at exit. That is also
+what happens to an attempt failed as hung (no sign of life for its ``heartbeat``): the thread
+is abandoned, and its ``print()`` and :func:`corral.heartbeat` calls no longer count.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import queue
 import threading
 from typing import Any
 
+from corral import _heartbeat
 from corral._capture import TaskOutput, current
 from corral._errors import Skip
 from corral.executors._base import CANCELLED, ERROR, OK, SKIP, Executor, Sink, Work
@@ -89,10 +92,14 @@ def _worker(work_queue: queue.SimpleQueue[Work | None], sink: Sink, lock: thread
             continue
         status: int
         payload: Any
-        output = token = None
-        if work.log_path is not None:  # print() of this attempt goes to its log
-            output = TaskOutput(work.log_path)
+        output = token = beat_token = None
+        beat = work.beat
+        if work.log_path is not None or beat is not None:
+            # print() of this attempt goes to its log, and is a sign of life
+            output = TaskOutput(work.log_path, beat)
             token = current.set(output)
+            if beat is not None:  # corral.heartbeat() in this thread beats for this attempt
+                beat_token = _heartbeat.current.set(beat)
         try:
             payload = work.fn(*work.args, **work.kwargs)
             status = OK
@@ -101,6 +108,8 @@ def _worker(work_queue: queue.SimpleQueue[Work | None], sink: Sink, lock: thread
         except BaseException as exc:  # a task's failure, whatever it is, belongs to the task
             status, payload = ERROR, exc
         if output is not None:
+            if beat_token is not None:
+                _heartbeat.current.reset(beat_token)
             current.reset(token)  # type: ignore[arg-type]
             output.close()
         with lock:
