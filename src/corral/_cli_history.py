@@ -6,12 +6,13 @@ import them. Each command opens the store (``--store`` / ``CORRAL_STORE``, defau
 Reading commands never create a store: with no SQLite file there are simply no runs.
 
 Resuming (``corral resume RUN_ID`` and ``corral run FILE --resume``) shares ``run``'s options
-and its execution (:func:`corral.cli.execute`); only choosing the run and what to reuse
-lives here::
+and its execution (:func:`corral.cli.execute`); choosing the run and planning it is
+:func:`corral.store.prepare_resume`, shared with ``DAG.run(resume=...)``. Only rebuilding the
+pipeline file and printing live here::
 
-    stored run ──load_run (checked)──> plan_resume(graph now, run then) ──reuse──> execute
-                                        │                                 (Runner(done=...),
-                                        └──rerun + reasons──> --dry-run    StoreRecorder(resume_of))
+    prepare_resume(store, rebuild, run_id= | pipeline=) ──Resume──> execute ──> recorded_runner
+    (load_run, checks, plan_resume)                 │               Runner(done=reused values)
+                                                    └──> --dry-run  + StoreRecorder(resume_of)
 
 Errors: an unknown run or task exits 2, a broken store 3, a run still alive elsewhere 4
 (see ``corral --help``).
@@ -40,8 +41,9 @@ from corral.cli import (
 )
 
 if TYPE_CHECKING:
+    from corral._dag import DAG
     from corral._pipeline import Pipeline
-    from corral.store import RunRecord, Store, StoredRun
+    from corral.store import Resume, RunRecord, Store, StoredRun
 
 __all__ = ["logs", "prune", "resume", "resume_run", "run_details", "runs", "show"]
 
@@ -370,10 +372,11 @@ def resume_run(
     only: tuple[str, ...] = (),
 ) -> None:
     """Resume run ``run_id``, or the latest unfinished run of the pipeline in ``file``
-    (``corral run FILE --resume``; a new run when there is none). Exits like ``run``."""
-    from corral._errors import RunLocked
-    from corral.cli import _dry_run
-    from corral.store import plan_resume, resolve_url
+    (``corral run FILE --resume``; a new run when there is none). Exits like ``run``.
+
+    Choosing the run and planning it is :func:`corral.store.prepare_resume`, as for
+    ``DAG.run(resume=...)``; what is left here is rebuilding the pipeline and printing."""
+    from corral.store import prepare_resume, resolve_url
 
     if opts.no_store:
         raise click.UsageError("resuming needs the run store: drop --no-store")
@@ -385,54 +388,68 @@ def resume_run(
             f"no run {run_id!r}: there is no store at {resolve_url(opts.store_url)} yet"
         )
     with contextlib.closing(store):
-        if file is not None:
-            pipeline = _pipeline(file, {}, opts.params)
-            latest = store.latest_unfinished(pipeline.name)
-            if latest is None:
-                click.echo(
-                    f"corral: no unfinished run of {pipeline.name} in {store.url}: "
-                    "starting a new run",
-                    err=True,
-                )
-                graph = pipeline.dag.validate(only=only or None)
-                if opts.dry_run:
-                    _dry_run(pipeline, graph, opts.width(pipeline), opts.as_json)
-                    return
-                execute(pipeline, graph, opts, store=store)
-            run_id = latest.id
-        assert run_id is not None
-        stored = store.load_run(run_id)
-        run = stored.run
-        _check_resumable(run)
-        by_id = file is None
-        if file is None:
-            if not run.source_path:
-                raise UserError(
-                    f"run {run_id} was not started from a pipeline file, so "
-                    "corral cannot rebuild it; resume it from Python with "
-                    "corral.store.plan_resume"
-                )
-            if not os.path.exists(run.source_path):
-                raise UserError(
-                    f"run {run_id}'s pipeline file {run.source_path} is gone; "
-                    "resume from where it is now: corral run FILE --resume"
-                )
-            file = run.source_path
-        # The run's parameters, then -p: a changed parameter changes the tasks using it.
-        pipeline = _pipeline(file, dict(run.params), opts.params)
-        graph = _graph(pipeline, stored, only, by_id=by_id)
-        plan = plan_resume(graph, stored)
-        if opts.dry_run:
-            _print_resume_plan(pipeline, run, plan, opts)
+        named = _pipeline(file, {}, opts.params) if file is not None else None
+        rebuilt: list[Pipeline] = []
+
+        def rebuild(run: RunRecord) -> DAG:
+            # The run's parameters, then -p: a changed parameter changes the tasks using it.
+            source = file if file is not None else _source_file(run)
+            rebuilt.append(_pipeline(source, dict(run.params), opts.params))
+            return rebuilt[-1].dag
+
+        resume = prepare_resume(
+            store,
+            rebuild,
+            run_id=run_id,
+            pipeline=named.name if named is not None else None,
+            only=only or None,
+        )
+        if resume is None:
+            assert named is not None
+            _new_run(named, store, opts, only)
             return
-        if run.lease_live:
-            raise RunLocked(run_id, owner=run.lease_owner, lease_until=run.lease_until)
+        pipeline = rebuilt[-1]
+        if opts.dry_run:
+            _print_resume_plan(pipeline, resume, opts)
+            return
+        resume.check_unlocked()
         note = (
-            f"resuming run {run_id} of {pipeline.name}: reusing {len(plan.reuse)} "
-            f"task(s), re-running {len(plan.rerun)}"
+            f"resuming run {resume.run.id} of {pipeline.name}: reusing {len(resume.plan.reuse)} "
+            f"task(s), re-running {len(resume.plan.rerun)}"
         )
         click.echo(note, err=opts.as_json)
-        execute(pipeline, graph, opts, store=store, resume_of=run_id, done=plan.reuse)
+        execute(pipeline, resume.graph, opts, store=store, resume=resume)
+
+
+def _new_run(pipeline: Pipeline, store: Store, opts: RunOptions, only: tuple[str, ...]) -> None:
+    """``corral run FILE --resume`` with no unfinished run of the pipeline: run it afresh."""
+    from corral.cli import _dry_run
+
+    click.echo(
+        f"corral: no unfinished run of {pipeline.name} in {store.url}: starting a new run",
+        err=True,
+    )
+    graph = pipeline.dag.validate(only=only or None)
+    if opts.dry_run:
+        _dry_run(pipeline, graph, opts.width(pipeline), opts.as_json)
+        return
+    execute(pipeline, graph, opts, store=store)
+
+
+def _source_file(run: RunRecord) -> str:
+    """The pipeline file ``run`` was started from, to rebuild it by id."""
+    if not run.source_path:
+        raise UserError(
+            f"run {run.id} was not started from a pipeline file, so corral cannot "
+            "rebuild it; resume it from Python with the DAG that made it: "
+            f"dag.run(store=..., resume={run.id!r})"
+        )
+    if not os.path.exists(run.source_path):
+        raise UserError(
+            f"run {run.id}'s pipeline file {run.source_path} is gone; "
+            "resume from where it is now: corral run FILE --resume"
+        )
+    return run.source_path
 
 
 def _pipeline(file: str, stored: dict[str, str], pairs: tuple[str, ...]) -> Pipeline:
@@ -441,27 +458,9 @@ def _pipeline(file: str, stored: dict[str, str], pairs: tuple[str, ...]) -> Pipe
     return load_pipeline(file, params={**stored, **parse_params(pairs)})
 
 
-def _graph(pipeline: Pipeline, stored: StoredRun, only: tuple[str, ...], *, by_id: bool) -> Any:
-    """The DAG to resume: ``--only`` when given; else, resuming by id, the run's own tasks
-    (and whatever they depend on now); from a file, the whole file."""
-    full = pipeline.dag.validate(only=only or None)
-    if only or not by_id:
-        return full
-    keep = [t for t in full.ids if t in stored.tasks]
-    return full if len(keep) == len(full) else pipeline.dag.validate(only=keep)
-
-
-def _check_resumable(run: RunRecord) -> None:
-    if str(run.status) == "succeeded":
-        raise UserError(f"run {run.id} succeeded: there is nothing to resume")
-    if run.resumed_by is not None:
-        raise UserError(
-            f"run {run.id} was already resumed by run {run.resumed_by} "
-            f"(corral show {run.resumed_by})"
-        )
-
-
-def _print_resume_plan(pipeline: Pipeline, run: RunRecord, plan: Any, opts: RunOptions) -> None:
+def _print_resume_plan(pipeline: Pipeline, resume: Resume, opts: RunOptions) -> None:
+    """``--dry-run`` of a resume: what would re-run and why, what would be reused."""
+    run, plan = resume.run, resume.plan
     width = opts.width(pipeline)
     if opts.as_json:
         click.echo(

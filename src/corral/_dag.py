@@ -22,8 +22,9 @@ run time and makes it a dependency. ``depends_on=`` and ``a >> b`` add ordering 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from corral._events import RunListener
     from corral._result import RunResult
     from corral.executors._base import Executor
-    from corral.store import Store
+    from corral.store import Resume, Store
 
 __all__ = ["DAG", "Task", "TaskFunction"]
 
@@ -241,12 +242,22 @@ class DAG:
         handle_signals: bool = True,
         seed: int | None = None,
         store: str | Store | None = None,
+        resume: bool | str = False,
     ) -> RunResult:
         """Validate, then run to the end; returns every task's outcome.
 
         Does not raise when a task fails: check ``result.ok`` (or ``result.status``).
         ``store`` (a URL such as ``"sqlite:///.corral/corral.db"``, or an open store) records
         the run there, as ``corral run`` does, for ``corral runs``, ``show`` and ``logs``.
+
+        ``resume`` finishes a recorded run in ``store`` as ``corral resume`` does: ``True``,
+        the latest unfinished run of this DAG's name (none: a new run from scratch, as
+        ``corral run FILE --resume``), or a run id. Only what did not succeed, changed since,
+        or depends on either runs; the rest's stored values are reused. Raises
+        :class:`~corral._errors.RunLocked` while the run's lease is live, and
+        :class:`~corral._errors.NotResumable` if it succeeded or was already resumed.
+        :meth:`resume_plan` says what would re-run, without running.
+
         Must be called outside a running event loop; inside one, ``await dag.run_async()``.
         """
         try:
@@ -259,7 +270,7 @@ class DAG:
         return asyncio.run(self.run_async(
             concurrency=concurrency, fail_fast=fail_fast, only=only, executors=executors,
             listeners=listeners, log_dir=log_dir, handle_signals=handle_signals, seed=seed,
-            store=store))
+            store=store, resume=resume))
 
     async def run_async(
         self,
@@ -273,40 +284,93 @@ class DAG:
         handle_signals: bool = False,
         seed: int | None = None,
         store: str | Store | None = None,
+        resume: bool | str = False,
     ) -> RunResult:
         """The same as :meth:`run`, on the caller's event loop."""
         import random
 
-        from corral._runner import Runner
+        from corral.store._resume import recorded_runner
 
-        graph = self.validate(only=only)
-        watchers = list(listeners)
-        opened = recorder = None
-        if store is not None:
-            from corral.store import StoreRecorder, open_store
-
-            if isinstance(store, str):
-                store = opened = open_store(store)  # ours to close at the end
-            recorder = StoreRecorder(store)
-            watchers.append(recorder)
-        runner = Runner(
-            graph,
-            concurrency=concurrency or self.concurrency,
-            fail_fast=fail_fast,
-            executors=executors,
-            listeners=watchers,
-            log_dir=log_dir,
-            env=self.env,
-            handle_signals=handle_signals,
-            rng=random.Random(seed) if seed is not None else None,
-        )
-        if recorder is not None:
-            recorder.attach(runner)
-        try:
+        _check_resume(resume, store)
+        only = list(only) if only is not None else None
+        # Validate before touching the store; a resume validates the DAG as it plans it.
+        work: Graph | Resume | None = None if resume else self.validate(only=only)
+        with _opened(store) as opened:
+            if work is None:
+                assert opened is not None
+                work = self._prepare_resume(opened, resume, only) or self.validate(only=only)
+            runner, _ = recorded_runner(
+                work,
+                opened,
+                listeners=listeners,
+                concurrency=concurrency or self.concurrency,
+                fail_fast=fail_fast,
+                executors=executors,
+                log_dir=log_dir,
+                env=self.env,
+                handle_signals=handle_signals,
+                rng=random.Random(seed) if seed is not None else None,
+            )
             return await runner.run()
-        finally:
-            if opened is not None:
-                opened.close()
+
+    def resume_plan(
+        self,
+        *,
+        store: str | Store,
+        run_id: str | None = None,
+        only: Iterable[str] | None = None,
+    ) -> Resume | None:
+        """What ``run(store=store, resume=run_id or True, only=only)`` would do, without
+        running: the :class:`~corral.store.Resume` with the run it would finish (``.run``,
+        whose ``lease_live`` says whether resuming it now is refused) and its plan
+        (``.plan.rerun``: each task that would re-run and why, the reasons ``corral run
+        --resume --dry-run`` prints; ``.plan.reuse``: the reused tasks and their stored
+        values). None when ``run_id`` is None and no run of this DAG's name is unfinished:
+        ``run`` would start from scratch."""
+        if store is None:
+            raise ValueError("resume_plan() needs the store the run was recorded in: "
+                             "dag.resume_plan(store='sqlite:///.corral/corral.db')")
+        with _opened(store) as opened:
+            assert opened is not None
+            return self._prepare_resume(opened, run_id or True, None if only is None
+                                        else list(only))
+
+    def _prepare_resume(
+        self, store: Store, resume: bool | str, only: list[str] | None
+    ) -> Resume | None:
+        from corral.store import prepare_resume
+
+        if isinstance(resume, str):
+            return prepare_resume(store, self, run_id=resume, only=only)
+        return prepare_resume(store, self, pipeline=self.name, only=only)
+
+
+def _check_resume(resume: bool | str, store: str | Store | None) -> None:
+    """``resume`` names a run in a store: without ``store`` there is none to look in."""
+    if resume is False or resume is None:
+        return
+    if isinstance(resume, str) and not resume:
+        raise ValueError("resume='' names no run: pass a run id, or resume=True for the "
+                         "latest unfinished run of this DAG")
+    if store is None:
+        raise ValueError(f"resume={resume!r} needs the store the run was recorded in: "
+                         "dag.run(store='sqlite:///.corral/corral.db', resume=...)")
+
+
+@contextlib.contextmanager
+def _opened(store: str | Store | None) -> Iterator[Store | None]:
+    """``store`` as an open store: a URL is opened here and closed at the end; an open store
+    stays the caller's to close."""
+    if not isinstance(store, str):
+        yield store
+        return
+    from corral.store import open_store
+
+    opened = open_store(store)
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 def select(graph: Graph, only: Iterable[str]) -> Graph:

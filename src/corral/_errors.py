@@ -17,13 +17,15 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── BrokenExecutor (RuntimeError)       an executor cannot run tasks any more
     │   └── WorkerCrashed                   the process running a task died
     ├── TaskTimeout (TimeoutError)          a task ran past its timeout
+    ├── TaskHung (TimeoutError)             a task showed no sign of life for its heartbeat
     ├── CommandFailed                       a shell task exited with a non-zero code
     ├── Skip                                raised by a task to end as "skipped"
     ├── BrokenStore (RuntimeError)          the run store cannot be read or written; names its URL
     │   ├── StoreTooNew                     the store was written by a newer corral (schema version)
     │   └── CorruptHistory                  a stored history breaks the task state machine
     ├── RunLocked (RuntimeError)            another live process holds the run's lease
-    └── RunNotFound (ValueError)            no run with that id in the store
+    ├── RunNotFound (ValueError)            no run with that id in the store
+    └── NotResumable (ValueError)           the run succeeded, or was already resumed
 
 Each class's docstring is its default message.
 """
@@ -41,6 +43,7 @@ __all__ = [
     "PipelineError",
     "Problem",
     "Skip",
+    "TaskHung",
     "TaskTimeout",
     "ValidationError",
     "WorkerCrashed",
@@ -123,6 +126,10 @@ class TaskTimeout(CorralError, TimeoutError):
     """The task ran past its timeout."""
 
 
+class TaskHung(CorralError, TimeoutError):
+    """The task showed no sign of life for longer than its heartbeat."""
+
+
 class CommandFailed(CorralError):
     """The command exited with a non-zero code."""
 
@@ -193,3 +200,7 @@ class RunLocked(CorralError, RuntimeError):
 
 class RunNotFound(CorralError, ValueError):
     """No run with that id in the store."""
+
+
+class NotResumable(CorralError, ValueError):
+    """The run cannot be resumed: it succeeded, or another run already resumed it."""

@@ -27,7 +27,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
@@ -37,6 +37,7 @@ import click
 from corral import __version__
 from corral._errors import (
     BrokenStore,
+    NotResumable,
     ParameterError,
     Problem,
     RunLocked,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from corral._graph import Graph
     from corral._pipeline import Pipeline
     from corral._result import RunResult
-    from corral.store import Store
+    from corral.store import Resume, Store
 
 __all__ = ["ExitCode", "RunOptions", "main", "register_command", "run_options"]
 
@@ -158,7 +159,7 @@ class CorralGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ValidationError, ParameterError, RunNotFound) as exc:
+        except (ValidationError, ParameterError, RunNotFound, NotResumable) as exc:
             raise UserError(str(exc)) from None
         except BrokenStore as exc:  # names the store's URL
             raise StoreError(str(exc)) from None
@@ -674,12 +675,12 @@ def execute(
     opts: RunOptions,
     *,
     store: Store | None,
-    resume_of: str | None = None,
-    done: Mapping[str, Any] | None = None,
+    resume: Resume | None = None,
 ) -> NoReturn:
     """Run ``dag_graph`` as ``opts`` say, recorded in ``store`` (None: in memory only), then
-    exit with the run's code. Shared by ``run``, ``run --resume`` and ``resume``: ``done``
-    maps reused tasks to their stored values, ``resume_of`` is the run this one resumes."""
+    exit with the run's code. Shared by ``run``, ``run --resume`` and ``resume``: ``resume``
+    (from :func:`corral.store.prepare_resume`, whose graph is ``dag_graph``) names the run
+    this one finishes and the tasks it reuses."""
     import asyncio
 
     from rich.console import Console
@@ -687,7 +688,7 @@ def execute(
     from corral._display import LinePrinter, LiveView, render_summary
     from corral._events import RunListener
     from corral._plan import durations_of, make_plan, upward_ranks
-    from corral._runner import Runner
+    from corral.store._resume import recorded_runner
 
     width = opts.width(pipeline)
     # The median of each task's earlier successful attempts, for tasks without `estimate`:
@@ -698,32 +699,24 @@ def execute(
     listeners: list[RunListener] = []
     if not opts.as_json and not live:
         listeners.append(LinePrinter(sys.stdout))
-    recorder = None
-    if store is not None:
-        from corral.store import StoreRecorder
-
-        recorder = StoreRecorder(
-            store,
-            source_path=os.path.abspath(pipeline.path) if pipeline.path else None,
-            resume_of=resume_of,
-            heartbeat=opts.lease / _HEARTBEATS_PER_LEASE,
-            lease=opts.lease,
-        )
-        listeners.append(recorder)
-    runner = Runner(
-        dag_graph,
+    runner, recorder = recorded_runner(
+        resume or dag_graph,
+        store,
+        listeners=listeners,
+        recording={
+            "source_path": os.path.abspath(pipeline.path) if pipeline.path else None,
+            "heartbeat": opts.lease / _HEARTBEATS_PER_LEASE,
+            "lease": opts.lease,
+        },
         concurrency=width,
         fail_fast=opts.fail_fast,
-        listeners=listeners,
         log_dir=opts.log_dir,
         env=pipeline.dag.env,
-        done=done,
         ranks=upward_ranks(dag_graph, durations_of(dag_graph, history)) if history else None,
         handle_signals=True,
         params=pipeline.params,
     )
-    if recorder is not None:
-        recorder.attach(runner)
+    reused = resume.plan.reuse if resume is not None else {}
     store_failed: list[BrokenStore] = []
 
     async def run_once() -> RunResult:
@@ -756,8 +749,8 @@ def execute(
             doc = result.to_dict()
             doc.update(
                 store=store.url if store is not None else None,
-                resumed_from=resume_of,
-                reused=list(done or ()),
+                resumed_from=resume.run.id if resume is not None else None,
+                reused=list(reused),
             )
             _emit_json(doc)
         else:
@@ -766,7 +759,7 @@ def execute(
                 console,
                 result,
                 log_dir=str(runner.log_dir) if runner.log_dir else None,
-                reused=done or (),
+                reused=reused,
             )
     finally:
         if recorder is not None:

@@ -11,6 +11,11 @@
     plan = plan_resume(graph, stored)         # what to reuse, what re-runs and why
     Runner(graph, done=plan.reuse, ...)       # with StoreRecorder(store, resume_of=run_id)
 
+    # All of the above, as `corral resume` and dag.run(store=..., resume=run_id) do it:
+    resume = prepare_resume(store, dag, run_id=run_id)   # or pipeline=: its latest unfinished
+    resume.plan.rerun                                     # what re-runs and why (--dry-run)
+    runner, recorder = _resume.recorded_runner(resume, store)  # RunLocked if its lease is live
+
 URLs: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (or a plain file path)
 and ``postgresql://user@host:port/db`` (the ``postgres`` extra). Nothing here imports sqlite3
 or psycopg until a store is opened.
@@ -35,12 +40,13 @@ if TYPE_CHECKING:
         TransitionRecord,
     )
     from corral.store._recorder import StoreRecorder
-    from corral.store._resume import ResumePlan, plan_resume
+    from corral.store._resume import Resume, ResumePlan, plan_resume, prepare_resume
 
 __all__ = [
     "DEFAULT_URL",
     "MISSING",
     "EventRecord",
+    "Resume",
     "ResumePlan",
     "RunRecord",
     "Store",
@@ -52,6 +58,7 @@ __all__ = [
     "TransitionRecord",
     "open_store",
     "plan_resume",
+    "prepare_resume",
     "resolve_url",
     "store_exists",
 ]
@@ -71,8 +78,10 @@ _LAZY = {
     "TaskSnapshot": "corral.store._base",
     "TransitionRecord": "corral.store._base",
     "StoreRecorder": "corral.store._recorder",
+    "Resume": "corral.store._resume",
     "ResumePlan": "corral.store._resume",
     "plan_resume": "corral.store._resume",
+    "prepare_resume": "corral.store._resume",
 }
 
 

@@ -1,7 +1,21 @@
-"""Which tasks a resume may skip: a pure function of the graph now and the run then.
+"""Resuming a run: which run, which tasks it may skip, and the runner that finishes it.
 
-A task's stored value is reused only when all of these hold, else it re-runs, and the plan
-says why (the first reason that applies, in this order):
+One implementation, for ``corral resume RUN_ID``, ``corral run FILE --resume`` and
+``dag.run(store=..., resume=...)``::
+
+    prepare_resume(store, dag, run_id= | pipeline=)        -> Resume | None (nothing to resume)
+      load_run (checked) ── NotResumable if it succeeded or was already resumed
+      graph now: dag.validate(), the run's own tasks when resumed by id
+      plan_resume(graph now, run then)                     -> ResumePlan (pure, below)
+    recorded_runner(resume, store, ...)                    -> Runner(done=plan.reuse)
+      RunLocked while the run's lease is live                 + StoreRecorder(resume_of=run)
+
+A dry run stops after ``prepare_resume`` (it may show a live run's plan); the store checks the
+lease again, atomically, when the new run begins (``Store.begin_run``).
+
+:func:`plan_resume` is a pure function of the graph now and the run then. A task's stored value
+is reused only when all of these hold, else it re-runs, and the plan says why (the first
+reason that applies, in this order):
 
 1. it succeeded then                       "failed", "never ran", "was running", "cancelled"...
 2. its definition is unchanged             "definition changed" (TaskSpec.fingerprint)
@@ -15,15 +29,29 @@ result feeds the runner directly: ``Runner(graph, done=plan.reuse)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
+from corral._dag import DAG
+from corral._errors import NotResumable, RunLocked
 from corral._graph import Graph
 from corral._spec import TaskState
-from corral.store._base import MISSING, StoredRun
+from corral.store._base import MISSING, RunRecord, Store, StoredRun, StoredStatus
 
-__all__ = ["ResumePlan", "plan_resume"]
+if TYPE_CHECKING:
+    from corral._events import RunListener
+    from corral._runner import Runner
+    from corral.store._recorder import StoreRecorder
+
+__all__ = [
+    "RecorderOptions",
+    "Resume",
+    "ResumePlan",
+    "plan_resume",
+    "prepare_resume",
+    "recorded_runner",
+]
 
 # Why a task that did not succeed must run again, by the state it was left in.
 _REASON = {
@@ -83,3 +111,126 @@ def plan_resume(graph: Graph, stored: StoredRun) -> ResumePlan:
         reuse={t: reuse[t] for t in ids if t in reuse},
         rerun={t: rerun[t] for t in ids if t in rerun},
     )
+
+
+# ---------------------------------------------------------------------------- resuming
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """A resume, decided but not started: the run it finishes, the graph to run now, and the
+    plan (what is reused, what re-runs and why). Made by :func:`prepare_resume`, started by
+    :func:`recorded_runner`; a dry run only reads it."""
+
+    run: RunRecord
+    graph: Graph
+    plan: ResumePlan
+
+    def check_unlocked(self) -> None:
+        """Raise :class:`~corral._errors.RunLocked` while the run's lease is live: its process
+        may still be running it. Checked before anything starts, so a refused resume writes
+        nothing (the store checks again, atomically, when the new run begins)."""
+        run = self.run
+        if run.lease_live:
+            raise RunLocked(run.id, owner=run.lease_owner, lease_until=run.lease_until)
+
+
+def prepare_resume(
+    store: Store,
+    dag: DAG | Callable[[RunRecord], DAG],
+    *,
+    run_id: str | None = None,
+    pipeline: str | None = None,
+    only: Iterable[str] | None = None,
+) -> Resume | None:
+    """Choose the run to resume and plan it against the DAG as it is now.
+
+    The run is ``run_id``, else the latest unfinished run of ``pipeline`` (a DAG name); with
+    none, None: the caller starts a new run. ``dag`` is the DAG now, or builds it from the run
+    (the CLI rebuilds the pipeline file with the run's parameters). Resumed by id, the run's
+    own tasks are run again (and whatever they depend on now), as it may have been started
+    with ``only``; by name, the whole DAG. ``only``, when given, wins in both cases.
+
+    Raises :class:`~corral._errors.RunNotFound`, or :class:`~corral._errors.NotResumable` when
+    the run succeeded or was already resumed. A live lease is not refused here, so that a dry
+    run can show a live run's plan: :func:`recorded_runner` refuses it.
+    """
+    if (run_id is None) == (pipeline is None):
+        raise TypeError("prepare_resume() takes run_id= or pipeline=, exactly one")
+    if pipeline is not None:
+        latest = store.latest_unfinished(pipeline)
+        if latest is None:
+            return None
+        run_id = latest.id
+    assert run_id is not None
+    stored = store.load_run(run_id)
+    run = stored.run
+    if run.status is StoredStatus.SUCCEEDED:
+        raise NotResumable(f"run {run.id} succeeded: there is nothing to resume")
+    if run.resumed_by is not None:
+        raise NotResumable(
+            f"run {run.id} was already resumed by run {run.resumed_by} "
+            f"(corral show {run.resumed_by})"
+        )
+    now = dag if isinstance(dag, DAG) else dag(run)
+    graph = _graph_to_resume(now, stored, only, by_id=pipeline is None)
+    return Resume(run, graph, plan_resume(graph, stored))
+
+
+def _graph_to_resume(
+    dag: DAG, stored: StoredRun, only: Iterable[str] | None, *, by_id: bool
+) -> Graph:
+    """``only`` when given; else, resuming by id, the run's own tasks (and whatever they
+    depend on now); by name, the whole DAG."""
+    only = list(only) if only is not None else None
+    full = dag.validate(only=only or None)
+    if only or not by_id:
+        return full
+    keep = [t for t in full.ids if t in stored.tasks]
+    return full if len(keep) == len(full) else dag.validate(only=keep)
+
+
+class RecorderOptions(TypedDict, total=False):
+    """How :class:`~corral.store.StoreRecorder` records a run (see its arguments)."""
+
+    source_path: str | None
+    heartbeat: float
+    lease: float
+
+
+def recorded_runner(
+    work: Graph | Resume,
+    store: Store | None,
+    *,
+    listeners: Sequence[RunListener] = (),
+    recording: RecorderOptions | None = None,
+    **runner_options: Any,
+) -> tuple[Runner, StoreRecorder | None]:
+    """A runner for ``work``, recorded in ``store`` (None: in memory only), and its recorder.
+
+    ``work`` is a graph, or a :class:`Resume`: then its graph runs with the reused tasks'
+    stored values as ``done``, recorded with ``resume_of`` (the old run is marked resumed by
+    the new one), and a run whose lease is live raises :class:`~corral._errors.RunLocked`
+    before anything is made. ``runner_options`` go to :class:`~corral._runner.Runner`. The one
+    place a recorded run is put together, for the CLI and for ``DAG.run``.
+    """
+    from corral._runner import Runner
+    from corral.store._recorder import StoreRecorder
+
+    graph: Graph = work if isinstance(work, Graph) else work.graph
+    done: Mapping[str, Any] | None = None
+    resume_of: str | None = None
+    if isinstance(work, Resume):
+        if store is None:
+            raise ValueError("a resume is recorded in the store of the run it resumes")
+        work.check_unlocked()
+        done, resume_of = work.plan.reuse, work.run.id
+    watchers = list(listeners)
+    recorder = None
+    if store is not None:
+        recorder = StoreRecorder(store, resume_of=resume_of, **(recording or RecorderOptions()))
+        watchers.append(recorder)
+    runner = Runner(graph, listeners=watchers, done=done, **runner_options)
+    if recorder is not None:
+        recorder.attach(runner)
+    return runner, recorder
