@@ -225,6 +225,20 @@ def fingerprints(specs: Sequence[TaskSpec]) -> list[str]:
     return out
 
 
+def executor_names(specs: Sequence[TaskSpec]) -> list[str]:
+    """:attr:`TaskSpec.executor_name` of each of ``specs``, asking each action once."""
+    by_action: dict[int, str] = {}  # id(action) -> name, for tasks that leave it to the action
+    out = []
+    for spec in specs:
+        name = spec.executor
+        if name is None:
+            name = by_action.get(id(spec.action))
+            if name is None:
+                name = by_action[id(spec.action)] = spec.executor_name
+        out.append(name)
+    return out
+
+
 def _action_key(action: Any) -> str:
     if isinstance(action, ShellCommand | CallRef):
         return f"{type(action).__name__}:{action}"

@@ -468,6 +468,8 @@ def _default_dumps(value: Any) -> bytes:
     return pickled
 
 
+_PICKLED_NONE = pickle.dumps(None, protocol=pickle.HIGHEST_PROTOCOL)
+
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -656,8 +658,12 @@ class Store:
         """``values`` serialised, as :class:`StoredValue` fields in plain tuples (a tenth of
         the cost per small value, and a commit may carry thousands)."""
         dumps, codec, limit = self._dumps, self._codec, self.value_limit
+        none = _PICKLED_NONE if dumps is _default_dumps else None
         out: list[tuple[Any, ...]] = []
         for task_id, value in values:
+            if value is None and none is not None:  # what most tasks return: no call for it
+                out.append((task_id, codec, len(none), none, None, None))
+                continue
             try:
                 data = dumps(value)
             except Exception as exc:  # an unpicklable value: the task re-runs on resume

@@ -39,7 +39,6 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from corral._errors import BrokenStore, CorralError
 from corral._events import RunInfo, Transition
 from corral._result import RunResult
-from corral._spec import TaskState, fingerprints
+from corral._spec import TaskState, executor_names, fingerprints
 from corral.store._base import (
     EventRecord,
     RunRecord,
@@ -81,11 +80,12 @@ _FINISH = object()
 def snapshot_of(graph: Graph) -> tuple[TaskSnapshot, ...]:
     """The DAG as stored with a run: ids, dependencies, fingerprints, executors."""
     ids = graph.ids
-    deps = graph.deps
+    make = tuple.__new__  # one per task before the run starts: skip the named tuple's __new__
     return tuple(
-        TaskSnapshot(spec.id, tuple([ids[j] for j in deps[i]]), fingerprint, spec.executor_name)
-        for i, (spec, fingerprint) in enumerate(zip(graph.specs, fingerprints(graph.specs),
-                                                    strict=True))
+        make(TaskSnapshot, (spec.id, tuple(map(ids.__getitem__, deps)), fingerprint, executor))
+        for spec, deps, fingerprint, executor in zip(
+            graph.specs, graph.deps, fingerprints(graph.specs), executor_names(graph.specs),
+            strict=True)
     )
 
 
@@ -178,24 +178,49 @@ class StoreRecorder:
         self._thread.start()
 
     def transitions(self, batch: list[Transition]) -> None:
+        """Pack ``batch`` (see :data:`~corral.store._base.PACKED_FIELDS`) and queue it with
+        its values: the hot path, three per task, so one pass and no records. What is costly
+        and rare (formatting a traceback, resolving a log path) is left to the writer: a
+        failure's entry carries its exception, and a start its log path, in the last field."""
         runner = self.runner
-        if runner is None:
-            self._queue.put((batch, None))
-            return
-        index = runner.graph.index
-        extras: list[Any] = []
+        running_since = self._running_since
+        entries: list[list[Any]] = []
+        values: list[tuple[str, Any]] | None = None
+        if runner is not None:
+            values = []
+            index = runner.graph.index
+            results, current = runner.values, runner.current
         for t in batch:
-            state = t.state
-            if state is SUCCEEDED:
-                extras.append(runner.values[index[t.task]])
-            elif state is FAILED or state is RETRY_WAIT:
-                extras.append(t.exception)  # that attempt's, not the task's latest
-            elif state is RUNNING:
-                work = runner.current[index[t.task]]
-                extras.append(work.log_path if work is not None else None)
+            task, state, attempt, at = t.task, t.state, t.attempt, t.at
+            name = _NAME[state]  # a plain str: pickled small, and read without corral's enum
+            if state is RUNNING:
+                running_since[task] = at
+                work = current[index[task]] if runner is not None else None
+                if work is None or work.log_path is None:
+                    entries.append([task, name, attempt, at])
+                else:
+                    entries.append([task, name, attempt, at, None, None, None, None,
+                                    work.log_path])
+                continue
+            duration = None
+            if state in _ENDS_ATTEMPT:
+                began = running_since.pop(task, None)
+                if began is not None:
+                    duration = at - began
+            if state is SUCCEEDED:  # (its value may be an exception object: test this first)
+                if values is not None:
+                    values.append((task, results[index[task]]))
+                entries.append([task, name, attempt, at, duration] if duration is not None
+                               else [task, name, attempt, at])
+            elif t.exception is not None:  # that attempt's, not the task's latest
+                entries.append([task, name, attempt, at, duration, t.error, t.exception])
+            elif t.error is not None:
+                entries.append([task, name, attempt, at, duration, t.error])
+            elif duration is not None:
+                entries.append([task, name, attempt, at, duration])
             else:
-                extras.append(None)
-        self._queue.put((batch, extras))
+                entries.append([task, name, attempt, at])
+        self._queue.put((entries, values))
 
     def run_finished(self, result: RunResult) -> None:
         self.result = result
@@ -252,8 +277,11 @@ class StoreRecorder:
                 continue  # the history must stay a prefix: write nothing after a failure
             transitions: list[list[Any]] = []
             values: list[tuple[str, Any]] = []
-            for batch, extras in items:
-                self._records(batch, extras, transitions, values)
+            for entries, their_values in items:
+                transitions += entries
+                if their_values:
+                    values += their_values
+            self._finish_entries(transitions)
             events: list[EventRecord] = []
             if result is not None:
                 if self.runner is None:  # no runner to read values from as they come: now
@@ -285,53 +313,22 @@ class StoreRecorder:
                     store.checkpoint()
                 next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
 
-    def _records(
-        self,
-        batch: Sequence[Transition],
-        extras: Sequence[Any] | None,
-        out: list[list[Any]],
-        values: list[tuple[str, Any]],
-    ) -> None:
-        """Pack ``batch`` (see :data:`~corral.store._base.PACKED_FIELDS`) onto ``out``, and its
-        values onto ``values``. The hot path: three of these per task, so no records here."""
-        running_since = self._running_since
-        for k, t in enumerate(batch):
-            extra = extras[k] if extras is not None else None
-            state = t.state
-            task = t.task
-            name = _NAME[state]  # a plain str: pickled small, and read without corral's enum
-            if state is RUNNING:
-                running_since[task] = t.at
-                if extra is None:
-                    out.append([task, name, t.attempt, t.at])
-                else:
-                    out.append([task, name, t.attempt, t.at, None, None, None, None,
-                                os.path.abspath(extra)])
-                continue
-            duration = None
-            if state in _ENDS_ATTEMPT:
-                began = running_since.pop(task, None)
-                if began is not None:
-                    duration = t.at - began
-            if state is SUCCEEDED:  # (its value may be an exception object: test this first)
-                if extras is not None:
-                    values.append((task, extra))
-                out.append([task, name, t.attempt, t.at, duration] if duration is not None
-                           else [task, name, t.attempt, t.at])
-            elif isinstance(extra, BaseException):
-                code = getattr(extra, "exit_code", None)
-                entry = [task, name, t.attempt, t.at, duration, t.error,
-                         "".join(traceback.format_exception(extra)),
-                         code if isinstance(code, int) else None]
-                while entry[-1] is None:
-                    entry.pop()
-                out.append(entry)
-            elif t.error is not None:
-                out.append([task, name, t.attempt, t.at, duration, t.error])
-            elif duration is not None:
-                out.append([task, name, t.attempt, t.at, duration])
-            else:
-                out.append([task, name, t.attempt, t.at])
+    @staticmethod
+    def _finish_entries(entries: list[list[Any]]) -> None:
+        """Turn the objects the listener left in rare entries into what is stored: a
+        failure's exception into its traceback and exit code, a log path into an absolute
+        one. Off the run loop, on the writer."""
+        for k, entry in enumerate(entries):
+            if len(entry) == 7 and isinstance(entry[6], BaseException):  # [..., error, exc]
+                exc = entry[6]
+                code = getattr(exc, "exit_code", None)
+                finished = [*entry[:6], "".join(traceback.format_exception(exc)),
+                            code if isinstance(code, int) else None]
+                while finished[-1] is None:
+                    finished.pop()
+                entries[k] = finished
+            elif len(entry) == 9:  # a start with its log
+                entry[8] = os.path.abspath(entry[8])
 
 
 def _secs(value: float | timedelta) -> float:
