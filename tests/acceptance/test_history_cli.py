@@ -382,7 +382,7 @@ def test_a_killed_run_resumes_without_redoing_what_succeeded(
         os.killpg(proc.pid, signal.SIGKILL)  # corral and its process group
         proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == -signal.SIGKILL
-    (tmp_path / f"{kill_at}.block").unlink()  # also lets an orphaned task of the dead run end
+    (tmp_path / f"{kill_at}.block").unlink()
     before = executions(tmp_path)
     assert set(before) == KILL_POINTS[kill_at] | {kill_at}
     assert all(n == 1 for n in before.values())

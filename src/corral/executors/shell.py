@@ -14,7 +14,9 @@ attempt and is written on to the log::
 
 Stopping an attempt (timeout, hang, cancelled run) signals the whole process group: SIGTERM, then
 SIGKILL after ``kill_grace`` seconds, so a command's children die with it. :meth:`shutdown`
-does the same to anything left, so a run never leaves an orphan behind.
+does the same to anything left, so a run never leaves an orphan behind; and should corral be
+killed before it can (``kill -9``, the OOM killer), a :class:`~corral.executors._reaper.Reaper`
+process does it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import IO
 
 from corral._errors import CommandFailed
 from corral.executors._base import CANCELLED, ERROR, OK, Executor, Work
+from corral.executors._reaper import Reaper
 
 __all__ = ["ShellExecutor", "tail"]
 
@@ -65,6 +68,7 @@ class ShellExecutor(Executor):
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._reaper = Reaper(grace=kill_grace)  # ends our groups if corral is killed
 
     def submit(self, work: Work) -> None:
         task = asyncio.get_running_loop().create_task(self._run(work))
@@ -106,6 +110,7 @@ class ShellExecutor(Executor):
                 elif out is not None and not isinstance(out, int):
                     out.close()
             self._procs[proc.pid] = proc
+            self._reaper.watch(proc.pid)
             if self._closing:
                 _killpg(proc.pid, signal.SIGKILL)
             code = await proc.wait()
@@ -120,10 +125,13 @@ class ShellExecutor(Executor):
         finally:
             if proc is not None:
                 self._procs.pop(proc.pid, None)
+                if proc.returncode is not None:
+                    # The shell is gone, but a background child may still hold the group:
+                    # end it, and only then tell the reaper it has nothing to do for it.
+                    _killpg(proc.pid, signal.SIGKILL)
+                    self._reaper.forget(proc.pid)
             if watched is not None:
                 watched.close()
-        # The shell is gone, but a background child may still hold the group: end it.
-        _killpg(proc.pid, signal.SIGKILL)
         if code == 0:
             self.sink(work, OK, None)
         else:
@@ -154,6 +162,7 @@ class ShellExecutor(Executor):
             _killpg(pid, signal.SIGKILL)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._reaper.close()
 
     def kill_all_now(self) -> None:
         """SIGKILL every process group at once (the second Ctrl-C): no waiting, no orphans."""
