@@ -48,6 +48,10 @@ _RETRY_FIELDS = {
 }
 
 
+_KNOWN = frozenset(TASK_OPTIONS)
+_NO_RETRY = RetryPolicy()
+
+
 def check_option_names(
     options: Mapping[str, Any], *, where: str, extra: tuple[str, ...] = ()
 ) -> list[Problem]:
@@ -76,12 +80,13 @@ def make_spec(
 ) -> TaskSpec:
     """Build a spec from an option bag; ``defaults`` fill what ``options`` leave out."""
     merged: dict[str, Any] = {**(defaults or {}), **(options or {})}
-    problems = check_option_names(merged, where=f"task {task_id!r}")
-    if problems:
-        raise ValidationError(problems)
-    retry_args = {field: _duration(merged[key]) for key, field in _RETRY_FIELDS.items()
-                  if key in merged}
-    retry = RetryPolicy(**retry_args)
+    # The common case first, and cheap: a DAG may add 100,000 tasks through here.
+    if not merged.keys() <= _KNOWN:
+        raise ValidationError(check_option_names(merged, where=f"task {task_id!r}"))
+    retry = _NO_RETRY
+    if not merged.keys().isdisjoint(_RETRY_FIELDS):
+        retry = RetryPolicy(**{field: _duration(merged[key])
+                               for key, field in _RETRY_FIELDS.items() if key in merged})
     depends = merged.get("depends_on", ())
     if isinstance(depends, str):
         depends = (depends,)
