@@ -27,6 +27,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# What can go wrong with a store or a resume, for ``except`` clauses (corral._errors is private).
+from corral._errors import (
+    BrokenStore,
+    CorruptHistory,
+    NotResumable,
+    RunLocked,
+    RunNotFound,
+    StoreTooNew,
+)
+
 if TYPE_CHECKING:
     from corral.store._base import (
         MISSING,
@@ -45,12 +55,18 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_URL",
     "MISSING",
+    "BrokenStore",
+    "CorruptHistory",
     "EventRecord",
+    "NotResumable",
     "Resume",
     "ResumePlan",
+    "RunLocked",
+    "RunNotFound",
     "RunRecord",
     "Store",
     "StoreRecorder",
+    "StoreTooNew",
     "StoredRun",
     "StoredStatus",
     "StoredTask",
