@@ -77,6 +77,15 @@ PACKED_FIELDS: Final = ("task_id", "state", "attempt", "clock", "duration_s", "e
 _NO_FIELDS: Final = (None,) * len(PACKED_FIELDS)
 
 
+def packed_entry(*fields: Any) -> list[Any]:
+    """A transition as a batch stores it: :data:`PACKED_FIELDS`, trailing ``None``s left out
+    (the recorder's hot path writes the common short entries inline)."""
+    entry = list(fields)
+    while entry and entry[-1] is None:
+        entry.pop()
+    return entry
+
+
 class _Missing(enum.Enum):
     MISSING = "MISSING"
 
@@ -281,11 +290,9 @@ class TransitionRecord:
     def packed(self) -> list[Any]:
         """This transition as a batch stores it (``at`` and ``executor`` are not stored: they
         follow from the run's start and its DAG snapshot)."""
-        entry = [self.task_id, str(self.state), self.attempt, self.clock, self.duration_s,
-                 self.error, self.traceback, self.exit_code, self.log_path, self.worker]
-        while entry[-1] is None:
-            entry.pop()
-        return entry
+        return packed_entry(self.task_id, str(self.state), self.attempt, self.clock,
+                            self.duration_s, self.error, self.traceback, self.exit_code,
+                            self.log_path, self.worker)
 
     def describe(self) -> str:
         return f"#{self.seq} {self.state} (attempt {self.attempt}, at {self.at.isoformat()})"

@@ -13,7 +13,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from corral.store._base import StoredValue, TaskSnapshot, Tx, batch_row, json_column, load_queries
+from corral.store._base import (
+    StoredValue,
+    TaskSnapshot,
+    Tx,
+    batch_row,
+    json_column,
+    load_queries,
+    packed_entry,
+)
 
 __all__ = ["PYTHON_STEPS"]
 
@@ -25,11 +33,9 @@ def pack_v1_history(tx: Tx, backend: str) -> None:
     insert = queries["insert_batch"]
     entries: dict[str, list[list[Any]]] = {}
     for row in tx.fetch("SELECT * FROM transitions ORDER BY seq"):
-        entry = [row["task_id"], row["state"], row["attempt"], row["clock"], row["duration_s"],
-                 row["error"], row["traceback"], row["exit_code"], row["log_path"], row["worker"]]
-        while entry[-1] is None:
-            entry.pop()
-        entries.setdefault(row["run_id"], []).append(entry)
+        entries.setdefault(row["run_id"], []).append(packed_entry(
+            row["task_id"], row["state"], row["attempt"], row["clock"], row["duration_s"],
+            row["error"], row["traceback"], row["exit_code"], row["log_path"], row["worker"]))
     values: dict[str, list[tuple[Any, ...]]] = {}
     for row in tx.fetch("SELECT * FROM task_values ORDER BY run_id, task_id"):
         data = bytes(row["data"]) if row["data"] is not None else None

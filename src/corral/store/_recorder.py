@@ -54,6 +54,7 @@ from corral.store._base import (
     StoredStatus,
     TaskSnapshot,
     dag_hash,
+    packed_entry,
 )
 
 if TYPE_CHECKING:
@@ -322,11 +323,8 @@ class StoreRecorder:
             if len(entry) == 7 and isinstance(entry[6], BaseException):  # [..., error, exc]
                 exc = entry[6]
                 code = getattr(exc, "exit_code", None)
-                finished = [*entry[:6], "".join(traceback.format_exception(exc)),
-                            code if isinstance(code, int) else None]
-                while finished[-1] is None:
-                    finished.pop()
-                entries[k] = finished
+                entries[k] = packed_entry(*entry[:6], "".join(traceback.format_exception(exc)),
+                                          code if isinstance(code, int) else None)
             elif len(entry) == 9:  # a start with its log
                 entry[8] = os.path.abspath(entry[8])
 
