@@ -203,4 +203,11 @@ class RunNotFound(CorralError, ValueError):
 
 
 class NotResumable(CorralError, ValueError):
-    """The run cannot be resumed: it succeeded, or another run already resumed it."""
+    """The run cannot be resumed: it succeeded, or another run already resumed it.
+
+    ``why`` is ``"succeeded"`` or ``"resumed"``, for callers that answer each differently.
+    """
+
+    def __init__(self, message: str, *, why: str) -> None:
+        super().__init__(message)
+        self.why = why

@@ -409,6 +409,31 @@ def test_resume_of_a_succeeded_run_is_a_conflict(operator: httpx.Client) -> None
     assert response.json()["error"]["code"] == "nothing_to_resume"
 
 
+def test_resume_of_a_run_alive_in_another_process_is_a_conflict(
+    tmp_path: Path, keys: dict[str, Any]
+) -> None:
+    from datetime import UTC, datetime
+
+    from corral.store import RunRecord, StoredStatus, TaskSnapshot, open_store
+
+    url = f"sqlite:///{tmp_path / 'corral.db'}"
+    with open_store(url) as store:  # a CLI run elsewhere, holding its lease
+        store.begin_run(RunRecord(
+            id="elsewhere", pipeline="p", status=StoredStatus.RUNNING,
+            tasks=(TaskSnapshot("a", (), "f", "shell"),), params={},
+            started_at=datetime.now(UTC), host="other-host", user="u", pid=1,
+            source_text=pipeline("p", "  a: {cmd: 'true'}\n"), lease_owner="u@other-host:1"),
+            lease_s=600)
+    with LiveServer(create_app(settings_for(tmp_path, url, keys))) as live, httpx.Client(
+            base_url=live.url, headers=bearer(make_jwt("operator")),
+            timeout=HANG_GUARD_S) as client:
+        response = client.post("/api/v1/runs/elsewhere/resume")
+        assert response.status_code == 409, response.text
+        assert response.json()["error"]["code"] == "run_running"
+        assert "u@other-host:1" in response.json()["error"]["message"]
+        assert [r["run_id"] for r in client.get("/api/v1/runs").json()["runs"]] == ["elsewhere"]
+
+
 def test_pipeline_as_json_object_with_only(operator: httpx.Client) -> None:
     doc = {"name": "as-object", "tasks": {"a": {"cmd": "true"}, "b": {"cmd": "true",
                                                                          "depends_on": ["a"]},

@@ -9,7 +9,7 @@
                                               │                 │
                                   store (group commit)    EventHub · Metrics · log
     POST /runs/{id}/cancel ──> Runner.cancel()        (as the first Ctrl-C would)
-    POST /runs/{id}/resume ──> load_run + plan_resume ──> a new Runner(done=reused values)
+    POST /runs/{id}/resume ──> prepare_resume + recorded_runner, as the CLI ──> a new Runner
 
 ``submit`` returns once the run is recorded in the store (the recorder's ``run_started``), so a
 client can read the run, or follow its events, as soon as it has the id. The recorder is the
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
-from corral._errors import ValidationError
+from corral._errors import NotResumable, ValidationError
 from corral._runner import Runner, default_concurrency, new_run_id
 from corral._spec import TaskState
 from corral.server._errors import ApiError
@@ -39,10 +39,11 @@ from corral.server._events import Event, EventHub, transition_event, wall
 from corral.server._metrics import LiveStats, Metrics
 
 if TYPE_CHECKING:
+    from corral._dag import DAG
     from corral._events import RunInfo, Transition
     from corral._graph import Graph
     from corral._result import RunResult
-    from corral.store import ResumePlan, Store, StoredRun
+    from corral.store import Resume, ResumePlan, RunRecord, Store
 
 __all__ = ["LiveRun", "RunManager", "ServerListener", "Submission", "server_run_id"]
 
@@ -273,25 +274,24 @@ class RunManager:
     async def _start(
         self,
         run_id: str,
-        graph: Graph,
+        work: Graph | Resume,
         *,
         env: Mapping[str, str],
         params: Mapping[str, str],
         concurrency: int,
         fail_fast: bool,
         source_path: str | None,
-        resume_of: str | None = None,
-        done: Mapping[str, Any] | None = None,
     ) -> None:
-        from corral.store import StoreRecorder
+        """Start ``work`` (a graph, or a resume) as run ``run_id``, recorded as the CLI records
+        it (:func:`~corral.store.recorded_runner`); return once the store has the run."""
+        from corral.store._resume import recorded_runner
 
         started = asyncio.Event()
-        recorder = StoreRecorder(self.store, source_path=source_path, resume_of=resume_of)
         listener = ServerListener(self.hub, self.metrics, started)
-        runner = Runner(graph, concurrency=concurrency, fail_fast=fail_fast,
-                        listeners=[recorder, listener], run_id=run_id, log_dir=self.log_dir,
-                        env=env, done=done, params=params)
-        recorder.attach(runner)
+        runner, _ = recorded_runner(
+            work, self.store, listeners=[listener], recording={"source_path": source_path},
+            concurrency=concurrency, fail_fast=fail_fast, run_id=run_id, log_dir=self.log_dir,
+            env=env, params=params)
         self.metrics.instrument_scheduler(runner.scheduler)
         live = LiveRun(run_id, runner, listener, started)
         self._live[run_id] = live
@@ -331,47 +331,53 @@ class RunManager:
         return True
 
     async def resume(self, run_id: str) -> tuple[str, ResumePlan]:
-        """Start a run finishing ``run_id``; its new id and what it reuses.
+        """Start a run finishing ``run_id``; its new id and what it reuses. The decisions are
+        the CLI's (:func:`~corral.store.prepare_resume`); only the answers are HTTP.
 
         :class:`ApiError` 409 when the run is live, succeeded, already resumed, or cannot be
         rebuilt; :class:`~corral._errors.RunNotFound` when there is no such run.
         """
+        from corral.store import RunLocked, prepare_resume
+
         self._check_accepting()
         if self.is_live(run_id):
             raise ApiError(409, "run_running", f"run {run_id!r} is running: cancel it first")
         store = self.store
-        stored = await anyio.to_thread.run_sync(store.load_run, run_id)
-        run = stored.run
-        if run.finished_at is None and run.lease_live:
-            raise ApiError(409, "run_running",
-                           f"run {run_id!r} is running in another process ({run.lease_owner})")
-        if str(run.status) == "succeeded":
-            raise ApiError(409, "nothing_to_resume", f"run {run_id!r} succeeded: "
-                           "there is nothing to resume")
-        if run.resumed_by:
-            raise ApiError(409, "already_resumed",
-                           f"run {run_id!r} was already resumed by run {run.resumed_by}")
-        if not run.source_text:
-            raise ApiError(409, "not_resumable", f"run {run_id!r} was not started from a "
-                           "pipeline file, so its DAG cannot be rebuilt")
-        events = await anyio.to_thread.run_sync(store.events, run_id)
-        started = next((e.data for e in events if e.kind == "run_started"), {})
-        graph, env = await anyio.to_thread.run_sync(_rebuild, stored)
-        from corral.store import plan_resume
 
-        plan = plan_resume(graph, stored)
+        def prepare() -> tuple[Resume, dict[str, str], Mapping[str, Any]]:
+            env: dict[str, str] = {}
+
+            def rebuild(run: RunRecord) -> DAG:
+                dag = _rebuild(run)
+                env.update(dag.env)
+                return dag
+
+            try:
+                resume = prepare_resume(store, rebuild, run_id=run_id)
+            except NotResumable as exc:
+                code = "nothing_to_resume" if exc.why == "succeeded" else "already_resumed"
+                raise ApiError(409, code, str(exc)) from exc
+            assert resume is not None  # by id: a run, or RunNotFound
+            events = store.events(run_id)
+            return resume, env, next((e.data for e in events if e.kind == "run_started"), {})
+
+        resume, env, started = await anyio.to_thread.run_sync(prepare)
+        run = resume.run
         new_id = self.new_id()
         concurrency = started.get("concurrency")
-        await self._start(
-            new_id, graph, env=env, params=dict(run.params),
-            concurrency=concurrency if isinstance(concurrency, int) and concurrency > 0
-            else default_concurrency(),
-            fail_fast=bool(started.get("fail_fast", True)), source_path=run.source_path,
-            resume_of=run_id, done=plan.reuse)
+        try:
+            await self._start(
+                new_id, resume, env=env, params=dict(run.params),
+                concurrency=concurrency if isinstance(concurrency, int) and concurrency > 0
+                else default_concurrency(),
+                fail_fast=bool(started.get("fail_fast", True)), source_path=run.source_path)
+        except RunLocked as exc:
+            raise ApiError(409, "run_running", f"run {run_id!r} is running in another process "
+                           f"({run.lease_owner})") from exc
         log.info("run resumed", extra={"action": "run_resumed", "run_id": new_id,
                                        "task_id": None, "resumed_from": run_id,
-                                       "reused": len(plan.reuse)})
-        return new_id, plan
+                                       "reused": len(resume.plan.reuse)})
+        return new_id, resume.plan
 
     def _check_accepting(self) -> None:
         if not self.accepting:
@@ -392,22 +398,20 @@ class RunManager:
                     await task
 
 
-def _rebuild(stored: StoredRun) -> tuple[Graph, dict[str, str]]:
-    """A stored run's DAG, from the pipeline text stored with it and its parameters."""
+def _rebuild(run: RunRecord) -> DAG:
+    """A stored run's DAG, from the pipeline text stored with it and its parameters (which of
+    its tasks run again is :func:`~corral.store.prepare_resume`'s to decide)."""
     from corral._pipeline import parse_pipeline
 
-    run = stored.run
-    assert run.source_text is not None
+    if not run.source_text:
+        raise ApiError(409, "not_resumable", f"run {run.id!r} was not started from a "
+                       "pipeline file, so its DAG cannot be rebuilt")
     path = run.source_path or "<stored>"
     fmt = "json" if path.endswith(".json") else None
     try:
         pipeline = parse_pipeline(run.source_text, file=path, fmt=fmt, params=dict(run.params))
-        ids = [t.id for t in run.tasks]
-        # The run may have been limited with --only: keep exactly the tasks it had.
-        graph = pipeline.dag.validate()
-        if set(ids) != set(graph.ids):
-            graph = pipeline.dag.validate(only=ids)
+        pipeline.dag.validate()
     except (ValidationError, ValueError) as exc:
         raise ApiError(409, "not_resumable",
                        f"the pipeline stored with run {run.id!r} no longer loads: {exc}") from exc
-    return graph, dict(pipeline.dag.env)
+    return pipeline.dag

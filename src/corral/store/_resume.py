@@ -166,11 +166,13 @@ def prepare_resume(
     stored = store.load_run(run_id)
     run = stored.run
     if run.status is StoredStatus.SUCCEEDED:
-        raise NotResumable(f"run {run.id} succeeded: there is nothing to resume")
+        raise NotResumable(f"run {run.id} succeeded: there is nothing to resume",
+                           why="succeeded")
     if run.resumed_by is not None:
         raise NotResumable(
             f"run {run.id} was already resumed by run {run.resumed_by} "
-            f"(corral show {run.resumed_by})"
+            f"(corral show {run.resumed_by})",
+            why="resumed",
         )
     now = dag if isinstance(dag, DAG) else dag(run)
     graph = _graph_to_resume(now, stored, only, by_id=pipeline is None)
@@ -229,7 +231,9 @@ def recorded_runner(
     recorder = None
     if store is not None:
         recorder = StoreRecorder(store, resume_of=resume_of, **(recording or RecorderOptions()))
-        watchers.append(recorder)
+        # First: a listener told that the run started may count on it being recorded, and a
+        # store that refuses the run stops it before any other listener hears of it.
+        watchers.insert(0, recorder)
     runner = Runner(graph, listeners=watchers, done=done, **runner_options)
     if recorder is not None:
         recorder.attach(runner)
