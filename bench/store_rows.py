@@ -1,4 +1,5 @@
-"""What one stored transition costs the SQLite store: a row each (schema 1) or packed (now).
+"""What one stored transition costs the SQLite store: a row each (schema 1) or packed (now);
+and what a recorded run of a DAG the store has not seen costs over one it has.
 
     python -m bench.store_rows
 
@@ -6,12 +7,18 @@ Writes 30,000 transitions of a 10,000-task run in 30 group commits of 1,000 (as 
 does under load) into a fresh store in a temporary directory, 5 times per layout, and prints
 the median microseconds per transition. ``row per transition`` is how schema version 1 stored
 history (one ``transitions`` row each, inserted with ``executemany``); ``packed batch`` is
-:meth:`corral.store.Store.write` today (one pickled ``batches`` row per commit). Not a test.
+:meth:`corral.store.Store.write` today (one pickled ``batches`` row per commit).
+
+Then it runs the layered 10k workload (zero-duration thread tasks) recorded in a fresh store,
+twice per repetition: the first run also stores the DAG's snapshot (``dags``), the second finds
+it there, as ``corral-sqlite`` in ``python -m bench`` does from its second repetition on. Not a
+test.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -21,6 +28,11 @@ from corral.store import open_store
 from corral.store._base import RunRecord, StoredStatus, TaskSnapshot, dag_hash
 
 LAYOUTS = ("row per transition", "packed batch")
+
+V1_RUN = """
+INSERT INTO runs (id, pipeline, status, dag_hash, snapshot, params, started_at, host,
+                  user_name, pid)
+VALUES ('r1', 'bench', 'running', 'h', :snapshot, '{}', :now, 'h', 'u', 1)"""
 
 V1_INSERT = """
 INSERT INTO transitions (run_id, task_id, state, attempt, at, clock, duration_s, error,
@@ -35,10 +47,16 @@ def measure(layout: str, *, tasks: int = 10_000, rows: int = 30_000, batch: int 
         store.migrate(target=1 if layout == "row per transition" else None)
         snapshot = tuple(TaskSnapshot(f"t{i}", (), "fingerprint", "thread") for i in range(tasks))
         now = datetime.now(UTC)
-        store.begin_run(RunRecord(
-            id="r1", pipeline="bench", status=StoredStatus.RUNNING, tasks=snapshot, params={},
-            started_at=now, host="h", user="u", pid=1, dag_hash=dag_hash(snapshot),
-            lease_owner="bench"), lease_s=30)
+        if layout == "packed batch":
+            store.begin_run(RunRecord(
+                id="r1", pipeline="bench", status=StoredStatus.RUNNING, tasks=snapshot,
+                params={}, started_at=now, host="h", user="u", pid=1,
+                dag_hash=dag_hash(snapshot), lease_owner="bench"), lease_s=30)
+        else:  # the run as version 1 stored it, snapshot and all
+            with store.connector.transaction() as tx:
+                tx.execute(V1_RUN, {"snapshot": json.dumps({"tasks": [
+                    {"id": t.id, "deps": [], "fingerprint": t.fingerprint, "executor": t.executor}
+                    for t in snapshot]}), "now": now})
         entries = [[f"t{i % tasks}", "running", 1, i * 1e-5] for i in range(rows)]
         start = time.perf_counter()
         for k in range(0, rows, batch):
@@ -57,6 +75,36 @@ def measure(layout: str, *, tasks: int = 10_000, rows: int = 30_000, batch: int 
         return elapsed / rows * 1e6
 
 
+def first_and_again(reps: int) -> tuple[float, float]:
+    """Median seconds of a recorded layered-10k run: the DAG's first in a store, and again."""
+    import asyncio
+
+    from bench import tasks
+    from bench.workloads import catalogue, data_dir, load
+    from corral._graph import build_graph
+    from corral._options import make_spec
+    from corral._runner import Runner
+    from corral.store import StoreRecorder
+
+    wl = load(catalogue(data_dir())["w3_layered10k"])
+    specs = [make_spec(t, tasks.noop, options={"depends_on": wl.deps[i], "executor": "thread"})
+             for i, t in enumerate(wl.ids)]
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(reps):
+        with tempfile.TemporaryDirectory() as folder:
+            store = open_store(f"sqlite:///{folder}/bench.db")
+            for k in range(2):
+                recorder = StoreRecorder(store)
+                runner = Runner(build_graph(specs, name=wl.name), concurrency=wl.concurrency,
+                                log_dir=None, listeners=[recorder])
+                recorder.attach(runner)
+                start = time.perf_counter()
+                asyncio.run(runner.run())
+                times[k].append(time.perf_counter() - start)
+            store.close()
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
@@ -65,6 +113,10 @@ def main() -> None:
         runs = [measure(layout) for _ in range(args.reps)]
         print(f"{layout:20} {statistics.median(runs):6.2f} us/transition "
               f"(min {min(runs):.2f}, max {max(runs):.2f}, {args.reps} reps)")
+    first, again = first_and_again(args.reps)
+    print(f"recorded layered 10k: first run of the DAG {first * 1e3:.0f} ms, "
+          f"again {again * 1e3:.0f} ms ({(first - again) * 1e6 / 10_000:.1f} us/task to store the DAG; "
+          f"{args.reps} reps)")
 
 
 if __name__ == "__main__":
