@@ -114,8 +114,9 @@ def main() -> None:
         print(f"{layout:20} {statistics.median(runs):6.2f} us/transition "
               f"(min {min(runs):.2f}, max {max(runs):.2f}, {args.reps} reps)")
     first, again = first_and_again(args.reps)
+    per_task = (first - again) * 1e6 / 10_000
     print(f"recorded layered 10k: first run of the DAG {first * 1e3:.0f} ms, "
-          f"again {again * 1e3:.0f} ms ({(first - again) * 1e6 / 10_000:.1f} us/task to store the DAG; "
+          f"again {again * 1e3:.0f} ms ({per_task:.1f} us/task to store the DAG; "
           f"{args.reps} reps)")
 
 
