@@ -338,11 +338,17 @@ class DAG:
     def _prepare_resume(
         self, store: Store, resume: bool | str, only: list[str] | None
     ) -> Resume | None:
-        from corral.store import prepare_resume
+        from corral.store import NotResumable, prepare_resume
 
-        if isinstance(resume, str):
-            return prepare_resume(store, self, run_id=resume, only=only)
-        return prepare_resume(store, self, pipeline=self.name, only=only)
+        if not isinstance(resume, str):
+            return prepare_resume(store, self, pipeline=self.name, only=only)
+        planned = prepare_resume(store, self, run_id=resume, only=only)
+        if planned is not None and planned.run.pipeline != self.name:
+            # Likely the wrong id: reusing another DAG's results, and marking its run
+            # resumed by this one, would be wrong however many task ids they share.
+            raise NotResumable(f"run {resume} is a run of {planned.run.pipeline!r}, not of "
+                               f"this DAG ({self.name!r})", why="other_dag")
+        return planned
 
 
 def _check_resume(resume: bool | str, store: str | Store | None) -> None:
@@ -355,6 +361,11 @@ def _check_resume(resume: bool | str, store: str | Store | None) -> None:
     if store is None:
         raise ValueError(f"resume={resume!r} needs the store the run was recorded in: "
                          "dag.run(store='sqlite:///.corral/corral.db', resume=...)")
+    if isinstance(resume, str) and isinstance(store, str):
+        from corral.store import RunNotFound, store_exists
+
+        if not store_exists(store):  # do not make an empty store only to find nothing in it
+            raise RunNotFound(f"no run {resume!r}: there is no store at {store}")
 
 
 @contextlib.contextmanager

@@ -205,7 +205,8 @@ class RunNotFound(CorralError, ValueError):
 class NotResumable(CorralError, ValueError):
     """The run cannot be resumed: it succeeded, or another run already resumed it.
 
-    ``why`` is ``"succeeded"`` or ``"resumed"``, for callers that answer each differently.
+    ``why`` is ``"succeeded"``, ``"resumed"`` or (from ``DAG.run``) ``"other_dag"``: the run
+    is another DAG's. For callers that answer each differently.
     """
 
     def __init__(self, message: str, *, why: str) -> None:

@@ -241,3 +241,22 @@ def test_the_plan_is_the_one_the_cli_prints(store_url, tmp_path):
         }
         assert list(resume.plan.reuse) == printed["reuse"] == ["a", "d"]
     assert Counter((tmp_path / "executions.txt").read_text().split()) == Counter("abcde")
+
+
+def test_a_run_of_another_dag_is_not_resumed_by_id(store_url, open_test_store, tmp_path):
+    (tmp_path / "broken").touch()
+    first = run(etl(tmp_path), store_url, tmp_path, fail_fast=False)
+    other = etl(tmp_path)
+    other.name = "not-etl"
+    with pytest.raises(NotResumable, match=r"a run of 'etl', not of this DAG \('not-etl'\)"):
+        run(other, store_url, tmp_path, resume=first.run_id)
+    assert open_test_store().load_run(first.run_id).run.resumed_by is None
+
+
+def test_resuming_an_id_in_a_store_that_does_not_exist_creates_nothing(tmp_path):
+    from corral.store import RunNotFound
+
+    url = f"sqlite:///{tmp_path / 'nowhere' / 'corral.db'}"
+    with pytest.raises(RunNotFound, match="there is no store at"):
+        etl(tmp_path).run(store=url, resume="20261123-000000-abcdef", handle_signals=False)
+    assert not (tmp_path / "nowhere").exists()
