@@ -357,6 +357,9 @@ class RunManager:
             except NotResumable as exc:
                 code = "nothing_to_resume" if exc.why == "succeeded" else "already_resumed"
                 raise ApiError(409, code, str(exc)) from exc
+            except ValidationError as exc:  # the stored pipeline parses, but is no DAG now
+                raise ApiError(409, "not_resumable", f"the pipeline stored with run "
+                               f"{run_id!r} no longer loads: {exc}") from exc
             assert resume is not None  # by id: a run, or RunNotFound
             events = store.events(run_id)
             return resume, env, next((e.data for e in events if e.kind == "run_started"), {})
@@ -408,9 +411,8 @@ def _rebuild(run: RunRecord) -> DAG:
                        "pipeline file, so its DAG cannot be rebuilt")
     path = run.source_path or "<stored>"
     fmt = "json" if path.endswith(".json") else None
-    try:
+    try:  # validated once, by prepare_resume
         pipeline = parse_pipeline(run.source_text, file=path, fmt=fmt, params=dict(run.params))
-        pipeline.dag.validate()
     except (ValidationError, ValueError) as exc:
         raise ApiError(409, "not_resumable",
                        f"the pipeline stored with run {run.id!r} no longer loads: {exc}") from exc

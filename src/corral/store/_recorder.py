@@ -64,11 +64,10 @@ if TYPE_CHECKING:
 __all__ = ["StoreRecorder", "snapshot_of"]
 
 SUCCEEDED = TaskState.SUCCEEDED
-FAILED = TaskState.FAILED
-RETRY_WAIT = TaskState.RETRY_WAIT
 RUNNING = TaskState.RUNNING
 # States that end an attempt: their transition carries the attempt's duration.
-_ENDS_ATTEMPT = frozenset({SUCCEEDED, FAILED, RETRY_WAIT, TaskState.SKIPPED, TaskState.CANCELLED})
+_ENDS_ATTEMPT = frozenset({SUCCEEDED, TaskState.FAILED, TaskState.RETRY_WAIT, TaskState.SKIPPED,
+                           TaskState.CANCELLED})
 
 _NAME = {state: str(state) for state in TaskState}
 
