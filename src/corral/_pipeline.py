@@ -245,12 +245,13 @@ _Task = pydantic.create_model("Task", __base__=_Action, **_option_fields())
 _ListTask = pydantic.create_model(
     "ListTask", __base__=_Task, id=(str, Field(description="the task's id"))
 )
+# Models made by create_model are values to mypy, not types: unions of them are typed Any.
+_OptionalOptions: Any = _Options | None
 _FileHeader = pydantic.create_model(
     "PipelineHeader",
     __base__=_Header,
-    defaults=(_Options | None, Field(None, description="options every task gets by default")),
+    defaults=(_OptionalOptions, Field(None, description="options every task gets by default")),
 )
-# Models made by create_model are values to mypy, not types; only the schema uses this one.
 _TaskTable: Any = dict[str, _Task] | list[_ListTask]  # type: ignore[valid-type]
 _File = pydantic.create_model(
     "Pipeline",
