@@ -388,13 +388,13 @@ def resume_run(
             f"no run {run_id!r}: there is no store at {resolve_url(opts.store_url)} yet"
         )
     with contextlib.closing(store):
-        named = _pipeline(file, {}, opts.params) if file is not None else None
+        named = opts.load(file) if file is not None else None
         rebuilt: list[Pipeline] = []
 
         def rebuild(run: RunRecord) -> DAG:
             # The run's parameters, then -p: a changed parameter changes the tasks using it.
             source = file if file is not None else _source_file(run)
-            rebuilt.append(_pipeline(source, dict(run.params), opts.params))
+            rebuilt.append(opts.load(source, dict(run.params)))
             return rebuilt[-1].dag
 
         resume = prepare_resume(
@@ -450,12 +450,6 @@ def _source_file(run: RunRecord) -> str:
             "resume from where it is now: corral run FILE --resume"
         )
     return run.source_path
-
-
-def _pipeline(file: str, stored: dict[str, str], pairs: tuple[str, ...]) -> Pipeline:
-    from corral._pipeline import load_pipeline, parse_params
-
-    return load_pipeline(file, params={**stored, **parse_params(pairs)})
 
 
 def _print_resume_plan(pipeline: Pipeline, resume: Resume, opts: RunOptions) -> None:

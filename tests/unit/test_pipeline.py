@@ -478,7 +478,8 @@ def test_resources_over_capacity_are_reported_at_the_task():
 
 def test_unknown_executor_and_trigger_rule_come_from_the_graph():
     problems = problems_of(
-        "tasks:\n  a: {call: 'm:f', executor: proces}\n  b: {cmd: x, trigger_rule: al_done}\n")
+        "tasks:\n  a: {call: 'tests.helpers.jobs:compute', executor: proces}\n"
+        "  b: {cmd: x, trigger_rule: al_done}\n")
     assert [(p.line, p.hint) for p in problems] == [
         (2, "did you mean 'process'?"), (3, "did you mean 'all_done'?")]
 
@@ -606,7 +607,8 @@ def test_the_json_schema_describes_the_file_format():
     schema = pipeline_schema()
     json.dumps(schema)  # serialisable as is
     assert set(schema["properties"]) == {
-        "name", "description", "concurrency", "resources", "defaults", "env", "params", "tasks"}
+        "name", "description", "concurrency", "resources", "defaults", "env", "params",
+        "python_path", "tasks"}
     assert schema["additionalProperties"] is False
     task = schema["$defs"]["Task"]
     assert set(task["properties"]) == {

@@ -11,6 +11,7 @@ import pytest
 
 import corral
 from corral import DAG, RunStatus, TaskState, ValidationError
+from corral._errors import CallNotFound
 from corral._runner import Runner
 
 S = TaskState
@@ -240,7 +241,14 @@ def test_unimportable_call_fails_the_task_not_the_run():
     dag.add("no_such_module_xyz:fn", id="missing")
     dag.add(lambda: 1, id="fine")
     result = run(dag, fail_fast=False)
-    assert isinstance(result["missing"].error, ModuleNotFoundError)
+    error = result["missing"].error
+    # An ImportError still, but one that says what was looked for and where.
+    assert isinstance(error, CallNotFound)
+    assert isinstance(error, ImportError)
+    assert isinstance(error.__cause__, ModuleNotFoundError)
+    assert "no module named 'no_such_module_xyz'" in str(error)
+    assert error.searched
+    assert error.module == "no_such_module_xyz"
     assert result["fine"].ok
 
 

@@ -122,7 +122,10 @@ def _graph_of(req: PipelineRequest) -> tuple[Graph, int | None]:
     from corral._pipeline import parse_pipeline
 
     text, fmt = _text(req)
-    pipeline = parse_pipeline(text, file=req.file, fmt=fmt, params=req.params)
+    # A viewer may validate and plan: their call: targets are found, never imported, so no
+    # module's code runs on the server's behalf (submitting a run, an operator's right, does).
+    pipeline = parse_pipeline(text, file=req.file, fmt=fmt, params=req.params,
+                              check_calls="find")
     return pipeline.dag.validate(only=req.only or None), pipeline.concurrency
 
 

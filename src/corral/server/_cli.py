@@ -118,6 +118,10 @@ _tokens_option = _opt("--api-tokens-file", env="CORRAL_API_TOKENS_FILE", default
       help="Server log lines: JSON, text, or auto (text on a terminal, else JSON).")
 @_opt("--log-level", env="CORRAL_LOG_LEVEL", default="info",
       type=click.Choice(["debug", "info", "warning", "error"]), help="Least severe level logged.")
+@_opt("--path", "paths", env="CORRAL_PATH", multiple=True,
+      type=click.Path(exists=True, file_okay=False), metavar="DIR",
+      help="Also look for call: modules in DIR, after sys.path (repeatable; in the variable, "
+      "separate with ':'). Pipelines sent as text have no directory of their own.")
 def serve(
     host: str,
     port: int,
@@ -132,17 +136,20 @@ def serve(
     log_dir: str,
     log_format: str,
     log_level: str,
+    paths: tuple[str, ...],
 ) -> None:
     """Serve the HTTP API, live events, /metrics and the web page (http://HOST:PORT/)."""
     _need_extra()
     import uvicorn
 
     from corral._errors import CorralError
+    from corral._imports import add_to_sys_path
     from corral.server._app import create_app
     from corral.server._logs import configure_logging
     from corral.server._settings import AuthSettings, Settings
 
     configure_logging(fmt=log_format, level=log_level)
+    add_to_sys_path(paths)
     auth = AuthSettings(jwt_secret=jwt_secret, jwt_public_key=jwt_public_key,
                         jwks_file=jwks_file, jwt_issuer=jwt_issuer, jwt_audience=jwt_audience,
                         api_tokens_file=api_tokens_file)
