@@ -146,12 +146,18 @@ def runs(
     if not found:
         click.echo("no runs")
         return
-    width = max(len(r.pipeline) for r in found)
+    width = max(len("PIPELINE"), *(len(r.pipeline) for r in found))
+    id_width = max(len(r.id) for r in found)
+    when_width = max(len(_when(r.started_at)) for r in found)
+    click.echo(
+        f"{'RUN':<{id_width}}  {'PIPELINE':<{width}}  {'STATUS':<11}  "
+        f"{'STARTED':<{when_width}}  {'DURATION':>8}"
+    )
     for r in found:
         took = f"{r.duration_s:.1f}s" if r.duration_s is not None else "-"
         line = (
-            f"{r.id}  {r.pipeline:<{width}}  {r.observed_status!s:<11}  "
-            f"{_when(r.started_at)}  {took:>8}"
+            f"{r.id:<{id_width}}  {r.pipeline:<{width}}  {r.observed_status!s:<11}  "
+            f"{_when(r.started_at):<{when_width}}  {took:>8}"
         )
         if r.resumed_by:
             line += f"  (resumed by {r.resumed_by})"

@@ -480,3 +480,17 @@ def test_resume_takes_the_same_options_as_run(corral, write, tmp_path):
     assert nothing.returncode == 0, out(nothing)
     assert "no unfinished run of changing" in nothing.stderr
     assert corral("resume", run_id, "--no-store").returncode == ExitCode.INVALID
+
+
+def test_runs_prints_a_header_row_over_aligned_columns(corral, write):
+    write("p.yaml", "name: headed\ntasks:\n  a: {cmd: 'true'}\n")
+    assert corral("run", "p.yaml").returncode == 0
+    proc = corral("runs")
+    assert proc.returncode == 0, out(proc)
+    header, row = proc.stdout.splitlines()
+    assert header.split() == ["RUN", "PIPELINE", "STATUS", "STARTED", "DURATION"]
+    # Each heading starts where its column does.
+    for heading, value in [("PIPELINE", "headed"), ("STATUS", "succeeded")]:
+        assert header.index(heading) == row.index(value), proc.stdout
+    assert header.rstrip().endswith("DURATION")
+    assert len(header.rstrip()) == len(row.rstrip())  # the duration is right-aligned under it
