@@ -311,9 +311,8 @@ def logs(run_id: str, task_id: str | None, attempt: int | None, store_url: str |
     n = chosen["attempt"]
     if not chosen["log"]:
         message = (
-            f"attempt {n} of task {task_id!r} (run {run_id}) has no log file: "
-            f"the {chosen['executor']} executor runs tasks in corral's own process "
-            "and keeps no log"
+            f"attempt {n} of task {task_id!r} (run {run_id}) has no log file: the run kept "
+            "no logs (it was started with log_dir=None)"
         )
         if chosen["traceback"]:
             message += "; its error was:\n" + chosen["traceback"].rstrip()

@@ -98,11 +98,15 @@ tasks:
     retries: 1
     depends_on: [shell]
   py: {call: "jobs:answer", depends_on: [shell]}
+  talk: {call: "jobs:talk", depends_on: [shell]}
 """
 
 JOBS = """
 def answer():
     return 42
+
+def talk():
+    print("said by a thread task")
 """
 
 
@@ -130,13 +134,14 @@ def test_run_is_recorded_then_listed_shown_and_its_logs_printed(corral, write, s
         "shell": "succeeded",
         "flaky": "succeeded",
         "py": "succeeded",
+        "talk": "succeeded",
     }
     assert [a["state"] for a in details["tasks"]["flaky"]["attempts"]] == [
         "retry_wait",
         "succeeded",
     ]
     assert details["critical_path"][0] == "shell"
-    assert details["critical_path"][-1] in {"flaky", "py"}
+    assert details["critical_path"][-1] in {"flaky", "py", "talk"}
     text = corral("show", run_id, *store_args)
     assert text.returncode == 0, out(text)
     assert "critical path: shell →" in text.stdout
@@ -148,8 +153,14 @@ def test_run_is_recorded_then_listed_shown_and_its_logs_printed(corral, write, s
     last = corral("logs", run_id, "flaky", *store_args)
     assert last.stdout == "attempt-output-x\n", out(last)
 
+    # Thread tasks log what they print too; one that printed nothing says so.
+    talked = corral("logs", run_id, "talk", *store_args)
+    assert (talked.returncode, talked.stdout) == (0, "said by a thread task\n"), out(talked)
+    silent = corral("logs", run_id, "py", *store_args)
+    assert (silent.returncode, silent.stdout) == (0, ""), out(silent)
+    assert "attempt 1 of task 'py' wrote no output" in silent.stderr
+
     for args, message in [
-        (("py",), "has no log file"),  # a Python task in the thread executor
         (("flaky", "--attempt", "3"), "attempts 1 to 2, not 3"),
         (("nope",), "has no task 'nope'"),
     ]:

@@ -231,6 +231,7 @@ tasks:
     executor: process
     depends_on: [fetch]
   report: {{cmd: "echo ${{who}} done", depends_on: [count, in_process]}}
+  speak: {{call: tests.helpers.jobs:say, args: ["said on a thread"], depends_on: [fetch]}}
 """
 
 
@@ -254,10 +255,10 @@ def test_run_lifecycle(tmp_path: Path, store_url: str, keys: dict[str, Any]) -> 
 
         doc = wait_done(client, run_id)
         assert doc["status"] == "succeeded", doc
-        assert states(doc) == dict.fromkeys(("fetch", "count", "in_process", "report"),
-                                             "succeeded")
+        assert states(doc) == dict.fromkeys(("fetch", "count", "in_process", "report",
+                                              "speak"), "succeeded")
         assert doc["params"] == {"who": "ops"}
-        assert doc["counts"] == {"succeeded": 4}
+        assert doc["counts"] == {"succeeded": 5}
         assert doc["critical_path"][0] == "fetch"
         assert doc["critical_path"][-1] == "report"
         tasks = {t["id"]: t for t in doc["tasks"]}
@@ -279,7 +280,10 @@ def test_run_lifecycle(tmp_path: Path, store_url: str, keys: dict[str, Any]) -> 
         assert "fetched" in fetched["text"]
         assert "to-stderr" in fetched["text"]
         python_task = client.get(f"/api/v1/runs/{run_id}/tasks/count/log").json()
-        assert python_task["has_log"] is False
+        assert python_task["has_log"] is False  # a thread task that printed nothing
+        spoke = client.get(f"/api/v1/runs/{run_id}/tasks/speak/log").json()
+        assert spoke["has_log"] is True  # one that printed has its log
+        assert spoke["text"] == "said on a thread\n"
 
         listed = client.get("/api/v1/runs", params={"pipeline": f"lifecycle-{tag}"}).json()
         assert [r["run_id"] for r in listed["runs"]] == [run_id]

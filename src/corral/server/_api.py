@@ -293,7 +293,8 @@ async def task_log(
     limit: Annotated[int, Query(ge=1, le=4 * 1024 * 1024,
                                 description="At most this many bytes.")] = 256 * 1024,
 ) -> dict[str, Any]:
-    """A task attempt's output (shell and process tasks), with its error and traceback.
+    """A task attempt's output, with its error and traceback (``has_log`` is false for a
+    thread or async attempt that printed nothing).
 
     Without ``offset`` the end of the log is returned (the last ``limit`` bytes, or the last
     ``tail`` lines of them); with it, ``limit`` bytes from there: poll with
@@ -312,11 +313,15 @@ async def task_log(
     log_path = next((t.log_path for t in of_attempt if t.log_path), None)
     failed = next((t for t in reversed(of_attempt) if t.error or t.traceback), None)
     text, size, start, end, truncated = "", 0, 0, 0, False
-    if log_path is not None:
+    # A thread or async attempt's log is made on its first write: one that printed nothing
+    # has a path but no file.
+    path = Path(log_path) if log_path is not None else None
+    has_log = path is not None and await anyio.to_thread.run_sync(path.exists)
+    if path is not None and has_log:
         text, size, start, end, truncated = await anyio.to_thread.run_sync(
-            lambda: _read_log(Path(log_path), tail=tail, offset=offset, limit=limit))
+            lambda: _read_log(path, tail=tail, offset=offset, limit=limit))
     return {"run_id": run_id, "task": task_id, "attempt": n, "attempts": attempts,
-            "has_log": log_path is not None, "text": text, "size": size, "offset": start,
+            "has_log": has_log, "text": text, "size": size, "offset": start,
             "next_offset": end, "truncated": truncated,
             "error": failed.error if failed else None,
             "traceback": failed.traceback if failed else None}
