@@ -345,3 +345,31 @@ def test_task_ids_that_clean_up_alike_get_separate_logs(tmp_path):
     result = run(dag, log_dir=tmp_path)
     assert Path(result["a/b"].log_path).read_text() == "slash\n"
     assert Path(result["a_b"].log_path).read_text() == "underscore\n"
+
+
+@pytest.mark.parametrize("action", ["tests.helpers.jobs:compute", lambda **kw: kw])
+def test_task_options_given_to_add_as_keywords_are_refused_not_passed_to_the_function(action):
+    dag = DAG()
+    dag.add(lambda: 1, id="x")
+    with pytest.raises(TypeError) as info:
+        dag.add(action, depends_on=["x"], n=1)
+    message = str(info.value)
+    assert "'depends_on' is a task option" in message
+    assert "options={'depends_on': ['x']}" in message
+    assert len(dag) == 1  # nothing was added
+    # Through options= it is a dependency, as meant.
+    dag.add(action, id="y", options={"depends_on": ["x"]}, n=1)
+    assert dag.validate().deps[1] == (0,)
+
+
+def test_a_decorated_function_keeps_its_own_keyword_arguments():
+    # Calling a @dag.task function passes its arguments, whatever their names: options go in
+    # @dag.task(...) or .options(...).
+    dag = DAG()
+
+    @dag.task
+    def wait(timeout, priority=0):
+        return timeout + priority
+
+    wait(timeout=2, priority=1)
+    assert run(dag)["wait"].value == 3
