@@ -297,6 +297,16 @@ def test_run_lifecycle(tmp_path: Path, store_url: str, keys: dict[str, Any]) -> 
         assert [int(e["id"]) for e in transitions] == list(range(1, doc["last_event_id"] + 1))
         assert events[-1]["event"] == "end"
         assert events[-1]["data"]["status"] == "succeeded"
+        # A replayed end carries what the live one did: the counts and the critical path.
+        with client.stream("GET", f"/api/v1/runs/{run_id}/events",
+                           params={"after": 3}) as stream:
+            replayed = sse_events(stream.iter_lines())
+        for end in (events[-1], replayed[-1]):
+            assert end["event"] == "end"
+            assert end["data"]["counts"] == {"succeeded": 5}
+            assert end["data"]["critical_path"] == doc["critical_path"]
+            assert end["data"]["duration_s"] is not None
+            assert end["data"]["finished_at"] == doc["finished_at"]
 
 
 # ---------------------------------------------------------------------------- runs API

@@ -42,7 +42,7 @@ from corral.server._models import (
     WhoAmI,
 )
 from corral.server._runs import Submission
-from corral.server._views import run_detail, run_summary
+from corral.server._views import finished_data, run_detail, run_summary
 
 if TYPE_CHECKING:
     from corral._graph import Graph
@@ -364,7 +364,12 @@ async def run_events(
     async def reload() -> StoredRun:
         return await _load(request, run_id)
 
+    async def finished(stored: StoredRun) -> dict[str, Any]:
+        events = await anyio.to_thread.run_sync(lambda: svc.store.events(run_id))
+        return finished_data(stored, events)
+
     stream = run_stream(svc.hub, run_id, position or 0, stored=stored, reload=reload,
+                        finished=finished,
                         keepalive=svc.settings.keepalive_interval,
                         poll=svc.settings.poll_interval)
     return StreamingResponse(stream, media_type="text/event-stream", headers=_SSE_HEADERS)
