@@ -111,6 +111,25 @@ def test_keep_going_and_all_done_cleanup():
     assert result.status is RunStatus.FAILED
 
 
+def test_fail_fast_still_runs_all_done_cleanup(tmp_path):
+    # The default (fail-fast): the failure cancels the rest, but the cleanup runs once its
+    # dependencies ended, and what follows the cleanup does not.
+    marker = tmp_path / "cleaned"
+    dag = DAG()
+    test = dag.shell("test", "exit 1")
+    build = dag.shell("build", "true", depends_on=[test])
+    clean = dag.shell("clean", f"touch {marker}", depends_on=[build],
+                      trigger_rule="all_done")
+    dag.shell("after_clean", "true", depends_on=[clean])
+    result = run(dag, log_dir=None)
+    assert {k: str(v.state) for k, v in result.items()} == {
+        "test": "failed", "build": "upstream_failed", "clean": "succeeded",
+        "after_clean": "cancelled",
+    }
+    assert marker.exists()
+    assert result.status is RunStatus.FAILED
+
+
 def test_allowed_failure_keeps_the_run_green():
     dag = DAG()
     flaky = dag.shell("flaky", "exit 2", allow_failure=True)
