@@ -203,8 +203,11 @@ def test_page_docs_and_openapi_are_served(anon: httpx.Client) -> None:
     assert anon.get("/static/app.js").status_code == 200
     docs = anon.get("/docs")
     assert docs.status_code == 200
-    assert "/docs-assets/swagger-ui-bundle.js" in docs.text  # vendored: no CDN
-    assert anon.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert "/static/swagger-ui/swagger-ui-bundle.js" in docs.text  # vendored: no CDN
+    assert "https://" not in docs.text
+    assert "script-src 'self'" in docs.headers["content-security-policy"]
+    for asset in ("swagger-ui/swagger-ui-bundle.js", "swagger-ui/swagger-ui.css", "docs.js"):
+        assert anon.get(f"/static/{asset}").status_code == 200
     spec = anon.get("/openapi.json").json()
     paths = set(spec["paths"])
     for path in ("/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/cancel",
