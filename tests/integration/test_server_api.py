@@ -504,6 +504,34 @@ def test_validate(operator: httpx.Client) -> None:
     assert "bb" in problem["message"]
 
 
+def test_call_targets_are_found_by_validate_and_imported_by_runs(
+        operator: httpx.Client, tmp_path: Path) -> None:
+    # A module that says when it is imported: /validate (open to viewers) only finds it.
+    name = f"srv_{secrets.token_hex(4)}"
+    (tmp_path / f"{name}.py").write_text(
+        f"open({str(tmp_path / 'imported')!r}, 'w').close()\n\ndef fetch():\n    return 1\n")
+    text = (f"python_path: [{tmp_path}]\ntasks:\n  a: {{call: '{name}:fetch'}}\n"
+            f"  b: {{call: '{name}:fech'}}\n")
+    doc = operator.post("/api/v1/validate", json={"pipeline": text, "file": "s.yaml"}).json()
+    assert doc["valid"] is False
+    (problem,) = doc["problems"]
+    assert (problem["line"], problem["task"]) == (4, "b")
+    assert f"call '{name}:fech'" in problem["message"]
+    assert problem["hint"] == "did you mean 'fetch'?"
+    assert not (tmp_path / "imported").exists()
+    # Submitting imports it: the same problem, a 422, and nothing runs.
+    error = assert_error(operator.post("/api/v1/runs", json={"pipeline": text}), 422,
+                         "invalid_pipeline")
+    assert [p["task"] for p in error["problems"]] == ["b"]
+    assert (tmp_path / "imported").exists()
+    # Text has no directory of its own: a relative python_path entry is a problem.
+    relative = operator.post("/api/v1/validate", json={
+        "pipeline": "python_path: [src]\ntasks:\n  a: {cmd: 'true'}\n"}).json()
+    (problem,) = relative["problems"]
+    assert problem["line"] == 1
+    assert "is relative" in problem["message"]
+
+
 # ---------------------------------------------------------------------------- errors
 
 
