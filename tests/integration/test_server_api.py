@@ -891,6 +891,13 @@ def test_token_create_static_appends_a_hash(tmp_path: Path) -> None:
     assert value.startswith("corral_")
     assert value not in file.read_text()
     assert load_api_tokens(file)[hash_token(value)][1] == "deploy"
+    assert f"added an admin token for deploy to {file}" in result.stderr
+    operator = CliRunner().invoke(token, ["create", "--static", "--role", "operator",
+                                          "--api-tokens-file", str(file)])
+    assert "added an operator token" in operator.stderr
+    viewer = CliRunner().invoke(token, ["create", "--static", "--role", "viewer",
+                                        "--api-tokens-file", str(file)])
+    assert "added a viewer token" in viewer.stderr
 
 
 def test_serve_help_shows_an_env_var_for_every_option() -> None:

@@ -223,7 +223,8 @@ def create(role: str, ttl: timedelta, subject: str | None, jwt_secret: str | Non
             with path.open("a", encoding="utf-8") as f:
                 f.write(line)
             path.chmod(0o600)
-            click.echo(f"corral: added a {role} token for {who} to {path}", err=True)
+            article = "an" if role[0] in "aeiou" else "a"
+            click.echo(f"corral: added {article} {role} token for {who} to {path}", err=True)
         else:
             click.echo(f"corral: add this line to the server's --api-tokens-file:\n  {line}",
                        err=True, nl=False)
