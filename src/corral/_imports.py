@@ -192,21 +192,11 @@ def _module_not_found(target: str, module_name: str, path: Sequence[str]) -> Cal
             parts_found = k
             break
     if parent is not None:
-        missing = parts[parts_found]
         locations = list(getattr(parent, "__path__", None) or [])
         if not locations:
-            return CallNotFound(
-                f"cannot import module {module_name!r} for call {target!r}: "
-                f"{parent.__name__!r} ({_where(parent)}) is a module, not a package",
-                target=target, module=module_name)
-        names = [m.name for m in pkgutil.iter_modules(locations)]
-        close = suggest(missing, names)
-        return CallNotFound(
-            f"cannot import module {module_name!r} for call {target!r}: package "
-            f"{parent.__name__!r} has no module {missing!r}; searched "
-            f"{', '.join(locations)}",
-            target=target, module=module_name, searched=tuple(locations),
-            hint=f"did you mean {parent.__name__ + '.' + close!r}?" if close else None)
+            return _not_a_package(target, module_name, parent.__name__, _where(parent))
+        return _no_submodule(target, module_name, parent.__name__, parts[parts_found],
+                             locations)
     searched = search_path(path)
     top = parts[0]
     known = {m.name for m in pkgutil.iter_modules(searched)} | set(sys.builtin_module_names)
@@ -226,6 +216,24 @@ def _module_not_found(target: str, module_name: str, path: Sequence[str]) -> Cal
         f"in {', '.join(searched)}",
         target=target, module=module_name, searched=tuple(searched),
         hint="; ".join(hints) or None)
+
+
+def _not_a_package(target: str, module_name: str, parent: str, origin: str | None) -> CallNotFound:
+    return CallNotFound(f"cannot import module {module_name!r} for call {target!r}: "
+                        f"{parent!r} ({origin}) is a module, not a package",
+                        target=target, module=module_name)
+
+
+def _no_submodule(
+    target: str, module_name: str, package: str, missing: str, locations: list[str]
+) -> CallNotFound:
+    """A package that exists, without the module asked for in it."""
+    close = suggest(missing, [m.name for m in pkgutil.iter_modules(locations)])
+    return CallNotFound(
+        f"cannot import module {module_name!r} for call {target!r}: package {package!r} has "
+        f"no module {missing!r}; searched {', '.join(locations)}",
+        target=target, module=module_name, searched=tuple(locations),
+        hint=f"did you mean {package + '.' + close!r}?" if close else None)
 
 
 def _attr_not_found(
@@ -303,22 +311,13 @@ def _find_call(target: str, path: Sequence[str]) -> None:
         raise _module_not_found(target, module_name, path)
     for k in range(1, len(parts)):
         locations = spec.submodule_search_locations
+        package = ".".join(parts[:k])
         if locations is None:
-            raise CallNotFound(
-                f"cannot import module {module_name!r} for call {target!r}: "
-                f"{'.'.join(parts[:k])!r} ({spec.origin}) is a module, not a package",
-                target=target, module=module_name)
-        name = ".".join(parts[: k + 1])
-        sub = importlib.machinery.PathFinder.find_spec(name, list(locations))
+            raise _not_a_package(target, module_name, package, spec.origin)
+        sub = importlib.machinery.PathFinder.find_spec(f"{package}.{parts[k]}",
+                                                       list(locations))
         if sub is None:
-            names = [m.name for m in pkgutil.iter_modules(list(locations))]
-            close = suggest(parts[k], names)
-            raise CallNotFound(
-                f"cannot import module {module_name!r} for call {target!r}: package "
-                f"{'.'.join(parts[:k])!r} has no module {parts[k]!r}; searched "
-                f"{', '.join(locations)}",
-                target=target, module=module_name, searched=tuple(locations),
-                hint=f"did you mean {'.'.join([*parts[:k], close])!r}?" if close else None)
+            raise _no_submodule(target, module_name, package, parts[k], list(locations))
         spec = sub
     defined = _top_level_names(spec.origin)
     first = attr.partition(".")[0]
