@@ -960,3 +960,20 @@ def test_serve_without_auth_binds_loopback_and_warns(tmp_path: Path) -> None:
             _, err = proc.communicate()
     assert "AUTH IS OFF" in err
     assert "--host 0.0.0.0 ignored" in err
+
+
+@pytest.mark.parametrize(("args", "command"), [(["serve"], "serve"),
+                                               (["token", "create"], "token")])
+def test_a_missing_server_extra_is_named_for_the_command_run(
+        monkeypatch: pytest.MonkeyPatch, args: list[str], command: str) -> None:
+    from click.testing import CliRunner
+
+    from corral.cli import main
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if it were not installed
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert f"corral {command} needs the server extra: pip install 'corral[server]'" in \
+        result.output
+    assert "fastapi is missing" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -32,16 +32,19 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True,
 _ROLES = ["viewer", "operator", "admin"]
 
 
-def _need_extra() -> None:
+def _need_extra(command: str) -> None:
+    """Exit 2 (as for any missing input), naming the extra, unless it is installed."""
     try:
         import fastapi  # noqa: F401
         import jwt  # noqa: F401
         import prometheus_client  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
+        from corral.cli import UserError
         from corral.server import INSTALL_HINT
 
-        raise click.ClickException(f"{INSTALL_HINT} ({exc.name} is missing)") from None
+        hint = INSTALL_HINT.replace("corral serve", f"corral {command}")
+        raise UserError(f"{hint} ({exc.name} is missing)") from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -139,7 +142,7 @@ def serve(
     paths: tuple[str, ...],
 ) -> None:
     """Serve the HTTP API, live events, /metrics and the web page (http://HOST:PORT/)."""
-    _need_extra()
+    _need_extra("serve")
     import uvicorn
 
     from corral._errors import CorralError
@@ -210,7 +213,7 @@ def create(role: str, ttl: timedelta, subject: str | None, jwt_secret: str | Non
     A JWT is signed with --jwt-secret (the server's). With --static, a random API token is
     printed and its hash appended to --api-tokens-file (or shown, to add by hand).
     """
-    _need_extra()
+    _need_extra("token")
     from corral.server._auth import AuthConfigError, hash_token, make_jwt, new_api_token
 
     who = subject or _user()
