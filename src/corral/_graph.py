@@ -229,19 +229,34 @@ def _check_options(spec: TaskSpec, capacity: Mapping[str, float], problem: Any) 
             problem(f"task {spec.id!r}: resource {name!r} must be a number >= 0, not {amount!r}",
                     spec)
         elif name not in capacity:
-            close = suggest(name, capacity)
+            close = _resource_typo(name, capacity)
             problem(
                 f"task {spec.id!r} requests resource {name!r}, which has no capacity",
                 spec,
                 hint=f"did you mean {close!r}?" if close else
-                f"declare it, e.g. resources: {{{name}: {amount:g}}} at the top level",
+                f"declare its capacity: {_declare(name, amount)}",
             )
         elif amount > capacity[name]:
             problem(
                 f"task {spec.id!r} requests {name}={amount:g} but the capacity is "
                 f"{capacity[name]:g}, so it could never run",
                 spec,
+                hint=f"ask for less, or raise the capacity: {_declare(name, amount)}",
             )
+
+
+def _resource_typo(name: str, capacity: Mapping[str, float]) -> str | None:
+    """The resource ``name`` is most likely a misspelling of, if any. Stricter than
+    :func:`suggest`: resource names are short, and ``gpu`` is one letter from ``cpu`` without
+    being a typo of it (``cpus``, ``memory`` and ``gppu`` still are)."""
+    matches = difflib.get_close_matches(name, list(capacity), n=1, cutoff=0.8)
+    return matches[0] if matches else None
+
+
+def _declare(name: str, amount: float) -> str:
+    """How to declare a capacity, in both front ends."""
+    return (f"resources: {{{name}: {amount:g}}} at the top of the pipeline file, or "
+            f"DAG(resources={{{name!r}: {amount:g}}})")
 
 
 def _is_int(value: object) -> bool:

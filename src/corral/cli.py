@@ -236,6 +236,36 @@ def _only_option(f: F) -> F:
     )(f)
 
 
+def _path_option(f: F) -> F:
+    return click.option(
+        "--path",
+        "paths",
+        multiple=True,
+        type=click.Path(exists=True, file_okay=False),
+        metavar="DIR",
+        envvar="CORRAL_PATH",
+        show_envvar=True,
+        help="Also look for call: modules in DIR, after sys.path and before the pipeline's "
+        "python_path: and directory (repeatable; in the variable, separate with ':').",
+    )(f)
+
+
+def _no_import_option(f: F) -> F:
+    return click.option(
+        "--no-import",
+        is_flag=True,
+        envvar="CORRAL_NO_IMPORT",
+        show_envvar=True,
+        help="Check call: targets without importing their modules (no module code runs: the "
+        "module is found, the function looked for in its source).",
+    )(f)
+
+
+def import_options(f: F) -> F:
+    """``--path`` and ``--no-import``, for every command that loads a pipeline."""
+    return _path_option(_no_import_option(f))
+
+
 store_option = click.option(
     "--store",
     "store_url",
@@ -302,11 +332,28 @@ def open_run_store(url: str | None, *, create: bool) -> Store | None:
         raise UserError(f"--store: {exc}") from None
 
 
-def _load(file: str, pairs: tuple[str, ...]) -> Pipeline:
-    """The pipeline in ``file`` with parameters ``pairs``; raises a ValueError-kind error."""
+def load(
+    file: str,
+    pairs: tuple[str, ...],
+    *,
+    paths: tuple[str, ...] = (),
+    no_import: bool = False,
+    as_json: bool = False,
+) -> Pipeline:
+    """The pipeline in ``file`` with parameters ``pairs``; raises a ValueError-kind error.
+
+    ``paths`` (``--path``) are appended to ``sys.path`` first. Checking ``call:`` targets
+    imports their modules unless ``no_import``; under ``as_json`` what those modules print
+    goes to stderr, so that stdout stays one JSON document.
+    """
+    from corral._imports import add_to_sys_path
     from corral._pipeline import load_pipeline, parse_params
 
-    return load_pipeline(file, params=parse_params(pairs))
+    add_to_sys_path(paths)
+    params = parse_params(pairs)
+    check = "find" if no_import else "import"
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        return load_pipeline(file, params=params, check_calls=check)
 
 
 def _emit_json(data: Any) -> None:
@@ -324,12 +371,20 @@ def _n_edges(graph: Graph) -> int:
 @_file_argument
 @_params_option
 @_json_option
-def validate(file: str, params: tuple[str, ...], as_json: bool) -> None:
-    """Check a pipeline file; list every problem, each with its file and line."""
+@import_options
+def validate(
+    file: str, params: tuple[str, ...], as_json: bool, paths: tuple[str, ...], no_import: bool
+) -> None:
+    """Check a pipeline file; list every problem, each with its file and line.
+
+    Each call: target is imported to check that its module and function exist, which runs
+    the module's top-level code (as a run would); --no-import only finds them.
+    """
     problems: list[Problem] = []
     graph = None
     try:
-        graph = _load(file, params).dag.validate()
+        pipeline = load(file, params, paths=paths, no_import=no_import, as_json=as_json)
+        graph = pipeline.dag.validate()
     except ValidationError as exc:
         problems = list(exc.problems)
     except ParameterError as exc:
@@ -363,6 +418,7 @@ def validate(file: str, params: tuple[str, ...], as_json: bool) -> None:
 @_json_option
 @store_option
 @no_store_option
+@import_options
 def plan(
     file: str,
     workers: int | None,
@@ -371,6 +427,8 @@ def plan(
     as_json: bool,
     store_url: str | None,
     no_store: bool,
+    paths: tuple[str, ...],
+    no_import: bool,
 ) -> None:
     """Show levels, width, critical path, total work and the makespan lower bound.
 
@@ -381,7 +439,7 @@ def plan(
     from corral._plan import make_plan
     from corral._runner import default_concurrency
 
-    pipeline = _load(file, params)
+    pipeline = load(file, params, paths=paths, no_import=no_import, as_json=as_json)
     graph = pipeline.dag.validate(only=only or None)
     # The workers the run would get: the option, else the file's concurrency, else one per CPU.
     n = workers or pipeline.concurrency or default_concurrency()
@@ -444,13 +502,21 @@ def _history(store_url: str | None, graph: Graph) -> dict[str, float]:
 )
 @_only_option
 @_params_option
+@import_options
 def graph(
-    file: str, fmt: str, output: str | None, only: tuple[str, ...], params: tuple[str, ...]
+    file: str,
+    fmt: str,
+    output: str | None,
+    only: tuple[str, ...],
+    params: tuple[str, ...],
+    paths: tuple[str, ...],
+    no_import: bool,
 ) -> None:
     """Export the task graph as Mermaid or Graphviz DOT (edges: dependency -> dependent)."""
     from corral._export import export
 
-    dag_graph = _load(file, params).dag.validate(only=only or None)
+    pipeline = load(file, params, paths=paths, no_import=no_import, as_json=output is None)
+    dag_graph = pipeline.dag.validate(only=only or None)
     text = export(dag_graph, "dot" if fmt == "dot" else "mermaid")
     if output is None:
         click.echo(text, nl=False)
@@ -495,6 +561,8 @@ class RunOptions:
     store_url: str | None
     no_store: bool
     lease: float
+    paths: tuple[str, ...]
+    no_import: bool
 
     def width(self, pipeline: Pipeline) -> int:
         """Tasks at once. Precedence: --concurrency > CORRAL_CONCURRENCY (both via click) >
@@ -502,6 +570,12 @@ class RunOptions:
         from corral._runner import default_concurrency
 
         return self.concurrency or pipeline.concurrency or default_concurrency()
+
+    def load(self, file: str, params: dict[str, str] | None = None) -> Pipeline:
+        """The pipeline in ``file`` as these options say (``params`` come before ``-p``)."""
+        pairs = tuple(f"{k}={v}" for k, v in (params or {}).items()) + self.params
+        return load(file, pairs, paths=self.paths, no_import=self.no_import,
+                    as_json=self.as_json)
 
 
 _RUN_OPTIONS: list[Callable[[Any], Any]] = [
@@ -550,6 +624,8 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
         help="How long a run stays locked after its process dies (renewed while it lives); "
         "a resume of a crashed run waits for it to lapse.",
     ),
+    _path_option,
+    _no_import_option,
 ]
 
 
@@ -586,7 +662,7 @@ def run(file: str, only: tuple[str, ...], resume: bool, opts: RunOptions) -> Non
     Every run is recorded in the store (see --store), so that `corral show`, `corral logs`
     and `corral resume` can find it by the run id printed at the start and in the summary.
     """
-    pipeline = _load(file, opts.params)
+    pipeline = opts.load(file)
     if resume:
         from corral._cli_history import resume_run
 

@@ -126,11 +126,13 @@ class ProcessExecutor(Executor):
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = dict(os.environ)
-        # The worker imports what the parent can import: same sys.path, cwd included.
+        # The worker imports what the parent can import: the same sys.path, in the same order
+        # (a pipeline's directories last: see corral._imports). -P keeps Python from putting
+        # the working directory first, where a user's select.py could shadow the worker's own.
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "corral.executors._process_worker",
+                [sys.executable, "-P", "-m", "corral.executors._process_worker",
                  str(to_child_r), str(from_child_w)],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,
