@@ -156,6 +156,13 @@ class CorralGroup(click.Group):
         self.add_command(command, cmd_name)
         return command
 
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:  # Ctrl-C while the command line is parsed: as below
+            click.echo("interrupted", err=True)
+            raise click.exceptions.Exit(int(ExitCode.INTERRUPTED)) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -780,7 +787,12 @@ def execute(
             click.echo(
                 f"to finish it, re-running only what did not succeed: corral resume {result.run_id}"
             )
-    raise click.exceptions.Exit(exit_code_for(result))
+    code = exit_code_for(result)
+    if runner.signal and not result.signal:
+        # The signal came as the run's end was being recorded: the run ended as recorded,
+        # and corral still exits as a process stopped by that signal.
+        code = 128 + runner.signal
+    raise click.exceptions.Exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m corral.cli`

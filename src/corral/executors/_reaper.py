@@ -8,7 +8,7 @@ beside the first. The reaper (:mod:`._reaper_main`, a child in a session of its 
 gap, and being the commands' parent it closes it completely: it knows each group from the
 instant the group exists, not a moment later::
 
-    corral ──spawn / stop / kill / watch──> socket pair ──> reaper ──> /bin/sh -c CMD, ...
+    corral ──spawn / stop / watch──> socket pair ──> reaper ──> /bin/sh -c CMD, ...
        ^                                                      │
        └───────── started pid / exit status / error ──────────┘
                   end of file (corral gone): SIGTERM every group still alive,
@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import marshal
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -157,15 +158,12 @@ class Reaper:
         self._queue(_HEADER.pack(len(data)) + data)
 
     def kill_all(self) -> None:
-        """SIGKILL every group now (best effort, never blocks: the process is about to exit)."""
-        sock = self._sock
-        if sock is None:
-            return
-        data = marshal.dumps(("k",))
-        pending, self._out = self._out, bytearray()
-        with contextlib.suppress(OSError):  # starts not sent yet go first: the reaper kills them
-            sock.send(bytes(pending) + _HEADER.pack(len(data)) + data,
-                      socket.MSG_DONTWAIT | _NOSIGNAL)
+        """SIGKILL every group now, and each one whose start is still pending as it starts.
+        Safe in a signal handler (a signal to the reaper, no write that could land in the
+        middle of another): the process is about to exit."""
+        if self.pid is not None and self._sock is not None:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGUSR1)
 
     def watch(self, pgid: int) -> None:
         """Process group ``pgid`` (started elsewhere) has started: end it if corral dies first."""

@@ -11,7 +11,7 @@ nobody will end. Starting commands here also keeps their cost apart from corral'
 interpreter's ``vfork`` costs the same whatever corral's heap holds, and runs beside the run
 loop, not under its lock. ::
 
-    corral ──spawn / stop / kill / watch──> socket ──> main thread ──queue──> starter threads
+    corral ──spawn / stop / watch───> socket ──> main thread ──queue──> starter threads
            <──────────── started pid / exit status / error ──────────────────┘   │ Popen (vfork)
                                                                                   ▼ waits for it
                                               /bin/sh -c CMD (own session = own process group)
@@ -28,8 +28,10 @@ command's output pipe rides along its spawn message as ``SCM_RIGHTS``):
 
 - corral → reaper: ``("s", key, cmd, log_path, cwd, env, has_fd)`` start a command;
   ``("t", key)`` stop it (SIGTERM to its group, SIGKILL after the grace period);
-  ``("k",)`` SIGKILL every group now; ``("+", pgid)`` / ``("-", pgid)`` watch / forget a group
+  ``("+", pgid)`` / ``("-", pgid)`` watch / forget a group
   started elsewhere (the process executor's workers).
+- SIGUSR1 (a signal, so that corral can send it from a signal handler, mid-write): SIGKILL
+  every group now, and each pending one as it starts (corral's second Ctrl-C).
 - reaper → corral: ``("p", key, pid)`` started; ``("x", key, status)`` ended (exit code, or
   ``-signal``); ``("e", key, errno, strerror, filename)`` could not start (a missing cwd, ...).
 
@@ -82,14 +84,17 @@ class Reaper:
         self.stops: set[int] = set()  # keys to stop as soon as they have started
         self.deadlines: dict[int, float] = {}  # pid -> when to SIGKILL its group
         self.watched: set[int] = set()  # groups started elsewhere
-        self.ending = 0  # the signal every new group gets at once (corral gone, or "k")
+        self.ending = 0  # the signal every new group gets at once (corral gone, SIGUSR1)
         self.busy = 0  # commands starting or running
         self.idle = 0  # starter threads waiting for work
         self.work: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.eof = False
+        self.kill_now = False  # SIGUSR1 came
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)  # a signal wakes select
+        signal.signal(signal.SIGUSR1, self.on_kill_signal)
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ, "sock")
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
@@ -112,6 +117,9 @@ class Reaper:
                         pass
                 else:
                     self.receive()
+            if self.kill_now:
+                self.kill_now = False
+                self.end_all(signal.SIGKILL)
             self.kill_due()
 
     def receive(self) -> None:
@@ -136,7 +144,11 @@ class Reaper:
             (size,) = HEADER.unpack_from(buf, start)
             if len(buf) - start - 4 < size:
                 break
-            message = marshal.loads(buf[start + 4:start + 4 + size])
+            try:
+                message = marshal.loads(buf[start + 4:start + 4 + size])
+            except (EOFError, ValueError, TypeError):  # pragma: no cover - cannot happen
+                self.corral_gone()  # a garbled stream: act as if corral were gone
+                return
             start += 4 + size
             self.handle(message)
         del buf[:start]
@@ -160,14 +172,15 @@ class Reaper:
                     self.stops.add(message[1])  # not started yet: stopped when it is
                 else:
                     self.stop_locked(pid)
-        elif kind == "k":
-            self.end_all(signal.SIGKILL)
         elif kind == "+":
             with self.lock:
                 self.watched.add(message[1])
         elif kind == "-":
             with self.lock:
                 self.watched.discard(message[1])
+
+    def on_kill_signal(self, signum: int, frame: Any) -> None:
+        self.kill_now = True  # the main thread acts on it (this may interrupt it holding a lock)
 
     def stop_locked(self, pid: int) -> None:
         if pid not in self.deadlines:
