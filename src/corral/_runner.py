@@ -227,11 +227,24 @@ class Runner:
             self._finished = loop.create_future()
             if self._capturing:
                 _capture.install()  # print() of thread and async tasks goes to their logs
+            cancelled: asyncio.CancelledError | None = None
             try:
                 for name in sorted(set(self._executor_of)):
                     await self._start_executor(name)
                 self._queue.poke()
                 await self._finished
+            except asyncio.CancelledError as exc:
+                # Cancelled from outside (the task awaiting us, or asyncio.run's own Ctrl-C
+                # handler before ours was in place): stop as cancel() does, record the run as
+                # interrupted, then let the cancellation go on.
+                cancelled = exc
+                if self.signal is None:
+                    self.signal = 0
+                if not self._stopped:
+                    self._stopped = True
+                    self._stop(self.now())
+                if self.listeners:
+                    self._emit()
             finally:
                 if self._timer is not None:
                     self._timer.cancel()
@@ -245,6 +258,8 @@ class Runner:
                 listener.run_finished(result)
         finally:
             self._uninstall_signals(installed)
+        if cancelled is not None:
+            raise cancelled
         return result
 
     # ------------------------------------------------------------------ the loop

@@ -69,3 +69,44 @@ def _sleep_with_a_child():
     # A task's own subprocess: it must not outlive the run either.
     subprocess.Popen(["sleep", "60"])
     time.sleep(60)
+
+
+class Finished:
+    def __init__(self):
+        self.result = None
+
+    def run_started(self, run):
+        pass
+
+    def transitions(self, batch):
+        pass
+
+    def run_finished(self, result):
+        self.result = result
+
+
+def test_a_run_cancelled_from_outside_ends_interrupted_and_its_commands_too(
+    tmp_path, monkeypatch
+):
+    import asyncio
+
+    marker = new_marker()
+    monkeypatch.setenv(MARKER_VAR, marker)
+    dag = DAG("cancelled")
+    for i in range(3):
+        dag.shell(f"t{i}", f"echo started >> {tmp_path / 'started'}; sleep 60 & wait")
+    finished = Finished()
+
+    async def main():
+        task = asyncio.ensure_future(dag.run_async(listeners=[finished], log_dir=tmp_path))
+        while not (tmp_path / "started").exists():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(main(), 60))  # a hang guard
+    # The listeners (the store) heard the end: the run is recorded interrupted, not left running.
+    assert finished.result is not None
+    assert finished.result.status is RunStatus.INTERRUPTED
+    assert marked_processes(marker) == []
