@@ -13,7 +13,7 @@ Modes (each repetition runs every mode once, alternating, each in a fresh subpro
   ``subprocess.run(["/bin/sh", "-c", CMD], start_new_session=True)`` with stdout and stderr
   appended to a log file of its own — what corral does for a shell task, and nothing else.
 - ``corral``: ``Runner(...).run()`` in-process on a flat DAG of the same commands, logs per
-  attempt, no store; once per ``--loops`` × ``--heap-mb`` (the heap: that many MB of live
+  attempt, no store; once per ``--loops`` x ``--heap-mb`` (the heap: that many MB of live
   Python objects allocated first, as a long-running server accumulates them).
 - ``cli``: ``corral run FILE`` on the same pipeline, recorded in a fresh SQLite store.
 - ``server``: the same pipeline submitted to a ``corral serve`` started for the purpose
@@ -220,14 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{n} × `{args.cmd}` at concurrency {args.concurrency}, {args.reps} repetitions "
+    print(f"{n} x `{args.cmd}` at concurrency {args.concurrency}, {args.reps} repetitions "
           "(medians)")
-    print(f"{'mode':<22} {'ms/task':>8} {'× floor':>8} {'own CPU':>8} {'children':>8}  min–max s")
+    print(f"{'mode':<22} {'ms/task':>8} {'x floor':>8} {'own CPU':>8} {'children':>8}  min-max s")
     for name, m in result["modes"].items():
         ratio = f"{m['x_floor']:.2f}" if m["x_floor"] else "-"
         print(f"{name:<22} {m['wall_ms_per_task']:>8.3f} {ratio:>8} "
               f"{m['self_cpu_ms_per_task']:>8.3f} {m['children_cpu_ms_per_task']:>8.3f}  "
-              f"{m['min_max_s'][0]:.2f}–{m['min_max_s'][1]:.2f}")
+              f"{m['min_max_s'][0]:.2f}-{m['min_max_s'][1]:.2f}")
     return 0
 
 
