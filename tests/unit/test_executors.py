@@ -437,3 +437,50 @@ def test_a_killed_reaper_fails_its_attempts_and_kills_their_commands(tmp_path):
     while any(_alive(p) for p in children) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(p) for p in children)
+
+
+# --------------------------------------------------------------------- process workers and corral
+
+
+def test_a_worker_whose_corral_is_gone_exits_quietly():
+    import subprocess
+    from multiprocessing.connection import Connection
+
+    import cloudpickle
+
+    to_worker_r, to_worker_w = os.pipe()
+    from_worker_r, from_worker_w = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral.executors._process_worker",
+         str(to_worker_r), str(from_worker_w), str(os.getpid())],
+        pass_fds=(to_worker_r, from_worker_w), stderr=subprocess.PIPE)
+    os.close(to_worker_r)
+    os.close(from_worker_w)
+    os.close(from_worker_r)  # nobody will read the result: as if corral had died meanwhile
+    tx = Connection(to_worker_w, readable=False)
+    tx.send_bytes(cloudpickle.dumps((time.sleep, (0.1,), {}, None, None)))
+    tx.close()
+    _, stderr = proc.communicate(timeout=GUARD)
+    assert proc.returncode == 0
+    assert b"Traceback" not in stderr, stderr.decode()
+
+
+def test_a_worker_started_for_a_dead_corral_exits_at_once():
+    import subprocess
+
+    to_worker_r, to_worker_w = os.pipe()
+    from_worker_r, from_worker_w = os.pipe()
+    # Its parent is this process, not the pid it is told: it must not wait for work.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral.executors._process_worker",
+         str(to_worker_r), str(from_worker_w), "1"],
+        pass_fds=(to_worker_r, from_worker_w), stderr=subprocess.PIPE)
+    os.close(to_worker_r)
+    os.close(from_worker_w)
+    try:
+        _, stderr = proc.communicate(timeout=GUARD)  # with the pipe to it still open
+    finally:
+        os.close(to_worker_w)
+        os.close(from_worker_r)
+    assert proc.returncode == 0
+    assert stderr == b""
