@@ -484,3 +484,15 @@ def test_a_worker_started_for_a_dead_corral_exits_at_once():
         os.close(from_worker_r)
     assert proc.returncode == 0
     assert stderr == b""
+
+
+def test_a_command_that_cannot_be_started_fails_its_attempt_only(tmp_path):
+    dag = DAG()
+    dag.shell("nul", "echo a\0b")
+    dag.shell("fine", "echo fine")
+    # A hang guard: a start that fails without a word would leave the run waiting forever.
+    result = asyncio.run(asyncio.wait_for(dag.run_async(log_dir=tmp_path, fail_fast=False),
+                                          GUARD))
+    assert isinstance(result["nul"].error, ValueError)
+    assert "null byte" in str(result["nul"].error)
+    assert result["fine"].ok

@@ -33,7 +33,8 @@ command's output pipe rides along its spawn message as ``SCM_RIGHTS``):
 - SIGUSR1 (a signal, so that corral can send it from a signal handler, mid-write): SIGKILL
   every group now, and each pending one as it starts (corral's second Ctrl-C).
 - reaper → corral: ``("p", key, pid)`` started; ``("x", key, status)`` ended (exit code, or
-  ``-signal``); ``("e", key, errno, strerror, filename)`` could not start (a missing cwd, ...).
+  ``-signal``); ``("e", key, errno, strerror, filename)`` could not start (a missing cwd, ...);
+  ``("v", key, message)`` could not start for another reason (a NUL byte in the command).
 
 At end of file it SIGTERMs every group still alive — started or watched —, SIGKILLs them after
 the grace period, and exits once its commands are reaped. It lives in its own session and
@@ -262,6 +263,9 @@ class Reaper:
         except OSError as exc:
             self.send(("e", key, exc.errno or 0, exc.strerror or str(exc),
                        None if exc.filename is None else str(exc.filename)))
+            return
+        except Exception as exc:  # a NUL byte in the command or environment, ...
+            self.send(("v", key, f"the command could not start: {exc}"))
             return
         finally:
             if out is not None:

@@ -182,9 +182,11 @@ class ShellExecutor(Executor):
             else:
                 path = None if work.log_path is None else str(work.log_path)
                 self.sink(work, ERROR, CommandFailed(code, log_path=path, tail=tail(path)))
-        else:  # "e": the command could not start (bad cwd, ...)
+        elif kind == "e":  # the command could not start (bad cwd, ...)
             _, _, errno, strerror, filename = message
             self.sink(work, ERROR, OSError(errno, strerror, filename))
+        else:  # "v": it could not start for another reason (a NUL byte in it, ...)
+            self.sink(work, ERROR, ValueError(message[2]))
         self._check_all_ended()
 
     def _on_reaper_lost(self) -> None:
