@@ -496,3 +496,16 @@ def test_a_command_that_cannot_be_started_fails_its_attempt_only(tmp_path):
     assert isinstance(result["nul"].error, ValueError)
     assert "null byte" in str(result["nul"].error)
     assert result["fine"].ok
+
+
+def test_a_shell_task_sees_the_environment_as_it_is_when_it_starts(tmp_path, monkeypatch):
+    # The reaper starts commands with the environment it inherited, unless corral's changed
+    # since: a variable a Python task sets must reach the commands that run after it.
+    monkeypatch.delenv("LATE_VAR", raising=False)
+    dag = DAG()
+    dag.shell("before", "echo before")
+    dag.add(os.environ.__setitem__, "LATE_VAR", "late", id="set",
+            options={"depends_on": ["before"]})
+    dag.shell("after", 'echo "${LATE_VAR:-unset}"', depends_on=["set"])
+    result = run(dag, log_dir=tmp_path)
+    assert Path(result["after"].log_path).read_text() == "late\n"

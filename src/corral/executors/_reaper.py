@@ -135,7 +135,7 @@ class Reaper:
         Attached to a loop, the request is sent at the end of the loop's current iteration,
         with every other request made meanwhile (one write for a batch of starts)."""
         self.start()
-        if env is None and _environ_state() != self._environ:
+        if env is None and not _environ_unchanged(self._environ):
             env = dict(os.environ)  # changed since the reaper started: send it whole
         data = marshal.dumps(("s", key, cmd, log_path, cwd, env, fd is not None))
         if fd is None:
@@ -255,6 +255,11 @@ class Reaper:
 
 
 def _environ_state() -> Any:
-    """Something equal to itself while ``os.environ`` does not change (cheap to compare)."""
-    data = getattr(os.environ, "_data", None)
+    """A copy of ``os.environ`` as it is now, for :func:`_environ_unchanged`."""
+    data = getattr(os.environ, "_data", None)  # CPython: the encoded dict, cheap to compare
     return dict(data) if data is not None else dict(os.environ)
+
+
+def _environ_unchanged(state: Any) -> bool:
+    data = getattr(os.environ, "_data", None)
+    return bool(data == state) if data is not None else dict(os.environ) == state
