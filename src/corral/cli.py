@@ -156,12 +156,23 @@ class CorralGroup(click.Group):
         self.add_command(command, cmd_name)
         return command
 
-    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the command line. From here until a run takes the signals over (and again
+        after it), SIGINT and SIGTERM end corral with exactly 130 and 143, wherever they land
+        (click alone turns a Ctrl-C before a command runs into "Aborted!" and exit 1, and
+        SIGTERM would kill the process outright)."""
+        import signal
+        import threading
+
+        installed: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                installed[sig] = signal.signal(sig, _exit_on_signal)
         try:
-            return super().make_context(*args, **kwargs)
-        except KeyboardInterrupt:  # Ctrl-C while the command line is parsed: as below
-            click.echo("interrupted", err=True)
-            raise click.exceptions.Exit(int(ExitCode.INTERRUPTED)) from None
+            return super().main(*args, **kwargs)
+        finally:
+            for number, previous in installed.items():
+                signal.signal(number, previous)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -176,6 +187,13 @@ class CorralGroup(click.Group):
             # Ctrl-C outside a run (a run handles its own signals and exits 130 itself).
             click.echo("interrupted", err=True)
             raise click.exceptions.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def _exit_on_signal(sig: int, frame: Any) -> NoReturn:
+    """SIGINT or SIGTERM outside a run: nothing is running, nothing is half-recorded (a run's
+    end is recorded before it gives the signals back), so exit at once with 128 + N."""
+    sys.stderr.write("corral: interrupted\n")
+    raise SystemExit(128 + sig)
 
 
 def _epilog() -> str:

@@ -94,10 +94,10 @@ def busy() -> object:
         yield None
 
 
-def recorded_runs(tmp_path: Path) -> list[object]:
+def recorded_runs(tmp_path: Path, db: Path | None = None) -> list[object]:
     from corral.store import open_store
 
-    db = tmp_path / ".corral" / "corral.db"
+    db = db or tmp_path / ".corral" / "corral.db"
     if not db.exists():
         return []
     store = open_store(f"sqlite:///{db}")
@@ -167,3 +167,35 @@ def test_a_second_signal_kills_everything_and_exits_at_once(
     assert "Traceback" not in stderr
     # SIGKILLed as corral exits (the kernel takes a moment to deliver it: polled).
     wait_for(lambda: marked_processes(marker) == [], "the stubborn command to be killed")
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path)
+                   for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_before_the_run_is_recorded_exits_with_its_code(
+    corral_popen, write, tmp_path, sig
+):
+    import sqlite3
+
+    write("pipeline.yaml", "name: early\ntasks:\n  a: {cmd: 'true'}\n")
+    db = tmp_path / "locked.db"
+    lock = sqlite3.connect(db, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # corral waits for it while it opens its store
+    try:
+        proc = corral_popen("run", "pipeline.yaml", "--store", f"sqlite:///{db}")
+        wait_for(lambda: _has_open(proc.pid, db) or proc.poll() is not None,
+                 "corral to open its store")
+        os.kill(proc.pid, sig)
+        _, stderr = proc.communicate(timeout=HANG_GUARD_S)
+    finally:
+        lock.rollback()
+        lock.close()
+    assert proc.returncode == 128 + sig, stderr
+    assert "Traceback" not in stderr
+    assert recorded_runs(tmp_path, db) == []
