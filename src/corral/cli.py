@@ -156,6 +156,24 @@ class CorralGroup(click.Group):
         self.add_command(command, cmd_name)
         return command
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the command line. From here until a run takes the signals over (and again
+        after it), SIGINT and SIGTERM end corral with exactly 130 and 143, wherever they land
+        (click alone turns a Ctrl-C before a command runs into "Aborted!" and exit 1, and
+        SIGTERM would kill the process outright)."""
+        import signal
+        import threading
+
+        installed: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                installed[sig] = signal.signal(sig, _exit_on_signal)
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            for number, previous in installed.items():
+                signal.signal(number, previous)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -169,6 +187,13 @@ class CorralGroup(click.Group):
             # Ctrl-C outside a run (a run handles its own signals and exits 130 itself).
             click.echo("interrupted", err=True)
             raise click.exceptions.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def _exit_on_signal(sig: int, frame: Any) -> NoReturn:
+    """SIGINT or SIGTERM outside a run: nothing is running, nothing is half-recorded (a run's
+    end is recorded before it gives the signals back), so exit at once with 128 + N."""
+    sys.stderr.write("corral: interrupted\n")
+    raise SystemExit(128 + sig)
 
 
 def _epilog() -> str:
@@ -856,7 +881,12 @@ def execute(
             click.echo(
                 f"to finish it, re-running only what did not succeed: corral resume {result.run_id}"
             )
-    raise click.exceptions.Exit(exit_code_for(result))
+    code = exit_code_for(result)
+    if runner.signal and not result.signal:
+        # The signal came as the run's end was being recorded: the run ended as recorded,
+        # and corral still exits as a process stopped by that signal.
+        code = 128 + runner.signal
+    raise click.exceptions.Exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m corral.cli`

@@ -100,11 +100,11 @@ def corral_popen(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]
     reaches only it), without waiting. Whatever is still running at teardown is killed."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(*args: str) -> subprocess.Popen[str]:
+    def start(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
             corral_argv(*args),
             cwd=tmp_path,
-            env=cli_env(tmp_path),
+            env=cli_env(tmp_path, env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
