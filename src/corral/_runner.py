@@ -48,7 +48,17 @@ from corral._graph import Graph
 from corral._result import RunResult, RunStatus, TaskResult, TaskTable
 from corral._scheduler import Scheduler
 from corral._spec import CallRef, ShellCommand, TaskRef, TaskState
-from corral.executors._base import ERROR, OK, SKIP, CompletionQueue, Executor, WatchedWork, Work
+from corral.executors._base import (
+    ERROR,
+    OK,
+    SKIP,
+    CompletionQueue,
+    Executor,
+    ExecutorSettings,
+    WatchedWork,
+    Work,
+)
+from corral.executors._registry import executor_class
 
 __all__ = ["Runner", "default_concurrency", "new_run_id"]
 
@@ -65,36 +75,18 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def _default_executor(name: str, concurrency: int, env: Mapping[str, str]) -> Executor:
-    if name == "thread":
-        from corral.executors.thread import ThreadExecutor
-
-        return ThreadExecutor(max_workers=concurrency)
-    if name == "async":
-        from corral.executors.asyncio import AsyncExecutor
-
-        return AsyncExecutor()
-    if name == "process":
-        from corral.executors.process import ProcessExecutor
-
-        return ProcessExecutor()
-    if name == "shell":
-        from corral.executors.shell import ShellExecutor
-
-        return ShellExecutor(env=env)
-    raise ValueError(f"no executor named {name!r}")
-
-
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class Runner:
     """Runs one graph once. For callers: construct, then ``await run()``; ``cancel()`` stops.
 
-    ``executors`` maps executor names to instances, overriding the defaults (a thread pool as
-    wide as ``concurrency``, one process per CPU, ...). ``done`` maps ids of tasks that already
-    succeeded (resume) to their values. ``log_dir`` is where per-attempt logs go (created only
-    if a task writes one). ``handle_signals`` installs SIGINT/SIGTERM handlers (main thread).
+    ``executors`` maps executor names to instances; a name a task uses and ``executors`` does not
+    give is made by its class's :meth:`~corral.executors.Executor.for_run` (the registry: a thread
+    pool as wide as ``concurrency``, one process per CPU, ...). ``done`` maps ids of tasks that
+    already succeeded (resume) to their values. ``log_dir`` is where per-attempt logs go (created
+    only if a task writes one). ``handle_signals`` installs SIGINT/SIGTERM handlers (main
+    thread).
     """
 
     def __init__(
@@ -154,7 +146,7 @@ class Runner:
         self._queue: CompletionQueue | None = None
         # Per task, what to call and whether its arguments hold upstream references; both
         # found once, here, not on every dispatch.
-        self._executor_of = [s.executor_name for s in graph.specs]
+        self._executor_of = graph.executors
         self._has_refs = [
             bool(s.args or s.kwargs) and (_contains_ref(s.args) or _contains_ref(s.kwargs))
             for s in graph.specs
@@ -376,10 +368,15 @@ class Runner:
     async def _start_executor(self, name: str) -> Executor:
         executor = self._given_executors.get(name)
         if executor is None:
-            executor = _default_executor(name, self.concurrency, self.env)
+            settings = ExecutorSettings(concurrency=self.concurrency, env=self.env)
+            executor = executor_class(name).for_run(settings)
         assert self._queue is not None
         await executor.start(self._queue.put)
         self._executors[name] = executor
+        slots = executor.slots
+        if slots is not None and slots < self.concurrency:
+            # Admit no more than it runs at once: nothing waits inside it after admission.
+            self.scheduler.limit_executor(name, slots)
         return executor
 
     def _queue_put(self, i: int, attempt: int, status: int, payload: Any) -> None:
@@ -537,8 +534,9 @@ class Runner:
         log = None
         if self.log_dir is not None and sched.attempts[i]:
             path = self.log_path(task_id, sched.attempts[i])
-            # a thread or async task that printed nothing has no log file
-            if path is not None and (self._executor_of[i] in ("shell", "process")
+            # an attempt on an executor that writes no log unless it prints may have none
+            executor = self._executors.get(self._executor_of[i])
+            if path is not None and ((executor is not None and executor.writes_logs)
                                      or path.exists()):
                 log = str(path)
         state = sched.state[i]

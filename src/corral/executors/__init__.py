@@ -7,7 +7,11 @@
 ``shell``   shell commands in their own process groups (:mod:`.shell`)
 ==========  ==========================================================
 
-Modules load on first use, so ``import corral`` pulls in none of them.
+Modules load on first use, so ``import corral`` pulls in none of them. A task names its
+executor (``executor: NAME``); names are found in the run's own executors, then these
+built-ins, then the ``corral.executors`` entry-point group (:mod:`._registry`). To write one:
+subclass :class:`Executor`, implement :meth:`~Executor.submit`, report each attempt's
+:class:`Outcome` to the sink; see :mod:`._base` for the contract.
 """
 
 from __future__ import annotations
@@ -15,7 +19,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from corral.executors._base import CANCELLED, ERROR, OK, SKIP, CompletionQueue, Executor, Work
+from corral.executors._base import (
+    CANCELLED,
+    ERROR,
+    OK,
+    SKIP,
+    ActionKind,
+    CompletionQueue,
+    Executor,
+    ExecutorSettings,
+    Outcome,
+    WatchedWork,
+    Work,
+)
+from corral.executors._registry import ENTRY_POINT_GROUP, UnknownExecutor, known_names
 
 if TYPE_CHECKING:
     from corral.executors.asyncio import AsyncExecutor
@@ -25,16 +42,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CANCELLED",
+    "ENTRY_POINT_GROUP",
     "ERROR",
     "OK",
     "SKIP",
+    "ActionKind",
     "AsyncExecutor",
     "CompletionQueue",
     "Executor",
+    "ExecutorSettings",
+    "Outcome",
     "ProcessExecutor",
     "ShellExecutor",
     "ThreadExecutor",
+    "UnknownExecutor",
+    "WatchedWork",
     "Work",
+    "known_names",
 ]
 
 _LAZY = {

@@ -7,9 +7,20 @@ and later reports how it ended by calling the *sink* it was started with::
        ^                                                    │
        └────────────── CompletionQueue (batched) ───────────┘
 
-``status`` is one of :data:`OK` (payload: the return value), :data:`ERROR` (payload: the
-exception), :data:`SKIP` or :data:`CANCELLED` (payload: ``None``). The sink is thread-safe and
-cheap: executors may call it from any thread, and many completions wake the run loop once.
+``status`` is an :class:`Outcome`: ``OK`` (payload: the return value), ``ERROR`` (payload: the
+exception), ``SKIP`` or ``CANCELLED`` (payload: ``None``). The sink is thread-safe and cheap:
+executors may call it from any thread, and many completions wake the run loop once.
+
+What an executor declares, so that the run loop needs no executor's name (see
+:mod:`corral.executors._registry` for how executors are found by name):
+
+- ``runs``: the actions it takes, ``"callables"`` (Python functions) or ``"commands"`` (shell
+  command lines); validation refuses a task whose action the executor cannot run.
+- ``slots``: how many attempts it runs at once (``None``: as many as the run admits). The
+  scheduler admits no more than that, so no attempt waits inside an executor after admission
+  and a task's timeout counts from its real start.
+- ``writes_logs``: whether every attempt writes its log file (a command's output, a worker's
+  file descriptors); otherwise a log exists only if the attempt printed something.
 
 An attempt of a task with a ``heartbeat`` is a :class:`WatchedWork`, whose ``beat`` is the one
 optional hook: an executor calls it, from any thread, on every sign of life of the attempt —
@@ -29,29 +40,59 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import enum
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Self
 
 __all__ = [
     "CANCELLED",
     "ERROR",
     "OK",
     "SKIP",
+    "ActionKind",
     "CompletionQueue",
     "Executor",
+    "ExecutorSettings",
+    "Outcome",
     "Sink",
     "WatchedWork",
     "Work",
 ]
 
-OK = 0
-ERROR = 1
-SKIP = 2
-CANCELLED = 3
+
+class Outcome(enum.IntEnum):
+    """How an attempt ended, as an executor reports it to the sink."""
+
+    OK = 0  # it returned; the payload is its value
+    ERROR = 1  # it raised (or the command failed); the payload is the exception
+    SKIP = 2  # it raised corral.Skip
+    CANCELLED = 3  # it was cancelled by something other than the run loop
+
+
+OK = Outcome.OK
+ERROR = Outcome.ERROR
+SKIP = Outcome.SKIP
+CANCELLED = Outcome.CANCELLED
 
 Sink = Callable[["Work", int, Any], None]
+
+ActionKind = Literal["callables", "commands"]
+"""What an executor runs: Python callables, or shell command lines."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorSettings:
+    """What a run tells the executors it makes by name (:meth:`Executor.for_run`).
+
+    ``concurrency`` is the run's; ``env`` the pipeline's environment (added to the inherited
+    one for commands).
+    """
+
+    concurrency: int
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 class Work:
@@ -127,12 +168,27 @@ class WatchedWork(Work):
 
 class Executor(abc.ABC):
     """Runs attempts and reports their outcomes. For implementers: override :meth:`submit`,
-    and :meth:`start`, :meth:`cancel` and :meth:`shutdown` when there is something to do."""
+    and :meth:`start`, :meth:`cancel` and :meth:`shutdown` when there is something to do;
+    set ``runs`` and ``writes_logs``, and ``slots`` if it runs fewer attempts at once than a
+    run may admit. :meth:`for_run` makes one for a run that names it without passing one."""
 
     name: ClassVar[str] = "executor"
+    runs: ClassVar[ActionKind] = "callables"
+    writes_logs: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._sink: Sink | None = None
+
+    @classmethod
+    def for_run(cls, settings: ExecutorSettings) -> Self:
+        """The executor a run makes when a task names this one and the run was given none."""
+        return cls()
+
+    @property
+    def slots(self) -> int | None:
+        """How many attempts it runs at once; ``None``: as many as the run admits. Read once,
+        after :meth:`start`."""
+        return None
 
     async def start(self, sink: Sink) -> None:
         """Called once by the run loop, on its event loop, before the first submit."""

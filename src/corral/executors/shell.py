@@ -28,10 +28,10 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 from corral._errors import CommandFailed
-from corral.executors._base import CANCELLED, ERROR, OK, Executor, Work
+from corral.executors._base import CANCELLED, ERROR, OK, Executor, ExecutorSettings, Work
 from corral.executors._reaper import Reaper
 
 __all__ = ["ShellExecutor", "tail"]
@@ -60,6 +60,8 @@ class ShellExecutor(Executor):
     """Runs shell command lines. ``env`` is added to the inherited environment."""
 
     name = "shell"
+    runs = "commands"
+    writes_logs = True
 
     def __init__(self, *, env: Mapping[str, str] | None = None, kill_grace: float = 3.0) -> None:
         super().__init__()
@@ -69,6 +71,10 @@ class ShellExecutor(Executor):
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._reaper = Reaper(grace=kill_grace)  # ends our groups if corral is killed
+
+    @classmethod
+    def for_run(cls, settings: ExecutorSettings) -> Self:
+        return cls(env=settings.env)
 
     def submit(self, work: Work) -> None:
         task = asyncio.get_running_loop().create_task(self._run(work))

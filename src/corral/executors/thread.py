@@ -19,12 +19,21 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any
+from typing import Any, Self
 
 from corral import _heartbeat
 from corral._capture import TaskOutput, current
 from corral._errors import Skip
-from corral.executors._base import CANCELLED, ERROR, OK, SKIP, Executor, Sink, Work
+from corral.executors._base import (
+    CANCELLED,
+    ERROR,
+    OK,
+    SKIP,
+    Executor,
+    ExecutorSettings,
+    Sink,
+    Work,
+)
 
 __all__ = ["ThreadExecutor"]
 
@@ -45,6 +54,11 @@ class ThreadExecutor(Executor):
         self._threads: list[threading.Thread] = []
         self._width = 0  # threads that are not abandoned
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_run(cls, settings: ExecutorSettings) -> Self:
+        # As wide as the run: the run never has more attempts in flight than its concurrency.
+        return cls(max_workers=settings.concurrency)
 
     def submit(self, work: Work) -> None:
         self._queue.put(work)
