@@ -47,6 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
+from corral import _capture, _heartbeat
+from corral._errors import Skip
+
 __all__ = [
     "CANCELLED",
     "ERROR",
@@ -60,6 +63,7 @@ __all__ = [
     "Sink",
     "WatchedWork",
     "Work",
+    "call",
 ]
 
 
@@ -213,6 +217,33 @@ class Executor(abc.ABC):
     def kill_all_now(self) -> None:  # noqa: B027 - optional hook
         """Kill everything this executor started, at once and without waiting: the process is
         about to exit (a second Ctrl-C). Executors that start processes override it."""
+
+
+def call(work: Work) -> tuple[Outcome, Any]:
+    """Run ``work.fn`` in the calling thread with what every in-process executor owes an
+    attempt, and classify how it ended: its ``print()`` goes to its log (and is a sign of life),
+    :func:`corral.heartbeat` beats for it, ``Skip`` is ``SKIP`` and any other exception the
+    task's own ``ERROR``. For executors that run callables on their own threads; hand the
+    result to the sink."""
+    output = token = beat_token = None
+    beat = work.beat
+    if work.log_path is not None or beat is not None:
+        output = _capture.TaskOutput(work.log_path, beat)
+        token = _capture.current.set(output)
+        if beat is not None:
+            beat_token = _heartbeat.current.set(beat)
+    try:
+        return OK, work.fn(*work.args, **work.kwargs)
+    except Skip:
+        return SKIP, None
+    except BaseException as exc:  # a task's failure, whatever it is, belongs to the task
+        return ERROR, exc
+    finally:
+        if output is not None:
+            if beat_token is not None:
+                _heartbeat.current.reset(beat_token)
+            _capture.current.reset(token)  # type: ignore[arg-type]
+            output.close()
 
 
 class CompletionQueue:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from functools import cache
-from importlib import metadata
 from typing import TYPE_CHECKING
 
 from corral.executors._base import ActionKind, Executor
@@ -55,6 +54,8 @@ class UnknownExecutor(LookupError):
 
 @cache
 def _entry_points() -> dict[str, EntryPoint]:
+    from importlib import metadata  # ~20 ms: only when a name is not given or built in
+
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
