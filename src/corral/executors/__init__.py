@@ -16,8 +16,9 @@ subclass :class:`Executor`, implement :meth:`~Executor.submit`, report each atte
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from corral.executors._base import (
     CANCELLED,
@@ -34,7 +35,7 @@ from corral.executors._base import (
 )
 from corral.executors._registry import ENTRY_POINT_GROUP, UnknownExecutor, known_names
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from corral.executors.asyncio import AsyncExecutor
     from corral.executors.process import ProcessExecutor
     from corral.executors.shell import ShellExecutor
@@ -69,8 +70,8 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'corral.executors' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return getattr(_importlib.import_module(module), name)
