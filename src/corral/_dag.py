@@ -296,7 +296,7 @@ class DAG:
         """The same as :meth:`run`, on the caller's event loop."""
         import random
 
-        from corral.store._resume import recorded_runner
+        from corral._launch import LaunchOptions, launch
 
         _check_resume(resume, store)
         only = list(only) if only is not None else None
@@ -307,10 +307,7 @@ class DAG:
             if work is None:
                 assert opened is not None
                 work = self._prepare_resume(opened, resume, only) or self.validate(only=only)
-            runner, _ = recorded_runner(
-                work,
-                opened,
-                listeners=listeners,
+            options = LaunchOptions(
                 concurrency=concurrency or self.concurrency,
                 fail_fast=fail_fast,
                 executors=executors,
@@ -319,7 +316,7 @@ class DAG:
                 handle_signals=handle_signals,
                 rng=random.Random(seed) if seed is not None else None,
             )
-            return await runner.run()
+            return await launch(work, opened, listeners=listeners, options=options).run()
 
     def resume_plan(
         self,
