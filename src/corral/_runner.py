@@ -47,7 +47,7 @@ from corral._events import RunInfo, RunListener, Transition
 from corral._graph import Graph
 from corral._result import RunResult, RunStatus, TaskResult, TaskTable
 from corral._scheduler import Scheduler
-from corral._spec import CallRef, ShellCommand, TaskRef, TaskState
+from corral._spec import ENDS_ATTEMPT, CallRef, ShellCommand, TaskRef, TaskState
 from corral.executors._base import (
     ERROR,
     OK,
@@ -63,6 +63,7 @@ from corral.executors._registry import executor_class
 __all__ = ["Runner", "default_concurrency", "new_run_id"]
 
 RUNNING = TaskState.RUNNING
+SUCCEEDED = TaskState.SUCCEEDED
 
 
 def default_concurrency() -> int:
@@ -119,6 +120,7 @@ class Runner:
         self._executors: dict[str, Executor] = {}
         n = len(graph)
         done = done or {}
+        self._reused = tuple(done)  # started as succeeded: a resume reuses their values
         self.scheduler = Scheduler(
             graph,
             concurrency=self.concurrency,
@@ -138,8 +140,12 @@ class Runner:
         self.current: list[Work | None] = [None] * n
         self.signal: int | None = None
         self.error: str | None = None  # why the run itself failed (a stall), if it did
-        # The error of each failed attempt until its transition is emitted (listeners only).
+        # The error of each failed attempt until its transition is emitted (listeners only),
+        # and who ran an attempt, when its executor said (a remote worker).
         self._failures: dict[tuple[int, int], BaseException] = {}
+        self._workers: dict[tuple[int, int], str] = {}
+        # Log files are <log_dir>/<run>/<task>.<attempt>.log: the prefix, for transitions.
+        self._log_prefix = None if self.log_dir is None else f"{self.log_dir}{os.sep}"
         self._t0 = 0.0
         self._started_at = datetime.now(UTC)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -202,6 +208,7 @@ class Runner:
             fail_fast=self.fail_fast,
             log_dir=str(self.log_dir) if self.log_dir else None,
             params=self.params,
+            reused=self._reused,
         )
         for listener in self.listeners:
             listener.run_started(info)
@@ -391,6 +398,8 @@ class Runner:
             return  # an attempt already written off (timed out or cancelled): ignore it
         self.current[i] = None
         self.end[i] = now
+        if work.worker is not None and self.listeners:
+            self._workers[i, work.attempt] = work.worker
         sched = self.scheduler
         if status == OK:
             self.values[i] = payload
@@ -460,17 +469,34 @@ class Runner:
             return
         now = self.now()
         ids = self.graph.ids
+        values = self.values
         failures = self._failures
+        workers = self._workers
+        logs = self._log_prefix
         make = tuple.__new__  # a run emits three per task: skip the named tuple's __new__
-        events = [make(Transition, (ids[i], state, attempt, now, None, None))
-                  for i, state, attempt in batch]
-        if failures:
+        events = []
+        for i, state, attempt in batch:
+            if state is SUCCEEDED:
+                value = values[i]
+                events.append(make(Transition, (ids[i], state, attempt, now, None, None, value,
+                                                None, None)))
+            elif state is RUNNING and logs is not None:
+                log = f"{logs}{log_name(ids[i])}.{attempt}.log"
+                events.append(make(Transition, (ids[i], state, attempt, now, None, None, None,
+                                                log, None)))
+            else:
+                events.append(make(Transition, (ids[i], state, attempt, now, None, None, None,
+                                                None, None)))
+        if failures or workers:
             for k, (i, state, attempt) in enumerate(batch):
-                if state is TaskState.FAILED or state is TaskState.RETRY_WAIT:
-                    err = failures.pop((i, attempt), None)
-                    if err is not None:
-                        events[k] = Transition(ids[i], state, attempt, now,
-                                               f"{type(err).__name__}: {err}", err)
+                if state not in ENDS_ATTEMPT:
+                    continue
+                worker = workers.pop((i, attempt), None) if workers else None
+                err = failures.pop((i, attempt), None) if failures else None
+                if err is not None or worker is not None:
+                    events[k] = events[k]._replace(
+                        error=None if err is None else f"{type(err).__name__}: {err}",
+                        exception=err, worker=worker)
         for listener in self.listeners:
             listener.transitions(events)
 

@@ -120,6 +120,7 @@ class Work:
         "log_path",
         "task_id",
         "timeout",
+        "worker",
     )
 
     def __init__(
@@ -147,6 +148,7 @@ class Work:
         self.cwd = cwd
         self.log_path = log_path
         self.handle: Any = None  # executor-private: whatever it needs to cancel this attempt
+        self.worker: str | None = None  # who runs it, if the executor knows (a remote worker)
 
     # Class defaults, not slots: an attempt without a heartbeat never sets them.
     heartbeat: float | None = None
