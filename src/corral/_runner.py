@@ -52,6 +52,7 @@ from corral.executors._base import (
     ERROR,
     OK,
     SKIP,
+    STARTED,
     CompletionQueue,
     Executor,
     ExecutorSettings,
@@ -384,6 +385,8 @@ class Runner:
         if slots is not None and slots < self.concurrency:
             # Admit no more than it runs at once: nothing waits inside it after admission.
             self.scheduler.limit_executor(name, slots)
+        if executor.reports_start:
+            self.scheduler.defer_timers(name)
         return executor
 
     def _queue_put(self, i: int, attempt: int, status: int, payload: Any) -> None:
@@ -396,6 +399,9 @@ class Runner:
         i = work.index
         if self.current[i] is not work:
             return  # an attempt already written off (timed out or cancelled): ignore it
+        if status == STARTED:  # not an outcome: its timers start now
+            self.scheduler.started(i, work.attempt, now)
+            return
         self.current[i] = None
         self.end[i] = now
         if work.worker is not None and self.listeners:

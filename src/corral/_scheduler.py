@@ -121,6 +121,10 @@ class Scheduler:
             (s.timeout, s.heartbeat) if s.timeout is not None or s.heartbeat is not None
             else None for s in specs
         ]
+        # Timers of tasks whose executor reports when an attempt really starts: armed then, by
+        # started(), not at admission (see defer_timers); and which attempt armed them.
+        self._deferred: dict[int, tuple[float | None, float | None]] = {}
+        self._armed_attempt: dict[int, int] = {}
         # When each running attempt last showed a sign of life (only read for tasks with a
         # heartbeat). A plain list of floats: beats may come from other threads, and one
         # store is all a beat costs.
@@ -250,6 +254,26 @@ class Scheduler:
         for i, executor in enumerate(self.graph.executors):
             if executor == name:
                 requests[i] = (*requests[i], (slot, 1.0))
+
+    def defer_timers(self, name: str) -> None:
+        """Tasks on executor ``name`` arm their timeout and heartbeat when the executor says an
+        attempt has started (:meth:`started`: a worker took it), not at admission: time an
+        attempt waits in a remote queue is not its own. Call it before the first admit."""
+        for i, executor in enumerate(self.graph.executors):
+            timers = self._timers[i]
+            if executor == name and timers is not None:
+                self._deferred[i] = timers
+                self._timers[i] = None
+
+    def started(self, i: int, attempt: int, now: float) -> None:
+        """Attempt ``attempt`` of task ``i`` really started now; its deferred timers start.
+        Ignored for an attempt that is not the running one, or already started."""
+        timers = self._deferred.get(i)
+        if (timers is None or self.state[i] is not RUNNING or self.attempts[i] != attempt
+                or self._armed_attempt.get(i) == attempt):
+            return
+        self._armed_attempt[i] = attempt
+        self._arm(i, attempt, now, timers)
 
     def admit(self, now: float) -> list[int]:
         """Move due retries to ready, then start every ready task that fits; return them.

@@ -58,7 +58,8 @@ def test_transitions_carry_values_logs_and_errors(tmp_path):
     assert [t.error for t in failures] == ["ValueError: no", "ValueError: no"]
     assert all(isinstance(t.exception, ValueError) for t in failures)
     assert all(t.worker is None for t in watch.events)
-    assert watch.info is not None and watch.info.reused == ()
+    assert watch.info is not None
+    assert watch.info.reused == ()
 
 
 def test_without_logs_a_starting_attempt_has_no_log_file():

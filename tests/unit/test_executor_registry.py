@@ -86,3 +86,39 @@ def test_timeouts_count_from_the_start_not_from_a_wait_for_a_worker(tmp_path):
                      handle_signals=False)
     assert {t: r.state for t, r in result.items()} == dict.fromkeys(result, S.SUCCEEDED), {
         t: r.error_message() for t, r in result.items()}
+
+
+class OneAtATime(Executor):
+    """A queue in front of a single thread, like a remote worker: admitted attempts wait, and
+    the executor says when each really starts."""
+
+    reports_start = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        import queue
+        import threading
+
+        self.queue: queue.SimpleQueue[Work] = queue.SimpleQueue()
+        threading.Thread(target=self._work, daemon=True).start()
+
+    def submit(self, work: Work) -> None:
+        self.queue.put(work)
+
+    def _work(self) -> None:
+        from corral.executors._base import call
+
+        while True:
+            work = self.queue.get()
+            self.started(work)
+            self.sink(work, *call(work))
+
+
+def test_an_executor_that_reports_starts_gets_timeouts_from_the_real_start():
+    # Four 0.5 s tasks through one worker with a 1.5 s timeout: the last waits 1.5 s in the
+    # queue, which does not count against it.
+    dag = DAG(concurrency=4)
+    for k in range(4):
+        dag.add(time.sleep, 0.5, id=f"t{k}", options={"executor": "one", "timeout": 1.5})
+    result = dag.run(executors={"one": OneAtATime()}, log_dir=None, handle_signals=False)
+    assert result.ok, {t: r.error_message() for t, r in result.items()}

@@ -21,8 +21,8 @@ def spec(task_id, deps=(), **options):
     return make_spec(task_id, ShellCommand("true"), options={"depends_on": list(deps), **options})
 
 
-def graph(*specs, capacity=None):
-    return build_graph(list(specs), capacity=capacity)
+def graph(*specs, capacity=None, executors=None):
+    return build_graph(list(specs), capacity=capacity, executors=executors)
 
 
 def states(sched):
@@ -327,3 +327,21 @@ def test_blocked_reasons_name_a_full_executor():
     s.limit_executor("process", 1)
     s.admit(0)
     assert s.blocked_reasons()[1] == "lacks slots of executor 'process' (needs 1, 0 free)"
+
+
+def test_deferred_timers_start_when_the_executor_says_the_attempt_started():
+    from corral.executors.asyncio import AsyncExecutor  # any executor of callables, by name
+
+    g = graph(call_spec("a", executor="remote", timeout=5),
+              call_spec("b", executor="remote", heartbeat=2), call_spec("c", timeout=5),
+              executors={"remote": AsyncExecutor()})
+    s = Scheduler(g, concurrency=3)
+    s.defer_timers("remote")
+    assert ids(s, s.admit(0)) == ["a", "b", "c"]
+    assert s.next_wake() == 5  # only c's timeout: a and b have not really started
+    s.started(0, 1, 10)  # a worker took a at 10
+    s.started(0, 1, 12)  # a duplicate report changes nothing
+    s.started(1, 1, 11)
+    assert ids(s, s.expired(14.9)) == ["c"]  # its deadline was 5
+    assert ids(s, s.expired(15)) == ["a"]
+    assert ids(s, s.hung(13)) == ["b"]

@@ -21,6 +21,9 @@ What an executor declares, so that the run loop needs no executor's name (see
   and a task's timeout counts from its real start.
 - ``writes_logs``: whether every attempt writes its log file (a command's output, a worker's
   file descriptors); otherwise a log exists only if the attempt printed something.
+- ``reports_start``: it calls :meth:`Executor.started` when an attempt really starts (a
+  worker took it from a queue, a fresh worker process is up); the attempt's ``timeout`` and
+  ``heartbeat`` count from then instead of from admission.
 
 An attempt of a task with a ``heartbeat`` is a :class:`WatchedWork`, whose ``beat`` is the one
 optional hook: an executor calls it, from any thread, on every sign of life of the attempt —
@@ -55,6 +58,7 @@ __all__ = [
     "ERROR",
     "OK",
     "SKIP",
+    "STARTED",
     "ActionKind",
     "CompletionQueue",
     "Executor",
@@ -80,6 +84,9 @@ OK = Outcome.OK
 ERROR = Outcome.ERROR
 SKIP = Outcome.SKIP
 CANCELLED = Outcome.CANCELLED
+
+STARTED = 4
+"""Not an outcome: what :meth:`Executor.started` reports, for executors with ``reports_start``."""
 
 Sink = Callable[["Work", int, Any], None]
 
@@ -181,6 +188,7 @@ class Executor(abc.ABC):
     name: ClassVar[str] = "executor"
     runs: ClassVar[ActionKind] = "callables"
     writes_logs: ClassVar[bool] = False
+    reports_start: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._sink: Sink | None = None
@@ -205,6 +213,10 @@ class Executor(abc.ABC):
         if self._sink is None:
             raise RuntimeError(f"{type(self).__name__} was not started")
         return self._sink
+
+    def started(self, work: Work) -> None:
+        """For implementers with ``reports_start``: ``work`` really starts now (any thread)."""
+        self.sink(work, STARTED, None)
 
     @abc.abstractmethod
     def submit(self, work: Work) -> None:
