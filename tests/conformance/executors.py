@@ -20,8 +20,7 @@ from typing import Any
 import corral
 from corral import Skip
 from corral._errors import CommandFailed
-from corral.executors import Executor, Work
-from corral.executors._base import call
+from corral.executors import Executor, Work, call
 from corral.executors.asyncio import AsyncExecutor
 from corral.executors.process import ProcessExecutor
 from corral.executors.shell import ShellExecutor

@@ -9,8 +9,7 @@ from typing import Any
 
 from corral import DAG, TaskState
 from corral.events import RunInfo, Transition
-from corral.executors import Executor, Work
-from corral.executors._base import call
+from corral.executors import Executor, Work, call
 
 S = TaskState
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from corral import DAG, Skip, TaskState, ValidationError
-from corral.executors import Executor, Work
+from corral.executors import Executor, Work, call
 from corral.executors._base import ERROR, OK, SKIP
 from corral.executors.process import ProcessExecutor
 
@@ -106,7 +106,6 @@ class OneAtATime(Executor):
         self.queue.put(work)
 
     def _work(self) -> None:
-        from corral.executors._base import call
 
         while True:
             work = self.queue.get()

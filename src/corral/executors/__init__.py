@@ -32,6 +32,7 @@ from corral.executors._base import (
     Outcome,
     WatchedWork,
     Work,
+    call,
 )
 from corral.executors._registry import ENTRY_POINT_GROUP, UnknownExecutor, known_names
 
@@ -59,6 +60,7 @@ __all__ = [
     "UnknownExecutor",
     "WatchedWork",
     "Work",
+    "call",
     "known_names",
 ]
 
