@@ -10,7 +10,7 @@ and its execution (:func:`corral.cli.execute`); choosing the run and planning it
 :func:`corral.store.prepare_resume`, shared with ``DAG.run(resume=...)``. Only rebuilding the
 pipeline file and printing live here::
 
-    prepare_resume(store, rebuild, run_id= | pipeline=) ──Resume──> execute ──> recorded_runner
+    prepare_resume(store, rebuild, run_id= | pipeline=) ──Resume──> execute ──> launch
     (load_run, checks, plan_resume)                 │               Runner(done=reused values)
                                                     └──> --dry-run  + StoreRecorder(resume_of)
 

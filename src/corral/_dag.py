@@ -243,14 +243,21 @@ class DAG:
         self._specs[task_id] = spec.evolve(depends_on=(*spec.depends_on, *new))
 
     # ------------------------------------------------------------------ using
-    def validate(self, *, only: Iterable[str] | None = None) -> Graph:
+    def validate(
+        self,
+        *,
+        only: Iterable[str] | None = None,
+        executors: Mapping[str, Executor] | None = None,
+    ) -> Graph:
         """Check the DAG and index it; raises :class:`ValidationError` listing every problem.
 
-        ``only`` keeps just those tasks and everything they depend on.
+        ``only`` keeps just those tasks and everything they depend on. ``executors`` are the
+        executors a run will be given by name (``run(executors=...)``): tasks may name them.
         """
-        graph = build_graph(self.specs, name=self.name, capacity=self.resources)
+        graph = build_graph(self.specs, name=self.name, capacity=self.resources,
+                            executors=executors)
         if only is not None:
-            graph = select(graph, only)
+            graph = select(graph, only, executors=executors)
         return graph
 
     def plan(self, *, workers: int | None = None) -> Plan:
@@ -318,20 +325,18 @@ class DAG:
         """The same as :meth:`run`, on the caller's event loop."""
         import random
 
-        from corral.store._resume import recorded_runner
+        from corral._launch import LaunchOptions, launch
 
         _check_resume(resume, store)
         only = list(only) if only is not None else None
         # Validate before touching the store; a resume validates the DAG as it plans it.
-        work: Graph | Resume | None = None if resume else self.validate(only=only)
+        work: Graph | Resume | None = (None if resume
+                                       else self.validate(only=only, executors=executors))
         with _opened(store) as opened:
             if work is None:
                 assert opened is not None
                 work = self._prepare_resume(opened, resume, only) or self.validate(only=only)
-            runner, _ = recorded_runner(
-                work,
-                opened,
-                listeners=listeners,
+            options = LaunchOptions(
                 concurrency=concurrency or self.concurrency,
                 fail_fast=fail_fast,
                 executors=executors,
@@ -340,7 +345,7 @@ class DAG:
                 handle_signals=handle_signals,
                 rng=random.Random(seed) if seed is not None else None,
             )
-            return await runner.run()
+            return await launch(work, opened, listeners=listeners, options=options).run()
 
     def resume_plan(
         self,
@@ -413,7 +418,9 @@ def _opened(store: str | Store | None) -> Iterator[Store | None]:
         opened.close()
 
 
-def select(graph: Graph, only: Iterable[str]) -> Graph:
+def select(
+    graph: Graph, only: Iterable[str], *, executors: Mapping[str, Executor] | None = None
+) -> Graph:
     """The sub-graph of ``only`` and everything upstream of them."""
     only = list(only)
     unknown = [t for t in only if t not in graph.index]
@@ -429,7 +436,7 @@ def select(graph: Graph, only: Iterable[str]) -> Graph:
         raise ValidationError(problems)
     keep = graph.upstream_closure(only)
     specs = [s for i, s in enumerate(graph.specs) if i in keep]
-    return build_graph(specs, name=graph.name, capacity=graph.capacity)
+    return build_graph(specs, name=graph.name, capacity=graph.capacity, executors=executors)
 
 
 def _to_ref(value: Any) -> Any:

@@ -28,10 +28,13 @@ Policies:
 - **Order.** Ready tasks are ordered by ``priority`` (higher first), then by upward rank (the
   longest remaining path, from :func:`corral._plan.upward_ranks`; longest first), then by
   definition order. The order is fixed once, so the ready queue is a heap of integers.
-- **Admission.** A task starts only while a concurrency slot is free and its resource request
-  fits the free capacity. When a ready task does not fit, its request is *reserved*: later tasks
-  competing for the same resource may not take it first, so a large task is never starved by a
-  stream of small ones. Tasks that do not need that resource keep flowing around it.
+- **Admission.** A task starts only while a concurrency slot is free, its executor has a slot
+  free (:meth:`limit_executor`: an executor that runs fewer attempts at once than the run
+  admits, such as a process pool, declares it, so that no attempt waits inside it with its
+  timeout running) and its resource request fits the free capacity. When a ready task does
+  not fit, its request is *reserved*: later tasks competing for the same resource may not
+  take it first, so a large task is never starved by a stream of small ones. Tasks that do
+  not need that resource keep flowing around it.
 - **Timers.** A ``timeout`` puts one deadline per attempt in a heap. A ``heartbeat`` puts one
   *silence deadline* per attempt in another, at the attempt's last sign of life plus the
   heartbeat. Beats do not touch the heap: :meth:`beat` overwrites one float in
@@ -125,6 +128,10 @@ class Scheduler:
             (s.timeout, s.heartbeat) if s.timeout is not None or s.heartbeat is not None
             else None for s in specs
         ]
+        # Timers of tasks whose executor reports when an attempt really starts: armed then, by
+        # started(), not at admission (see defer_timers); and which attempt armed them.
+        self._deferred: dict[int, tuple[float | None, float | None]] = {}
+        self._armed_attempt: dict[int, int] = {}
         # When each running attempt last showed a sign of life (only read for tasks with a
         # heartbeat). A plain list of floats: beats may come from other threads, and one
         # store is all a beat costs.
@@ -238,6 +245,43 @@ class Scheduler:
         return log
 
     # ------------------------------------------------------------------ driver events
+    def limit_executor(self, name: str, slots: int) -> None:
+        """At most ``slots`` attempts of the tasks on executor ``name`` run at once. Call it
+        before the first :meth:`admit`. A slot works as a resource each of those tasks holds
+        one of while it runs, with the same reservation against starvation."""
+        if slots < 1:
+            raise ValueError(f"executor {name!r} must have at least one slot, not {slots}")
+        if self.running:
+            raise InvalidTransition(f"limit_executor({name!r}) after tasks started: the "
+                                    "limit applies from the first admit")
+        slot = len(self.free)
+        self.resource_names.append(f"slots of executor {name!r}")
+        self.free.append(float(slots))
+        requests = self._requests
+        for i, executor in enumerate(self.graph.executors):
+            if executor == name:
+                requests[i] = (*requests[i], (slot, 1.0))
+
+    def defer_timers(self, name: str) -> None:
+        """Tasks on executor ``name`` arm their timeout and heartbeat when the executor says an
+        attempt has started (:meth:`started`: a worker took it), not at admission: time an
+        attempt waits in a remote queue is not its own. Call it before the first admit."""
+        for i, executor in enumerate(self.graph.executors):
+            timers = self._timers[i]
+            if executor == name and timers is not None:
+                self._deferred[i] = timers
+                self._timers[i] = None
+
+    def started(self, i: int, attempt: int, now: float) -> None:
+        """Attempt ``attempt`` of task ``i`` really started now; its deferred timers start.
+        Ignored for an attempt that is not the running one, or already started."""
+        timers = self._deferred.get(i)
+        if (timers is None or self.state[i] is not RUNNING or self.attempts[i] != attempt
+                or self._armed_attempt.get(i) == attempt):
+            return
+        self._armed_attempt[i] = attempt
+        self._arm(i, attempt, now, timers)
+
     def admit(self, now: float) -> list[int]:
         """Move due retries to ready, then start every ready task that fits; return them.
 

@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 __all__ = [
+    "ENDS_ATTEMPT",
     "CallRef",
     "Resources",
     "RetryPolicy",
@@ -60,6 +61,18 @@ _FINAL = frozenset(
         TaskState.CANCELLED,
     }
 )
+
+ENDS_ATTEMPT = frozenset(
+    {
+        TaskState.SUCCEEDED,
+        TaskState.FAILED,
+        TaskState.RETRY_WAIT,
+        TaskState.SKIPPED,
+        TaskState.CANCELLED,
+    }
+)
+"""The states a running attempt ends in: a transition into one of them from ``running`` ends
+that attempt (``cancelled`` and ``skipped`` also end tasks that never ran)."""
 
 
 class TriggerRule(enum.StrEnum):

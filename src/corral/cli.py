@@ -566,11 +566,8 @@ def schema() -> None:
 
 # ---------------------------------------------------------------------- run
 
-# How long a run's lease lasts when nobody renews it: after a crash, a resume waits at most
-# this long. The recorder renews it six times per lease, so a busy writer missing a few
-# heartbeats is never taken for dead.
+# How long a run's lease lasts when nobody renews it (corral._launch.DEFAULT_LEASE_S).
 DEFAULT_LEASE = "30s"
-_HEARTBEATS_PER_LEASE = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -788,35 +785,29 @@ def execute(
 
     from corral._display import LinePrinter, LiveView, render_summary
     from corral._events import RunListener
-    from corral._plan import durations_of, make_plan, upward_ranks
-    from corral.store._resume import recorded_runner
+    from corral._launch import LaunchOptions, launch
+    from corral._plan import make_plan
 
     width = opts.width(pipeline)
-    # The median of each task's earlier successful attempts, for tasks without `estimate`:
-    # it ranks the critical path (longest tail first) and sets the live view's first ETA.
-    history = store.task_durations(dag_graph.name, dag_graph.ids) if store is not None else {}
     console = Console(highlight=False)
     live = not opts.as_json and console.is_terminal
     listeners: list[RunListener] = []
     if not opts.as_json and not live:
         listeners.append(LinePrinter(sys.stdout))
-    runner, recorder = recorded_runner(
-        resume or dag_graph,
-        store,
-        listeners=listeners,
-        recording={
-            "source_path": os.path.abspath(pipeline.path) if pipeline.path else None,
-            "heartbeat": opts.lease / _HEARTBEATS_PER_LEASE,
-            "lease": opts.lease,
-        },
+    started = launch(resume or dag_graph, store, listeners=listeners, options=LaunchOptions(
         concurrency=width,
         fail_fast=opts.fail_fast,
         log_dir=opts.log_dir,
         env=pipeline.dag.env,
-        ranks=upward_ranks(dag_graph, durations_of(dag_graph, history)) if history else None,
-        handle_signals=True,
         params=pipeline.params,
-    )
+        handle_signals=True,
+        source_path=os.path.abspath(pipeline.path) if pipeline.path else None,
+        lease_s=opts.lease,
+    ))
+    runner, recorder = started.runner, started.recorder
+    # The median of each task's earlier successful attempts, for tasks without `estimate`,
+    # ranked the critical path (longest tail first); it also sets the live view's first ETA.
+    history = started.history
     reused = resume.plan.reuse if resume is not None else {}
     store_failed: list[BrokenStore] = []
 

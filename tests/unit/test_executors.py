@@ -1,6 +1,6 @@
-"""One conformance suite for every executor, generated per implementation, plus each one's own
-promises (crash isolation, process-group kills, abandoned threads). Real threads, processes and
-subprocesses throughout; timeouts here are hang guards, never assertions."""
+"""Each built-in executor's own promises beyond the conformance suite (tests/conformance):
+crash isolation, process-group kills, abandoned threads, log routing. Real threads, processes
+and subprocesses throughout; timeouts here are hang guards, never assertions."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from corral import DAG, Skip, TaskState
+from corral import DAG, TaskState
 from corral._errors import CommandFailed, TaskTimeout, WorkerCrashed
 
 S = TaskState
@@ -25,134 +25,8 @@ def run(dag, **kw):
     return dag.run(**kw)
 
 
-# --------------------------------------------------------------------- conformance suite
-# Each executor gets the same behaviours: success with a value, failure with the original
-# exception type, skip, timeout, retry then success.
-
 def _ok(x):
     return x * 2
-
-
-async def _ok_async(x):
-    await asyncio.sleep(0)
-    return x * 2
-
-
-def _boom():
-    raise KeyError("boom")
-
-
-async def _boom_async():
-    raise KeyError("boom")
-
-
-def _skip():
-    raise Skip()
-
-
-async def _skip_async():
-    raise Skip()
-
-
-def _slow():
-    time.sleep(30)
-
-
-async def _slow_async():
-    await asyncio.sleep(30)
-
-
-def _flaky(path):
-    p = Path(path)
-    n = int(p.read_text()) if p.exists() else 0
-    p.write_text(str(n + 1))
-    if n < 2:
-        raise RuntimeError(f"attempt {n + 1} fails")
-    return n + 1
-
-
-async def _flaky_async(path):
-    return _flaky(path)
-
-
-FUNCTIONS = {
-    "thread": (_ok, _boom, _skip, _slow, _flaky),
-    "process": (_ok, _boom, _skip, _slow, _flaky),
-    "async": (_ok_async, _boom_async, _skip_async, _slow_async, _flaky_async),
-}
-
-
-@pytest.fixture(params=sorted(FUNCTIONS))
-def executor(request):
-    return request.param
-
-
-def test_success_returns_the_value(executor, tmp_path):
-    ok = FUNCTIONS[executor][0]
-    dag = DAG()
-    dag.add(ok, 21, id="t", options={"executor": executor})
-    result = run(dag, log_dir=tmp_path)
-    assert result.ok
-    assert result["t"].value == 42
-    assert result["t"].attempts == 1
-
-
-def test_failure_keeps_the_original_exception_type(executor, tmp_path):
-    boom = FUNCTIONS[executor][1]
-    dag = DAG()
-    dag.add(boom, id="t", options={"executor": executor})
-    result = run(dag, log_dir=tmp_path)
-    assert result["t"].state is S.FAILED
-    assert isinstance(result["t"].error, KeyError)
-    if executor == "process":
-        assert "_boom" in str(result["t"].error.__cause__)  # the worker's traceback
-
-
-def test_skip_ends_skipped(executor, tmp_path):
-    skip = FUNCTIONS[executor][2]
-    dag = DAG()
-    t = dag.add(skip, id="t", options={"executor": executor})
-    dag.add(_ok, 1, id="after").after(t)
-    result = run(dag, log_dir=tmp_path)
-    assert result["t"].state is S.SKIPPED
-    assert result["after"].state is S.SKIPPED
-    assert result.ok
-
-
-def test_timeout_fails_the_attempt_and_the_run_goes_on(executor, tmp_path):
-    slow = FUNCTIONS[executor][3]
-    dag = DAG()
-    dag.add(slow, id="slow", options={"executor": executor, "timeout": 0.3})
-    dag.add(_ok, 1, id="other")
-    start = time.monotonic()
-    result = run(dag, log_dir=tmp_path, fail_fast=False)
-    assert time.monotonic() - start < GUARD
-    assert result["slow"].state is S.FAILED
-    assert isinstance(result["slow"].error, TaskTimeout)
-    assert result["other"].state is S.SUCCEEDED
-
-
-def test_retries_until_success(executor, tmp_path):
-    flaky = FUNCTIONS[executor][4]
-    counter = tmp_path / "count"
-    dag = DAG()
-    dag.add(flaky, str(counter), id="t",
-            options={"executor": executor, "retries": 3, "retry_delay": 0.01})
-    result = run(dag, log_dir=tmp_path)
-    assert result["t"].state is S.SUCCEEDED
-    assert result["t"].attempts == 3
-    assert result["t"].value == 3
-
-
-def test_retries_exhausted_fail_with_the_last_error(executor, tmp_path):
-    flaky = FUNCTIONS[executor][4]
-    dag = DAG()
-    dag.add(flaky, str(tmp_path / "count"), id="t",
-            options={"executor": executor, "retries": 1, "retry_delay": 0.01})
-    result = run(dag, log_dir=tmp_path)
-    assert result["t"].state is S.FAILED
-    assert result["t"].attempts == 2
-    assert "attempt 2 fails" in str(result["t"].error)
 
 
 # --------------------------------------------------------------------- process executor
@@ -168,6 +42,18 @@ def _kill_self():
 
 def _pid():
     return os.getpid()
+
+
+def _boom():
+    raise KeyError("boom")
+
+
+def test_a_process_tasks_error_carries_the_workers_traceback(tmp_path):
+    dag = DAG()
+    dag.add(_boom, id="t", options={"executor": "process"})
+    result = run(dag, log_dir=tmp_path)
+    assert isinstance(result["t"].error, KeyError)
+    assert "_boom" in str(result["t"].error.__cause__)  # the worker's traceback
 
 
 def test_a_crashed_worker_fails_only_its_task(tmp_path):

@@ -80,6 +80,7 @@ class ProcessExecutor(Executor):
     """Runs callables in up to ``max_workers`` processes, started when first needed."""
 
     name = "process"
+    writes_logs = True
 
     def __init__(self, max_workers: int | None = None, *, kill_grace: float = 3.0) -> None:
         super().__init__()
@@ -96,6 +97,12 @@ class ProcessExecutor(Executor):
     async def start(self, sink: Any) -> None:
         await super().start(sink)
         self._loop = asyncio.get_running_loop()
+
+    @property
+    def slots(self) -> int:
+        # One attempt per worker: more admitted would wait in the pending queue, their
+        # timeouts already running.
+        return self.max_workers
 
     # ------------------------------------------------------------------ submit / cancel
     def submit(self, work: Work) -> None:

@@ -38,10 +38,10 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from corral._errors import BrokenExecutor, CommandFailed
-from corral.executors._base import CANCELLED, ERROR, OK, Executor, Work
+from corral.executors._base import CANCELLED, ERROR, OK, Executor, ExecutorSettings, Work
 from corral.executors._reaper import Reaper, ReaperLost
 
 __all__ = ["ShellExecutor", "tail"]
@@ -84,6 +84,8 @@ class ShellExecutor(Executor):
     is the time between SIGTERM and SIGKILL when an attempt is stopped."""
 
     name = "shell"
+    runs = "commands"
+    writes_logs = True
 
     def __init__(self, *, env: Mapping[str, str] | None = None, kill_grace: float = 3.0) -> None:
         super().__init__()
@@ -98,6 +100,10 @@ class ShellExecutor(Executor):
     async def start(self, sink: Any) -> None:
         await super().start(sink)
         self._loop = asyncio.get_running_loop()
+
+    @classmethod
+    def for_run(cls, settings: ExecutorSettings) -> Self:
+        return cls(env=settings.env)
 
     def submit(self, work: Work) -> None:
         loop = self._loop
