@@ -131,7 +131,6 @@ def test_output_goes_to_the_attempts_log(case, tmp_path):
 
 
 def test_a_silent_attempt_is_hung_and_a_live_one_is_not(case, tmp_path):
-    # A heartbeat of 3 s: a fresh worker process's start counts as silence (see README).
     dag = DAG(concurrency=2)
     add(dag, case, "silent", case.actions.silent(30), heartbeat=3)
     beating = case.actions.beating

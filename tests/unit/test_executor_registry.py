@@ -121,3 +121,17 @@ def test_an_executor_that_reports_starts_gets_timeouts_from_the_real_start():
         dag.add(time.sleep, 0.5, id=f"t{k}", options={"executor": "one", "timeout": 1.5})
     result = dag.run(executors={"one": OneAtATime()}, log_dir=None, handle_signals=False)
     assert result.ok, {t: r.error_message() for t, r in result.items()}
+
+
+def test_a_process_workers_own_start_up_does_not_count_against_the_timeout(tmp_path,
+                                                                         monkeypatch):
+    # Every fresh worker takes 2 s to start (a sitecustomize that sleeps, as a slow disk or a
+    # busy machine would); the task itself takes 0.2 s of its 1.5 s timeout.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, time\nif os.environ.get('CORRAL_TEST_SLOW_START'):\n    time.sleep(2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CORRAL_TEST_SLOW_START", "1")
+    dag = DAG()
+    dag.add(time.sleep, 0.2, id="t", options={"executor": "process", "timeout": 1.5})
+    result = dag.run(log_dir=None, handle_signals=False)
+    assert result.ok, result["t"].error_message()

@@ -1,7 +1,10 @@
 """The child side of the process executor: ``python -m corral.executors._process_worker R W``.
 
 Reads one framed message at a time from fd ``R`` — ``cloudpickle.dumps((fn, args, kwargs,
-log_path, heartbeat))`` — runs it, and writes ``(status, payload)`` back on fd ``W``. While a
+log_path, heartbeat))`` —, says :data:`STARTED` on fd ``W``, runs it, and writes ``(status,
+payload)`` back on ``W``. The start message is how the parent's timeouts and heartbeats leave
+out the worker's own start-up (a fresh interpreter importing corral can take a second on a
+busy machine). While a
 task runs, its stdout and stderr (file descriptors 1 and 2, so also those of any subprocess it
 starts) go to the attempt's log file.
 
@@ -44,6 +47,7 @@ from corral._errors import Skip
 
 OK, ERROR, SKIP = 0, 1, 2
 BEAT = b"."  # a sign of life of the running attempt; a result is always a longer pickle
+STARTED = b"!"  # the worker has the attempt and starts it (its timeout counts from here)
 CHUNK = 65536  # bytes of output read at a time
 MAX_GAP = 1.0  # seconds: the longest a beat waits to be sent, whatever the heartbeat
 
@@ -190,6 +194,10 @@ def main(read_fd: int, write_fd: int, parent: int | None = None) -> None:
             message = rx.recv_bytes()
         except (EOFError, OSError):
             return
+        try:
+            tx.send_bytes(STARTED)
+        except OSError:
+            _parent_gone()
         result = _run_one(message, tx)
         try:
             tx.send_bytes(result)

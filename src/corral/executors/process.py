@@ -25,11 +25,12 @@ there is one) and exits quietly if corral is already gone; and its group is watc
 when corral dies without doing so itself. A worker that exits, and every worker at
 :meth:`ProcessExecutor.shutdown`, takes what is left of its group with it.
 
-A task with a heartbeat may send :data:`BEAT` messages on the same pipe before its result
-(coalesced by the worker: see :mod:`._process_worker`); each one calls ``work.beat()``, and so
-does handing the attempt to a worker, since its time in the pending queue was no silence of its
-own. The start of a fresh worker (a new interpreter importing the task's module) does count,
-as it does against a ``timeout``.
+A worker says :data:`STARTED` as soon as it has an attempt, and the executor reports that
+start (``reports_start``): an attempt's ``timeout`` and ``heartbeat`` count from then, so the
+start-up of a fresh worker (a new interpreter importing corral) is not the task's time. A task
+with a heartbeat may send :data:`BEAT` messages on the same pipe before its result (coalesced
+by the worker: see :mod:`._process_worker`); each one calls ``work.beat()``. Unpickling the
+task (importing its module) is the task's own time.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import cloudpickle
 
 from corral._errors import WorkerCrashed
 from corral.executors._base import CANCELLED, ERROR, OK, SKIP, Executor, Work
-from corral.executors._process_worker import BEAT
+from corral.executors._process_worker import BEAT, STARTED
 from corral.executors._reaper import Reaper
 
 __all__ = ["ProcessExecutor"]
@@ -81,6 +82,7 @@ class ProcessExecutor(Executor):
 
     name = "process"
     writes_logs = True
+    reports_start = True  # a fresh worker's start-up is not the attempt's time
 
     def __init__(self, max_workers: int | None = None, *, kill_grace: float = 3.0) -> None:
         super().__init__()
@@ -199,9 +201,12 @@ class ProcessExecutor(Executor):
         except (EOFError, OSError):
             self._worker_died(worker)
             return
-        if data == BEAT:
-            if work is not None and work.beat is not None:
-                work.beat()
+        if data in (BEAT, STARTED):
+            if work is not None:
+                if data == STARTED:
+                    self.started(work)  # its timeout and heartbeat count from now
+                if work.beat is not None:
+                    work.beat()
             return
         worker.current = None
         if work is None:  # pragma: no cover - protocol violation by the worker
