@@ -211,22 +211,27 @@ class Runner:
             params=self.params,
             reused=self._reused,
         )
-        for listener in self.listeners:
-            listener.run_started(info)
-        self._emit()
         installed = self._install_signals(loop)
-        self._finished = loop.create_future()
-        if self._capturing:
-            _capture.install()  # print() of thread and async tasks goes to their logs
+        capturing = False
         try:
+            # Executors first: one that cannot start (a cluster out of reach) fails the run
+            # before any listener hears of it, so that no run is recorded that never ran. A
+            # signal meanwhile is kept (self.signal) and acted on at the first turn.
             for name in sorted(set(self._executor_of)):
                 await self._start_executor(name)
+            for listener in self.listeners:
+                listener.run_started(info)
+            self._emit()
+            self._finished = loop.create_future()  # from here on, _pump turns
+            if self._capturing:
+                _capture.install()  # print() of thread and async tasks goes to their logs
+                capturing = True
             self._queue.poke()
             await self._finished
         finally:
             if self._timer is not None:
                 self._timer.cancel()
-            if self._capturing:
+            if capturing:
                 _capture.uninstall()
             self._uninstall_signals(loop, installed)
             for executor in self._executors.values():
@@ -337,10 +342,12 @@ class Runner:
         work: Work
         if heartbeat is None:
             work = Work(i, attempt, spec.id, fn, args, kwargs, timeout=spec.timeout,
-                        env=spec.env or None, cwd=spec.cwd, log_path=log_path)
+                        env=spec.env or None, cwd=spec.cwd, log_path=log_path,
+                        resources=spec.resources or None)
         else:
             work = WatchedWork(i, attempt, spec.id, fn, args, kwargs, timeout=spec.timeout,
                                env=spec.env or None, cwd=spec.cwd, log_path=log_path,
+                               resources=spec.resources or None,
                                heartbeat=heartbeat, beat=functools.partial(self._beat, i, attempt))
         self.current[i] = work
         try:

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -337,3 +338,38 @@ def test_task_ids_that_clean_up_alike_get_separate_logs(tmp_path):
     result = run(dag, log_dir=tmp_path)
     assert Path(result["a/b"].log_path).read_text() == "slash\n"
     assert Path(result["a_b"].log_path).read_text() == "underscore\n"
+
+
+def test_an_executor_that_cannot_start_fails_the_run_before_anyone_hears_of_it(tmp_path):
+    from corral._errors import BrokenExecutor
+    from corral.executors import Executor, Work
+    from corral.store import open_store
+
+    class Unreachable(Executor):
+        async def start(self, sink: Any) -> None:
+            raise BrokenExecutor("cannot reach the cluster at tcp://nowhere:1")
+
+        def submit(self, work: Work) -> None:  # pragma: no cover - never started
+            raise AssertionError("submitted to an executor that did not start")
+
+    heard: list[str] = []
+
+    class Ears:
+        def run_started(self, run: Any) -> None:
+            heard.append("started")
+
+        def transitions(self, batch: Any) -> None:
+            heard.append("transitions")
+
+        def run_finished(self, result: Any) -> None:
+            heard.append("finished")
+
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    dag = DAG("unreachable")
+    dag.add(abs, -1, id="t", options={"executor": "far"})
+    with pytest.raises(BrokenExecutor, match="tcp://nowhere:1"):
+        dag.run(executors={"far": Unreachable()}, listeners=[Ears()], store=store,
+                log_dir=None)
+    assert heard == []
+    with open_store(store) as opened:
+        assert opened.list_runs() == []  # no run recorded that never ran

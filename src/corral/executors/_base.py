@@ -111,8 +111,10 @@ class Work:
 
     ``fn`` is the callable to run (for the shell executor, the command string), with ``args``
     and ``kwargs`` already resolved (upstream values substituted). ``index`` and ``attempt``
-    identify the attempt to the run loop; executors pass them back untouched. ``heartbeat``
-    and ``beat`` are ``None`` here, and set in a :class:`WatchedWork`.
+    identify the attempt to the run loop; executors pass them back untouched. ``resources`` is
+    what the task asks for (``None``: nothing); the run has already admitted it against its
+    own capacity, and an executor that places attempts on remote workers passes it on.
+    ``heartbeat`` and ``beat`` are ``None`` here, and set in a :class:`WatchedWork`.
     """
 
     __slots__ = (
@@ -125,6 +127,7 @@ class Work:
         "index",
         "kwargs",
         "log_path",
+        "resources",
         "task_id",
         "timeout",
         "worker",
@@ -143,6 +146,7 @@ class Work:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         log_path: Path | None = None,
+        resources: Mapping[str, float] | None = None,
     ) -> None:
         self.index = index
         self.attempt = attempt
@@ -154,6 +158,7 @@ class Work:
         self.env = env
         self.cwd = cwd
         self.log_path = log_path
+        self.resources = resources
         self.handle: Any = None  # executor-private: whatever it needs to cancel this attempt
         self.worker: str | None = None  # who runs it, if the executor knows (a remote worker)
 
