@@ -271,11 +271,24 @@ def test_import_corral_is_light():
     import sys
 
     code = ("import sys, corral; heavy = {'yaml', 'pydantic', 'rich', 'cloudpickle', "
-            "'multiprocessing', 'concurrent.futures.process', 'psycopg', 'click'}; "
-            "print(sorted(heavy & set(sys.modules)))")
+            "'multiprocessing', 'concurrent.futures.process', 'psycopg', 'click', 'dask', "
+            "'distributed'}; print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_a_run_without_dask_tasks_imports_no_dask_even_when_given_the_executor():
+    import subprocess
+    import sys
+
+    code = ("import sys, corral; from corral.executors.dask import DaskExecutor; "
+            "dag = corral.DAG(); dag.add(abs, -1, id='t'); "
+            "r = dag.run(executors={'dask': DaskExecutor('tcp://127.0.0.1:1')}, log_dir=None); "
+            "print(r.ok, sorted({'dask', 'distributed'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "True []"
 
 
 def test_a_stalled_run_fails_with_a_diagnosis_instead_of_hanging():
