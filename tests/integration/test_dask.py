@@ -258,8 +258,9 @@ def test_a_timed_out_attempt_on_a_cluster_of_its_own_has_its_worker_killed(tmp_p
     # fresh one in its place): the slow one's process must be gone by then.
     dag.add(alive, marker, id="check", options={"executor": "dask", "depends_on": ["slow"],
                                                 "trigger_rule": "all_done"})
-    result = dag.run(executors={"dask": DaskExecutor(n_workers=2)}, handle_signals=False,
-                     log_dir=None, fail_fast=False)
+    # No executor given: the run makes its own (a local cluster, one worker per CPU up to
+    # the concurrency), as a pipeline run without --dask does.
+    result = dag.run(handle_signals=False, log_dir=None, fail_fast=False)
     assert result["slow"].state is S.FAILED
     assert result["check"].state is S.SUCCEEDED
     assert result["check"].value is False
@@ -323,6 +324,18 @@ def test_corral_run_with_an_unreachable_dask_scheduler_exits_5_and_records_nothi
     assert "Traceback" not in proc.stderr
     with open_store(f"sqlite:///{tmp_path / '.corral' / 'corral.db'}") as opened:
         assert opened.list_runs() == []
+
+
+def test_workers_without_the_same_corral_are_found():
+    from corral.executors.dask import wrong_versions
+
+    versions = {"workers": {
+        "tcp://a:1": {"packages": {"corral": "1.0"}},
+        "tcp://b:1": {"packages": {"corral": None}},
+        "tcp://c:1": {"packages": {"corral": "0.9"}},
+    }}
+    assert wrong_versions(versions, "1.0") == {"tcp://b:1": None, "tcp://c:1": "0.9"}
+    assert wrong_versions({"workers": {}}, "1.0") == {}
 
 
 def _free_port() -> int:

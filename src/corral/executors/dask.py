@@ -192,9 +192,7 @@ class DaskExecutor(Executor):
             versions = await self._client.get_versions(packages=["corral"])
         except Exception:  # an old or restricted scheduler: the attempts will tell
             return
-        wrong = {addr: (v.get("packages") or {}).get("corral")
-                 for addr, v in (versions.get("workers") or {}).items()}
-        wrong = {addr: v for addr, v in wrong.items() if v != __version__}
+        wrong = wrong_versions(versions, __version__)
         if wrong:
             shown = ", ".join(f"{addr} ({v or 'not installed'})"
                               for addr, v in sorted(wrong.items())[:5])
@@ -437,6 +435,14 @@ class DaskExecutor(Executor):
 
 
 _CANCELLED = object()  # work.handle of an attempt cancelled before it was submitted
+
+
+def wrong_versions(versions: Mapping[str, Any], wanted: str) -> dict[str, str | None]:
+    """The workers in ``client.get_versions(packages=["corral"])`` that do not have corral
+    ``wanted``, with the version they have (None: not installed)."""
+    have = {addr: (info.get("packages") or {}).get("corral")
+            for addr, info in (versions.get("workers") or {}).items()}
+    return {addr: v for addr, v in have.items() if v != wanted}
 
 
 def _fits(resources: Mapping[str, float], offers: Mapping[str, Mapping[str, float]]) -> bool:
