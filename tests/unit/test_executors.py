@@ -243,3 +243,28 @@ def test_print_of_thread_and_async_tasks_goes_to_each_attempts_log(tmp_path, cap
     assert "await" not in out
     assert "complains" not in err
     assert type(sys.stdout).__name__ != "_Router"  # restored after the run
+
+
+def test_an_outcome_reported_after_the_run_ended_is_dropped_quietly():
+    """An executor that abandons an attempt (a thread that cannot be killed) may report it
+    long after the run's loop has closed: that report is ignored, never an error in the
+    executor's thread."""
+    import threading
+
+    from corral.executors import CompletionQueue, Work
+
+    loop = asyncio.new_event_loop()
+    queue = CompletionQueue(loop, lambda: None)
+    loop.close()
+    errors: list[BaseException] = []
+
+    def late() -> None:
+        try:
+            queue.put(Work(0, 1, "t", None), 0, None)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=late)
+    thread.start()
+    thread.join()
+    assert errors == []

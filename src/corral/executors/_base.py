@@ -287,7 +287,10 @@ class CompletionQueue:
             if threading.get_ident() == self._thread:
                 self._loop.call_soon(self._on_ready)
             else:
-                self._loop.call_soon_threadsafe(self._on_ready)
+                try:
+                    self._loop.call_soon_threadsafe(self._on_ready)
+                except RuntimeError:  # the loop has closed: the run is over, and an
+                    pass  # abandoned attempt reporting late is ignored, as any decided one
 
     def poke(self) -> None:
         """Schedule ``on_ready`` even with nothing queued (start, cancel)."""
