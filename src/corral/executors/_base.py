@@ -64,6 +64,7 @@ __all__ = [
     "Executor",
     "ExecutorSettings",
     "Outcome",
+    "RemoteTraceback",
     "Sink",
     "WatchedWork",
     "Work",
@@ -87,6 +88,19 @@ CANCELLED = Outcome.CANCELLED
 
 STARTED = 4
 """Not an outcome: what :meth:`Executor.started` reports, for executors with ``reports_start``."""
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised elsewhere (a worker process, a remote worker), as
+    text: executors that run tasks out of this process set it as the ``__cause__`` of the
+    task's own exception, so that it shows under that exception's traceback."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text}"""'
+
 
 Sink = Callable[["Work", int, Any], None]
 

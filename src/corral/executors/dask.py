@@ -51,7 +51,15 @@ from typing import IO, Any, Self
 import cloudpickle
 
 from corral._errors import BrokenExecutor, WorkerCrashed
-from corral.executors._base import ERROR, OK, SKIP, Executor, ExecutorSettings, Work
+from corral.executors._base import (
+    ERROR,
+    OK,
+    SKIP,
+    Executor,
+    ExecutorSettings,
+    RemoteTraceback,
+    Work,
+)
 from corral.executors._dask_worker import (
     BEAT,
     OUTPUT,
@@ -61,22 +69,11 @@ from corral.executors._dask_worker import (
     run_attempt,
 )
 
-__all__ = ["DaskExecutor", "RemoteTraceback"]
+__all__ = ["DaskExecutor", "wrong_versions"]
 
 CLUSTER_TOPIC = "all"  # where the scheduler tells of workers and clients coming and going
 
 INSTALL_HINT = "the dask executor needs the dask extra: pip install 'corral[dask]'"
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised on a Dask worker."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.text}"""'
 
 
 class _Attempt:
