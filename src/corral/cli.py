@@ -689,7 +689,7 @@ def _stdout_to_stderr() -> Iterator[None]:
 def _dask_executors(address: str | None) -> dict[str, Any] | None:
     """``--dask ADDRESS``: the dask executor for that scheduler, made here and given to the
     run by name (it imports nothing of dask until a task uses it)."""
-    if not address:
+    if not address or not address.strip():
         return None
     from corral.executors.dask import DaskExecutor
 

@@ -280,6 +280,18 @@ def test_an_unreachable_scheduler_fails_the_run_before_it_starts(tmp_path):
         assert opened.list_runs() == []  # and none was recorded
 
 
+def test_a_malformed_address_is_a_clear_error_and_leaves_nothing_behind():
+    import gc
+
+    dag = DAG()
+    dag.add(double, 1, id="t", options={"executor": "dask"})
+    with pytest.raises(BrokenExecutor, match="cannot connect to the Dask scheduler at nowhere: "
+                       "ValueError: missing port number"):
+        dag.run(executors={"dask": DaskExecutor("nowhere")}, handle_signals=False,
+                log_dir=None)
+    gc.collect()  # a client left half made would complain now (warnings are errors here)
+
+
 # --------------------------------------------------------------------------- the command line
 
 

@@ -117,7 +117,8 @@ class DaskExecutor(Executor):
         self._client: Any = None
         self._cluster: Any = None  # a LocalCluster of our own, closed at shutdown
         self._slots: int | None = None
-        self._topic = ""
+        self._topic = ""  # the run's events: the client's id
+        self._token = ""  # in every attempt's key: this run's, unique on a shared cluster
         self._attempts: dict[str, _Attempt] = {}
         self._dropped: set[str] = set()  # attempts given up on whose start we may yet hear of
         self._pids: set[int] = set()  # worker processes of our own cluster that ran attempts
@@ -156,10 +157,13 @@ class DaskExecutor(Executor):
                 raise BrokenExecutor(f"could not start a local Dask cluster of {n} worker "
                                      f"processes: {type(exc).__name__}: {exc}") from exc
             address = self._cluster.scheduler_address
+        timeout = {} if self.connect_timeout is None else {"timeout": self.connect_timeout}
         try:
-            timeout = {} if self.connect_timeout is None else {"timeout": self.connect_timeout}
-            self._client = await distributed.Client(  # type: ignore[no-untyped-call]
+            # Made, then awaited: one that fails to connect is closed here, not left for its
+            # finalizer to complain about.
+            self._client = distributed.Client(  # type: ignore[no-untyped-call]
                 address, asynchronous=True, set_as_default=False, **timeout)
+            await self._client
             info = await self._client.scheduler.identity()
         except Exception as exc:
             await self._close()
