@@ -141,6 +141,15 @@ RUNNERS: dict[str, RunnerEntry] = {
             max_tasks=2_000,
         ),
         _entry(
+            "corral-dask",
+            "bench.runners.dask_runner:CorralDask",
+            {NOOP, SLEEP},
+            "corral, every task on its dask executor, on dask-distributed's cluster",
+            requires=("distributed",),
+            # a Dask round trip per attempt, as dask-distributed pays per task
+            max_tasks=2_000,
+        ),
+        _entry(
             "ray",
             "bench.runners.ray_runner:Ray",
             {NOOP, SLEEP, CPU},

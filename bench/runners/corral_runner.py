@@ -29,6 +29,7 @@ class Corral(BenchRunner):
     use_async = False
     use_estimates = True
     measure_plan = True  # time validate+plan separately (only the reference variant does)
+    executor: str | None = None  # every task on this executor (None: by kind, as below)
 
     def setup(self) -> None:
         # Imported here, not in the timed run: module import is not per-run cost.
@@ -45,7 +46,7 @@ class Corral(BenchRunner):
         if wl.kind == "api":
             return
         action: Any
-        executor = "async" if self.use_async else "thread"
+        executor = self.executor or ("async" if self.use_async else "thread")
         if wl.kind == "noop":
             action = tasks.anoop if self.use_async else tasks.noop
             args: list[tuple[Any, ...]] = [()] * len(wl.ids)
@@ -82,6 +83,10 @@ class Corral(BenchRunner):
     def attach(self, runner: Any) -> None:
         """Hook to wire listeners to the runner before it runs."""
 
+    def executors(self) -> dict[str, Any] | None:
+        """The executors given to the next run by name (None: the registry's)."""
+        return None
+
     def run_once(self) -> dict[str, float]:
         if self.wl.kind == "api":
             return self._api_build()
@@ -89,7 +94,11 @@ class Corral(BenchRunner):
         graph = self.build_graph(self.specs, name=self.wl.name)
         t1 = time.perf_counter()
         runner = self.Runner(
-            graph, concurrency=self.wl.concurrency, log_dir=None, listeners=self.listeners()
+            graph,
+            concurrency=self.wl.concurrency,
+            log_dir=None,
+            listeners=self.listeners(),
+            executors=self.executors(),
         )
         self.attach(runner)
         result = asyncio.run(runner.run())

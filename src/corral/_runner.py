@@ -221,22 +221,30 @@ class Runner:
         # the run (and is recorded so), whatever the loop was doing when it came.
         installed = self._install_signals(loop)
         try:
-            for listener in self.listeners:
-                listener.run_started(info)
-            self._emit()
-            self._finished = loop.create_future()
-            if self._capturing:
-                _capture.install()  # print() of thread and async tasks goes to their logs
             cancelled: asyncio.CancelledError | None = None
+            announced = capturing = False
             try:
+                # Executors first: one that cannot start (a cluster out of reach) fails the
+                # run before any listener hears of it, so that no run is recorded that never
+                # ran. A signal meanwhile is kept (self.signal) and acted on at the first turn.
                 for name in sorted(set(self._executor_of)):
                     await self._start_executor(name)
+                for listener in self.listeners:
+                    listener.run_started(info)
+                announced = True
+                self._emit()
+                self._finished = loop.create_future()  # from here on, _pump turns
+                if self._capturing:
+                    _capture.install()  # print() of thread and async tasks goes to their logs
+                    capturing = True
                 self._queue.poke()
                 await self._finished
             except asyncio.CancelledError as exc:
                 # Cancelled from outside (the task awaiting us, or asyncio.run's own Ctrl-C
                 # handler before ours was in place): stop as cancel() does, record the run as
                 # interrupted, then let the cancellation go on.
+                if not announced:
+                    raise  # nothing was recorded, nothing ran
                 cancelled = exc
                 if self.signal is None:
                     self.signal = 0
@@ -248,7 +256,7 @@ class Runner:
             finally:
                 if self._timer is not None:
                     self._timer.cancel()
-                if self._capturing:
+                if capturing:
                     _capture.uninstall()
                 for executor in self._executors.values():
                     with contextlib.suppress(Exception):
@@ -362,10 +370,12 @@ class Runner:
         work: Work
         if heartbeat is None:
             work = Work(i, attempt, spec.id, fn, args, kwargs, timeout=spec.timeout,
-                        env=spec.env or None, cwd=spec.cwd, log_path=log_path)
+                        env=spec.env or None, cwd=spec.cwd, log_path=log_path,
+                        resources=spec.resources or None)
         else:
             work = WatchedWork(i, attempt, spec.id, fn, args, kwargs, timeout=spec.timeout,
                                env=spec.env or None, cwd=spec.cwd, log_path=log_path,
+                               resources=spec.resources or None,
                                heartbeat=heartbeat, beat=functools.partial(self._beat, i, attempt))
         self.current[i] = work
         try:

@@ -36,6 +36,7 @@ import click
 
 from corral import __version__
 from corral._errors import (
+    BrokenExecutor,
     BrokenStore,
     NotResumable,
     ParameterError,
@@ -64,6 +65,7 @@ class ExitCode(enum.IntEnum):
     INVALID = 2  # invalid input: pipeline, parameters, options, a missing file or run
     STORE = 3  # the run store cannot be used: locked, full, unreachable, newer, corrupt
     RUN_LOCKED = 4  # the run to resume is still alive elsewhere (its lease is live)
+    EXECUTOR = 5  # an executor cannot start: its cluster is unreachable or unusable
     INTERRUPTED = 130  # stopped by SIGINT (Ctrl-C): 128 + 2
     TERMINATED = 143  # stopped by SIGTERM: 128 + 15
 
@@ -74,6 +76,7 @@ _EXIT_HELP = {
     ExitCode.INVALID: "invalid input (pipeline, parameters, options, missing file or run)",
     ExitCode.STORE: "the run store cannot be used (locked, full disk, unreachable, newer schema)",
     ExitCode.RUN_LOCKED: "the run to resume is still alive elsewhere (its lease is live)",
+    ExitCode.EXECUTOR: "an executor cannot start (a Dask scheduler unreachable); nothing ran",
     ExitCode.INTERRUPTED: "interrupted by SIGINT (Ctrl-C)",
     ExitCode.TERMINATED: "stopped by SIGTERM (any other signal: 128 + its number)",
 }
@@ -101,6 +104,12 @@ class StoreError(click.ClickException):
     """The run store cannot be used; the message names it. Exits 3, without a traceback."""
 
     exit_code = int(ExitCode.STORE)
+
+
+class ExecutorError(click.ClickException):
+    """An executor cannot start; the message names it. Exits 5, without a traceback."""
+
+    exit_code = int(ExitCode.EXECUTOR)
 
 
 class LockedError(click.ClickException):
@@ -183,6 +192,8 @@ class CorralGroup(click.Group):
             raise StoreError(str(exc)) from None
         except RunLocked as exc:
             raise LockedError(str(exc)) from None
+        except BrokenExecutor as exc:  # raised before the run starts: nothing ran
+            raise ExecutorError(str(exc)) from None
         except KeyboardInterrupt:
             # Ctrl-C outside a run (a run handles its own signals and exits 130 itself).
             click.echo("interrupted", err=True)
@@ -585,6 +596,7 @@ class RunOptions:
     lease: float
     paths: tuple[str, ...]
     no_import: bool
+    dask: str | None
 
     def width(self, pipeline: Pipeline) -> int:
         """Tasks at once. Precedence: --concurrency > CORRAL_CONCURRENCY (both via click) >
@@ -648,6 +660,14 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
     ),
     _path_option,
     _no_import_option,
+    click.option(
+        "--dask",
+        metavar="ADDRESS",
+        envvar="CORRAL_DASK_ADDRESS",
+        show_envvar=True,
+        help="Run tasks with `executor: dask` on the Dask scheduler at ADDRESS "
+        "(tcp://host:8786)  [default: a local cluster for the run]",
+    ),
 ]
 
 
@@ -767,6 +787,16 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def _dask_executors(address: str | None) -> dict[str, Any] | None:
+    """``--dask ADDRESS``: the dask executor for that scheduler, made here and given to the
+    run by name (it imports nothing of dask until a task uses it)."""
+    if not address or not address.strip():
+        return None
+    from corral.executors.dask import DaskExecutor
+
+    return {"dask": DaskExecutor(address)}
+
+
 def execute(
     pipeline: Pipeline,
     dag_graph: Graph,
@@ -803,6 +833,7 @@ def execute(
         handle_signals=True,
         source_path=os.path.abspath(pipeline.path) if pipeline.path else None,
         lease_s=opts.lease,
+        executors=_dask_executors(opts.dask),
     ))
     runner, recorder = started.runner, started.recorder
     # The median of each task's earlier successful attempts, for tasks without `estimate`,

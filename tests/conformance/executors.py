@@ -22,6 +22,7 @@ from corral import Skip
 from corral._errors import CommandFailed
 from corral.executors import Executor, Work, call
 from corral.executors.asyncio import AsyncExecutor
+from corral.executors.dask import DaskExecutor
 from corral.executors.process import ProcessExecutor
 from corral.executors.shell import ShellExecutor
 from corral.executors.thread import ThreadExecutor
@@ -215,4 +216,6 @@ CASES = [
     ExecutorCase("process", lambda: ProcessExecutor(max_workers=2), CALLABLES),
     ExecutorCase("shell", ShellExecutor, COMMANDS),
     ExecutorCase("inline", InlineExecutor, CALLABLES, stops_work=False),
+    # A local cluster of its own per run (the default): stopping an attempt kills its worker.
+    ExecutorCase("dask", lambda: DaskExecutor(n_workers=2), CALLABLES),
 ]

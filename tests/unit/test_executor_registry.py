@@ -64,7 +64,7 @@ def test_an_unknown_executor_is_a_validation_error_naming_the_known_ones():
     assert problem.hint == "did you mean 'inline'?"
     with pytest.raises(ValidationError) as info:
         dag.validate()  # without the run's executors, only the registry's names
-    assert "async, process, shell, thread" in str(info.value.problems[0].hint)
+    assert "async, dask, process, shell, thread" in str(info.value.problems[0].hint)
 
 
 def test_a_command_on_an_executor_of_callables_is_refused():

@@ -395,3 +395,28 @@ def test_a_shell_task_sees_the_environment_as_it_is_when_it_starts(tmp_path, mon
     dag.shell("after", 'echo "${LATE_VAR:-unset}"', depends_on=["set"])
     result = run(dag, log_dir=tmp_path)
     assert Path(result["after"].log_path).read_text() == "late\n"
+
+
+def test_an_outcome_reported_after_the_run_ended_is_dropped_quietly():
+    """An executor that abandons an attempt (a thread that cannot be killed) may report it
+    long after the run's loop has closed: that report is ignored, never an error in the
+    executor's thread."""
+    import threading
+
+    from corral.executors import CompletionQueue, Work
+
+    loop = asyncio.new_event_loop()
+    queue = CompletionQueue(loop, lambda: None)
+    loop.close()
+    errors: list[BaseException] = []
+
+    def late() -> None:
+        try:
+            queue.put(Work(0, 1, "t", None), 0, None)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=late)
+    thread.start()
+    thread.join()
+    assert errors == []

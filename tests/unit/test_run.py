@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -297,11 +298,24 @@ def test_import_corral_is_light():
     import sys
 
     code = ("import sys, corral; heavy = {'yaml', 'pydantic', 'rich', 'cloudpickle', "
-            "'multiprocessing', 'concurrent.futures.process', 'psycopg', 'click'}; "
-            "print(sorted(heavy & set(sys.modules)))")
+            "'multiprocessing', 'concurrent.futures.process', 'psycopg', 'click', 'dask', "
+            "'distributed'}; print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_a_run_without_dask_tasks_imports_no_dask_even_when_given_the_executor():
+    import subprocess
+    import sys
+
+    code = ("import sys, corral; from corral.executors.dask import DaskExecutor; "
+            "dag = corral.DAG(); dag.add(abs, -1, id='t'); "
+            "r = dag.run(executors={'dask': DaskExecutor('tcp://127.0.0.1:1')}, log_dir=None); "
+            "print(r.ok, sorted({'dask', 'distributed'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "True []"
 
 
 def test_a_stalled_run_fails_with_a_diagnosis_instead_of_hanging():
@@ -392,3 +406,38 @@ def test_a_decorated_function_keeps_its_own_keyword_arguments():
 
     wait(timeout=2, priority=1)
     assert run(dag)["wait"].value == 3
+
+
+def test_an_executor_that_cannot_start_fails_the_run_before_anyone_hears_of_it(tmp_path):
+    from corral._errors import BrokenExecutor
+    from corral.executors import Executor, Work
+    from corral.store import open_store
+
+    class Unreachable(Executor):
+        async def start(self, sink: Any) -> None:
+            raise BrokenExecutor("cannot reach the cluster at tcp://nowhere:1")
+
+        def submit(self, work: Work) -> None:  # pragma: no cover - never started
+            raise AssertionError("submitted to an executor that did not start")
+
+    heard: list[str] = []
+
+    class Ears:
+        def run_started(self, run: Any) -> None:
+            heard.append("started")
+
+        def transitions(self, batch: Any) -> None:
+            heard.append("transitions")
+
+        def run_finished(self, result: Any) -> None:
+            heard.append("finished")
+
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    dag = DAG("unreachable")
+    dag.add(abs, -1, id="t", options={"executor": "far"})
+    with pytest.raises(BrokenExecutor, match="tcp://nowhere:1"):
+        dag.run(executors={"far": Unreachable()}, listeners=[Ears()], store=store,
+                log_dir=None)
+    assert heard == []
+    with open_store(store) as opened:
+        assert opened.list_runs() == []  # no run recorded that never ran

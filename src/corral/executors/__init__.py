@@ -5,6 +5,7 @@
 ``thread``  sync functions on a thread pool (:mod:`.thread`)
 ``process`` CPU-bound functions in worker processes (:mod:`.process`)
 ``shell``   shell commands in their own process groups (:mod:`.shell`)
+``dask``    callables on a Dask cluster (:mod:`.dask`; the ``dask`` extra)
 ==========  ==========================================================
 
 Modules load on first use, so ``import corral`` pulls in none of them. A task names its
@@ -38,6 +39,7 @@ from corral.executors._registry import ENTRY_POINT_GROUP, UnknownExecutor, known
 
 if _TYPE_CHECKING:
     from corral.executors.asyncio import AsyncExecutor
+    from corral.executors.dask import DaskExecutor
     from corral.executors.process import ProcessExecutor
     from corral.executors.shell import ShellExecutor
     from corral.executors.thread import ThreadExecutor
@@ -51,6 +53,7 @@ __all__ = [
     "ActionKind",
     "AsyncExecutor",
     "CompletionQueue",
+    "DaskExecutor",
     "Executor",
     "ExecutorSettings",
     "Outcome",
@@ -66,6 +69,7 @@ __all__ = [
 
 _LAZY = {
     "AsyncExecutor": "corral.executors.asyncio",
+    "DaskExecutor": "corral.executors.dask",
     "ProcessExecutor": "corral.executors.process",
     "ShellExecutor": "corral.executors.shell",
     "ThreadExecutor": "corral.executors.thread",

@@ -64,6 +64,7 @@ __all__ = [
     "Executor",
     "ExecutorSettings",
     "Outcome",
+    "RemoteTraceback",
     "Sink",
     "WatchedWork",
     "Work",
@@ -88,6 +89,19 @@ CANCELLED = Outcome.CANCELLED
 STARTED = 4
 """Not an outcome: what :meth:`Executor.started` reports, for executors with ``reports_start``."""
 
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised elsewhere (a worker process, a remote worker), as
+    text: executors that run tasks out of this process set it as the ``__cause__`` of the
+    task's own exception, so that it shows under that exception's traceback."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text}"""'
+
+
 Sink = Callable[["Work", int, Any], None]
 
 ActionKind = Literal["callables", "commands"]
@@ -111,8 +125,10 @@ class Work:
 
     ``fn`` is the callable to run (for the shell executor, the command string), with ``args``
     and ``kwargs`` already resolved (upstream values substituted). ``index`` and ``attempt``
-    identify the attempt to the run loop; executors pass them back untouched. ``heartbeat``
-    and ``beat`` are ``None`` here, and set in a :class:`WatchedWork`.
+    identify the attempt to the run loop; executors pass them back untouched. ``resources`` is
+    what the task asks for (``None``: nothing); the run has already admitted it against its
+    own capacity, and an executor that places attempts on remote workers passes it on.
+    ``heartbeat`` and ``beat`` are ``None`` here, and set in a :class:`WatchedWork`.
     """
 
     __slots__ = (
@@ -125,6 +141,7 @@ class Work:
         "index",
         "kwargs",
         "log_path",
+        "resources",
         "task_id",
         "timeout",
         "worker",
@@ -143,6 +160,7 @@ class Work:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         log_path: Path | None = None,
+        resources: Mapping[str, float] | None = None,
     ) -> None:
         self.index = index
         self.attempt = attempt
@@ -154,6 +172,7 @@ class Work:
         self.env = env
         self.cwd = cwd
         self.log_path = log_path
+        self.resources = resources
         self.handle: Any = None  # executor-private: whatever it needs to cancel this attempt
         self.worker: str | None = None  # who runs it, if the executor knows (a remote worker)
 
@@ -282,7 +301,10 @@ class CompletionQueue:
             if threading.get_ident() == self._thread:
                 self._loop.call_soon(self._on_ready)
             else:
-                self._loop.call_soon_threadsafe(self._on_ready)
+                try:
+                    self._loop.call_soon_threadsafe(self._on_ready)
+                except RuntimeError:  # the loop has closed: the run is over, and an
+                    pass  # abandoned attempt reporting late is ignored, as any decided one
 
     def poke(self) -> None:
         """Schedule ``on_ready`` even with nothing queued (start, cancel)."""

@@ -3,7 +3,7 @@
 Three places a name can come from, the first that has it wins::
 
     the run's own        dag.run(executors={"inline": InlineExecutor()})   instances
-    the built-ins        async, thread, process, shell                     (this module)
+    the built-ins        async, thread, process, shell, dask               (this module)
     third parties        entry points in the group "corral.executors":     "pkg.mod:MyExecutor"
                          [project.entry-points."corral.executors"]
                          inline = "pkg.mod:InlineExecutor"
@@ -42,6 +42,7 @@ ENTRY_POINT_GROUP = "corral.executors"
 # built-in executors imports none of them.
 BUILTINS: dict[str, tuple[str, ActionKind]] = {
     "async": ("corral.executors.asyncio:AsyncExecutor", "callables"),
+    "dask": ("corral.executors.dask:DaskExecutor", "callables"),
     "process": ("corral.executors.process:ProcessExecutor", "callables"),
     "shell": ("corral.executors.shell:ShellExecutor", "commands"),
     "thread": ("corral.executors.thread:ThreadExecutor", "callables"),

@@ -48,22 +48,11 @@ from typing import Any
 import cloudpickle
 
 from corral._errors import WorkerCrashed
-from corral.executors._base import CANCELLED, ERROR, OK, SKIP, Executor, Work
+from corral.executors._base import CANCELLED, ERROR, OK, SKIP, Executor, RemoteTraceback, Work
 from corral.executors._process_worker import BEAT, STARTED
 from corral.executors._reaper import Reaper
 
 __all__ = ["ProcessExecutor"]
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised in a worker process."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.text}"""'
 
 
 class _Worker:
