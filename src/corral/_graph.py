@@ -6,12 +6,21 @@ at once (duplicate ids, unknown dependencies with a "did you mean", self-depende
 cycle as a path, invalid option values, resource requests that can never fit), so that a user
 fixes a file in one pass. Past this point tasks are integers ``0..n-1`` and dependencies are
 tuples of integers: the scheduler's hot path never sees a string or re-validates.
+
+Every number must be finite (NaN and infinities are refused: a NaN timeout never fires, a NaN
+capacity admits nothing). Checking is linear in the number of tasks, and so is "did you mean":
+a :class:`Suggester` compares only names of a length that could match, caches each answer,
+and stops suggesting after a fixed number of comparisons (a file of 20,000 tasks that each
+name an unknown dependency is reported at once, not after minutes of fuzzy matching).
+Messages quote values through :func:`short_repr`, never in full.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +28,9 @@ from typing import Any
 from corral._errors import Problem, ValidationError
 from corral._spec import RetryPolicy, ShellCommand, TaskSpec, TriggerRule
 
-__all__ = ["EXECUTORS", "Graph", "build_graph", "default_capacity", "suggest"]
+__all__ = [
+    "EXECUTORS", "Graph", "Suggester", "build_graph", "default_capacity", "short_repr", "suggest",
+]
 
 # The executors corral ships; a pipeline naming another one is a validation error.
 EXECUTORS = ("async", "thread", "process", "shell")
@@ -37,10 +48,105 @@ def default_capacity() -> dict[str, float]:
     return capacity
 
 
+# "Did you mean": difflib's similarity ratio at least this; names longer than _LONGEST are
+# never compared (a ratio costs up to the product of the lengths).
+_CUTOFF = 0.6
+_LONGEST = 200
+# Comparisons one Suggester makes at most: well under a second, whatever the input.
+SUGGESTION_BUDGET = 50_000
+
+
+class Suggester:
+    """"Did you mean" among a fixed set of names, at a bounded cost.
+
+    A ratio of at least ``0.6`` needs lengths within a factor of 7/3 of each other, so only
+    those names are compared; each word is looked up once; and after ``budget`` comparisons
+    in all it suggests nothing more. :meth:`hint` says so once, on the first problem that
+    gets no suggestion because of it.
+    """
+
+    def __init__(self, choices: Iterable[str], *, budget: int = SUGGESTION_BUDGET) -> None:
+        self.by_length: dict[int, list[str]] = {}
+        for choice in choices:
+            if isinstance(choice, str) and len(choice) <= _LONGEST:
+                self.by_length.setdefault(len(choice), []).append(choice)
+        self.budget = budget
+        self.cache: dict[str, str | None] = {}
+        self.stopped = False  # the budget ran out
+        self._said_stopped = False
+
+    def __call__(self, word: str) -> str | None:
+        """The closest name to ``word``, or None."""
+        if word in self.cache:
+            return self.cache[word]
+        if not isinstance(word, str) or len(word) > _LONGEST:
+            return None
+        low, high = len(word) * _CUTOFF / (2 - _CUTOFF), len(word) * (2 - _CUTOFF) / _CUTOFF
+        candidates = [name for length, names in self.by_length.items()
+                      if low <= length <= high for name in names]
+        if len(candidates) > self.budget:
+            self.stopped = True
+            return None
+        self.budget -= len(candidates)
+        matches = difflib.get_close_matches(word, candidates, n=1, cutoff=_CUTOFF)
+        close = self.cache[word] = matches[0] if matches else None
+        return close
+
+    def hint(self, word: str, otherwise: str | None = None) -> str | None:
+        """"did you mean 'x'?", else ``otherwise``; once the budget ran out, a note so."""
+        close = self(word)
+        if close is not None:
+            return f"did you mean {close!r}?"
+        if self.stopped and not self._said_stopped:
+            self._said_stopped = True
+            return "no more suggestions from here on: too many names to compare"
+        return otherwise
+
+
 def suggest(word: str, choices: Iterable[str]) -> str | None:
     """The closest of ``choices`` to ``word``, for a "did you mean" hint."""
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return matches[0] if matches else None
+    return Suggester(choices)(word)
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib, also for dict and list subclasses (reprlib matches on the exact type name) and
+    without converting enormous integers to text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = self.maxother = self.maxlong = 80
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = 8
+
+    def repr1(self, x: Any, level: int) -> str:
+        if isinstance(x, bool) or x is None or isinstance(x, float):
+            return repr(x)
+        if isinstance(x, int):
+            if x.bit_length() > 10_000:  # past 4300 digits str(x) raises
+                return f"<an integer of about {int(x.bit_length() * math.log10(2)):,} digits>"
+            return self.repr_int(x, level)
+        if isinstance(x, str):
+            return self.repr_str(x, level)
+        if isinstance(x, dict):
+            return self.repr_dict(x, level)
+        if isinstance(x, list):
+            return self.repr_list(x, level)
+        if isinstance(x, tuple):
+            return self.repr_tuple(x, level)
+        return super().repr1(x, level)
+
+
+_SHORT = _ShortRepr()
+
+
+def short_repr(value: object, *, limit: int = 80, quote: bool = True) -> str:
+    """``repr(value)`` (or a string itself, if not ``quote``) cut to about ``limit``
+    characters with ``...``: a message never quotes a huge or deeply nested value in full."""
+    if isinstance(value, str):
+        text = repr(value[:limit]) if quote else value[:limit]
+        return text + "..." if len(value) > limit else text
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -100,9 +206,6 @@ def build_graph(
     ``capacity`` adds to or overrides the machine's (:func:`default_capacity`).
     """
     problems: list[Problem] = []
-    total: dict[str, float] = default_capacity()
-    if capacity:
-        total.update({k: float(v) for k, v in capacity.items()})
 
     def problem(message: str, spec: TaskSpec | None = None, hint: str | None = None) -> None:
         src_file, line = (spec.source if spec and spec.source else (file, None))
@@ -110,18 +213,28 @@ def build_graph(
             Problem(message, task=spec.id if spec else None, file=src_file, line=line, hint=hint)
         )
 
+    total: dict[str, float] = default_capacity()
+    for resource, amount in (capacity or {}).items():
+        if not _finite(amount) or amount < 0:
+            problem(f"the capacity of resource {short_repr(resource)} must be a finite number "
+                    f">= 0, not {short_repr(amount)}")
+        else:
+            total[resource] = float(amount)
+
     index: dict[str, int] = {}
+    checks = _Checks(total)
     for i, spec in enumerate(specs):
         if not isinstance(spec.id, str) or not spec.id:
-            problem(f"task #{i + 1} has an empty or non-string id: {spec.id!r}", spec)
+            problem(f"task #{i + 1} has an empty or non-string id: {short_repr(spec.id)}", spec)
         elif spec.id in index:
             problem(f"duplicate task id {spec.id!r}", spec, hint="task ids must be unique")
         else:
             index[spec.id] = i
-        _check_options(spec, total, problem)
+        checks.options(spec, problem)
 
     n = len(specs)
     deps: list[tuple[int, ...]] = []
+    known: Suggester | None = None
     for spec in specs:
         resolved: list[int] = []
         seen: set[int] = set()
@@ -130,12 +243,9 @@ def build_graph(
             if dep == spec.id:
                 problem(f"task {spec.id!r} depends on itself", spec)
             elif j is None:
-                close = suggest(dep, index)
-                problem(
-                    f"task {spec.id!r} depends on unknown task {dep!r}",
-                    spec,
-                    hint=f"did you mean {close!r}?" if close else None,
-                )
+                known = known or Suggester(index)
+                problem(f"task {spec.id!r} depends on unknown task {short_repr(dep)}", spec,
+                        hint=known.hint(dep))
             elif j not in seen:
                 seen.add(j)
                 resolved.append(j)
@@ -169,87 +279,131 @@ def build_graph(
     )
 
 
-def _check_options(spec: TaskSpec, capacity: Mapping[str, float], problem: Any) -> None:
-    """Report invalid option values of one task."""
-    retry: object = spec.retry  # typed, but a caller may have put anything there
-    if not isinstance(retry, RetryPolicy):
-        problem(f"task {spec.id!r}: retry must be a RetryPolicy, not {retry!r}", spec)
-    else:
-        if not _is_int(retry.retries) or retry.retries < 0:
-            problem(f"task {spec.id!r}: retries must be a whole number >= 0, not {retry.retries!r}",
+class _Checks:
+    """The option checks of :func:`build_graph`, one task at a time.
+
+    Most tasks of a large DAG share their retry policy and action, so a policy already found
+    valid (by identity: the specs keep them alive) and each action's executor are not looked
+    at again, and options left at their defaults cost one comparison each.
+    """
+
+    def __init__(self, capacity: Mapping[str, float]) -> None:
+        self.capacity = capacity
+        self.valid_retry: set[int] = set()
+        self.executor_of: dict[int, str] = {}  # id(action) -> executor, for specs leaving it
+        self.resource_names = Suggester(capacity)
+        self.rules = [r.value for r in TriggerRule]
+
+    def options(self, spec: TaskSpec, problem: Any) -> None:
+        """Report the invalid option values of ``spec``."""
+        task = f"task {spec.id!r}"
+        retry: object = spec.retry  # typed, but a caller may have put anything there
+        if id(retry) not in self.valid_retry and self.retry(retry, task, spec, problem):
+            self.valid_retry.add(id(retry))
+        for name in ("timeout", "heartbeat"):
+            value = getattr(spec, name)
+            if value is not None and not (_finite(value) and value > 0):
+                problem(f"{task}: {name} must be a finite number of seconds > 0, "
+                        f"not {short_repr(value)}", spec)
+        estimate = spec.estimate
+        if estimate is not None and not (_finite(estimate) and estimate >= 0):
+            problem(f"{task}: estimate must be a finite number of seconds >= 0, "
+                    f"not {short_repr(estimate)}", spec)
+        if not _is_int(spec.priority):
+            problem(f"{task}: priority must be a whole number, not {short_repr(spec.priority)}",
                     spec)
+        trigger: object = spec.trigger_rule
+        if not isinstance(trigger, TriggerRule):
+            try:
+                TriggerRule(str(trigger))
+            except ValueError:
+                problem(f"{task}: unknown trigger_rule {short_repr(trigger)}", spec,
+                        hint=Suggester(self.rules).hint(str(trigger),
+                                                         f"one of {', '.join(self.rules)}"))
+        executor = spec.executor
+        if executor is None:
+            executor = self.executor_of.get(id(spec.action))
+            if executor is None:
+                executor = self.executor_of[id(spec.action)] = spec.executor_name
+        if executor not in EXECUTORS:
+            problem(f"{task}: unknown executor {short_repr(executor)}", spec,
+                    hint=Suggester(EXECUTORS).hint(str(executor), f"one of {', '.join(EXECUTORS)}"))
+        shell = isinstance(spec.action, ShellCommand)
+        if executor == "shell" and not shell:
+            problem(f"{task}: executor 'shell' needs a command (cmd), not a function", spec)
+        if shell and executor != "shell":
+            problem(f"{task}: a shell command runs on executor 'shell', not {executor!r}", spec)
+        env: Mapping[Any, object] = spec.env
+        if env:
+            for key, value in env.items():
+                if not isinstance(key, str) or not isinstance(value, str):
+                    problem(f"{task}: env {short_repr(key)} must map a string to a string, "
+                            f"not {short_repr(value)}", spec)
+        if spec.resources:
+            self.resources(spec, task, problem)
+
+    def retry(self, retry: object, task: str, spec: TaskSpec, problem: Any) -> bool:
+        """Report an invalid retry policy; whether it was valid."""
+        if not isinstance(retry, RetryPolicy):
+            problem(f"{task}: retry must be a RetryPolicy, not {short_repr(retry)}", spec)
+            return False
+        bad = 0
+        if not _is_int(retry.retries) or retry.retries < 0:
+            problem(f"{task}: retries must be a whole number >= 0, "
+                    f"not {short_repr(retry.retries)}", spec)
+            bad += 1
         for field_name in ("delay", "max_delay"):
             value = getattr(retry, field_name)
-            if not _is_number(value) or value < 0:
-                problem(f"task {spec.id!r}: retry {field_name} must be a number >= 0, "
-                        f"not {value!r}", spec)
-        if not _is_number(retry.backoff) or retry.backoff < 1:
-            problem(f"task {spec.id!r}: retry backoff must be a number >= 1, "
-                    f"not {retry.backoff!r}", spec)
-        if not _is_number(retry.jitter) or not 0 <= retry.jitter <= 1:
-            problem(f"task {spec.id!r}: retry jitter must be between 0 and 1, "
-                    f"not {retry.jitter!r}", spec)
-    if spec.timeout is not None and (not _is_number(spec.timeout) or spec.timeout <= 0):
-        problem(f"task {spec.id!r}: timeout must be a number of seconds > 0, "
-                f"not {spec.timeout!r}", spec)
-    if spec.heartbeat is not None and (not _is_number(spec.heartbeat) or spec.heartbeat <= 0):
-        problem(f"task {spec.id!r}: heartbeat must be a number of seconds > 0, "
-                f"not {spec.heartbeat!r}", spec)
-    if spec.estimate is not None and (not _is_number(spec.estimate) or spec.estimate < 0):
-        problem(f"task {spec.id!r}: estimate must be a number of seconds >= 0, "
-                f"not {spec.estimate!r}", spec)
-    if not _is_int(spec.priority):
-        problem(f"task {spec.id!r}: priority must be a whole number, not {spec.priority!r}", spec)
-    trigger: object = spec.trigger_rule
-    if not isinstance(trigger, TriggerRule):
+            if not _finite(value) or value < 0:
+                problem(f"{task}: retry {field_name} must be a finite number >= 0, "
+                        f"not {short_repr(value)}", spec)
+                bad += 1
+        if not _finite(retry.backoff) or retry.backoff < 1:
+            problem(f"{task}: retry backoff must be a finite number >= 1, "
+                    f"not {short_repr(retry.backoff)}", spec)
+            bad += 1
+        if not _finite(retry.jitter) or not 0 <= retry.jitter <= 1:
+            problem(f"{task}: retry jitter must be between 0 and 1, "
+                    f"not {short_repr(retry.jitter)}", spec)
+            bad += 1
+        return bad == 0
+
+    def resources(self, spec: TaskSpec, task: str, problem: Any) -> None:
+        capacity = self.capacity
+        for name, amount in spec.resources.items():
+            if not _finite(amount) or amount < 0:
+                problem(f"{task}: resource {short_repr(name)} must be a finite number >= 0, "
+                        f"not {short_repr(amount)}", spec)
+            elif name not in capacity:
+                problem(
+                    f"{task} requests resource {short_repr(name)}, which has no capacity",
+                    spec,
+                    hint=self.resource_names.hint(
+                        name, f"declare it, e.g. resources: "
+                        f"{{{short_repr(name, quote=False)}: {amount:g}}} at the top level"),
+                )
+            elif amount > capacity[name]:
+                problem(
+                    f"{task} requests {name}={amount:g} but the capacity is "
+                    f"{capacity[name]:g}, so it could never run",
+                    spec,
+                )
+
+
+def _finite(value: object) -> bool:
+    """A real number (not a bool) that fits a float and is neither NaN nor infinite."""
+    if type(value) is float:
+        return math.isfinite(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
         try:
-            TriggerRule(str(trigger))
-        except ValueError:
-            close = suggest(str(trigger), [r.value for r in TriggerRule])
-            problem(f"task {spec.id!r}: unknown trigger_rule {trigger!r}", spec,
-                    hint=f"did you mean {close!r}?" if close else
-                    f"one of {', '.join(r.value for r in TriggerRule)}")
-    executor = spec.executor_name
-    if executor not in EXECUTORS:
-        close = suggest(executor, EXECUTORS)
-        problem(f"task {spec.id!r}: unknown executor {executor!r}", spec,
-                hint=f"did you mean {close!r}?" if close else f"one of {', '.join(EXECUTORS)}")
-    if executor == "shell" and not isinstance(spec.action, ShellCommand):
-        problem(f"task {spec.id!r}: executor 'shell' needs a command (cmd), not a function", spec)
-    if isinstance(spec.action, ShellCommand) and executor != "shell":
-        problem(f"task {spec.id!r}: a shell command runs on executor 'shell', not {executor!r}",
-                spec)
-    env: Mapping[Any, object] = spec.env
-    for key, value in env.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            problem(f"task {spec.id!r}: env {key!r} must map a string to a string, "
-                    f"not {value!r}", spec)
-    for name, amount in spec.resources.items():
-        if not _is_number(amount) or amount < 0:
-            problem(f"task {spec.id!r}: resource {name!r} must be a number >= 0, not {amount!r}",
-                    spec)
-        elif name not in capacity:
-            close = suggest(name, capacity)
-            problem(
-                f"task {spec.id!r} requests resource {name!r}, which has no capacity",
-                spec,
-                hint=f"did you mean {close!r}?" if close else
-                f"declare it, e.g. resources: {{{name}: {amount:g}}} at the top level",
-            )
-        elif amount > capacity[name]:
-            problem(
-                f"task {spec.id!r} requests {name}={amount:g} but the capacity is "
-                f"{capacity[name]:g}, so it could never run",
-                spec,
-            )
+            return math.isfinite(float(value))
+        except OverflowError:  # an int too large for a float
+            return False
+    return False
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _topological_order(

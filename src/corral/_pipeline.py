@@ -8,7 +8,7 @@ substitutes ``${name}`` parameters, turns each task into a :class:`TaskSpec` wit
 
 ::
 
-    text --_LineLoader--> _Mapping/_Sequence (values + line of every key; _pipeline_text.py)
+    text --load_text----> dicts and lists               (_pipeline_text.py; JSON without lines)
          --pydantic-----> _Header, one _Task per task   (shape errors -> Problem at the key's line)
          --_Reader.sub--> ${name} substituted           (shell-quoted in cmd, raw elsewhere)
          --make_spec----> TaskSpec(source=(file, line)) (one per task)
@@ -17,7 +17,13 @@ substitutes ``${name}`` parameters, turns each task into a :class:`TaskSpec` wit
 Policy:
 
 - Every problem found is reported at once, in file order, as a :class:`Problem` carrying the
-  file and line. pydantic's errors are translated, never shown raw.
+  file and line. pydantic's errors are translated, never shown raw, and a value quoted in a
+  message is cut short (:func:`corral._graph.short_repr`).
+- Lines are found when there is something to report: a JSON file is read fast, without them,
+  and read again with them only when it has problems (then everything is checked again, on
+  data that knows its lines). YAML always has them.
+- Numbers must be finite wherever corral reads them (NaN and infinities are refused); inside
+  ``args`` and ``kwargs``, values are the user's and arrive as written.
 - Parameters are strings. In ``cmd`` a value is inserted with :func:`shlex.quote`, so it is one
   shell word whatever it contains; in ``env``, ``cwd``, ``args`` and ``kwargs`` it is inserted
   as is. ``$${name}`` stands for a literal ``${name}``.
@@ -34,9 +40,11 @@ Policy:
 
 from __future__ import annotations
 
+import gc
 import re
 import shlex
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -47,9 +55,9 @@ from pydantic_core import PydanticCustomError
 
 from corral._dag import DAG
 from corral._errors import ParameterError, PipelineError, Problem, ValidationError
-from corral._graph import suggest
+from corral._graph import Suggester, short_repr, suggest
 from corral._options import TASK_OPTIONS, make_spec
-from corral._pipeline_text import _Duplicate, _load, _read, _Sequence
+from corral._pipeline_text import MAX_DEPTH, Loaded, _Duplicate, _Sequence, load_text, read_file
 from corral._spec import CallRef, ShellCommand, TaskSpec
 
 __all__ = ["Pipeline", "load_pipeline", "parse_params", "parse_pipeline", "pipeline_schema"]
@@ -81,7 +89,7 @@ def load_pipeline(path: str | Path, *, params: Mapping[str, str] | None = None) 
     :class:`ParameterError` for a parameter the file does not declare or one it requires.
     """
     file = Path(path)
-    text = _read(file)
+    text = read_file(file)
     fmt = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}.get(file.suffix.lower())
     return parse_pipeline(text, file=str(file), fmt=fmt, params=params)
 
@@ -98,13 +106,33 @@ def parse_pipeline(
     ``file`` names the source in problems and gives the default pipeline name; unless it is
     a ``<placeholder>``, it is also the pipeline's ``path``.
     """
-    if fmt is None:
-        fmt = "json" if text.lstrip().startswith("{") else "yaml"
-    if fmt not in FORMATS:
+    if fmt is not None and fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)} or None, not {fmt!r}")
-    data, duplicates = _load(text, file, fmt)
     path = None if file.startswith("<") else file
-    return _Reader(file, dict(params or {})).read(data, duplicates, path)
+    passed = dict(params or {})
+    with _paused_gc():
+        loaded = load_text(text, file, fmt)
+        try:
+            return _Reader(file, passed).read(loaded, path)
+        except PipelineError:
+            if loaded.located:
+                raise
+        # Problems, but no lines to show them at: read the file again, with lines.
+        return _Reader(file, passed).read(load_text(text, file, fmt, located=True), path)
+
+
+@contextmanager
+def _paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while a file is read: reading allocates millions of
+    objects and no cycles, and each collection would walk all of them again (100,000 tasks
+    read in several times the time with the collector on)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def parse_params(pairs: Iterable[str]) -> dict[str, str]:
@@ -200,7 +228,8 @@ _OPTION_TYPES: dict[str, Any] = {
 
 class _Strict(BaseModel):
     # strict: YAML and JSON already give real ints, floats and booleans, so "2" is a mistake.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # No NaN or infinity in any number corral reads (a NaN timeout would never fire).
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class _Action(_Strict):
@@ -270,6 +299,7 @@ class _Reader:
         self.problems: list[Problem] = []
         self.params: dict[str, str | None] = dict(passed)
         self.declared: dict[str, str | None] | None = None  # None: the file has no params:
+        self.suggest_param: Suggester | None = None  # "did you mean" among the declared
         self.used: set[str] = set()
 
     def problem(
@@ -277,7 +307,8 @@ class _Reader:
     ) -> None:
         self.problems.append(Problem(message, task=task, file=self.file, line=line, hint=hint))
 
-    def read(self, data: Any, duplicates: list[_Duplicate], path: str | None) -> Pipeline:
+    def read(self, loaded: Loaded, path: str | None) -> Pipeline:
+        data, duplicates = loaded.data, loaded.duplicates
         if data is None:
             raise PipelineError([Problem("the file is empty", file=self.file, line=1,
                                          hint="a pipeline needs at least a tasks: section")])
@@ -287,15 +318,19 @@ class _Reader:
                 file=self.file, line=getattr(data, "line", None) or 1,
             )])
         tasks = data.get("tasks")
-        owner = _owners(tasks)
+        owner = _owners(tasks) if duplicates else {}
         # A task id written twice is left to build_graph, as in a list of tasks: the task it
         # shadowed is checked too (shadowed). Any other key written twice is reported here.
         shadowed = [d for d in duplicates if d.mapping is tasks]
+        for key, value in data.items():
+            if _is_extension(key) and _too_deep(value, MAX_DEPTH - 1):
+                self.problem(f"{short_repr(key)}: values nested more than {MAX_DEPTH} levels deep",
+                             _line_of(data, (key,)))
         for dup in duplicates:
             if dup.mapping is not tasks:
                 task = owner.get(id(dup.mapping))
-                self.problem(f"task {task!r}: duplicate key {dup.key!r}" if task else
-                             f"duplicate key {dup.key!r}", dup.line, task=task,
+                self.problem(f"task {task!r}: duplicate key {short_repr(dup.key)}" if task else
+                             f"duplicate key {short_repr(dup.key)}", dup.line, task=task,
                              hint=f"first written on line {dup.first}" if dup.first else None)
 
         header_data = {k: v for k, v in data.items() if k != "tasks" and not _is_extension(k)}
@@ -304,7 +339,8 @@ class _Reader:
         if header is None:  # without the capacity, tasks are checked for shape only
             self.tasks(tasks, data, {}, shadowed)
             for dup in shadowed:
-                self.problem(f"duplicate task id {dup.key!r}", dup.line, task=str(dup.key),
+                self.problem(f"duplicate task id {short_repr(dup.key)}", dup.line,
+                             task=str(dup.key),
                              hint=f"first defined on line {dup.first}" if dup.first else None)
             raise self.error()
         self.use_params(header, data)
@@ -380,27 +416,30 @@ class _Reader:
         path = _dotted(_strip_tags(root, loc))
         kind = error["type"]
         if kind == "invalid_key":
-            self.problem(f"{where}key {loc[-1]!r} must be a string", line, task=task,
-                         hint=f"quote it: '{loc[-1]}'")
+            self.problem(f"{where}key {short_repr(loc[-1])} must be a string", line, task=task,
+                         hint=f"quote it: '{short_repr(loc[-1], quote=False)}'")
         elif kind == "extra_forbidden":
             key = loc[-1]
             known = [*_known_keys(model, loc[:-1]), *(extra if len(loc) == 1 else ())]
-            close = suggest(str(key), known)
+            close = suggest(str(key)[:200], known)
             hint = f"did you mean {close!r}?" if close else None
             if key == "id" and len(loc) == 1 and task is not None:
                 hint = "in a mapping of tasks the key is the id"
-            self.problem(f"{where}unknown key {path!r}", line, task=task, hint=hint)
+            self.problem(f"{where}unknown key {short_repr(path)}", line, task=task, hint=hint)
         elif kind == "missing":
-            self.problem(f"{where}missing key {path!r}", line, task=task)
+            self.problem(f"{where}missing key {short_repr(path)}", line, task=task)
         else:
+            value = error["input"]
+            if kind == "float_type" and isinstance(value, int) and not isinstance(value, bool):
+                kind = "finite_number"  # an integer too large for a float
             what = _EXPECTED.get(kind)
             if what is None:
                 what = str(error["msg"])
                 what = what[:1].lower() + what[1:]
             else:
                 what = what.format(**{k: _number(v) for k, v in error.get("ctx", {}).items()})
-            self.problem(f"{where}{path or 'value'} {what}, not {error['input']!r}", line,
-                         task=task)
+            self.problem(f"{where}{short_repr(path, quote=False) if path else 'value'} {what}, "
+                         f"not {short_repr(value)}", line, task=task)
 
     # ---------------------------------------------------------------- tasks
     def tasks(
@@ -422,8 +461,8 @@ class _Reader:
             entries.sort(key=lambda entry: entry[2] or 0)
             for key, body, key_line in entries:
                 if not isinstance(key, str) or not key:
-                    self.problem(f"task id {key!r} must be a non-empty string", key_line,
-                                 hint=f"quote it: '{key}'")
+                    self.problem(f"task id {short_repr(key)} must be a non-empty string",
+                                 key_line, hint=f"quote it: '{short_repr(key, quote=False)}'")
                     continue
                 specs.append(self.task(key, body, key_line, defaults))
         elif isinstance(raw, list):
@@ -581,7 +620,9 @@ class _Reader:
                     return match.group(0)
                 return shlex.quote(value) if quote else value
             if self.declared is not None:
-                close = suggest(name, self.declared)
+                if self.suggest_param is None:
+                    self.suggest_param = Suggester(self.declared)
+                close = self.suggest_param(name)
                 where = f"task {task!r}: " if task else ""
                 self.problem(
                     f"{where}unknown parameter ${{{name}}}", _line_of(root, loc), task=task,
@@ -617,6 +658,7 @@ _EXPECTED: dict[str, str] = {
     "model_attributes_type": "must be a mapping",
     "greater_than_equal": "must be >= {ge}",
     "greater_than": "must be > {gt}",
+    "finite_number": "must be a finite number",
 }
 
 
@@ -692,16 +734,36 @@ def _owners(tasks: Any) -> dict[int, str]:
 def _plain(value: Any, _inside: frozenset[int] = frozenset()) -> Any:
     """``value`` with the line-carrying containers replaced by plain dicts and lists.
 
-    Raises ValueError when a YAML alias made the value contain itself.
+    Raises ValueError when a YAML alias made the value contain itself, or when it nests too
+    deep (JSON is read fast without that check: only arguments can hold such values).
     """
     if isinstance(value, dict | list):
         if id(value) in _inside:
             raise ValueError("contains itself, through a YAML alias")
+        if len(_inside) >= MAX_DEPTH - _ARGUMENT_LEVEL:
+            raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
         inside = _inside | {id(value)}
         if isinstance(value, dict):
             return {k: _plain(v, inside) for k, v in value.items()}
         return [_plain(v, inside) for v in value]
     return value
+
+
+# How deep a task's args and kwargs are in the file: the top level, tasks:, the task.
+_ARGUMENT_LEVEL = 3
+
+
+def _too_deep(value: Any, levels: int) -> bool:
+    """Whether ``value`` nests more than ``levels`` containers deep (iteratively)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > levels:
+                return True
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict)
+                                                   else item))
+    return False
 
 
 def _dotted(path: list[Any]) -> str:
