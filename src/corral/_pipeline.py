@@ -47,11 +47,13 @@ from collections.abc import Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any
+from types import UnionType
+from typing import Annotated, Any, NotRequired, Required, Union, get_args, get_origin
 
 import pydantic
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema
 from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict, is_typeddict
 
 from corral._dag import DAG
 from corral._errors import ParameterError, PipelineError, Problem, ValidationError
@@ -226,18 +228,13 @@ _OPTION_TYPES: dict[str, Any] = {
 }
 
 
+# strict: YAML and JSON already give real ints, floats and booleans, so "2" is a mistake.
+# No NaN or infinity in any number corral reads (a NaN timeout would never fire).
+_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
 class _Strict(BaseModel):
-    # strict: YAML and JSON already give real ints, floats and booleans, so "2" is a mistake.
-    # No NaN or infinity in any number corral reads (a NaN timeout would never fire).
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class _Action(_Strict):
-    description: str | None = Field(None, description="free text, ignored")
-    cmd: str | None = Field(None, description="a shell command line (not with call)")
-    call: str | None = Field(None, description="a Python function, 'module:function'")
-    args: list[Any] | None = Field(None, description="positional arguments of call")
-    kwargs: dict[str, Any] | None = Field(None, description="keyword arguments of call")
+    model_config = _CONFIG
 
 
 class _Header(_Strict):
@@ -256,30 +253,37 @@ class _Header(_Strict):
     )
 
 
-def _option_fields() -> dict[str, Any]:
-    return {
-        name: (_OPTION_TYPES.get(name, Any),
-               Field(None, description=doc, json_schema_extra=_no_default))
-        for name, doc in TASK_OPTIONS.items()
-    }
+# A task and the defaults are TypedDicts, not models: validating one gives a dict of the keys
+# written, at half the cost of a model (a file may hold 100,000 tasks).
+_ACTION_FIELDS: dict[str, tuple[Any, str]] = {
+    "description": (str | None, "free text, ignored"),
+    "cmd": (str | None, "a shell command line (not with call)"),
+    "call": (str | None, "a Python function, 'module:function'"),
+    "args": (list[Any] | None, "positional arguments of call"),
+    "kwargs": (dict[str, Any] | None, "keyword arguments of call"),
+}
+_OPTION_FIELDS = {name: (_OPTION_TYPES.get(name, Any), doc) for name, doc in TASK_OPTIONS.items()}
+_make_typed_dict: Any = TypedDict  # called with computed fields, which mypy cannot follow
 
 
-def _no_default(schema: dict[str, Any]) -> None:
-    # None only stands for "not written"; the real default is in the description.
-    schema.pop("default", None)
+def _typed_dict(name: str, fields: dict[str, tuple[Any, str]], *, required: str = "") -> Any:
+    typed = _make_typed_dict(name, {
+        key: (Required if key == required else NotRequired)[Annotated[kind, Field(description=doc)]]
+        for key, (kind, doc) in fields.items()
+    })
+    typed.__pydantic_config__ = _CONFIG
+    return typed
 
 
-_Options = pydantic.create_model("TaskOptions", __base__=_Strict, **_option_fields())
-_Task = pydantic.create_model("Task", __base__=_Action, **_option_fields())
-_ListTask = pydantic.create_model(
-    "ListTask", __base__=_Task, id=(str, Field(description="the task's id"))
-)
-# Models made by create_model are values to mypy, not types: unions of them are typed Any.
-_OptionalOptions: Any = _Options | None
+_Options = _typed_dict("TaskOptions", _OPTION_FIELDS)
+_Task = _typed_dict("Task", {**_ACTION_FIELDS, **_OPTION_FIELDS})
+_ListTask = _typed_dict("ListTask", {"id": (str, "the task's id"), **_ACTION_FIELDS,
+                                     **_OPTION_FIELDS}, required="id")
+_TASK = TypeAdapter(_Task)
 _FileHeader = pydantic.create_model(
     "PipelineHeader",
     __base__=_Header,
-    defaults=(_OptionalOptions, Field(None, description="options every task gets by default")),
+    defaults=(_Options | None, Field(None, description="options every task gets by default")),
 )
 _TaskTable: Any = dict[str, _Task] | list[_ListTask]  # type: ignore[valid-type]
 _File = pydantic.create_model(
@@ -301,6 +305,9 @@ class _Reader:
         self.declared: dict[str, str | None] | None = None  # None: the file has no params:
         self.suggest_param: Suggester | None = None  # "did you mean" among the declared
         self.used: set[str] = set()
+        # One ShellCommand per command line, one CallRef per target: shared by the tasks.
+        self.commands: dict[str, ShellCommand] = {}
+        self.calls: dict[str, CallRef] = {}
 
     def problem(
         self, message: str, line: int | None, *, task: str | None = None, hint: str | None = None
@@ -334,8 +341,8 @@ class _Reader:
                              hint=f"first written on line {dup.first}" if dup.first else None)
 
         header_data = {k: v for k, v in data.items() if k != "tasks" and not _is_extension(k)}
-        header = self.validate(_FileHeader, header_data, data, "", extra=("tasks",),
-                               vital=("resources",))
+        header = self.validate(_FileHeader.model_validate, _FileHeader, header_data, data, "",
+                               extra=("tasks",), vital=("resources",))
         if header is None:  # without the capacity, tasks are checked for shape only
             self.tasks(tasks, data, {}, shadowed)
             for dup in shadowed:
@@ -371,7 +378,8 @@ class _Reader:
     # ---------------------------------------------------------------- shape
     def validate(
         self,
-        model: type[_Strict],
+        check: Any,
+        schema: Any,
         data: Mapping[str, Any],
         root: Any,
         where: str,
@@ -380,24 +388,25 @@ class _Reader:
         task: str | None = None,
         vital: tuple[str, ...] = (),
     ) -> Any:
-        """``model`` validated from ``data`` (a view of ``root``), reporting every problem.
+        """``data`` (a view of ``root``) validated by ``check`` against ``schema`` (a model or
+        a TypedDict), reporting every problem.
 
-        After problems, the model without the keys in error, so that the rest can still be
+        After problems, the result without the keys in error, so that the rest can still be
         checked; or None if one of the ``vital`` keys was in error (what is left would only
         lead to more, misleading problems).
         """
         try:
-            return model.model_validate(data)
+            return check(data)
         except pydantic.ValidationError as e:
             failed = set()
             for error in e.errors():
-                self.pydantic_problem(error, model=model, root=root, where=where, extra=extra,
+                self.pydantic_problem(error, schema=schema, root=root, where=where, extra=extra,
                                       task=task)
                 failed.add(error["loc"][0] if error["loc"] else None)
         if None in failed or failed.intersection(vital):
             return None
         try:
-            return model.model_validate({k: v for k, v in data.items() if k not in failed})
+            return check({k: v for k, v in data.items() if k not in failed})
         except pydantic.ValidationError:  # pragma: no cover - a model with required keys
             return None
 
@@ -405,7 +414,7 @@ class _Reader:
         self,
         error: Any,
         *,
-        model: type[_Strict],
+        schema: Any,
         root: Any,
         where: str,
         extra: tuple[str, ...],
@@ -420,7 +429,7 @@ class _Reader:
                          hint=f"quote it: '{short_repr(loc[-1], quote=False)}'")
         elif kind == "extra_forbidden":
             key = loc[-1]
-            known = [*_known_keys(model, loc[:-1]), *(extra if len(loc) == 1 else ())]
+            known = [*_known_keys(schema, loc[:-1]), *(extra if len(loc) == 1 else ())]
             close = suggest(str(key)[:200], known)
             hint = f"did you mean {close!r}?" if close else None
             if key == "id" and len(loc) == 1 and task is not None:
@@ -456,9 +465,12 @@ class _Reader:
             return []
         specs: list[TaskSpec] = []
         if isinstance(raw, dict):
-            entries = [(key, body, _line_of(raw, (key,))) for key, body in raw.items()]
-            entries += [(d.key, d.shadowed, d.shadowed_line) for d in shadowed]
-            entries.sort(key=lambda entry: entry[2] or 0)
+            lines = getattr(raw, "lines", {})
+            entries: Iterable[tuple[Any, Any, int | None]] = (
+                (key, body, lines.get(key)) for key, body in raw.items())
+            if shadowed:  # in file order, among the others
+                entries = sorted([*entries, *((d.key, d.shadowed, d.shadowed_line)
+                                              for d in shadowed)], key=lambda e: e[2] or 0)
             for key, body, key_line in entries:
                 if not isinstance(key, str) or not key:
                     self.problem(f"task id {short_repr(key)} must be a non-empty string",
@@ -497,73 +509,85 @@ class _Reader:
         After problems, a placeholder: its dependents' references to it still resolve.
         """
         source = (self.file, line)
-        placeholder = TaskSpec(id=task_id, action=ShellCommand(""), source=source)
         if body is None:
             self.problem(f"task {task_id!r} is empty", line, task=task_id,
                          hint="give it a cmd or a call")
-            return placeholder
+            return _placeholder(task_id, source)
         if not isinstance(body, dict):
             self.problem(f"task {task_id!r} must be a mapping of keys, not {_kind(body)}", line,
                          task=task_id, hint="e.g. {cmd: 'make all'}")
-            return placeholder
+            return _placeholder(task_id, source)
         data = {k: v for k, v in body.items() if k != "id"} if listed else body
-        model = self.validate(_Task, data, body, f"task {task_id!r}: ",
-                              extra=("id",) if listed else (), task=task_id,
-                              vital=("cmd", "call"))
-        if model is None:
-            return placeholder
-        action = self.action(model, task_id, body, line)
-        arguments: dict[str, Any] = {}
-        for key in ("args", "kwargs"):
-            value = getattr(model, key)
-            if value is None:
-                continue
-            try:
-                arguments[key] = self.sub_value(_plain(value), body, (key,), task_id)
-            except ValueError as e:
-                self.problem(f"task {task_id!r}: {key} {e}", _line_of(body, (key,)),
-                             task=task_id)
-        args = tuple(arguments.get("args", ()))
-        kwargs = arguments.get("kwargs", {})
-        options = self.options(model, body, (), task_id)
+        fields = self.validate(_TASK.validate_python, _Task, data, body, f"task {task_id!r}: ",
+                               extra=("id",) if listed else (), task=task_id,
+                               vital=("cmd", "call"))
+        if fields is None:
+            return _placeholder(task_id, source)
+        action = self.action(fields, task_id, body, line)
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+        if "args" in fields or "kwargs" in fields:
+            for key in ("args", "kwargs"):
+                value = fields.get(key)
+                if value is None:
+                    continue
+                try:
+                    value = self.sub_value(_plain(value), body, (key,), task_id)
+                except ValueError as e:
+                    self.problem(f"task {task_id!r}: {key} {e}", _line_of(body, (key,)),
+                                 task=task_id)
+                    continue
+                if key == "args":
+                    args = tuple(value)
+                else:
+                    kwargs = value
+        options = self.options(fields, body, (), task_id)
         if action is None:
-            return placeholder
+            return _placeholder(task_id, source)
         return make_spec(task_id, action, args=args, kwargs=kwargs, options=options,
                          defaults=defaults, source=source)
 
     def action(
-        self, model: _Action, task_id: str, root: Any, line: int | None
+        self, fields: dict[str, Any], task_id: str, root: Any, line: int | None
     ) -> ShellCommand | CallRef | None:
-        if model.cmd is not None and model.call is not None:
+        cmd, call = fields.get("cmd"), fields.get("call")
+        if cmd is not None and call is not None:
             self.problem(f"task {task_id!r} has both cmd and call", line, task=task_id,
                          hint="a task runs either a shell command or a function")
             return None
-        if model.cmd is not None:
+        if cmd is not None:
             for key in ("args", "kwargs"):
-                if getattr(model, key) is not None:
+                if fields.get(key) is not None:
                     self.problem(f"task {task_id!r}: {key} only go with call, not cmd",
                                  _line_of(root, (key,)), task=task_id,
                                  hint="put the arguments in the command line")
-            return ShellCommand(self.sub(model.cmd, root, ("cmd",), task_id, quote=True))
-        if model.call is not None:
-            module, _, function = model.call.partition(":")
-            if not module or not function:
-                self.problem(f"task {task_id!r}: call {model.call!r} is not of the form "
-                             "'module:function'", _line_of(root, ("call",)), task=task_id,
-                             hint="e.g. call: 'mypkg.jobs:compute'")
-                return None
-            return CallRef(model.call)
+            cmd = self.sub(cmd, root, ("cmd",), task_id, quote=True)
+            shell = self.commands.get(cmd)
+            if shell is None:
+                shell = self.commands[cmd] = ShellCommand(cmd)
+            return shell
+        if call is not None:
+            ref = self.calls.get(call)
+            if ref is None:  # tasks of one call share one reference, looked at once
+                module, _, function = call.partition(":")
+                if not module or not function:
+                    self.problem(f"task {task_id!r}: call {short_repr(call)} is not of the form "
+                                 "'module:function'", _line_of(root, ("call",)), task=task_id,
+                                 hint="e.g. call: 'mypkg.jobs:compute'")
+                    return None
+                ref = self.calls[call] = CallRef(call)
+            return ref
         self.problem(f"task {task_id!r} has neither cmd nor call", line, task=task_id,
                      hint="add cmd: '<shell command>' or call: 'module:function'")
         return None
 
     def options(
-        self, model: Any, root: Any, at: tuple[str, ...], task: str | None
+        self, fields: dict[str, Any] | None, root: Any, at: tuple[str, ...], task: str | None
     ) -> dict[str, Any]:
-        """The options written in ``model`` (defaults or a task), parameters substituted."""
-        if model is None:
+        """The options written in ``fields`` (defaults or a task), parameters substituted."""
+        if not fields:
             return {}
-        options = {k: getattr(model, k) for k in model.model_fields_set if k in TASK_OPTIONS}
+        options = {k: v for k, v in fields.items() if k in TASK_OPTIONS}
         if options.get("env"):
             options["env"] = {k: self.sub(v, root, (*at, "env", k), task)
                               for k, v in options["env"].items()}
@@ -607,6 +631,8 @@ class _Reader:
     ) -> str:
         """``text`` with ``${name}`` replaced (shell-quoted if ``quote``) and ``$${name}``
         unescaped; ``loc`` locates the text under ``root``, for problems."""
+        if "$" not in text:
+            return text
 
         def replace_one(match: re.Match[str]) -> str:
             escaped = match.group("escaped")
@@ -696,19 +722,41 @@ def _strip_tags(root: Any, loc: tuple[Any, ...]) -> list[Any]:
     return out
 
 
-def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys the model nested at ``loc`` accepts (for "did you mean")."""
-    current: Any = model
+def _known_keys(schema: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model or TypedDict nested at ``loc`` accepts (for "did you mean")."""
+    current = schema
     for part in loc:
-        field = current.model_fields.get(part) if isinstance(part, str) else None
-        annotation = field.annotation if field else None
-        for candidate in (annotation, *getattr(annotation, "__args__", ())):
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                current = candidate
-                break
-        else:
+        fields = _fields_of(current)
+        annotation = fields.get(part) if isinstance(part, str) else None
+        nested = [kind for kind in _unwrapped(annotation) if _fields_of(kind)]
+        if not nested:
             return []
-    return list(current.model_fields)
+        current = nested[0]
+    return list(_fields_of(current))
+
+
+def _fields_of(kind: Any) -> dict[str, Any]:
+    """Field name -> annotation of a model or TypedDict; empty for anything else."""
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return {name: field.annotation for name, field in kind.model_fields.items()}
+    if is_typeddict(kind):
+        return dict(kind.__annotations__)
+    return {}
+
+
+def _unwrapped(annotation: Any) -> list[Any]:
+    """The types inside Optional, unions, Annotated, Required and NotRequired."""
+    out, stack = [], [annotation]
+    while stack:
+        kind = stack.pop()
+        origin = get_origin(kind)
+        if origin in (Annotated, Required, NotRequired):
+            stack.append(get_args(kind)[0])
+        elif origin is Union or type(kind) is UnionType:
+            stack.extend(get_args(kind))
+        else:
+            out.append(kind)
+    return out
 
 
 def _owners(tasks: Any) -> dict[int, str]:
@@ -772,6 +820,11 @@ def _dotted(path: list[Any]) -> str:
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
     return text
+
+
+def _placeholder(task_id: str, source: tuple[str, int | None]) -> TaskSpec:
+    """Stands for a task with problems, so that its dependents' references still resolve."""
+    return TaskSpec(id=task_id, action=ShellCommand(""), source=source)
 
 
 def _is_extension(key: object) -> bool:

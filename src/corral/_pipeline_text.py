@@ -39,7 +39,6 @@ import json.decoder
 import json.scanner
 import re
 import sys
-from collections.abc import Hashable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -400,16 +399,20 @@ class _PyParser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
 class _Frame:
     """A mapping or sequence being composed."""
 
-    __slots__ = ("anchor", "key", "key_line", "merges", "size", "value", "written")
+    __slots__ = ("added", "anchor", "is_map", "key", "key_line", "merges", "value", "written")
 
-    def __init__(self, value: Any, anchor: str | None) -> None:
+    def __init__(self, value: Any, anchor: str | None, is_map: bool, written: int,
+                 added: int) -> None:
         self.value = value
         self.anchor = anchor
-        self.size = 1  # values in it once aliases are expanded, itself included
+        self.is_map = is_map
         self.key: Any = _MISSING  # a mapping's key waiting for its value
         self.key_line = 0
         self.merges: list[Any] = []  # the mappings of << keys, in order
-        self.written: dict[Any, int] | None = None  # a mapping's own keys: their first line
+        # Values written and added by aliases before it: its expanded size is the difference
+        # at its end (sizes matter only for anchored values, to bound what aliases add).
+        self.written = written
+        self.added = added
 
 
 def _load_yaml(text: str, file: str) -> Loaded:
@@ -460,114 +463,148 @@ class _YamlComposer:
         return root
 
     def document(self) -> Any:
+        """The document's value; the events from its start to its end are consumed."""
+        try:
+            return self._document()
+        except _Refused as e:
+            if e.line is None:
+                e.line = self.line
+            raise
+
+    def _document(self) -> Any:
+        # One loop over the events, written for speed: a file of 100,000 tasks is about a
+        # million events. Lines are read from an event's mark only where they are kept (keys,
+        # sequence items, collections) or needed (a problem).
         get = self.get_event
+        scalar_event, alias_event = ev.ScalarEvent, ev.AliasEvent
+        mapping_start, sequence_start = ev.MappingStartEvent, ev.SequenceStartEvent
+        resolved: dict[str, Any] = {}  # plain scalar -> value: ids and names repeat a lot
+        anchors = self.anchors
         stack: list[_Frame] = []
-        result: Any = _MISSING
-        while result is _MISSING:
+        top: _Frame | None = None  # stack[-1]
+        written = self.written
+        while True:
             event = get()
             kind = type(event)
-            line = self.line = event.start_mark.line + 1
-            if kind is ev.ScalarEvent:
-                self.written += 1
+            if kind is scalar_event:
+                written += 1
                 tag = event.tag
+                text = event.value
                 if tag is None:
                     if not event.implicit[0]:  # quoted
-                        value = event.value
-                    elif event.value == "<<" and stack and stack[-1].written is not None \
-                            and stack[-1].key is _MISSING:
+                        value = text
+                    elif text == "<<" and top is not None and top.is_map and top.key is _MISSING:
                         value = _MERGE  # a plain << in a mapping's key position
                     else:
-                        value = _plain_scalar(event.value)
+                        value = resolved.get(text, _MISSING)
+                        if value is _MISSING:
+                            self.line = event.start_mark.line + 1
+                            value = resolved[text] = _plain_scalar(text)
                 elif tag == "!":
-                    value = event.value
-                elif tag in _SCALAR_TAGS:
-                    value = _tagged_scalar(tag, event.value)
-                elif tag in (_SEQ, _MAP):
-                    raise _Refused(f"{_tag_name(tag)} cannot tag a scalar")
+                    value = text
                 else:
-                    raise _Refused(f"tag {_tag_name(tag)} is not allowed", hint=f"use {_ALLOWED}")
-                size = 1
+                    self.line = event.start_mark.line + 1
+                    if tag in _SCALAR_TAGS:
+                        value = _tagged_scalar(tag, text)
+                    elif tag in (_SEQ, _MAP):
+                        raise _Refused(f"{_tag_name(tag)} cannot tag a scalar")
+                    else:
+                        raise _Refused(f"tag {_tag_name(tag)} is not allowed",
+                                       hint=f"use {_ALLOWED}")
                 if event.anchor is not None:
-                    self.anchors[event.anchor] = (value, 1)
-            elif kind is ev.AliasEvent:
-                self.written += 1
-                name = event.anchor
-                found = self.anchors.get(name)
-                if found is None:
-                    if any(frame.anchor == name for frame in stack):
-                        raise _Refused(f"the alias *{name} refers to itself (a recursive value)",
-                                       hint="YAML aliases may only repeat a finished value")
-                    raise _Refused(f"the alias *{name} names no anchor before it",
-                                   hint=f"define &{name} first")
-                value, size = found
-                self.added += size - 1
-                limit = max(MAX_ALIAS_VALUES, ALIAS_RATIO * self.written)
-                if self.added > limit:
-                    raise _Refused(
-                        f"YAML aliases expand this file past {limit:,} values (an alias bomb?)",
-                        hint=f"aliases may add at most {MAX_ALIAS_VALUES:,} values, or "
-                        f"{ALIAS_RATIO} per value written in the file",
-                    )
-            elif kind is ev.MappingStartEvent or kind is ev.SequenceStartEvent:
-                self.written += 1
+                    anchors[event.anchor] = (value, 1)
+                line = 0  # read below, if kept
+            elif kind is mapping_start or kind is sequence_start:
+                written += 1
+                line = self.line = event.start_mark.line + 1
                 if len(stack) >= MAX_DEPTH:
                     raise _Refused(f"values nested more than {MAX_DEPTH} levels deep")
-                if kind is ev.MappingStartEvent:
+                if kind is mapping_start:
                     _collection_tag(event.tag, "mapping", _MAP)
-                    frame = _Frame(_Mapping(line), event.anchor)
-                    frame.written = {}
+                    top = _Frame(_Mapping(line), event.anchor, True, written, self.added)
                 else:
                     _collection_tag(event.tag, "sequence", _SEQ)
-                    frame = _Frame(_Sequence(line), event.anchor)
-                stack.append(frame)
+                    top = _Frame(_Sequence(line), event.anchor, False, written, self.added)
+                stack.append(top)
                 continue
-            elif kind is ev.MappingEndEvent or kind is ev.SequenceEndEvent:
+            elif kind is alias_event:
+                written += 1
+                line = self.line = event.start_mark.line + 1
+                value = self.alias(event.anchor, stack, written)
+            elif top is not None and (kind is ev.MappingEndEvent or kind is ev.SequenceEndEvent):
                 frame = stack.pop()
-                value, size = frame.value, frame.size
-                line = value.line  # where it started
+                top = stack[-1] if stack else None
+                value = frame.value
+                line = value.line
                 if frame.merges:
                     value = self.merged(frame)
                 if frame.anchor is not None:
-                    self.anchors[frame.anchor] = (value, size)
+                    size = written - frame.written + self.added - frame.added + 1
+                    anchors[frame.anchor] = (value, size)
             else:  # DocumentStart, DocumentEnd
                 continue
             # A value is complete: put it where it belongs.
-            if not stack:
-                result = value
-                break
-            parent = stack[-1]
-            parent.size += size
-            container = parent.value
-            if parent.written is None:
-                container.append(value)
-                container.lines.append(line)
-            elif parent.key is _MISSING:
-                if not isinstance(value, Hashable) and value is not _MERGE:
+            if top is None:
+                self.written = written
+                get()  # DocumentEnd
+                return value
+            if not top.is_map:  # a sequence item
+                top.value.append(value)
+                top.value.lines.append(line or event.start_mark.line + 1)
+            elif top.key is _MISSING:  # a key
+                if type(value) is _Mapping or type(value) is _Sequence:
+                    self.line = value.line or self.line
                     raise _Refused(f"a mapping key must be a scalar, not {_kind(value)}")
-                parent.key, parent.key_line = value, line
-            else:
-                self.put(parent, value)
-        get()  # DocumentEnd
-        return result
+                top.key = value
+                top.key_line = line or event.start_mark.line + 1
+            else:  # a value: under its key
+                key = top.key
+                top.key = _MISSING
+                mapping = top.value
+                if key is _MERGE or key in mapping:
+                    self.put(top, key, value)
+                else:
+                    try:
+                        mapping[key] = value
+                    except TypeError:  # an alias to a mapping or list, as a key
+                        self.line = top.key_line
+                        raise _Refused(f"a mapping key must be a scalar, not {_kind(key)}"
+                                       ) from None
+                    mapping.lines[key] = top.key_line
 
-    def put(self, frame: _Frame, value: Any) -> None:
-        key, line = frame.key, frame.key_line
-        frame.key = _MISSING
-        mapping = frame.value
+    def alias(self, name: str, stack: list[_Frame], written: int) -> Any:
+        """The value of ``*name``, within the limit on what aliases add."""
+        found = self.anchors.get(name)
+        if found is None:
+            if any(frame.anchor == name for frame in stack):
+                raise _Refused(f"the alias *{name} refers to itself (a recursive value)",
+                               hint="YAML aliases may only repeat a finished value")
+            raise _Refused(f"the alias *{name} names no anchor before it",
+                           hint=f"define &{name} first")
+        value, size = found
+        self.added += size - 1
+        limit = max(MAX_ALIAS_VALUES, ALIAS_RATIO * written)
+        if self.added > limit:
+            raise _Refused(
+                f"YAML aliases expand this file past {limit:,} values (an alias bomb?)",
+                hint=f"aliases may add at most {MAX_ALIAS_VALUES:,} values, or "
+                f"{ALIAS_RATIO} per value written in the file",
+            )
+        return value
+
+    def put(self, frame: _Frame, key: Any, value: Any) -> None:
+        """The rare cases of a mapping's value: under a << key, or a key written again."""
+        mapping, line = frame.value, frame.key_line
         if key is _MERGE:
             sources = value if isinstance(value, list) else [value]
             if not sources or not all(isinstance(s, dict) for s in sources):
                 raise _Refused("<< must merge a mapping, or a list of mappings", line)
             frame.merges.append(sources)
             return
-        written = frame.written
-        assert written is not None
-        first = written.get(key)
-        if first is not None:
-            self.duplicates.append(_Duplicate(mapping, key, line, first, mapping[key],
-                                              mapping.lines[key]))
-        else:
-            written[key] = line
+        first = next((d.first for d in self.duplicates if d.mapping is mapping and d.key == key),
+                     mapping.lines[key])
+        self.duplicates.append(_Duplicate(mapping, key, line, first, mapping[key],
+                                          mapping.lines[key]))
         mapping[key] = value
         mapping.lines[key] = line
 

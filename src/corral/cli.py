@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
+import gc
 import json
 import os
 import re
@@ -306,7 +307,15 @@ def _load(file: str, pairs: tuple[str, ...]) -> Pipeline:
     """The pipeline in ``file`` with parameters ``pairs``; raises a ValueError-kind error."""
     from corral._pipeline import load_pipeline, parse_params
 
-    return load_pipeline(file, params=parse_params(pairs))
+    # What a pipeline is read into lives until the command ends: freeze it out of the cyclic
+    # garbage collector's sight, which would otherwise walk it again and again (a 100,000-task
+    # file is millions of objects). The collector is off while it is read, then on again.
+    gc.disable()
+    try:
+        return load_pipeline(file, params=parse_params(pairs))
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def _emit_json(data: Any) -> None:
