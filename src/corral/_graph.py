@@ -236,9 +236,20 @@ def build_graph(
     deps: list[tuple[int, ...]] = []
     known: Suggester | None = None
     for spec in specs:
+        depends = spec.depends_on
+        if not depends:
+            deps.append(())
+            continue
+        try:  # the common case: every dependency known, none twice, not itself
+            fast = tuple([index[dep] for dep in depends])
+        except (KeyError, TypeError):
+            fast = None
+        if fast is not None and spec.id not in depends and len(set(fast)) == len(fast):
+            deps.append(fast)
+            continue
         resolved: list[int] = []
         seen: set[int] = set()
-        for dep in spec.depends_on:
+        for dep in depends:
             j = index.get(dep)
             if dep == spec.id:
                 problem(f"task {spec.id!r} depends on itself", spec)
@@ -300,16 +311,17 @@ class _Checks:
         retry: object = spec.retry  # typed, but a caller may have put anything there
         if id(retry) not in self.valid_retry and self.retry(retry, task, spec, problem):
             self.valid_retry.add(id(retry))
-        for name in ("timeout", "heartbeat"):
-            value = getattr(spec, name)
-            if value is not None and not (_finite(value) and value > 0):
-                problem(f"{task}: {name} must be a finite number of seconds > 0, "
-                        f"not {short_repr(value)}", spec)
+        if spec.timeout is not None or spec.heartbeat is not None:
+            for name in ("timeout", "heartbeat"):
+                value = getattr(spec, name)
+                if value is not None and not (_finite(value) and value > 0):
+                    problem(f"{task}: {name} must be a finite number of seconds > 0, "
+                            f"not {short_repr(value)}", spec)
         estimate = spec.estimate
         if estimate is not None and not (_finite(estimate) and estimate >= 0):
             problem(f"{task}: estimate must be a finite number of seconds >= 0, "
                     f"not {short_repr(estimate)}", spec)
-        if not _is_int(spec.priority):
+        if type(spec.priority) is not int and not _is_int(spec.priority):
             problem(f"{task}: priority must be a whole number, not {short_repr(spec.priority)}",
                     spec)
         trigger: object = spec.trigger_rule
