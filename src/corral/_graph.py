@@ -79,15 +79,16 @@ class Suggester:
         """The closest name to ``word``, or None."""
         if word in self.cache:
             return self.cache[word]
-        if not isinstance(word, str) or len(word) > _LONGEST:
+        if self.stopped or not isinstance(word, str) or len(word) > _LONGEST:
             return None
         low, high = len(word) * _CUTOFF / (2 - _CUTOFF), len(word) * (2 - _CUTOFF) / _CUTOFF
-        candidates = [name for length, names in self.by_length.items()
-                      if low <= length <= high for name in names]
-        if len(candidates) > self.budget:
+        lengths = [length for length in self.by_length if low <= length <= high]
+        count = sum(len(self.by_length[length]) for length in lengths)
+        if count > self.budget:
             self.stopped = True
             return None
-        self.budget -= len(candidates)
+        self.budget -= count
+        candidates = [name for length in lengths for name in self.by_length[length]]
         matches = difflib.get_close_matches(word, candidates, n=1, cutoff=_CUTOFF)
         close = self.cache[word] = matches[0] if matches else None
         return close

@@ -304,6 +304,7 @@ class _Reader:
         self.params: dict[str, str | None] = dict(passed)
         self.declared: dict[str, str | None] | None = None  # None: the file has no params:
         self.suggest_param: Suggester | None = None  # "did you mean" among the declared
+        self.suggest_key: dict[tuple[str, ...], Suggester] = {}  # ... among a model's keys
         self.used: set[str] = set()
         # One ShellCommand per command line, one CallRef per target: shared by the tasks.
         self.commands: dict[str, ShellCommand] = {}
@@ -430,8 +431,10 @@ class _Reader:
         elif kind == "extra_forbidden":
             key = loc[-1]
             known = [*_known_keys(schema, loc[:-1]), *(extra if len(loc) == 1 else ())]
-            close = suggest(str(key)[:200], known)
-            hint = f"did you mean {close!r}?" if close else None
+            suggester = self.suggest_key.get(tuple(known))
+            if suggester is None:  # one per set of keys, so that answers and budget are shared
+                suggester = self.suggest_key[tuple(known)] = Suggester(known)
+            hint = suggester.hint(str(key))
             if key == "id" and len(loc) == 1 and task is not None:
                 hint = "in a mapping of tasks the key is the id"
             self.problem(f"{where}unknown key {short_repr(path)}", line, task=task, hint=hint)
