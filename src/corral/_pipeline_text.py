@@ -408,7 +408,7 @@ class _Frame:
         self.is_map = is_map
         self.key: Any = _MISSING  # a mapping's key waiting for its value
         self.key_line = 0
-        self.merges: list[Any] = []  # the mappings of << keys, in order
+        self.merges: list[Any] | None = None  # the mappings of << keys, in order
         # Values written and added by aliases before it: its expanded size is the difference
         # at its end (sizes matter only for anchored values, to bound what aliases add).
         self.written = written
@@ -599,6 +599,8 @@ class _YamlComposer:
             sources = value if isinstance(value, list) else [value]
             if not sources or not all(isinstance(s, dict) for s in sources):
                 raise _Refused("<< must merge a mapping, or a list of mappings", line)
+            if frame.merges is None:
+                frame.merges = []
             frame.merges.append(sources)
             return
         first = next((d.first for d in self.duplicates if d.mapping is mapping and d.key == key),
@@ -612,7 +614,7 @@ class _YamlComposer:
         """The mapping with its << merges under its own keys (earlier sources win)."""
         own: _Mapping = frame.value
         result = _Mapping(own.line)
-        for sources in frame.merges:  # each << key, in order; later << keys win (as PyYAML)
+        for sources in frame.merges or ():  # each << key, in order; later ones win (as PyYAML)
             for source in reversed(sources):
                 for key, value in source.items():
                     result[key] = value
