@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from corral._errors import ValidationError
 from corral._graph import Graph, build_graph, short_repr
-from corral._options import check_option_names, make_spec
+from corral._options import TASK_OPTIONS, check_option_names, make_spec
 from corral._plan import Plan, make_plan
 from corral._spec import CallRef, ShellCommand, TaskRef, TaskSpec
 
@@ -91,7 +91,9 @@ class TaskFunction(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task:
         options = dict(self.task_options)
         task_id = options.pop("id", None)
-        return self.dag.add(self.fn, *args, id=task_id, options=options, **kwargs)
+        # Every keyword here is the function's own, whatever its name (options were given to
+        # @dag.task or .options()): no check for task option names, unlike DAG.add.
+        return self.dag._add(self.fn, args, kwargs, task_id, options)
 
 
 class DAG:
@@ -153,7 +155,34 @@ class DAG:
         **kwargs: Any,
     ) -> Task:
         """Add a task running ``action`` (a function, or a ``"module:function"`` string) with
-        these arguments; :class:`Task` handles among them become dependencies."""
+        these arguments; :class:`Task` handles among them become dependencies.
+
+        Task options go in ``options={...}``. A keyword argument named like a task option
+        (``depends_on=``, ``retries=``, ...) is refused with a ``TypeError`` rather than
+        passed to the function, where it would silently do nothing a task option does; to give
+        the function an argument of that name, decorate it with ``@dag.task`` and call it.
+        """
+        clash = [k for k in kwargs if k in TASK_OPTIONS]
+        if clash:
+            given = ", ".join(f"{k!r}: {kwargs[k]!r}" for k in clash)
+            raise TypeError(
+                f"dag.add(): {clash[0]!r} is a task option, not an argument of the function: "
+                f"pass options={{{given}}} (a function argument of that name: decorate the "
+                "function with @dag.task and call it)"
+                if len(clash) == 1 else
+                f"dag.add(): {', '.join(map(repr, clash))} are task options, not arguments of "
+                f"the function: pass options={{{given}}} (function arguments of those names: "
+                "decorate the function with @dag.task and call it)")
+        return self._add(action, args, kwargs, id, options)
+
+    def _add(
+        self,
+        action: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        id: str | None,
+        options: Mapping[str, Any] | None,
+    ) -> Task:
         if isinstance(action, str):
             act: Any = CallRef(action)
             base = action.rpartition(":")[2].rpartition(".")[2]

@@ -13,6 +13,7 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── ValidationError (ValueError)        the DAG or pipeline is invalid; .problems lists all
     │   └── PipelineError                   a pipeline file could not be read or parsed
     ├── ParameterError (ValueError)         a -p key=value is malformed or unknown
+    ├── CallNotFound (ImportError, ValueError)  a call's module or function cannot be found
     ├── InvalidTransition (RuntimeError)    a driver broke the scheduler's protocol
     ├── BrokenExecutor (RuntimeError)       an executor cannot run tasks any more
     │   └── WorkerCrashed                   the process running a task died
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "BrokenExecutor",
+    "CallNotFound",
     "CommandFailed",
     "CorralError",
     "InvalidTransition",
@@ -108,6 +110,40 @@ class PipelineError(ValidationError):
 
 class ParameterError(CorralError, ValueError):
     """A parameter is malformed or unknown."""
+
+
+class CallNotFound(CorralError, ImportError, ValueError):
+    """The module or the function of a ``module:function`` call cannot be found.
+
+    ``reason`` says what is missing and where it was looked for (``searched``, the directories
+    in order); ``hint`` the nearest name or how to put the module on the import path.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        target: str,
+        module: str | None = None,
+        searched: tuple[str, ...] = (),
+        hint: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.target = target
+        self.module = module
+        self.searched = searched
+        self.hint = hint
+        super().__init__(f"{reason} ({hint})" if hint else reason)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_call_not_found, (self.reason, self.target, self.module, self.searched,
+                                  self.hint))
+
+
+def _call_not_found(
+    reason: str, target: str, module: str | None, searched: tuple[str, ...], hint: str | None
+) -> CallNotFound:
+    return CallNotFound(reason, target=target, module=module, searched=searched, hint=hint)
 
 
 class InvalidTransition(CorralError, RuntimeError):

@@ -59,18 +59,20 @@ SUGGESTION_BUDGET = 50_000
 class Suggester:
     """"Did you mean" among a fixed set of names, at a bounded cost.
 
-    A ratio of at least ``0.6`` needs lengths within a factor of 7/3 of each other, so only
-    those names are compared; each word is looked up once; and after ``budget`` comparisons
-    in all it suggests nothing more. :meth:`hint` says so once, on the first problem that
-    gets no suggestion because of it.
+    A ratio of at least ``cutoff`` needs lengths within a factor of ``cutoff / (2 - cutoff)``
+    of each other (3/7 for the default 0.6), so only those names are compared; each word is
+    looked up once; and after ``budget`` comparisons in all it suggests nothing more.
+    :meth:`hint` says so once, on the first problem that gets no suggestion because of it.
     """
 
-    def __init__(self, choices: Iterable[str], *, budget: int = SUGGESTION_BUDGET) -> None:
+    def __init__(self, choices: Iterable[str], *, budget: int = SUGGESTION_BUDGET,
+                 cutoff: float = _CUTOFF) -> None:
         self.by_length: dict[int, list[str]] = {}
         for choice in choices:
             if isinstance(choice, str) and len(choice) <= _LONGEST:
                 self.by_length.setdefault(len(choice), []).append(choice)
         self.budget = budget
+        self.cutoff = cutoff
         self.cache: dict[str, str | None] = {}
         self.stopped = False  # the budget ran out
         self._said_stopped = False
@@ -81,7 +83,10 @@ class Suggester:
             return self.cache[word]
         if self.stopped or not isinstance(word, str) or len(word) > _LONGEST:
             return None
-        low, high = len(word) * _CUTOFF / (2 - _CUTOFF), len(word) * (2 - _CUTOFF) / _CUTOFF
+        cutoff = self.cutoff
+        slack = 1e-9  # 6 * 1.2 / 0.8 is 8.999...: a length of 9 must not be left out
+        low = len(word) * cutoff / (2 - cutoff) - slack
+        high = len(word) * (2 - cutoff) / cutoff + slack
         lengths = [length for length in self.by_length if low <= length <= high]
         count = sum(len(self.by_length[length]) for length in lengths)
         if count > self.budget:
@@ -89,7 +94,7 @@ class Suggester:
             return None
         self.budget -= count
         candidates = [name for length in lengths for name in self.by_length[length]]
-        matches = difflib.get_close_matches(word, candidates, n=1, cutoff=_CUTOFF)
+        matches = difflib.get_close_matches(word, candidates, n=1, cutoff=cutoff)
         close = self.cache[word] = matches[0] if matches else None
         return close
 
@@ -303,7 +308,9 @@ class _Checks:
         self.capacity = capacity
         self.valid_retry: set[int] = set()
         self.executor_of: dict[int, str] = {}  # id(action) -> executor, for specs leaving it
-        self.resource_names = Suggester(capacity)
+        # Stricter than other names: resource names are short, and gpu is one letter from cpu
+        # without being a typo of it (cpus, memory and gppu still are).
+        self.resource_names = Suggester(capacity, cutoff=0.8)
         self.rules = [r.value for r in TriggerRule]
 
     def options(self, spec: TaskSpec, problem: Any) -> None:
@@ -392,14 +399,14 @@ class _Checks:
                     f"{task} requests resource {short_repr(name)}, which has no capacity",
                     spec,
                     hint=self.resource_names.hint(
-                        name, f"declare it, e.g. resources: "
-                        f"{{{short_repr(name, quote=False)}: {amount:g}}} at the top level"),
+                        name, f"declare its capacity: {_declare(name, amount)}"),
                 )
             elif amount > capacity[name]:
                 problem(
                     f"{task} requests {name}={amount:g} but the capacity is "
                     f"{capacity[name]:g}, so it could never run",
                     spec,
+                    hint=f"ask for less, or raise the capacity: {_declare(name, amount)}",
                 )
 
 
@@ -413,6 +420,12 @@ def _finite(value: object) -> bool:
         except OverflowError:  # an int too large for a float
             return False
     return False
+
+
+def _declare(name: str, amount: float) -> str:
+    """How to declare a capacity, in both front ends."""
+    return (f"resources: {{{short_repr(name, quote=False)}: {amount:g}}} at the top of the "
+            f"pipeline file, or DAG(resources={{{short_repr(name)}: {amount:g}}})")
 
 
 def _is_int(value: object) -> bool:

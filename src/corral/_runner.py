@@ -21,7 +21,9 @@ deadline comes due, and :meth:`Scheduler.hung` reads the last beat then.
 
 Stopping: the first SIGINT/SIGTERM (or :meth:`Runner.cancel`) stops launching, cancels running
 attempts in their executors and records them as cancelled; the second SIGKILLs every process
-group corral started and exits at once.
+group corral started and exits at once. Signals are handled from before the run is recorded
+until its end is: one that arrives in between — while tasks start, while a listener writes to
+the store, during start-up or shut-down — makes the run ``interrupted``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import re
 import secrets
 import signal
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,7 @@ class Runner:
         self.end: list[float | None] = [None] * n
         self.current: list[Work | None] = [None] * n
         self.signal: int | None = None
+        self._signals_seen = 0  # SIGINT and SIGTERM received (the second one kills)
         self.error: str | None = None  # why the run itself failed (a stall), if it did
         # The error of each failed attempt until its transition is emitted (listeners only).
         self._failures: dict[tuple[int, int], BaseException] = {}
@@ -176,7 +179,10 @@ class Runner:
 
     # ------------------------------------------------------------------ public
     def cancel(self, sig: int | None = None) -> None:
-        """Stop the run as the first Ctrl-C would. Call it on the run loop's thread."""
+        """Stop the run as the first Ctrl-C would. Call it on the run loop's thread.
+
+        Until the run's end is recorded, the run then ends ``interrupted``, even if every task
+        had ended already (a signal during shut-down)."""
         if self.signal is None:
             self.signal = sig if sig is not None else 0
         if self._queue is not None:
@@ -211,30 +217,49 @@ class Runner:
             log_dir=str(self.log_dir) if self.log_dir else None,
             params=self.params,
         )
-        for listener in self.listeners:
-            listener.run_started(info)
-        self._emit()
+        # From before the run is recorded until its end is: a signal in between interrupts
+        # the run (and is recorded so), whatever the loop was doing when it came.
         installed = self._install_signals(loop)
-        self._finished = loop.create_future()
-        if self._capturing:
-            _capture.install()  # print() of thread and async tasks goes to their logs
         try:
-            for name in sorted(set(self._executor_of)):
-                await self._start_executor(name)
-            self._queue.poke()
-            await self._finished
-        finally:
-            if self._timer is not None:
-                self._timer.cancel()
+            for listener in self.listeners:
+                listener.run_started(info)
+            self._emit()
+            self._finished = loop.create_future()
             if self._capturing:
-                _capture.uninstall()
-            self._uninstall_signals(loop, installed)
-            for executor in self._executors.values():
-                with contextlib.suppress(Exception):
-                    await executor.shutdown()
-        result = self._result()
-        for listener in self.listeners:
-            listener.run_finished(result)
+                _capture.install()  # print() of thread and async tasks goes to their logs
+            cancelled: asyncio.CancelledError | None = None
+            try:
+                for name in sorted(set(self._executor_of)):
+                    await self._start_executor(name)
+                self._queue.poke()
+                await self._finished
+            except asyncio.CancelledError as exc:
+                # Cancelled from outside (the task awaiting us, or asyncio.run's own Ctrl-C
+                # handler before ours was in place): stop as cancel() does, record the run as
+                # interrupted, then let the cancellation go on.
+                cancelled = exc
+                if self.signal is None:
+                    self.signal = 0
+                if not self._stopped:
+                    self._stopped = True
+                    self._stop(self.now())
+                if self.listeners:
+                    self._emit()
+            finally:
+                if self._timer is not None:
+                    self._timer.cancel()
+                if self._capturing:
+                    _capture.uninstall()
+                for executor in self._executors.values():
+                    with contextlib.suppress(Exception):
+                        await executor.shutdown()
+            result = self._result()
+            for listener in self.listeners:
+                listener.run_finished(result)
+        finally:
+            self._uninstall_signals(installed)
+        if cancelled is not None:
+            raise cancelled
         return result
 
     # ------------------------------------------------------------------ the loop
@@ -478,29 +503,39 @@ class Runner:
             listener.transitions(events)
 
     # ------------------------------------------------------------------ signals
-    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> dict[int, Any]:
+        """Handle SIGINT and SIGTERM until :meth:`_uninstall_signals`; returns the handlers
+        they replace. Plain ``signal.signal`` handlers, not the loop's: they run even while
+        the loop is blocked (a listener writing to a slow store), so a second signal always
+        ends the process at once."""
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return []
-        installed: list[int] = []
+            return {}
+        installed: dict[int, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError):  # pragma: no cover - not Unix
-                pass
+            installed[sig] = signal.signal(sig, self._on_signal)
         return installed
 
-    def _uninstall_signals(self, loop: asyncio.AbstractEventLoop, installed: Iterable[int]) -> None:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+    def _uninstall_signals(self, installed: Mapping[int, Any]) -> None:
+        for sig, previous in installed.items():
+            signal.signal(sig, previous)
 
-    def _on_signal(self, sig: int) -> None:
-        if self.signal is not None:
+    def _on_signal(self, sig: int, frame: Any = None) -> None:
+        """A signal handler: runs in the main thread between two bytecodes, anywhere."""
+        self._signals_seen += 1
+        if self._signals_seen > 1:
             # Second signal: no more waiting. Kill every process group we started and go.
-            for executor in self._executors.values():
-                executor.kill_all_now()
+            for executor in list(self._executors.values()):
+                with contextlib.suppress(Exception):
+                    executor.kill_all_now()
             os._exit(128 + sig)
-        self.cancel(sig)
+        # The first: the run is interrupted (its result, computed after this, says so), and
+        # the loop's next turn stops it as Runner.cancel() does.
+        if self.signal is None:
+            self.signal = sig
+        queue = self._queue
+        if queue is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to stop
+                queue.poke()
 
     # ------------------------------------------------------------------ result
     def _result(self) -> RunResult:

@@ -41,9 +41,13 @@ Policies:
   costs nothing. Entries of attempts that already ended are dropped when they surface.
 - **Failure.** Fail-fast stops launching at the first failure (not counting ``allow_failure``
   tasks): every task that has not started is cancelled and the running ones are handed back to
-  the driver to cancel. Keep-going runs everything that does not depend on a failure. A failed
-  ``allow_failure`` task satisfies its dependents; an ``all_done`` task runs once its
-  dependencies are final, however they ended.
+  the driver to cancel — except ``all_done`` tasks (cleanup), which are *spared*: a running
+  one goes on, and each other still runs once its own dependencies have ended (cancelled ones
+  included), with its retries; what depends on it is cancelled. Keep-going runs everything
+  that does not depend on a failure. A failed ``allow_failure`` task satisfies its
+  dependents; an ``all_done`` task runs once its dependencies are final, however they ended.
+- **Interrupt.** :meth:`stop` (Ctrl-C, a cancelled run) starts nothing new, cleanup included:
+  every task that has not started is cancelled, spared ones too.
 """
 
 from __future__ import annotations
@@ -101,7 +105,10 @@ class Scheduler:
         self.graph = graph
         self.concurrency = concurrency
         self.fail_fast = fail_fast
+        # stopping: no new work but spared all_done tasks (after a fail-fast failure or an
+        # interrupt); halted: no new work at all (after an interrupt, :meth:`stop`).
         self.stopping = False
+        self.halted = False
         self._rng = rng or random.Random()
         specs = graph.specs
         self._dependents = graph.dependents
@@ -240,7 +247,7 @@ class Scheduler:
             self._release_due(now)
         ready = self._ready
         slots = self.concurrency - self.running
-        if self.stopping or slots <= 0 or not ready:
+        if self.halted or slots <= 0 or not ready:
             return []
         started: list[int] = []
         blocked: list[int] = []
@@ -308,7 +315,7 @@ class Scheduler:
         """
         if (
             retryable
-            and not self.stopping
+            and (not self.stopping or (self._all_done[i] and not self.halted))
             and self.attempts[i] < self._max_attempts[i]
         ):
             self._leave_running(i, RETRY_WAIT)
@@ -318,7 +325,7 @@ class Scheduler:
         self._leave_running(i, FAILED)
         self._resolve(i, FAILED)
         if self.fail_fast and not self._allow_failure[i] and not self.stopping:
-            return self.stop(now)
+            return self._fail_fast()
         return []
 
     def expired(self, now: float) -> list[int]:
@@ -367,15 +374,39 @@ class Scheduler:
             self.last_beat[i] = now
 
     def stop(self, now: float) -> list[int]:
-        """Stop launching: cancel every task that has not started; return the running ones,
-        which the driver must cancel and then report."""
-        self.stopping = True
+        """Stop launching anything (an interrupt): cancel every task that has not started,
+        cleanup included; return the running ones, which the driver must cancel and then
+        report."""
+        self.stopping = self.halted = True
         for i, state in enumerate(self.state):
             if state is PENDING or state is READY or state is RETRY_WAIT:
                 self._transition(i, CANCELLED)
         self._ready.clear()
         self._retries.clear()
         return [i for i, s in enumerate(self.state) if s is RUNNING]
+
+    def _fail_fast(self) -> list[int]:
+        """Stop launching after a failure: cancel every task that has not started but the
+        ``all_done`` ones, which still run once their dependencies have ended; return the
+        running tasks, which the driver must cancel and then report."""
+        self.stopping = True
+        all_done, state = self._all_done, self.state
+        cancelled = []
+        for i, s in enumerate(state):
+            if (s is PENDING or s is READY or s is RETRY_WAIT) and not all_done[i]:
+                self._transition(i, CANCELLED)
+                cancelled.append(i)
+        # The spared tasks keep their places in the ready queue and their retries.
+        by_key = self._by_key
+        self._ready = [k for k in self._ready if state[by_key[k]] is READY]
+        heapq.heapify(self._ready)
+        self._retries = [(due, i) for due, i in self._retries if state[i] is RETRY_WAIT]
+        heapq.heapify(self._retries)
+        # Cancelled dependencies have ended: that may make a spared task ready.
+        for i in cancelled:
+            self._resolve(i, CANCELLED)
+        # A cleanup already running finishes too.
+        return [i for i, s in enumerate(state) if s is RUNNING and not all_done[i]]
 
     # ------------------------------------------------------------------ internals
     def _arm(
@@ -462,7 +493,8 @@ class Scheduler:
                     continue
                 if satisfies or self._all_done[k]:
                     self._waiting[k] -= 1
-                    if self._waiting[k] == 0 and not self.stopping:
+                    # (after a stop, only spared all_done tasks are still pending)
+                    if self._waiting[k] == 0 and not self.halted:
                         self._make_ready(k)
                     continue
                 fate = UPSTREAM_FAILED if how is FAILED or how is UPSTREAM_FAILED else how

@@ -157,6 +157,24 @@ class CorralGroup(click.Group):
         self.add_command(command, cmd_name)
         return command
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the command line. From here until a run takes the signals over (and again
+        after it), SIGINT and SIGTERM end corral with exactly 130 and 143, wherever they land
+        (click alone turns a Ctrl-C before a command runs into "Aborted!" and exit 1, and
+        SIGTERM would kill the process outright)."""
+        import signal
+        import threading
+
+        installed: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                installed[sig] = signal.signal(sig, _exit_on_signal)
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            for number, previous in installed.items():
+                signal.signal(number, previous)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -170,6 +188,13 @@ class CorralGroup(click.Group):
             # Ctrl-C outside a run (a run handles its own signals and exits 130 itself).
             click.echo("interrupted", err=True)
             raise click.exceptions.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def _exit_on_signal(sig: int, frame: Any) -> NoReturn:
+    """SIGINT or SIGTERM outside a run: nothing is running, nothing is half-recorded (a run's
+    end is recorded before it gives the signals back), so exit at once with 128 + N."""
+    sys.stderr.write("corral: interrupted\n")
+    raise SystemExit(128 + sig)
 
 
 def _epilog() -> str:
@@ -235,6 +260,36 @@ def _only_option(f: F) -> F:
         show_envvar=True,
         help="Keep only this task and everything it depends on (repeatable).",
     )(f)
+
+
+def _path_option(f: F) -> F:
+    return click.option(
+        "--path",
+        "paths",
+        multiple=True,
+        type=click.Path(exists=True, file_okay=False),
+        metavar="DIR",
+        envvar="CORRAL_PATH",
+        show_envvar=True,
+        help="Also look for call: modules in DIR, after sys.path and before the pipeline's "
+        "python_path: and directory (repeatable; in the variable, separate with ':').",
+    )(f)
+
+
+def _no_import_option(f: F) -> F:
+    return click.option(
+        "--no-import",
+        is_flag=True,
+        envvar="CORRAL_NO_IMPORT",
+        show_envvar=True,
+        help="Check call: targets without importing their modules (no module code runs: the "
+        "module is found, the function looked for in its source).",
+    )(f)
+
+
+def import_options(f: F) -> F:
+    """``--path`` and ``--no-import``, for every command that loads a pipeline."""
+    return _path_option(_no_import_option(f))
 
 
 store_option = click.option(
@@ -303,16 +358,33 @@ def open_run_store(url: str | None, *, create: bool) -> Store | None:
         raise UserError(f"--store: {exc}") from None
 
 
-def _load(file: str, pairs: tuple[str, ...]) -> Pipeline:
-    """The pipeline in ``file`` with parameters ``pairs``; raises a ValueError-kind error."""
+def load(
+    file: str,
+    pairs: tuple[str, ...],
+    *,
+    paths: tuple[str, ...] = (),
+    no_import: bool = False,
+    as_json: bool = False,
+) -> Pipeline:
+    """The pipeline in ``file`` with parameters ``pairs``; raises a ValueError-kind error.
+
+    ``paths`` (``--path``) are appended to ``sys.path`` first. Checking ``call:`` targets
+    imports their modules unless ``no_import``; under ``as_json`` what those modules print
+    goes to stderr, so that stdout stays one JSON document.
+    """
+    from corral._imports import add_to_sys_path
     from corral._pipeline import load_pipeline, parse_params
 
+    add_to_sys_path(paths)
+    params = parse_params(pairs)
+    check = "find" if no_import else "import"
     # What a pipeline is read into lives until the command ends: freeze it out of the cyclic
     # garbage collector's sight, which would otherwise walk it again and again (a 100,000-task
     # file is millions of objects). The collector is off while it is read, then on again.
     gc.disable()
     try:
-        return load_pipeline(file, params=parse_params(pairs))
+        with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+            return load_pipeline(file, params=params, check_calls=check)
     finally:
         gc.freeze()
         gc.enable()
@@ -333,12 +405,20 @@ def _n_edges(graph: Graph) -> int:
 @_file_argument
 @_params_option
 @_json_option
-def validate(file: str, params: tuple[str, ...], as_json: bool) -> None:
-    """Check a pipeline file; list every problem, each with its file and line."""
+@import_options
+def validate(
+    file: str, params: tuple[str, ...], as_json: bool, paths: tuple[str, ...], no_import: bool
+) -> None:
+    """Check a pipeline file; list every problem, each with its file and line.
+
+    Each call: target is imported to check that its module and function exist, which runs
+    the module's top-level code (as a run would); --no-import only finds them.
+    """
     problems: list[Problem] = []
     graph = None
     try:
-        graph = _load(file, params).dag.validate()
+        pipeline = load(file, params, paths=paths, no_import=no_import, as_json=as_json)
+        graph = pipeline.dag.validate()
     except ValidationError as exc:
         problems = list(exc.problems)
     except ParameterError as exc:
@@ -372,6 +452,7 @@ def validate(file: str, params: tuple[str, ...], as_json: bool) -> None:
 @_json_option
 @store_option
 @no_store_option
+@import_options
 def plan(
     file: str,
     workers: int | None,
@@ -380,6 +461,8 @@ def plan(
     as_json: bool,
     store_url: str | None,
     no_store: bool,
+    paths: tuple[str, ...],
+    no_import: bool,
 ) -> None:
     """Show levels, width, critical path, total work and the makespan lower bound.
 
@@ -390,7 +473,7 @@ def plan(
     from corral._plan import make_plan
     from corral._runner import default_concurrency
 
-    pipeline = _load(file, params)
+    pipeline = load(file, params, paths=paths, no_import=no_import, as_json=as_json)
     graph = pipeline.dag.validate(only=only or None)
     # The workers the run would get: the option, else the file's concurrency, else one per CPU.
     n = workers or pipeline.concurrency or default_concurrency()
@@ -453,13 +536,21 @@ def _history(store_url: str | None, graph: Graph) -> dict[str, float]:
 )
 @_only_option
 @_params_option
+@import_options
 def graph(
-    file: str, fmt: str, output: str | None, only: tuple[str, ...], params: tuple[str, ...]
+    file: str,
+    fmt: str,
+    output: str | None,
+    only: tuple[str, ...],
+    params: tuple[str, ...],
+    paths: tuple[str, ...],
+    no_import: bool,
 ) -> None:
     """Export the task graph as Mermaid or Graphviz DOT (edges: dependency -> dependent)."""
     from corral._export import export
 
-    dag_graph = _load(file, params).dag.validate(only=only or None)
+    pipeline = load(file, params, paths=paths, no_import=no_import, as_json=output is None)
+    dag_graph = pipeline.dag.validate(only=only or None)
     text = export(dag_graph, "dot" if fmt == "dot" else "mermaid")
     if output is None:
         click.echo(text, nl=False)
@@ -504,6 +595,8 @@ class RunOptions:
     store_url: str | None
     no_store: bool
     lease: float
+    paths: tuple[str, ...]
+    no_import: bool
 
     def width(self, pipeline: Pipeline) -> int:
         """Tasks at once. Precedence: --concurrency > CORRAL_CONCURRENCY (both via click) >
@@ -511,6 +604,12 @@ class RunOptions:
         from corral._runner import default_concurrency
 
         return self.concurrency or pipeline.concurrency or default_concurrency()
+
+    def load(self, file: str, params: dict[str, str] | None = None) -> Pipeline:
+        """The pipeline in ``file`` as these options say (``params`` come before ``-p``)."""
+        pairs = tuple(f"{k}={v}" for k, v in (params or {}).items()) + self.params
+        return load(file, pairs, paths=self.paths, no_import=self.no_import,
+                    as_json=self.as_json)
 
 
 _RUN_OPTIONS: list[Callable[[Any], Any]] = [
@@ -559,6 +658,8 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
         help="How long a run stays locked after its process dies (renewed while it lives); "
         "a resume of a crashed run waits for it to lapse.",
     ),
+    _path_option,
+    _no_import_option,
 ]
 
 
@@ -595,7 +696,7 @@ def run(file: str, only: tuple[str, ...], resume: bool, opts: RunOptions) -> Non
     Every run is recorded in the store (see --store), so that `corral show`, `corral logs`
     and `corral resume` can find it by the run id printed at the start and in the summary.
     """
-    pipeline = _load(file, opts.params)
+    pipeline = opts.load(file)
     if resume:
         from corral._cli_history import resume_run
 
@@ -789,7 +890,12 @@ def execute(
             click.echo(
                 f"to finish it, re-running only what did not succeed: corral resume {result.run_id}"
             )
-    raise click.exceptions.Exit(exit_code_for(result))
+    code = exit_code_for(result)
+    if runner.signal and not result.signal:
+        # The signal came as the run's end was being recorded: the run ended as recorded,
+        # and corral still exits as a process stopped by that signal.
+        code = 128 + runner.signal
+    raise click.exceptions.Exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m corral.cli`

@@ -163,6 +163,77 @@ def test_all_done_runs_after_a_failed_dependency_with_keep_going():
     assert ids(s, s.admit(0)) == ["clean"]
 
 
+def test_all_done_cleanup_still_runs_under_fail_fast():
+    # test fails: the rest is cancelled, but the cleanup runs once its dependencies ended
+    # (here: test failed, build cancelled), and what depends on the cleanup does not.
+    g = graph(spec("test"), spec("build", ["test"]), spec("lint"),
+              spec("clean", ["build", "lint"], trigger_rule="all_done"),
+              spec("notify", ["clean"]))
+    s = Scheduler(g, concurrency=2, fail_fast=True, record=True)
+    assert ids(s, s.admit(0)) == ["test", "lint"]
+    assert ids(s, s.failed(g.index["test"], 1)) == ["lint"]
+    assert s.admit(1) == []  # clean still waits for lint to end
+    s.cancelled(g.index["lint"], 1)
+    assert states(s) == {"test": "failed", "build": "upstream_failed", "lint": "cancelled",
+                         "clean": "ready", "notify": "cancelled"}
+    assert ids(s, s.admit(2)) == ["clean"]
+    s.succeeded(g.index["clean"], 3)
+    assert not s.is_active()
+
+
+def test_a_spared_cleanup_keeps_its_retries_and_its_own_dependencies_decide():
+    g = graph(spec("a"), spec("b"), spec("c", ["b"]),
+              spec("clean", ["c"], trigger_rule="all_done", retries=1, retry_delay=1,
+                   retry_jitter=0),
+              spec("after_a", ["a"], trigger_rule="all_done"))
+    s = Scheduler(g, concurrency=2, fail_fast=True)
+    assert sorted(ids(s, s.admit(0))) == ["a", "b"]
+    s.succeeded(g.index["a"], 0)  # after_a's dependency ended: ready before the failure
+    assert ids(s, s.failed(g.index["b"], 1)) == []  # nothing else was running
+    # c never ran (upstream failed): clean's dependencies have ended, so it may run.
+    assert ids(s, s.admit(1)) == ["clean", "after_a"]
+    assert s.failed(g.index["clean"], 2) == []
+    assert states(s)["clean"] == "retry_wait"
+    assert ids(s, s.admit(3)) == ["clean"]  # its retry, after its backoff
+    s.succeeded(g.index["clean"], 4)
+    s.succeeded(g.index["after_a"], 4)
+    assert not s.is_active()
+
+
+def test_a_running_cleanup_is_not_cancelled_by_fail_fast():
+    g = graph(spec("clean", trigger_rule="all_done"), spec("a"), spec("b"))
+    s = Scheduler(g, concurrency=3, fail_fast=True)
+    s.admit(0)
+    assert ids(s, s.failed(g.index["a"], 1)) == ["b"]
+    s.cancelled(g.index["b"], 1)
+    assert states(s)["clean"] == "running"
+    s.succeeded(g.index["clean"], 2)
+    assert not s.is_active()
+
+
+def test_an_interrupt_starts_nothing_new_not_even_cleanup():
+    g = graph(spec("a"), spec("clean", ["a"], trigger_rule="all_done"))
+    s = Scheduler(g, concurrency=2, fail_fast=True)
+    s.admit(0)
+    assert ids(s, s.stop(1)) == ["a"]
+    s.cancelled(g.index["a"], 1)
+    assert states(s) == {"a": "cancelled", "clean": "cancelled"}
+    assert s.admit(2) == []
+    assert not s.is_active()
+
+
+def test_an_interrupt_after_fail_fast_cancels_the_spared_cleanup():
+    g = graph(spec("a"), spec("b"), spec("clean", ["b"], trigger_rule="all_done"))
+    s = Scheduler(g, concurrency=2, fail_fast=True)
+    s.admit(0)
+    assert ids(s, s.failed(g.index["a"], 1)) == ["b"]
+    assert ids(s, s.stop(1)) == ["b"]  # Ctrl-C while b is being cancelled
+    s.cancelled(g.index["b"], 1)
+    assert states(s)["clean"] == "cancelled"
+    assert s.admit(2) == []
+    assert not s.is_active()
+
+
 def test_retry_waits_out_its_backoff_as_computed_time():
     g = graph(spec("a", retries=2, retry_delay=10, retry_backoff=3, retry_jitter=0))
     s = Scheduler(g, concurrency=1, rng=random.Random(1))

@@ -17,12 +17,19 @@ costs the parent one message per gap, and a beat arrives at most one gap late::
 Started as a fresh interpreter (not ``fork``, not ``multiprocessing``'s ``spawn``) so that a
 user's ``__main__`` is never re-imported and re-run in the worker; cloudpickle ships functions
 defined in ``__main__`` and closures by value.
+
+A worker dies with corral (``python -m corral.executors._process_worker R W PARENT``): on Linux
+it asks the kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``), then checks that
+``PARENT`` is still its parent (it may have died before the request). A worker whose parent is
+gone exits quietly, wherever it notices (reading the next task, sending a result): its
+traceback would only land on a dead run's stderr.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -154,7 +161,28 @@ def _run_one(message: bytes, tx: Connection) -> bytes:
         return bytes(cloudpickle.dumps((ERROR, (error, traceback.format_exc()))))
 
 
-def main(read_fd: int, write_fd: int) -> None:
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when ``parent`` dies (Linux); exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the reaper remains
+            pass
+    if os.getppid() != parent:
+        _parent_gone()
+
+
+def _parent_gone() -> None:
+    """Corral is gone: nobody wants the result, and no traceback to a dead run's stderr."""
+    os._exit(0)
+
+
+def main(read_fd: int, write_fd: int, parent: int | None = None) -> None:
+    if parent is not None:
+        die_with_parent(parent)
     rx = Connection(read_fd, writable=False)
     tx = Connection(write_fd, readable=False)
     while True:
@@ -162,8 +190,12 @@ def main(read_fd: int, write_fd: int) -> None:
             message = rx.recv_bytes()
         except (EOFError, OSError):
             return
-        tx.send_bytes(_run_one(message, tx))
+        result = _run_one(message, tx)
+        try:
+            tx.send_bytes(result)
+        except OSError:
+            _parent_gone()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else None)

@@ -18,6 +18,13 @@ read ends, so no thread is needed on this side::
     run loop ──submit──> idle worker? ──send──> worker process ──result──> pipe ──> sink
                  └──> pending queue (all busy) ──> next free worker
 
+No worker outlives corral. A worker runs in its own process group (a kill takes the task's
+children too); it asks the kernel to SIGKILL it when corral dies (``PR_SET_PDEATHSIG``, where
+there is one) and exits quietly if corral is already gone; and its group is watched by a
+:class:`~corral.executors._reaper.Reaper`, which ends it (the task's own subprocesses included)
+when corral dies without doing so itself. A worker that exits, and every worker at
+:meth:`ProcessExecutor.shutdown`, takes what is left of its group with it.
+
 A task with a heartbeat may send :data:`BEAT` messages on the same pipe before its result
 (coalesced by the worker: see :mod:`._process_worker`); each one calls ``work.beat()``, and so
 does handing the attempt to a worker, since its time in the pending queue was no silence of its
@@ -42,6 +49,7 @@ import cloudpickle
 from corral._errors import WorkerCrashed
 from corral.executors._base import CANCELLED, ERROR, OK, SKIP, Executor, Work
 from corral.executors._process_worker import BEAT
+from corral.executors._reaper import Reaper
 
 __all__ = ["ProcessExecutor"]
 
@@ -73,7 +81,7 @@ class ProcessExecutor(Executor):
 
     name = "process"
 
-    def __init__(self, max_workers: int | None = None) -> None:
+    def __init__(self, max_workers: int | None = None, *, kill_grace: float = 3.0) -> None:
         super().__init__()
         # One worker per CPU: more would only make CPU-bound tasks share cores.
         self.max_workers = max_workers or os.cpu_count() or 1
@@ -81,6 +89,9 @@ class ProcessExecutor(Executor):
         self._idle: list[_Worker] = []
         self._pending: collections.deque[Work] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Ends the workers' groups if corral dies without doing so (SIGTERM, then SIGKILL
+        # after kill_grace).
+        self._reaper = Reaper(grace=kill_grace)
 
     async def start(self, sink: Any) -> None:
         await super().start(sink)
@@ -114,9 +125,11 @@ class ProcessExecutor(Executor):
             self._retire(worker)  # closing its pipe makes an idle worker exit
         for worker in workers:
             await _reap(worker.proc)
+            self._end_group(worker)
+        self._reaper.close()
 
     def kill_all_now(self) -> None:
-        """SIGKILL every worker at once (the second Ctrl-C)."""
+        """SIGKILL every worker's group at once (the second Ctrl-C)."""
         for worker in self._workers:
             _killpg(worker.proc.pid)
 
@@ -126,12 +139,14 @@ class ProcessExecutor(Executor):
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = dict(os.environ)
-        # The worker imports what the parent can import: same sys.path, cwd included.
+        # The worker imports what the parent can import: the same sys.path, in the same order
+        # (a pipeline's directories last: see corral._imports). -P keeps Python from putting
+        # the working directory first, where a user's select.py could shadow the worker's own.
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "corral.executors._process_worker",
-                 str(to_child_r), str(from_child_w)],
+                [sys.executable, "-P", "-m", "corral.executors._process_worker",
+                 str(to_child_r), str(from_child_w), str(os.getpid())],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,
                 stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else None,
@@ -141,6 +156,7 @@ class ProcessExecutor(Executor):
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
+        self._reaper.watch(proc.pid)
         worker = _Worker(proc, Connection(to_child_w, readable=False),
                          Connection(from_child_r, writable=False))
         self._workers.append(worker)
@@ -207,6 +223,7 @@ class ProcessExecutor(Executor):
     def _worker_died(self, worker: _Worker) -> None:
         self._retire(worker)
         code = worker.proc.wait()
+        self._end_group(worker)
         work = worker.current
         worker.current = None
         if work is not None:
@@ -232,6 +249,12 @@ class ProcessExecutor(Executor):
             worker.rx.close()
         with contextlib.suppress(OSError):
             worker.tx.close()
+
+    def _end_group(self, worker: _Worker) -> None:
+        """The worker has exited: end what is left of its group (subprocesses its tasks
+        started), then tell the reaper there is nothing left to watch."""
+        _killpg(worker.proc.pid)
+        self._reaper.forget(worker.proc.pid)
 
     def _feed(self) -> None:
         while self._pending:

@@ -411,8 +411,12 @@ def _rebuild(run: RunRecord) -> DAG:
                        "pipeline file, so its DAG cannot be rebuilt")
     path = run.source_path or "<stored>"
     fmt = "json" if path.endswith(".json") else None
+    # A run started from a file (corral run) finds its call: modules next to that file, as it
+    # did then; for one submitted as text the directory is the server's copy's: no modules.
+    base = Path(path).parent if run.source_path else None
     try:  # validated once, by prepare_resume
-        pipeline = parse_pipeline(run.source_text, file=path, fmt=fmt, params=dict(run.params))
+        pipeline = parse_pipeline(run.source_text, file=path, fmt=fmt, params=dict(run.params),
+                                  base_dir=base)
     except (ValidationError, ValueError) as exc:
         raise ApiError(409, "not_resumable",
                        f"the pipeline stored with run {run.id!r} no longer loads: {exc}") from exc

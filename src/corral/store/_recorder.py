@@ -189,18 +189,22 @@ class StoreRecorder:
         if runner is not None:
             values = []
             index = runner.graph.index
-            results, current = runner.values, runner.current
+            results = runner.values
+        # Where each attempt's log goes: asked of the runner by task and attempt, not read off
+        # the attempt in flight, which may have ended (a quick thread task) or been replaced
+        # (a retry) before this batch arrives.
+        log_path = runner.log_path if runner is not None and runner.log_dir is not None \
+            else None
         for t in batch:
             task, state, attempt, at = t.task, t.state, t.attempt, t.at
             name = _NAME[state]  # a plain str: pickled small, and read without corral's enum
             if state is RUNNING:
                 running_since[task] = at
-                work = current[index[task]] if runner is not None else None
-                if work is None or work.log_path is None:
+                if log_path is None:
                     entries.append([task, name, attempt, at])
                 else:
                     entries.append([task, name, attempt, at, None, None, None, None,
-                                    work.log_path])
+                                    log_path(task, attempt)])
                 continue
             duration = None
             if state in _ENDS_ATTEMPT:
