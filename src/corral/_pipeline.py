@@ -771,6 +771,8 @@ _EXPECTED: dict[str, str] = {
 
 def _line_of(root: Any, loc: tuple[Any, ...]) -> int | None:
     """The line of the deepest key of ``loc`` found under ``root`` (else of ``root``)."""
+    if type(root) is dict:  # read without lines (JSON, until there is a problem to show)
+        return None
     line: int | None = getattr(root, "line", None)
     node = root
     for part in loc:
