@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from corral._errors import ValidationError
-from corral._graph import Graph, build_graph
+from corral._graph import Graph, build_graph, short_repr
 from corral._options import TASK_OPTIONS, check_option_names, make_spec
 from corral._plan import Plan, make_plan
 from corral._spec import CallRef, ShellCommand, TaskRef, TaskSpec
@@ -114,6 +114,10 @@ class DAG:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
+        if concurrency is not None and (not isinstance(concurrency, int)
+                                        or isinstance(concurrency, bool) or concurrency < 1):
+            raise ValidationError(f"concurrency must be a whole number >= 1, "
+                                  f"not {short_repr(concurrency)}")
         self.concurrency = concurrency
         self.resources = dict(resources or {})
         self.defaults = dict(defaults or {})
@@ -125,6 +129,8 @@ class DAG:
         self._order: list[str] = []
         self._duplicates: list[TaskSpec] = []
         self._counter: dict[str, int] = {}
+        self._changes = 0  # tasks added or changed, so that validate() knows its graph is current
+        self._graph: tuple[Any, Graph] | None = None  # (what it was built from, the graph)
 
     # ------------------------------------------------------------------ building
     def task(self, fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
@@ -222,6 +228,7 @@ class DAG:
         return [self._specs[t] for t in self._order] + self._duplicates
 
     def _put(self, spec: TaskSpec) -> None:
+        self._changes += 1
         if spec.id in self._specs:
             self._duplicates.append(spec)  # reported by validate(), with every other problem
             return
@@ -238,6 +245,7 @@ class DAG:
         return f"{base}-{n + 1}"
 
     def _add_deps(self, task_id: str, deps: Iterable[str]) -> None:
+        self._changes += 1
         spec = self._specs[task_id]
         new = [d for d in deps if d not in spec.depends_on]
         self._specs[task_id] = spec.evolve(depends_on=(*spec.depends_on, *new))
@@ -254,8 +262,17 @@ class DAG:
         ``only`` keeps just those tasks and everything they depend on. ``executors`` are the
         executors a run will be given by name (``run(executors=...)``): tasks may name them.
         """
-        graph = build_graph(self.specs, name=self.name, capacity=self.resources,
-                            executors=executors)
+        # The graph of unchanged tasks, name, capacity and executors is the same: build it
+        # once (a pipeline is validated when it is read, then by every command that uses it).
+        given = tuple(sorted((k, type(v).runs) for k, v in executors.items())) if executors \
+            else ()
+        built_from = (self._changes, self.name, dict(self.resources), given)
+        if self._graph is not None and self._graph[0] == built_from:
+            graph = self._graph[1]
+        else:
+            graph = build_graph(self.specs, name=self.name, capacity=self.resources,
+                                executors=executors)
+            self._graph = (built_from, graph)
         if only is not None:
             graph = select(graph, only, executors=executors)
         return graph

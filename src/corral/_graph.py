@@ -6,12 +6,21 @@ at once (duplicate ids, unknown dependencies with a "did you mean", self-depende
 cycle as a path, invalid option values, resource requests that can never fit), so that a user
 fixes a file in one pass. Past this point tasks are integers ``0..n-1`` and dependencies are
 tuples of integers: the scheduler's hot path never sees a string or re-validates.
+
+Every number must be finite (NaN and infinities are refused: a NaN timeout never fires, a NaN
+capacity admits nothing). Checking is linear in the number of tasks, and so is "did you mean":
+a :class:`Suggester` compares only names of a length that could match, caches each answer,
+and stops suggesting after a fixed number of comparisons (a file of 20,000 tasks that each
+name an unknown dependency is reported at once, not after minutes of fuzzy matching).
+Messages quote values through :func:`short_repr`, never in full.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,7 +32,7 @@ from corral.executors._registry import UnknownExecutor, action_kind, known_names
 if TYPE_CHECKING:
     from corral.executors._base import Executor
 
-__all__ = ["Graph", "build_graph", "default_capacity", "suggest"]
+__all__ = ["Graph", "Suggester", "build_graph", "default_capacity", "short_repr", "suggest"]
 
 
 def default_capacity() -> dict[str, float]:
@@ -38,10 +47,111 @@ def default_capacity() -> dict[str, float]:
     return capacity
 
 
+# "Did you mean": difflib's similarity ratio at least this; names longer than _LONGEST are
+# never compared (a ratio costs up to the product of the lengths).
+_CUTOFF = 0.6
+_LONGEST = 200
+# Comparisons one Suggester makes at most: well under a second, whatever the input.
+SUGGESTION_BUDGET = 50_000
+
+
+class Suggester:
+    """"Did you mean" among a fixed set of names, at a bounded cost.
+
+    A ratio of at least ``cutoff`` needs lengths within a factor of ``cutoff / (2 - cutoff)``
+    of each other (3/7 for the default 0.6), so only those names are compared; each word is
+    looked up once; and after ``budget`` comparisons in all it suggests nothing more.
+    :meth:`hint` says so once, on the first problem that gets no suggestion because of it.
+    """
+
+    def __init__(self, choices: Iterable[str], *, budget: int = SUGGESTION_BUDGET,
+                 cutoff: float = _CUTOFF) -> None:
+        self.by_length: dict[int, list[str]] = {}
+        for choice in choices:
+            if isinstance(choice, str) and len(choice) <= _LONGEST:
+                self.by_length.setdefault(len(choice), []).append(choice)
+        self.budget = budget
+        self.cutoff = cutoff
+        self.cache: dict[str, str | None] = {}
+        self.stopped = False  # the budget ran out
+        self._said_stopped = False
+
+    def __call__(self, word: str) -> str | None:
+        """The closest name to ``word``, or None."""
+        if word in self.cache:
+            return self.cache[word]
+        if self.stopped or not isinstance(word, str) or len(word) > _LONGEST:
+            return None
+        cutoff = self.cutoff
+        slack = 1e-9  # 6 * 1.2 / 0.8 is 8.999...: a length of 9 must not be left out
+        low = len(word) * cutoff / (2 - cutoff) - slack
+        high = len(word) * (2 - cutoff) / cutoff + slack
+        lengths = [length for length in self.by_length if low <= length <= high]
+        count = sum(len(self.by_length[length]) for length in lengths)
+        if count > self.budget:
+            self.stopped = True
+            return None
+        self.budget -= count
+        candidates = [name for length in lengths for name in self.by_length[length]]
+        matches = difflib.get_close_matches(word, candidates, n=1, cutoff=cutoff)
+        close = self.cache[word] = matches[0] if matches else None
+        return close
+
+    def hint(self, word: str, otherwise: str | None = None) -> str | None:
+        """"did you mean 'x'?", else ``otherwise``; once the budget ran out, a note so."""
+        close = self(word)
+        if close is not None:
+            return f"did you mean {close!r}?"
+        if self.stopped and not self._said_stopped:
+            self._said_stopped = True
+            return "no more suggestions from here on: too many names to compare"
+        return otherwise
+
+
 def suggest(word: str, choices: Iterable[str]) -> str | None:
     """The closest of ``choices`` to ``word``, for a "did you mean" hint."""
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return matches[0] if matches else None
+    return Suggester(choices)(word)
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib, also for dict and list subclasses (reprlib matches on the exact type name) and
+    without converting enormous integers to text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = self.maxother = self.maxlong = 80
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = 8
+
+    def repr1(self, x: Any, level: int) -> str:
+        if isinstance(x, bool) or x is None or isinstance(x, float):
+            return repr(x)
+        if isinstance(x, int):
+            if x.bit_length() > 10_000:  # past 4300 digits str(x) raises
+                return f"<an integer of about {int(x.bit_length() * math.log10(2)):,} digits>"
+            return self.repr_int(x, level)
+        if isinstance(x, str):
+            return self.repr_str(x, level)
+        if isinstance(x, dict):
+            return self.repr_dict(x, level)
+        if isinstance(x, list):
+            return self.repr_list(x, level)
+        if isinstance(x, tuple):
+            return self.repr_tuple(x, level)
+        return super().repr1(x, level)
+
+
+_SHORT = _ShortRepr()
+
+
+def short_repr(value: object, *, limit: int = 80, quote: bool = True) -> str:
+    """``repr(value)`` (or a string itself, if not ``quote``) cut to about ``limit``
+    characters with ``...``: a message never quotes a huge or deeply nested value in full."""
+    if isinstance(value, str):
+        text = repr(value[:limit]) if quote else value[:limit]
+        return text + "..." if len(value) > limit else text
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -106,9 +216,6 @@ def build_graph(
     (:mod:`corral.executors._registry`: the built-ins, then entry points).
     """
     problems: list[Problem] = []
-    total: dict[str, float] = default_capacity()
-    if capacity:
-        total.update({k: float(v) for k, v in capacity.items()})
 
     def problem(message: str, spec: TaskSpec | None = None, hint: str | None = None) -> None:
         src_file, line = (spec.source if spec and spec.source else (file, None))
@@ -116,35 +223,52 @@ def build_graph(
             Problem(message, task=spec.id if spec else None, file=src_file, line=line, hint=hint)
         )
 
+    total: dict[str, float] = default_capacity()
+    for resource, amount in (capacity or {}).items():
+        if not _finite(amount) or amount < 0:
+            problem(f"the capacity of resource {short_repr(resource)} must be a finite number "
+                    f">= 0, not {short_repr(amount)}")
+        else:
+            total[resource] = float(amount)
+
     index: dict[str, int] = {}
+    checks = _Checks(total, executors)
     names = executor_names(specs)
-    kinds: dict[str, str | None] = {}  # executor name -> what it runs (None: unknown)
     for i, spec in enumerate(specs):
         if not isinstance(spec.id, str) or not spec.id:
-            problem(f"task #{i + 1} has an empty or non-string id: {spec.id!r}", spec)
+            problem(f"task #{i + 1} has an empty or non-string id: {short_repr(spec.id)}", spec)
         elif spec.id in index:
             problem(f"duplicate task id {spec.id!r}", spec, hint="task ids must be unique")
         else:
             index[spec.id] = i
-        _check_options(spec, total, problem)
-        _check_executor(spec, names[i], kinds, executors, problem)
+        checks.options(spec, problem)
+        checks.executor(spec, names[i], problem)
 
     n = len(specs)
     deps: list[tuple[int, ...]] = []
+    known: Suggester | None = None
     for spec in specs:
+        depends = spec.depends_on
+        if not depends:
+            deps.append(())
+            continue
+        try:  # the common case: every dependency known, none twice, not itself
+            fast = tuple([index[dep] for dep in depends])
+        except (KeyError, TypeError):
+            fast = None
+        if fast is not None and spec.id not in depends and len(set(fast)) == len(fast):
+            deps.append(fast)
+            continue
         resolved: list[int] = []
         seen: set[int] = set()
-        for dep in spec.depends_on:
+        for dep in depends:
             j = index.get(dep)
             if dep == spec.id:
                 problem(f"task {spec.id!r} depends on itself", spec)
             elif j is None:
-                close = suggest(dep, index)
-                problem(
-                    f"task {spec.id!r} depends on unknown task {dep!r}",
-                    spec,
-                    hint=f"did you mean {close!r}?" if close else None,
-                )
+                known = known or Suggester(index)
+                problem(f"task {spec.id!r} depends on unknown task {short_repr(dep)}", spec,
+                        hint=known.hint(dep))
             elif j not in seen:
                 seen.add(j)
                 resolved.append(j)
@@ -179,124 +303,157 @@ def build_graph(
     )
 
 
-def _check_executor(
-    spec: TaskSpec,
-    name: str,
-    kinds: dict[str, str | None],
-    given: Mapping[str, Executor] | None,
-    problem: Any,
-) -> None:
-    """Report an executor that does not exist, or cannot run this task's action."""
-    if name not in kinds:
-        try:
-            kinds[name] = action_kind(name, given) if isinstance(name, str) else None
-        except UnknownExecutor as exc:
-            kinds[name] = None
-            known = known_names(given)
-            close = suggest(name, known)
-            detail = str(exc.args[0]) if exc.args and exc.args[0] != name else None
-            problem(f"task {spec.id!r}: unknown executor {name!r}"
-                    + (f": {detail}" if detail else ""), spec,
-                    hint=f"did you mean {close!r}?" if close else
-                    f"one of {', '.join(known)}, or pass it: dag.run(executors={{{name!r}: ...}})")
-            return
-    kind = kinds[name]
-    if kind is None:
-        problem(f"task {spec.id!r}: unknown executor {name!r}", spec)
-    elif kind == "commands" and not isinstance(spec.action, ShellCommand):
-        problem(f"task {spec.id!r}: executor {name!r} runs commands (cmd), not functions",
-                spec)
-    elif kind == "callables" and isinstance(spec.action, ShellCommand):
-        problem(f"task {spec.id!r}: a shell command runs on an executor of commands such as "
-                f"'shell', not {name!r}", spec)
+class _Checks:
+    """The option checks of :func:`build_graph`, one task at a time.
 
+    Most tasks of a large DAG share their retry policy and action, so a policy already found
+    valid (by identity: the specs keep them alive) and each action's executor are not looked
+    at again, and options left at their defaults cost one comparison each.
+    """
 
-def _check_options(spec: TaskSpec, capacity: Mapping[str, float], problem: Any) -> None:
-    """Report invalid option values of one task."""
-    retry: object = spec.retry  # typed, but a caller may have put anything there
-    if not isinstance(retry, RetryPolicy):
-        problem(f"task {spec.id!r}: retry must be a RetryPolicy, not {retry!r}", spec)
-    else:
-        if not _is_int(retry.retries) or retry.retries < 0:
-            problem(f"task {spec.id!r}: retries must be a whole number >= 0, not {retry.retries!r}",
+    def __init__(
+        self, capacity: Mapping[str, float], given: Mapping[str, Executor] | None = None
+    ) -> None:
+        self.capacity = capacity
+        self.valid_retry: set[int] = set()
+        self.given = given
+        self.kinds: dict[str, str | None] = {}  # executor name -> what it runs (None: unknown)
+        # Stricter than other names: resource names are short, and gpu is one letter from cpu
+        # without being a typo of it (cpus, memory and gppu still are).
+        self.resource_names = Suggester(capacity, cutoff=0.8)
+        self.rules = [r.value for r in TriggerRule]
+
+    def executor(self, spec: TaskSpec, name: str, problem: Any) -> None:
+        """Report an executor that does not exist, or cannot run ``spec``'s action. Each name
+        is looked up once (the registry, then entry points)."""
+        kinds = self.kinds
+        if name not in kinds:
+            try:
+                kinds[name] = action_kind(name, self.given) if isinstance(name, str) else None
+            except UnknownExecutor as exc:
+                kinds[name] = None
+                known = known_names(self.given)
+                detail = str(exc.args[0]) if exc.args and exc.args[0] != name else None
+                problem(f"task {spec.id!r}: unknown executor {short_repr(name)}"
+                        + (f": {detail}" if detail else ""), spec,
+                        hint=Suggester(known).hint(
+                            str(name), f"one of {', '.join(known)}, or pass it: "
+                            f"dag.run(executors={{{name!r}: ...}})"))
+                return
+        kind = kinds[name]
+        if kind is None:
+            problem(f"task {spec.id!r}: unknown executor {short_repr(name)}", spec)
+        elif kind == "commands" and not isinstance(spec.action, ShellCommand):
+            problem(f"task {spec.id!r}: executor {name!r} runs commands (cmd), not functions",
                     spec)
+        elif kind == "callables" and isinstance(spec.action, ShellCommand):
+            problem(f"task {spec.id!r}: a shell command runs on an executor of commands such as "
+                    f"'shell', not {name!r}", spec)
+
+    def options(self, spec: TaskSpec, problem: Any) -> None:
+        """Report the invalid option values of ``spec``."""
+        task = f"task {spec.id!r}"
+        retry: object = spec.retry  # typed, but a caller may have put anything there
+        if id(retry) not in self.valid_retry and self.retry(retry, task, spec, problem):
+            self.valid_retry.add(id(retry))
+        if spec.timeout is not None or spec.heartbeat is not None:
+            for name in ("timeout", "heartbeat"):
+                value = getattr(spec, name)
+                if value is not None and not (_finite(value) and value > 0):
+                    problem(f"{task}: {name} must be a finite number of seconds > 0, "
+                            f"not {short_repr(value)}", spec)
+        estimate = spec.estimate
+        if estimate is not None and not (_finite(estimate) and estimate >= 0):
+            problem(f"{task}: estimate must be a finite number of seconds >= 0, "
+                    f"not {short_repr(estimate)}", spec)
+        if type(spec.priority) is not int and not _is_int(spec.priority):
+            problem(f"{task}: priority must be a whole number, not {short_repr(spec.priority)}",
+                    spec)
+        trigger: object = spec.trigger_rule
+        if not isinstance(trigger, TriggerRule):
+            try:
+                TriggerRule(str(trigger))
+            except ValueError:
+                problem(f"{task}: unknown trigger_rule {short_repr(trigger)}", spec,
+                        hint=Suggester(self.rules).hint(str(trigger),
+                                                         f"one of {', '.join(self.rules)}"))
+        env: Mapping[Any, object] = spec.env
+        if env:
+            for key, value in env.items():
+                if not isinstance(key, str) or not isinstance(value, str):
+                    problem(f"{task}: env {short_repr(key)} must map a string to a string, "
+                            f"not {short_repr(value)}", spec)
+        if spec.resources:
+            self.resources(spec, task, problem)
+
+    def retry(self, retry: object, task: str, spec: TaskSpec, problem: Any) -> bool:
+        """Report an invalid retry policy; whether it was valid."""
+        if not isinstance(retry, RetryPolicy):
+            problem(f"{task}: retry must be a RetryPolicy, not {short_repr(retry)}", spec)
+            return False
+        bad = 0
+        if not _is_int(retry.retries) or retry.retries < 0:
+            problem(f"{task}: retries must be a whole number >= 0, "
+                    f"not {short_repr(retry.retries)}", spec)
+            bad += 1
         for field_name in ("delay", "max_delay"):
             value = getattr(retry, field_name)
-            if not _is_number(value) or value < 0:
-                problem(f"task {spec.id!r}: retry {field_name} must be a number >= 0, "
-                        f"not {value!r}", spec)
-        if not _is_number(retry.backoff) or retry.backoff < 1:
-            problem(f"task {spec.id!r}: retry backoff must be a number >= 1, "
-                    f"not {retry.backoff!r}", spec)
-        if not _is_number(retry.jitter) or not 0 <= retry.jitter <= 1:
-            problem(f"task {spec.id!r}: retry jitter must be between 0 and 1, "
-                    f"not {retry.jitter!r}", spec)
-    if spec.timeout is not None and (not _is_number(spec.timeout) or spec.timeout <= 0):
-        problem(f"task {spec.id!r}: timeout must be a number of seconds > 0, "
-                f"not {spec.timeout!r}", spec)
-    if spec.heartbeat is not None and (not _is_number(spec.heartbeat) or spec.heartbeat <= 0):
-        problem(f"task {spec.id!r}: heartbeat must be a number of seconds > 0, "
-                f"not {spec.heartbeat!r}", spec)
-    if spec.estimate is not None and (not _is_number(spec.estimate) or spec.estimate < 0):
-        problem(f"task {spec.id!r}: estimate must be a number of seconds >= 0, "
-                f"not {spec.estimate!r}", spec)
-    if not _is_int(spec.priority):
-        problem(f"task {spec.id!r}: priority must be a whole number, not {spec.priority!r}", spec)
-    trigger: object = spec.trigger_rule
-    if not isinstance(trigger, TriggerRule):
+            if not _finite(value) or value < 0:
+                problem(f"{task}: retry {field_name} must be a finite number >= 0, "
+                        f"not {short_repr(value)}", spec)
+                bad += 1
+        if not _finite(retry.backoff) or retry.backoff < 1:
+            problem(f"{task}: retry backoff must be a finite number >= 1, "
+                    f"not {short_repr(retry.backoff)}", spec)
+            bad += 1
+        if not _finite(retry.jitter) or not 0 <= retry.jitter <= 1:
+            problem(f"{task}: retry jitter must be between 0 and 1, "
+                    f"not {short_repr(retry.jitter)}", spec)
+            bad += 1
+        return bad == 0
+
+    def resources(self, spec: TaskSpec, task: str, problem: Any) -> None:
+        capacity = self.capacity
+        for name, amount in spec.resources.items():
+            if not _finite(amount) or amount < 0:
+                problem(f"{task}: resource {short_repr(name)} must be a finite number >= 0, "
+                        f"not {short_repr(amount)}", spec)
+            elif name not in capacity:
+                problem(
+                    f"{task} requests resource {short_repr(name)}, which has no capacity",
+                    spec,
+                    hint=self.resource_names.hint(
+                        name, f"declare its capacity: {_declare(name, amount)}"),
+                )
+            elif amount > capacity[name]:
+                problem(
+                    f"{task} requests {name}={amount:g} but the capacity is "
+                    f"{capacity[name]:g}, so it could never run",
+                    spec,
+                    hint=f"ask for less, or raise the capacity: {_declare(name, amount)}",
+                )
+
+
+def _finite(value: object) -> bool:
+    """A real number (not a bool) that fits a float and is neither NaN nor infinite."""
+    if type(value) is float:
+        return math.isfinite(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
         try:
-            TriggerRule(str(trigger))
-        except ValueError:
-            close = suggest(str(trigger), [r.value for r in TriggerRule])
-            problem(f"task {spec.id!r}: unknown trigger_rule {trigger!r}", spec,
-                    hint=f"did you mean {close!r}?" if close else
-                    f"one of {', '.join(r.value for r in TriggerRule)}")
-    env: Mapping[Any, object] = spec.env
-    for key, value in env.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            problem(f"task {spec.id!r}: env {key!r} must map a string to a string, "
-                    f"not {value!r}", spec)
-    for name, amount in spec.resources.items():
-        if not _is_number(amount) or amount < 0:
-            problem(f"task {spec.id!r}: resource {name!r} must be a number >= 0, not {amount!r}",
-                    spec)
-        elif name not in capacity:
-            close = _resource_typo(name, capacity)
-            problem(
-                f"task {spec.id!r} requests resource {name!r}, which has no capacity",
-                spec,
-                hint=f"did you mean {close!r}?" if close else
-                f"declare its capacity: {_declare(name, amount)}",
-            )
-        elif amount > capacity[name]:
-            problem(
-                f"task {spec.id!r} requests {name}={amount:g} but the capacity is "
-                f"{capacity[name]:g}, so it could never run",
-                spec,
-                hint=f"ask for less, or raise the capacity: {_declare(name, amount)}",
-            )
-
-
-def _resource_typo(name: str, capacity: Mapping[str, float]) -> str | None:
-    """The resource ``name`` is most likely a misspelling of, if any. Stricter than
-    :func:`suggest`: resource names are short, and ``gpu`` is one letter from ``cpu`` without
-    being a typo of it (``cpus``, ``memory`` and ``gppu`` still are)."""
-    matches = difflib.get_close_matches(name, list(capacity), n=1, cutoff=0.8)
-    return matches[0] if matches else None
+            return math.isfinite(float(value))
+        except OverflowError:  # an int too large for a float
+            return False
+    return False
 
 
 def _declare(name: str, amount: float) -> str:
     """How to declare a capacity, in both front ends."""
-    return (f"resources: {{{name}: {amount:g}}} at the top of the pipeline file, or "
-            f"DAG(resources={{{name!r}: {amount:g}}})")
+    return (f"resources: {{{short_repr(name, quote=False)}: {amount:g}}} at the top of the "
+            f"pipeline file, or DAG(resources={{{short_repr(name)}: {amount:g}}})")
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _topological_order(

@@ -79,41 +79,46 @@ def make_spec(
     source: tuple[str, int | None] | None = None,
 ) -> TaskSpec:
     """Build a spec from an option bag; ``defaults`` fill what ``options`` leave out."""
-    merged: dict[str, Any] = {**(defaults or {}), **(options or {})}
     # The common case first, and cheap: a DAG may add 100,000 tasks through here.
+    merged: Mapping[str, Any] = {**defaults, **(options or {})} if defaults else options or {}
     if not merged.keys() <= _KNOWN:
         raise ValidationError(check_option_names(merged, where=f"task {task_id!r}"))
+    get = merged.get
     retry = _NO_RETRY
     if not merged.keys().isdisjoint(_RETRY_FIELDS):
         retry = RetryPolicy(**{field: _duration(merged[key])
                                for key, field in _RETRY_FIELDS.items() if key in merged})
-    depends = merged.get("depends_on", ())
+    depends = get("depends_on", ())
     if isinstance(depends, str):
         depends = (depends,)
-    trigger = merged.get("trigger_rule", TriggerRule.ALL_SUCCESS)
-    if isinstance(trigger, str) and trigger in TriggerRule._value2member_map_:
-        trigger = TriggerRule(trigger)
-    tags = merged.get("tags", ())
+    trigger = get("trigger_rule", TriggerRule.ALL_SUCCESS)
+    if type(trigger) is str:  # a known rule as its enum; anything else is build_graph's to report
+        trigger = _RULES.get(trigger, trigger)
+    tags = get("tags", ())
+    timeout, heartbeat, estimate = get("timeout"), get("heartbeat"), get("estimate")
     return TaskSpec(
         id=task_id,
         action=action,
         args=tuple(args),
-        kwargs=dict(kwargs or {}),
+        kwargs=dict(kwargs) if kwargs else {},
         depends_on=tuple(depends),
         retry=retry,
-        timeout=_duration(merged.get("timeout")),
-        heartbeat=_duration(merged.get("heartbeat")),
-        priority=merged.get("priority", 0),
-        resources=dict(merged.get("resources") or {}),
-        executor=merged.get("executor"),
+        timeout=timeout if timeout is None else _duration(timeout),
+        heartbeat=heartbeat if heartbeat is None else _duration(heartbeat),
+        priority=get("priority", 0),
+        resources=dict(get("resources") or {}),
+        executor=get("executor"),
         trigger_rule=trigger,
-        allow_failure=bool(merged.get("allow_failure", False)),
-        estimate=_duration(merged.get("estimate")),
+        allow_failure=bool(get("allow_failure", False)),
+        estimate=estimate if estimate is None else _duration(estimate),
         tags=(tags,) if isinstance(tags, str) else tuple(tags),
-        env=dict(merged.get("env") or {}),
-        cwd=merged.get("cwd"),
+        env=dict(get("env") or {}),
+        cwd=get("cwd"),
         source=source,
     )
+
+
+_RULES: dict[str, TriggerRule] = {rule.value: rule for rule in TriggerRule}
 
 
 def _duration(value: Any) -> Any:

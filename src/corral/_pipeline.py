@@ -8,7 +8,7 @@ substitutes ``${name}`` parameters, turns each task into a :class:`TaskSpec` wit
 
 ::
 
-    text --_LineLoader--> _Mapping/_Sequence (values + line of every key; _pipeline_text.py)
+    text --load_text----> dicts and lists               (_pipeline_text.py; JSON without lines)
          --pydantic-----> _Header, one _Task per task   (shape errors -> Problem at the key's line)
          --_Reader.sub--> ${name} substituted           (shell-quoted in cmd, raw elsewhere)
          --make_spec----> TaskSpec(source=(file, line)) (one per task)
@@ -17,7 +17,13 @@ substitutes ``${name}`` parameters, turns each task into a :class:`TaskSpec` wit
 Policy:
 
 - Every problem found is reported at once, in file order, as a :class:`Problem` carrying the
-  file and line. pydantic's errors are translated, never shown raw.
+  file and line. pydantic's errors are translated, never shown raw, and a value quoted in a
+  message is cut short (:func:`corral._graph.short_repr`).
+- Lines are found when there is something to report: a JSON file is read fast, without them,
+  and read again with them only when it has problems (then everything is checked again, on
+  data that knows its lines). YAML always has them.
+- Numbers must be finite wherever corral reads them (NaN and infinities are refused); inside
+  ``args`` and ``kwargs``, values are the user's and arrive as written.
 - Parameters are strings. In ``cmd`` a value is inserted with :func:`shlex.quote`, so it is one
   shell word whatever it contains; in ``env``, ``cwd``, ``args`` and ``kwargs`` it is inserted
   as is. ``$${name}`` stands for a literal ``${name}``.
@@ -39,23 +45,27 @@ Policy:
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import shlex
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any
+from types import UnionType
+from typing import Annotated, Any, NotRequired, Required, Union, get_args, get_origin
 
 import pydantic
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema
 from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict, is_typeddict
 
 from corral._dag import DAG
 from corral._errors import ParameterError, PipelineError, Problem, ValidationError
-from corral._graph import suggest
+from corral._graph import Suggester, short_repr, suggest
 from corral._options import TASK_OPTIONS, make_spec
-from corral._pipeline_text import _Duplicate, _load, _read, _Sequence
+from corral._pipeline_text import MAX_DEPTH, Loaded, _Duplicate, _Sequence, load_text, read_file
 from corral._spec import CallRef, ShellCommand, TaskSpec
 
 __all__ = ["Pipeline", "load_pipeline", "parse_params", "parse_pipeline", "pipeline_schema"]
@@ -102,7 +112,7 @@ def load_pipeline(
     :class:`ParameterError` for a parameter the file does not declare or one it requires.
     """
     file = Path(path)
-    text = _read(file)
+    text = read_file(file)
     fmt = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}.get(file.suffix.lower())
     return parse_pipeline(text, file=str(file), fmt=fmt, params=params,
                           base_dir=file.absolute().parent, check_calls=check_calls)
@@ -126,17 +136,38 @@ def parse_pipeline(
     ``corral serve``) has no directory: its modules must be on ``sys.path``, and a relative
     ``python_path:`` entry is a problem. ``check_calls`` is as for :func:`load_pipeline`.
     """
-    if fmt is None:
-        fmt = "json" if text.lstrip().startswith("{") else "yaml"
-    if fmt not in FORMATS:
+    if fmt is not None and fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)} or None, not {fmt!r}")
     if check_calls not in CHECK_CALLS:
         raise ValueError(f"check_calls must be one of {', '.join(CHECK_CALLS)}, "
                          f"not {check_calls!r}")
-    data, duplicates = _load(text, file, fmt)
     path = None if file.startswith("<") else file
     base = None if base_dir is None else str(Path(base_dir).absolute())
-    return _Reader(file, dict(params or {}), base, check_calls).read(data, duplicates, path)
+    passed = dict(params or {})
+    with _paused_gc():
+        loaded = load_text(text, file, fmt)
+        try:
+            return _Reader(file, passed, base, check_calls).read(loaded, path)
+        except PipelineError:
+            if loaded.located:
+                raise
+        # Problems, but no lines to show them at: read the file again, with lines.
+        located = load_text(text, file, fmt, located=True)
+        return _Reader(file, passed, base, check_calls).read(located, path)
+
+
+@contextmanager
+def _paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while a file is read: reading allocates millions of
+    objects and no cycles, and each collection would walk all of them again (100,000 tasks
+    read in several times the time with the collector on)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def parse_params(pairs: Iterable[str]) -> dict[str, str]:
@@ -230,17 +261,13 @@ _OPTION_TYPES: dict[str, Any] = {
 }
 
 
+# strict: YAML and JSON already give real ints, floats and booleans, so "2" is a mistake.
+# No NaN or infinity in any number corral reads (a NaN timeout would never fire).
+_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
 class _Strict(BaseModel):
-    # strict: YAML and JSON already give real ints, floats and booleans, so "2" is a mistake.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class _Action(_Strict):
-    description: str | None = Field(None, description="free text, ignored")
-    cmd: str | None = Field(None, description="a shell command line (not with call)")
-    call: str | None = Field(None, description="a Python function, 'module:function'")
-    args: list[Any] | None = Field(None, description="positional arguments of call")
-    kwargs: dict[str, Any] | None = Field(None, description="keyword arguments of call")
+    model_config = _CONFIG
 
 
 class _Header(_Strict):
@@ -263,30 +290,37 @@ class _Header(_Strict):
     )
 
 
-def _option_fields() -> dict[str, Any]:
-    return {
-        name: (_OPTION_TYPES.get(name, Any),
-               Field(None, description=doc, json_schema_extra=_no_default))
-        for name, doc in TASK_OPTIONS.items()
-    }
+# A task and the defaults are TypedDicts, not models: validating one gives a dict of the keys
+# written, at half the cost of a model (a file may hold 100,000 tasks).
+_ACTION_FIELDS: dict[str, tuple[Any, str]] = {
+    "description": (str | None, "free text, ignored"),
+    "cmd": (str | None, "a shell command line (not with call)"),
+    "call": (str | None, "a Python function, 'module:function'"),
+    "args": (list[Any] | None, "positional arguments of call"),
+    "kwargs": (dict[str, Any] | None, "keyword arguments of call"),
+}
+_OPTION_FIELDS = {name: (_OPTION_TYPES.get(name, Any), doc) for name, doc in TASK_OPTIONS.items()}
+_make_typed_dict: Any = TypedDict  # called with computed fields, which mypy cannot follow
 
 
-def _no_default(schema: dict[str, Any]) -> None:
-    # None only stands for "not written"; the real default is in the description.
-    schema.pop("default", None)
+def _typed_dict(name: str, fields: dict[str, tuple[Any, str]], *, required: str = "") -> Any:
+    typed = _make_typed_dict(name, {
+        key: (Required if key == required else NotRequired)[Annotated[kind, Field(description=doc)]]
+        for key, (kind, doc) in fields.items()
+    })
+    typed.__pydantic_config__ = _CONFIG
+    return typed
 
 
-_Options = pydantic.create_model("TaskOptions", __base__=_Strict, **_option_fields())
-_Task = pydantic.create_model("Task", __base__=_Action, **_option_fields())
-_ListTask = pydantic.create_model(
-    "ListTask", __base__=_Task, id=(str, Field(description="the task's id"))
-)
-# Models made by create_model are values to mypy, not types: unions of them are typed Any.
-_OptionalOptions: Any = _Options | None
+_Options = _typed_dict("TaskOptions", _OPTION_FIELDS)
+_Task = _typed_dict("Task", {**_ACTION_FIELDS, **_OPTION_FIELDS})
+_ListTask = _typed_dict("ListTask", {"id": (str, "the task's id"), **_ACTION_FIELDS,
+                                     **_OPTION_FIELDS}, required="id")
+_TASK = TypeAdapter(_Task)
 _FileHeader = pydantic.create_model(
     "PipelineHeader",
     __base__=_Header,
-    defaults=(_OptionalOptions, Field(None, description="options every task gets by default")),
+    defaults=(_Options | None, Field(None, description="options every task gets by default")),
 )
 _TaskTable: Any = dict[str, _Task] | list[_ListTask]  # type: ignore[valid-type]
 _File = pydantic.create_model(
@@ -313,14 +347,20 @@ class _Reader:
         self.problems: list[Problem] = []
         self.params: dict[str, str | None] = dict(passed)
         self.declared: dict[str, str | None] | None = None  # None: the file has no params:
+        self.suggest_param: Suggester | None = None  # "did you mean" among the declared
+        self.suggest_key: dict[tuple[str, ...], Suggester] = {}  # ... among a model's keys
         self.used: set[str] = set()
+        # One ShellCommand per command line, one CallRef per target: shared by the tasks.
+        self.commands: dict[str, ShellCommand] = {}
+        self.refs: dict[str, CallRef] = {}
 
     def problem(
         self, message: str, line: int | None, *, task: str | None = None, hint: str | None = None
     ) -> None:
         self.problems.append(Problem(message, task=task, file=self.file, line=line, hint=hint))
 
-    def read(self, data: Any, duplicates: list[_Duplicate], path: str | None) -> Pipeline:
+    def read(self, loaded: Loaded, path: str | None) -> Pipeline:
+        data, duplicates = loaded.data, loaded.duplicates
         if data is None:
             raise PipelineError([Problem("the file is empty", file=self.file, line=1,
                                          hint="a pipeline needs at least a tasks: section")])
@@ -330,24 +370,29 @@ class _Reader:
                 file=self.file, line=getattr(data, "line", None) or 1,
             )])
         tasks = data.get("tasks")
-        owner = _owners(tasks)
+        owner = _owners(tasks) if duplicates else {}
         # A task id written twice is left to build_graph, as in a list of tasks: the task it
         # shadowed is checked too (shadowed). Any other key written twice is reported here.
         shadowed = [d for d in duplicates if d.mapping is tasks]
+        for key, value in data.items():
+            if _is_extension(key) and _too_deep(value, MAX_DEPTH - 1):
+                self.problem(f"{short_repr(key)}: values nested more than {MAX_DEPTH} levels deep",
+                             _line_of(data, (key,)))
         for dup in duplicates:
             if dup.mapping is not tasks:
                 task = owner.get(id(dup.mapping))
-                self.problem(f"task {task!r}: duplicate key {dup.key!r}" if task else
-                             f"duplicate key {dup.key!r}", dup.line, task=task,
+                self.problem(f"task {task!r}: duplicate key {short_repr(dup.key)}" if task else
+                             f"duplicate key {short_repr(dup.key)}", dup.line, task=task,
                              hint=f"first written on line {dup.first}" if dup.first else None)
 
         header_data = {k: v for k, v in data.items() if k != "tasks" and not _is_extension(k)}
-        header = self.validate(_FileHeader, header_data, data, "", extra=("tasks",),
-                               vital=("resources",))
+        header = self.validate(_FileHeader.model_validate, _FileHeader, header_data, data, "",
+                               extra=("tasks",), vital=("resources",))
         if header is None:  # without the capacity, tasks are checked for shape only
             self.tasks(tasks, data, {}, shadowed)
             for dup in shadowed:
-                self.problem(f"duplicate task id {dup.key!r}", dup.line, task=str(dup.key),
+                self.problem(f"duplicate task id {short_repr(dup.key)}", dup.line,
+                             task=str(dup.key),
                              hint=f"first defined on line {dup.first}" if dup.first else None)
             raise self.error()
         self.use_params(header, data)
@@ -411,7 +456,8 @@ class _Reader:
     # ---------------------------------------------------------------- shape
     def validate(
         self,
-        model: type[_Strict],
+        check: Any,
+        schema: Any,
         data: Mapping[str, Any],
         root: Any,
         where: str,
@@ -420,24 +466,25 @@ class _Reader:
         task: str | None = None,
         vital: tuple[str, ...] = (),
     ) -> Any:
-        """``model`` validated from ``data`` (a view of ``root``), reporting every problem.
+        """``data`` (a view of ``root``) validated by ``check`` against ``schema`` (a model or
+        a TypedDict), reporting every problem.
 
-        After problems, the model without the keys in error, so that the rest can still be
+        After problems, the result without the keys in error, so that the rest can still be
         checked; or None if one of the ``vital`` keys was in error (what is left would only
         lead to more, misleading problems).
         """
         try:
-            return model.model_validate(data)
+            return check(data)
         except pydantic.ValidationError as e:
             failed = set()
             for error in e.errors():
-                self.pydantic_problem(error, model=model, root=root, where=where, extra=extra,
+                self.pydantic_problem(error, schema=schema, root=root, where=where, extra=extra,
                                       task=task)
                 failed.add(error["loc"][0] if error["loc"] else None)
         if None in failed or failed.intersection(vital):
             return None
         try:
-            return model.model_validate({k: v for k, v in data.items() if k not in failed})
+            return check({k: v for k, v in data.items() if k not in failed})
         except pydantic.ValidationError:  # pragma: no cover - a model with required keys
             return None
 
@@ -445,7 +492,7 @@ class _Reader:
         self,
         error: Any,
         *,
-        model: type[_Strict],
+        schema: Any,
         root: Any,
         where: str,
         extra: tuple[str, ...],
@@ -456,27 +503,32 @@ class _Reader:
         path = _dotted(_strip_tags(root, loc))
         kind = error["type"]
         if kind == "invalid_key":
-            self.problem(f"{where}key {loc[-1]!r} must be a string", line, task=task,
-                         hint=f"quote it: '{loc[-1]}'")
+            self.problem(f"{where}key {short_repr(loc[-1])} must be a string", line, task=task,
+                         hint=f"quote it: '{short_repr(loc[-1], quote=False)}'")
         elif kind == "extra_forbidden":
             key = loc[-1]
-            known = [*_known_keys(model, loc[:-1]), *(extra if len(loc) == 1 else ())]
-            close = suggest(str(key), known)
-            hint = f"did you mean {close!r}?" if close else None
+            known = [*_known_keys(schema, loc[:-1]), *(extra if len(loc) == 1 else ())]
+            suggester = self.suggest_key.get(tuple(known))
+            if suggester is None:  # one per set of keys, so that answers and budget are shared
+                suggester = self.suggest_key[tuple(known)] = Suggester(known)
+            hint = suggester.hint(str(key))
             if key == "id" and len(loc) == 1 and task is not None:
                 hint = "in a mapping of tasks the key is the id"
-            self.problem(f"{where}unknown key {path!r}", line, task=task, hint=hint)
+            self.problem(f"{where}unknown key {short_repr(path)}", line, task=task, hint=hint)
         elif kind == "missing":
-            self.problem(f"{where}missing key {path!r}", line, task=task)
+            self.problem(f"{where}missing key {short_repr(path)}", line, task=task)
         else:
+            value = error["input"]
+            if kind == "float_type" and isinstance(value, int) and not isinstance(value, bool):
+                kind = "finite_number"  # an integer too large for a float
             what = _EXPECTED.get(kind)
             if what is None:
                 what = str(error["msg"])
                 what = what[:1].lower() + what[1:]
             else:
                 what = what.format(**{k: _number(v) for k, v in error.get("ctx", {}).items()})
-            self.problem(f"{where}{path or 'value'} {what}, not {error['input']!r}", line,
-                         task=task)
+            self.problem(f"{where}{short_repr(path, quote=False) if path else 'value'} {what}, "
+                         f"not {short_repr(value)}", line, task=task)
 
     # ---------------------------------------------------------------- tasks
     def tasks(
@@ -493,13 +545,16 @@ class _Reader:
             return []
         specs: list[TaskSpec] = []
         if isinstance(raw, dict):
-            entries = [(key, body, _line_of(raw, (key,))) for key, body in raw.items()]
-            entries += [(d.key, d.shadowed, d.shadowed_line) for d in shadowed]
-            entries.sort(key=lambda entry: entry[2] or 0)
+            lines = getattr(raw, "lines", {})
+            entries: Iterable[tuple[Any, Any, int | None]] = (
+                (key, body, lines.get(key)) for key, body in raw.items())
+            if shadowed:  # in file order, among the others
+                entries = sorted([*entries, *((d.key, d.shadowed, d.shadowed_line)
+                                              for d in shadowed)], key=lambda e: e[2] or 0)
             for key, body, key_line in entries:
                 if not isinstance(key, str) or not key:
-                    self.problem(f"task id {key!r} must be a non-empty string", key_line,
-                                 hint=f"quote it: '{key}'")
+                    self.problem(f"task id {short_repr(key)} must be a non-empty string",
+                                 key_line, hint=f"quote it: '{short_repr(key, quote=False)}'")
                     continue
                 specs.append(self.task(key, body, key_line, defaults))
         elif isinstance(raw, list):
@@ -534,74 +589,86 @@ class _Reader:
         After problems, a placeholder: its dependents' references to it still resolve.
         """
         source = (self.file, line)
-        placeholder = TaskSpec(id=task_id, action=ShellCommand(""), source=source)
         if body is None:
             self.problem(f"task {task_id!r} is empty", line, task=task_id,
                          hint="give it a cmd or a call")
-            return placeholder
+            return _placeholder(task_id, source)
         if not isinstance(body, dict):
             self.problem(f"task {task_id!r} must be a mapping of keys, not {_kind(body)}", line,
                          task=task_id, hint="e.g. {cmd: 'make all'}")
-            return placeholder
+            return _placeholder(task_id, source)
         data = {k: v for k, v in body.items() if k != "id"} if listed else body
-        model = self.validate(_Task, data, body, f"task {task_id!r}: ",
-                              extra=("id",) if listed else (), task=task_id,
-                              vital=("cmd", "call"))
-        if model is None:
-            return placeholder
-        action = self.action(model, task_id, body, line)
-        arguments: dict[str, Any] = {}
-        for key in ("args", "kwargs"):
-            value = getattr(model, key)
-            if value is None:
-                continue
-            try:
-                arguments[key] = self.sub_value(_plain(value), body, (key,), task_id)
-            except ValueError as e:
-                self.problem(f"task {task_id!r}: {key} {e}", _line_of(body, (key,)),
-                             task=task_id)
-        args = tuple(arguments.get("args", ()))
-        kwargs = arguments.get("kwargs", {})
-        options = self.options(model, body, (), task_id)
+        fields = self.validate(_TASK.validate_python, _Task, data, body, f"task {task_id!r}: ",
+                               extra=("id",) if listed else (), task=task_id,
+                               vital=("cmd", "call"))
+        if fields is None:
+            return _placeholder(task_id, source)
+        action = self.action(fields, task_id, body, line)
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+        if "args" in fields or "kwargs" in fields:
+            for key in ("args", "kwargs"):
+                value = fields.get(key)
+                if value is None:
+                    continue
+                try:
+                    value = self.sub_value(_plain(value), body, (key,), task_id)
+                except ValueError as e:
+                    self.problem(f"task {task_id!r}: {key} {e}", _line_of(body, (key,)),
+                                 task=task_id)
+                    continue
+                if key == "args":
+                    args = tuple(value)
+                else:
+                    kwargs = value
+        options = self.options(fields, body, (), task_id)
         if action is None:
-            return placeholder
+            return _placeholder(task_id, source)
         return make_spec(task_id, action, args=args, kwargs=kwargs, options=options,
                          defaults=defaults, source=source)
 
     def action(
-        self, model: _Action, task_id: str, root: Any, line: int | None
+        self, fields: dict[str, Any], task_id: str, root: Any, line: int | None
     ) -> ShellCommand | CallRef | None:
-        if model.cmd is not None and model.call is not None:
+        cmd, call = fields.get("cmd"), fields.get("call")
+        if cmd is not None and call is not None:
             self.problem(f"task {task_id!r} has both cmd and call", line, task=task_id,
                          hint="a task runs either a shell command or a function")
             return None
-        if model.cmd is not None:
+        if cmd is not None:
             for key in ("args", "kwargs"):
-                if getattr(model, key) is not None:
+                if fields.get(key) is not None:
                     self.problem(f"task {task_id!r}: {key} only go with call, not cmd",
                                  _line_of(root, (key,)), task=task_id,
                                  hint="put the arguments in the command line")
-            return ShellCommand(self.sub(model.cmd, root, ("cmd",), task_id, quote=True))
-        if model.call is not None:
-            module, _, function = model.call.partition(":")
-            if not module or not function:
-                self.problem(f"task {task_id!r}: call {model.call!r} is not of the form "
-                             "'module:function'", _line_of(root, ("call",)), task=task_id,
-                             hint="e.g. call: 'mypkg.jobs:compute'")
-                return None
-            self.calls.append((task_id, model.call, self.file, _line_of(root, ("call",))))
-            return CallRef(model.call, path=self.import_path)
+            cmd = self.sub(cmd, root, ("cmd",), task_id, quote=True)
+            shell = self.commands.get(cmd)
+            if shell is None:
+                shell = self.commands[cmd] = ShellCommand(cmd)
+            return shell
+        if call is not None:
+            ref = self.refs.get(call)
+            if ref is None:  # tasks of one call share one reference, looked at once
+                module, _, function = call.partition(":")
+                if not module or not function:
+                    self.problem(f"task {task_id!r}: call {short_repr(call)} is not of the form "
+                                 "'module:function'", _line_of(root, ("call",)), task=task_id,
+                                 hint="e.g. call: 'mypkg.jobs:compute'")
+                    return None
+                ref = self.refs[call] = CallRef(call, path=self.import_path)
+            self.calls.append((task_id, call, self.file, _line_of(root, ("call",))))
+            return ref
         self.problem(f"task {task_id!r} has neither cmd nor call", line, task=task_id,
                      hint="add cmd: '<shell command>' or call: 'module:function'")
         return None
 
     def options(
-        self, model: Any, root: Any, at: tuple[str, ...], task: str | None
+        self, fields: dict[str, Any] | None, root: Any, at: tuple[str, ...], task: str | None
     ) -> dict[str, Any]:
-        """The options written in ``model`` (defaults or a task), parameters substituted."""
-        if model is None:
+        """The options written in ``fields`` (defaults or a task), parameters substituted."""
+        if not fields:
             return {}
-        options = {k: getattr(model, k) for k in model.model_fields_set if k in TASK_OPTIONS}
+        options = {k: v for k, v in fields.items() if k in TASK_OPTIONS}
         if options.get("env"):
             options["env"] = {k: self.sub(v, root, (*at, "env", k), task)
                               for k, v in options["env"].items()}
@@ -645,6 +712,8 @@ class _Reader:
     ) -> str:
         """``text`` with ``${name}`` replaced (shell-quoted if ``quote``) and ``$${name}``
         unescaped; ``loc`` locates the text under ``root``, for problems."""
+        if "$" not in text:
+            return text
 
         def replace_one(match: re.Match[str]) -> str:
             escaped = match.group("escaped")
@@ -658,7 +727,9 @@ class _Reader:
                     return match.group(0)
                 return shlex.quote(value) if quote else value
             if self.declared is not None:
-                close = suggest(name, self.declared)
+                if self.suggest_param is None:
+                    self.suggest_param = Suggester(self.declared)
+                close = self.suggest_param(name)
                 where = f"task {task!r}: " if task else ""
                 self.problem(
                     f"{where}unknown parameter ${{{name}}}", _line_of(root, loc), task=task,
@@ -694,11 +765,14 @@ _EXPECTED: dict[str, str] = {
     "model_attributes_type": "must be a mapping",
     "greater_than_equal": "must be >= {ge}",
     "greater_than": "must be > {gt}",
+    "finite_number": "must be a finite number",
 }
 
 
 def _line_of(root: Any, loc: tuple[Any, ...]) -> int | None:
     """The line of the deepest key of ``loc`` found under ``root`` (else of ``root``)."""
+    if type(root) is dict:  # read without lines (JSON, until there is a problem to show)
+        return None
     line: int | None = getattr(root, "line", None)
     node = root
     for part in loc:
@@ -731,19 +805,41 @@ def _strip_tags(root: Any, loc: tuple[Any, ...]) -> list[Any]:
     return out
 
 
-def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys the model nested at ``loc`` accepts (for "did you mean")."""
-    current: Any = model
+def _known_keys(schema: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model or TypedDict nested at ``loc`` accepts (for "did you mean")."""
+    current = schema
     for part in loc:
-        field = current.model_fields.get(part) if isinstance(part, str) else None
-        annotation = field.annotation if field else None
-        for candidate in (annotation, *getattr(annotation, "__args__", ())):
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                current = candidate
-                break
-        else:
+        fields = _fields_of(current)
+        annotation = fields.get(part) if isinstance(part, str) else None
+        nested = [kind for kind in _unwrapped(annotation) if _fields_of(kind)]
+        if not nested:
             return []
-    return list(current.model_fields)
+        current = nested[0]
+    return list(_fields_of(current))
+
+
+def _fields_of(kind: Any) -> dict[str, Any]:
+    """Field name -> annotation of a model or TypedDict; empty for anything else."""
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return {name: field.annotation for name, field in kind.model_fields.items()}
+    if is_typeddict(kind):
+        return dict(kind.__annotations__)
+    return {}
+
+
+def _unwrapped(annotation: Any) -> list[Any]:
+    """The types inside Optional, unions, Annotated, Required and NotRequired."""
+    out, stack = [], [annotation]
+    while stack:
+        kind = stack.pop()
+        origin = get_origin(kind)
+        if origin in (Annotated, Required, NotRequired):
+            stack.append(get_args(kind)[0])
+        elif origin is Union or type(kind) is UnionType:
+            stack.extend(get_args(kind))
+        else:
+            out.append(kind)
+    return out
 
 
 def _owners(tasks: Any) -> dict[int, str]:
@@ -769,16 +865,36 @@ def _owners(tasks: Any) -> dict[int, str]:
 def _plain(value: Any, _inside: frozenset[int] = frozenset()) -> Any:
     """``value`` with the line-carrying containers replaced by plain dicts and lists.
 
-    Raises ValueError when a YAML alias made the value contain itself.
+    Raises ValueError when a YAML alias made the value contain itself, or when it nests too
+    deep (JSON is read fast without that check: only arguments can hold such values).
     """
     if isinstance(value, dict | list):
         if id(value) in _inside:
             raise ValueError("contains itself, through a YAML alias")
+        if len(_inside) >= MAX_DEPTH - _ARGUMENT_LEVEL:
+            raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
         inside = _inside | {id(value)}
         if isinstance(value, dict):
             return {k: _plain(v, inside) for k, v in value.items()}
         return [_plain(v, inside) for v in value]
     return value
+
+
+# How deep a task's args and kwargs are in the file: the top level, tasks:, the task.
+_ARGUMENT_LEVEL = 3
+
+
+def _too_deep(value: Any, levels: int) -> bool:
+    """Whether ``value`` nests more than ``levels`` containers deep (iteratively)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > levels:
+                return True
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict)
+                                                   else item))
+    return False
 
 
 def _dotted(path: list[Any]) -> str:
@@ -787,6 +903,11 @@ def _dotted(path: list[Any]) -> str:
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
     return text
+
+
+def _placeholder(task_id: str, source: tuple[str, int | None]) -> TaskSpec:
+    """Stands for a task with problems, so that its dependents' references still resolve."""
+    return TaskSpec(id=task_id, action=ShellCommand(""), source=source)
 
 
 def _is_extension(key: object) -> bool:

@@ -102,8 +102,8 @@ class Scheduler:
         done: Iterable[int] = (),
         record: bool = False,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, not {concurrency}")
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ValueError(f"concurrency must be a whole number >= 1, not {concurrency!r}")
         n = len(graph)
         self.graph = graph
         self.concurrency = concurrency

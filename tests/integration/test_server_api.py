@@ -532,6 +532,55 @@ def test_call_targets_are_found_by_validate_and_imported_by_runs(
     assert "is relative" in problem["message"]
 
 
+def billion_laughs(levels: int) -> str:
+    lines = ['x-lol0: &lol0 "lol"']
+    for i in range(1, levels + 1):
+        lines.append(f"x-lol{i}: &lol{i} [" + ", ".join([f"*lol{i - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "phrase"),
+    [
+        # 10**9 strings once expanded (the full bomb), and 10**7 (a smaller one).
+        (billion_laughs(9) + "tasks: {a: {cmd: x, env: {V: *lol9}}}\n", "aliases expand"),
+        (billion_laughs(7) + "tasks: {a: {call: 'm:f', kwargs: {v: *lol7}}}\n", "aliases expand"),
+        ("tasks: {a: {call: 'm:f', args: " + "[" * 5000 + "]" * 5000 + "}}\n", "nested more"),
+        ("tasks: {a: {cmd: x, timeout: " + "9" * 5000 + "}}\n", "5000 digits"),
+        ("tasks: {a: {cmd: x, timeout: .nan}}\n", "finite"),
+        ('{"tasks": {"a": {"cmd": "x", "retry_backoff": NaN}}}', "NaN"),
+        ("tasks: {a: {cmd: !!python/object/apply:os.system ['true']}}\n", "not allowed"),
+        ("tasks:\n" + "".join(f"  t{i}: {{cmd: x, depends_on: [u{i}]}}\n" for i in range(5000)),
+         "unknown task"),
+    ],
+)
+def test_validate_refuses_hostile_pipelines_cheaply(operator: httpx.Client, pipeline: str,
+                                                    phrase: str) -> None:
+    response = operator.post("/api/v1/validate", json={"pipeline": pipeline, "file": "p.yaml"})
+    assert response.status_code == 200, response.text[:2000]
+    doc = response.json()
+    assert doc["valid"] is False
+    assert phrase in doc["problems"][0]["message"]
+    # Bounded: every problem quotes at most a short value, never an expansion.
+    assert len(response.content) < 400 * len(doc["problems"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"pipeline": {"tasks": {"a": {"cmd": "x", "timeout": NaN}}}}',
+     b'{"pipeline": {"tasks": {"a": {"call": "m:f", "args": ' + b"[" * 100_000
+     + b"]" * 100_000 + b"}}}}"],
+    ids=["nan", "deep"],
+)
+def test_a_hostile_pipeline_object_is_a_client_error(operator: httpx.Client, body: bytes) -> None:
+    response = operator.post("/api/v1/validate", content=body,
+                             headers={"content-type": "application/json"})
+    assert "Traceback" not in response.text
+    assert response.status_code in (200, 400, 422), response.text[:2000]
+    if response.status_code == 200:
+        assert response.json()["valid"] is False
+
+
 # ---------------------------------------------------------------------------- errors
 
 

@@ -412,7 +412,8 @@ def test_a_bad_heartbeat_is_a_validation_error(value):
     with pytest.raises(ValidationError) as info:
         dag.validate()
     (problem,) = info.value.problems
-    assert problem.message == f"task 't': heartbeat must be a number of seconds > 0, not {value!r}"
+    assert problem.message == (
+        f"task 't': heartbeat must be a finite number of seconds > 0, not {value!r}")
 
 
 def test_heartbeat_is_a_python_option_in_seconds_or_a_timedelta():

@@ -130,9 +130,14 @@ def test_json_is_equivalent_to_yaml(tmp_path):
     assert from_json.concurrency == from_yaml.concurrency
     assert from_json.dag.env == from_yaml.dag.env
     assert from_json.dag.resources == from_yaml.dag.resources
-    # JSON also gets line numbers.
-    lint_line = text.splitlines().index('    "lint": {') + 1
-    assert from_json.dag.specs[0].source == (str(tmp_path / "pipeline.json"), lint_line)
+    # A valid JSON file is read without lines; a problem in one is shown at its line.
+    assert from_json.dag.specs[0].source == (str(tmp_path / "pipeline.json"), None)
+    broken = text.replace('"lint": {', '"lint": {"retries": "two", ', 1)
+    with pytest.raises(PipelineError) as info:
+        load_pipeline(write(tmp_path, broken, "broken.json"))
+    [problem] = info.value.problems
+    lint_line = broken.splitlines().index('    "lint": {"retries": "two", ') + 1
+    assert (problem.file, problem.line) == (str(tmp_path / "broken.json"), lint_line)
 
 
 def test_json_indented_with_tabs_still_has_line_numbers(tmp_path):
@@ -444,14 +449,14 @@ def test_a_cycle_is_printed_as_a_path():
 def test_a_negative_timeout_is_reported_at_the_task():
     problem = only_problem("tasks:\n  a: {cmd: x}\n  b:\n    cmd: y\n    timeout: -1\n")
     assert (problem.line, problem.task) == (3, "b")
-    assert problem.message == "task 'b': timeout must be a number of seconds > 0, not -1.0"
+    assert problem.message == "task 'b': timeout must be a finite number of seconds > 0, not -1.0"
 
 
 @pytest.mark.parametrize(
     ("value", "line", "message"),
     [
-        ("0", 3, "task 'b': heartbeat must be a number of seconds > 0, not 0.0"),
-        ("-1", 3, "task 'b': heartbeat must be a number of seconds > 0, not -1.0"),
+        ("0", 3, "task 'b': heartbeat must be a finite number of seconds > 0, not 0.0"),
+        ("-1", 3, "task 'b': heartbeat must be a finite number of seconds > 0, not -1.0"),
         ("abc", 5, "task 'b': heartbeat must be a number, not 'abc'"),
     ],
 )
@@ -498,7 +503,7 @@ def test_every_problem_is_reported_at_once_in_file_order():
     """))
     assert [(p.line, p.message) for p in problems] == [
         (1, "concurrency must be >= 1, not 0"),
-        (3, "task 'a': timeout must be a number of seconds > 0, not -1.0"),
+        (3, "task 'a': timeout must be a finite number of seconds > 0, not -1.0"),
         (6, "task 'a': retries must be a whole number, not 'two'"),
         (7, "task 'b' depends on unknown task 'aa'"),
         (8, "duplicate task id 'a'"),
