@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from corral._plan import realised_critical_path
 from corral.cli import (
     Duration,
     RunOptions,
@@ -205,6 +206,7 @@ def run_details(stored: StoredRun) -> dict[str, Any]:
                 traceback=t.traceback,
             )
             end_clock[t.task_id] = t.clock
+    deps = {t.id: t.deps for t in run.tasks}
     tasks: dict[str, Any] = {}
     for task_id, task in stored.tasks.items():
         mine = attempts[task_id]
@@ -223,26 +225,9 @@ def run_details(stored: StoredRun) -> dict[str, Any]:
     return {
         **_run_dict(run),
         "reused": list(run.reused),
-        "critical_path": _critical_path(stored, end_clock),
+        "critical_path": realised_critical_path(end_clock, deps.__getitem__),
         "tasks": tasks,
     }
-
-
-def _critical_path(stored: StoredRun, end: dict[str, float]) -> list[str]:
-    """As :meth:`Runner.realised_critical_path`: from the task that ended last, step back to
-    its dependency that ended last, until a task that waited on nothing that ran."""
-    if not end:
-        return []
-    deps = {t.id: t.deps for t in stored.run.tasks}
-    task = max(end, key=lambda k: end[k])
-    path = [task]
-    while True:
-        ran = [d for d in deps.get(task, ()) if d in end]
-        if not ran:
-            break
-        task = max(ran, key=lambda k: end[k])
-        path.append(task)
-    return path[::-1]
 
 
 @click.command()

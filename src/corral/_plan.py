@@ -8,13 +8,13 @@ starting the task with the longest tail first is what shortens makespan (HEFT's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from corral._graph import Graph
 
-__all__ = ["Plan", "durations_of", "make_plan", "upward_ranks"]
+__all__ = ["Plan", "durations_of", "make_plan", "realised_critical_path", "upward_ranks"]
 
 # Seconds assumed for a task that has neither an estimate nor a history.
 DEFAULT_ESTIMATE = 1.0
@@ -118,3 +118,25 @@ def make_plan(
         n_tasks=n,
         n_edges=sum(len(d) for d in graph.deps),
     )
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def realised_critical_path(end: Mapping[K, float], deps: Callable[[K], Iterable[K]]) -> list[K]:
+    """The chain that decided a run's makespan, as it ran: from the task that ended last, step
+    back to its dependency that ended last, until a task that waited on nothing that ran.
+
+    ``end`` holds the tasks that ran, with when each ended (any one clock); ``deps(task)`` its
+    dependencies. For a finished run (:class:`~corral.RunResult`) and a stored one alike."""
+    if not end:
+        return []
+    task = max(end, key=end.__getitem__)
+    path = [task]
+    while True:
+        ran = [d for d in deps(task) if d in end]
+        if not ran:
+            break
+        task = max(ran, key=end.__getitem__)
+        path.append(task)
+    return path[::-1]

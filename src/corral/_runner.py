@@ -631,21 +631,12 @@ class Runner:
         )
 
     def realised_critical_path(self) -> list[str]:
-        """The chain that decided the makespan: from the task that ended last, step back to
-        the dependency that ended last, until a task that waited on nothing that ran."""
-        end = self.end
-        ran = [i for i, t in enumerate(end) if t is not None]
-        if not ran:
-            return []
-        i = max(ran, key=end.__getitem__)  # type: ignore[arg-type]
-        path = [i]
-        while True:
-            deps = [j for j in self.graph.deps[i] if end[j] is not None]
-            if not deps:
-                break
-            i = max(deps, key=lambda k: end[k] or 0.0)
-            path.append(i)
-        return [self.graph.ids[i] for i in reversed(path)]
+        """The chain that decided the makespan (:func:`corral._plan.realised_critical_path`)."""
+        from corral._plan import realised_critical_path
+
+        ended = {i: t for i, t in enumerate(self.end) if t is not None}
+        path = realised_critical_path(ended, self.graph.deps.__getitem__)
+        return [self.graph.ids[i] for i in path]
 
 
 @functools.lru_cache(maxsize=65536)
