@@ -86,6 +86,7 @@ def open_test_store(store_url: str, tmp_path: Path) -> Iterator[Callable[..., An
 
     def opener(**options: Any) -> Any:
         options.setdefault("values_dir", tmp_path / "values")
+        options.setdefault("key", "integration-test-key")  # never the developer's key file
         store = open_store(store_url, **options)
         opened.append(store)
         return store

@@ -23,7 +23,8 @@ Policy:
   every :data:`CHECKPOINT_INTERVAL` seconds: never inside the commit that ends the run.
 - **Lease.** The writer extends the run's lease every ``heartbeat`` seconds (to ``lease``
   seconds ahead), even while idle. A process that dies stops heartbeating and the lease
-  lapses: that, not a pid, is how a resume knows the run is dead.
+  lapses. The run also records this process's identity (:mod:`corral.store._owner`): on this
+  machine a resume does not wait for the lease of a process that is gone.
 - **After a write fails** (full disk, locked database) the writer writes nothing more, so the
   stored history stays a consistent prefix of the run; ``run_finished`` then raises the
   :class:`~corral._errors.BrokenStore` (the run's result is kept in :attr:`result`).
@@ -47,10 +48,11 @@ from corral._errors import BrokenStore, CorralError
 from corral._events import RunInfo, Transition
 from corral._result import RunResult
 from corral._spec import TaskState, executor_names, fingerprints
-from corral.store._base import (
+from corral.store._interface import Store
+from corral.store._owner import current_process
+from corral.store._records import (
     EventRecord,
     RunRecord,
-    Store,
     StoredStatus,
     TaskSnapshot,
     dag_hash,
@@ -166,6 +168,7 @@ class StoreRecorder:
             user=_user(), pid=os.getpid(), dag_hash=dag_hash(tasks),
             source_path=self.source_path, source_text=source_text, reused=reused,
             resumed_from=self.resume_of, lease_owner=self._owner,
+            owner_process=current_process(),
         )
         event = EventRecord("run_started", run.started_at, data={
             "concurrency": run.concurrency, "fail_fast": run.fail_fast,
@@ -178,7 +181,7 @@ class StoreRecorder:
         self._thread.start()
 
     def transitions(self, batch: list[Transition]) -> None:
-        """Pack ``batch`` (see :data:`~corral.store._base.PACKED_FIELDS`) and queue it with
+        """Pack ``batch`` (see :data:`~corral.store._records.PACKED_FIELDS`) and queue it with
         its values: the hot path, three per task, so one pass and no records. What is costly
         and rare (formatting a traceback, resolving a log path) is left to the writer: a
         failure's entry carries its exception, and a start its log path, in the last field."""

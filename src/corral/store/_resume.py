@@ -31,13 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
-from corral._dag import DAG
 from corral._errors import NotResumable, RunLocked
 from corral._graph import Graph
 from corral._spec import TaskState
-from corral.store._base import MISSING, RunRecord, Store, StoredRun, StoredStatus
+from corral.store._interface import Store
+from corral.store._records import MISSING, RunRecord, StoredRun, StoredStatus
 
 if TYPE_CHECKING:
     from corral._events import RunListener
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from corral.store._recorder import StoreRecorder
 
 __all__ = [
+    "Graphable",
     "RecorderOptions",
     "Resume",
     "ResumePlan",
@@ -52,6 +53,13 @@ __all__ = [
     "prepare_resume",
     "recorded_runner",
 ]
+
+class Graphable(Protocol):
+    """What a resume needs of a DAG: that it validates into a graph (``corral.DAG`` does).
+    A protocol, so that the store does not import the Python API that imports it."""
+
+    def validate(self, *, only: Iterable[str] | None = None) -> Graph: ...
+
 
 # Why a task that did not succeed must run again, by the state it was left in.
 _REASON = {
@@ -137,7 +145,7 @@ class Resume:
 
 def prepare_resume(
     store: Store,
-    dag: DAG | Callable[[RunRecord], DAG],
+    dag: Graphable | Callable[[RunRecord], Graphable],
     *,
     run_id: str | None = None,
     pipeline: str | None = None,
@@ -174,13 +182,15 @@ def prepare_resume(
             f"(corral show {run.resumed_by})",
             why="resumed",
         )
-    now = dag if isinstance(dag, DAG) else dag(run)
+    # A DAG (anything that validates), or what builds one from the run: told apart by
+    # duck type, as the store does not import the Python API.
+    now = dag if hasattr(dag, "validate") else dag(run)
     graph = _graph_to_resume(now, stored, only, by_id=pipeline is None)
     return Resume(run, graph, plan_resume(graph, stored))
 
 
 def _graph_to_resume(
-    dag: DAG, stored: StoredRun, only: Iterable[str] | None, *, by_id: bool
+    dag: Graphable, stored: StoredRun, only: Iterable[str] | None, *, by_id: bool
 ) -> Graph:
     """``only`` when given; else, resuming by id, the run's own tasks (and whatever they
     depend on now); by name, the whole DAG."""
