@@ -25,7 +25,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from corral.store import open_store
-from corral.store._base import RunRecord, StoredStatus, TaskSnapshot, dag_hash
+from corral.store._records import RunRecord, StoredStatus, TaskSnapshot, dag_hash
 
 LAYOUTS = ("row per transition", "packed batch")
 
