@@ -273,8 +273,8 @@ class ValueCodec:
         if fmt == "tagged":
             try:
                 return _untag(loads(data) if isinstance(data, bytes) else data)
-            except (KeyError, TypeError, binascii.Error) as exc:
-                raise ValueError(f"a malformed tagged value: {exc!r}") from None
+            except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+                raise ValueError(f"a malformed tagged value: {exc}") from None
         if fmt != "pickle":
             raise ValueError(f"an unknown value format {fmt!r}")
         key = self.key(create=False)
