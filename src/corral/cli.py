@@ -475,9 +475,10 @@ def schema() -> None:
 
 # ---------------------------------------------------------------------- run
 
-# How long a run's lease lasts when nobody renews it: after a crash, a resume waits at most
-# this long. The recorder renews it six times per lease, so a busy writer missing a few
-# heartbeats is never taken for dead.
+# How long a run's lease lasts when nobody renews it: after a crash seen from another host, a
+# resume waits at most this long (on the same host a dead process is seen at once, see
+# corral.store._owner). The recorder renews it six times per lease, so a busy writer missing
+# a few heartbeats is never taken for dead.
 DEFAULT_LEASE = "30s"
 _HEARTBEATS_PER_LEASE = 6
 
@@ -547,8 +548,9 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
         default=DEFAULT_LEASE,
         envvar="CORRAL_LEASE",
         show_envvar=True,
-        help="How long a run stays locked after its process dies (renewed while it lives); "
-        "a resume of a crashed run waits for it to lapse.",
+        help="The lease this run holds, renewed while it lives: if its process dies where "
+        "others cannot check it (another host), they wait this long to resume it. On its own "
+        "host a dead run is resumed at once. Does not shorten the wait for a run being resumed.",
     ),
 ]
 
