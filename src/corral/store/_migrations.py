@@ -28,7 +28,7 @@ import orjson
 
 from corral.store._codec import ValueCodec, data_only_loads, dumps
 from corral.store._connector import Tx, load_queries
-from corral.store._records import TaskSnapshot, json_column, packed_entry
+from corral.store._records import TaskSnapshot, json_column, packed_entry, snapshot_json
 
 __all__ = ["PYTHON_STEPS"]
 
@@ -81,7 +81,7 @@ def pack_v1_history(tx: Tx, backend: str) -> None:
     for run in tx.fetch("SELECT id, dag_hash, snapshot FROM runs ORDER BY started_at"):
         tasks = [TaskSnapshot.from_json(t) for t in json_column(run["snapshot"])["tasks"]]
         tx.execute(load_queries(backend)["insert_dag"], {"hash": run["dag_hash"],
-                                                         "tasks": dumps(tasks)})
+                                                         "tasks": snapshot_json(tasks).decode()})
     tx.execute("UPDATE runs SET snapshot = '{}'")
 
 

@@ -47,20 +47,19 @@ from typing import TYPE_CHECKING, Any
 from corral._errors import BrokenStore, CorralError
 from corral._events import RunInfo, Transition
 from corral._result import RunResult
-from corral._spec import TaskState, executor_names, fingerprints
+from corral._spec import TaskState
 from corral.store._interface import Store
 from corral.store._owner import current_process
 from corral.store._records import (
     EventRecord,
     RunRecord,
     StoredStatus,
-    TaskSnapshot,
     dag_hash,
     packed_entry,
 )
+from corral.store._snapshot import snapshot_of
 
 if TYPE_CHECKING:
-    from corral._graph import Graph
     from corral._runner import Runner
 
 __all__ = ["StoreRecorder", "snapshot_of"]
@@ -71,24 +70,10 @@ RUNNING = TaskState.RUNNING
 _ENDS_ATTEMPT = frozenset({SUCCEEDED, TaskState.FAILED, TaskState.RETRY_WAIT, TaskState.SKIPPED,
                            TaskState.CANCELLED})
 
-_NAME = {state: str(state) for state in TaskState}
-
 # How often (s) the writer folds SQLite's write-ahead log into the database, between commits.
 CHECKPOINT_INTERVAL = 1.0
 
 _FINISH = object()
-
-
-def snapshot_of(graph: Graph) -> tuple[TaskSnapshot, ...]:
-    """The DAG as stored with a run: ids, dependencies, fingerprints, executors."""
-    ids = graph.ids
-    make = tuple.__new__  # one per task before the run starts: skip the named tuple's __new__
-    return tuple(
-        make(TaskSnapshot, (spec.id, tuple(map(ids.__getitem__, deps)), fingerprint, executor))
-        for spec, deps, fingerprint, executor in zip(
-            graph.specs, graph.deps, fingerprints(graph.specs), executor_names(graph.specs),
-            strict=True)
-    )
 
 
 def _user() -> str:
@@ -158,6 +143,10 @@ class StoreRecorder:
         if self.runner is not None:
             state = self.runner.scheduler.state
             reused = tuple(graph.ids[i] for i, s in enumerate(state) if s is SUCCEEDED)
+        # Starts name their log file relative to the run's log folder (stored once).
+        log_dir = None
+        if self.runner is not None and self.runner.log_dir is not None:
+            log_dir = os.path.abspath(self.runner.log_dir)
         source_text = None
         if self.source_path is not None:
             with contextlib.suppress(OSError, UnicodeDecodeError):
@@ -168,7 +157,7 @@ class StoreRecorder:
             user=_user(), pid=os.getpid(), dag_hash=dag_hash(tasks),
             source_path=self.source_path, source_text=source_text, reused=reused,
             resumed_from=self.resume_of, lease_owner=self._owner,
-            owner_process=current_process(),
+            owner_process=current_process(), log_dir=log_dir,
         )
         event = EventRecord("run_started", run.started_at, data={
             "concurrency": run.concurrency, "fail_fast": run.fail_fast,
@@ -182,47 +171,46 @@ class StoreRecorder:
 
     def transitions(self, batch: list[Transition]) -> None:
         """Pack ``batch`` (see :data:`~corral.store._records.PACKED_FIELDS`) and queue it with
-        its values: the hot path, three per task, so one pass and no records. What is costly
-        and rare (formatting a traceback, resolving a log path) is left to the writer: a
-        failure's entry carries its exception, and a start its log path, in the last field."""
+        its values: the hot path, three per task, so one pass, the common states first, and no
+        records (the state stays the enum: a ``str``, stored as its value). What is costly and
+        rare (formatting a traceback) is left to the writer: a failure's entry carries its
+        exception in the last field."""
         runner = self.runner
         running_since = self._running_since
         entries: list[list[Any]] = []
+        add = entries.append
         values: list[tuple[str, Any]] | None = None
         if runner is not None:
             values = []
             index = runner.graph.index
             results, current = runner.values, runner.current
         for t in batch:
-            task, state, attempt, at = t.task, t.state, t.attempt, t.at
-            name = _NAME[state]  # a plain str: pickled small, and read without corral's enum
+            task, state, attempt, at, error, exc = t
             if state is RUNNING:
                 running_since[task] = at
                 work = current[index[task]] if runner is not None else None
                 if work is None or work.log_path is None:
-                    entries.append([task, name, attempt, at])
-                else:
-                    entries.append([task, name, attempt, at, None, None, None, None,
-                                    work.log_path])
-                continue
-            duration = None
-            if state in _ENDS_ATTEMPT:
-                began = running_since.pop(task, None)
-                if began is not None:
-                    duration = at - began
-            if state is SUCCEEDED:  # (its value may be an exception object: test this first)
+                    add([task, state, attempt, at])
+                else:  # in the run's log folder (RunRecord.log_dir): its name is enough
+                    add([task, state, attempt, at, None, None, None, None, work.log_path.name])
+            elif state is SUCCEEDED:  # (its value may be an exception object: test this first)
                 if values is not None:
                     values.append((task, results[index[task]]))
-                entries.append([task, name, attempt, at, duration] if duration is not None
-                               else [task, name, attempt, at])
-            elif t.exception is not None:  # that attempt's, not the task's latest
-                entries.append([task, name, attempt, at, duration, t.error, t.exception])
-            elif t.error is not None:
-                entries.append([task, name, attempt, at, duration, t.error])
-            elif duration is not None:
-                entries.append([task, name, attempt, at, duration])
+                began = running_since.pop(task, None)
+                add([task, state, attempt, at] if began is None
+                    else [task, state, attempt, at, at - began])
+            elif state not in _ENDS_ATTEMPT and error is None:  # ready, upstream_failed
+                add([task, state, attempt, at])
             else:
-                entries.append([task, name, attempt, at])
+                began = running_since.pop(task, None) if state in _ENDS_ATTEMPT else None
+                duration = None if began is None else at - began
+                if exc is not None:  # that attempt's, not the task's latest
+                    add([task, state, attempt, at, duration, error, exc])
+                elif error is not None:
+                    add([task, state, attempt, at, duration, error])
+                else:
+                    add([task, state, attempt, at] if duration is None
+                        else [task, state, attempt, at, duration])
         self._queue.put((entries, values))
 
     def run_finished(self, result: RunResult) -> None:
@@ -318,17 +306,14 @@ class StoreRecorder:
 
     @staticmethod
     def _finish_entries(entries: list[list[Any]]) -> None:
-        """Turn the objects the listener left in rare entries into what is stored: a
-        failure's exception into its traceback and exit code, a log path into an absolute
-        one. Off the run loop, on the writer."""
+        """Turn the exception the listener left in a failure's entry into what is stored: its
+        traceback and exit code. Off the run loop, on the writer."""
         for k, entry in enumerate(entries):
             if len(entry) == 7 and isinstance(entry[6], BaseException):  # [..., error, exc]
                 exc = entry[6]
                 code = getattr(exc, "exit_code", None)
                 entries[k] = packed_entry(*entry[:6], "".join(traceback.format_exception(exc)),
                                           code if isinstance(code, int) else None)
-            elif len(entry) == 9:  # a start with its log
-                entry[8] = os.path.abspath(entry[8])
 
 
 def _secs(value: float | timedelta) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ __all__ = [
     "dag_hash",
     "json_column",
     "packed_entry",
+    "snapshot_json",
 ]
 
 # The fields of one transition as packed in a batch, in order; trailing ``None``s are left out.
@@ -134,17 +136,24 @@ class TaskSnapshot(NamedTuple):
                    _str(fingerprint, "a fingerprint"), _str(executor, "an executor"))
 
 
+def snapshot_json(tasks: Sequence[TaskSnapshot]) -> bytes:
+    """The DAG as the ``dags`` table stores it: ``[[id, deps, fingerprint, executor], ...]``."""
+    import orjson
+
+    return orjson.dumps(tasks, default=list)  # a named tuple is not JSON to orjson: a list
+
+
 def dag_hash(tasks: Sequence[TaskSnapshot]) -> str:
-    """A hash of a DAG's shape and definitions: equal hashes, same tasks, deps and code (a
-    task's fingerprint covers its dependencies)."""
-    payload = "\n".join(sorted(f"{t.id}\t{t.fingerprint}" for t in tasks))
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    """A hash of a DAG's shape and definitions (of its stored JSON): equal hashes, same tasks
+    in the same order, with the same dependencies, code and executors."""
+    return hashlib.sha256(snapshot_json(tasks)).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     """One stored run (without its history).
 
+    ``log_dir`` is the run's log folder: its transitions name their log files relative to it.
     ``lease_owner`` names who holds the run's lease (``user@host:pid``, for people);
     ``owner_process`` identifies that process for the store's takeover rule (boot id, pid
     namespace, pid and start time; None where the platform cannot tell). ``lease_live`` is
@@ -171,6 +180,7 @@ class RunRecord:
     lease_until: datetime | None = None
     lease_live: bool = False
     owner_process: str | None = None
+    log_dir: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], tasks: tuple[TaskSnapshot, ...]) -> RunRecord:
@@ -206,6 +216,7 @@ class RunRecord:
             lease_until=_dt(row["lease_until"]),
             lease_live=bool(row.get("lease_live")),
             owner_process=row.get("owner_process"),
+            log_dir=_opt_str(row.get("log_dir"), "the log folder"),
         )
 
     def to_row(self, *, lease_s: float) -> dict[str, Any]:
@@ -224,6 +235,7 @@ class RunRecord:
             "pid": self.pid,
             "lease_owner": self.lease_owner,
             "owner_process": self.owner_process,
+            "log_dir": self.log_dir,
             "lease_s": lease_s,
         }
 
@@ -283,10 +295,12 @@ class TransitionRecord:
         executor: str | None,
         worker: str | None,
         seq: int,
+        log_dir: str | None = None,
     ) -> TransitionRecord:
         """One transition of a batch (see :data:`PACKED_FIELDS`); ``at`` is ``started_at``
-        plus its clock, ``worker`` the batch's unless the entry names its own. Raises
-        ``ValueError`` for an entry of the wrong shape or types."""
+        plus its clock, ``worker`` the batch's unless the entry names its own, a log path
+        relative to ``log_dir`` (an absolute one stays as it is). Raises ``ValueError`` for
+        an entry of the wrong shape or types."""
         if type(entry) is not list or not 4 <= len(entry) <= len(PACKED_FIELDS):
             raise ValueError(f"transition #{seq} is not a list of 4 to 10 fields")
         fields: list[Any] = [*entry, *_NO_FIELDS[len(entry):]]
@@ -301,7 +315,9 @@ class TransitionRecord:
             exit_code=None if exit_code is None else _int(exit_code, "its exit code"),
             executor=executor,
             worker=_opt_str(own_worker, "its worker") if own_worker is not None else worker,
-            log_path=_opt_str(log_path, "its log path"), seq=seq,
+            log_path=(os.path.join(log_dir, _str(log_path, "its log path"))
+                      if log_dir and log_path is not None
+                      else _opt_str(log_path, "its log path")), seq=seq,
         )
 
     def packed(self) -> list[Any]:

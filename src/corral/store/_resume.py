@@ -18,7 +18,8 @@ is reused only when all of these hold, else it re-runs, and the plan says why (t
 reason that applies, in this order):
 
 1. it succeeded then                       "failed", "never ran", "was running", "cancelled"...
-2. its definition is unchanged             "definition changed" (TaskSpec.fingerprint)
+2. its definition is unchanged             "definition changed" (its fingerprint, or its
+                                           dependencies: store._snapshot)
 3. no task it depends on re-runs           "upstream X re-runs" (so everything downstream
                                            of a change runs again)
 4. its value could be stored and read      "value not stored: ..."
@@ -91,9 +92,12 @@ class ResumePlan:
 
 def plan_resume(graph: Graph, stored: StoredRun) -> ResumePlan:
     """Decide, for each task of ``graph``, whether ``stored`` lets it be skipped."""
+    from corral.store._snapshot import changed, definition_fingerprints
+
     reuse: dict[str, Any] = {}
     rerun: dict[str, str] = {}
     ids = graph.ids
+    fingerprints = definition_fingerprints(graph.specs)
     for i in graph.order:
         task_id = ids[i]
         then = stored.tasks.get(task_id)
@@ -103,7 +107,8 @@ def plan_resume(graph: Graph, stored: StoredRun) -> ResumePlan:
         if then.state is not TaskState.SUCCEEDED:
             rerun[task_id] = _REASON[then.state]
             continue
-        if then.fingerprint != graph.specs[i].fingerprint():
+        if changed(then.fingerprint, then.deps, graph.specs[i], fingerprints[i],
+                   [ids[j] for j in graph.deps[i]]):
             rerun[task_id] = "definition changed"
             continue
         upstream = next((ids[j] for j in graph.deps[i] if ids[j] in rerun), None)

@@ -57,6 +57,7 @@ from corral.store._records import (
     TaskSnapshot,
     TransitionRecord,
     json_column,
+    snapshot_json,
 )
 
 __all__ = ["DEFAULT_VALUE_LIMIT", "DURATION_SAMPLES", "SQLStore", "batch_row", "open_sql_store"]
@@ -222,9 +223,8 @@ class SQLStore:
                     "resumed", now, data={"by": record.id}).to_row(resume_of))
             row = record.to_row(lease_s=lease_s)
             if not tx.fetch(q["dag_known"], {"hash": row["dag_hash"]})[0]["n"]:
-                # Snapshots are named tuples: JSON writes each [id, deps, fingerprint, executor]
                 tx.execute(q["insert_dag"], {"hash": row["dag_hash"],
-                                             "tasks": dumps(record.tasks)})
+                                             "tasks": snapshot_json(record.tasks).decode()})
             tx.execute(q["insert_run"], {**row, "now": datetime.now(UTC)})
             if events:
                 tx.executemany(q["insert_event"], [e.to_row(record.id) for e in events])
@@ -407,7 +407,8 @@ class SQLStore:
                 for entry in entries:
                     transitions.append(TransitionRecord.from_packed(
                         entry, started_at=run.started_at, executor=executor_of.get(entry[0]),
-                        worker=batch["worker"], seq=len(transitions) + 1))
+                        worker=batch["worker"], seq=len(transitions) + 1,
+                        log_dir=run.log_dir))
                 if batch["task_values"] is not None:
                     stored = loads(batch["task_values"])
                     if type(stored) is not list:

@@ -27,3 +27,5 @@ CREATE TRIGGER batches_append_only BEFORE UPDATE ON batches
 
 -- <boot id>/<pid namespace>/<pid>/<start time> of the lease owner, where it could be read.
 ALTER TABLE runs ADD COLUMN owner_process text;
+-- The run's log folder (absolute): its transitions name their log files relative to it.
+ALTER TABLE runs ADD COLUMN log_dir text;

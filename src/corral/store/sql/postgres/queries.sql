@@ -24,11 +24,12 @@ SELECT pg_advisory_xact_lock(hashtext('corral:' || current_schema()));
 -- name: insert_run
 INSERT INTO runs (id, pipeline, status, dag_hash, snapshot, params, source_path, source_text,
                   reused, resumed_from, started_at, host, user_name, pid, lease_owner, lease_until,
-                  owner_process)
+                  owner_process, log_dir)
 VALUES (%(id)s, %(pipeline)s, 'running', %(dag_hash)s, '{}'::jsonb, %(params)s::jsonb,
         %(source_path)s, %(source_text)s, %(reused)s::jsonb, %(resumed_from)s, %(started_at)s,
         %(host)s, %(user_name)s, %(pid)s, %(lease_owner)s,
-        clock_timestamp() + make_interval(secs => %(lease_s)s), %(owner_process)s);
+        clock_timestamp() + make_interval(secs => %(lease_s)s), %(owner_process)s,
+        %(log_dir)s);
 
 -- name: dag_known
 SELECT count(*) AS n FROM dags WHERE hash = %(hash)s;

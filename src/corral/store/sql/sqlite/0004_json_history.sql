@@ -27,3 +27,5 @@ END;
 
 -- <boot id>/<pid namespace>/<pid>/<start time> of the lease owner, where it could be read.
 ALTER TABLE runs ADD COLUMN owner_process TEXT;
+-- The run's log folder (absolute): its transitions name their log files relative to it.
+ALTER TABLE runs ADD COLUMN log_dir TEXT;

@@ -23,10 +23,10 @@ SELECT 1;
 -- name: insert_run
 INSERT INTO runs (id, pipeline, status, dag_hash, snapshot, params, source_path, source_text,
                   reused, resumed_from, started_at, host, user_name, pid, lease_owner, lease_until,
-                  owner_process)
+                  owner_process, log_dir)
 VALUES (:id, :pipeline, 'running', :dag_hash, '{}', :params, :source_path, :source_text,
         :reused, :resumed_from, :started_at, :host, :user_name, :pid, :lease_owner,
-        :now + :lease_s, :owner_process);
+        :now + :lease_s, :owner_process, :log_dir);
 
 -- name: dag_known
 SELECT count(*) AS n FROM dags WHERE hash = :hash;
