@@ -45,7 +45,7 @@ import orjson
 from corral._errors import BrokenStore, CorruptHistory, RunLocked, RunNotFound, StoreTooNew
 from corral._spec import TaskState
 from corral.store import _owner
-from corral.store._codec import ValueCodec, dumps, loads
+from corral.store._codec import NotData, ValueCodec, dumps, loads
 from corral.store._connector import Connector, Tx, load_queries, migrations
 from corral.store._records import (
     MISSING,
@@ -293,8 +293,12 @@ class SQLStore:
                 continue
             try:
                 fmt, data = codec.encode(value)
-            except Exception as exc:  # not storable: the task re-runs on resume
-                out.append([task_id, "error", f"could not store the value: {exc}"])
+            except NotData as exc:  # not data, and no pickles: the task re-runs on resume
+                out.append([task_id, "error", str(exc)])
+                continue
+            except Exception as exc:  # could not be pickled: the same
+                out.append([task_id, "error",
+                            f"could not pickle the value: {type(exc).__name__}: {exc}"])
                 continue
             if len(data) > limit:
                 path = self._write_value_file(run_id, task_id, data, fmt)
