@@ -79,6 +79,14 @@ def killed_run(corral, corral_popen, write, tmp_path: Path,
         assert proc.poll() is None, proc.communicate()
         [run] = runs(corral, store_args)
         assert (run["status"], run["alive"]) == ("running", True)
+
+        def recorded() -> bool:
+            shown = corral("show", run["run_id"], "--json", *store_args)
+            states = {t: i["state"] for t, i in json.loads(shown.stdout)["tasks"].items()}
+            return states == {"a": "succeeded", "b": "succeeded", "c": "running",
+                              "d": "succeeded"}
+
+        wait_for(recorded, "the store to show a, b and d succeeded, c running")
         refused = corral("resume", run["run_id"], *store_args)
         assert refused.returncode == ExitCode.RUN_LOCKED, out(refused)
         assert "is held by" in refused.stderr

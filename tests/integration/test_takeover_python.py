@@ -65,6 +65,14 @@ def test_a_python_run_killed_with_sigkill_is_resumed_at_once(store_url, tmp_path
         wait_for(lambda: (tmp_path / "b-started").exists() or proc.poll() is not None,
                  "task b to start")
         assert proc.poll() is None
+
+        def a_recorded() -> bool:
+            with open_store(store_url) as store:
+                runs = store.list_runs()
+                return bool(runs) and store.load_run(runs[0].id).tasks["a"].state is (
+                    corral.TaskState.SUCCEEDED)
+
+        wait_for(a_recorded, "the store to record that a succeeded")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=HANG_GUARD_S)
