@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bench.runners import WHOLE_PROCESS
 from bench.workloads import WorkloadInfo
 
 __all__ = ["figures", "markdown", "targets"]
@@ -40,9 +41,14 @@ def figures(records: list[Record], infos: dict[str, WorkloadInfo]) -> list[Recor
         med = statistics.median(times)
         r.update(median_s=med, min_s=min(times), max_s=max(times))
         r["extra_median"] = {k: _median(v) for k, v in r.get("extra", {}).items()}
-        ref = by_key.get((r["workload"], REFERENCE.get(info.kind, "")))
+        whole = r["runner"] in WHOLE_PROCESS
+        reference = "floor-cli" if whole else REFERENCE.get(info.kind, "")
+        ref = by_key.get((r["workload"], reference))
         if ref and ref.get("times") and "error" not in ref:
             r["vs_floor"] = med / statistics.median(ref["times"])
+            if whole and ref.get("extra", {}).get("exec_s") and r["extra"].get("exec_s"):
+                r["exec_vs_floor"] = (statistics.median(r["extra"]["exec_s"])
+                                      / statistics.median(ref["extra"]["exec_s"]))
         if info.kind == "noop":
             r["us_per_task"] = med / info.n_tasks * 1e6
         elif info.kind == "sleep":
@@ -112,6 +118,25 @@ def targets(results: list[Record], infos: dict[str, WorkloadInfo]) -> list[tuple
             return f"{speed:.1f}× faster", speed >= 3
 
         check(f"{name}: corral ≥ 3× faster than dask-threaded", vs_dask)
+
+    def cli(workload: str, runner: str, what: str, limit: float) -> tuple[str, bool] | None:
+        r = _get(results, workload, runner)
+        if r is None:
+            return None
+        if what == "exec":
+            ratio = r["exec_vs_floor"]
+            return f"{ratio:.2f}× floor-cli's execution", ratio <= limit
+        if what == "whole":
+            ratio = r["vs_floor"]
+            return f"{r['median_s']:.2f} s, {ratio:.2f}× floor-cli's whole process", ratio <= limit
+        return f"{r['median_s']:.2f} s", r["median_s"] < limit
+
+    check("layered 10k: `corral run FILE` (default store) execution ≤ 1.5× the floor's",
+          lambda: cli("w3_layered10k", "corral-cli", "exec", 1.5))
+    check("wide 100k: `corral run FILE --no-store` whole process < 10 s",
+          lambda: cli("w6_wide100k", "corral-cli-nostore", "wall", 10.0))
+    check("wide 100k: `corral run FILE --no-store` whole process ≤ 3× the floor's",
+          lambda: cli("w6_wide100k", "corral-cli-nostore", "whole", 3.0))
 
     def wide(what: str) -> tuple[str, bool] | None:
         r = _get(results, "w6_wide100k", "corral")
@@ -194,7 +219,8 @@ def markdown(results: list[Record], infos: dict[str, WorkloadInfo], meta: dict[s
     ok = [r for r in results if "median_s" in r]
     by_kind: dict[str, list[Record]] = {}
     for r in ok:
-        by_kind.setdefault(infos[r["workload"]].kind, []).append(r)
+        kind = "whole" if r["runner"] in WHOLE_PROCESS else infos[r["workload"]].kind
+        by_kind.setdefault(kind, []).append(r)
 
     if by_kind.get("noop"):
         lines += ["## Zero-duration workloads: per-task overhead", ""]
@@ -221,6 +247,42 @@ def markdown(results: list[Record], infos: dict[str, WorkloadInfo], meta: dict[s
                     _s(r.get("extra_median", {}).get("validate_plan_s")),
                 ]
                 for r in by_kind["noop"]
+            ],
+        )
+        lines.append("")
+    if by_kind.get("whole"):
+        lines += [
+            "## The path users take: `corral run FILE` as a whole process",
+            "",
+            "Whole process = from exec to exit (interpreter start, imports, reading and "
+            "validating the file, the store, the run, the output); execution = corral's "
+            "`duration_s` (run start to end, history committed) and the floor's own loop. "
+            "× floor-cli: the same figure of `python -m bench.floor_cli FILE` in this run.",
+            "",
+        ]
+        lines += _table(
+            [
+                "workload",
+                "runner",
+                "whole s",
+                "min–max",
+                "reps",
+                "× floor-cli",
+                "execution s",
+                "execution × floor-cli",
+                "peak RSS MiB (children)",
+            ],
+            [
+                [
+                    r["workload"],
+                    r["runner"],
+                    *_times(r),
+                    f"**{_x(r.get('vs_floor'))}**",
+                    _s(r["extra_median"].get("exec_s")),
+                    f"**{_x(r.get('exec_vs_floor'))}**",
+                    f"{r.get('rss_children_peak_mb', 0):.0f}",
+                ]
+                for r in by_kind["whole"]
             ],
         )
         lines.append("")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bench.runners._base import BenchRunner, Skip
 
-__all__ = ["RUNNERS", "BenchRunner", "RunnerEntry", "Skip", "load_runner"]
+__all__ = ["RUNNERS", "WHOLE_PROCESS", "BenchRunner", "RunnerEntry", "Skip", "load_runner"]
 
 NOOP, SLEEP, CPU, API = "noop", "sleep", "cpu", "api"
 
@@ -107,6 +107,24 @@ RUNNERS: dict[str, RunnerEntry] = {
             install_hint="the SQLite store is missing from this checkout",
         ),
         _entry(
+            "floor-cli",
+            "bench.runners.cli_runner:FloorCli",
+            {NOOP},
+            "the floor as a whole process on the workload's pipeline file (bench.floor_cli)",
+        ),
+        _entry(
+            "corral-cli",
+            "bench.runners.cli_runner:CorralCli",
+            {NOOP},
+            "`corral run FILE --json`, whole process, default store (the user's path)",
+        ),
+        _entry(
+            "corral-cli-nostore",
+            "bench.runners.cli_runner:CorralCliNoStore",
+            {NOOP},
+            "`corral run FILE --json --no-store`, whole process",
+        ),
+        _entry(
             "dask-threaded",
             "bench.runners.dask_runner:DaskThreaded",
             {NOOP, SLEEP},
@@ -142,6 +160,10 @@ RUNNERS: dict[str, RunnerEntry] = {
         ),
     ]
 }
+
+
+# Runners timed as whole processes (start to exit): compared with floor-cli, not floor-thread.
+WHOLE_PROCESS = frozenset({"floor-cli", "corral-cli", "corral-cli-nostore"})
 
 
 def load_runner(name: str) -> type[BenchRunner]:

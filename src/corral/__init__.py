@@ -6,7 +6,7 @@ Public API (everything else is private and may move)::
     load_pipeline               read a YAML/JSON pipeline file into a DAG
     RunResult, TaskResult       what a run produced
     TaskState, RunStatus        task and run lifecycles
-    CorralError, ValidationError, Skip   errors (see corral._errors for the tree)
+    CorralError, ValidationError, Skip   errors (corral.errors has them all, and the tree)
     heartbeat                   a running task says "still alive" (the heartbeat option)
 """
 

@@ -10,7 +10,7 @@ and its execution (:func:`corral.cli.execute`); choosing the run and planning it
 :func:`corral.store.prepare_resume`, shared with ``DAG.run(resume=...)``. Only rebuilding the
 pipeline file and printing live here::
 
-    prepare_resume(store, rebuild, run_id= | pipeline=) ──Resume──> execute ──> recorded_runner
+    prepare_resume(store, rebuild, run_id= | pipeline=) ──Resume──> execute ──> launch
     (load_run, checks, plan_resume)                 │               Runner(done=reused values)
                                                     └──> --dry-run  + StoreRecorder(resume_of)
 
@@ -146,12 +146,18 @@ def runs(
     if not found:
         click.echo("no runs")
         return
-    width = max(len(r.pipeline) for r in found)
+    width = max(len("PIPELINE"), *(len(r.pipeline) for r in found))
+    id_width = max(len(r.id) for r in found)
+    when_width = max(len(_when(r.started_at)) for r in found)
+    click.echo(
+        f"{'RUN':<{id_width}}  {'PIPELINE':<{width}}  {'STATUS':<11}  "
+        f"{'STARTED':<{when_width}}  {'DURATION':>8}"
+    )
     for r in found:
         took = f"{r.duration_s:.1f}s" if r.duration_s is not None else "-"
         line = (
-            f"{r.id}  {r.pipeline:<{width}}  {r.observed_status!s:<11}  "
-            f"{_when(r.started_at)}  {took:>8}"
+            f"{r.id:<{id_width}}  {r.pipeline:<{width}}  {r.observed_status!s:<11}  "
+            f"{_when(r.started_at):<{when_width}}  {took:>8}"
         )
         if r.resumed_by:
             line += f"  (resumed by {r.resumed_by})"
@@ -305,9 +311,8 @@ def logs(run_id: str, task_id: str | None, attempt: int | None, store_url: str |
     n = chosen["attempt"]
     if not chosen["log"]:
         message = (
-            f"attempt {n} of task {task_id!r} (run {run_id}) has no log file: "
-            f"the {chosen['executor']} executor runs tasks in corral's own process "
-            "and keeps no log"
+            f"attempt {n} of task {task_id!r} (run {run_id}) has no log file: the run kept "
+            "no logs (it was started with log_dir=None)"
         )
         if chosen["traceback"]:
             message += "; its error was:\n" + chosen["traceback"].rstrip()
@@ -390,13 +395,13 @@ def resume_run(
             f"no run {run_id!r}: there is no store at {resolve_url(opts.store_url)} yet"
         )
     with contextlib.closing(store):
-        named = _pipeline(file, {}, opts.params) if file is not None else None
+        named = opts.load(file) if file is not None else None
         rebuilt: list[Pipeline] = []
 
         def rebuild(run: RunRecord) -> DAG:
             # The run's parameters, then -p: a changed parameter changes the tasks using it.
             source = file if file is not None else _source_file(run)
-            rebuilt.append(_pipeline(source, dict(run.params), opts.params))
+            rebuilt.append(opts.load(source, dict(run.params)))
             return rebuilt[-1].dag
 
         resume = prepare_resume(
@@ -452,12 +457,6 @@ def _source_file(run: RunRecord) -> str:
             "resume from where it is now: corral run FILE --resume"
         )
     return run.source_path
-
-
-def _pipeline(file: str, stored: dict[str, str], pairs: tuple[str, ...]) -> Pipeline:
-    from corral._pipeline import load_pipeline, parse_params
-
-    return load_pipeline(file, params={**stored, **parse_params(pairs)})
 
 
 def _print_resume_plan(pipeline: Pipeline, resume: Resume, opts: RunOptions) -> None:

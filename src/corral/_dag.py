@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from corral._errors import ValidationError
 from corral._graph import Graph, build_graph
-from corral._options import check_option_names, make_spec
+from corral._options import TASK_OPTIONS, check_option_names, make_spec
 from corral._plan import Plan, make_plan
 from corral._spec import CallRef, ShellCommand, TaskRef, TaskSpec
 
@@ -91,7 +91,9 @@ class TaskFunction(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task:
         options = dict(self.task_options)
         task_id = options.pop("id", None)
-        return self.dag.add(self.fn, *args, id=task_id, options=options, **kwargs)
+        # Every keyword here is the function's own, whatever its name (options were given to
+        # @dag.task or .options()): no check for task option names, unlike DAG.add.
+        return self.dag._add(self.fn, args, kwargs, task_id, options)
 
 
 class DAG:
@@ -147,7 +149,34 @@ class DAG:
         **kwargs: Any,
     ) -> Task:
         """Add a task running ``action`` (a function, or a ``"module:function"`` string) with
-        these arguments; :class:`Task` handles among them become dependencies."""
+        these arguments; :class:`Task` handles among them become dependencies.
+
+        Task options go in ``options={...}``. A keyword argument named like a task option
+        (``depends_on=``, ``retries=``, ...) is refused with a ``TypeError`` rather than
+        passed to the function, where it would silently do nothing a task option does; to give
+        the function an argument of that name, decorate it with ``@dag.task`` and call it.
+        """
+        clash = [k for k in kwargs if k in TASK_OPTIONS]
+        if clash:
+            given = ", ".join(f"{k!r}: {kwargs[k]!r}" for k in clash)
+            raise TypeError(
+                f"dag.add(): {clash[0]!r} is a task option, not an argument of the function: "
+                f"pass options={{{given}}} (a function argument of that name: decorate the "
+                "function with @dag.task and call it)"
+                if len(clash) == 1 else
+                f"dag.add(): {', '.join(map(repr, clash))} are task options, not arguments of "
+                f"the function: pass options={{{given}}} (function arguments of those names: "
+                "decorate the function with @dag.task and call it)")
+        return self._add(action, args, kwargs, id, options)
+
+    def _add(
+        self,
+        action: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        id: str | None,
+        options: Mapping[str, Any] | None,
+    ) -> Task:
         if isinstance(action, str):
             act: Any = CallRef(action)
             base = action.rpartition(":")[2].rpartition(".")[2]
@@ -214,14 +243,21 @@ class DAG:
         self._specs[task_id] = spec.evolve(depends_on=(*spec.depends_on, *new))
 
     # ------------------------------------------------------------------ using
-    def validate(self, *, only: Iterable[str] | None = None) -> Graph:
+    def validate(
+        self,
+        *,
+        only: Iterable[str] | None = None,
+        executors: Mapping[str, Executor] | None = None,
+    ) -> Graph:
         """Check the DAG and index it; raises :class:`ValidationError` listing every problem.
 
-        ``only`` keeps just those tasks and everything they depend on.
+        ``only`` keeps just those tasks and everything they depend on. ``executors`` are the
+        executors a run will be given by name (``run(executors=...)``): tasks may name them.
         """
-        graph = build_graph(self.specs, name=self.name, capacity=self.resources)
+        graph = build_graph(self.specs, name=self.name, capacity=self.resources,
+                            executors=executors)
         if only is not None:
-            graph = select(graph, only)
+            graph = select(graph, only, executors=executors)
         return graph
 
     def plan(self, *, workers: int | None = None) -> Plan:
@@ -289,20 +325,18 @@ class DAG:
         """The same as :meth:`run`, on the caller's event loop."""
         import random
 
-        from corral.store._resume import recorded_runner
+        from corral._launch import LaunchOptions, launch
 
         _check_resume(resume, store)
         only = list(only) if only is not None else None
         # Validate before touching the store; a resume validates the DAG as it plans it.
-        work: Graph | Resume | None = None if resume else self.validate(only=only)
+        work: Graph | Resume | None = (None if resume
+                                       else self.validate(only=only, executors=executors))
         with _opened(store) as opened:
             if work is None:
                 assert opened is not None
                 work = self._prepare_resume(opened, resume, only) or self.validate(only=only)
-            runner, _ = recorded_runner(
-                work,
-                opened,
-                listeners=listeners,
+            options = LaunchOptions(
                 concurrency=concurrency or self.concurrency,
                 fail_fast=fail_fast,
                 executors=executors,
@@ -311,7 +345,7 @@ class DAG:
                 handle_signals=handle_signals,
                 rng=random.Random(seed) if seed is not None else None,
             )
-            return await runner.run()
+            return await launch(work, opened, listeners=listeners, options=options).run()
 
     def resume_plan(
         self,
@@ -384,7 +418,9 @@ def _opened(store: str | Store | None) -> Iterator[Store | None]:
         opened.close()
 
 
-def select(graph: Graph, only: Iterable[str]) -> Graph:
+def select(
+    graph: Graph, only: Iterable[str], *, executors: Mapping[str, Executor] | None = None
+) -> Graph:
     """The sub-graph of ``only`` and everything upstream of them."""
     only = list(only)
     unknown = [t for t in only if t not in graph.index]
@@ -400,7 +436,7 @@ def select(graph: Graph, only: Iterable[str]) -> Graph:
         raise ValidationError(problems)
     keep = graph.upstream_closure(only)
     specs = [s for i, s in enumerate(graph.specs) if i in keep]
-    return build_graph(specs, name=graph.name, capacity=graph.capacity)
+    return build_graph(specs, name=graph.name, capacity=graph.capacity, executors=executors)
 
 
 def _to_ref(value: Any) -> Any:

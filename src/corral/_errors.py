@@ -1,34 +1,4 @@
-"""The exception tree.
-
-Three kinds of failure are kept apart, so that a caller can tell who has to act:
-
-- *your input is wrong* — a ``ValueError`` subclass, carrying what a person needs to fix it;
-- *the machinery is broken* — a ``Broken*`` error (an executor or store that stopped working);
-- *a task failed* — the task's own exception, with its original type; a traceback from
-  another process is attached as ``__cause__``.
-
-::
-
-    CorralError
-    ├── ValidationError (ValueError)        the DAG or pipeline is invalid; .problems lists all
-    │   └── PipelineError                   a pipeline file could not be read or parsed
-    ├── ParameterError (ValueError)         a -p key=value is malformed or unknown
-    ├── InvalidTransition (RuntimeError)    a driver broke the scheduler's protocol
-    ├── BrokenExecutor (RuntimeError)       an executor cannot run tasks any more
-    │   └── WorkerCrashed                   the process running a task died
-    ├── TaskTimeout (TimeoutError)          a task ran past its timeout
-    ├── TaskHung (TimeoutError)             a task showed no sign of life for its heartbeat
-    ├── CommandFailed                       a shell task exited with a non-zero code
-    ├── Skip                                raised by a task to end as "skipped"
-    ├── BrokenStore (RuntimeError)          the run store cannot be read or written; names its URL
-    │   ├── StoreTooNew                     the store was written by a newer corral (schema version)
-    │   └── CorruptHistory                  a stored run is unreadable or breaks the state machine
-    ├── RunLocked (RuntimeError)            another live process holds the run's lease
-    ├── RunNotFound (ValueError)            no run with that id in the store
-    └── NotResumable (ValueError)           the run succeeded, or was already resumed
-
-Each class's docstring is its default message.
-"""
+"""The exception classes; their public home, with the tree, is :mod:`corral.errors`."""
 
 from __future__ import annotations
 
@@ -36,13 +6,20 @@ from dataclasses import dataclass
 
 __all__ = [
     "BrokenExecutor",
+    "BrokenStore",
+    "CallNotFound",
     "CommandFailed",
     "CorralError",
+    "CorruptHistory",
     "InvalidTransition",
+    "NotResumable",
     "ParameterError",
     "PipelineError",
     "Problem",
+    "RunLocked",
+    "RunNotFound",
     "Skip",
+    "StoreTooNew",
     "TaskHung",
     "TaskTimeout",
     "ValidationError",
@@ -108,6 +85,40 @@ class PipelineError(ValidationError):
 
 class ParameterError(CorralError, ValueError):
     """A parameter is malformed or unknown."""
+
+
+class CallNotFound(CorralError, ImportError, ValueError):
+    """The module or the function of a ``module:function`` call cannot be found.
+
+    ``reason`` says what is missing and where it was looked for (``searched``, the directories
+    in order); ``hint`` the nearest name or how to put the module on the import path.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        target: str,
+        module: str | None = None,
+        searched: tuple[str, ...] = (),
+        hint: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.target = target
+        self.module = module
+        self.searched = searched
+        self.hint = hint
+        super().__init__(f"{reason} ({hint})" if hint else reason)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_call_not_found, (self.reason, self.target, self.module, self.searched,
+                                  self.hint))
+
+
+def _call_not_found(
+    reason: str, target: str, module: str | None, searched: tuple[str, ...], hint: str | None
+) -> CallNotFound:
+    return CallNotFound(reason, target=target, module=module, searched=searched, hint=hint)
 
 
 class InvalidTransition(CorralError, RuntimeError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from corral._spec import TaskState
 
@@ -22,7 +22,8 @@ __all__ = ["RunInfo", "RunListener", "Transition"]
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """What is known about a run when it starts."""
+    """What is known about a run when it starts. ``reused`` are the tasks it starts with as
+    succeeded (a resume reuses their stored values; they make no other transition)."""
 
     run_id: str
     graph: Graph
@@ -31,14 +32,21 @@ class RunInfo:
     fail_fast: bool
     log_dir: str | None
     params: dict[str, str]
+    reused: tuple[str, ...] = ()
 
 
 class Transition(NamedTuple):
     """Task ``task`` entered ``state`` at ``at`` (seconds on the run's clock, from its start).
 
     ``attempt`` is the attempt number it concerns (0 before the first attempt); ``error`` is a
-    one-line message for failures, ``exception`` the exception itself. A named tuple, not a
-    frozen dataclass: a run makes three per task, and this builds five times faster.
+    one-line message for failures, ``exception`` the exception itself. ``value`` is the task's
+    return value when it succeeded (else None); ``log`` the attempt's log file when it starts
+    running (None without logs; a file an in-process task never printed to may not exist);
+    ``worker`` names who ran the attempt when the executor says (a remote worker; None for
+    the local executors). Everything a listener needs is here: none reads the runner.
+
+    A named tuple, not a frozen dataclass: a run makes three per task, and this builds five
+    times faster.
     """
 
     task: str
@@ -47,6 +55,9 @@ class Transition(NamedTuple):
     at: float
     error: str | None = None
     exception: BaseException | None = None
+    value: Any = None
+    log: str | None = None
+    worker: str | None = None
 
 
 class RunListener(Protocol):

@@ -14,15 +14,16 @@ import difflib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral._errors import Problem, ValidationError
-from corral._spec import RetryPolicy, ShellCommand, TaskSpec, TriggerRule
+from corral._spec import RetryPolicy, ShellCommand, TaskSpec, TriggerRule, executor_names
+from corral.executors._registry import UnknownExecutor, action_kind, known_names
 
-__all__ = ["EXECUTORS", "Graph", "build_graph", "default_capacity", "suggest"]
+if TYPE_CHECKING:
+    from corral.executors._base import Executor
 
-# The executors corral ships; a pipeline naming another one is a validation error.
-EXECUTORS = ("async", "thread", "process", "shell")
+__all__ = ["Graph", "build_graph", "default_capacity", "suggest"]
 
 
 def default_capacity() -> dict[str, float]:
@@ -48,7 +49,8 @@ class Graph:
     """A validated DAG. Tasks are ``0..n-1`` in definition order.
 
     ``order`` is a topological order; ``deps[i]`` and ``dependents[i]`` are tuples of
-    indices; ``capacity`` is the total of every resource tasks may request.
+    indices; ``capacity`` is the total of every resource tasks may request; ``executors[i]``
+    is the name of the executor task ``i`` runs on (given, or chosen from its action).
     """
 
     name: str
@@ -59,6 +61,7 @@ class Graph:
     dependents: tuple[tuple[int, ...], ...]
     order: tuple[int, ...]
     capacity: Mapping[str, float]
+    executors: tuple[str, ...]
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -94,10 +97,13 @@ def build_graph(
     name: str = "dag",
     capacity: Mapping[str, float] | None = None,
     file: str | None = None,
+    executors: Mapping[str, Executor] | None = None,
 ) -> Graph:
     """Validate ``specs`` and index them; raise :class:`ValidationError` listing every problem.
 
-    ``capacity`` adds to or overrides the machine's (:func:`default_capacity`).
+    ``capacity`` adds to or overrides the machine's (:func:`default_capacity`). ``executors``
+    are the run's own executors by name; other names are looked up in the registry
+    (:mod:`corral.executors._registry`: the built-ins, then entry points).
     """
     problems: list[Problem] = []
     total: dict[str, float] = default_capacity()
@@ -111,6 +117,8 @@ def build_graph(
         )
 
     index: dict[str, int] = {}
+    names = executor_names(specs)
+    kinds: dict[str, str | None] = {}  # executor name -> what it runs (None: unknown)
     for i, spec in enumerate(specs):
         if not isinstance(spec.id, str) or not spec.id:
             problem(f"task #{i + 1} has an empty or non-string id: {spec.id!r}", spec)
@@ -119,6 +127,7 @@ def build_graph(
         else:
             index[spec.id] = i
         _check_options(spec, total, problem)
+        _check_executor(spec, names[i], kinds, executors, problem)
 
     n = len(specs)
     deps: list[tuple[int, ...]] = []
@@ -166,7 +175,40 @@ def build_graph(
         dependents=dependents,
         order=tuple(order),
         capacity=total,
+        executors=tuple(names),
     )
+
+
+def _check_executor(
+    spec: TaskSpec,
+    name: str,
+    kinds: dict[str, str | None],
+    given: Mapping[str, Executor] | None,
+    problem: Any,
+) -> None:
+    """Report an executor that does not exist, or cannot run this task's action."""
+    if name not in kinds:
+        try:
+            kinds[name] = action_kind(name, given) if isinstance(name, str) else None
+        except UnknownExecutor as exc:
+            kinds[name] = None
+            known = known_names(given)
+            close = suggest(name, known)
+            detail = str(exc.args[0]) if exc.args and exc.args[0] != name else None
+            problem(f"task {spec.id!r}: unknown executor {name!r}"
+                    + (f": {detail}" if detail else ""), spec,
+                    hint=f"did you mean {close!r}?" if close else
+                    f"one of {', '.join(known)}, or pass it: dag.run(executors={{{name!r}: ...}})")
+            return
+    kind = kinds[name]
+    if kind is None:
+        problem(f"task {spec.id!r}: unknown executor {name!r}", spec)
+    elif kind == "commands" and not isinstance(spec.action, ShellCommand):
+        problem(f"task {spec.id!r}: executor {name!r} runs commands (cmd), not functions",
+                spec)
+    elif kind == "callables" and isinstance(spec.action, ShellCommand):
+        problem(f"task {spec.id!r}: a shell command runs on an executor of commands such as "
+                f"'shell', not {name!r}", spec)
 
 
 def _check_options(spec: TaskSpec, capacity: Mapping[str, float], problem: Any) -> None:
@@ -209,16 +251,6 @@ def _check_options(spec: TaskSpec, capacity: Mapping[str, float], problem: Any) 
             problem(f"task {spec.id!r}: unknown trigger_rule {trigger!r}", spec,
                     hint=f"did you mean {close!r}?" if close else
                     f"one of {', '.join(r.value for r in TriggerRule)}")
-    executor = spec.executor_name
-    if executor not in EXECUTORS:
-        close = suggest(executor, EXECUTORS)
-        problem(f"task {spec.id!r}: unknown executor {executor!r}", spec,
-                hint=f"did you mean {close!r}?" if close else f"one of {', '.join(EXECUTORS)}")
-    if executor == "shell" and not isinstance(spec.action, ShellCommand):
-        problem(f"task {spec.id!r}: executor 'shell' needs a command (cmd), not a function", spec)
-    if isinstance(spec.action, ShellCommand) and executor != "shell":
-        problem(f"task {spec.id!r}: a shell command runs on executor 'shell', not {executor!r}",
-                spec)
     env: Mapping[Any, object] = spec.env
     for key, value in env.items():
         if not isinstance(key, str) or not isinstance(value, str):
@@ -229,19 +261,34 @@ def _check_options(spec: TaskSpec, capacity: Mapping[str, float], problem: Any) 
             problem(f"task {spec.id!r}: resource {name!r} must be a number >= 0, not {amount!r}",
                     spec)
         elif name not in capacity:
-            close = suggest(name, capacity)
+            close = _resource_typo(name, capacity)
             problem(
                 f"task {spec.id!r} requests resource {name!r}, which has no capacity",
                 spec,
                 hint=f"did you mean {close!r}?" if close else
-                f"declare it, e.g. resources: {{{name}: {amount:g}}} at the top level",
+                f"declare its capacity: {_declare(name, amount)}",
             )
         elif amount > capacity[name]:
             problem(
                 f"task {spec.id!r} requests {name}={amount:g} but the capacity is "
                 f"{capacity[name]:g}, so it could never run",
                 spec,
+                hint=f"ask for less, or raise the capacity: {_declare(name, amount)}",
             )
+
+
+def _resource_typo(name: str, capacity: Mapping[str, float]) -> str | None:
+    """The resource ``name`` is most likely a misspelling of, if any. Stricter than
+    :func:`suggest`: resource names are short, and ``gpu`` is one letter from ``cpu`` without
+    being a typo of it (``cpus``, ``memory`` and ``gppu`` still are)."""
+    matches = difflib.get_close_matches(name, list(capacity), n=1, cutoff=0.8)
+    return matches[0] if matches else None
+
+
+def _declare(name: str, amount: float) -> str:
+    """How to declare a capacity, in both front ends."""
+    return (f"resources: {{{name}: {amount:g}}} at the top of the pipeline file, or "
+            f"DAG(resources={{{name!r}: {amount:g}}})")
 
 
 def _is_int(value: object) -> bool:

@@ -25,6 +25,11 @@ Policy:
   variable), and a passed parameter that the file never uses is an error. With one, the section
   declares every name: using or passing another one is an error. A parameter declared with no
   value (``target: ~``) must be passed.
+- ``call:`` targets are checked when the pipeline is read (``check_calls``): imported, so
+  that a missing module or function is a problem with file and line like any other (the
+  module's top-level code runs), or only found without running anything, or not checked.
+  Their import path — ``python_path:`` entries, relative to the file, then the file's own
+  directory — travels with each :class:`CallRef` (see :mod:`corral._imports`).
 - Top-level keys starting with ``x-`` are ignored: a place for YAML anchors to be merged
   into tasks with ``<<``, as in Compose files.
 - The set of task options comes from :data:`corral._options.TASK_OPTIONS`; this module only
@@ -34,6 +39,7 @@ Policy:
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Hashable, Iterable, Mapping
@@ -55,6 +61,8 @@ from corral._spec import CallRef, ShellCommand, TaskSpec
 __all__ = ["Pipeline", "load_pipeline", "parse_params", "parse_pipeline", "pipeline_schema"]
 
 FORMATS = ("yaml", "json")
+# How call: targets are checked: imported, found without running their code, or not at all.
+CHECK_CALLS = ("import", "find", "off")
 
 # A parameter name, and a reference to one: ``${name}``, or ``$${name}`` for the literal text.
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -71,11 +79,24 @@ class Pipeline:
     concurrency: int | None  # the file's ``concurrency``; None when it does not say
     path: str | None
     params: dict[str, str]  # effective parameters: the file's defaults, then the overrides
+    # Where call: modules are looked for, after sys.path: python_path: entries, then the
+    # file's directory (absolute).
+    python_path: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- public functions
-def load_pipeline(path: str | Path, *, params: Mapping[str, str] | None = None) -> Pipeline:
+def load_pipeline(
+    path: str | Path,
+    *,
+    params: Mapping[str, str] | None = None,
+    check_calls: str = "import",
+) -> Pipeline:
     """Read and validate a pipeline file (``.yaml``, ``.yml`` or ``.json``).
+
+    ``call:`` modules are looked for after ``sys.path`` in the file's ``python_path:`` entries
+    and in its directory. ``check_calls`` says how their targets are checked: ``"import"``
+    (the modules are imported: their top-level code runs), ``"find"`` (found without running
+    any code; functions looked for in the source) or ``"off"``.
 
     Raises :class:`PipelineError` listing every problem, each with its file and line, and
     :class:`ParameterError` for a parameter the file does not declare or one it requires.
@@ -83,7 +104,8 @@ def load_pipeline(path: str | Path, *, params: Mapping[str, str] | None = None) 
     file = Path(path)
     text = _read(file)
     fmt = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}.get(file.suffix.lower())
-    return parse_pipeline(text, file=str(file), fmt=fmt, params=params)
+    return parse_pipeline(text, file=str(file), fmt=fmt, params=params,
+                          base_dir=file.absolute().parent, check_calls=check_calls)
 
 
 def parse_pipeline(
@@ -92,19 +114,29 @@ def parse_pipeline(
     file: str = "<string>",
     fmt: str | None = None,
     params: Mapping[str, str] | None = None,
+    base_dir: str | Path | None = None,
+    check_calls: str = "import",
 ) -> Pipeline:
     """Validate a pipeline given as text; ``fmt`` is ``"yaml"``, ``"json"`` or None (guess).
 
     ``file`` names the source in problems and gives the default pipeline name; unless it is
-    a ``<placeholder>``, it is also the pipeline's ``path``.
+    a ``<placeholder>``, it is also the pipeline's ``path``. ``base_dir`` is the directory
+    the text belongs in: relative ``python_path:`` entries are relative to it, and it is
+    searched for ``call:`` modules after them. Text with no ``base_dir`` (submitted to
+    ``corral serve``) has no directory: its modules must be on ``sys.path``, and a relative
+    ``python_path:`` entry is a problem. ``check_calls`` is as for :func:`load_pipeline`.
     """
     if fmt is None:
         fmt = "json" if text.lstrip().startswith("{") else "yaml"
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)} or None, not {fmt!r}")
+    if check_calls not in CHECK_CALLS:
+        raise ValueError(f"check_calls must be one of {', '.join(CHECK_CALLS)}, "
+                         f"not {check_calls!r}")
     data, duplicates = _load(text, file, fmt)
     path = None if file.startswith("<") else file
-    return _Reader(file, dict(params or {})).read(data, duplicates, path)
+    base = None if base_dir is None else str(Path(base_dir).absolute())
+    return _Reader(file, dict(params or {}), base, check_calls).read(data, duplicates, path)
 
 
 def parse_params(pairs: Iterable[str]) -> dict[str, str]:
@@ -225,6 +257,10 @@ class _Header(_Strict):
     params: _ParamsDecl | None = Field(
         None, description="declared parameters and their defaults (null: must be passed)"
     )
+    python_path: _Names | None = Field(
+        None, description="directories searched for call: modules (after sys.path, before the "
+        "file's own directory), relative to the pipeline file",
+    )
 
 
 def _option_fields() -> dict[str, Any]:
@@ -264,9 +300,16 @@ _File = pydantic.create_model(
 class _Reader:
     """Turns loaded data into a :class:`Pipeline`, collecting every problem on the way."""
 
-    def __init__(self, file: str, passed: dict[str, str]) -> None:
+    def __init__(
+        self, file: str, passed: dict[str, str], base_dir: str | None = None,
+        check_calls: str = "import",
+    ) -> None:
         self.file = file
         self.passed = passed
+        self.base_dir = base_dir
+        self.check_calls = check_calls
+        self.import_path: tuple[str, ...] = (base_dir,) if base_dir else ()
+        self.calls: list[tuple[str, str, str | None, int | None]] = []  # for check_calls
         self.problems: list[Problem] = []
         self.params: dict[str, str | None] = dict(passed)
         self.declared: dict[str, str | None] | None = None  # None: the file has no params:
@@ -308,6 +351,7 @@ class _Reader:
                              hint=f"first defined on line {dup.first}" if dup.first else None)
             raise self.error()
         self.use_params(header, data)
+        self.import_path = self.python_path(header, data)
         defaults = self.options(getattr(header, "defaults", None), data, ("defaults",), None)
         env = {k: self.sub(v, data, ("env", k), None) for k, v in header.env.items()}
         specs = self.tasks(tasks, data, defaults, shadowed)
@@ -321,12 +365,44 @@ class _Reader:
             dag.validate()
         except ValidationError as e:
             self.problems.extend(p if p.file else replace(p, file=self.file) for p in e.problems)
+        if self.calls and self.check_calls != "off":
+            from corral._imports import check_calls
+
+            self.problems.extend(check_calls(self.calls, self.import_path,
+                                             execute=self.check_calls == "import"))
         if self.problems:
             raise self.error()
         self.check_passed()
         effective = {k: v for k, v in self.params.items() if v is not None}
         return Pipeline(name=name, dag=dag, concurrency=header.concurrency, path=path,
-                        params=effective)
+                        params=effective, python_path=self.import_path)
+
+    def python_path(self, header: _Header, top: Any) -> tuple[str, ...]:
+        """The directories searched for ``call:`` modules after ``sys.path``: each
+        ``python_path:`` entry (parameters substituted, ``~`` expanded, relative to the file),
+        then the file's directory."""
+        dirs: list[str] = []
+        for i, entry in enumerate(header.python_path or ()):
+            line = _line_of(top, ("python_path", i))
+            text = os.path.expanduser(self.sub(entry, top, ("python_path", i), None))
+            if not os.path.isabs(text):
+                if self.base_dir is None:
+                    self.problem(f"python_path entry {entry!r} is relative, and this pipeline "
+                                 "has no file to be relative to", line,
+                                 hint="use an absolute directory (a pipeline sent as text, "
+                                 "e.g. to corral serve, has no directory of its own)")
+                    continue
+                text = os.path.join(self.base_dir, text)
+            text = os.path.normpath(text)
+            if not os.path.isdir(text):
+                self.problem(f"python_path entry {entry!r} is not a directory: {text}", line,
+                             hint="entries are relative to the pipeline file's directory")
+                continue
+            if text not in dirs:
+                dirs.append(text)
+        if self.base_dir and self.base_dir not in dirs:
+            dirs.append(self.base_dir)
+        return tuple(dirs)
 
     def error(self) -> PipelineError:
         """Every problem found, in file order."""
@@ -513,7 +589,8 @@ class _Reader:
                              "'module:function'", _line_of(root, ("call",)), task=task_id,
                              hint="e.g. call: 'mypkg.jobs:compute'")
                 return None
-            return CallRef(model.call)
+            self.calls.append((task_id, model.call, self.file, _line_of(root, ("call",))))
+            return CallRef(model.call, path=self.import_path)
         self.problem(f"task {task_id!r} has neither cmd nor call", line, task=task_id,
                      hint="add cmd: '<shell command>' or call: 'module:function'")
         return None

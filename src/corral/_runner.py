@@ -21,7 +21,9 @@ deadline comes due, and :meth:`Scheduler.hung` reads the last beat then.
 
 Stopping: the first SIGINT/SIGTERM (or :meth:`Runner.cancel`) stops launching, cancels running
 attempts in their executors and records them as cancelled; the second SIGKILLs every process
-group corral started and exits at once.
+group corral started and exits at once. Signals are handled from before the run is recorded
+until its end is: one that arrives in between — while tasks start, while a listener writes to
+the store, during start-up or shut-down — makes the run ``interrupted``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import re
 import secrets
 import signal
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,12 +49,24 @@ from corral._events import RunInfo, RunListener, Transition
 from corral._graph import Graph
 from corral._result import RunResult, RunStatus, TaskResult, TaskTable
 from corral._scheduler import Scheduler
-from corral._spec import CallRef, ShellCommand, TaskRef, TaskState
-from corral.executors._base import ERROR, OK, SKIP, CompletionQueue, Executor, WatchedWork, Work
+from corral._spec import ENDS_ATTEMPT, CallRef, ShellCommand, TaskRef, TaskState
+from corral.executors._base import (
+    ERROR,
+    OK,
+    SKIP,
+    STARTED,
+    CompletionQueue,
+    Executor,
+    ExecutorSettings,
+    WatchedWork,
+    Work,
+)
+from corral.executors._registry import executor_class
 
 __all__ = ["Runner", "default_concurrency", "new_run_id"]
 
 RUNNING = TaskState.RUNNING
+SUCCEEDED = TaskState.SUCCEEDED
 
 
 def default_concurrency() -> int:
@@ -65,36 +79,18 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def _default_executor(name: str, concurrency: int, env: Mapping[str, str]) -> Executor:
-    if name == "thread":
-        from corral.executors.thread import ThreadExecutor
-
-        return ThreadExecutor(max_workers=concurrency)
-    if name == "async":
-        from corral.executors.asyncio import AsyncExecutor
-
-        return AsyncExecutor()
-    if name == "process":
-        from corral.executors.process import ProcessExecutor
-
-        return ProcessExecutor()
-    if name == "shell":
-        from corral.executors.shell import ShellExecutor
-
-        return ShellExecutor(env=env)
-    raise ValueError(f"no executor named {name!r}")
-
-
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class Runner:
     """Runs one graph once. For callers: construct, then ``await run()``; ``cancel()`` stops.
 
-    ``executors`` maps executor names to instances, overriding the defaults (a thread pool as
-    wide as ``concurrency``, one process per CPU, ...). ``done`` maps ids of tasks that already
-    succeeded (resume) to their values. ``log_dir`` is where per-attempt logs go (created only
-    if a task writes one). ``handle_signals`` installs SIGINT/SIGTERM handlers (main thread).
+    ``executors`` maps executor names to instances; a name a task uses and ``executors`` does not
+    give is made by its class's :meth:`~corral.executors.Executor.for_run` (the registry: a thread
+    pool as wide as ``concurrency``, one process per CPU, ...). ``done`` maps ids of tasks that
+    already succeeded (resume) to their values. ``log_dir`` is where per-attempt logs go (created
+    only if a task writes one). ``handle_signals`` installs SIGINT/SIGTERM handlers (main
+    thread).
     """
 
     def __init__(
@@ -127,6 +123,7 @@ class Runner:
         self._executors: dict[str, Executor] = {}
         n = len(graph)
         done = done or {}
+        self._reused = tuple(done)  # started as succeeded: a resume reuses their values
         self.scheduler = Scheduler(
             graph,
             concurrency=self.concurrency,
@@ -145,16 +142,21 @@ class Runner:
         self.end: list[float | None] = [None] * n
         self.current: list[Work | None] = [None] * n
         self.signal: int | None = None
+        self._signals_seen = 0  # SIGINT and SIGTERM received (the second one kills)
         self.error: str | None = None  # why the run itself failed (a stall), if it did
-        # The error of each failed attempt until its transition is emitted (listeners only).
+        # The error of each failed attempt until its transition is emitted (listeners only),
+        # and who ran an attempt, when its executor said (a remote worker).
         self._failures: dict[tuple[int, int], BaseException] = {}
+        self._workers: dict[tuple[int, int], str] = {}
+        # Log files are <log_dir>/<run>/<task>.<attempt>.log: the prefix, for transitions.
+        self._log_prefix = None if self.log_dir is None else f"{self.log_dir}{os.sep}"
         self._t0 = 0.0
         self._started_at = datetime.now(UTC)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: CompletionQueue | None = None
         # Per task, what to call and whether its arguments hold upstream references; both
         # found once, here, not on every dispatch.
-        self._executor_of = [s.executor_name for s in graph.specs]
+        self._executor_of = graph.executors
         self._has_refs = [
             bool(s.args or s.kwargs) and (_contains_ref(s.args) or _contains_ref(s.kwargs))
             for s in graph.specs
@@ -176,7 +178,10 @@ class Runner:
 
     # ------------------------------------------------------------------ public
     def cancel(self, sig: int | None = None) -> None:
-        """Stop the run as the first Ctrl-C would. Call it on the run loop's thread."""
+        """Stop the run as the first Ctrl-C would. Call it on the run loop's thread.
+
+        Until the run's end is recorded, the run then ends ``interrupted``, even if every task
+        had ended already (a signal during shut-down)."""
         if self.signal is None:
             self.signal = sig if sig is not None else 0
         if self._queue is not None:
@@ -210,31 +215,51 @@ class Runner:
             fail_fast=self.fail_fast,
             log_dir=str(self.log_dir) if self.log_dir else None,
             params=self.params,
+            reused=self._reused,
         )
-        for listener in self.listeners:
-            listener.run_started(info)
-        self._emit()
+        # From before the run is recorded until its end is: a signal in between interrupts
+        # the run (and is recorded so), whatever the loop was doing when it came.
         installed = self._install_signals(loop)
-        self._finished = loop.create_future()
-        if self._capturing:
-            _capture.install()  # print() of thread and async tasks goes to their logs
         try:
-            for name in sorted(set(self._executor_of)):
-                await self._start_executor(name)
-            self._queue.poke()
-            await self._finished
-        finally:
-            if self._timer is not None:
-                self._timer.cancel()
+            for listener in self.listeners:
+                listener.run_started(info)
+            self._emit()
+            self._finished = loop.create_future()
             if self._capturing:
-                _capture.uninstall()
-            self._uninstall_signals(loop, installed)
-            for executor in self._executors.values():
-                with contextlib.suppress(Exception):
-                    await executor.shutdown()
-        result = self._result()
-        for listener in self.listeners:
-            listener.run_finished(result)
+                _capture.install()  # print() of thread and async tasks goes to their logs
+            cancelled: asyncio.CancelledError | None = None
+            try:
+                for name in sorted(set(self._executor_of)):
+                    await self._start_executor(name)
+                self._queue.poke()
+                await self._finished
+            except asyncio.CancelledError as exc:
+                # Cancelled from outside (the task awaiting us, or asyncio.run's own Ctrl-C
+                # handler before ours was in place): stop as cancel() does, record the run as
+                # interrupted, then let the cancellation go on.
+                cancelled = exc
+                if self.signal is None:
+                    self.signal = 0
+                if not self._stopped:
+                    self._stopped = True
+                    self._stop(self.now())
+                if self.listeners:
+                    self._emit()
+            finally:
+                if self._timer is not None:
+                    self._timer.cancel()
+                if self._capturing:
+                    _capture.uninstall()
+                for executor in self._executors.values():
+                    with contextlib.suppress(Exception):
+                        await executor.shutdown()
+            result = self._result()
+            for listener in self.listeners:
+                listener.run_finished(result)
+        finally:
+            self._uninstall_signals(installed)
+        if cancelled is not None:
+            raise cancelled
         return result
 
     # ------------------------------------------------------------------ the loop
@@ -376,10 +401,17 @@ class Runner:
     async def _start_executor(self, name: str) -> Executor:
         executor = self._given_executors.get(name)
         if executor is None:
-            executor = _default_executor(name, self.concurrency, self.env)
+            settings = ExecutorSettings(concurrency=self.concurrency, env=self.env)
+            executor = executor_class(name).for_run(settings)
         assert self._queue is not None
         await executor.start(self._queue.put)
         self._executors[name] = executor
+        slots = executor.slots
+        if slots is not None and slots < self.concurrency:
+            # Admit no more than it runs at once: nothing waits inside it after admission.
+            self.scheduler.limit_executor(name, slots)
+        if executor.reports_start:
+            self.scheduler.defer_timers(name)
         return executor
 
     def _queue_put(self, i: int, attempt: int, status: int, payload: Any) -> None:
@@ -392,8 +424,13 @@ class Runner:
         i = work.index
         if self.current[i] is not work:
             return  # an attempt already written off (timed out or cancelled): ignore it
+        if status == STARTED:  # not an outcome: its timers start now
+            self.scheduler.started(i, work.attempt, now)
+            return
         self.current[i] = None
         self.end[i] = now
+        if work.worker is not None and self.listeners:
+            self._workers[i, work.attempt] = work.worker
         sched = self.scheduler
         if status == OK:
             self.values[i] = payload
@@ -463,44 +500,71 @@ class Runner:
             return
         now = self.now()
         ids = self.graph.ids
+        values = self.values
         failures = self._failures
+        workers = self._workers
+        logs = self._log_prefix
         make = tuple.__new__  # a run emits three per task: skip the named tuple's __new__
-        events = [make(Transition, (ids[i], state, attempt, now, None, None))
-                  for i, state, attempt in batch]
-        if failures:
+        events = []
+        for i, state, attempt in batch:
+            if state is SUCCEEDED:
+                value = values[i]
+                events.append(make(Transition, (ids[i], state, attempt, now, None, None, value,
+                                                None, None)))
+            elif state is RUNNING and logs is not None:
+                log = f"{logs}{log_name(ids[i])}.{attempt}.log"
+                events.append(make(Transition, (ids[i], state, attempt, now, None, None, None,
+                                                log, None)))
+            else:
+                events.append(make(Transition, (ids[i], state, attempt, now, None, None, None,
+                                                None, None)))
+        if failures or workers:
             for k, (i, state, attempt) in enumerate(batch):
-                if state is TaskState.FAILED or state is TaskState.RETRY_WAIT:
-                    err = failures.pop((i, attempt), None)
-                    if err is not None:
-                        events[k] = Transition(ids[i], state, attempt, now,
-                                               f"{type(err).__name__}: {err}", err)
+                if state not in ENDS_ATTEMPT:
+                    continue
+                worker = workers.pop((i, attempt), None) if workers else None
+                err = failures.pop((i, attempt), None) if failures else None
+                if err is not None or worker is not None:
+                    events[k] = events[k]._replace(
+                        error=None if err is None else f"{type(err).__name__}: {err}",
+                        exception=err, worker=worker)
         for listener in self.listeners:
             listener.transitions(events)
 
     # ------------------------------------------------------------------ signals
-    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> dict[int, Any]:
+        """Handle SIGINT and SIGTERM until :meth:`_uninstall_signals`; returns the handlers
+        they replace. Plain ``signal.signal`` handlers, not the loop's: they run even while
+        the loop is blocked (a listener writing to a slow store), so a second signal always
+        ends the process at once."""
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return []
-        installed: list[int] = []
+            return {}
+        installed: dict[int, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError):  # pragma: no cover - not Unix
-                pass
+            installed[sig] = signal.signal(sig, self._on_signal)
         return installed
 
-    def _uninstall_signals(self, loop: asyncio.AbstractEventLoop, installed: Iterable[int]) -> None:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+    def _uninstall_signals(self, installed: Mapping[int, Any]) -> None:
+        for sig, previous in installed.items():
+            signal.signal(sig, previous)
 
-    def _on_signal(self, sig: int) -> None:
-        if self.signal is not None:
+    def _on_signal(self, sig: int, frame: Any = None) -> None:
+        """A signal handler: runs in the main thread between two bytecodes, anywhere."""
+        self._signals_seen += 1
+        if self._signals_seen > 1:
             # Second signal: no more waiting. Kill every process group we started and go.
-            for executor in self._executors.values():
-                executor.kill_all_now()
+            for executor in list(self._executors.values()):
+                with contextlib.suppress(Exception):
+                    executor.kill_all_now()
             os._exit(128 + sig)
-        self.cancel(sig)
+        # The first: the run is interrupted (its result, computed after this, says so), and
+        # the loop's next turn stops it as Runner.cancel() does.
+        if self.signal is None:
+            self.signal = sig
+        queue = self._queue
+        if queue is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to stop
+                queue.poke()
 
     # ------------------------------------------------------------------ result
     def _result(self) -> RunResult:
@@ -537,8 +601,9 @@ class Runner:
         log = None
         if self.log_dir is not None and sched.attempts[i]:
             path = self.log_path(task_id, sched.attempts[i])
-            # a thread or async task that printed nothing has no log file
-            if path is not None and (self._executor_of[i] in ("shell", "process")
+            # an attempt on an executor that writes no log unless it prints may have none
+            executor = self._executors.get(self._executor_of[i])
+            if path is not None and ((executor is not None and executor.writes_logs)
                                      or path.exists()):
                 log = str(path)
         state = sched.state[i]

@@ -28,10 +28,13 @@ Policies:
 - **Order.** Ready tasks are ordered by ``priority`` (higher first), then by upward rank (the
   longest remaining path, from :func:`corral._plan.upward_ranks`; longest first), then by
   definition order. The order is fixed once, so the ready queue is a heap of integers.
-- **Admission.** A task starts only while a concurrency slot is free and its resource request
-  fits the free capacity. When a ready task does not fit, its request is *reserved*: later tasks
-  competing for the same resource may not take it first, so a large task is never starved by a
-  stream of small ones. Tasks that do not need that resource keep flowing around it.
+- **Admission.** A task starts only while a concurrency slot is free, its executor has a slot
+  free (:meth:`limit_executor`: an executor that runs fewer attempts at once than the run
+  admits, such as a process pool, declares it, so that no attempt waits inside it with its
+  timeout running) and its resource request fits the free capacity. When a ready task does
+  not fit, its request is *reserved*: later tasks competing for the same resource may not
+  take it first, so a large task is never starved by a stream of small ones. Tasks that do
+  not need that resource keep flowing around it.
 - **Timers.** A ``timeout`` puts one deadline per attempt in a heap. A ``heartbeat`` puts one
   *silence deadline* per attempt in another, at the attempt's last sign of life plus the
   heartbeat. Beats do not touch the heap: :meth:`beat` overwrites one float in
@@ -41,9 +44,13 @@ Policies:
   costs nothing. Entries of attempts that already ended are dropped when they surface.
 - **Failure.** Fail-fast stops launching at the first failure (not counting ``allow_failure``
   tasks): every task that has not started is cancelled and the running ones are handed back to
-  the driver to cancel. Keep-going runs everything that does not depend on a failure. A failed
-  ``allow_failure`` task satisfies its dependents; an ``all_done`` task runs once its
-  dependencies are final, however they ended.
+  the driver to cancel — except ``all_done`` tasks (cleanup), which are *spared*: a running
+  one goes on, and each other still runs once its own dependencies have ended (cancelled ones
+  included), with its retries; what depends on it is cancelled. Keep-going runs everything
+  that does not depend on a failure. A failed ``allow_failure`` task satisfies its
+  dependents; an ``all_done`` task runs once its dependencies are final, however they ended.
+- **Interrupt.** :meth:`stop` (Ctrl-C, a cancelled run) starts nothing new, cleanup included:
+  every task that has not started is cancelled, spared ones too.
 """
 
 from __future__ import annotations
@@ -101,7 +108,10 @@ class Scheduler:
         self.graph = graph
         self.concurrency = concurrency
         self.fail_fast = fail_fast
+        # stopping: no new work but spared all_done tasks (after a fail-fast failure or an
+        # interrupt); halted: no new work at all (after an interrupt, :meth:`stop`).
         self.stopping = False
+        self.halted = False
         self._rng = rng or random.Random()
         specs = graph.specs
         self._dependents = graph.dependents
@@ -118,6 +128,10 @@ class Scheduler:
             (s.timeout, s.heartbeat) if s.timeout is not None or s.heartbeat is not None
             else None for s in specs
         ]
+        # Timers of tasks whose executor reports when an attempt really starts: armed then, by
+        # started(), not at admission (see defer_timers); and which attempt armed them.
+        self._deferred: dict[int, tuple[float | None, float | None]] = {}
+        self._armed_attempt: dict[int, int] = {}
         # When each running attempt last showed a sign of life (only read for tasks with a
         # heartbeat). A plain list of floats: beats may come from other threads, and one
         # store is all a beat costs.
@@ -231,6 +245,43 @@ class Scheduler:
         return log
 
     # ------------------------------------------------------------------ driver events
+    def limit_executor(self, name: str, slots: int) -> None:
+        """At most ``slots`` attempts of the tasks on executor ``name`` run at once. Call it
+        before the first :meth:`admit`. A slot works as a resource each of those tasks holds
+        one of while it runs, with the same reservation against starvation."""
+        if slots < 1:
+            raise ValueError(f"executor {name!r} must have at least one slot, not {slots}")
+        if self.running:
+            raise InvalidTransition(f"limit_executor({name!r}) after tasks started: the "
+                                    "limit applies from the first admit")
+        slot = len(self.free)
+        self.resource_names.append(f"slots of executor {name!r}")
+        self.free.append(float(slots))
+        requests = self._requests
+        for i, executor in enumerate(self.graph.executors):
+            if executor == name:
+                requests[i] = (*requests[i], (slot, 1.0))
+
+    def defer_timers(self, name: str) -> None:
+        """Tasks on executor ``name`` arm their timeout and heartbeat when the executor says an
+        attempt has started (:meth:`started`: a worker took it), not at admission: time an
+        attempt waits in a remote queue is not its own. Call it before the first admit."""
+        for i, executor in enumerate(self.graph.executors):
+            timers = self._timers[i]
+            if executor == name and timers is not None:
+                self._deferred[i] = timers
+                self._timers[i] = None
+
+    def started(self, i: int, attempt: int, now: float) -> None:
+        """Attempt ``attempt`` of task ``i`` really started now; its deferred timers start.
+        Ignored for an attempt that is not the running one, or already started."""
+        timers = self._deferred.get(i)
+        if (timers is None or self.state[i] is not RUNNING or self.attempts[i] != attempt
+                or self._armed_attempt.get(i) == attempt):
+            return
+        self._armed_attempt[i] = attempt
+        self._arm(i, attempt, now, timers)
+
     def admit(self, now: float) -> list[int]:
         """Move due retries to ready, then start every ready task that fits; return them.
 
@@ -240,7 +291,7 @@ class Scheduler:
             self._release_due(now)
         ready = self._ready
         slots = self.concurrency - self.running
-        if self.stopping or slots <= 0 or not ready:
+        if self.halted or slots <= 0 or not ready:
             return []
         started: list[int] = []
         blocked: list[int] = []
@@ -308,7 +359,7 @@ class Scheduler:
         """
         if (
             retryable
-            and not self.stopping
+            and (not self.stopping or (self._all_done[i] and not self.halted))
             and self.attempts[i] < self._max_attempts[i]
         ):
             self._leave_running(i, RETRY_WAIT)
@@ -318,7 +369,7 @@ class Scheduler:
         self._leave_running(i, FAILED)
         self._resolve(i, FAILED)
         if self.fail_fast and not self._allow_failure[i] and not self.stopping:
-            return self.stop(now)
+            return self._fail_fast()
         return []
 
     def expired(self, now: float) -> list[int]:
@@ -367,15 +418,39 @@ class Scheduler:
             self.last_beat[i] = now
 
     def stop(self, now: float) -> list[int]:
-        """Stop launching: cancel every task that has not started; return the running ones,
-        which the driver must cancel and then report."""
-        self.stopping = True
+        """Stop launching anything (an interrupt): cancel every task that has not started,
+        cleanup included; return the running ones, which the driver must cancel and then
+        report."""
+        self.stopping = self.halted = True
         for i, state in enumerate(self.state):
             if state is PENDING or state is READY or state is RETRY_WAIT:
                 self._transition(i, CANCELLED)
         self._ready.clear()
         self._retries.clear()
         return [i for i, s in enumerate(self.state) if s is RUNNING]
+
+    def _fail_fast(self) -> list[int]:
+        """Stop launching after a failure: cancel every task that has not started but the
+        ``all_done`` ones, which still run once their dependencies have ended; return the
+        running tasks, which the driver must cancel and then report."""
+        self.stopping = True
+        all_done, state = self._all_done, self.state
+        cancelled = []
+        for i, s in enumerate(state):
+            if (s is PENDING or s is READY or s is RETRY_WAIT) and not all_done[i]:
+                self._transition(i, CANCELLED)
+                cancelled.append(i)
+        # The spared tasks keep their places in the ready queue and their retries.
+        by_key = self._by_key
+        self._ready = [k for k in self._ready if state[by_key[k]] is READY]
+        heapq.heapify(self._ready)
+        self._retries = [(due, i) for due, i in self._retries if state[i] is RETRY_WAIT]
+        heapq.heapify(self._retries)
+        # Cancelled dependencies have ended: that may make a spared task ready.
+        for i in cancelled:
+            self._resolve(i, CANCELLED)
+        # A cleanup already running finishes too.
+        return [i for i, s in enumerate(state) if s is RUNNING and not all_done[i]]
 
     # ------------------------------------------------------------------ internals
     def _arm(
@@ -462,7 +537,8 @@ class Scheduler:
                     continue
                 if satisfies or self._all_done[k]:
                     self._waiting[k] -= 1
-                    if self._waiting[k] == 0 and not self.stopping:
+                    # (after a stop, only spared all_done tasks are still pending)
+                    if self._waiting[k] == 0 and not self.halted:
                         self._make_ready(k)
                     continue
                 fate = UPSTREAM_FAILED if how is FAILED or how is UPSTREAM_FAILED else how

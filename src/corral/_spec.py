@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import importlib
 import inspect
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 __all__ = [
+    "ENDS_ATTEMPT",
     "CallRef",
     "Resources",
     "RetryPolicy",
@@ -61,6 +61,18 @@ _FINAL = frozenset(
         TaskState.CANCELLED,
     }
 )
+
+ENDS_ATTEMPT = frozenset(
+    {
+        TaskState.SUCCEEDED,
+        TaskState.FAILED,
+        TaskState.RETRY_WAIT,
+        TaskState.SKIPPED,
+        TaskState.CANCELLED,
+    }
+)
+"""The states a running attempt ends in: a transition into one of them from ``running`` ends
+that attempt (``cancelled`` and ``skipped`` also end tasks that never ran)."""
 
 
 class TriggerRule(enum.StrEnum):
@@ -114,20 +126,22 @@ class ShellCommand:
 
 @dataclass(frozen=True, slots=True)
 class CallRef:
-    """A ``module:function`` reference, imported when the task runs (or is validated)."""
+    """A ``module:function`` reference, imported when the task runs (or is validated).
+
+    ``path`` lists directories appended to ``sys.path`` before the import: a pipeline's
+    ``python_path:`` entries and its own directory (see :mod:`corral._imports`). It is where
+    to look, not what the task does: equality and fingerprints ignore it, so a pipeline moved
+    to another directory is the same pipeline.
+    """
 
     target: str
+    path: tuple[str, ...] = field(default=(), compare=False)
 
     def resolve(self) -> Callable[..., Any]:
-        module_name, _, attr = self.target.partition(":")
-        if not module_name or not attr:
-            raise ValueError(f"call {self.target!r} is not of the form 'module:function'")
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        if not callable(obj):
-            raise TypeError(f"call {self.target!r} names {type(obj).__name__}, not a function")
-        return obj  # type: ignore[no-any-return]
+        """The function; raises :class:`~corral._errors.CallNotFound` when it cannot be found."""
+        from corral._imports import resolve_call
+
+        return resolve_call(self.target, self.path)
 
     def __str__(self) -> str:
         return self.target

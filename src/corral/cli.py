@@ -156,6 +156,24 @@ class CorralGroup(click.Group):
         self.add_command(command, cmd_name)
         return command
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the command line. From here until a run takes the signals over (and again
+        after it), SIGINT and SIGTERM end corral with exactly 130 and 143, wherever they land
+        (click alone turns a Ctrl-C before a command runs into "Aborted!" and exit 1, and
+        SIGTERM would kill the process outright)."""
+        import signal
+        import threading
+
+        installed: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                installed[sig] = signal.signal(sig, _exit_on_signal)
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            for number, previous in installed.items():
+                signal.signal(number, previous)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -169,6 +187,13 @@ class CorralGroup(click.Group):
             # Ctrl-C outside a run (a run handles its own signals and exits 130 itself).
             click.echo("interrupted", err=True)
             raise click.exceptions.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def _exit_on_signal(sig: int, frame: Any) -> NoReturn:
+    """SIGINT or SIGTERM outside a run: nothing is running, nothing is half-recorded (a run's
+    end is recorded before it gives the signals back), so exit at once with 128 + N."""
+    sys.stderr.write("corral: interrupted\n")
+    raise SystemExit(128 + sig)
 
 
 def _epilog() -> str:
@@ -234,6 +259,36 @@ def _only_option(f: F) -> F:
         show_envvar=True,
         help="Keep only this task and everything it depends on (repeatable).",
     )(f)
+
+
+def _path_option(f: F) -> F:
+    return click.option(
+        "--path",
+        "paths",
+        multiple=True,
+        type=click.Path(exists=True, file_okay=False),
+        metavar="DIR",
+        envvar="CORRAL_PATH",
+        show_envvar=True,
+        help="Also look for call: modules in DIR, after sys.path and before the pipeline's "
+        "python_path: and directory (repeatable; in the variable, separate with ':').",
+    )(f)
+
+
+def _no_import_option(f: F) -> F:
+    return click.option(
+        "--no-import",
+        is_flag=True,
+        envvar="CORRAL_NO_IMPORT",
+        show_envvar=True,
+        help="Check call: targets without importing their modules (no module code runs: the "
+        "module is found, the function looked for in its source).",
+    )(f)
+
+
+def import_options(f: F) -> F:
+    """``--path`` and ``--no-import``, for every command that loads a pipeline."""
+    return _path_option(_no_import_option(f))
 
 
 store_option = click.option(
@@ -302,11 +357,28 @@ def open_run_store(url: str | None, *, create: bool) -> Store | None:
         raise UserError(f"--store: {exc}") from None
 
 
-def _load(file: str, pairs: tuple[str, ...]) -> Pipeline:
-    """The pipeline in ``file`` with parameters ``pairs``; raises a ValueError-kind error."""
+def load(
+    file: str,
+    pairs: tuple[str, ...],
+    *,
+    paths: tuple[str, ...] = (),
+    no_import: bool = False,
+    as_json: bool = False,
+) -> Pipeline:
+    """The pipeline in ``file`` with parameters ``pairs``; raises a ValueError-kind error.
+
+    ``paths`` (``--path``) are appended to ``sys.path`` first. Checking ``call:`` targets
+    imports their modules unless ``no_import``; under ``as_json`` what those modules print
+    goes to stderr, so that stdout stays one JSON document.
+    """
+    from corral._imports import add_to_sys_path
     from corral._pipeline import load_pipeline, parse_params
 
-    return load_pipeline(file, params=parse_params(pairs))
+    add_to_sys_path(paths)
+    params = parse_params(pairs)
+    check = "find" if no_import else "import"
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        return load_pipeline(file, params=params, check_calls=check)
 
 
 def _emit_json(data: Any) -> None:
@@ -324,12 +396,20 @@ def _n_edges(graph: Graph) -> int:
 @_file_argument
 @_params_option
 @_json_option
-def validate(file: str, params: tuple[str, ...], as_json: bool) -> None:
-    """Check a pipeline file; list every problem, each with its file and line."""
+@import_options
+def validate(
+    file: str, params: tuple[str, ...], as_json: bool, paths: tuple[str, ...], no_import: bool
+) -> None:
+    """Check a pipeline file; list every problem, each with its file and line.
+
+    Each call: target is imported to check that its module and function exist, which runs
+    the module's top-level code (as a run would); --no-import only finds them.
+    """
     problems: list[Problem] = []
     graph = None
     try:
-        graph = _load(file, params).dag.validate()
+        pipeline = load(file, params, paths=paths, no_import=no_import, as_json=as_json)
+        graph = pipeline.dag.validate()
     except ValidationError as exc:
         problems = list(exc.problems)
     except ParameterError as exc:
@@ -363,6 +443,7 @@ def validate(file: str, params: tuple[str, ...], as_json: bool) -> None:
 @_json_option
 @store_option
 @no_store_option
+@import_options
 def plan(
     file: str,
     workers: int | None,
@@ -371,6 +452,8 @@ def plan(
     as_json: bool,
     store_url: str | None,
     no_store: bool,
+    paths: tuple[str, ...],
+    no_import: bool,
 ) -> None:
     """Show levels, width, critical path, total work and the makespan lower bound.
 
@@ -381,7 +464,7 @@ def plan(
     from corral._plan import make_plan
     from corral._runner import default_concurrency
 
-    pipeline = _load(file, params)
+    pipeline = load(file, params, paths=paths, no_import=no_import, as_json=as_json)
     graph = pipeline.dag.validate(only=only or None)
     # The workers the run would get: the option, else the file's concurrency, else one per CPU.
     n = workers or pipeline.concurrency or default_concurrency()
@@ -444,13 +527,21 @@ def _history(store_url: str | None, graph: Graph) -> dict[str, float]:
 )
 @_only_option
 @_params_option
+@import_options
 def graph(
-    file: str, fmt: str, output: str | None, only: tuple[str, ...], params: tuple[str, ...]
+    file: str,
+    fmt: str,
+    output: str | None,
+    only: tuple[str, ...],
+    params: tuple[str, ...],
+    paths: tuple[str, ...],
+    no_import: bool,
 ) -> None:
     """Export the task graph as Mermaid or Graphviz DOT (edges: dependency -> dependent)."""
     from corral._export import export
 
-    dag_graph = _load(file, params).dag.validate(only=only or None)
+    pipeline = load(file, params, paths=paths, no_import=no_import, as_json=output is None)
+    dag_graph = pipeline.dag.validate(only=only or None)
     text = export(dag_graph, "dot" if fmt == "dot" else "mermaid")
     if output is None:
         click.echo(text, nl=False)
@@ -475,12 +566,10 @@ def schema() -> None:
 
 # ---------------------------------------------------------------------- run
 
-# How long a run's lease lasts when nobody renews it: after a crash seen from another host, a
-# resume waits at most this long (on the same host a dead process is seen at once, see
-# corral.store._owner). The recorder renews it six times per lease, so a busy writer missing
-# a few heartbeats is never taken for dead.
+# How long a run's lease lasts when nobody renews it (corral._launch.DEFAULT_LEASE_S): after a
+# crash seen from another host, a resume waits at most this long (on the same host a dead
+# process is seen at once, see corral.store._owner).
 DEFAULT_LEASE = "30s"
-_HEARTBEATS_PER_LEASE = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,6 +585,8 @@ class RunOptions:
     store_url: str | None
     no_store: bool
     lease: float
+    paths: tuple[str, ...]
+    no_import: bool
 
     def width(self, pipeline: Pipeline) -> int:
         """Tasks at once. Precedence: --concurrency > CORRAL_CONCURRENCY (both via click) >
@@ -503,6 +594,12 @@ class RunOptions:
         from corral._runner import default_concurrency
 
         return self.concurrency or pipeline.concurrency or default_concurrency()
+
+    def load(self, file: str, params: dict[str, str] | None = None) -> Pipeline:
+        """The pipeline in ``file`` as these options say (``params`` come before ``-p``)."""
+        pairs = tuple(f"{k}={v}" for k, v in (params or {}).items()) + self.params
+        return load(file, pairs, paths=self.paths, no_import=self.no_import,
+                    as_json=self.as_json)
 
 
 _RUN_OPTIONS: list[Callable[[Any], Any]] = [
@@ -552,6 +649,8 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
         "others cannot check it (another host), they wait this long to resume it. On its own "
         "host a dead run is resumed at once. Does not shorten the wait for a run being resumed.",
     ),
+    _path_option,
+    _no_import_option,
 ]
 
 
@@ -588,7 +687,7 @@ def run(file: str, only: tuple[str, ...], resume: bool, opts: RunOptions) -> Non
     Every run is recorded in the store (see --store), so that `corral show`, `corral logs`
     and `corral resume` can find it by the run id printed at the start and in the summary.
     """
-    pipeline = _load(file, opts.params)
+    pipeline = opts.load(file)
     if resume:
         from corral._cli_history import resume_run
 
@@ -689,35 +788,29 @@ def execute(
 
     from corral._display import LinePrinter, LiveView, render_summary
     from corral._events import RunListener
-    from corral._plan import durations_of, make_plan, upward_ranks
-    from corral.store._resume import recorded_runner
+    from corral._launch import LaunchOptions, launch
+    from corral._plan import make_plan
 
     width = opts.width(pipeline)
-    # The median of each task's earlier successful attempts, for tasks without `estimate`:
-    # it ranks the critical path (longest tail first) and sets the live view's first ETA.
-    history = store.task_durations(dag_graph.name, dag_graph.ids) if store is not None else {}
     console = Console(highlight=False)
     live = not opts.as_json and console.is_terminal
     listeners: list[RunListener] = []
     if not opts.as_json and not live:
         listeners.append(LinePrinter(sys.stdout))
-    runner, recorder = recorded_runner(
-        resume or dag_graph,
-        store,
-        listeners=listeners,
-        recording={
-            "source_path": os.path.abspath(pipeline.path) if pipeline.path else None,
-            "heartbeat": opts.lease / _HEARTBEATS_PER_LEASE,
-            "lease": opts.lease,
-        },
+    started = launch(resume or dag_graph, store, listeners=listeners, options=LaunchOptions(
         concurrency=width,
         fail_fast=opts.fail_fast,
         log_dir=opts.log_dir,
         env=pipeline.dag.env,
-        ranks=upward_ranks(dag_graph, durations_of(dag_graph, history)) if history else None,
-        handle_signals=True,
         params=pipeline.params,
-    )
+        handle_signals=True,
+        source_path=os.path.abspath(pipeline.path) if pipeline.path else None,
+        lease_s=opts.lease,
+    ))
+    runner, recorder = started.runner, started.recorder
+    # The median of each task's earlier successful attempts, for tasks without `estimate`,
+    # ranked the critical path (longest tail first); it also sets the live view's first ETA.
+    history = started.history
     reused = resume.plan.reuse if resume is not None else {}
     store_failed: list[BrokenStore] = []
 
@@ -782,7 +875,12 @@ def execute(
             click.echo(
                 f"to finish it, re-running only what did not succeed: corral resume {result.run_id}"
             )
-    raise click.exceptions.Exit(exit_code_for(result))
+    code = exit_code_for(result)
+    if runner.signal and not result.signal:
+        # The signal came as the run's end was being recorded: the run ended as recorded,
+        # and corral still exits as a process stopped by that signal.
+        code = 128 + runner.signal
+    raise click.exceptions.Exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m corral.cli`

@@ -33,14 +33,25 @@ def cli_env(tmp_path: Path, extra: Mapping[str, str] | None = None) -> dict[str,
     }
     # Wide enough that summary tables do not wrap the words a test looks for.
     env["COLUMNS"] = "200"
-    # Python tasks (call: module:function) import modules written next to the pipeline.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path), env.get("PYTHONPATH")) if p)
+    # No PYTHONPATH: a `call:` finds the modules next to its pipeline as it does for a user,
+    # not because the test put them on the path (which once hid that it did not).
+    env.pop("PYTHONPATH", None)
     env.update(extra or {})
     return env
 
 
+def corral_script() -> str:
+    """The ``corral`` console script of this interpreter's environment: the command a user
+    types (not ``python -m corral``, which puts the working directory on the import path)."""
+    script = Path(sys.executable).parent / "corral"
+    if not script.exists():  # pragma: no cover - an environment without the script
+        raise RuntimeError(f"no corral console script next to {sys.executable}: "
+                           "pip install -e . in this environment")
+    return str(script)
+
+
 def corral_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "corral", *args]
+    return [corral_script(), *args]
 
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
@@ -48,14 +59,17 @@ RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture
 def corral(tmp_path: Path) -> RunCli:
-    """Run ``corral ARGS...`` in ``tmp_path``; returns the completed process (text mode)."""
+    """Run ``corral ARGS...`` in ``tmp_path`` (or ``cwd=``); returns the completed process."""
 
     def run(
-        *args: str, env: Mapping[str, str] | None = None, timeout: float = HANG_GUARD_S
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = HANG_GUARD_S,
+        cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             corral_argv(*args),
-            cwd=tmp_path,
+            cwd=cwd or tmp_path,
             env=cli_env(tmp_path, env),
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -73,6 +87,7 @@ def write(tmp_path: Path) -> Callable[..., Path]:
 
     def write_file(name: str, text: str) -> Path:
         path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
         return path
 
@@ -85,11 +100,11 @@ def corral_popen(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]
     reaches only it), without waiting. Whatever is still running at teardown is killed."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(*args: str) -> subprocess.Popen[str]:
+    def start(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
             corral_argv(*args),
             cwd=tmp_path,
-            env=cli_env(tmp_path),
+            env=cli_env(tmp_path, env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

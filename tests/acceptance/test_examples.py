@@ -10,13 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.acceptance.conftest import corral_script
 
 ROOT = Path(__file__).resolve().parents[2]
 GUARD = 300  # seconds: a hang guard, never an assertion
 
 
 def run(args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    # As a user runs them: the installed console script and interpreter, no PYTHONPATH.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("CORRAL_")}
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=GUARD, check=False)
 
@@ -24,7 +26,7 @@ def run(args, cwd):
 @pytest.mark.slow
 def test_ci_pipeline_runs_green(tmp_path):
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    proc = run([sys.executable, "-m", "corral", "run", "examples/ci.yml", "--json",
+    proc = run([corral_script(), "run", "examples/ci.yml", "--json",
                 "--no-store", "-p", "version=9.9"], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)
@@ -36,7 +38,7 @@ def test_ci_pipeline_runs_green(tmp_path):
 
 def test_example_pipelines_validate(tmp_path):
     for name in ("ci.yml", "resume_demo.yml"):
-        proc = run([sys.executable, "-m", "corral", "validate", str(ROOT / "examples" / name)],
+        proc = run([corral_script(), "validate", str(ROOT / "examples" / name)],
                    tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
 

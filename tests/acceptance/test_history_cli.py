@@ -98,11 +98,15 @@ tasks:
     retries: 1
     depends_on: [shell]
   py: {call: "jobs:answer", depends_on: [shell]}
+  talk: {call: "jobs:talk", depends_on: [shell]}
 """
 
 JOBS = """
 def answer():
     return 42
+
+def talk():
+    print("said by a thread task")
 """
 
 
@@ -130,13 +134,14 @@ def test_run_is_recorded_then_listed_shown_and_its_logs_printed(corral, write, s
         "shell": "succeeded",
         "flaky": "succeeded",
         "py": "succeeded",
+        "talk": "succeeded",
     }
     assert [a["state"] for a in details["tasks"]["flaky"]["attempts"]] == [
         "retry_wait",
         "succeeded",
     ]
     assert details["critical_path"][0] == "shell"
-    assert details["critical_path"][-1] in {"flaky", "py"}
+    assert details["critical_path"][-1] in {"flaky", "py", "talk"}
     text = corral("show", run_id, *store_args)
     assert text.returncode == 0, out(text)
     assert "critical path: shell →" in text.stdout
@@ -148,8 +153,14 @@ def test_run_is_recorded_then_listed_shown_and_its_logs_printed(corral, write, s
     last = corral("logs", run_id, "flaky", *store_args)
     assert last.stdout == "attempt-output-x\n", out(last)
 
+    # Thread tasks log what they print too; one that printed nothing says so.
+    talked = corral("logs", run_id, "talk", *store_args)
+    assert (talked.returncode, talked.stdout) == (0, "said by a thread task\n"), out(talked)
+    silent = corral("logs", run_id, "py", *store_args)
+    assert (silent.returncode, silent.stdout) == (0, ""), out(silent)
+    assert "attempt 1 of task 'py' wrote no output" in silent.stderr
+
     for args, message in [
-        (("py",), "has no log file"),  # a Python task in the thread executor
         (("flaky", "--attempt", "3"), "attempts 1 to 2, not 3"),
         (("nope",), "has no task 'nope'"),
     ]:
@@ -480,3 +491,17 @@ def test_resume_takes_the_same_options_as_run(corral, write, tmp_path):
     assert nothing.returncode == 0, out(nothing)
     assert "no unfinished run of changing" in nothing.stderr
     assert corral("resume", run_id, "--no-store").returncode == ExitCode.INVALID
+
+
+def test_runs_prints_a_header_row_over_aligned_columns(corral, write):
+    write("p.yaml", "name: headed\ntasks:\n  a: {cmd: 'true'}\n")
+    assert corral("run", "p.yaml").returncode == 0
+    proc = corral("runs")
+    assert proc.returncode == 0, out(proc)
+    header, row = proc.stdout.splitlines()
+    assert header.split() == ["RUN", "PIPELINE", "STATUS", "STARTED", "DURATION"]
+    # Each heading starts where its column does.
+    for heading, value in [("PIPELINE", "headed"), ("STATUS", "succeeded")]:
+        assert header.index(heading) == row.index(value), proc.stdout
+    assert header.rstrip().endswith("DURATION")
+    assert len(header.rstrip()) == len(row.rstrip())  # the duration is right-aligned under it

@@ -1,5 +1,7 @@
 """A corral killed with SIGKILL takes its running commands with it (the reaper), so that a
-resume never runs a task beside the orphan of the run it resumes."""
+resume never runs a task beside the orphan of the run it resumes. On a busy machine (two
+spinning processes), where a kill used to land between a command's start and its registration
+with the reaper, and leave it running."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+from tests.helpers.processes import busy_machine
 from tests.helpers.waiting import HANG_GUARD_S, wait_for
 
 LONG = """
@@ -17,6 +21,12 @@ tasks:
       sleep 300 & echo $! > child.tmp; mv child.tmp child.pid;
       echo $$ > shell.tmp; mv shell.tmp shell.pid; wait
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def busy():
+    with busy_machine(2):
+        yield
 
 
 def alive(pid: int) -> bool:
@@ -33,7 +43,9 @@ def pids(tmp_path: Path) -> list[int]:
     return [int(f.read_text()) for f in files] if all(f.exists() for f in files) else []
 
 
-def test_a_killed_corral_takes_its_running_commands_with_it(corral_popen, write, tmp_path):
+@pytest.mark.parametrize("attempt", [1, 2, 3])
+def test_a_killed_corral_takes_its_running_commands_with_it(corral_popen, write, tmp_path,
+                                                             attempt):
     write("long.yaml", LONG)
     proc = corral_popen("run", "long.yaml", "--no-store")
     wait_for(lambda: pids(tmp_path) or proc.poll() is not None, "the command to start")

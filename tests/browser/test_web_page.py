@@ -201,3 +201,42 @@ def test_a_thousand_task_dag_stays_responsive(page: Any, server_url: str) -> Non
     assert worst < 2000, worst
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web-page-1000-tasks.png"))
+
+
+def test_the_api_docs_render_every_operation_without_a_cdn(browser: Any, server_url: str) -> None:
+    # /docs must render the OpenAPI 3.1 document (an old Swagger UI says "Unable to render
+    # this definition"), from assets this server serves: every other host is blocked.
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    foreign: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+
+    def only_this_server(route: Any) -> None:
+        if route.request.url.startswith(server_url):
+            route.continue_()
+        else:
+            foreign.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    page.set_default_timeout(HANG_GUARD_S * 1000)
+    try:
+        page.goto(f"{server_url}/docs")
+        page.wait_for_selector(".opblock")
+        assert "Unable to render this definition" not in page.inner_text("body")
+        assert page.inner_text(".info .title").startswith("corral")
+        paths = page.locator(".opblock .opblock-summary-path").all_inner_texts()
+        openapi = httpx.get(f"{server_url}/openapi.json", timeout=HANG_GUARD_S).json()
+        assert openapi["openapi"].startswith("3.1")
+        expected = {path for path, ops in openapi["paths"].items() for _ in ops}
+        shown = {p.replace("\u200b", "") for p in paths}
+        assert shown == expected
+        assert len(paths) == sum(len(ops) for ops in openapi["paths"].values())
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "api-docs.png"))
+    finally:
+        context.close()
+    assert foreign == []
+    assert errors == [], f"errors on the docs page: {errors}"

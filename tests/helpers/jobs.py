@@ -11,3 +11,9 @@ def compute(n: int, *, scale: int = 1) -> int:
 def echo(*args: object, **kwargs: object) -> tuple[tuple[object, ...], dict[str, object]]:
     """Its arguments, as they arrived."""
     return args, kwargs
+
+
+def say(text: str) -> str:
+    """Print ``text`` (to the task's log) and return it."""
+    print(text)
+    return text

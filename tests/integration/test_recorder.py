@@ -141,6 +141,39 @@ def test_every_transition_is_stored_with_values_errors_and_timings(open_test_sto
     assert recorder.error is None
 
 
+def test_every_attempt_of_an_in_process_task_records_its_log_path(open_test_store, tmp_path):
+    # A thread task that prints has a log; one that finished before the recorder saw it start
+    # (the usual case: the batch is delivered after the attempt ended) must record it too.
+    store = open_test_store()
+    dag = corral.DAG("printing")
+    tries = []
+
+    @dag.task(retries=1, retry_delay=0)
+    def chatty():
+        tries.append(1)
+        print(f"attempt {len(tries)} speaking")
+        if len(tries) == 1:
+            raise ValueError("again")
+
+    @dag.task
+    async def quiet():
+        return 1
+
+    chatty()
+    quiet()
+    result, _, _ = run(dag.validate(), store, log_dir=tmp_path / "logs")
+    assert result.ok
+    started = {(t.task_id, t.attempt): t.log_path
+               for t in store.load_run(result.run_id).transitions if t.state is S.RUNNING}
+    assert set(started) == {("chatty", 1), ("chatty", 2), ("quiet", 1)}
+    for n in (1, 2):
+        path = started["chatty", n]
+        assert path is not None
+        assert Path(path).read_text() == f"attempt {n} speaking\n"
+    assert started["quiet", 1] is not None  # where its log would be; it wrote none
+    assert not Path(started["quiet", 1]).exists()
+
+
 def test_many_transitions_are_group_committed(open_test_store):
     store = open_test_store()
     dag = corral.DAG("wide")

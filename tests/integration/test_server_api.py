@@ -203,8 +203,11 @@ def test_page_docs_and_openapi_are_served(anon: httpx.Client) -> None:
     assert anon.get("/static/app.js").status_code == 200
     docs = anon.get("/docs")
     assert docs.status_code == 200
-    assert "/docs-assets/swagger-ui-bundle.js" in docs.text  # vendored: no CDN
-    assert anon.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert "/static/swagger-ui/swagger-ui-bundle.js" in docs.text  # vendored: no CDN
+    assert "https://" not in docs.text
+    assert "script-src 'self'" in docs.headers["content-security-policy"]
+    for asset in ("swagger-ui/swagger-ui-bundle.js", "swagger-ui/swagger-ui.css", "docs.js"):
+        assert anon.get(f"/static/{asset}").status_code == 200
     spec = anon.get("/openapi.json").json()
     paths = set(spec["paths"])
     for path in ("/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/cancel",
@@ -231,6 +234,7 @@ tasks:
     executor: process
     depends_on: [fetch]
   report: {{cmd: "echo ${{who}} done", depends_on: [count, in_process]}}
+  speak: {{call: tests.helpers.jobs:say, args: ["said on a thread"], depends_on: [fetch]}}
 """
 
 
@@ -254,10 +258,10 @@ def test_run_lifecycle(tmp_path: Path, store_url: str, keys: dict[str, Any]) -> 
 
         doc = wait_done(client, run_id)
         assert doc["status"] == "succeeded", doc
-        assert states(doc) == dict.fromkeys(("fetch", "count", "in_process", "report"),
-                                             "succeeded")
+        assert states(doc) == dict.fromkeys(("fetch", "count", "in_process", "report",
+                                              "speak"), "succeeded")
         assert doc["params"] == {"who": "ops"}
-        assert doc["counts"] == {"succeeded": 4}
+        assert doc["counts"] == {"succeeded": 5}
         assert doc["critical_path"][0] == "fetch"
         assert doc["critical_path"][-1] == "report"
         tasks = {t["id"]: t for t in doc["tasks"]}
@@ -279,7 +283,10 @@ def test_run_lifecycle(tmp_path: Path, store_url: str, keys: dict[str, Any]) -> 
         assert "fetched" in fetched["text"]
         assert "to-stderr" in fetched["text"]
         python_task = client.get(f"/api/v1/runs/{run_id}/tasks/count/log").json()
-        assert python_task["has_log"] is False
+        assert python_task["has_log"] is False  # a thread task that printed nothing
+        spoke = client.get(f"/api/v1/runs/{run_id}/tasks/speak/log").json()
+        assert spoke["has_log"] is True  # one that printed has its log
+        assert spoke["text"] == "said on a thread\n"
 
         listed = client.get("/api/v1/runs", params={"pipeline": f"lifecycle-{tag}"}).json()
         assert [r["run_id"] for r in listed["runs"]] == [run_id]
@@ -293,6 +300,16 @@ def test_run_lifecycle(tmp_path: Path, store_url: str, keys: dict[str, Any]) -> 
         assert [int(e["id"]) for e in transitions] == list(range(1, doc["last_event_id"] + 1))
         assert events[-1]["event"] == "end"
         assert events[-1]["data"]["status"] == "succeeded"
+        # A replayed end carries what the live one did: the counts and the critical path.
+        with client.stream("GET", f"/api/v1/runs/{run_id}/events",
+                           params={"after": 3}) as stream:
+            replayed = sse_events(stream.iter_lines())
+        for end in (events[-1], replayed[-1]):
+            assert end["event"] == "end"
+            assert end["data"]["counts"] == {"succeeded": 5}
+            assert end["data"]["critical_path"] == doc["critical_path"]
+            assert end["data"]["duration_s"] is not None
+            assert end["data"]["finished_at"] == doc["finished_at"]
 
 
 # ---------------------------------------------------------------------------- runs API
@@ -485,6 +502,34 @@ def test_validate(operator: httpx.Client) -> None:
     assert problem["file"] == "mine.yaml"
     assert problem["line"] == 2
     assert "bb" in problem["message"]
+
+
+def test_call_targets_are_found_by_validate_and_imported_by_runs(
+        operator: httpx.Client, tmp_path: Path) -> None:
+    # A module that says when it is imported: /validate (open to viewers) only finds it.
+    name = f"srv_{secrets.token_hex(4)}"
+    (tmp_path / f"{name}.py").write_text(
+        f"open({str(tmp_path / 'imported')!r}, 'w').close()\n\ndef fetch():\n    return 1\n")
+    text = (f"python_path: [{tmp_path}]\ntasks:\n  a: {{call: '{name}:fetch'}}\n"
+            f"  b: {{call: '{name}:fech'}}\n")
+    doc = operator.post("/api/v1/validate", json={"pipeline": text, "file": "s.yaml"}).json()
+    assert doc["valid"] is False
+    (problem,) = doc["problems"]
+    assert (problem["line"], problem["task"]) == (4, "b")
+    assert f"call '{name}:fech'" in problem["message"]
+    assert problem["hint"] == "did you mean 'fetch'?"
+    assert not (tmp_path / "imported").exists()
+    # Submitting imports it: the same problem, a 422, and nothing runs.
+    error = assert_error(operator.post("/api/v1/runs", json={"pipeline": text}), 422,
+                         "invalid_pipeline")
+    assert [p["task"] for p in error["problems"]] == ["b"]
+    assert (tmp_path / "imported").exists()
+    # Text has no directory of its own: a relative python_path entry is a problem.
+    relative = operator.post("/api/v1/validate", json={
+        "pipeline": "python_path: [src]\ntasks:\n  a: {cmd: 'true'}\n"}).json()
+    (problem,) = relative["problems"]
+    assert problem["line"] == 1
+    assert "is relative" in problem["message"]
 
 
 # ---------------------------------------------------------------------------- errors
@@ -846,6 +891,13 @@ def test_token_create_static_appends_a_hash(tmp_path: Path) -> None:
     assert value.startswith("corral_")
     assert value not in file.read_text()
     assert load_api_tokens(file)[hash_token(value)][1] == "deploy"
+    assert f"added an admin token for deploy to {file}" in result.stderr
+    operator = CliRunner().invoke(token, ["create", "--static", "--role", "operator",
+                                          "--api-tokens-file", str(file)])
+    assert "added an operator token" in operator.stderr
+    viewer = CliRunner().invoke(token, ["create", "--static", "--role", "viewer",
+                                        "--api-tokens-file", str(file)])
+    assert "added a viewer token" in viewer.stderr
 
 
 def test_serve_help_shows_an_env_var_for_every_option() -> None:
@@ -908,3 +960,20 @@ def test_serve_without_auth_binds_loopback_and_warns(tmp_path: Path) -> None:
             _, err = proc.communicate()
     assert "AUTH IS OFF" in err
     assert "--host 0.0.0.0 ignored" in err
+
+
+@pytest.mark.parametrize(("args", "command"), [(["serve"], "serve"),
+                                               (["token", "create"], "token")])
+def test_a_missing_server_extra_is_named_for_the_command_run(
+        monkeypatch: pytest.MonkeyPatch, args: list[str], command: str) -> None:
+    from click.testing import CliRunner
+
+    from corral.cli import main
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if it were not installed
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert f"corral {command} needs the server extra: pip install 'corral[server]'" in \
+        result.output
+    assert "fastapi is missing" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

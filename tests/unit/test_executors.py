@@ -1,6 +1,6 @@
-"""One conformance suite for every executor, generated per implementation, plus each one's own
-promises (crash isolation, process-group kills, abandoned threads). Real threads, processes and
-subprocesses throughout; timeouts here are hang guards, never assertions."""
+"""Each built-in executor's own promises beyond the conformance suite (tests/conformance):
+crash isolation, process-group kills, abandoned threads, log routing. Real threads, processes
+and subprocesses throughout; timeouts here are hang guards, never assertions."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from corral import DAG, Skip, TaskState
+from corral import DAG, TaskState
 from corral._errors import CommandFailed, TaskTimeout, WorkerCrashed
 
 S = TaskState
@@ -25,134 +25,8 @@ def run(dag, **kw):
     return dag.run(**kw)
 
 
-# --------------------------------------------------------------------- conformance suite
-# Each executor gets the same behaviours: success with a value, failure with the original
-# exception type, skip, timeout, retry then success.
-
 def _ok(x):
     return x * 2
-
-
-async def _ok_async(x):
-    await asyncio.sleep(0)
-    return x * 2
-
-
-def _boom():
-    raise KeyError("boom")
-
-
-async def _boom_async():
-    raise KeyError("boom")
-
-
-def _skip():
-    raise Skip()
-
-
-async def _skip_async():
-    raise Skip()
-
-
-def _slow():
-    time.sleep(30)
-
-
-async def _slow_async():
-    await asyncio.sleep(30)
-
-
-def _flaky(path):
-    p = Path(path)
-    n = int(p.read_text()) if p.exists() else 0
-    p.write_text(str(n + 1))
-    if n < 2:
-        raise RuntimeError(f"attempt {n + 1} fails")
-    return n + 1
-
-
-async def _flaky_async(path):
-    return _flaky(path)
-
-
-FUNCTIONS = {
-    "thread": (_ok, _boom, _skip, _slow, _flaky),
-    "process": (_ok, _boom, _skip, _slow, _flaky),
-    "async": (_ok_async, _boom_async, _skip_async, _slow_async, _flaky_async),
-}
-
-
-@pytest.fixture(params=sorted(FUNCTIONS))
-def executor(request):
-    return request.param
-
-
-def test_success_returns_the_value(executor, tmp_path):
-    ok = FUNCTIONS[executor][0]
-    dag = DAG()
-    dag.add(ok, 21, id="t", options={"executor": executor})
-    result = run(dag, log_dir=tmp_path)
-    assert result.ok
-    assert result["t"].value == 42
-    assert result["t"].attempts == 1
-
-
-def test_failure_keeps_the_original_exception_type(executor, tmp_path):
-    boom = FUNCTIONS[executor][1]
-    dag = DAG()
-    dag.add(boom, id="t", options={"executor": executor})
-    result = run(dag, log_dir=tmp_path)
-    assert result["t"].state is S.FAILED
-    assert isinstance(result["t"].error, KeyError)
-    if executor == "process":
-        assert "_boom" in str(result["t"].error.__cause__)  # the worker's traceback
-
-
-def test_skip_ends_skipped(executor, tmp_path):
-    skip = FUNCTIONS[executor][2]
-    dag = DAG()
-    t = dag.add(skip, id="t", options={"executor": executor})
-    dag.add(_ok, 1, id="after").after(t)
-    result = run(dag, log_dir=tmp_path)
-    assert result["t"].state is S.SKIPPED
-    assert result["after"].state is S.SKIPPED
-    assert result.ok
-
-
-def test_timeout_fails_the_attempt_and_the_run_goes_on(executor, tmp_path):
-    slow = FUNCTIONS[executor][3]
-    dag = DAG()
-    dag.add(slow, id="slow", options={"executor": executor, "timeout": 0.3})
-    dag.add(_ok, 1, id="other")
-    start = time.monotonic()
-    result = run(dag, log_dir=tmp_path, fail_fast=False)
-    assert time.monotonic() - start < GUARD
-    assert result["slow"].state is S.FAILED
-    assert isinstance(result["slow"].error, TaskTimeout)
-    assert result["other"].state is S.SUCCEEDED
-
-
-def test_retries_until_success(executor, tmp_path):
-    flaky = FUNCTIONS[executor][4]
-    counter = tmp_path / "count"
-    dag = DAG()
-    dag.add(flaky, str(counter), id="t",
-            options={"executor": executor, "retries": 3, "retry_delay": 0.01})
-    result = run(dag, log_dir=tmp_path)
-    assert result["t"].state is S.SUCCEEDED
-    assert result["t"].attempts == 3
-    assert result["t"].value == 3
-
-
-def test_retries_exhausted_fail_with_the_last_error(executor, tmp_path):
-    flaky = FUNCTIONS[executor][4]
-    dag = DAG()
-    dag.add(flaky, str(tmp_path / "count"), id="t",
-            options={"executor": executor, "retries": 1, "retry_delay": 0.01})
-    result = run(dag, log_dir=tmp_path)
-    assert result["t"].state is S.FAILED
-    assert result["t"].attempts == 2
-    assert "attempt 2 fails" in str(result["t"].error)
 
 
 # --------------------------------------------------------------------- process executor
@@ -168,6 +42,18 @@ def _kill_self():
 
 def _pid():
     return os.getpid()
+
+
+def _boom():
+    raise KeyError("boom")
+
+
+def test_a_process_tasks_error_carries_the_workers_traceback(tmp_path):
+    dag = DAG()
+    dag.add(_boom, id="t", options={"executor": "process"})
+    result = run(dag, log_dir=tmp_path)
+    assert isinstance(result["t"].error, KeyError)
+    assert "_boom" in str(result["t"].error.__cause__)  # the worker's traceback
 
 
 def test_a_crashed_worker_fails_only_its_task(tmp_path):
@@ -359,3 +245,153 @@ def test_print_of_thread_and_async_tasks_goes_to_each_attempts_log(tmp_path, cap
     assert "await" not in out
     assert "complains" not in err
     assert type(sys.stdout).__name__ != "_Router"  # restored after the run
+
+
+# --------------------------------------------------------------------- shell executor, both loops
+# `corral serve` runs its runs on uvloop (uvicorn[standard]); `corral run` on asyncio. The shell
+# executor only reads a socket and pipes on the loop, so both must behave the same.
+
+def run_on(loop_name, dag, **kw):
+    async def go():
+        return await dag.run_async(**kw)
+
+    if loop_name == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(go())
+    return asyncio.run(go())
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_name(request):
+    return request.param
+
+
+def test_shell_behaves_the_same_on_both_loops(tmp_path, loop_name):
+    (tmp_path / "sub").mkdir()
+    pids = tmp_path / "pids"
+    dag = DAG(env={"GLOBAL": "g"})
+    dag.shell("ok", 'echo out; echo err >&2; echo "$GLOBAL $LOCAL $(basename "$PWD")"',
+              env={"LOCAL": "l"}, cwd=str(tmp_path / "sub"))
+    dag.shell("bad", "echo about to fail; exit 3")
+    dag.shell("nowhere", "true", cwd=str(tmp_path / "missing"))
+    dag.shell("slow", f"sleep 300 & echo $! >> {pids}; echo $$ >> {pids}; wait", timeout=1)
+    dag.shell("watched", "for i in 1 2 3; do echo tick $i; sleep 0.1; done", heartbeat=30)
+    dag.shell("many", "true")
+    for i in range(30):  # a burst of starts, batched to the reaper
+        dag.shell(f"burst{i}", f"echo {i}", depends_on=["many"])
+    result = run_on(loop_name, dag, log_dir=tmp_path / "logs", fail_fast=False, concurrency=8)
+    assert Path(result["ok"].log_path).read_text() == "out\nerr\ng l sub\n"
+    err = result["bad"].error
+    assert isinstance(err, CommandFailed)
+    assert (err.exit_code, "about to fail" in err.tail) == (3, True)
+    assert isinstance(result["nowhere"].error, FileNotFoundError)
+    assert isinstance(result["slow"].error, TaskTimeout)
+    children = [int(p) for p in pids.read_text().split()]
+    assert len(children) == 2
+    deadline = time.monotonic() + GUARD
+    while any(_alive(p) for p in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in children)
+    assert Path(result["watched"].log_path).read_text() == "tick 1\ntick 2\ntick 3\n"
+    assert all(Path(result[f"burst{i}"].log_path).read_text() == f"{i}\n" for i in range(30))
+
+
+def test_a_stopped_command_gets_sigterm_first_and_can_clean_up(tmp_path, loop_name):
+    dag = DAG()
+    dag.shell("tidy", "trap 'echo cleaning up; exit 5' TERM; echo ready; sleep 300 & wait",
+              timeout=1)
+    result = run_on(loop_name, dag, log_dir=tmp_path)
+    assert isinstance(result["tidy"].error, TaskTimeout)
+    assert Path(result["tidy"].log_path).read_text() == "ready\ncleaning up\n"
+
+
+def test_a_killed_reaper_fails_its_attempts_and_kills_their_commands(tmp_path):
+    from corral.executors.shell import ShellExecutor
+
+    executor = ShellExecutor()
+    pids = tmp_path / "pids"
+    dag = DAG()
+    dag.shell("victim", f"sleep 300 & echo $! >> {pids}; echo $$ >> {pids}; wait")
+    dag.shell("killer", f"while [ $(wc -l < {pids} 2>/dev/null || echo 0) -lt 2 ]; "
+                        "do sleep 0.05; done; kill -9 $PPID")  # its parent: the reaper
+    result = run(dag, executors={"shell": executor}, log_dir=tmp_path, fail_fast=False)
+    assert result["victim"].state is S.FAILED
+    assert "reaper" in str(result["victim"].error)
+    children = [int(p) for p in pids.read_text().split()]
+    deadline = time.monotonic() + GUARD
+    while any(_alive(p) for p in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in children)
+
+
+# --------------------------------------------------------------------- process workers and corral
+
+
+def test_a_worker_whose_corral_is_gone_exits_quietly():
+    import subprocess
+    from multiprocessing.connection import Connection
+
+    import cloudpickle
+
+    to_worker_r, to_worker_w = os.pipe()
+    from_worker_r, from_worker_w = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral.executors._process_worker",
+         str(to_worker_r), str(from_worker_w), str(os.getpid())],
+        pass_fds=(to_worker_r, from_worker_w), stderr=subprocess.PIPE)
+    os.close(to_worker_r)
+    os.close(from_worker_w)
+    os.close(from_worker_r)  # nobody will read the result: as if corral had died meanwhile
+    tx = Connection(to_worker_w, readable=False)
+    tx.send_bytes(cloudpickle.dumps((time.sleep, (0.1,), {}, None, None)))
+    tx.close()
+    _, stderr = proc.communicate(timeout=GUARD)
+    assert proc.returncode == 0
+    assert b"Traceback" not in stderr, stderr.decode()
+
+
+def test_a_worker_started_for_a_dead_corral_exits_at_once():
+    import subprocess
+
+    to_worker_r, to_worker_w = os.pipe()
+    from_worker_r, from_worker_w = os.pipe()
+    # Its parent is this process, not the pid it is told: it must not wait for work.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral.executors._process_worker",
+         str(to_worker_r), str(from_worker_w), "1"],
+        pass_fds=(to_worker_r, from_worker_w), stderr=subprocess.PIPE)
+    os.close(to_worker_r)
+    os.close(from_worker_w)
+    try:
+        _, stderr = proc.communicate(timeout=GUARD)  # with the pipe to it still open
+    finally:
+        os.close(to_worker_w)
+        os.close(from_worker_r)
+    assert proc.returncode == 0
+    assert stderr == b""
+
+
+def test_a_command_that_cannot_be_started_fails_its_attempt_only(tmp_path):
+    dag = DAG()
+    dag.shell("nul", "echo a\0b")
+    dag.shell("fine", "echo fine")
+    # A hang guard: a start that fails without a word would leave the run waiting forever.
+    result = asyncio.run(asyncio.wait_for(dag.run_async(log_dir=tmp_path, fail_fast=False),
+                                          GUARD))
+    assert isinstance(result["nul"].error, ValueError)
+    assert "null byte" in str(result["nul"].error)
+    assert result["fine"].ok
+
+
+def test_a_shell_task_sees_the_environment_as_it_is_when_it_starts(tmp_path, monkeypatch):
+    # The reaper starts commands with the environment it inherited, unless corral's changed
+    # since: a variable a Python task sets must reach the commands that run after it.
+    monkeypatch.delenv("LATE_VAR", raising=False)
+    dag = DAG()
+    dag.shell("before", "echo before")
+    dag.add(os.environ.__setitem__, "LATE_VAR", "late", id="set",
+            options={"depends_on": ["before"]})
+    dag.shell("after", 'echo "${LATE_VAR:-unset}"', depends_on=["set"])
+    result = run(dag, log_dir=tmp_path)
+    assert Path(result["after"].log_path).read_text() == "late\n"

@@ -345,12 +345,21 @@ def _pid_then_sleep(path):
     time.sleep(GUARD)
 
 
+def _noop():
+    return None
+
+
 def test_a_silent_process_task_is_hung_and_its_worker_killed(tmp_path):
+    from corral.executors.process import ProcessExecutor
+
     pid_file = tmp_path / "pid"
     dag = DAG()
+    # A first task starts the one worker: a fresh interpreter's start counts as silence, and
+    # on a loaded machine it alone can outlast the heartbeat.
+    warm = dag.add(_noop, id="warm", options={"executor": "process"})
     dag.add(_pid_then_sleep, str(pid_file), id="stuck",
-            options={"executor": "process", "heartbeat": HEARTBEAT})
-    result = run(dag)
+            options={"executor": "process", "heartbeat": HEARTBEAT, "depends_on": [warm]})
+    result = run(dag, executors={"process": ProcessExecutor(max_workers=1)})
     assert_hung(result["stuck"])
     pid = int(pid_file.read_text())
     wait_for(lambda: not _alive(pid), "the hung task's worker to die")

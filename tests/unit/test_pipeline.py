@@ -470,7 +470,8 @@ def test_resources_over_capacity_are_reported_at_the_task():
     """))
     assert [(p.line, p.task, p.message, p.hint) for p in problems] == [
         (3, "train", "task 'train' requests gpu=2 but the capacity is 1, so it could never run",
-         None),
+         "ask for less, or raise the capacity: resources: {gpu: 2} at the top of the pipeline "
+         "file, or DAG(resources={'gpu': 2})"),
         (4, "other", "task 'other' requests resource 'gpus', which has no capacity",
          "did you mean 'gpu'?"),
     ]
@@ -478,7 +479,8 @@ def test_resources_over_capacity_are_reported_at_the_task():
 
 def test_unknown_executor_and_trigger_rule_come_from_the_graph():
     problems = problems_of(
-        "tasks:\n  a: {call: 'm:f', executor: proces}\n  b: {cmd: x, trigger_rule: al_done}\n")
+        "tasks:\n  a: {call: 'tests.helpers.jobs:compute', executor: proces}\n"
+        "  b: {cmd: x, trigger_rule: al_done}\n")
     assert [(p.line, p.hint) for p in problems] == [
         (2, "did you mean 'process'?"), (3, "did you mean 'all_done'?")]
 
@@ -606,7 +608,8 @@ def test_the_json_schema_describes_the_file_format():
     schema = pipeline_schema()
     json.dumps(schema)  # serialisable as is
     assert set(schema["properties"]) == {
-        "name", "description", "concurrency", "resources", "defaults", "env", "params", "tasks"}
+        "name", "description", "concurrency", "resources", "defaults", "env", "params",
+        "python_path", "tasks"}
     assert schema["additionalProperties"] is False
     task = schema["$defs"]["Task"]
     assert set(task["properties"]) == {
@@ -615,3 +618,31 @@ def test_the_json_schema_describes_the_file_format():
     assert task["properties"]["retries"]["description"] == TASK_OPTIONS["retries"]
     assert "id" in schema["$defs"]["ListTask"]["required"]
     assert set(schema["$defs"]["TaskOptions"]["properties"]) == set(TASK_OPTIONS)
+
+
+def test_an_undeclared_resource_is_not_taken_for_a_typo_of_a_different_one():
+    # gpu is one letter from cpu, but a GPU is no misspelt CPU: say how to declare it.
+    problem = only_problem("tasks:\n  train: {cmd: x, resources: {gpu: 5}}\n")
+    assert problem.message == "task 'train' requests resource 'gpu', which has no capacity"
+    assert "did you mean" not in (problem.hint or "")
+    assert "resources: {gpu: 5}" in (problem.hint or "")
+    # A real typo of a declared (or built-in) resource still gets its suggestion.
+    assert only_problem("tasks:\n  a: {cmd: x, resources: {cpus: 1}}\n").hint == \
+        "did you mean 'cpu'?"
+    assert only_problem("tasks:\n  a: {cmd: x, resources: {memory: 1}}\n").hint == \
+        "did you mean 'memory_mb'?"
+
+
+def test_a_request_over_capacity_says_how_to_raise_it():
+    problem = only_problem("resources: {gpu: 1}\ntasks:\n  a: {cmd: x, resources: {gpu: 2}}\n")
+    assert problem.hint is not None
+    assert "resources: {gpu: 2}" in problem.hint
+
+
+def test_the_python_api_hint_names_the_dag_argument():
+    dag = corral.DAG()
+    dag.add(lambda: 1, id="a", options={"resources": {"gpu": 2}})
+    with pytest.raises(ValidationError) as info:
+        dag.validate()
+    [problem] = info.value.problems
+    assert "DAG(resources={'gpu': 2})" in (problem.hint or "")

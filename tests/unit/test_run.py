@@ -11,6 +11,7 @@ import pytest
 
 import corral
 from corral import DAG, RunStatus, TaskState, ValidationError
+from corral._errors import CallNotFound
 from corral._runner import Runner
 
 S = TaskState
@@ -107,6 +108,25 @@ def test_keep_going_and_all_done_cleanup():
         "build": "failed", "unrelated": "succeeded", "package": "upstream_failed",
         "clean": "succeeded",
     }
+    assert result.status is RunStatus.FAILED
+
+
+def test_fail_fast_still_runs_all_done_cleanup(tmp_path):
+    # The default (fail-fast): the failure cancels the rest, but the cleanup runs once its
+    # dependencies ended, and what follows the cleanup does not.
+    marker = tmp_path / "cleaned"
+    dag = DAG()
+    test = dag.shell("test", "exit 1")
+    build = dag.shell("build", "true", depends_on=[test])
+    clean = dag.shell("clean", f"touch {marker}", depends_on=[build],
+                      trigger_rule="all_done")
+    dag.shell("after_clean", "true", depends_on=[clean])
+    result = run(dag, log_dir=None)
+    assert {k: str(v.state) for k, v in result.items()} == {
+        "test": "failed", "build": "upstream_failed", "clean": "succeeded",
+        "after_clean": "cancelled",
+    }
+    assert marker.exists()
     assert result.status is RunStatus.FAILED
 
 
@@ -240,7 +260,14 @@ def test_unimportable_call_fails_the_task_not_the_run():
     dag.add("no_such_module_xyz:fn", id="missing")
     dag.add(lambda: 1, id="fine")
     result = run(dag, fail_fast=False)
-    assert isinstance(result["missing"].error, ModuleNotFoundError)
+    error = result["missing"].error
+    # An ImportError still, but one that says what was looked for and where.
+    assert isinstance(error, CallNotFound)
+    assert isinstance(error, ImportError)
+    assert isinstance(error.__cause__, ModuleNotFoundError)
+    assert "no module named 'no_such_module_xyz'" in str(error)
+    assert error.searched
+    assert error.module == "no_such_module_xyz"
     assert result["fine"].ok
 
 
@@ -337,3 +364,31 @@ def test_task_ids_that_clean_up_alike_get_separate_logs(tmp_path):
     result = run(dag, log_dir=tmp_path)
     assert Path(result["a/b"].log_path).read_text() == "slash\n"
     assert Path(result["a_b"].log_path).read_text() == "underscore\n"
+
+
+@pytest.mark.parametrize("action", ["tests.helpers.jobs:compute", lambda **kw: kw])
+def test_task_options_given_to_add_as_keywords_are_refused_not_passed_to_the_function(action):
+    dag = DAG()
+    dag.add(lambda: 1, id="x")
+    with pytest.raises(TypeError) as info:
+        dag.add(action, depends_on=["x"], n=1)
+    message = str(info.value)
+    assert "'depends_on' is a task option" in message
+    assert "options={'depends_on': ['x']}" in message
+    assert len(dag) == 1  # nothing was added
+    # Through options= it is a dependency, as meant.
+    dag.add(action, id="y", options={"depends_on": ["x"]}, n=1)
+    assert dag.validate().deps[1] == (0,)
+
+
+def test_a_decorated_function_keeps_its_own_keyword_arguments():
+    # Calling a @dag.task function passes its arguments, whatever their names: options go in
+    # @dag.task(...) or .options(...).
+    dag = DAG()
+
+    @dag.task
+    def wait(timeout, priority=0):
+        return timeout + priority
+
+    wait(timeout=2, priority=1)
+    assert run(dag)["wait"].value == 3

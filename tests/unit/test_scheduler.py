@@ -21,8 +21,8 @@ def spec(task_id, deps=(), **options):
     return make_spec(task_id, ShellCommand("true"), options={"depends_on": list(deps), **options})
 
 
-def graph(*specs, capacity=None):
-    return build_graph(list(specs), capacity=capacity)
+def graph(*specs, capacity=None, executors=None):
+    return build_graph(list(specs), capacity=capacity, executors=executors)
 
 
 def states(sched):
@@ -163,6 +163,77 @@ def test_all_done_runs_after_a_failed_dependency_with_keep_going():
     assert ids(s, s.admit(0)) == ["clean"]
 
 
+def test_all_done_cleanup_still_runs_under_fail_fast():
+    # test fails: the rest is cancelled, but the cleanup runs once its dependencies ended
+    # (here: test failed, build cancelled), and what depends on the cleanup does not.
+    g = graph(spec("test"), spec("build", ["test"]), spec("lint"),
+              spec("clean", ["build", "lint"], trigger_rule="all_done"),
+              spec("notify", ["clean"]))
+    s = Scheduler(g, concurrency=2, fail_fast=True, record=True)
+    assert ids(s, s.admit(0)) == ["test", "lint"]
+    assert ids(s, s.failed(g.index["test"], 1)) == ["lint"]
+    assert s.admit(1) == []  # clean still waits for lint to end
+    s.cancelled(g.index["lint"], 1)
+    assert states(s) == {"test": "failed", "build": "upstream_failed", "lint": "cancelled",
+                         "clean": "ready", "notify": "cancelled"}
+    assert ids(s, s.admit(2)) == ["clean"]
+    s.succeeded(g.index["clean"], 3)
+    assert not s.is_active()
+
+
+def test_a_spared_cleanup_keeps_its_retries_and_its_own_dependencies_decide():
+    g = graph(spec("a"), spec("b"), spec("c", ["b"]),
+              spec("clean", ["c"], trigger_rule="all_done", retries=1, retry_delay=1,
+                   retry_jitter=0),
+              spec("after_a", ["a"], trigger_rule="all_done"))
+    s = Scheduler(g, concurrency=2, fail_fast=True)
+    assert sorted(ids(s, s.admit(0))) == ["a", "b"]
+    s.succeeded(g.index["a"], 0)  # after_a's dependency ended: ready before the failure
+    assert ids(s, s.failed(g.index["b"], 1)) == []  # nothing else was running
+    # c never ran (upstream failed): clean's dependencies have ended, so it may run.
+    assert ids(s, s.admit(1)) == ["clean", "after_a"]
+    assert s.failed(g.index["clean"], 2) == []
+    assert states(s)["clean"] == "retry_wait"
+    assert ids(s, s.admit(3)) == ["clean"]  # its retry, after its backoff
+    s.succeeded(g.index["clean"], 4)
+    s.succeeded(g.index["after_a"], 4)
+    assert not s.is_active()
+
+
+def test_a_running_cleanup_is_not_cancelled_by_fail_fast():
+    g = graph(spec("clean", trigger_rule="all_done"), spec("a"), spec("b"))
+    s = Scheduler(g, concurrency=3, fail_fast=True)
+    s.admit(0)
+    assert ids(s, s.failed(g.index["a"], 1)) == ["b"]
+    s.cancelled(g.index["b"], 1)
+    assert states(s)["clean"] == "running"
+    s.succeeded(g.index["clean"], 2)
+    assert not s.is_active()
+
+
+def test_an_interrupt_starts_nothing_new_not_even_cleanup():
+    g = graph(spec("a"), spec("clean", ["a"], trigger_rule="all_done"))
+    s = Scheduler(g, concurrency=2, fail_fast=True)
+    s.admit(0)
+    assert ids(s, s.stop(1)) == ["a"]
+    s.cancelled(g.index["a"], 1)
+    assert states(s) == {"a": "cancelled", "clean": "cancelled"}
+    assert s.admit(2) == []
+    assert not s.is_active()
+
+
+def test_an_interrupt_after_fail_fast_cancels_the_spared_cleanup():
+    g = graph(spec("a"), spec("b"), spec("clean", ["b"], trigger_rule="all_done"))
+    s = Scheduler(g, concurrency=2, fail_fast=True)
+    s.admit(0)
+    assert ids(s, s.failed(g.index["a"], 1)) == ["b"]
+    assert ids(s, s.stop(1)) == ["b"]  # Ctrl-C while b is being cancelled
+    s.cancelled(g.index["b"], 1)
+    assert states(s)["clean"] == "cancelled"
+    assert s.admit(2) == []
+    assert not s.is_active()
+
+
 def test_retry_waits_out_its_backoff_as_computed_time():
     g = graph(spec("a", retries=2, retry_delay=10, retry_backoff=3, retry_jitter=0))
     s = Scheduler(g, concurrency=1, rng=random.Random(1))
@@ -277,3 +348,71 @@ def test_transitions_are_recorded_only_when_asked():
 def test_concurrency_must_be_positive():
     with pytest.raises(ValueError, match="concurrency"):
         Scheduler(graph(spec("a")), concurrency=0)
+
+
+def call_spec(task_id, deps=(), **options):
+    return make_spec(task_id, len, options={"depends_on": list(deps), **options})
+
+
+def test_an_executor_limit_admits_no_more_than_its_slots():
+    # Three tasks on a two-slot executor, two on an unlimited one, concurrency 5: the third
+    # of the limited ones waits (ready, its timeout not armed) while the others flow around.
+    g = graph(*(call_spec(f"p{k}", executor="process", timeout=10) for k in range(3)),
+              call_spec("t0"), call_spec("t1"))
+    s = Scheduler(g, concurrency=5)
+    s.limit_executor("process", 2)
+    assert ids(s, s.admit(0)) == ["p0", "p1", "t0", "t1"]
+    assert states(s)["p2"] == "ready"
+    assert s.next_wake() == 10  # only the two started attempts have deadlines
+    s.succeeded(0, 4)
+    assert ids(s, s.admit(4)) == ["p2"]
+    assert s.next_wake() == 10  # p1's deadline; p2's counts from its start at 4
+    assert ids(s, s.expired(10)) == ["p1"]
+    assert ids(s, s.expired(14)) == ["p2"]
+
+
+def test_a_task_waiting_for_an_executor_slot_counts_its_timeout_from_its_start():
+    g = graph(*(call_spec(f"p{k}", executor="process", timeout=3) for k in range(3)))
+    s = Scheduler(g, concurrency=3)
+    s.limit_executor("process", 1)
+    assert ids(s, s.admit(0)) == ["p0"]
+    s.succeeded(0, 2.5)
+    assert ids(s, s.admit(2.5)) == ["p1"]
+    assert s.expired(5) == []  # 2.5 s after its start, not 5 s after the run's
+    assert ids(s, s.expired(5.5)) == ["p1"]
+
+
+def test_an_executor_limit_is_set_before_the_first_admit():
+    g = graph(call_spec("a", executor="process"))
+    s = Scheduler(g, concurrency=2)
+    with pytest.raises(ValueError, match="at least one slot"):
+        s.limit_executor("process", 0)
+    assert ids(s, s.admit(0)) == ["a"]
+    with pytest.raises(InvalidTransition, match="after tasks started"):
+        s.limit_executor("process", 1)
+
+
+def test_blocked_reasons_name_a_full_executor():
+    g = graph(call_spec("a", executor="process"), call_spec("b", executor="process"))
+    s = Scheduler(g, concurrency=2)
+    s.limit_executor("process", 1)
+    s.admit(0)
+    assert s.blocked_reasons()[1] == "lacks slots of executor 'process' (needs 1, 0 free)"
+
+
+def test_deferred_timers_start_when_the_executor_says_the_attempt_started():
+    from corral.executors.asyncio import AsyncExecutor  # any executor of callables, by name
+
+    g = graph(call_spec("a", executor="remote", timeout=5),
+              call_spec("b", executor="remote", heartbeat=2), call_spec("c", timeout=5),
+              executors={"remote": AsyncExecutor()})
+    s = Scheduler(g, concurrency=3)
+    s.defer_timers("remote")
+    assert ids(s, s.admit(0)) == ["a", "b", "c"]
+    assert s.next_wake() == 5  # only c's timeout: a and b have not really started
+    s.started(0, 1, 10)  # a worker took a at 10
+    s.started(0, 1, 12)  # a duplicate report changes nothing
+    s.started(1, 1, 11)
+    assert ids(s, s.expired(14.9)) == ["c"]  # its deadline was 5
+    assert ids(s, s.expired(15)) == ["a"]
+    assert ids(s, s.hung(13)) == ["b"]

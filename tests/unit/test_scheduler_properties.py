@@ -81,7 +81,10 @@ def simulate(graph, *, concurrency, fail_fast, seed, stop_at=None):
                         dep_state in (S.FAILED, S.UPSTREAM_FAILED)
                         and graph.specs[j].allow_failure
                     ), (graph.ids[i], graph.ids[j], dep_state)
-            assert not sched.stopping
+            # After a failure under fail-fast only cleanup (all_done) starts; after an
+            # interrupt, nothing.
+            assert not sched.halted
+            assert not sched.stopping or spec.trigger_rule is TriggerRule.ALL_DONE
             running[i] = now + rng.choice([0.1, 0.5, 1, 4])
             last_beat[i] = now
             started_after.setdefault(i, []).append(now)
@@ -162,6 +165,12 @@ def test_invariants_hold_on_random_runs(graph, concurrency, fail_fast, seed):
         assert last.get(i) not in FINAL, "a task left a final state"
         last[i] = state
     assert all(last[i] == sched.state[i] for i in range(len(graph)))
+    # cleanup always runs without an interrupt, fail-fast or not: every all_done task was
+    # started, and none was cancelled
+    for i, spec in enumerate(graph.specs):
+        if spec.trigger_rule is TriggerRule.ALL_DONE:
+            assert sched.attempts[i] >= 1, (graph.ids[i], sched.state[i])
+            assert sched.state[i] is not S.CANCELLED, graph.ids[i]
 
 
 @settings(max_examples=150, deadline=None)

@@ -7,17 +7,36 @@
 ``shell``   shell commands in their own process groups (:mod:`.shell`)
 ==========  ==========================================================
 
-Modules load on first use, so ``import corral`` pulls in none of them.
+Modules load on first use, so ``import corral`` pulls in none of them. A task names its
+executor (``executor: NAME``); names are found in the run's own executors, then these
+built-ins, then the ``corral.executors`` entry-point group (:mod:`._registry`). To write one:
+subclass :class:`Executor`, implement :meth:`~Executor.submit`, report each attempt's
+:class:`Outcome` to the sink; see :mod:`._base` for the contract.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
-from corral.executors._base import CANCELLED, ERROR, OK, SKIP, CompletionQueue, Executor, Work
+from corral.executors._base import (
+    CANCELLED,
+    ERROR,
+    OK,
+    SKIP,
+    ActionKind,
+    CompletionQueue,
+    Executor,
+    ExecutorSettings,
+    Outcome,
+    WatchedWork,
+    Work,
+    call,
+)
+from corral.executors._registry import ENTRY_POINT_GROUP, UnknownExecutor, known_names
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from corral.executors.asyncio import AsyncExecutor
     from corral.executors.process import ProcessExecutor
     from corral.executors.shell import ShellExecutor
@@ -25,16 +44,24 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CANCELLED",
+    "ENTRY_POINT_GROUP",
     "ERROR",
     "OK",
     "SKIP",
+    "ActionKind",
     "AsyncExecutor",
     "CompletionQueue",
     "Executor",
+    "ExecutorSettings",
+    "Outcome",
     "ProcessExecutor",
     "ShellExecutor",
     "ThreadExecutor",
+    "UnknownExecutor",
+    "WatchedWork",
     "Work",
+    "call",
+    "known_names",
 ]
 
 _LAZY = {
@@ -45,8 +72,8 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'corral.executors' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return getattr(_importlib.import_module(module), name)

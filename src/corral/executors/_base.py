@@ -7,9 +7,23 @@ and later reports how it ended by calling the *sink* it was started with::
        ^                                                    │
        └────────────── CompletionQueue (batched) ───────────┘
 
-``status`` is one of :data:`OK` (payload: the return value), :data:`ERROR` (payload: the
-exception), :data:`SKIP` or :data:`CANCELLED` (payload: ``None``). The sink is thread-safe and
-cheap: executors may call it from any thread, and many completions wake the run loop once.
+``status`` is an :class:`Outcome`: ``OK`` (payload: the return value), ``ERROR`` (payload: the
+exception), ``SKIP`` or ``CANCELLED`` (payload: ``None``). The sink is thread-safe and cheap:
+executors may call it from any thread, and many completions wake the run loop once.
+
+What an executor declares, so that the run loop needs no executor's name (see
+:mod:`corral.executors._registry` for how executors are found by name):
+
+- ``runs``: the actions it takes, ``"callables"`` (Python functions) or ``"commands"`` (shell
+  command lines); validation refuses a task whose action the executor cannot run.
+- ``slots``: how many attempts it runs at once (``None``: as many as the run admits). The
+  scheduler admits no more than that, so no attempt waits inside an executor after admission
+  and a task's timeout counts from its real start.
+- ``writes_logs``: whether every attempt writes its log file (a command's output, a worker's
+  file descriptors); otherwise a log exists only if the attempt printed something.
+- ``reports_start``: it calls :meth:`Executor.started` when an attempt really starts (a
+  worker took it from a queue, a fresh worker process is up); the attempt's ``timeout`` and
+  ``heartbeat`` count from then instead of from admission.
 
 An attempt of a task with a ``heartbeat`` is a :class:`WatchedWork`, whose ``beat`` is the one
 optional hook: an executor calls it, from any thread, on every sign of life of the attempt —
@@ -29,29 +43,67 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import enum
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Self
+
+from corral import _capture, _heartbeat
+from corral._errors import Skip
 
 __all__ = [
     "CANCELLED",
     "ERROR",
     "OK",
     "SKIP",
+    "STARTED",
+    "ActionKind",
     "CompletionQueue",
     "Executor",
+    "ExecutorSettings",
+    "Outcome",
     "Sink",
     "WatchedWork",
     "Work",
+    "call",
 ]
 
-OK = 0
-ERROR = 1
-SKIP = 2
-CANCELLED = 3
+
+class Outcome(enum.IntEnum):
+    """How an attempt ended, as an executor reports it to the sink."""
+
+    OK = 0  # it returned; the payload is its value
+    ERROR = 1  # it raised (or the command failed); the payload is the exception
+    SKIP = 2  # it raised corral.Skip
+    CANCELLED = 3  # it was cancelled by something other than the run loop
+
+
+OK = Outcome.OK
+ERROR = Outcome.ERROR
+SKIP = Outcome.SKIP
+CANCELLED = Outcome.CANCELLED
+
+STARTED = 4
+"""Not an outcome: what :meth:`Executor.started` reports, for executors with ``reports_start``."""
 
 Sink = Callable[["Work", int, Any], None]
+
+ActionKind = Literal["callables", "commands"]
+"""What an executor runs: Python callables, or shell command lines."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorSettings:
+    """What a run tells the executors it makes by name (:meth:`Executor.for_run`).
+
+    ``concurrency`` is the run's; ``env`` the pipeline's environment (added to the inherited
+    one for commands).
+    """
+
+    concurrency: int
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 class Work:
@@ -75,6 +127,7 @@ class Work:
         "log_path",
         "task_id",
         "timeout",
+        "worker",
     )
 
     def __init__(
@@ -102,6 +155,7 @@ class Work:
         self.cwd = cwd
         self.log_path = log_path
         self.handle: Any = None  # executor-private: whatever it needs to cancel this attempt
+        self.worker: str | None = None  # who runs it, if the executor knows (a remote worker)
 
     # Class defaults, not slots: an attempt without a heartbeat never sets them.
     heartbeat: float | None = None
@@ -127,12 +181,28 @@ class WatchedWork(Work):
 
 class Executor(abc.ABC):
     """Runs attempts and reports their outcomes. For implementers: override :meth:`submit`,
-    and :meth:`start`, :meth:`cancel` and :meth:`shutdown` when there is something to do."""
+    and :meth:`start`, :meth:`cancel` and :meth:`shutdown` when there is something to do;
+    set ``runs`` and ``writes_logs``, and ``slots`` if it runs fewer attempts at once than a
+    run may admit. :meth:`for_run` makes one for a run that names it without passing one."""
 
     name: ClassVar[str] = "executor"
+    runs: ClassVar[ActionKind] = "callables"
+    writes_logs: ClassVar[bool] = False
+    reports_start: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._sink: Sink | None = None
+
+    @classmethod
+    def for_run(cls, settings: ExecutorSettings) -> Self:
+        """The executor a run makes when a task names this one and the run was given none."""
+        return cls()
+
+    @property
+    def slots(self) -> int | None:
+        """How many attempts it runs at once; ``None``: as many as the run admits. Read once,
+        after :meth:`start`."""
+        return None
 
     async def start(self, sink: Sink) -> None:
         """Called once by the run loop, on its event loop, before the first submit."""
@@ -143,6 +213,10 @@ class Executor(abc.ABC):
         if self._sink is None:
             raise RuntimeError(f"{type(self).__name__} was not started")
         return self._sink
+
+    def started(self, work: Work) -> None:
+        """For implementers with ``reports_start``: ``work`` really starts now (any thread)."""
+        self.sink(work, STARTED, None)
 
     @abc.abstractmethod
     def submit(self, work: Work) -> None:
@@ -157,6 +231,33 @@ class Executor(abc.ABC):
     def kill_all_now(self) -> None:  # noqa: B027 - optional hook
         """Kill everything this executor started, at once and without waiting: the process is
         about to exit (a second Ctrl-C). Executors that start processes override it."""
+
+
+def call(work: Work) -> tuple[Outcome, Any]:
+    """Run ``work.fn`` in the calling thread with what every in-process executor owes an
+    attempt, and classify how it ended: its ``print()`` goes to its log (and is a sign of life),
+    :func:`corral.heartbeat` beats for it, ``Skip`` is ``SKIP`` and any other exception the
+    task's own ``ERROR``. For executors that run callables on their own threads; hand the
+    result to the sink."""
+    output = token = beat_token = None
+    beat = work.beat
+    if work.log_path is not None or beat is not None:
+        output = _capture.TaskOutput(work.log_path, beat)
+        token = _capture.current.set(output)
+        if beat is not None:
+            beat_token = _heartbeat.current.set(beat)
+    try:
+        return OK, work.fn(*work.args, **work.kwargs)
+    except Skip:
+        return SKIP, None
+    except BaseException as exc:  # a task's failure, whatever it is, belongs to the task
+        return ERROR, exc
+    finally:
+        if output is not None:
+            if beat_token is not None:
+                _heartbeat.current.reset(beat_token)
+            _capture.current.reset(token)  # type: ignore[arg-type]
+            output.close()
 
 
 class CompletionQueue:

@@ -1,7 +1,10 @@
 """The child side of the process executor: ``python -m corral.executors._process_worker R W``.
 
 Reads one framed message at a time from fd ``R`` — ``cloudpickle.dumps((fn, args, kwargs,
-log_path, heartbeat))`` — runs it, and writes ``(status, payload)`` back on fd ``W``. While a
+log_path, heartbeat))`` —, says :data:`STARTED` on fd ``W``, runs it, and writes ``(status,
+payload)`` back on ``W``. The start message is how the parent's timeouts and heartbeats leave
+out the worker's own start-up (a fresh interpreter importing corral can take a second on a
+busy machine). While a
 task runs, its stdout and stderr (file descriptors 1 and 2, so also those of any subprocess it
 starts) go to the attempt's log file.
 
@@ -17,12 +20,19 @@ costs the parent one message per gap, and a beat arrives at most one gap late::
 Started as a fresh interpreter (not ``fork``, not ``multiprocessing``'s ``spawn``) so that a
 user's ``__main__`` is never re-imported and re-run in the worker; cloudpickle ships functions
 defined in ``__main__`` and closures by value.
+
+A worker dies with corral (``python -m corral.executors._process_worker R W PARENT``): on Linux
+it asks the kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``), then checks that
+``PARENT`` is still its parent (it may have died before the request). A worker whose parent is
+gone exits quietly, wherever it notices (reading the next task, sending a result): its
+traceback would only land on a dead run's stderr.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -37,6 +47,7 @@ from corral._errors import Skip
 
 OK, ERROR, SKIP = 0, 1, 2
 BEAT = b"."  # a sign of life of the running attempt; a result is always a longer pickle
+STARTED = b"!"  # the worker has the attempt and starts it (its timeout counts from here)
 CHUNK = 65536  # bytes of output read at a time
 MAX_GAP = 1.0  # seconds: the longest a beat waits to be sent, whatever the heartbeat
 
@@ -154,7 +165,28 @@ def _run_one(message: bytes, tx: Connection) -> bytes:
         return bytes(cloudpickle.dumps((ERROR, (error, traceback.format_exc()))))
 
 
-def main(read_fd: int, write_fd: int) -> None:
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when ``parent`` dies (Linux); exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the reaper remains
+            pass
+    if os.getppid() != parent:
+        _parent_gone()
+
+
+def _parent_gone() -> None:
+    """Corral is gone: nobody wants the result, and no traceback to a dead run's stderr."""
+    os._exit(0)
+
+
+def main(read_fd: int, write_fd: int, parent: int | None = None) -> None:
+    if parent is not None:
+        die_with_parent(parent)
     rx = Connection(read_fd, writable=False)
     tx = Connection(write_fd, readable=False)
     while True:
@@ -162,8 +194,16 @@ def main(read_fd: int, write_fd: int) -> None:
             message = rx.recv_bytes()
         except (EOFError, OSError):
             return
-        tx.send_bytes(_run_one(message, tx))
+        try:
+            tx.send_bytes(STARTED)
+        except OSError:
+            _parent_gone()
+        result = _run_one(message, tx)
+        try:
+            tx.send_bytes(result)
+        except OSError:
+            _parent_gone()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else None)

@@ -18,11 +18,19 @@ read ends, so no thread is needed on this side::
     run loop ──submit──> idle worker? ──send──> worker process ──result──> pipe ──> sink
                  └──> pending queue (all busy) ──> next free worker
 
-A task with a heartbeat may send :data:`BEAT` messages on the same pipe before its result
-(coalesced by the worker: see :mod:`._process_worker`); each one calls ``work.beat()``, and so
-does handing the attempt to a worker, since its time in the pending queue was no silence of its
-own. The start of a fresh worker (a new interpreter importing the task's module) does count,
-as it does against a ``timeout``.
+No worker outlives corral. A worker runs in its own process group (a kill takes the task's
+children too); it asks the kernel to SIGKILL it when corral dies (``PR_SET_PDEATHSIG``, where
+there is one) and exits quietly if corral is already gone; and its group is watched by a
+:class:`~corral.executors._reaper.Reaper`, which ends it (the task's own subprocesses included)
+when corral dies without doing so itself. A worker that exits, and every worker at
+:meth:`ProcessExecutor.shutdown`, takes what is left of its group with it.
+
+A worker says :data:`STARTED` as soon as it has an attempt, and the executor reports that
+start (``reports_start``): an attempt's ``timeout`` and ``heartbeat`` count from then, so the
+start-up of a fresh worker (a new interpreter importing corral) is not the task's time. A task
+with a heartbeat may send :data:`BEAT` messages on the same pipe before its result (coalesced
+by the worker: see :mod:`._process_worker`); each one calls ``work.beat()``. Unpickling the
+task (importing its module) is the task's own time.
 """
 
 from __future__ import annotations
@@ -41,7 +49,8 @@ import cloudpickle
 
 from corral._errors import WorkerCrashed
 from corral.executors._base import CANCELLED, ERROR, OK, SKIP, Executor, Work
-from corral.executors._process_worker import BEAT
+from corral.executors._process_worker import BEAT, STARTED
+from corral.executors._reaper import Reaper
 
 __all__ = ["ProcessExecutor"]
 
@@ -72,8 +81,10 @@ class ProcessExecutor(Executor):
     """Runs callables in up to ``max_workers`` processes, started when first needed."""
 
     name = "process"
+    writes_logs = True
+    reports_start = True  # a fresh worker's start-up is not the attempt's time
 
-    def __init__(self, max_workers: int | None = None) -> None:
+    def __init__(self, max_workers: int | None = None, *, kill_grace: float = 3.0) -> None:
         super().__init__()
         # One worker per CPU: more would only make CPU-bound tasks share cores.
         self.max_workers = max_workers or os.cpu_count() or 1
@@ -81,10 +92,19 @@ class ProcessExecutor(Executor):
         self._idle: list[_Worker] = []
         self._pending: collections.deque[Work] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Ends the workers' groups if corral dies without doing so (SIGTERM, then SIGKILL
+        # after kill_grace).
+        self._reaper = Reaper(grace=kill_grace)
 
     async def start(self, sink: Any) -> None:
         await super().start(sink)
         self._loop = asyncio.get_running_loop()
+
+    @property
+    def slots(self) -> int:
+        # One attempt per worker: more admitted would wait in the pending queue, their
+        # timeouts already running.
+        return self.max_workers
 
     # ------------------------------------------------------------------ submit / cancel
     def submit(self, work: Work) -> None:
@@ -114,9 +134,11 @@ class ProcessExecutor(Executor):
             self._retire(worker)  # closing its pipe makes an idle worker exit
         for worker in workers:
             await _reap(worker.proc)
+            self._end_group(worker)
+        self._reaper.close()
 
     def kill_all_now(self) -> None:
-        """SIGKILL every worker at once (the second Ctrl-C)."""
+        """SIGKILL every worker's group at once (the second Ctrl-C)."""
         for worker in self._workers:
             _killpg(worker.proc.pid)
 
@@ -126,12 +148,14 @@ class ProcessExecutor(Executor):
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = dict(os.environ)
-        # The worker imports what the parent can import: same sys.path, cwd included.
+        # The worker imports what the parent can import: the same sys.path, in the same order
+        # (a pipeline's directories last: see corral._imports). -P keeps Python from putting
+        # the working directory first, where a user's select.py could shadow the worker's own.
         env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "corral.executors._process_worker",
-                 str(to_child_r), str(from_child_w)],
+                [sys.executable, "-P", "-m", "corral.executors._process_worker",
+                 str(to_child_r), str(from_child_w), str(os.getpid())],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,
                 stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else None,
@@ -141,6 +165,7 @@ class ProcessExecutor(Executor):
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
+        self._reaper.watch(proc.pid)
         worker = _Worker(proc, Connection(to_child_w, readable=False),
                          Connection(from_child_r, writable=False))
         self._workers.append(worker)
@@ -176,9 +201,12 @@ class ProcessExecutor(Executor):
         except (EOFError, OSError):
             self._worker_died(worker)
             return
-        if data == BEAT:
-            if work is not None and work.beat is not None:
-                work.beat()
+        if data in (BEAT, STARTED):
+            if work is not None:
+                if data == STARTED:
+                    self.started(work)  # its timeout and heartbeat count from now
+                if work.beat is not None:
+                    work.beat()
             return
         worker.current = None
         if work is None:  # pragma: no cover - protocol violation by the worker
@@ -207,6 +235,7 @@ class ProcessExecutor(Executor):
     def _worker_died(self, worker: _Worker) -> None:
         self._retire(worker)
         code = worker.proc.wait()
+        self._end_group(worker)
         work = worker.current
         worker.current = None
         if work is not None:
@@ -232,6 +261,12 @@ class ProcessExecutor(Executor):
             worker.rx.close()
         with contextlib.suppress(OSError):
             worker.tx.close()
+
+    def _end_group(self, worker: _Worker) -> None:
+        """The worker has exited: end what is left of its group (subprocesses its tasks
+        started), then tell the reaper there is nothing left to watch."""
+        _killpg(worker.proc.pid)
+        self._reaper.forget(worker.proc.pid)
 
     def _feed(self) -> None:
         while self._pending:

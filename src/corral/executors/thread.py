@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any
+from typing import Self
 
-from corral import _heartbeat
-from corral._capture import TaskOutput, current
-from corral._errors import Skip
-from corral.executors._base import CANCELLED, ERROR, OK, SKIP, Executor, Sink, Work
+from corral.executors._base import CANCELLED, Executor, ExecutorSettings, Sink, Work, call
 
 __all__ = ["ThreadExecutor"]
 
@@ -45,6 +42,11 @@ class ThreadExecutor(Executor):
         self._threads: list[threading.Thread] = []
         self._width = 0  # threads that are not abandoned
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_run(cls, settings: ExecutorSettings) -> Self:
+        # As wide as the run: the run never has more attempts in flight than its concurrency.
+        return cls(max_workers=settings.concurrency)
 
     def submit(self, work: Work) -> None:
         self._queue.put(work)
@@ -90,28 +92,7 @@ def _worker(work_queue: queue.SimpleQueue[Work | None], sink: Sink, lock: thread
                 work.handle = RUNNING
         if cancelled:
             continue
-        status: int
-        payload: Any
-        output = token = beat_token = None
-        beat = work.beat
-        if work.log_path is not None or beat is not None:
-            # print() of this attempt goes to its log, and is a sign of life
-            output = TaskOutput(work.log_path, beat)
-            token = current.set(output)
-            if beat is not None:  # corral.heartbeat() in this thread beats for this attempt
-                beat_token = _heartbeat.current.set(beat)
-        try:
-            payload = work.fn(*work.args, **work.kwargs)
-            status = OK
-        except Skip:
-            status, payload = SKIP, None
-        except BaseException as exc:  # a task's failure, whatever it is, belongs to the task
-            status, payload = ERROR, exc
-        if output is not None:
-            if beat_token is not None:
-                _heartbeat.current.reset(beat_token)
-            current.reset(token)  # type: ignore[arg-type]
-            output.close()
+        status, payload = call(work)
         with lock:
             abandoned = work.handle == CANCELLED
             work.handle = None

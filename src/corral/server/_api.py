@@ -42,7 +42,7 @@ from corral.server._models import (
     WhoAmI,
 )
 from corral.server._runs import Submission
-from corral.server._views import run_detail, run_summary
+from corral.server._views import finished_data, run_detail, run_summary
 
 if TYPE_CHECKING:
     from corral._graph import Graph
@@ -123,7 +123,10 @@ def _graph_of(req: PipelineRequest) -> tuple[Graph, int | None]:
     from corral._pipeline import parse_pipeline
 
     text, fmt = _text(req)
-    pipeline = parse_pipeline(text, file=req.file, fmt=fmt, params=req.params)
+    # A viewer may validate and plan: their call: targets are found, never imported, so no
+    # module's code runs on the server's behalf (submitting a run, an operator's right, does).
+    pipeline = parse_pipeline(text, file=req.file, fmt=fmt, params=req.params,
+                              check_calls="find")
     return pipeline.dag.validate(only=req.only or None), pipeline.concurrency
 
 
@@ -291,7 +294,8 @@ async def task_log(
     limit: Annotated[int, Query(ge=1, le=4 * 1024 * 1024,
                                 description="At most this many bytes.")] = 256 * 1024,
 ) -> dict[str, Any]:
-    """A task attempt's output (shell and process tasks), with its error and traceback.
+    """A task attempt's output, with its error and traceback (``has_log`` is false for a
+    thread or async attempt that printed nothing).
 
     Without ``offset`` the end of the log is returned (the last ``limit`` bytes, or the last
     ``tail`` lines of them); with it, ``limit`` bytes from there: poll with
@@ -310,11 +314,15 @@ async def task_log(
     log_path = next((t.log_path for t in of_attempt if t.log_path), None)
     failed = next((t for t in reversed(of_attempt) if t.error or t.traceback), None)
     text, size, start, end, truncated = "", 0, 0, 0, False
-    if log_path is not None:
+    # A thread or async attempt's log is made on its first write: one that printed nothing
+    # has a path but no file.
+    path = Path(log_path) if log_path is not None else None
+    has_log = path is not None and await anyio.to_thread.run_sync(path.exists)
+    if path is not None and has_log:
         text, size, start, end, truncated = await anyio.to_thread.run_sync(
-            lambda: _read_log(Path(log_path), tail=tail, offset=offset, limit=limit))
+            lambda: _read_log(path, tail=tail, offset=offset, limit=limit))
     return {"run_id": run_id, "task": task_id, "attempt": n, "attempts": attempts,
-            "has_log": log_path is not None, "text": text, "size": size, "offset": start,
+            "has_log": has_log, "text": text, "size": size, "offset": start,
             "next_offset": end, "truncated": truncated,
             "error": failed.error if failed else None,
             "traceback": failed.traceback if failed else None}
@@ -357,7 +365,12 @@ async def run_events(
     async def reload() -> StoredRun:
         return await _load(request, run_id)
 
+    async def finished(stored: StoredRun) -> dict[str, Any]:
+        events = await anyio.to_thread.run_sync(lambda: svc.store.events(run_id))
+        return finished_data(stored, events)
+
     stream = run_stream(svc.hub, run_id, position or 0, stored=stored, reload=reload,
+                        finished=finished,
                         keepalive=svc.settings.keepalive_interval,
                         poll=svc.settings.poll_interval)
     return StreamingResponse(stream, media_type="text/event-stream", headers=_SSE_HEADERS)

@@ -270,23 +270,14 @@ def _add_page(app: FastAPI) -> None:
 
 
 def _add_docs(app: FastAPI) -> None:
-    """``/docs``: Swagger UI from the ``swagger-ui-bundle`` package when installed (no CDN),
-    else FastAPI's default page."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-
-    try:
-        from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
-    except ImportError:  # pragma: no cover - the server extra installs it
-        swagger_ui_path = None
-    if swagger_ui_path is not None:
-        app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
-        js, css = "/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"
-    else:
-        js = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"
-        css = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"
+    """``/docs``: Swagger UI over ``/openapi.json`` (OpenAPI 3.1). Its assets are vendored in
+    ``static/swagger-ui`` (swagger-ui-dist 5, see the ``VERSION`` file there): served by this
+    process, no CDN, so the docs work without internet access and under the page's
+    Content-Security-Policy (the page's script is a file, not inline). Swagger UI sets some
+    ``style`` attributes, so this page alone allows inline styles."""
+    headers = {**_PAGE_HEADERS, "Content-Security-Policy": _PAGE_HEADERS[
+        "Content-Security-Policy"].replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")}
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> Response:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="corral API",
-                                   swagger_js_url=js, swagger_css_url=css,
-                                   swagger_favicon_url="/static/favicon.svg")
+        return FileResponse(STATIC / "docs.html", media_type="text/html", headers=headers)

@@ -32,16 +32,19 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True,
 _ROLES = ["viewer", "operator", "admin"]
 
 
-def _need_extra() -> None:
+def _need_extra(command: str) -> None:
+    """Exit 2 (as for any missing input), naming the extra, unless it is installed."""
     try:
         import fastapi  # noqa: F401
         import jwt  # noqa: F401
         import prometheus_client  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
+        from corral.cli import UserError
         from corral.server import INSTALL_HINT
 
-        raise click.ClickException(f"{INSTALL_HINT} ({exc.name} is missing)") from None
+        hint = INSTALL_HINT.replace("corral serve", f"corral {command}")
+        raise UserError(f"{hint} ({exc.name} is missing)") from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -118,6 +121,10 @@ _tokens_option = _opt("--api-tokens-file", env="CORRAL_API_TOKENS_FILE", default
       help="Server log lines: JSON, text, or auto (text on a terminal, else JSON).")
 @_opt("--log-level", env="CORRAL_LOG_LEVEL", default="info",
       type=click.Choice(["debug", "info", "warning", "error"]), help="Least severe level logged.")
+@_opt("--path", "paths", env="CORRAL_PATH", multiple=True,
+      type=click.Path(exists=True, file_okay=False), metavar="DIR",
+      help="Also look for call: modules in DIR, after sys.path (repeatable; in the variable, "
+      "separate with ':'). Pipelines sent as text have no directory of their own.")
 def serve(
     host: str,
     port: int,
@@ -132,17 +139,20 @@ def serve(
     log_dir: str,
     log_format: str,
     log_level: str,
+    paths: tuple[str, ...],
 ) -> None:
     """Serve the HTTP API, live events, /metrics and the web page (http://HOST:PORT/)."""
-    _need_extra()
+    _need_extra("serve")
     import uvicorn
 
     from corral._errors import CorralError
+    from corral._imports import add_to_sys_path
     from corral.server._app import create_app
     from corral.server._logs import configure_logging
     from corral.server._settings import AuthSettings, Settings
 
     configure_logging(fmt=log_format, level=log_level)
+    add_to_sys_path(paths)
     auth = AuthSettings(jwt_secret=jwt_secret, jwt_public_key=jwt_public_key,
                         jwks_file=jwks_file, jwt_issuer=jwt_issuer, jwt_audience=jwt_audience,
                         api_tokens_file=api_tokens_file)
@@ -203,7 +213,7 @@ def create(role: str, ttl: timedelta, subject: str | None, jwt_secret: str | Non
     A JWT is signed with --jwt-secret (the server's). With --static, a random API token is
     printed and its hash appended to --api-tokens-file (or shown, to add by hand).
     """
-    _need_extra()
+    _need_extra("token")
     from corral.server._auth import AuthConfigError, hash_token, make_jwt, new_api_token
 
     who = subject or _user()
@@ -216,7 +226,8 @@ def create(role: str, ttl: timedelta, subject: str | None, jwt_secret: str | Non
             with path.open("a", encoding="utf-8") as f:
                 f.write(line)
             path.chmod(0o600)
-            click.echo(f"corral: added a {role} token for {who} to {path}", err=True)
+            article = "an" if role[0] in "aeiou" else "a"
+            click.echo(f"corral: added {article} {role} token for {who} to {path}", err=True)
         else:
             click.echo(f"corral: add this line to the server's --api-tokens-file:\n  {line}",
                        err=True, nl=False)

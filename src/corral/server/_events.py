@@ -259,12 +259,14 @@ async def run_stream(
     *,
     stored: StoredRun | None,
     reload: Callable[[], Awaitable[StoredRun]],
+    finished: Callable[[StoredRun], Awaitable[dict[str, Any]]],
     keepalive: float,
     poll: float,
 ) -> AsyncIterator[str]:
     """One run's stream: from the hub while the run is live here, else from the store
     (``stored`` as the route read it, ``await reload()`` for news while the run goes on in
-    another process)."""
+    another process, ``await finished(stored)`` for what its ``end`` carries besides its
+    status, as the live one does: counts, critical path, duration)."""
     # Subscribed here, not in the route: a stream that never starts leaves nothing behind.
     sub = hub.subscribe_run(run_id, after)
     if sub is not None:
@@ -301,7 +303,7 @@ async def run_stream(
             idle = 0.0
         status = run_status_data(stored)
         if not status["live"]:
-            yield Event("end", run_id, status).encode(None)
+            yield Event("end", run_id, {**status, **await finished(stored)}).encode(None)
             return
         await asyncio.sleep(poll)
         idle += poll

@@ -9,7 +9,7 @@
                                               │                 │
                                   store (group commit)    EventHub · Metrics · log
     POST /runs/{id}/cancel ──> Runner.cancel()        (as the first Ctrl-C would)
-    POST /runs/{id}/resume ──> prepare_resume + recorded_runner, as the CLI ──> a new Runner
+    POST /runs/{id}/resume ──> prepare_resume + launch, as the CLI ──> a new Runner
 
 ``submit`` returns once the run is recorded in the store (the recorder's ``run_started``), so a
 client can read the run, or follow its events, as soon as it has the id. The recorder is the
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 
 from corral._errors import NotResumable, ValidationError
+from corral._graph import Graph
 from corral._runner import Runner, default_concurrency, new_run_id
 from corral._spec import TaskState
 from corral.server._errors import ApiError
@@ -41,7 +42,6 @@ from corral.server._metrics import LiveStats, Metrics
 if TYPE_CHECKING:
     from corral._dag import DAG
     from corral._events import RunInfo, Transition
-    from corral._graph import Graph
     from corral._result import RunResult
     from corral.store import Resume, ResumePlan, RunRecord, Store
 
@@ -282,16 +282,18 @@ class RunManager:
         fail_fast: bool,
         source_path: str | None,
     ) -> None:
-        """Start ``work`` (a graph, or a resume) as run ``run_id``, recorded as the CLI records
-        it (:func:`~corral.store.recorded_runner`); return once the store has the run."""
-        from corral.store._resume import recorded_runner
+        """Start ``work`` (a graph, or a resume) as run ``run_id``, assembled as every run is
+        (:func:`corral._launch.launch`); return once the store has the run."""
+        from corral._launch import LaunchOptions, launch, read_history
 
+        graph = work if isinstance(work, Graph) else work.graph
+        # Read off the event loop: other requests are served meanwhile.
+        history = await anyio.to_thread.run_sync(read_history, self.store, graph)
         started = asyncio.Event()
         listener = ServerListener(self.hub, self.metrics, started)
-        runner, _ = recorded_runner(
-            work, self.store, listeners=[listener], recording={"source_path": source_path},
+        runner = launch(work, self.store, listeners=[listener], options=LaunchOptions(
             concurrency=concurrency, fail_fast=fail_fast, run_id=run_id, log_dir=self.log_dir,
-            env=env, params=params)
+            env=env, params=params, source_path=source_path, history=history)).runner
         self.metrics.instrument_scheduler(runner.scheduler)
         live = LiveRun(run_id, runner, listener, started)
         self._live[run_id] = live
@@ -411,8 +413,12 @@ def _rebuild(run: RunRecord) -> DAG:
                        "pipeline file, so its DAG cannot be rebuilt")
     path = run.source_path or "<stored>"
     fmt = "json" if path.endswith(".json") else None
+    # A run started from a file (corral run) finds its call: modules next to that file, as it
+    # did then; for one submitted as text the directory is the server's copy's: no modules.
+    base = Path(path).parent if run.source_path else None
     try:  # validated once, by prepare_resume
-        pipeline = parse_pipeline(run.source_text, file=path, fmt=fmt, params=dict(run.params))
+        pipeline = parse_pipeline(run.source_text, file=path, fmt=fmt, params=dict(run.params),
+                                  base_dir=base)
     except (ValidationError, ValueError) as exc:
         raise ApiError(409, "not_resumable",
                        f"the pipeline stored with run {run.id!r} no longer loads: {exc}") from exc

@@ -68,7 +68,26 @@ def task_attempts(stored: StoredRun) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _critical_path(events: Iterable[EventRecord]) -> list[str]:
+def run_counts(stored: StoredRun) -> dict[str, int]:
+    """How many of the run's tasks are in each state (``pending`` for those never reached)."""
+    counts: dict[str, int] = {}
+    for snap in stored.run.tasks:
+        state = str(stored.tasks[snap.id].state or TaskState.PENDING)
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def finished_data(stored: StoredRun, events: Iterable[EventRecord]) -> dict[str, Any]:
+    """What the live ``end`` event of a run says beyond its status, from the store: the
+    counts, the realised critical path (recorded at its end; empty for a crashed run) and its
+    duration."""
+    run = stored.run
+    duration = (run.finished_at - run.started_at).total_seconds() if run.finished_at else None
+    return {"counts": run_counts(stored), "critical_path": critical_path(events),
+            "duration_s": duration}
+
+
+def critical_path(events: Iterable[EventRecord]) -> list[str]:
     for e in events:
         if e.kind == "run_finished":
             path = e.data.get("critical_path")
@@ -81,12 +100,10 @@ def run_detail(stored: StoredRun, events: Iterable[EventRecord], *,
                live_here: bool) -> dict[str, Any]:
     run = stored.run
     attempts = task_attempts(stored)
-    counts: dict[str, int] = {}
     tasks = []
     for snap in run.tasks:
         task = stored.tasks[snap.id]
         state = str(task.state or TaskState.PENDING)
-        counts[state] = counts.get(state, 0) + 1
         mine = attempts.get(snap.id, [])
         first = mine[0] if mine else None
         last = mine[-1] if mine else None
@@ -107,8 +124,8 @@ def run_detail(stored: StoredRun, events: Iterable[EventRecord], *,
         })
     return {
         **run_summary(run, live_here=live_here),
-        "counts": counts,
-        "critical_path": _critical_path(events),
+        "counts": run_counts(stored),
+        "critical_path": critical_path(events),
         "reused": list(run.reused),
         "last_event_id": len(stored.transitions),
         "tasks": tasks,

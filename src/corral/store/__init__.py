@@ -14,7 +14,7 @@
     # All of the above, as `corral resume` and dag.run(store=..., resume=run_id) do it:
     resume = prepare_resume(store, dag, run_id=run_id)   # or pipeline=: its latest unfinished
     resume.plan.rerun                                     # what re-runs and why (--dry-run)
-    runner, recorder = _resume.recorded_runner(resume, store)  # RunLocked if its lease holds
+    corral._launch.launch(resume, store).run()            # RunLocked if its lease holds
 
 The package, layer by layer::
 

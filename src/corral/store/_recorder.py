@@ -84,10 +84,10 @@ def _user() -> str:
 
 
 class StoreRecorder:
-    """Records a run in ``store``. For callers: construct, pass in ``Runner(listeners=[...])``,
-    then :meth:`attach` the runner (it supplies values, errors and log paths as they happen;
-    without one, values are stored only when the run ends). ``resume_of`` names the run this
-    one resumes; ``source_path`` the pipeline file, stored so the run can be rebuilt.
+    """Records a run in ``store``. For callers: construct and pass in
+    ``Runner(listeners=[...])``; everything it stores comes with the run's transitions.
+    ``resume_of`` names the run this one resumes; ``source_path`` the pipeline file, stored so
+    the run can be rebuilt.
 
     The three listener methods are for the runner only.
     """
@@ -126,9 +126,11 @@ class StoreRecorder:
         self._owner = f"{_user()}@{self._worker}"
         self._executor_of: dict[str, str] = {}
         self._running_since: dict[str, float] = {}
+        self._log_prefix = ""  # the run's log folder as its transitions name their logs
 
     def attach(self, runner: Runner) -> StoreRecorder:
-        """Read values, errors and log paths from ``runner`` (call before it runs)."""
+        """Kept for callers that attach the runner: the transitions carry everything the
+        recorder stores (values, log files, workers), so it reads nothing from ``runner``."""
         self.runner = runner
         return self
 
@@ -139,14 +141,12 @@ class StoreRecorder:
         graph = run.graph
         tasks = snapshot_of(graph)
         self._executor_of = {t.id: t.executor for t in tasks}
-        reused: tuple[str, ...] = ()
-        if self.runner is not None:
-            state = self.runner.scheduler.state
-            reused = tuple(graph.ids[i] for i, s in enumerate(state) if s is SUCCEEDED)
+        reused = tuple(run.reused)
         # Starts name their log file relative to the run's log folder (stored once).
         log_dir = None
-        if self.runner is not None and self.runner.log_dir is not None:
-            log_dir = os.path.abspath(self.runner.log_dir)
+        if run.log_dir is not None:
+            log_dir = os.path.abspath(run.log_dir)
+            self._log_prefix = f"{run.log_dir}{os.sep}"
         source_text = None
         if self.source_path is not None:
             with contextlib.suppress(OSError, UnicodeDecodeError):
@@ -172,45 +172,40 @@ class StoreRecorder:
     def transitions(self, batch: list[Transition]) -> None:
         """Pack ``batch`` (see :data:`~corral.store._records.PACKED_FIELDS`) and queue it with
         its values: the hot path, three per task, so one pass, the common states first, and no
-        records (the state stays the enum: a ``str``, stored as its value). What is costly and
-        rare (formatting a traceback) is left to the writer: a failure's entry carries its
-        exception in the last field."""
-        runner = self.runner
+        records (the state stays the enum: a ``str``, stored as its value). Everything comes
+        from the transitions themselves (value, log file, worker), none from the runner. What
+        is costly and rare (formatting a traceback) is left to the writer: a failure's entry
+        carries its exception in its traceback's place."""
         running_since = self._running_since
+        prefix = self._log_prefix
+        cut = len(prefix)
         entries: list[list[Any]] = []
         add = entries.append
-        values: list[tuple[str, Any]] | None = None
-        if runner is not None:
-            values = []
-            index = runner.graph.index
-            results, current = runner.values, runner.current
-        for t in batch:
-            task, state, attempt, at, error, exc = t
+        values: list[tuple[str, Any]] = []
+        for task, state, attempt, at, error, exc, value, log, worker in batch:
             if state is RUNNING:
                 running_since[task] = at
-                work = current[index[task]] if runner is not None else None
-                if work is None or work.log_path is None:
+                if log is None:
                     add([task, state, attempt, at])
                 else:  # in the run's log folder (RunRecord.log_dir): its name is enough
-                    add([task, state, attempt, at, None, None, None, None, work.log_path.name])
-            elif state is SUCCEEDED:  # (its value may be an exception object: test this first)
-                if values is not None:
-                    values.append((task, results[index[task]]))
+                    add([task, state, attempt, at, None, None, None, None,
+                         log[cut:] if prefix and log.startswith(prefix)
+                         else os.path.abspath(log)])
+            elif state is SUCCEEDED and worker is None:
+                values.append((task, value))
                 began = running_since.pop(task, None)
                 add([task, state, attempt, at] if began is None
                     else [task, state, attempt, at, at - began])
             elif state not in _ENDS_ATTEMPT and error is None:  # ready, upstream_failed
                 add([task, state, attempt, at])
             else:
+                if state is SUCCEEDED:
+                    values.append((task, value))
                 began = running_since.pop(task, None) if state in _ENDS_ATTEMPT else None
                 duration = None if began is None else at - began
-                if exc is not None:  # that attempt's, not the task's latest
-                    add([task, state, attempt, at, duration, error, exc])
-                elif error is not None:
-                    add([task, state, attempt, at, duration, error])
-                else:
-                    add([task, state, attempt, at] if duration is None
-                        else [task, state, attempt, at, duration])
+                # (the exception sits where its traceback goes, until the writer formats it)
+                add(packed_entry(task, state, attempt, at, duration, error, exc, None, None,
+                                 worker))
         self._queue.put((entries, values))
 
     def run_finished(self, result: RunResult) -> None:
@@ -275,8 +270,6 @@ class StoreRecorder:
             self._finish_entries(transitions)
             events: list[EventRecord] = []
             if result is not None:
-                if self.runner is None:  # no runner to read values from as they come: now
-                    values.extend(result.outputs.items())
                 finish = (StoredStatus(str(result.status)), result.finished_at)
                 events.append(EventRecord("run_finished", result.finished_at, data={
                     "status": str(result.status), "counts": result.counts(),
@@ -309,11 +302,11 @@ class StoreRecorder:
         """Turn the exception the listener left in a failure's entry into what is stored: its
         traceback and exit code. Off the run loop, on the writer."""
         for k, entry in enumerate(entries):
-            if len(entry) == 7 and isinstance(entry[6], BaseException):  # [..., error, exc]
+            if len(entry) >= 7 and isinstance(entry[6], BaseException):  # [..., error, exc]
                 exc = entry[6]
                 code = getattr(exc, "exit_code", None)
                 entries[k] = packed_entry(*entry[:6], "".join(traceback.format_exception(exc)),
-                                          code if isinstance(code, int) else None)
+                                          code if isinstance(code, int) else None, *entry[8:])
 
 
 def _secs(value: float | timedelta) -> float:

@@ -1,4 +1,4 @@
-"""Resuming a run: which run, which tasks it may skip, and the runner that finishes it.
+"""Resuming a run: which run, and which of its tasks it may skip.
 
 One implementation, for ``corral resume RUN_ID``, ``corral run FILE --resume`` and
 ``dag.run(store=..., resume=...)``::
@@ -7,7 +7,7 @@ One implementation, for ``corral resume RUN_ID``, ``corral run FILE --resume`` a
       load_run (checked) ── NotResumable if it succeeded or was already resumed
       graph now: dag.validate(), the run's own tasks when resumed by id
       plan_resume(graph now, run then)                     -> ResumePlan (pure, below)
-    recorded_runner(resume, store, ...)                    -> Runner(done=plan.reuse)
+    corral._launch.launch(resume, store, ...)              -> Runner(done=plan.reuse)
       RunLocked while the run's lease is live                 + StoreRecorder(resume_of=run)
 
 A dry run stops after ``prepare_resume`` (it may show a live run's plan); the store checks the
@@ -30,9 +30,9 @@ result feeds the runner directly: ``Runner(graph, done=plan.reuse)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict
+from typing import Any, Protocol
 
 from corral._errors import NotResumable, RunLocked
 from corral._graph import Graph
@@ -40,20 +40,14 @@ from corral._spec import TaskState
 from corral.store._interface import Store
 from corral.store._records import MISSING, RunRecord, StoredRun, StoredStatus
 
-if TYPE_CHECKING:
-    from corral._events import RunListener
-    from corral._runner import Runner
-    from corral.store._recorder import StoreRecorder
-
 __all__ = [
     "Graphable",
-    "RecorderOptions",
     "Resume",
     "ResumePlan",
     "plan_resume",
     "prepare_resume",
-    "recorded_runner",
 ]
+
 
 class Graphable(Protocol):
     """What a resume needs of a DAG: that it validates into a graph (``corral.DAG`` does).
@@ -133,7 +127,7 @@ def plan_resume(graph: Graph, stored: StoredRun) -> ResumePlan:
 class Resume:
     """A resume, decided but not started: the run it finishes, the graph to run now, and the
     plan (what is reused, what re-runs and why). Made by :func:`prepare_resume`, started by
-    :func:`recorded_runner`; a dry run only reads it."""
+    :func:`corral._launch.launch`; a dry run only reads it."""
 
     run: RunRecord
     graph: Graph
@@ -166,7 +160,7 @@ def prepare_resume(
 
     Raises :class:`~corral._errors.RunNotFound`, or :class:`~corral._errors.NotResumable` when
     the run succeeded or was already resumed. A live lease is not refused here, so that a dry
-    run can show a live run's plan: :func:`recorded_runner` refuses it.
+    run can show a live run's plan: :func:`corral._launch.launch` refuses it.
     """
     if (run_id is None) == (pipeline is None):
         raise TypeError("prepare_resume() takes run_id= or pipeline=, exactly one")
@@ -205,51 +199,3 @@ def _graph_to_resume(
         return full
     keep = [t for t in full.ids if t in stored.tasks]
     return full if len(keep) == len(full) else dag.validate(only=keep)
-
-
-class RecorderOptions(TypedDict, total=False):
-    """How :class:`~corral.store.StoreRecorder` records a run (see its arguments)."""
-
-    source_path: str | None
-    heartbeat: float
-    lease: float
-
-
-def recorded_runner(
-    work: Graph | Resume,
-    store: Store | None,
-    *,
-    listeners: Sequence[RunListener] = (),
-    recording: RecorderOptions | None = None,
-    **runner_options: Any,
-) -> tuple[Runner, StoreRecorder | None]:
-    """A runner for ``work``, recorded in ``store`` (None: in memory only), and its recorder.
-
-    ``work`` is a graph, or a :class:`Resume`: then its graph runs with the reused tasks'
-    stored values as ``done``, recorded with ``resume_of`` (the old run is marked resumed by
-    the new one), and a run whose lease is live raises :class:`~corral._errors.RunLocked`
-    before anything is made. ``runner_options`` go to :class:`~corral._runner.Runner`. The one
-    place a recorded run is put together, for the CLI and for ``DAG.run``.
-    """
-    from corral._runner import Runner
-    from corral.store._recorder import StoreRecorder
-
-    graph: Graph = work if isinstance(work, Graph) else work.graph
-    done: Mapping[str, Any] | None = None
-    resume_of: str | None = None
-    if isinstance(work, Resume):
-        if store is None:
-            raise ValueError("a resume is recorded in the store of the run it resumes")
-        work.check_unlocked()
-        done, resume_of = work.plan.reuse, work.run.id
-    watchers = list(listeners)
-    recorder = None
-    if store is not None:
-        recorder = StoreRecorder(store, resume_of=resume_of, **(recording or RecorderOptions()))
-        # First: a listener told that the run started may count on it being recorded, and a
-        # store that refuses the run stops it before any other listener hears of it.
-        watchers.insert(0, recorder)
-    runner = Runner(graph, listeners=watchers, done=done, **runner_options)
-    if recorder is not None:
-        recorder.attach(runner)
-    return runner, recorder

@@ -516,7 +516,7 @@
         const log = await api("/runs/" + encodeURIComponent(runId) + "/tasks/" +
           encodeURIComponent(t.id) + "/log?tail=200");
         if (selected !== i || signal.aborted) return;
-        let text = log.has_log ? (log.text || "(empty)") : "(this task writes no log: " + t.executor + " executor)";
+        let text = log.has_log ? (log.text || "(empty)") : "(no log: this attempt wrote no output)";
         if (log.traceback) text += "\n--- traceback\n" + log.traceback;
         else if (log.error) text += "\n--- " + log.error;
         const pre = $("task-panel").querySelector("pre.log");
