@@ -72,7 +72,8 @@ def killed_run(corral, corral_popen, write, tmp_path: Path,
     before the kill, a resume of it is refused: its owner is alive."""
     write("crashy.yaml", CRASHY)
     (tmp_path / "c.block").touch()
-    proc = corral_popen("run", "crashy.yaml", *store_args)
+    # A lease far longer than the hang guard: only the takeover rule can free the run in time.
+    proc = corral_popen("run", "crashy.yaml", "--lease", "600s", *store_args)
     try:
         wait_for(lambda: (tmp_path / "c.started").exists() or proc.poll() is not None,
                  "task c to start")
@@ -106,7 +107,9 @@ def test_a_run_killed_with_sigkill_is_resumed_at_once(
     before = executions(tmp_path)
     assert before == Counter("abcd")
 
-    # Its process is gone: the run is crashed now, not in 30 s.
+    # Its process is gone (and its reaper, once it has ended c's command, within
+    # milliseconds): the run is crashed now, not when its 600 s lease lapses.
+    wait_for(lambda: runs(corral, store_args)[0]["status"] == "crashed", "the run to crash")
     [run] = runs(corral, store_args)
     assert (run["run_id"], run["status"], run["alive"]) == (run_id, "crashed", False)
     assert [r["run_id"] for r in json.loads(
@@ -128,6 +131,7 @@ def test_two_resumers_of_a_dead_run_at_once_one_wins(
     from tests.acceptance.conftest import cli_env, corral_argv
 
     run_id = killed_run(corral, corral_popen, write, tmp_path, store_args)
+    wait_for(lambda: runs(corral, store_args)[0]["status"] == "crashed", "the run to crash")
     procs = [subprocess.Popen(corral_argv("resume", run_id, "--json", *store_args),
                               cwd=tmp_path, env=cli_env(tmp_path), stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -140,3 +144,50 @@ def test_two_resumers_of_a_dead_run_at_once_one_wins(
     assert codes[1] in (ExitCode.RUN_LOCKED, ExitCode.INVALID), results
     assert all("Traceback" not in err for _, _, err in results), results
     assert executions(tmp_path) == Counter({"a": 1, "b": 1, "d": 1, "c": 2})
+
+
+STUBBORN = """
+name: stubborn
+tasks:
+  s: {cmd: "trap '' TERM; echo $$ > s.pid; while true; do sleep 0.05; done"}
+"""
+
+
+@pytest.mark.slow
+def test_a_dead_run_is_not_taken_over_while_its_reaper_ends_its_commands(
+    corral, corral_popen, write, tmp_path
+):
+    """A command that ignores SIGTERM outlives corral by the reaper's grace (3 s), until the
+    reaper SIGKILLs it and exits. The run is taken over only then: never two of it at once."""
+    write("stubborn.yaml", STUBBORN)
+    proc = corral_popen("run", "stubborn.yaml", "--lease", "600s")
+    pid_file = tmp_path / "s.pid"
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip()
+                 or proc.poll() is not None, "the command to start")
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        # wait(), not communicate(): the reaper holds corral's stderr until it exits.
+        proc.wait(timeout=HANG_GUARD_S)
+    command = int(pid_file.read_text())
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+
+    from corral.store import open_store
+
+    with open_store(f"sqlite:///{tmp_path / '.corral' / 'corral.db'}") as store:
+        [run] = store.list_runs()
+        # The reaper ends the command only after its grace (SIGTERM is ignored): meanwhile the
+        # run is held, although corral itself is gone.
+        checks = 0
+        while alive(command):
+            assert store.get_run(run.id).lease_live, "taken over while its command still ran"
+            checks += 1
+        assert checks, "the command ended before the store could be asked"
+        wait_for(lambda: not store.get_run(run.id).lease_live, "the run to be taken over")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.helpers.waiting import wait_for
 
 import corral.store
 from corral.store import _codec, _owner
@@ -84,14 +85,35 @@ def test_this_process_is_not_gone_and_an_exited_one_is():
     assert _owner.is_gone(gone)
 
 
+def test_an_owner_is_not_gone_while_a_helper_it_started_lives():
+    """Its reaper outlives a killed corral while it ends the run's commands."""
+    me = _owner.current_process()
+    if me is None:
+        pytest.skip("no /proc here")
+    code = ("import subprocess, sys; from corral.store._owner import current_process, "
+            "helper_argument; helper = subprocess.Popen([sys.executable, '-c', "
+            "'import time; time.sleep(120)', *helper_argument()]); "
+            "print(current_process(), helper.pid, flush=True)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    identity, helper = parent.stdout.readline().split()  # type: ignore[union-attr]
+    parent.wait(timeout=60)  # the owner is gone; its helper lives on (reparented)
+    parent.stdout.close()  # type: ignore[union-attr]
+    try:
+        assert not _owner.is_gone(identity)
+    finally:
+        os.kill(int(helper), 9)
+    wait_for(lambda: _owner.is_gone(identity), "the helper to be gone")
+
+
 def test_a_reused_pid_or_another_machine_is_not_taken_for_the_owner():
     me = _owner.current_process()
     if me is None:
         pytest.skip("no /proc here")
-    boot, namespace, pid, started = me.split("/")
-    assert _owner.is_gone(f"{boot}/{namespace}/{pid}/{int(started) + 1}")  # pid reused
-    for other in (f"other-boot/{namespace}/999999999/1", f"{boot}/1/999999999/1",
-                  "", "garbage", f"{boot}/{namespace}/x/1", None):
+    boot, namespace, pid, started, uid = me.split("/")
+    assert _owner.is_gone(f"{boot}/{namespace}/{pid}/{int(started) + 1}/{uid}")  # pid reused
+    for other in (f"other-boot/{namespace}/999999999/1/{uid}", f"{boot}/1/999999999/1/{uid}",
+                  "", "garbage", f"{boot}/{namespace}/x/1/{uid}", None,
+                  f"{boot}/{namespace}/999999999/1"):  # (an identity of another format)
         assert not _owner.is_gone(other), other  # not known: the lease holds
 
 

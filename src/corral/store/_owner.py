@@ -7,7 +7,9 @@ up, and a process that is gone holds no lease.
 
 The identity a run records (``runs.owner_process``)::
 
-    <boot id>/<pid namespace>/<pid>/<start time>
+    <boot id>/<pid namespace>/<pid>/<start time>/<uid>
+     │         │               │     │            └─ its user: another user's processes may be
+     │         │               │     │               hidden (/proc mounted hidepid), never judged
      │         │               │     └─ field 22 of /proc/PID/stat, in clock ticks since boot:
      │         │               │        a pid reused by another process has another start time
      │         │               └─ the process
@@ -17,7 +19,10 @@ The identity a run records (``runs.owner_process``)::
         (a hostname does not: containers often share one)
 
 Policy (:func:`is_gone`): the owner is gone only when its identity has this process's boot id
-and pid namespace, and ``/proc/PID`` is missing, is a zombie, or started at another time. In
+and pid namespace, ``/proc/PID`` is missing, is a zombie, or started at another time, **and**
+no helper it started is still alive: its reaper outlives it by up to its grace period (3 s)
+while it ends the dead run's commands, and a resume must not start them again before that.
+Helpers carry ``--corral-owner=<identity>`` on their command line (:func:`helper_argument`). In
 every other case (another machine, another namespace, no identity recorded, no ``/proc``: other
 platforms) nothing is known, and the lease holds until it lapses, as before. A wrong "gone"
 would let two processes run one run; a wrong "alive" only waits, so every doubt is "alive".
@@ -32,9 +37,10 @@ from __future__ import annotations
 import os
 from functools import cache
 
-__all__ = ["current_process", "is_gone"]
+__all__ = ["current_process", "helper_argument", "is_gone"]
 
 _PROC = "/proc"
+_HELPER = "--corral-owner="
 
 
 def _read(path: str) -> str | None:
@@ -79,7 +85,34 @@ def current_process() -> str | None:
     stat = _stat("self")
     if stat is None:
         return None
-    return f"{machine}/{os.getpid()}/{stat[1]}"
+    return f"{machine}/{os.getpid()}/{stat[1]}/{os.getuid()}"
+
+
+def helper_argument() -> list[str]:
+    """The argument that marks a helper process (the reaper) as this process's, so that its
+    run is not taken over while the helper still ends its commands; [] where unknown."""
+    me = current_process()
+    return [] if me is None else [f"{_HELPER}{me}"]
+
+
+def _helper_alive(identity: str) -> bool:
+    """Whether a live process carries ``--corral-owner=identity`` (one scan of /proc)."""
+    mark = f"{_HELPER}{identity}".encode()
+    try:
+        pids = [p for p in os.listdir(_PROC) if p.isdigit()]
+    except OSError:
+        return True  # cannot tell: as if alive
+    for pid in pids:
+        try:
+            with open(f"{_PROC}/{pid}/cmdline", "rb") as f:
+                if mark not in f.read():
+                    continue
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        stat = _stat(pid)
+        if stat is not None and stat[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def is_gone(identity: str | None) -> bool:
@@ -89,15 +122,17 @@ def is_gone(identity: str | None) -> bool:
         return False
     machine = _machine()
     parts = identity.split("/")
-    if machine is None or len(parts) != 4 or "/".join(parts[:2]) != machine:
+    if machine is None or len(parts) != 5 or "/".join(parts[:2]) != machine:
         return False
-    pid, started = parts[2], parts[3]
-    if not pid.isdigit():
-        return False
+    pid, started, uid = parts[2], parts[3], parts[4]
+    if not pid.isdigit() or (uid != str(os.getuid()) and os.getuid() != 0):
+        return False  # another user's process may be hidden from us: not known
     stat = _stat(pid)
     if stat is None:
         # No /proc/PID at all. /proc itself is there (we read our own boot id), so the
         # process has exited and been reaped.
-        return os.path.isdir(_PROC) and not os.path.exists(f"{_PROC}/{pid}")
-    state, start = stat
-    return state in ("Z", "X") or start != started
+        gone = os.path.isdir(_PROC) and not os.path.exists(f"{_PROC}/{pid}")
+    else:
+        state, start = stat
+        gone = state in ("Z", "X") or start != started
+    return gone and not _helper_alive(identity)
