@@ -1,5 +1,6 @@
 """What one stored transition costs the SQLite store: a row each (schema 1) or packed (now);
-and what a recorded run of a DAG the store has not seen costs over one it has.
+what encoding a commit's transitions costs in each candidate format; and what a recorded run
+of a DAG the store has not seen costs over one it has.
 
     python -m bench.store_rows
 
@@ -7,7 +8,12 @@ Writes 30,000 transitions of a 10,000-task run in 30 group commits of 1,000 (as 
 does under load) into a fresh store in a temporary directory, 5 times per layout, and prints
 the median microseconds per transition. ``row per transition`` is how schema version 1 stored
 history (one ``transitions`` row each, inserted with ``executemany``); ``packed batch`` is
-:meth:`corral.store.Store.write` today (one pickled ``batches`` row per commit).
+:meth:`corral.store.Store.write` today (one ``batches`` row of JSON per commit).
+
+Encoding: a commit of 1,000 transitions as the recorder packs them, encoded by each candidate
+(pickle, as schema versions 2-3 stored them; the standard library's json; orjson, what schema 4
+uses; msgpack when installed), best of 5, in microseconds per transition. Wall-clock figures:
+take them on a quiet machine, or compare instruction counts (``valgrind --tool=callgrind``).
 
 Then it runs the layered 10k workload (zero-duration thread tasks) recorded in a fresh store,
 twice per repetition: the first run also stores the DAG's snapshot (``dags``), the second finds
@@ -25,7 +31,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from corral.store import open_store
-from corral.store._base import RunRecord, StoredStatus, TaskSnapshot, dag_hash
+from corral.store._records import RunRecord, StoredStatus, TaskSnapshot, dag_hash
 
 LAYOUTS = ("row per transition", "packed batch")
 
@@ -105,6 +111,43 @@ def first_and_again(reps: int) -> tuple[float, float]:
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+def encodings(reps: int) -> dict[str, float]:
+    """Microseconds per transition to encode one commit of 1,000, per candidate format."""
+    import json
+    import pickle
+
+    import orjson
+
+    entries: list[list[object]] = []
+    for i in range(334):
+        t = f"t{i}"
+        entries += [[t, "ready", 0, i * 1e-4], [t, "running", 1, i * 1e-4 + 1e-5],
+                    [t, "succeeded", 1, i * 1e-4 + 2e-5, 1.2345e-5]]
+    candidates = {
+        "pickle": lambda: pickle.dumps(entries, pickle.HIGHEST_PROTOCOL),
+        "json (stdlib)": lambda: json.dumps(entries),
+        "orjson": lambda: orjson.dumps(entries).decode(),
+    }
+    try:
+        import msgpack
+
+        candidates["msgpack"] = lambda: msgpack.packb(entries)
+    except ImportError:
+        pass
+    out = {}
+    for name, encode in candidates.items():
+        best = min(_timed(encode, 50) for _ in range(max(reps, 1)))
+        out[name] = best / 50 / len(entries) * 1e6
+    return out
+
+
+def _timed(fn: object, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
@@ -113,6 +156,8 @@ def main() -> None:
         runs = [measure(layout) for _ in range(args.reps)]
         print(f"{layout:20} {statistics.median(runs):6.2f} us/transition "
               f"(min {min(runs):.2f}, max {max(runs):.2f}, {args.reps} reps)")
+    for name, us in encodings(args.reps).items():
+        print(f"encode {name:14} {us:6.3f} us/transition")
     first, again = first_and_again(args.reps)
     per_task = (first - again) * 1e6 / 10_000
     print(f"recorded layered 10k: first run of the DAG {first * 1e3:.0f} ms, "

@@ -349,7 +349,9 @@ def resume(run_id: str, opts: RunOptions) -> None:
     The DAG is rebuilt from the run's pipeline file as it is now, with the run's parameters
     (-p overrides them), restricted to the run's tasks. A task re-runs when it did not
     succeed, when its definition changed, or when a task it depends on re-runs. The run
-    must not be alive elsewhere (exit 4): a crashed run's lease lapses after --lease.
+    must not be alive elsewhere (exit 4): a run whose process died on this host is taken
+    over at once; one from another host once its lease lapses (the --lease it was started
+    with; --lease here is the lease of the new run).
     """
     resume_run(opts, run_id=run_id)
 

@@ -184,16 +184,25 @@ class StoreTooNew(BrokenStore):
 
 
 class CorruptHistory(BrokenStore):
-    """A stored run history breaks the task state machine."""
+    """A stored run cannot be read (a row of the wrong shape: damaged, or written by something
+    else), or its history breaks the task state machine."""
 
     def __init__(
-        self, reason: str, *, run_id: str, task: str | None, transition: str, url: str | None
+        self,
+        reason: str,
+        *,
+        run_id: str,
+        task: str | None,
+        transition: str | None = None,
+        url: str | None,
     ) -> None:
         self.run_id = run_id
         self.task = task
         self.transition = transition
+        self.reason = reason
         what = f"task {task!r} of run {run_id!r}" if task else f"run {run_id!r}"
-        super().__init__(f"corrupt history: {what}: {transition}: {reason}", url=url)
+        where = f"{transition}: " if transition else ""
+        super().__init__(f"corrupt history: {what}: {where}{reason}", url=url)
 
 
 class RunLocked(CorralError, RuntimeError):

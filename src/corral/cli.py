@@ -586,7 +586,9 @@ def schema() -> None:
 
 # ---------------------------------------------------------------------- run
 
-# How long a run's lease lasts when nobody renews it (corral._launch.DEFAULT_LEASE_S).
+# How long a run's lease lasts when nobody renews it (corral._launch.DEFAULT_LEASE_S): after a
+# crash seen from another host, a resume waits at most this long (on the same host a dead
+# process is seen at once, see corral.store._owner).
 DEFAULT_LEASE = "30s"
 
 
@@ -664,8 +666,9 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
         default=DEFAULT_LEASE,
         envvar="CORRAL_LEASE",
         show_envvar=True,
-        help="How long a run stays locked after its process dies (renewed while it lives); "
-        "a resume of a crashed run waits for it to lapse.",
+        help="The lease this run holds, renewed while it lives: if its process dies where "
+        "others cannot check it (another host), they wait this long to resume it. On its own "
+        "host a dead run is resumed at once. Does not shorten the wait for a run being resumed.",
     ),
     _path_option,
     _no_import_option,

@@ -23,7 +23,7 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── Skip                                raised by a task to end as "skipped"
     ├── BrokenStore (RuntimeError)          the run store cannot be read or written; names its URL
     │   ├── StoreTooNew                     the store was written by a newer corral (schema version)
-    │   └── CorruptHistory                  a stored history breaks the task state machine
+    │   └── CorruptHistory                  a stored run is unreadable or breaks the state machine
     ├── RunLocked (RuntimeError)            another live process holds the run's lease
     ├── RunNotFound (ValueError)            no run with that id in the store
     └── NotResumable (ValueError)           the run succeeded, or was already resumed

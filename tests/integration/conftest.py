@@ -8,64 +8,19 @@ PostgreSQL tests skip, saying why, unless ``CORRAL_REQUIRE_SERVICES`` is set: th
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
-
-POSTGRES_URL = os.environ.get(
-    "CORRAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-
-_reachable: dict[str, str | None] = {}
-
-
-def _postgres_problem() -> str | None:
-    """Why PostgreSQL cannot be used (None: it can). Asked once per session."""
-    if "pg" not in _reachable:
-        try:
-            import psycopg
-
-            with psycopg.connect(POSTGRES_URL, connect_timeout=3) as conn:
-                conn.execute("SELECT 1")
-            _reachable["pg"] = None
-        except Exception as exc:
-            _reachable["pg"] = f"PostgreSQL at {POSTGRES_URL} is unreachable: {exc}"
-    return _reachable["pg"]
-
-
-def require_postgres() -> None:
-    problem = _postgres_problem()
-    if problem is None:
-        return
-    if os.environ.get("CORRAL_REQUIRE_SERVICES"):
-        pytest.fail(f"{problem} (and CORRAL_REQUIRE_SERVICES is set)")
-    pytest.skip(problem)
-
-
-def with_search_path(url: str, schema: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+from tests.helpers.postgres import schema_url
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A URL whose tables live in a fresh schema, dropped after the test."""
-    require_postgres()
-    import psycopg
-
-    schema = f"corral_test_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield with_search_path(POSTGRES_URL, schema)
-    finally:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with schema_url() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -86,6 +41,7 @@ def open_test_store(store_url: str, tmp_path: Path) -> Iterator[Callable[..., An
 
     def opener(**options: Any) -> Any:
         options.setdefault("values_dir", tmp_path / "values")
+        options.setdefault("key", "integration-test-key")  # never the developer's key file
         store = open_store(store_url, **options)
         opened.append(store)
         return store

@@ -11,7 +11,7 @@ import pytest
 from corral import DAG
 from corral._spec import TaskState
 from corral.store import MISSING, RunRecord, StoredRun, StoredStatus, StoredTask, plan_resume
-from corral.store._recorder import snapshot_of
+from corral.store._snapshot import snapshot_of
 
 S = TaskState
 OK = S.SUCCEEDED
@@ -97,3 +97,66 @@ def test_reused_values_are_the_stored_ones_and_a_new_task_runs():
     assert plan.rerun == {"new": "not in the earlier run"}
     assert "re-run 1" in str(plan)
     assert "new: not in the earlier run" in str(plan)
+
+
+def test_a_changed_dependency_or_argument_is_a_changed_definition():
+    def rewired():  # b now also waits for d
+        dag = DAG("p")
+        a = dag.add(one, id="a")
+        d = dag.add(one, id="d")
+        b = dag.add(plus, a, id="b")
+        d >> b
+        dag.add(plus, b, id="c")
+        return dag
+
+    plan = plan_resume(rewired().validate(), stored(ALL_OK))
+    assert plan.rerun == {"b": "definition changed", "c": "upstream b re-runs"}
+
+    dag = DAG("p")
+    a = dag.add(one, id="a")
+    b = dag.add(plus, a, id="b")
+    b >> dag.add(plus, 41, id="c")  # an argument instead of b's value
+    dag.add(one, id="d")
+    assert plan_resume(dag.validate(), stored(ALL_OK)).rerun == {"c": "definition changed"}
+
+
+def test_the_order_of_dependencies_is_no_change():
+    def two_deps(order):
+        dag = DAG("p")
+        tasks = {t: dag.add(one, id=t) for t in ("a", "d")}
+        b = dag.add(one, id="b")
+        for t in order:
+            tasks[t] >> b
+        b >> dag.add(one, id="c")
+        return dag.validate()
+
+    then = two_deps(["a", "d"])
+    snaps = snapshot_of(then)
+    run = RunRecord(id="r", pipeline="p", status=StoredStatus.FAILED, tasks=snaps, params={},
+                    started_at=datetime.now(UTC), host="h", user="u", pid=1)
+    tasks = {s.id: StoredTask(s.id, s.fingerprint, s.deps, OK, 1, 1) for s in snaps}
+    assert plan_resume(two_deps(["d", "a"]), StoredRun(run, tasks, ())).rerun == {}
+
+
+def test_tasks_sharing_an_action_share_one_fingerprint_and_an_argument_sets_it_apart():
+    from corral.store._snapshot import definition_fingerprints
+
+    g = graph()
+    fingerprints = dict(zip(g.ids, definition_fingerprints(g.specs), strict=True))
+    assert fingerprints["a"] == fingerprints["d"]  # the same function, no arguments
+    # b and c pass on different upstream values (arguments naming a and b): apart.
+    assert len({fingerprints["a"], fingerprints["b"], fingerprints["c"]}) == 3
+    assert all(f.startswith("v2:") for f in fingerprints.values())
+
+
+def test_a_run_recorded_with_whole_task_fingerprints_resumes_as_before():
+    """Runs stored before the v2 fingerprints hold TaskSpec.fingerprint(): compared so."""
+    g = graph()
+    old = {s.id: s.fingerprint() for s in g.specs}
+    snaps = tuple(s._replace(fingerprint=old[s.id]) for s in snapshot_of(g))
+    run = RunRecord(id="r", pipeline="p", status=StoredStatus.FAILED, tasks=snaps, params={},
+                    started_at=datetime.now(UTC), host="h", user="u", pid=1)
+    tasks = {s.id: StoredTask(s.id, s.fingerprint, s.deps, OK, 1, 1) for s in snaps}
+    assert plan_resume(g, StoredRun(run, tasks, ())).rerun == {}
+    assert plan_resume(graph(plus_changed), StoredRun(run, tasks, ())).rerun == {
+        "b": "definition changed", "c": "upstream b re-runs"}

@@ -81,8 +81,13 @@ class Reaper:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._environ = _environ_state()
+            # The last argument names corral's process: until the reaper has ended a dead
+            # corral's commands and exited, the run is not taken over (corral.store._owner).
+            from corral.store._owner import helper_argument
+
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", _MAIN, str(theirs.fileno()), repr(self.grace)],
+                [sys.executable, "-I", "-S", _MAIN, str(theirs.fileno()), repr(self.grace),
+                 *helper_argument()],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 start_new_session=True,  # a kill of corral's whole process group spares it

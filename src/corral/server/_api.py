@@ -82,7 +82,8 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "No valid token: missing, malformed, expired, wrongly signed or not accepted.",
         403: "The token's role may not do this.",
         404: "No such run, task or attempt.",
-        409: "The run's state does not allow this (resume a running run, cancel a finished one).",
+        409: "The run's state does not allow this (resume a running run, cancel a finished "
+             "one), or its stored history cannot be read (code corrupt_history).",
         422: "The pipeline or the request is invalid; problems carry file and line.",
         503: "The store is unreachable, or the server is shutting down.",
     }
@@ -186,7 +187,7 @@ async def submit(req: SubmitRequest, request: Request, _: Operator) -> dict[str,
             "events_url": f"{PREFIX}/runs/{run_id}/events"}
 
 
-@router.get("/runs", response_model=RunList, responses=_errors(*AUTHED), tags=["runs"])
+@router.get("/runs", response_model=RunList, responses=_errors(409, *AUTHED), tags=["runs"])
 async def list_runs(
     request: Request,
     _: Viewer,
@@ -212,7 +213,7 @@ async def _load(request: Request, run_id: str) -> StoredRun:
     return stored
 
 
-@router.get("/runs/{run_id}", response_model=RunDetail, responses=_errors(404, *AUTHED),
+@router.get("/runs/{run_id}", response_model=RunDetail, responses=_errors(404, 409, *AUTHED),
             tags=["runs"])
 async def get_run(run_id: RunId, request: Request, _: Viewer) -> dict[str, Any]:
     """A run with every task: state, attempts and timings, dependencies (to draw the DAG)."""
@@ -278,7 +279,7 @@ def _read_log(path: Path, *, tail: int | None, offset: int | None,
 
 
 @router.get("/runs/{run_id}/tasks/{task_id:path}/log", response_model=LogResponse,
-            responses=_errors(404, *AUTHED), tags=["runs"])
+            responses=_errors(404, 409, *AUTHED), tags=["runs"])
 async def task_log(
     run_id: RunId,
     task_id: Annotated[str, PathParam(max_length=500)],
@@ -336,7 +337,7 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @router.get("/runs/{run_id}/events", response_class=StreamingResponse,
-            responses={**_SSE, **_errors(404, *AUTHED)}, tags=["events"])
+            responses={**_SSE, **_errors(404, 409, *AUTHED)}, tags=["events"])
 async def run_events(
     run_id: RunId,
     request: Request,

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from corral._errors import (
     BrokenStore,
     CorralError,
+    CorruptHistory,
     ParameterError,
     RunLocked,
     RunNotFound,
@@ -113,6 +114,8 @@ def _corral_error(exc: CorralError) -> tuple[int, str, list[dict[str, Any]]]:
         return 404, "run_not_found", []
     if isinstance(exc, RunLocked):
         return 409, "run_locked", []
+    if isinstance(exc, CorruptHistory):  # the store answers, but this run cannot be read
+        return 409, "corrupt_history", []
     if isinstance(exc, BrokenStore):
         return 503, "store_unavailable", []
     return 500, "internal_error", []

@@ -14,11 +14,22 @@
     # All of the above, as `corral resume` and dag.run(store=..., resume=run_id) do it:
     resume = prepare_resume(store, dag, run_id=run_id)   # or pipeline=: its latest unfinished
     resume.plan.rerun                                     # what re-runs and why (--dry-run)
-    corral._launch.launch(resume, store).run()            # RunLocked if its lease is live
+    corral._launch.launch(resume, store).run()            # RunLocked if its lease holds
 
-URLs: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (or a plain file path)
-and ``postgresql://user@host:port/db`` (the ``postgres`` extra). Nothing here imports sqlite3
-or psycopg until a store is opened.
+The package, layer by layer::
+
+    _interface  Store (the protocol everything above uses), StoreBackend, the URL registry
+    _records    RunRecord, TransitionRecord, EventRecord, StoredRun...: what a store gives
+    _sql        SQLStore, the manager of the SQL stores   ─┐ sqlite.py / postgres.py: the
+    _connector  Connector, named queries, migrations      ─┘ connectors and their BACKEND
+    _codec      JSON history, task values, signed pickles; _owner: the lease's process
+    _history    the state machine a loaded history must follow; _migrations: Python steps
+    _recorder   StoreRecorder, the run listener; _resume: choosing and planning a resume
+
+URLs: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (or a plain file path),
+``postgresql://user@host:port/db`` (the ``postgres`` extra), and any scheme a package
+registers in the ``corral.stores`` entry-point group. Nothing here imports sqlite3, psycopg
+or orjson until a store is opened.
 """
 
 from __future__ import annotations
@@ -38,19 +49,25 @@ from corral._errors import (
 )
 
 if TYPE_CHECKING:
-    from corral.store._base import (
+    from corral.store._interface import (
+        Store,
+        StoreBackend,
+        StoreOptions,
+        register_backend,
+    )
+    from corral.store._recorder import StoreRecorder
+    from corral.store._records import (
         MISSING,
         EventRecord,
         RunRecord,
-        Store,
         StoredRun,
         StoredStatus,
         StoredTask,
         TaskSnapshot,
         TransitionRecord,
     )
-    from corral.store._recorder import StoreRecorder
     from corral.store._resume import Resume, ResumePlan, plan_resume, prepare_resume
+    from corral.store._sql import SQLStore
 
 __all__ = [
     "DEFAULT_URL",
@@ -64,7 +81,10 @@ __all__ = [
     "RunLocked",
     "RunNotFound",
     "RunRecord",
+    "SQLStore",
     "Store",
+    "StoreBackend",
+    "StoreOptions",
     "StoreRecorder",
     "StoreTooNew",
     "StoredRun",
@@ -75,6 +95,7 @@ __all__ = [
     "open_store",
     "plan_resume",
     "prepare_resume",
+    "register_backend",
     "resolve_url",
     "store_exists",
 ]
@@ -84,15 +105,19 @@ DEFAULT_URL = "sqlite:///.corral/corral.db"
 ENV_VAR = "CORRAL_STORE"
 
 _LAZY = {
-    "MISSING": "corral.store._base",
-    "EventRecord": "corral.store._base",
-    "RunRecord": "corral.store._base",
-    "Store": "corral.store._base",
-    "StoredRun": "corral.store._base",
-    "StoredStatus": "corral.store._base",
-    "StoredTask": "corral.store._base",
-    "TaskSnapshot": "corral.store._base",
-    "TransitionRecord": "corral.store._base",
+    "MISSING": "corral.store._records",
+    "EventRecord": "corral.store._records",
+    "RunRecord": "corral.store._records",
+    "StoredRun": "corral.store._records",
+    "StoredStatus": "corral.store._records",
+    "StoredTask": "corral.store._records",
+    "TaskSnapshot": "corral.store._records",
+    "TransitionRecord": "corral.store._records",
+    "Store": "corral.store._interface",
+    "StoreBackend": "corral.store._interface",
+    "StoreOptions": "corral.store._interface",
+    "register_backend": "corral.store._interface",
+    "SQLStore": "corral.store._sql",
     "StoreRecorder": "corral.store._recorder",
     "Resume": "corral.store._resume",
     "ResumePlan": "corral.store._resume",
@@ -115,32 +140,14 @@ def resolve_url(url: str | None = None) -> str:
     return url or os.environ.get(ENV_VAR) or DEFAULT_URL
 
 
-def sqlite_path(url: str) -> Path:
-    """The file of a SQLite URL (``sqlite:///rel``, ``sqlite:////abs``) or plain path."""
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///"):])
-    if url.startswith("sqlite://"):
-        raise ValueError(f"a SQLite store URL is sqlite:///path, not {url!r}")
-    return Path(url)
-
-
-def is_postgres(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
-
-
 def store_exists(url: str | None = None) -> bool:
     """Whether the store at ``url`` (see :func:`resolve_url`) may hold runs: for SQLite,
-    whether its file exists. A PostgreSQL store lives on its server and always may."""
+    whether its file exists. A PostgreSQL store lives on its server and always may.
+    ``ValueError`` for a URL no backend serves."""
+    from corral.store._interface import backend_for
+
     url = resolve_url(url)
-    _check_scheme(url)
-    return is_postgres(url) or sqlite_path(url).exists()
-
-
-def _check_scheme(url: str) -> None:
-    if "://" in url and not is_postgres(url) and not url.startswith("sqlite:"):
-        scheme = url.split("://", 1)[0]
-        raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}: "
-                         "use sqlite:///path or postgresql://...")
+    return backend_for(url).exists(url)
 
 
 def open_store(
@@ -150,39 +157,24 @@ def open_store(
     value_limit: int | None = None,
     values_dir: str | Path | None = None,
     migrate: bool = True,
+    pickle_values: bool | None = None,
+    key: bytes | str | None = None,
 ) -> Store:
     """Open (and by default create or upgrade) the store at ``url``; see :func:`resolve_url`.
 
     ``lock_timeout`` is how long to wait for a locked database before :class:`BrokenStore`.
     Values larger than ``value_limit`` bytes (default 1 MiB) go to files under
     ``values_dir``: for SQLite a ``values`` folder beside the database, for PostgreSQL
-    ``.corral/values`` in the working directory.
+    ``.corral/values`` in the working directory. Task values are stored as JSON; a value that
+    is not JSON data is stored only with ``pickle_values`` (default: ``$CORRAL_STORE_PICKLE``
+    is ``1``), as a pickle signed with ``key`` (default: ``$CORRAL_STORE_KEY``, else the key
+    file ``~/.config/corral/store.key``, made when first needed). See docs/durable-runs.md.
     """
-    from corral.store._base import DEFAULT_VALUE_LIMIT, Connector, Store
+    from corral.store._interface import backend_for
 
     url = resolve_url(url)
-    connector: Connector
-    if is_postgres(url):
-        from corral.store.postgres import PostgresConnector
-
-        connector = PostgresConnector(url, lock_timeout=lock_timeout)
-        default_values = Path.cwd() / ".corral" / "values"
-    else:
-        _check_scheme(url)
-        from corral.store.sqlite import SQLiteConnector
-
-        path = sqlite_path(url).absolute()
-        connector = SQLiteConnector(path, url=url, lock_timeout=lock_timeout)
-        default_values = path.parent / "values"
-    store = Store(
-        connector,
-        values_dir=Path(values_dir) if values_dir is not None else default_values,
-        value_limit=DEFAULT_VALUE_LIMIT if value_limit is None else value_limit,
-    )
-    if migrate:
-        try:
-            store.migrate()
-        except BaseException:
-            store.close()
-            raise
-    return store
+    if pickle_values is None:
+        pickle_values = os.environ.get("CORRAL_STORE_PICKLE", "").lower() in ("1", "true", "yes")
+    return backend_for(url).open(url, lock_timeout=lock_timeout, value_limit=value_limit,
+                                 values_dir=values_dir, migrate=migrate,
+                                 pickle_values=pickle_values, key=key)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from corral._errors import CorruptHistory
 from corral._spec import TaskState
-from corral.store._base import RunRecord, TransitionRecord
+from corral.store._records import RunRecord, TransitionRecord
 
 __all__ = ["check_history"]
 

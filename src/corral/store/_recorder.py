@@ -23,7 +23,8 @@ Policy:
   every :data:`CHECKPOINT_INTERVAL` seconds: never inside the commit that ends the run.
 - **Lease.** The writer extends the run's lease every ``heartbeat`` seconds (to ``lease``
   seconds ahead), even while idle. A process that dies stops heartbeating and the lease
-  lapses: that, not a pid, is how a resume knows the run is dead.
+  lapses. The run also records this process's identity (:mod:`corral.store._owner`): on this
+  machine a resume does not wait for the lease of a process that is gone.
 - **After a write fails** (full disk, locked database) the writer writes nothing more, so the
   stored history stays a consistent prefix of the run; ``run_finished`` then raises the
   :class:`~corral._errors.BrokenStore` (the run's result is kept in :attr:`result`).
@@ -46,19 +47,19 @@ from typing import TYPE_CHECKING, Any
 from corral._errors import BrokenStore, CorralError
 from corral._events import RunInfo, Transition
 from corral._result import RunResult
-from corral._spec import TaskState, executor_names, fingerprints
-from corral.store._base import (
+from corral._spec import TaskState
+from corral.store._interface import Store
+from corral.store._owner import current_process
+from corral.store._records import (
     EventRecord,
     RunRecord,
-    Store,
     StoredStatus,
-    TaskSnapshot,
     dag_hash,
     packed_entry,
 )
+from corral.store._snapshot import snapshot_of
 
 if TYPE_CHECKING:
-    from corral._graph import Graph
     from corral._runner import Runner
 
 __all__ = ["StoreRecorder", "snapshot_of"]
@@ -69,24 +70,10 @@ RUNNING = TaskState.RUNNING
 _ENDS_ATTEMPT = frozenset({SUCCEEDED, TaskState.FAILED, TaskState.RETRY_WAIT, TaskState.SKIPPED,
                            TaskState.CANCELLED})
 
-_NAME = {state: str(state) for state in TaskState}
-
 # How often (s) the writer folds SQLite's write-ahead log into the database, between commits.
 CHECKPOINT_INTERVAL = 1.0
 
 _FINISH = object()
-
-
-def snapshot_of(graph: Graph) -> tuple[TaskSnapshot, ...]:
-    """The DAG as stored with a run: ids, dependencies, fingerprints, executors."""
-    ids = graph.ids
-    make = tuple.__new__  # one per task before the run starts: skip the named tuple's __new__
-    return tuple(
-        make(TaskSnapshot, (spec.id, tuple(map(ids.__getitem__, deps)), fingerprint, executor))
-        for spec, deps, fingerprint, executor in zip(
-            graph.specs, graph.deps, fingerprints(graph.specs), executor_names(graph.specs),
-            strict=True)
-    )
 
 
 def _user() -> str:
@@ -97,10 +84,10 @@ def _user() -> str:
 
 
 class StoreRecorder:
-    """Records a run in ``store``. For callers: construct, pass in ``Runner(listeners=[...])``,
-    then :meth:`attach` the runner (it supplies values, errors and log paths as they happen;
-    without one, values are stored only when the run ends). ``resume_of`` names the run this
-    one resumes; ``source_path`` the pipeline file, stored so the run can be rebuilt.
+    """Records a run in ``store``. For callers: construct and pass in
+    ``Runner(listeners=[...])``; everything it stores comes with the run's transitions.
+    ``resume_of`` names the run this one resumes; ``source_path`` the pipeline file, stored so
+    the run can be rebuilt.
 
     The three listener methods are for the runner only.
     """
@@ -139,9 +126,11 @@ class StoreRecorder:
         self._owner = f"{_user()}@{self._worker}"
         self._executor_of: dict[str, str] = {}
         self._running_since: dict[str, float] = {}
+        self._log_prefix = ""  # the run's log folder as its transitions name their logs
 
     def attach(self, runner: Runner) -> StoreRecorder:
-        """Read values, errors and log paths from ``runner`` (call before it runs)."""
+        """Kept for callers that attach the runner: the transitions carry everything the
+        recorder stores (values, log files, workers), so it reads nothing from ``runner``."""
         self.runner = runner
         return self
 
@@ -152,10 +141,12 @@ class StoreRecorder:
         graph = run.graph
         tasks = snapshot_of(graph)
         self._executor_of = {t.id: t.executor for t in tasks}
-        reused: tuple[str, ...] = ()
-        if self.runner is not None:
-            state = self.runner.scheduler.state
-            reused = tuple(graph.ids[i] for i, s in enumerate(state) if s is SUCCEEDED)
+        reused = tuple(run.reused)
+        # Starts name their log file relative to the run's log folder (stored once).
+        log_dir = None
+        if run.log_dir is not None:
+            log_dir = os.path.abspath(run.log_dir)
+            self._log_prefix = f"{run.log_dir}{os.sep}"
         source_text = None
         if self.source_path is not None:
             with contextlib.suppress(OSError, UnicodeDecodeError):
@@ -166,6 +157,7 @@ class StoreRecorder:
             user=_user(), pid=os.getpid(), dag_hash=dag_hash(tasks),
             source_path=self.source_path, source_text=source_text, reused=reused,
             resumed_from=self.resume_of, lease_owner=self._owner,
+            owner_process=current_process(), log_dir=log_dir,
         )
         event = EventRecord("run_started", run.started_at, data={
             "concurrency": run.concurrency, "fail_fast": run.fail_fast,
@@ -178,52 +170,42 @@ class StoreRecorder:
         self._thread.start()
 
     def transitions(self, batch: list[Transition]) -> None:
-        """Pack ``batch`` (see :data:`~corral.store._base.PACKED_FIELDS`) and queue it with
-        its values: the hot path, three per task, so one pass and no records. What is costly
-        and rare (formatting a traceback, resolving a log path) is left to the writer: a
-        failure's entry carries its exception, and a start its log path, in the last field."""
-        runner = self.runner
+        """Pack ``batch`` (see :data:`~corral.store._records.PACKED_FIELDS`) and queue it with
+        its values: the hot path, three per task, so one pass, the common states first, and no
+        records (the state stays the enum: a ``str``, stored as its value). Everything comes
+        from the transitions themselves (value, log file, worker), none from the runner. What
+        is costly and rare (formatting a traceback) is left to the writer: a failure's entry
+        carries its exception in its traceback's place."""
         running_since = self._running_since
+        prefix = self._log_prefix
+        cut = len(prefix)
         entries: list[list[Any]] = []
-        values: list[tuple[str, Any]] | None = None
-        if runner is not None:
-            values = []
-            index = runner.graph.index
-            results = runner.values
-        # Where each attempt's log goes: asked of the runner by task and attempt, not read off
-        # the attempt in flight, which may have ended (a quick thread task) or been replaced
-        # (a retry) before this batch arrives.
-        log_path = runner.log_path if runner is not None and runner.log_dir is not None \
-            else None
-        for t in batch:
-            task, state, attempt, at = t.task, t.state, t.attempt, t.at
-            name = _NAME[state]  # a plain str: pickled small, and read without corral's enum
+        add = entries.append
+        values: list[tuple[str, Any]] = []
+        for task, state, attempt, at, error, exc, value, log, worker in batch:
             if state is RUNNING:
                 running_since[task] = at
-                if log_path is None:
-                    entries.append([task, name, attempt, at])
-                else:
-                    entries.append([task, name, attempt, at, None, None, None, None,
-                                    log_path(task, attempt)])
-                continue
-            duration = None
-            if state in _ENDS_ATTEMPT:
+                if log is None:
+                    add([task, state, attempt, at])
+                else:  # in the run's log folder (RunRecord.log_dir): its name is enough
+                    add([task, state, attempt, at, None, None, None, None,
+                         log[cut:] if prefix and log.startswith(prefix)
+                         else os.path.abspath(log)])
+            elif state is SUCCEEDED and worker is None:
+                values.append((task, value))
                 began = running_since.pop(task, None)
-                if began is not None:
-                    duration = at - began
-            if state is SUCCEEDED:  # (its value may be an exception object: test this first)
-                if values is not None:
-                    values.append((task, results[index[task]]))
-                entries.append([task, name, attempt, at, duration] if duration is not None
-                               else [task, name, attempt, at])
-            elif t.exception is not None:  # that attempt's, not the task's latest
-                entries.append([task, name, attempt, at, duration, t.error, t.exception])
-            elif t.error is not None:
-                entries.append([task, name, attempt, at, duration, t.error])
-            elif duration is not None:
-                entries.append([task, name, attempt, at, duration])
+                add([task, state, attempt, at] if began is None
+                    else [task, state, attempt, at, at - began])
+            elif state not in _ENDS_ATTEMPT and error is None:  # ready, upstream_failed
+                add([task, state, attempt, at])
             else:
-                entries.append([task, name, attempt, at])
+                if state is SUCCEEDED:
+                    values.append((task, value))
+                began = running_since.pop(task, None) if state in _ENDS_ATTEMPT else None
+                duration = None if began is None else at - began
+                # (the exception sits where its traceback goes, until the writer formats it)
+                add(packed_entry(task, state, attempt, at, duration, error, exc, None, None,
+                                 worker))
         self._queue.put((entries, values))
 
     def run_finished(self, result: RunResult) -> None:
@@ -288,8 +270,6 @@ class StoreRecorder:
             self._finish_entries(transitions)
             events: list[EventRecord] = []
             if result is not None:
-                if self.runner is None:  # no runner to read values from as they come: now
-                    values.extend(result.outputs.items())
                 finish = (StoredStatus(str(result.status)), result.finished_at)
                 events.append(EventRecord("run_finished", result.finished_at, data={
                     "status": str(result.status), "counts": result.counts(),
@@ -319,17 +299,14 @@ class StoreRecorder:
 
     @staticmethod
     def _finish_entries(entries: list[list[Any]]) -> None:
-        """Turn the objects the listener left in rare entries into what is stored: a
-        failure's exception into its traceback and exit code, a log path into an absolute
-        one. Off the run loop, on the writer."""
+        """Turn the exception the listener left in a failure's entry into what is stored: its
+        traceback and exit code. Off the run loop, on the writer."""
         for k, entry in enumerate(entries):
-            if len(entry) == 7 and isinstance(entry[6], BaseException):  # [..., error, exc]
+            if len(entry) >= 7 and isinstance(entry[6], BaseException):  # [..., error, exc]
                 exc = entry[6]
                 code = getattr(exc, "exit_code", None)
                 entries[k] = packed_entry(*entry[:6], "".join(traceback.format_exception(exc)),
-                                          code if isinstance(code, int) else None)
-            elif len(entry) == 9:  # a start with its log
-                entry[8] = os.path.abspath(entry[8])
+                                          code if isinstance(code, int) else None, *entry[8:])
 
 
 def _secs(value: float | timedelta) -> float:

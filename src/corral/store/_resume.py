@@ -18,7 +18,8 @@ is reused only when all of these hold, else it re-runs, and the plan says why (t
 reason that applies, in this order):
 
 1. it succeeded then                       "failed", "never ran", "was running", "cancelled"...
-2. its definition is unchanged             "definition changed" (TaskSpec.fingerprint)
+2. its definition is unchanged             "definition changed" (its fingerprint, or its
+                                           dependencies: store._snapshot)
 3. no task it depends on re-runs           "upstream X re-runs" (so everything downstream
                                            of a change runs again)
 4. its value could be stored and read      "value not stored: ..."
@@ -31,20 +32,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from corral._dag import DAG
 from corral._errors import NotResumable, RunLocked
 from corral._graph import Graph
 from corral._spec import TaskState
-from corral.store._base import MISSING, RunRecord, Store, StoredRun, StoredStatus
+from corral.store._interface import Store
+from corral.store._records import MISSING, RunRecord, StoredRun, StoredStatus
 
 __all__ = [
+    "Graphable",
     "Resume",
     "ResumePlan",
     "plan_resume",
     "prepare_resume",
 ]
+
+
+class Graphable(Protocol):
+    """What a resume needs of a DAG: that it validates into a graph (``corral.DAG`` does).
+    A protocol, so that the store does not import the Python API that imports it."""
+
+    def validate(self, *, only: Iterable[str] | None = None) -> Graph: ...
+
 
 # Why a task that did not succeed must run again, by the state it was left in.
 _REASON = {
@@ -76,9 +86,12 @@ class ResumePlan:
 
 def plan_resume(graph: Graph, stored: StoredRun) -> ResumePlan:
     """Decide, for each task of ``graph``, whether ``stored`` lets it be skipped."""
+    from corral.store._snapshot import changed, definition_fingerprints
+
     reuse: dict[str, Any] = {}
     rerun: dict[str, str] = {}
     ids = graph.ids
+    fingerprints = definition_fingerprints(graph.specs)
     for i in graph.order:
         task_id = ids[i]
         then = stored.tasks.get(task_id)
@@ -88,7 +101,8 @@ def plan_resume(graph: Graph, stored: StoredRun) -> ResumePlan:
         if then.state is not TaskState.SUCCEEDED:
             rerun[task_id] = _REASON[then.state]
             continue
-        if then.fingerprint != graph.specs[i].fingerprint():
+        if changed(then.fingerprint, then.deps, graph.specs[i], fingerprints[i],
+                   [ids[j] for j in graph.deps[i]]):
             rerun[task_id] = "definition changed"
             continue
         upstream = next((ids[j] for j in graph.deps[i] if ids[j] in rerun), None)
@@ -130,7 +144,7 @@ class Resume:
 
 def prepare_resume(
     store: Store,
-    dag: DAG | Callable[[RunRecord], DAG],
+    dag: Graphable | Callable[[RunRecord], Graphable],
     *,
     run_id: str | None = None,
     pipeline: str | None = None,
@@ -167,13 +181,15 @@ def prepare_resume(
             f"(corral show {run.resumed_by})",
             why="resumed",
         )
-    now = dag if isinstance(dag, DAG) else dag(run)
+    # A DAG (anything that validates), or what builds one from the run: told apart by
+    # duck type, as the store does not import the Python API.
+    now = dag if hasattr(dag, "validate") else dag(run)
     graph = _graph_to_resume(now, stored, only, by_id=pipeline is None)
     return Resume(run, graph, plan_resume(graph, stored))
 
 
 def _graph_to_resume(
-    dag: DAG, stored: StoredRun, only: Iterable[str] | None, *, by_id: bool
+    dag: Graphable, stored: StoredRun, only: Iterable[str] | None, *, by_id: bool
 ) -> Graph:
     """``only`` when given; else, resuming by id, the run's own tasks (and whatever they
     depend on now); by name, the whole DAG."""

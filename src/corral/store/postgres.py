@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from corral._errors import BrokenStore
-from corral.store._base import Connector
+from corral.store._connector import Connector
+from corral.store._sql import SQLStore, open_sql_store
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PostgresConnector"]
+__all__ = ["BACKEND", "PostgresBackend", "PostgresConnector"]
 
 INSTALL_HINT = "the PostgreSQL store needs psycopg: pip install 'corral[postgres]'"
 
@@ -107,3 +109,19 @@ class PostgresConnector(Connector):
 
     def close(self) -> None:
         self._pool.close()
+
+
+class PostgresBackend:
+    """The ``postgresql`` and ``postgres`` schemes: a store on a server, shared by hosts;
+    large values go to ``.corral/values`` in the working directory."""
+
+    def open(self, url: str, **options: Any) -> SQLStore:
+        connector = PostgresConnector(url, lock_timeout=options.pop("lock_timeout", 10.0))
+        return open_sql_store(connector, default_values_dir=Path.cwd() / ".corral" / "values",
+                              **options)
+
+    def exists(self, url: str) -> bool:
+        return True  # it lives on its server: it may always hold runs
+
+
+BACKEND = PostgresBackend()

@@ -24,9 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from corral._errors import BrokenStore
-from corral.store._base import Connector
+from corral.store._connector import Connector
+from corral.store._sql import SQLStore, open_sql_store
 
-__all__ = ["SQLiteConnector"]
+__all__ = ["BACKEND", "SQLiteBackend", "SQLiteConnector", "sqlite_path"]
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a SQLite URL (``sqlite:///rel``, ``sqlite:////abs``) or plain path."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///"):])
+    if url.startswith("sqlite://"):
+        raise ValueError(f"a SQLite store URL is sqlite:///path, not {url!r}")
+    return Path(url)
 
 
 def _adapt(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -148,3 +158,20 @@ class SQLiteConnector(Connector):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+class SQLiteBackend:
+    """The ``sqlite`` scheme (and plain paths): a file, its large values in ``values/``
+    beside it."""
+
+    def open(self, url: str, **options: Any) -> SQLStore:
+        path = sqlite_path(url).absolute()
+        connector = SQLiteConnector(path, url=url,
+                                    lock_timeout=options.pop("lock_timeout", 10.0))
+        return open_sql_store(connector, default_values_dir=path.parent / "values", **options)
+
+    def exists(self, url: str) -> bool:
+        return sqlite_path(url).exists()
+
+
+BACKEND = SQLiteBackend()

@@ -23,11 +23,13 @@ SELECT pg_advisory_xact_lock(hashtext('corral:' || current_schema()));
 
 -- name: insert_run
 INSERT INTO runs (id, pipeline, status, dag_hash, snapshot, params, source_path, source_text,
-                  reused, resumed_from, started_at, host, user_name, pid, lease_owner, lease_until)
+                  reused, resumed_from, started_at, host, user_name, pid, lease_owner, lease_until,
+                  owner_process, log_dir)
 VALUES (%(id)s, %(pipeline)s, 'running', %(dag_hash)s, '{}'::jsonb, %(params)s::jsonb,
         %(source_path)s, %(source_text)s, %(reused)s::jsonb, %(resumed_from)s, %(started_at)s,
         %(host)s, %(user_name)s, %(pid)s, %(lease_owner)s,
-        clock_timestamp() + make_interval(secs => %(lease_s)s));
+        clock_timestamp() + make_interval(secs => %(lease_s)s), %(owner_process)s,
+        %(log_dir)s);
 
 -- name: dag_known
 SELECT count(*) AS n FROM dags WHERE hash = %(hash)s;
@@ -39,8 +41,10 @@ INSERT INTO dags (hash, tasks) VALUES (%(hash)s, %(tasks)s) ON CONFLICT (hash) D
 SELECT hash, tasks FROM dags WHERE hash = ANY(%(hashes)s::text[]);
 
 -- name: claim_run
--- Hand an unfinished run over to the run resuming it: only one claimant wins, and never while
--- the run's lease is live. A run that never recorded its end is marked crashed.
+-- Hand an unfinished run over to the run resuming it: only one claimant wins, and only once
+-- the run's lease no longer holds: it lapsed, or its owner is the process gone_owner names,
+-- which the claimant found gone (corral.store._owner: an identity names one process for
+-- ever, so that check needs no lock). A run that never recorded its end is marked crashed.
 UPDATE runs
    SET resumed_by = %(new_id)s,
        status = CASE WHEN status = 'running' THEN 'crashed' ELSE status END,
@@ -48,7 +52,8 @@ UPDATE runs
  WHERE id = %(old_id)s
    AND resumed_by IS NULL
    AND status <> 'succeeded'
-   AND (lease_until IS NULL OR lease_until < clock_timestamp())
+   AND (lease_until IS NULL OR lease_until < clock_timestamp()
+        OR owner_process = %(gone_owner)s::text)
 RETURNING id;
 
 -- name: heartbeat
@@ -72,7 +77,7 @@ SELECT *, coalesce(lease_until > clock_timestamp(), false) AS lease_live
   FROM runs WHERE id = %(id)s;
 
 -- name: run_batches
-SELECT worker, transitions, task_values FROM batches WHERE run_id = %(id)s ORDER BY seq;
+SELECT seq, worker, transitions, task_values FROM batches WHERE run_id = %(id)s ORDER BY seq;
 
 -- name: run_events
 SELECT * FROM events WHERE run_id = %(id)s ORDER BY seq;
@@ -86,14 +91,14 @@ SELECT *, coalesce(lease_until > clock_timestamp(), false) AS lease_live FROM ru
  LIMIT 1;
 
 -- name: list_runs
--- By observed status: a 'running' run whose lease lapsed died, and is listed as crashed.
+-- By observed status: a 'running' run whose lease no longer holds died, and is listed as
+-- crashed. A lease also stops holding when its owner is gone, which only Python can tell
+-- (corral.store._owner): for 'running' and 'crashed' the manager filters what this returns.
 SELECT *, coalesce(lease_until > clock_timestamp(), false) AS lease_live FROM runs
  WHERE (%(status)s::text IS NULL
         OR (%(status)s::text = 'running' AND status = 'running'
             AND coalesce(lease_until > clock_timestamp(), false))
-        OR (%(status)s::text = 'crashed'
-            AND (status = 'crashed' OR (status = 'running'
-                 AND NOT coalesce(lease_until > clock_timestamp(), false))))
+        OR (%(status)s::text = 'crashed' AND status IN ('crashed', 'running'))
         OR (%(status)s::text NOT IN ('running', 'crashed') AND status = %(status)s::text))
    AND (%(pipeline)s::text IS NULL OR pipeline = %(pipeline)s::text)
  ORDER BY started_at DESC, id DESC
@@ -101,7 +106,7 @@ SELECT *, coalesce(lease_until > clock_timestamp(), false) AS lease_live FROM ru
 
 -- name: recent_durations
 -- The durations of the attempts that succeeded in the pipeline's latest runs (for estimates).
-SELECT b.durations FROM batches AS b
+SELECT b.run_id, b.durations FROM batches AS b
  WHERE b.durations IS NOT NULL
    AND b.run_id IN (SELECT id FROM runs WHERE pipeline = %(pipeline)s
                      ORDER BY started_at DESC LIMIT %(runs)s)

@@ -22,10 +22,11 @@ SELECT 1;
 
 -- name: insert_run
 INSERT INTO runs (id, pipeline, status, dag_hash, snapshot, params, source_path, source_text,
-                  reused, resumed_from, started_at, host, user_name, pid, lease_owner, lease_until)
+                  reused, resumed_from, started_at, host, user_name, pid, lease_owner, lease_until,
+                  owner_process, log_dir)
 VALUES (:id, :pipeline, 'running', :dag_hash, '{}', :params, :source_path, :source_text,
         :reused, :resumed_from, :started_at, :host, :user_name, :pid, :lease_owner,
-        :now + :lease_s);
+        :now + :lease_s, :owner_process, :log_dir);
 
 -- name: dag_known
 SELECT count(*) AS n FROM dags WHERE hash = :hash;
@@ -37,8 +38,10 @@ INSERT INTO dags (hash, tasks) VALUES (:hash, :tasks) ON CONFLICT (hash) DO NOTH
 SELECT hash, tasks FROM dags WHERE hash IN (SELECT value FROM json_each(:hashes));
 
 -- name: claim_run
--- Hand an unfinished run over to the run resuming it: only one claimant wins, and never while
--- the run's lease is live. A run that never recorded its end is marked crashed.
+-- Hand an unfinished run over to the run resuming it: only one claimant wins, and only once
+-- the run's lease no longer holds: it lapsed, or its owner is the process gone_owner names,
+-- which the claimant found gone (corral.store._owner: an identity names one process for
+-- ever, so that check needs no lock). A run that never recorded its end is marked crashed.
 UPDATE runs
    SET resumed_by = :new_id,
        status = CASE WHEN status = 'running' THEN 'crashed' ELSE status END,
@@ -46,7 +49,7 @@ UPDATE runs
  WHERE id = :old_id
    AND resumed_by IS NULL
    AND status <> 'succeeded'
-   AND (lease_until IS NULL OR lease_until < :now)
+   AND (lease_until IS NULL OR lease_until < :now OR owner_process = :gone_owner)
 RETURNING id;
 
 -- name: heartbeat
@@ -69,7 +72,7 @@ VALUES (:run_id, :at, :kind, :task_id, :data);
 SELECT *, lease_until > :now AS lease_live FROM runs WHERE id = :id;
 
 -- name: run_batches
-SELECT worker, transitions, task_values FROM batches WHERE run_id = :id ORDER BY seq;
+SELECT seq, worker, transitions, task_values FROM batches WHERE run_id = :id ORDER BY seq;
 
 -- name: run_events
 SELECT * FROM events WHERE run_id = :id ORDER BY seq;
@@ -83,12 +86,13 @@ SELECT *, lease_until > :now AS lease_live FROM runs
  LIMIT 1;
 
 -- name: list_runs
--- By observed status: a 'running' run whose lease lapsed died, and is listed as crashed.
+-- By observed status: a 'running' run whose lease no longer holds died, and is listed as
+-- crashed. A lease also stops holding when its owner is gone, which only Python can tell
+-- (corral.store._owner): for 'running' and 'crashed' the manager filters what this returns.
 SELECT *, lease_until > :now AS lease_live FROM runs
  WHERE (:status IS NULL
         OR (:status = 'running' AND status = 'running' AND lease_until > :now)
-        OR (:status = 'crashed' AND (status = 'crashed' OR
-                                     (status = 'running' AND coalesce(lease_until, 0) <= :now)))
+        OR (:status = 'crashed' AND status IN ('crashed', 'running'))
         OR (:status NOT IN ('running', 'crashed') AND status = :status))
    AND (:pipeline IS NULL OR pipeline = :pipeline)
  ORDER BY started_at DESC, id DESC
@@ -96,7 +100,7 @@ SELECT *, lease_until > :now AS lease_live FROM runs
 
 -- name: recent_durations
 -- The durations of the attempts that succeeded in the pipeline's latest runs (for estimates).
-SELECT b.durations FROM batches AS b
+SELECT b.run_id, b.durations FROM batches AS b
  WHERE b.durations IS NOT NULL
    AND b.run_id IN (SELECT id FROM runs WHERE pipeline = :pipeline
                      ORDER BY started_at DESC LIMIT :runs)

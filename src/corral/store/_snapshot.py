@@ -1,0 +1,96 @@
+"""A DAG as a run stores it, and how resume tells whether a task's definition changed.
+
+A run stores one :class:`~corral.store.TaskSnapshot` per task: its id, its dependencies, a
+fingerprint of its definition and its executor. Every recorded run makes one per task before
+its first task starts, so this is on the path of every ``corral run``.
+
+The fingerprint (``v2:`` and 16 hex digits) covers what the task does (its action: a command,
+a call, a function's code; its arguments, environment, working directory and executor) and
+*not* its dependencies, which the snapshot lists beside it. Tasks that share an action and take
+no arguments (the common case: 10,000 tasks of one function) share one fingerprint, computed
+once, so a snapshot costs a dictionary lookup per task instead of a hash.
+
+Runs recorded before stored :meth:`TaskSpec.fingerprint <corral._spec.TaskSpec.fingerprint>`
+(16 hex digits, covering the dependencies): :func:`changed` compares each stored fingerprint in
+the scheme it was made with, so such runs resume exactly as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
+
+from corral._spec import TaskSpec, _action_key, _stable, executor_names
+from corral.store._records import TaskSnapshot
+
+if TYPE_CHECKING:
+    from corral._graph import Graph
+
+__all__ = ["changed", "definition_fingerprints", "snapshot_of"]
+
+# Marks the fingerprints made here; older ones (the whole TaskSpec.fingerprint) have none.
+V2: Final = "v2:"
+
+
+def _fingerprint(spec: TaskSpec, action_key: str) -> str:
+    h = hashlib.sha256(action_key.encode())
+    # Each optional part is tagged and hashed only when present, as TaskSpec.fingerprint does.
+    if spec.args:
+        h.update(f"|a{_stable(spec.args)!r}".encode())
+    if spec.kwargs:
+        h.update(f"|k{_stable(spec.kwargs)!r}".encode())
+    if spec.env:
+        h.update(f"|e{_stable(spec.env)!r}".encode())
+    if spec.cwd is not None:
+        h.update(f"|c{spec.cwd!r}".encode())
+    if spec.executor is not None:
+        h.update(f"|x{spec.executor}".encode())
+    return V2 + h.hexdigest()[:16]
+
+
+def definition_fingerprints(specs: Sequence[TaskSpec]) -> list[str]:
+    """The ``v2:`` fingerprint of each of ``specs`` (see the module's note): one hash per
+    distinct (action, executor, cwd) among tasks without arguments or environment."""
+    shared: dict[tuple[int, str | None, str | None], str] = {}
+    keys: dict[int, str] = {}  # id(action) -> its key; the specs keep the actions alive
+    out = []
+    for spec in specs:
+        action = spec.action
+        key = keys.get(id(action))
+        if key is None:
+            key = keys[id(action)] = _action_key(action)
+        if spec.args or spec.kwargs or spec.env:
+            out.append(_fingerprint(spec, key))
+            continue
+        common = (id(action), spec.executor, spec.cwd)
+        fingerprint = shared.get(common)
+        if fingerprint is None:
+            fingerprint = shared[common] = _fingerprint(spec, key)
+        out.append(fingerprint)
+    return out
+
+
+def snapshot_of(graph: Graph) -> tuple[TaskSnapshot, ...]:
+    """The DAG as stored with a run: ids, dependencies, fingerprints, executors."""
+    ids = graph.ids
+    make = tuple.__new__  # one per task before the run starts: skip the named tuple's __new__
+    out = []
+    for spec, deps, fingerprint, executor in zip(
+            graph.specs, graph.deps, definition_fingerprints(graph.specs),
+            executor_names(graph.specs), strict=True):
+        named = spec.depends_on  # the graph's own, less any repeated id: usually the same
+        if len(named) != len(deps):
+            named = tuple(map(ids.__getitem__, deps))
+        out.append(make(TaskSnapshot, (spec.id, named, fingerprint, executor)))
+    return tuple(out)
+
+
+def changed(then_fingerprint: str, then_deps: Sequence[str], spec: TaskSpec,
+            fingerprint: str, deps: Sequence[str]) -> bool:
+    """Whether task ``spec`` (whose ``v2:`` fingerprint is ``fingerprint`` and dependencies
+    ``deps`` now) differs from what a run stored of it, compared in the scheme the stored
+    fingerprint was made with."""
+    if then_fingerprint.startswith(V2):
+        return then_fingerprint != fingerprint or sorted(then_deps) != sorted(deps)
+    return then_fingerprint != spec.fingerprint()  # stored before v2: deps included

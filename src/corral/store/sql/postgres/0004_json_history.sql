@@ -1,0 +1,31 @@
+-- corral run store, PostgreSQL, version 4: no pickles. The history of a batch is JSON text, task
+-- values are JSON (or, where a store opted in, signed pickles inside the JSON), and runs record
+-- their owner's process for the takeover of dead runs (corral.store._owner).
+-- A Python step (corral.store._migrations) converts the version-3 rows of batches_v3 with an
+-- unpickler that refuses every global, then drops batches_v3.
+
+DROP TRIGGER batches_append_only ON batches;
+ALTER INDEX batches_by_run RENAME TO batches_v3_by_run;
+ALTER TABLE batches RENAME CONSTRAINT batches_pkey TO batches_v3_pkey;
+ALTER SEQUENCE batches_seq_seq RENAME TO batches_v3_seq_seq;
+ALTER TABLE batches RENAME TO batches_v3;
+
+CREATE TABLE batches (
+    seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id      text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    worker      text,                 -- who wrote it (host:pid), unless an entry names another
+    transitions text NOT NULL,        -- JSON [[task_id, state, attempt, clock, duration_s,
+                                      --        error, traceback, exit_code, log_path, worker]]
+                                      -- with trailing nulls left out (corral.store._records)
+    durations   text,                 -- JSON {task_id: seconds} of attempts that succeeded here
+    task_values text                  -- JSON [[task_id, format, ...]] (corral.store._codec)
+);
+CREATE INDEX batches_by_run ON batches (run_id, seq);
+
+CREATE TRIGGER batches_append_only BEFORE UPDATE ON batches
+    FOR EACH ROW EXECUTE FUNCTION corral_append_only();
+
+-- <boot id>/<pid namespace>/<pid>/<start time> of the lease owner, where it could be read.
+ALTER TABLE runs ADD COLUMN owner_process text;
+-- The run's log folder (absolute): its transitions name their log files relative to it.
+ALTER TABLE runs ADD COLUMN log_dir text;
