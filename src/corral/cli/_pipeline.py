@@ -75,12 +75,16 @@ def validate(
 @click.command()
 @file_argument
 @click.option(
+    "-c",
+    "--concurrency",
     "-w",
     "--workers",
+    "concurrency",
     type=click.IntRange(min=1),
-    envvar="CORRAL_WORKERS",
+    envvar=["CORRAL_CONCURRENCY", "CORRAL_WORKERS"],
     show_envvar=True,
-    help="Workers for the lower bound  [default: the file's concurrency, else the CPU count]",
+    help="Tasks at once, for the lower bound (as `corral run -c`; --workers is the old name)  "
+    "[default: the file's concurrency, else the CPU count]",
 )
 @only_option
 @params_option
@@ -90,7 +94,7 @@ def validate(
 @import_options
 def plan(
     file: str,
-    workers: int | None,
+    concurrency: int | None,
     only: tuple[str, ...],
     params: tuple[str, ...],
     as_json: bool,
@@ -103,19 +107,20 @@ def plan(
 
     Durations are the tasks' `estimate` options; where unset, the median duration of the
     task's earlier successful attempts in the run store; else 1 s. The lower bound is
-    max(critical path, total work / workers).
+    max(critical path, total work / concurrency).
     """
     from corral._plan import make_plan
     from corral._runner import default_concurrency
 
     pipeline = load(file, params, paths=paths, no_import=no_import, as_json=as_json)
     graph = pipeline.dag.validate(only=only or None)
-    # The workers the run would get: the option, else the file's concurrency, else one per CPU.
-    n = workers or pipeline.concurrency or default_concurrency()
+    # The width the run would get: the option, else the file's concurrency, else one per CPU.
+    n = concurrency or pipeline.concurrency or default_concurrency()
     history = {} if no_store else _history(store_url, graph)
     result = make_plan(graph, workers=n, history=history)
     if as_json:
-        emit_json({**result.as_dict(), "history_s": history})
+        # "workers" is the same number under its old name, for scripts that read it.
+        emit_json({**result.as_dict(), "concurrency": n, "history_s": history})
         return
     from rich.console import Console
 
