@@ -213,9 +213,9 @@ def test_plan_workers_default_to_the_file_then_the_environment(corral, write):
                                  env={"CORRAL_CONCURRENCY": "2"}).stdout)
     assert (from_env["concurrency"], from_env["workers"]) == (2, 2)
     assert from_env["lower_bound_s"] == 9.0  # max(9, 7.5)
-    # its old names still work
-    old_env = json.loads(corral("plan", "p.yaml", "--json", env={"CORRAL_WORKERS": "2"}).stdout)
-    assert old_env["concurrency"] == 2
+    # --workers, the option's old name, still works
+    old_name = json.loads(corral("plan", "p.yaml", "--json", "--workers", "2").stdout)
+    assert old_name["concurrency"] == 2
     by_option = json.loads(corral("plan", "p.yaml", "--json", "-c", "1").stdout)
     assert by_option["lower_bound_s"] == 15.0
 

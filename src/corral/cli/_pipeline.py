@@ -81,7 +81,7 @@ def validate(
     "--workers",
     "concurrency",
     type=click.IntRange(min=1),
-    envvar=["CORRAL_CONCURRENCY", "CORRAL_WORKERS"],
+    envvar="CORRAL_CONCURRENCY",
     show_envvar=True,
     help="Tasks at once, for the lower bound (as `corral run -c`; --workers is the old name)  "
     "[default: the file's concurrency, else the CPU count]",
