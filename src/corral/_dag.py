@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from corral._errors import ValidationError
-from corral._graph import Graph, build_graph, short_repr
+from corral._graph import Graph, build_graph
 from corral._options import TASK_OPTIONS, check_option_names, make_spec
 from corral._plan import Plan, make_plan
 from corral._spec import CallRef, ShellCommand, TaskRef, TaskSpec
+from corral._words import short_repr
 
 if TYPE_CHECKING:
     from corral._events import RunListener
@@ -443,7 +444,7 @@ def select(
     unknown = [t for t in only if t not in graph.index]
     if unknown:
         from corral._errors import Problem
-        from corral._graph import suggest
+        from corral._words import suggest
 
         problems = []
         for t in unknown:

@@ -412,7 +412,7 @@ def render_plan(console: Console, plan: Plan, *, pipeline: str) -> None:
 def render_run_details(console: Console, details: dict[str, Any]) -> None:
     """A stored run (``corral show``): header, one row per task (its attempts and timings,
     each failed attempt's error), and the realised critical path. ``details`` is the plain
-    data of :func:`corral._cli_history.run_details`."""
+    data of :func:`corral.cli._history.run_details`."""
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()

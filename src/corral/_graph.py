@@ -8,31 +8,29 @@ fixes a file in one pass. Past this point tasks are integers ``0..n-1`` and depe
 tuples of integers: the scheduler's hot path never sees a string or re-validates.
 
 Every number must be finite (NaN and infinities are refused: a NaN timeout never fires, a NaN
-capacity admits nothing). Checking is linear in the number of tasks, and so is "did you mean":
-a :class:`Suggester` compares only names of a length that could match, caches each answer,
-and stops suggesting after a fixed number of comparisons (a file of 20,000 tasks that each
-name an unknown dependency is reported at once, not after minutes of fuzzy matching).
-Messages quote values through :func:`short_repr`, never in full.
+capacity admits nothing). Checking is linear in the number of tasks, and so is "did you mean"
+(:class:`corral._words.Suggester`: a file of 20,000 tasks that each name an unknown dependency
+is reported at once, not after minutes of fuzzy matching). Messages quote values through
+:func:`corral._words.short_repr`, never in full.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
-import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from corral._errors import Problem, ValidationError
 from corral._spec import RetryPolicy, ShellCommand, TaskSpec, TriggerRule, executor_names
+from corral._words import Suggester, short_repr
 from corral.executors._registry import UnknownExecutor, action_kind, known_names
 
 if TYPE_CHECKING:
     from corral.executors._base import Executor
 
-__all__ = ["Graph", "Suggester", "build_graph", "default_capacity", "short_repr", "suggest"]
+__all__ = ["Graph", "build_graph", "default_capacity"]
 
 
 def default_capacity() -> dict[str, float]:
@@ -45,113 +43,6 @@ def default_capacity() -> dict[str, float]:
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
         pass
     return capacity
-
-
-# "Did you mean": difflib's similarity ratio at least this; names longer than _LONGEST are
-# never compared (a ratio costs up to the product of the lengths).
-_CUTOFF = 0.6
-_LONGEST = 200
-# Comparisons one Suggester makes at most: well under a second, whatever the input.
-SUGGESTION_BUDGET = 50_000
-
-
-class Suggester:
-    """"Did you mean" among a fixed set of names, at a bounded cost.
-
-    A ratio of at least ``cutoff`` needs lengths within a factor of ``cutoff / (2 - cutoff)``
-    of each other (3/7 for the default 0.6), so only those names are compared; each word is
-    looked up once; and after ``budget`` comparisons in all it suggests nothing more.
-    :meth:`hint` says so once, on the first problem that gets no suggestion because of it.
-    """
-
-    def __init__(self, choices: Iterable[str], *, budget: int = SUGGESTION_BUDGET,
-                 cutoff: float = _CUTOFF) -> None:
-        self.by_length: dict[int, list[str]] = {}
-        for choice in choices:
-            if isinstance(choice, str) and len(choice) <= _LONGEST:
-                self.by_length.setdefault(len(choice), []).append(choice)
-        self.budget = budget
-        self.cutoff = cutoff
-        self.cache: dict[str, str | None] = {}
-        self.stopped = False  # the budget ran out
-        self._said_stopped = False
-
-    def __call__(self, word: str) -> str | None:
-        """The closest name to ``word``, or None."""
-        if word in self.cache:
-            return self.cache[word]
-        if self.stopped or not isinstance(word, str) or len(word) > _LONGEST:
-            return None
-        cutoff = self.cutoff
-        slack = 1e-9  # 6 * 1.2 / 0.8 is 8.999...: a length of 9 must not be left out
-        low = len(word) * cutoff / (2 - cutoff) - slack
-        high = len(word) * (2 - cutoff) / cutoff + slack
-        lengths = [length for length in self.by_length if low <= length <= high]
-        count = sum(len(self.by_length[length]) for length in lengths)
-        if count > self.budget:
-            self.stopped = True
-            return None
-        self.budget -= count
-        candidates = [name for length in lengths for name in self.by_length[length]]
-        matches = difflib.get_close_matches(word, candidates, n=1, cutoff=cutoff)
-        close = self.cache[word] = matches[0] if matches else None
-        return close
-
-    def hint(self, word: str, otherwise: str | None = None) -> str | None:
-        """"did you mean 'x'?", else ``otherwise``; once the budget ran out, a note so."""
-        close = self(word)
-        if close is not None:
-            return f"did you mean {close!r}?"
-        if self.stopped and not self._said_stopped:
-            self._said_stopped = True
-            return "no more suggestions from here on: too many names to compare"
-        return otherwise
-
-
-def suggest(word: str, choices: Iterable[str]) -> str | None:
-    """The closest of ``choices`` to ``word``, for a "did you mean" hint."""
-    return Suggester(choices)(word)
-
-
-class _ShortRepr(reprlib.Repr):
-    """reprlib, also for dict and list subclasses (reprlib matches on the exact type name) and
-    without converting enormous integers to text."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.maxlevel = 3
-        self.maxstring = self.maxother = self.maxlong = 80
-        self.maxdict = self.maxlist = self.maxtuple = self.maxset = 8
-
-    def repr1(self, x: Any, level: int) -> str:
-        if isinstance(x, bool) or x is None or isinstance(x, float):
-            return repr(x)
-        if isinstance(x, int):
-            if x.bit_length() > 10_000:  # past 4300 digits str(x) raises
-                return f"<an integer of about {int(x.bit_length() * math.log10(2)):,} digits>"
-            return self.repr_int(x, level)
-        if isinstance(x, str):
-            return self.repr_str(x, level)
-        if isinstance(x, dict):
-            return self.repr_dict(x, level)
-        if isinstance(x, list):
-            return self.repr_list(x, level)
-        if isinstance(x, tuple):
-            return self.repr_tuple(x, level)
-        return super().repr1(x, level)
-
-
-_SHORT = _ShortRepr()
-
-
-def short_repr(value: object, *, limit: int = 80, quote: bool = True) -> str:
-    """``repr(value)`` (or a string itself, if not ``quote``) cut to about ``limit``
-    characters with ``...``: a message never quotes a huge or deeply nested value in full."""
-    if isinstance(value, str):
-        text = repr(value[:limit]) if quote else value[:limit]
-        return text + "..." if len(value) > limit else text
-    text = _SHORT.repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True, slots=True, eq=False)

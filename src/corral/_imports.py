@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from corral._errors import CallNotFound, Problem
-from corral._graph import suggest
+from corral._words import suggest
 
 __all__ = ["add_to_sys_path", "check_calls", "resolve_call", "search_path"]
 

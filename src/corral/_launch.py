@@ -126,7 +126,7 @@ def launch(
 
         recorder = StoreRecorder(store, resume_of=resume_of, source_path=opts.source_path,
                                  lease=opts.lease_s,
-                                 heartbeat=opts.lease_s / RENEWALS_PER_LEASE)
+                                 renew_every=opts.lease_s / RENEWALS_PER_LEASE)
         # First: a listener told that the run started may count on it being recorded, and a
         # store that refuses the run stops it before any other listener hears of it.
         watchers.insert(0, recorder)

@@ -14,8 +14,8 @@ from datetime import timedelta
 from typing import Any
 
 from corral._errors import Problem, ValidationError
-from corral._graph import suggest
 from corral._spec import Action, RetryPolicy, TaskSpec, TriggerRule
+from corral._words import suggest
 
 __all__ = ["TASK_OPTIONS", "check_option_names", "make_spec"]
 

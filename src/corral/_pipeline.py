@@ -9,7 +9,7 @@ substitutes ``${name}`` parameters, turns each task into a :class:`TaskSpec` wit
 ::
 
     text --load_text----> dicts and lists               (_pipeline_text.py; JSON without lines)
-         --pydantic-----> _Header, one _Task per task   (shape errors -> Problem at the key's line)
+         --pydantic-----> Header, one Task per task   (shape errors -> Problem at the key's line)
          --_Reader.sub--> ${name} substituted           (shell-quoted in cmd, raw elsewhere)
          --make_spec----> TaskSpec(source=(file, line)) (one per task)
          --build_graph--> Graph                         (value, dependency and cycle errors)
@@ -18,7 +18,7 @@ Policy:
 
 - Every problem found is reported at once, in file order, as a :class:`Problem` carrying the
   file and line. pydantic's errors are translated, never shown raw, and a value quoted in a
-  message is cut short (:func:`corral._graph.short_repr`).
+  message is cut short (:func:`corral._words.short_repr`).
 - Lines are found when there is something to report: a JSON file is read fast, without them,
   and read again with them only when it has problems (then everything is checked again, on
   data that knows its lines). YAML always has them.
@@ -38,9 +38,9 @@ Policy:
   directory — travels with each :class:`CallRef` (see :mod:`corral._imports`).
 - Top-level keys starting with ``x-`` are ignored: a place for YAML anchors to be merged
   into tasks with ``<<``, as in Compose files.
-- The set of task options comes from :data:`corral._options.TASK_OPTIONS`; this module only
-  knows the types of their values in a file (:data:`_OPTION_TYPES`), and an option it does not
-  know the type of is accepted as any value and checked by ``build_graph``.
+- The set of task options comes from :data:`corral._options.TASK_OPTIONS`; how their values
+  are written in a file is :mod:`corral._pipeline_schema`'s (an option it does not know the
+  type of is accepted as any value and checked by ``build_graph``).
 """
 
 from __future__ import annotations
@@ -53,20 +53,17 @@ from collections.abc import Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, NotRequired, Required, Union, get_args, get_origin
+from typing import Any
 
 import pydantic
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema
-from pydantic_core import PydanticCustomError
-from typing_extensions import TypedDict, is_typeddict
 
 from corral._dag import DAG
 from corral._errors import ParameterError, PipelineError, Problem, ValidationError
-from corral._graph import Suggester, short_repr, suggest
 from corral._options import TASK_OPTIONS, make_spec
+from corral._pipeline_schema import TASK, FileHeader, Header, Task, known_keys, pipeline_schema
 from corral._pipeline_text import MAX_DEPTH, Loaded, _Duplicate, _Sequence, load_text, read_file
 from corral._spec import CallRef, ShellCommand, TaskSpec
+from corral._words import Suggester, short_repr, suggest
 
 __all__ = ["Pipeline", "load_pipeline", "parse_params", "parse_pipeline", "pipeline_schema"]
 
@@ -186,150 +183,6 @@ def parse_params(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def pipeline_schema() -> dict[str, Any]:
-    """The JSON Schema of pipeline files, for editors and ``corral schema``."""
-    schema = _File.model_json_schema()
-    schema["patternProperties"] = {
-        "^x-": {"description": "ignored: a place for YAML anchors to be reused with <<"}
-    }
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
-
-
-# --------------------------------------------------------------------------- the models
-def _one_or_many(value: object) -> object:
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list):
-        raise PydanticCustomError("names_type", "must be a string or a list of strings")
-    return value
-
-
-def _scalar_text(value: object) -> object:
-    """A scalar as the string a shell would see; anything else unchanged, for pydantic."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return value
-
-
-def _scalar_values(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _scalar_text(v) for k, v in value.items()}
-    return value
-
-
-_Names = Annotated[
-    list[str],
-    BeforeValidator(_one_or_many),
-    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
-]
-_Scalar: dict[str, Any] = {"type": ["string", "number", "boolean"]}
-_ScalarOrNull: dict[str, Any] = {"type": ["string", "number", "boolean", "null"]}
-_Env = Annotated[
-    dict[str, str],
-    BeforeValidator(_scalar_values),
-    WithJsonSchema({"type": "object", "additionalProperties": _Scalar}),
-]
-_ParamsDecl = Annotated[
-    dict[str, str | None],
-    BeforeValidator(_scalar_values),
-    WithJsonSchema({"type": "object", "additionalProperties": _ScalarOrNull}),
-]
-_Amounts = dict[str, Annotated[float, Field(ge=0)]]
-
-# How each task option is written in a file. Which options exist is TASK_OPTIONS' business:
-# an option missing here is accepted as any value, and build_graph checks it.
-_OPTION_TYPES: dict[str, Any] = {
-    "depends_on": _Names,
-    "retries": int,
-    "retry_delay": float,
-    "retry_backoff": float,
-    "retry_max_delay": float,
-    "retry_jitter": float,
-    "timeout": float | None,  # null: no timeout, even if the defaults set one
-    "heartbeat": float | None,  # null: no heartbeat, even if the defaults set one
-    "priority": int,
-    "resources": dict[str, float],
-    "executor": str | None,  # null: chosen from the action
-    "trigger_rule": str,
-    "allow_failure": bool,
-    "estimate": float | None,
-    "tags": _Names,
-    "env": _Env,
-    "cwd": str | None,
-}
-
-
-# strict: YAML and JSON already give real ints, floats and booleans, so "2" is a mistake.
-# No NaN or infinity in any number corral reads (a NaN timeout would never fire).
-_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class _Strict(BaseModel):
-    model_config = _CONFIG
-
-
-class _Header(_Strict):
-    name: str | None = Field(None, description="the pipeline's name (default: the file's)")
-    description: str | None = Field(None, description="free text, ignored")
-    concurrency: Annotated[int, Field(ge=1)] | None = Field(
-        None, description="most tasks running at once (default: the CPU count)"
-    )
-    resources: _Amounts = Field(
-        default_factory=dict,
-        description="capacity, e.g. {cpu: 2, gpu: 1}; cpu and memory_mb default to the machine's",
-    )
-    env: _Env = Field(default_factory=dict, description="environment variables of every task")
-    params: _ParamsDecl | None = Field(
-        None, description="declared parameters and their defaults (null: must be passed)"
-    )
-    python_path: _Names | None = Field(
-        None, description="directories searched for call: modules (after sys.path, before the "
-        "file's own directory), relative to the pipeline file",
-    )
-
-
-# A task and the defaults are TypedDicts, not models: validating one gives a dict of the keys
-# written, at half the cost of a model (a file may hold 100,000 tasks).
-_ACTION_FIELDS: dict[str, tuple[Any, str]] = {
-    "description": (str | None, "free text, ignored"),
-    "cmd": (str | None, "a shell command line (not with call)"),
-    "call": (str | None, "a Python function, 'module:function'"),
-    "args": (list[Any] | None, "positional arguments of call"),
-    "kwargs": (dict[str, Any] | None, "keyword arguments of call"),
-}
-_OPTION_FIELDS = {name: (_OPTION_TYPES.get(name, Any), doc) for name, doc in TASK_OPTIONS.items()}
-_make_typed_dict: Any = TypedDict  # called with computed fields, which mypy cannot follow
-
-
-def _typed_dict(name: str, fields: dict[str, tuple[Any, str]], *, required: str = "") -> Any:
-    typed = _make_typed_dict(name, {
-        key: (Required if key == required else NotRequired)[Annotated[kind, Field(description=doc)]]
-        for key, (kind, doc) in fields.items()
-    })
-    typed.__pydantic_config__ = _CONFIG
-    return typed
-
-
-_Options = _typed_dict("TaskOptions", _OPTION_FIELDS)
-_Task = _typed_dict("Task", {**_ACTION_FIELDS, **_OPTION_FIELDS})
-_ListTask = _typed_dict("ListTask", {"id": (str, "the task's id"), **_ACTION_FIELDS,
-                                     **_OPTION_FIELDS}, required="id")
-_TASK = TypeAdapter(_Task)
-_FileHeader = pydantic.create_model(
-    "PipelineHeader",
-    __base__=_Header,
-    defaults=(_Options | None, Field(None, description="options every task gets by default")),
-)
-_TaskTable: Any = dict[str, _Task] | list[_ListTask]  # type: ignore[valid-type]
-_File = pydantic.create_model(
-    "Pipeline",
-    __base__=_FileHeader,
-    tasks=(_TaskTable, Field(description="tasks by id, or a list of tasks each with an id")),
-)
-
-
 # --------------------------------------------------------------------------- building
 class _Reader:
     """Turns loaded data into a :class:`Pipeline`, collecting every problem on the way."""
@@ -386,7 +239,7 @@ class _Reader:
                              hint=f"first written on line {dup.first}" if dup.first else None)
 
         header_data = {k: v for k, v in data.items() if k != "tasks" and not _is_extension(k)}
-        header = self.validate(_FileHeader.model_validate, _FileHeader, header_data, data, "",
+        header = self.validate(FileHeader.model_validate, FileHeader, header_data, data, "",
                                extra=("tasks",), vital=("resources",))
         if header is None:  # without the capacity, tasks are checked for shape only
             self.tasks(tasks, data, {}, shadowed)
@@ -422,7 +275,7 @@ class _Reader:
         return Pipeline(name=name, dag=dag, concurrency=header.concurrency, path=path,
                         params=effective, python_path=self.import_path)
 
-    def python_path(self, header: _Header, top: Any) -> tuple[str, ...]:
+    def python_path(self, header: Header, top: Any) -> tuple[str, ...]:
         """The directories searched for ``call:`` modules after ``sys.path``: each
         ``python_path:`` entry (parameters substituted, ``~`` expanded, relative to the file),
         then the file's directory."""
@@ -507,7 +360,7 @@ class _Reader:
                          hint=f"quote it: '{short_repr(loc[-1], quote=False)}'")
         elif kind == "extra_forbidden":
             key = loc[-1]
-            known = [*_known_keys(schema, loc[:-1]), *(extra if len(loc) == 1 else ())]
+            known = [*known_keys(schema, loc[:-1]), *(extra if len(loc) == 1 else ())]
             suggester = self.suggest_key.get(tuple(known))
             if suggester is None:  # one per set of keys, so that answers and budget are shared
                 suggester = self.suggest_key[tuple(known)] = Suggester(known)
@@ -598,7 +451,7 @@ class _Reader:
                          task=task_id, hint="e.g. {cmd: 'make all'}")
             return _placeholder(task_id, source)
         data = {k: v for k, v in body.items() if k != "id"} if listed else body
-        fields = self.validate(_TASK.validate_python, _Task, data, body, f"task {task_id!r}: ",
+        fields = self.validate(TASK.validate_python, Task, data, body, f"task {task_id!r}: ",
                                extra=("id",) if listed else (), task=task_id,
                                vital=("cmd", "call"))
         if fields is None:
@@ -677,7 +530,7 @@ class _Reader:
         return options
 
     # ---------------------------------------------------------------- parameters
-    def use_params(self, header: _Header, top: Any) -> None:
+    def use_params(self, header: Header, top: Any) -> None:
         """Take the file's ``params:`` as the declared names and defaults under the passed."""
         if header.params is None:
             return
@@ -802,43 +655,6 @@ def _strip_tags(root: Any, loc: tuple[Any, ...]) -> list[Any]:
             node = node[part] if 0 <= part < len(node) else None
         elif i == len(loc) - 1 and isinstance(node, dict):
             out.append(part)  # a missing key
-    return out
-
-
-def _known_keys(schema: Any, loc: tuple[Any, ...]) -> list[str]:
-    """The keys the model or TypedDict nested at ``loc`` accepts (for "did you mean")."""
-    current = schema
-    for part in loc:
-        fields = _fields_of(current)
-        annotation = fields.get(part) if isinstance(part, str) else None
-        nested = [kind for kind in _unwrapped(annotation) if _fields_of(kind)]
-        if not nested:
-            return []
-        current = nested[0]
-    return list(_fields_of(current))
-
-
-def _fields_of(kind: Any) -> dict[str, Any]:
-    """Field name -> annotation of a model or TypedDict; empty for anything else."""
-    if isinstance(kind, type) and issubclass(kind, BaseModel):
-        return {name: field.annotation for name, field in kind.model_fields.items()}
-    if is_typeddict(kind):
-        return dict(kind.__annotations__)
-    return {}
-
-
-def _unwrapped(annotation: Any) -> list[Any]:
-    """The types inside Optional, unions, Annotated, Required and NotRequired."""
-    out, stack = [], [annotation]
-    while stack:
-        kind = stack.pop()
-        origin = get_origin(kind)
-        if origin in (Annotated, Required, NotRequired):
-            stack.append(get_args(kind)[0])
-        elif origin is Union or type(kind) is UnionType:
-            stack.extend(get_args(kind))
-        else:
-            out.append(kind)
     return out
 
 

@@ -209,9 +209,15 @@ def test_plan_workers_default_to_the_file_then_the_environment(corral, write):
     from_file = json.loads(corral("plan", "p.yaml", "--json").stdout)
     assert from_file["workers"] == 3
     assert from_file["lower_bound_s"] == 9.0  # max(9, 15 / 3)
-    from_env = json.loads(corral("plan", "p.yaml", "--json", env={"CORRAL_WORKERS": "2"}).stdout)
-    assert from_env["workers"] == 2
+    from_env = json.loads(corral("plan", "p.yaml", "--json",
+                                 env={"CORRAL_CONCURRENCY": "2"}).stdout)
+    assert (from_env["concurrency"], from_env["workers"]) == (2, 2)
     assert from_env["lower_bound_s"] == 9.0  # max(9, 7.5)
+    # --workers, the option's old name, still works
+    old_name = json.loads(corral("plan", "p.yaml", "--json", "--workers", "2").stdout)
+    assert old_name["concurrency"] == 2
+    by_option = json.loads(corral("plan", "p.yaml", "--json", "-c", "1").stdout)
+    assert by_option["lower_bound_s"] == 15.0
 
 
 def test_plan_human_output(corral, write):

@@ -125,7 +125,10 @@ def test_every_transition_is_stored_with_values_errors_and_timings(open_test_sto
     assert exit3[-1].executor == "shell"
     assert exit3[1].log_path
     assert Path(exit3[1].log_path).read_text().strip() == "out"
-    assert all(t.worker == f"{os.uname().nodename}:{os.getpid()}" for t in stored.transitions)
+    # A worker is who ran an attempt, when its executor names one: local executors do not
+    # (the process that recorded the run is the run's host and pid).
+    assert all(t.worker is None for t in stored.transitions)
+    assert (stored.run.host, stored.run.pid) == (os.uname().nodename, os.getpid())
 
     tasks = stored.tasks
     assert (tasks["source"].value, tasks["flaky"].value) == ([1, 2, 3], 6)
@@ -324,7 +327,7 @@ async def main(mode, url, old=None):
         plan = plan_resume(graph, store.load_run(old))
         (HERE / "plan.json").write_text(json.dumps({"reuse": plan.reuse, "rerun": plan.rerun}))
         done = plan.reuse
-    recorder = StoreRecorder(store, resume_of=old, lease=1.0, heartbeat=0.2)
+    recorder = StoreRecorder(store, resume_of=old, lease=1.0, renew_every=0.2)
     runner = Runner(graph, listeners=[recorder], done=done, concurrency=4)
     recorder.attach(runner)
     (HERE / f"{mode}.run_id").write_text(runner.run_id)

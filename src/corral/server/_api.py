@@ -46,7 +46,7 @@ from corral.server._views import finished_data, run_detail, run_summary
 
 if TYPE_CHECKING:
     from corral._graph import Graph
-    from corral.server._app import Service
+    from corral.server._service import Service
     from corral.store import StoredRun
 
 __all__ = ["require", "router"]

@@ -20,7 +20,6 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from corral.server._events import EventHub
 from corral.server._metrics import CONTENT_TYPE_LATEST, Metrics
 from corral.server._models import ErrorBody, Health, Ready
 from corral.server._runs import RunManager
+from corral.server._service import Service
 from corral.server._settings import Settings
 from corral.store import Store
 
@@ -62,18 +62,6 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-@dataclass(slots=True)
-class Service:
-    """What the routes share: one per app."""
-
-    settings: Settings
-    store: Store
-    hub: EventHub
-    metrics: Metrics
-    runs: RunManager
-    auth: Authenticator
 
 
 class _Edge:

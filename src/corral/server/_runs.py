@@ -34,7 +34,7 @@ import anyio.to_thread
 from corral._errors import NotResumable, ValidationError
 from corral._graph import Graph
 from corral._runner import Runner, default_concurrency, new_run_id
-from corral._spec import TaskState
+from corral._spec import ENDS_ATTEMPT, TaskState
 from corral.server._errors import ApiError
 from corral.server._events import Event, EventHub, transition_event, wall
 from corral.server._metrics import LiveStats, Metrics
@@ -53,8 +53,7 @@ RUNNING = TaskState.RUNNING
 RETRY_WAIT = TaskState.RETRY_WAIT
 FAILED = TaskState.FAILED
 # States that end an attempt (its duration is observed) and states that end a task.
-_ENDS_ATTEMPT = frozenset({TaskState.SUCCEEDED, FAILED, RETRY_WAIT, TaskState.SKIPPED,
-                           TaskState.CANCELLED})
+_ENDS_ATTEMPT = ENDS_ATTEMPT
 _FINAL = frozenset(s for s in TaskState if s.is_final)
 
 

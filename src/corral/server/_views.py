@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from corral._spec import TaskState
+from corral._spec import ENDS_ATTEMPT, TaskState
 
 if TYPE_CHECKING:
     from corral.store import EventRecord, RunRecord, StoredRun
 
 __all__ = ["run_detail", "run_summary", "task_attempts"]
 
-_ENDS_ATTEMPT = {"succeeded", "failed", "retry_wait", "skipped", "cancelled"}
+_ENDS_ATTEMPT = frozenset(str(state) for state in ENDS_ATTEMPT)
 
 
 def _iso(value: Any) -> str | None:

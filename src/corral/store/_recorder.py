@@ -4,7 +4,7 @@
 
     run loop ──transitions(batch)──> SimpleQueue ──> writer thread ──one transaction per──> Store
     (enqueue only: a list append                      flush: one batch row (packed transitions
-     and a reference to each value/error)             and values), events, lease heartbeat
+     and a reference to each value/error)             and values), events, lease renewal
 
 Policy:
 
@@ -21,8 +21,8 @@ Policy:
   record the end: when ``Runner.run`` returns, the history is on disk.
 - **Checkpoints** of SQLite's write-ahead log happen on the writer, between commits, at most
   every :data:`CHECKPOINT_INTERVAL` seconds: never inside the commit that ends the run.
-- **Lease.** The writer extends the run's lease every ``heartbeat`` seconds (to ``lease``
-  seconds ahead), even while idle. A process that dies stops heartbeating and the lease
+- **Lease.** The writer renews the run's lease every ``renew_every`` seconds (to ``lease``
+  seconds ahead), even while idle. A process that dies stops renewing and the lease
   lapses. The run also records this process's identity (:mod:`corral.store._owner`): on this
   machine a resume does not wait for the lease of a process that is gone.
 - **After a write fails** (full disk, locked database) the writer writes nothing more, so the
@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from corral._errors import BrokenStore, CorralError
 from corral._events import RunInfo, Transition
 from corral._result import RunResult
-from corral._spec import TaskState
+from corral._spec import ENDS_ATTEMPT, TaskState
 from corral.store._interface import Store
 from corral.store._owner import current_process
 from corral.store._records import (
@@ -67,8 +67,7 @@ __all__ = ["StoreRecorder", "snapshot_of"]
 SUCCEEDED = TaskState.SUCCEEDED
 RUNNING = TaskState.RUNNING
 # States that end an attempt: their transition carries the attempt's duration.
-_ENDS_ATTEMPT = frozenset({SUCCEEDED, TaskState.FAILED, TaskState.RETRY_WAIT, TaskState.SKIPPED,
-                           TaskState.CANCELLED})
+_ENDS_ATTEMPT = ENDS_ATTEMPT
 
 # How often (s) the writer folds SQLite's write-ahead log into the database, between commits.
 CHECKPOINT_INTERVAL = 1.0
@@ -101,7 +100,7 @@ class StoreRecorder:
         resume_of: str | None = None,
         flush_interval: float | timedelta = 0.005,
         max_batch: int = 1000,
-        heartbeat: float | timedelta = 5.0,
+        renew_every: float | timedelta = 5.0,
         lease: float | timedelta = 30.0,
     ) -> None:
         self.store = store
@@ -110,9 +109,9 @@ class StoreRecorder:
         self.resume_of = resume_of
         self.flush_interval = _secs(flush_interval)
         self.max_batch = max_batch
-        self.heartbeat = _secs(heartbeat)
-        # A lease must outlive a few missed heartbeats, or a busy writer looks dead.
-        self.lease = max(_secs(lease), 2 * self.heartbeat)
+        self.renew_every = _secs(renew_every)
+        # A lease must outlive a few missed renewals, or a busy writer looks dead.
+        self.lease = max(_secs(lease), 2 * self.renew_every)
         self.result: RunResult | None = None
         self.error: BaseException | None = None
         self.run_id: str | None = None
@@ -122,8 +121,7 @@ class StoreRecorder:
         self._thread: threading.Thread | None = None
         self._info: RunInfo | None = None
         self._host = socket.gethostname()
-        self._worker = f"{self._host}:{os.getpid()}"
-        self._owner = f"{_user()}@{self._worker}"
+        self._owner = f"{_user()}@{self._host}:{os.getpid()}"
         self._executor_of: dict[str, str] = {}
         self._running_since: dict[str, float] = {}
         self._log_prefix = ""  # the run's log folder as its transitions name their logs
@@ -231,13 +229,13 @@ class StoreRecorder:
         run_id = self.run_id
         assert run_id is not None
         last_flush = 0.0
-        next_beat = time.monotonic() + self.heartbeat
+        next_renewal = time.monotonic() + self.renew_every
         next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
         done = False
         while not done:
             now = time.monotonic()
             try:
-                items = [q.get(timeout=max(0.0, next_beat - now))]
+                items = [q.get(timeout=max(0.0, next_renewal - now))]
             except queue.Empty:
                 items = []
             # Group commit: let more arrive until flush_interval has passed since the last
@@ -276,14 +274,14 @@ class StoreRecorder:
                     "signal": result.signal, "critical_path": result.critical_path}))
             now = time.monotonic()
             lease = None
-            if now >= next_beat:
+            if now >= next_renewal:
                 lease = (self._owner, self.lease)
-                next_beat = now + self.heartbeat
+                next_renewal = now + self.renew_every
             if not (transitions or values or events or lease or finish):
                 continue
             try:
                 store.write(run_id, transitions=transitions, values=values, events=events,
-                            lease=lease, finish=finish, worker=self._worker)
+                            lease=lease, finish=finish)
             except Exception as exc:
                 self.error = exc if isinstance(exc, CorralError) else BrokenStore(
                     f"the recorder failed: {type(exc).__name__}: {exc}", url=store.url)

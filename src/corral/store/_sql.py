@@ -280,7 +280,7 @@ class SQLStore:
                                              "finished_at": finished_at})
             elif lease is not None:
                 owner, seconds = lease
-                tx.execute(q["heartbeat"], {"id": run_id, "owner": owner, "lease_s": seconds,
+                tx.execute(q["renew_lease"], {"id": run_id, "owner": owner, "lease_s": seconds,
                                             "now": datetime.now(UTC)})
 
     def _encode(self, run_id: str, values: Sequence[tuple[str, Any]]) -> str:

@@ -56,7 +56,7 @@ UPDATE runs
         OR owner_process = %(gone_owner)s::text)
 RETURNING id;
 
--- name: heartbeat
+-- name: renew_lease
 UPDATE runs SET lease_until = clock_timestamp() + make_interval(secs => %(lease_s)s)
  WHERE id = %(id)s AND lease_owner = %(owner)s AND finished_at IS NULL;
 

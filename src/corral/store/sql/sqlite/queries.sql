@@ -52,7 +52,7 @@ UPDATE runs
    AND (lease_until IS NULL OR lease_until < :now OR owner_process = :gone_owner)
 RETURNING id;
 
--- name: heartbeat
+-- name: renew_lease
 UPDATE runs SET lease_until = :now + :lease_s
  WHERE id = :id AND lease_owner = :owner AND finished_at IS NULL;
 

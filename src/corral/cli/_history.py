@@ -1,28 +1,15 @@
-"""CLI commands over the run store: ``runs``, ``show``, ``logs``, ``prune`` and ``resume``.
+"""Commands that read the run store: ``runs``, ``show``, ``logs`` and ``prune``.
 
-Registered lazily by :mod:`corral.cli` (``register_command``), so ``corral --help`` does not
-import them. Each command opens the store (``--store`` / ``CORRAL_STORE``, default
-``.corral/corral.db``), calls one or two :class:`~corral.store.Store` methods and prints.
-Reading commands never create a store: with no SQLite file there are simply no runs.
-
-Resuming (``corral resume RUN_ID`` and ``corral run FILE --resume``) shares ``run``'s options
-and its execution (:func:`corral.cli.execute`); choosing the run and planning it is
-:func:`corral.store.prepare_resume`, shared with ``DAG.run(resume=...)``. Only rebuilding the
-pipeline file and printing live here::
-
-    prepare_resume(store, rebuild, run_id= | pipeline=) ──Resume──> execute ──> launch
-    (load_run, checks, plan_resume)                 │               Runner(done=reused values)
-                                                    └──> --dry-run  + StoreRecorder(resume_of)
-
-Errors: an unknown run or task exits 2, a broken store 3, a run still alive elsewhere 4
-(see ``corral --help``).
+Each opens the store (``--store`` / ``CORRAL_STORE``, default ``.corral/corral.db``), calls
+one or two :class:`~corral.store.Store` methods and prints. Reading commands never create a
+store: with no SQLite file there are simply no runs. Errors: an unknown run or task exits 2,
+a broken store 3 (see ``corral --help``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -31,22 +18,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from corral._plan import realised_critical_path
-from corral.cli import (
-    Duration,
-    RunOptions,
-    UserError,
-    execute,
-    open_run_store,
-    run_options,
-    store_option,
-)
+from corral._spec import ENDS_ATTEMPT
+from corral.cli._app import UserError
+from corral.cli._options import Duration, open_run_store, store_option
 
 if TYPE_CHECKING:
-    from corral._dag import DAG
-    from corral._pipeline import Pipeline
-    from corral.store import Resume, RunRecord, Store, StoredRun
+    from corral.store import RunRecord, Store, StoredRun
 
-__all__ = ["logs", "prune", "resume", "resume_run", "run_details", "runs", "show"]
+__all__ = ["logs", "prune", "run_details", "runs", "show", "when"]
 
 json_option = click.option(
     "--json",
@@ -57,8 +36,8 @@ json_option = click.option(
     help="Print one JSON document on stdout instead of text.",
 )
 
-# States that end an attempt (the transition carries its duration).
-_ENDS = frozenset({"succeeded", "failed", "retry_wait", "skipped", "cancelled"})
+# States that end an attempt (the transition carries its duration), by name.
+_ENDS = frozenset(str(state) for state in ENDS_ATTEMPT)
 
 
 @contextlib.contextmanager
@@ -85,7 +64,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _when(value: datetime | None) -> str:
+def when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
@@ -149,7 +128,7 @@ def runs(
         return
     width = max(len("PIPELINE"), *(len(r.pipeline) for r in found))
     id_width = max(len(r.id) for r in found)
-    when_width = max(len(_when(r.started_at)) for r in found)
+    when_width = max(len(when(r.started_at)) for r in found)
     click.echo(
         f"{'RUN':<{id_width}}  {'PIPELINE':<{width}}  {'STATUS':<11}  "
         f"{'STARTED':<{when_width}}  {'DURATION':>8}"
@@ -158,7 +137,7 @@ def runs(
         took = f"{r.duration_s:.1f}s" if r.duration_s is not None else "-"
         line = (
             f"{r.id:<{id_width}}  {r.pipeline:<{width}}  {r.observed_status!s:<11}  "
-            f"{_when(r.started_at):<{when_width}}  {took:>8}"
+            f"{when(r.started_at):<{when_width}}  {took:>8}"
         )
         if r.resumed_by:
             line += f"  (resumed by {r.resumed_by})"
@@ -335,154 +314,3 @@ def prune(older_than: float, store_url: str | None) -> None:
     with _reading(store_url) as store:
         pruned = [] if store is None else store.prune(older_than)
     click.echo(f"pruned {len(pruned)} run{'s' if len(pruned) != 1 else ''}")
-
-
-# ---------------------------------------------------------------------------- resume
-
-
-@click.command()
-@click.argument("run_id")
-@run_options
-def resume(run_id: str, opts: RunOptions) -> None:
-    """Finish run RUN_ID: re-run only what did not succeed, reusing the rest's stored values.
-
-    The DAG is rebuilt from the run's pipeline file as it is now, with the run's parameters
-    (-p overrides them), restricted to the run's tasks. A task re-runs when it did not
-    succeed, when its definition changed, or when a task it depends on re-runs. The run
-    must not be alive elsewhere (exit 4): a run whose process died on this host is taken
-    over at once; one from another host once its lease lapses (the --lease it was started
-    with; --lease here is the lease of the new run).
-    """
-    resume_run(opts, run_id=run_id)
-
-
-def resume_run(
-    opts: RunOptions,
-    *,
-    run_id: str | None = None,
-    file: str | None = None,
-    only: tuple[str, ...] = (),
-) -> None:
-    """Resume run ``run_id``, or the latest unfinished run of the pipeline in ``file``
-    (``corral run FILE --resume``; a new run when there is none). Exits like ``run``.
-
-    Choosing the run and planning it is :func:`corral.store.prepare_resume`, as for
-    ``DAG.run(resume=...)``; what is left here is rebuilding the pipeline and printing."""
-    from corral.store import prepare_resume, resolve_url
-
-    if opts.no_store:
-        raise click.UsageError("resuming needs the run store: drop --no-store")
-    store = open_run_store(opts.store_url, create=file is not None)
-    if store is None:
-        from corral._errors import RunNotFound
-
-        raise RunNotFound(
-            f"no run {run_id!r}: there is no store at {resolve_url(opts.store_url)} yet"
-        )
-    with contextlib.closing(store):
-        named = opts.load(file) if file is not None else None
-        rebuilt: list[Pipeline] = []
-
-        def rebuild(run: RunRecord) -> DAG:
-            # The run's parameters, then -p: a changed parameter changes the tasks using it.
-            source = file if file is not None else _source_file(run)
-            rebuilt.append(opts.load(source, dict(run.params)))
-            return rebuilt[-1].dag
-
-        resume = prepare_resume(
-            store,
-            rebuild,
-            run_id=run_id,
-            pipeline=named.name if named is not None else None,
-            only=only or None,
-        )
-        if resume is None:
-            assert named is not None
-            _new_run(named, store, opts, only)
-            return
-        pipeline = rebuilt[-1]
-        if opts.dry_run:
-            _print_resume_plan(pipeline, resume, opts)
-            return
-        resume.check_unlocked()
-        note = (
-            f"resuming run {resume.run.id} of {pipeline.name}: reusing {len(resume.plan.reuse)} "
-            f"task(s), re-running {len(resume.plan.rerun)}"
-        )
-        click.echo(note, err=opts.as_json)
-        execute(pipeline, resume.graph, opts, store=store, resume=resume)
-
-
-def _new_run(pipeline: Pipeline, store: Store, opts: RunOptions, only: tuple[str, ...]) -> None:
-    """``corral run FILE --resume`` with no unfinished run of the pipeline: run it afresh."""
-    from corral.cli import _dry_run
-
-    click.echo(
-        f"corral: no unfinished run of {pipeline.name} in {store.url}: starting a new run",
-        err=True,
-    )
-    graph = pipeline.dag.validate(only=only or None)
-    if opts.dry_run:
-        _dry_run(pipeline, graph, opts.width(pipeline), opts.as_json)
-        return
-    execute(pipeline, graph, opts, store=store)
-
-
-def _source_file(run: RunRecord) -> str:
-    """The pipeline file ``run`` was started from, to rebuild it by id."""
-    if not run.source_path:
-        raise UserError(
-            f"run {run.id} was not started from a pipeline file, so corral cannot "
-            "rebuild it; resume it from Python with the DAG that made it: "
-            f"dag.run(store=..., resume={run.id!r})"
-        )
-    if not os.path.exists(run.source_path):
-        raise UserError(
-            f"run {run.id}'s pipeline file {run.source_path} is gone; "
-            "resume from where it is now: corral run FILE --resume"
-        )
-    return run.source_path
-
-
-def _print_resume_plan(pipeline: Pipeline, resume: Resume, opts: RunOptions) -> None:
-    """``--dry-run`` of a resume: what would re-run and why, what would be reused."""
-    run, plan = resume.run, resume.plan
-    width = opts.width(pipeline)
-    if opts.as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "pipeline": pipeline.name,
-                    "dry_run": True,
-                    "resumes": run.id,
-                    "status": str(run.observed_status),
-                    "alive": run.lease_live,
-                    "concurrency": width,
-                    "params": pipeline.params,
-                    "rerun": dict(plan.rerun),
-                    "reuse": list(plan.reuse),
-                },
-                indent=2,
-                default=str,
-            )
-        )
-        return
-    click.echo(
-        f"dry run: resuming run {run.id} of {pipeline.name} ({run.observed_status}, "
-        f"started {_when(run.started_at)}) would re-run {len(plan.rerun)} task(s) "
-        f"and reuse {len(plan.reuse)} (concurrency {width})"
-    )
-    if run.lease_live:
-        click.echo(
-            f"note: run {run.id} is still alive ({run.lease_owner}); resuming it now "
-            "would be refused"
-        )
-    if plan.rerun:
-        click.echo("would re-run:")
-        pad = max(len(t) for t in plan.rerun)
-        for task, why in plan.rerun.items():
-            click.echo(f"  {task:<{pad}}  {why}")
-    if plan.reuse:
-        click.echo("would reuse (succeeded, unchanged):")
-        for task in plan.reuse:
-            click.echo(f"  {task}")

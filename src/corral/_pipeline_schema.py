@@ -1,0 +1,208 @@
+"""The shape of a pipeline file: the header and task models, and the JSON Schema of both.
+
+:mod:`corral._pipeline` validates loaded data against these and translates pydantic's errors
+into problems with lines; ``corral schema`` prints :func:`pipeline_schema` for editors. Which
+task options exist is :data:`corral._options.TASK_OPTIONS`' business: this module only knows
+how their values are written in a file (:data:`OPTION_TYPES`), and an option it does not know
+the type of is accepted as any value and checked by ``build_graph``.
+
+Tasks are TypedDicts validated by a ``TypeAdapter`` (half the cost of a model, and a file may
+hold 100,000 of them); the header is a strict pydantic model (``strict``: YAML and JSON
+already give real ints, floats and booleans, so ``"2"`` is a mistake; no NaN or infinities).
+"""
+
+from __future__ import annotations
+
+from types import UnionType
+from typing import Annotated, Any, NotRequired, Required, Union, get_args, get_origin
+
+import pydantic
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict, is_typeddict
+
+from corral._options import TASK_OPTIONS
+
+__all__ = ["OPTION_TYPES", "TASK", "FileHeader", "Header", "Task", "known_keys",
+           "pipeline_schema"]
+
+
+def pipeline_schema() -> dict[str, Any]:
+    """The JSON Schema of pipeline files, for editors and ``corral schema``."""
+    schema = _File.model_json_schema()
+    schema["patternProperties"] = {
+        "^x-": {"description": "ignored: a place for YAML anchors to be reused with <<"}
+    }
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+# --------------------------------------------------------------------------- the models
+def _one_or_many(value: object) -> object:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise PydanticCustomError("names_type", "must be a string or a list of strings")
+    return value
+
+
+def _scalar_text(value: object) -> object:
+    """A scalar as the string a shell would see; anything else unchanged, for pydantic."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _scalar_values(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _scalar_text(v) for k, v in value.items()}
+    return value
+
+
+_Names = Annotated[
+    list[str],
+    BeforeValidator(_one_or_many),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+]
+_Scalar: dict[str, Any] = {"type": ["string", "number", "boolean"]}
+_ScalarOrNull: dict[str, Any] = {"type": ["string", "number", "boolean", "null"]}
+_Env = Annotated[
+    dict[str, str],
+    BeforeValidator(_scalar_values),
+    WithJsonSchema({"type": "object", "additionalProperties": _Scalar}),
+]
+_ParamsDecl = Annotated[
+    dict[str, str | None],
+    BeforeValidator(_scalar_values),
+    WithJsonSchema({"type": "object", "additionalProperties": _ScalarOrNull}),
+]
+_Amounts = dict[str, Annotated[float, Field(ge=0)]]
+
+# How each task option is written in a file. Which options exist is TASK_OPTIONS' business:
+# an option missing here is accepted as any value, and build_graph checks it.
+OPTION_TYPES: dict[str, Any] = {
+    "depends_on": _Names,
+    "retries": int,
+    "retry_delay": float,
+    "retry_backoff": float,
+    "retry_max_delay": float,
+    "retry_jitter": float,
+    "timeout": float | None,  # null: no timeout, even if the defaults set one
+    "heartbeat": float | None,  # null: no heartbeat, even if the defaults set one
+    "priority": int,
+    "resources": dict[str, float],
+    "executor": str | None,  # null: chosen from the action
+    "trigger_rule": str,
+    "allow_failure": bool,
+    "estimate": float | None,
+    "tags": _Names,
+    "env": _Env,
+    "cwd": str | None,
+}
+
+
+# strict: YAML and JSON already give real ints, floats and booleans, so "2" is a mistake.
+# No NaN or infinity in any number corral reads (a NaN timeout would never fire).
+_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class _Strict(BaseModel):
+    model_config = _CONFIG
+
+
+class Header(_Strict):
+    name: str | None = Field(None, description="the pipeline's name (default: the file's)")
+    description: str | None = Field(None, description="free text, ignored")
+    concurrency: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="most tasks running at once (default: the CPU count)"
+    )
+    resources: _Amounts = Field(
+        default_factory=dict,
+        description="capacity, e.g. {cpu: 2, gpu: 1}; cpu and memory_mb default to the machine's",
+    )
+    env: _Env = Field(default_factory=dict, description="environment variables of every task")
+    params: _ParamsDecl | None = Field(
+        None, description="declared parameters and their defaults (null: must be passed)"
+    )
+    python_path: _Names | None = Field(
+        None, description="directories searched for call: modules (after sys.path, before the "
+        "file's own directory), relative to the pipeline file",
+    )
+
+
+# A task and the defaults are TypedDicts, not models: validating one gives a dict of the keys
+# written, at half the cost of a model (a file may hold 100,000 tasks).
+_ACTION_FIELDS: dict[str, tuple[Any, str]] = {
+    "description": (str | None, "free text, ignored"),
+    "cmd": (str | None, "a shell command line (not with call)"),
+    "call": (str | None, "a Python function, 'module:function'"),
+    "args": (list[Any] | None, "positional arguments of call"),
+    "kwargs": (dict[str, Any] | None, "keyword arguments of call"),
+}
+_OPTION_FIELDS = {name: (OPTION_TYPES.get(name, Any), doc) for name, doc in TASK_OPTIONS.items()}
+_make_typed_dict: Any = TypedDict  # called with computed fields, which mypy cannot follow
+
+
+def _typed_dict(name: str, fields: dict[str, tuple[Any, str]], *, required: str = "") -> Any:
+    typed = _make_typed_dict(name, {
+        key: (Required if key == required else NotRequired)[Annotated[kind, Field(description=doc)]]
+        for key, (kind, doc) in fields.items()
+    })
+    typed.__pydantic_config__ = _CONFIG
+    return typed
+
+
+_Options = _typed_dict("TaskOptions", _OPTION_FIELDS)
+Task = _typed_dict("Task", {**_ACTION_FIELDS, **_OPTION_FIELDS})
+_ListTask = _typed_dict("ListTask", {"id": (str, "the task's id"), **_ACTION_FIELDS,
+                                     **_OPTION_FIELDS}, required="id")
+TASK = TypeAdapter(Task)
+FileHeader = pydantic.create_model(
+    "PipelineHeader",
+    __base__=Header,
+    defaults=(_Options | None, Field(None, description="options every task gets by default")),
+)
+_TaskTable: Any = dict[str, Task] | list[_ListTask]  # type: ignore[valid-type]
+_File = pydantic.create_model(
+    "Pipeline",
+    __base__=FileHeader,
+    tasks=(_TaskTable, Field(description="tasks by id, or a list of tasks each with an id")),
+)
+
+
+def known_keys(schema: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model or TypedDict nested at ``loc`` accepts (for "did you mean")."""
+    current = schema
+    for part in loc:
+        fields = _fields_of(current)
+        annotation = fields.get(part) if isinstance(part, str) else None
+        nested = [kind for kind in _unwrapped(annotation) if _fields_of(kind)]
+        if not nested:
+            return []
+        current = nested[0]
+    return list(_fields_of(current))
+
+
+def _fields_of(kind: Any) -> dict[str, Any]:
+    """Field name -> annotation of a model or TypedDict; empty for anything else."""
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return {name: field.annotation for name, field in kind.model_fields.items()}
+    if is_typeddict(kind):
+        return dict(kind.__annotations__)
+    return {}
+
+
+def _unwrapped(annotation: Any) -> list[Any]:
+    """The types inside Optional, unions, Annotated, Required and NotRequired."""
+    out, stack = [], [annotation]
+    while stack:
+        kind = stack.pop()
+        origin = get_origin(kind)
+        if origin in (Annotated, Required, NotRequired):
+            stack.append(get_args(kind)[0])
+        elif origin is Union or type(kind) is UnionType:
+            stack.extend(get_args(kind))
+        else:
+            out.append(kind)
+    return out

@@ -1,0 +1,34 @@
+"""The ``corral`` command line: validate, plan, draw and run a pipeline file, read the run
+store, serve it over HTTP.
+
+One module per command group, each command registered here by name and imported only when
+it runs or ``--help`` lists it (:func:`register_command`)::
+
+    _app.py       the group: exit codes, errors that map to them, lazy commands
+    _options.py   options every group shares (pipeline file, parameters, store, --path...)
+    _pipeline.py  validate, plan, graph, schema       (nothing runs)
+    _run.py       run, resume                          (through corral._launch)
+    _history.py   runs, show, logs, prune              (the run store, read only)
+    corral.server._cli   serve, token                  (the `server` extra)
+
+Policies: exit codes live in :class:`ExitCode` and are listed in ``corral --help``; a user's
+mistake never shows a traceback; startup stays fast (this package imports only click and the
+light ``corral`` package until a command runs); ``--json`` owns stdout.
+"""
+
+from __future__ import annotations
+
+from corral.cli._app import ExitCode, main, register_command
+from corral.cli._run import RunOptions, run_options
+
+__all__ = ["ExitCode", "RunOptions", "main", "register_command", "run_options"]
+
+for _name in ("graph", "plan", "schema", "validate"):
+    register_command(_name, f"corral.cli._pipeline:{_name}")
+for _name in ("resume", "run"):
+    register_command(_name, f"corral.cli._run:{_name}")
+for _name in ("logs", "prune", "runs", "show"):
+    register_command(_name, f"corral.cli._history:{_name}")
+# The HTTP service and its tokens (the `server` extra), see corral.server.
+register_command("serve", "corral.server._cli:serve")
+register_command("token", "corral.server._cli:token")

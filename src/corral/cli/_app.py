@@ -1,0 +1,203 @@
+"""The ``corral`` command group: exit codes, the errors that map to them, lazy commands.
+
+Every command lives in a module of its own group (:mod:`._pipeline`, :mod:`._run`,
+:mod:`._history`, ``corral.server._cli``, ...) and is registered here by name with
+:func:`register_command`: it is imported only when invoked or listed in ``--help``, so a new
+command costs nothing to the others' startup. A user's mistake (an invalid pipeline, a bad
+parameter, an unknown run) raised anywhere below becomes an exit-2 message, a broken store
+exit 3, a live run exit 4, an executor that cannot start exit 5: never a traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from corral import __version__
+from corral._errors import (
+    BrokenExecutor,
+    BrokenStore,
+    NotResumable,
+    ParameterError,
+    RunLocked,
+    RunNotFound,
+    ValidationError,
+)
+
+if TYPE_CHECKING:
+    from corral._result import RunResult
+
+__all__ = [
+    "CONTEXT_SETTINGS",
+    "ExecutorError",
+    "ExitCode",
+    "LockedError",
+    "StoreError",
+    "UserError",
+    "exit_code_for",
+    "main",
+    "register_command",
+]
+
+
+class ExitCode(enum.IntEnum):
+    """What ``corral`` exits with. Listed in ``corral --help``."""
+
+    OK = 0  # every task succeeded (failures of allow_failure tasks aside), or the command did
+    TASK_FAILED = 1  # a task failed, or could not run because one did
+    INVALID = 2  # invalid input: pipeline, parameters, options, a missing file or run
+    STORE = 3  # the run store cannot be used: locked, full, unreachable, newer, corrupt
+    RUN_LOCKED = 4  # the run to resume is still alive elsewhere (its lease is live)
+    EXECUTOR = 5  # an executor cannot start: its cluster is unreachable or unusable
+    INTERRUPTED = 130  # stopped by SIGINT (Ctrl-C): 128 + 2
+    TERMINATED = 143  # stopped by SIGTERM: 128 + 15
+
+
+_EXIT_HELP = {
+    ExitCode.OK: "all tasks succeeded (allowed failures aside)",
+    ExitCode.TASK_FAILED: "a task failed",
+    ExitCode.INVALID: "invalid input (pipeline, parameters, options, missing file or run)",
+    ExitCode.STORE: "the run store cannot be used (locked, full disk, unreachable, newer schema)",
+    ExitCode.RUN_LOCKED: "the run to resume is still alive elsewhere (its lease is live)",
+    ExitCode.EXECUTOR: "an executor cannot start (a Dask scheduler unreachable); nothing ran",
+    ExitCode.INTERRUPTED: "interrupted by SIGINT (Ctrl-C)",
+    ExitCode.TERMINATED: "stopped by SIGTERM (any other signal: 128 + its number)",
+}
+
+
+def exit_code_for(result: RunResult) -> int:
+    """The exit code of a finished run."""
+    status = str(result.status)
+    if status == "interrupted":
+        # A run stopped by a signal exits as the shell reports a process killed by it;
+        # cancelled without one (Runner.cancel()) counts as Ctrl-C.
+        return 128 + result.signal if result.signal else int(ExitCode.INTERRUPTED)
+    if status == "failed":
+        return int(ExitCode.TASK_FAILED)
+    return int(ExitCode.OK)
+
+
+class UserError(click.ClickException):
+    """The input is wrong; the message says what to change. Exits 2, without a traceback."""
+
+    exit_code = int(ExitCode.INVALID)
+
+
+class StoreError(click.ClickException):
+    """The run store cannot be used; the message names it. Exits 3, without a traceback."""
+
+    exit_code = int(ExitCode.STORE)
+
+
+class ExecutorError(click.ClickException):
+    """An executor cannot start; the message names it. Exits 5, without a traceback."""
+
+    exit_code = int(ExitCode.EXECUTOR)
+
+
+class LockedError(click.ClickException):
+    """The run is held by a live process. Exits 4, without a traceback."""
+
+    exit_code = int(ExitCode.RUN_LOCKED)
+
+
+# ---------------------------------------------------------------------- the command group
+
+# Commands defined in other modules: name -> "module:attribute". They are imported only when
+# invoked or listed in --help, so a new command costs nothing to the others' startup.
+_LAZY_COMMANDS: dict[str, str] = {}
+
+
+def register_command(name: str, target: str) -> None:
+    """Add command ``name``, found at ``target`` (``"corral.cli._history:runs"``) when first
+    used. Every command is registered so (:mod:`corral.cli` lists them): one line each."""
+    _LAZY_COMMANDS[name] = target
+
+
+class CorralGroup(click.Group):
+    """A click group that loads registered commands lazily and turns a user's mistake (an
+    invalid pipeline, a bad parameter) into an exit-2 message instead of a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        target = _LAZY_COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        import importlib
+
+        module_name, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        if not isinstance(command, click.Command):  # pragma: no cover - a registration bug
+            raise TypeError(f"{target} is not a click command")
+        self.add_command(command, cmd_name)
+        return command
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the command line. From here until a run takes the signals over (and again
+        after it), SIGINT and SIGTERM end corral with exactly 130 and 143, wherever they land
+        (click alone turns a Ctrl-C before a command runs into "Aborted!" and exit 1, and
+        SIGTERM would kill the process outright)."""
+        import signal
+        import threading
+
+        installed: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                installed[sig] = signal.signal(sig, _exit_on_signal)
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            for number, previous in installed.items():
+                signal.signal(number, previous)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ValidationError, ParameterError, RunNotFound, NotResumable) as exc:
+            raise UserError(str(exc)) from None
+        except BrokenStore as exc:  # names the store's URL
+            raise StoreError(str(exc)) from None
+        except RunLocked as exc:
+            raise LockedError(str(exc)) from None
+        except BrokenExecutor as exc:  # raised before the run starts: nothing ran
+            raise ExecutorError(str(exc)) from None
+        except KeyboardInterrupt:
+            # Ctrl-C outside a run (a run handles its own signals and exits 130 itself).
+            click.echo("interrupted", err=True)
+            raise click.exceptions.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def _exit_on_signal(sig: int, frame: Any) -> NoReturn:
+    """SIGINT or SIGTERM outside a run: nothing is running, nothing is half-recorded (a run's
+    end is recorded before it gives the signals back), so exit at once with 128 + N."""
+    sys.stderr.write("corral: interrupted\n")
+    raise SystemExit(128 + sig)
+
+
+def _epilog() -> str:
+    # "\b" keeps click from re-wrapping the lines into one paragraph.
+    lines = ["\b", "Exit codes:"]
+    lines += [f"  {int(code):<4} {_EXIT_HELP[code]}" for code in ExitCode]
+    lines += ["\b", "Every option can also be set by the CORRAL_* variable shown next to it."]
+    return "\n".join(lines)
+
+
+CONTEXT_SETTINGS: dict[str, Any] = {
+    "help_option_names": ["-h", "--help"],
+    "show_default": True,
+    "max_content_width": 100,
+}
+
+
+@click.group(cls=CorralGroup, context_settings=CONTEXT_SETTINGS, epilog=_epilog())
+@click.version_option(__version__, "-V", "--version", prog_name="corral")
+def main() -> None:
+    """corral: define a DAG of tasks in a pipeline file, check it, plan it and run it."""
