@@ -82,6 +82,8 @@ class RunOptions:
     paths: tuple[str, ...]
     no_import: bool
     dask: str | None
+    junit_xml: str | None
+    report: tuple[tuple[str, str], ...]
 
     def width(self, pipeline: Pipeline) -> int:
         """Tasks at once. Precedence: --concurrency > CORRAL_CONCURRENCY (both via click) >
@@ -153,6 +155,25 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
         show_envvar=True,
         help="Run tasks with `executor: dask` on the Dask scheduler at ADDRESS "
         "(tcp://host:8786)  [default: a local cluster for the run]",
+    ),
+    click.option(
+        "--junit-xml",
+        metavar="PATH",
+        type=click.Path(dir_okay=False, writable=True),
+        envvar="CORRAL_JUNIT_XML",
+        show_envvar=True,
+        help="After the run, write JUnit XML there: one test case per task (duration, "
+        "failure message, log tail).",
+    ),
+    click.option(
+        "--report",
+        nargs=2,
+        multiple=True,
+        metavar="md|json PATH",
+        type=(click.Choice(["md", "json"]), click.Path(dir_okay=False, writable=True)),
+        help="After the run, write an execution report there (critical path, per-task times, "
+        "retries, parallelism, failures with log tails); repeatable. `md` suits "
+        "$GITHUB_STEP_SUMMARY.",
     ),
 ]
 
@@ -371,12 +392,35 @@ def execute(
             click.echo(
                 f"to finish it, re-running only what did not succeed: corral resume {result.run_id}"
             )
+    _write_reports(result, dag_graph, opts)
     code = exit_code_for(result)
     if runner.signal and not result.signal:
         # The signal came as the run's end was being recorded: the run ended as recorded,
         # and corral still exits as a process stopped by that signal.
         code = 128 + runner.signal
     raise click.exceptions.Exit(code)
+
+
+def _write_reports(result: RunResult, dag_graph: Graph, opts: RunOptions) -> None:
+    """``--junit-xml``, ``--report`` and, under GitHub Actions, annotations of the failures
+    (on stderr with ``--json``, whose stdout is the one JSON document)."""
+    in_actions = os.environ.get("GITHUB_ACTIONS") == "true"
+    if not (opts.junit_xml or opts.report or (in_actions and not result.ok)):
+        return
+    from corral._reports import github_annotations, write_junit, write_report
+
+    specs = {spec.id: spec for spec in dag_graph.specs}
+    try:
+        if opts.junit_xml:
+            write_junit(opts.junit_xml, result, specs)
+        for fmt, path in opts.report:
+            write_report(fmt, path, result, specs)
+    except OSError as exc:
+        raise UserError(f"run {result.run_id} ended {result.status}, but its report could not "
+                        f"be written: {exc}") from exc
+    if in_actions:
+        for line in github_annotations(result, specs):
+            click.echo(line, err=opts.as_json)
 
 
 # ---------------------------------------------------------------------------- resume
