@@ -11,6 +11,7 @@ __all__ = [
     "CommandFailed",
     "CorralError",
     "CorruptHistory",
+    "ExpressionError",
     "InvalidTransition",
     "NotResumable",
     "ParameterError",
@@ -85,6 +86,10 @@ class PipelineError(ValidationError):
 
 class ParameterError(CorralError, ValueError):
     """A parameter is malformed or unknown."""
+
+
+class ExpressionError(CorralError, ValueError):
+    """A ``${{ ... }}`` expression is not one, or cannot be evaluated."""
 
 
 class CallNotFound(CorralError, ImportError, ValueError):

@@ -37,6 +37,8 @@ TASK_OPTIONS: dict[str, str] = {
     "tags": "labels, for your own filtering",
     "env": "environment variables added for this task",
     "cwd": "working directory of this task",
+    "when": "a condition, ${{ ... }}: the task runs only if it holds when it could start, "
+            "else it is skipped (see corral._expressions)",
 }
 
 _RETRY_FIELDS = {
@@ -96,6 +98,10 @@ def make_spec(
         trigger = _RULES.get(trigger, trigger)
     tags = get("tags", ())
     timeout, heartbeat, estimate = get("timeout"), get("heartbeat"), get("estimate")
+    when = get("when")
+    if when is not None:
+        when = _condition(task_id, when)
+        depends = (*depends, *(t for t in when.expression.tasks if t not in depends))
     return TaskSpec(
         id=task_id,
         action=action,
@@ -114,8 +120,25 @@ def make_spec(
         tags=(tags,) if isinstance(tags, str) else tuple(tags),
         env=dict(get("env") or {}),
         cwd=get("cwd"),
+        when=when,
         source=source,
     )
+
+
+def _condition(task_id: str, when: Any) -> Any:
+    """``when`` as a :class:`~corral._expressions.Condition` (text parsed here, for the
+    Python API; pipeline files give one with their parameters bound)."""
+    from corral._expressions import Condition, ExpressionError, parse, whole
+
+    if isinstance(when, Condition):
+        return when
+    if not isinstance(when, str):
+        raise ValidationError([Problem(f"task {task_id!r}: when must be an expression, "
+                                       f"'${{{{ ... }}}}', not {type(when).__name__}")])
+    try:
+        return Condition(parse(whole(when) or when))
+    except ExpressionError as e:
+        raise ValidationError([Problem(f"task {task_id!r}: when: {e}")]) from None
 
 
 _RULES: dict[str, TriggerRule] = {rule.value: rule for rule in TriggerRule}

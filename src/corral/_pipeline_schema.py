@@ -99,6 +99,7 @@ OPTION_TYPES: dict[str, Any] = {
     "tags": _Names,
     "env": _Env,
     "cwd": str | None,
+    "when": str,
 }
 
 
@@ -139,6 +140,9 @@ _ACTION_FIELDS: dict[str, tuple[Any, str]] = {
     "call": (str | None, "a Python function, 'module:function'"),
     "args": (list[Any] | None, "positional arguments of call"),
     "kwargs": (dict[str, Any] | None, "keyword arguments of call"),
+    "matrix": (dict[str, Annotated[list[str | int | float | bool], Field(min_length=1)]] | None,
+               "one task per combination of these values, named ID[k=v,...]; ${matrix.k} "
+               "in cmd, env, cwd, args and kwargs is the task's value of k"),
 }
 _OPTION_FIELDS = {name: (OPTION_TYPES.get(name, Any), doc) for name, doc in TASK_OPTIONS.items()}
 _make_typed_dict: Any = TypedDict  # called with computed fields, which mypy cannot follow

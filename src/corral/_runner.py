@@ -49,7 +49,7 @@ from corral._events import RunInfo, RunListener, Transition
 from corral._graph import Graph
 from corral._result import RunResult, RunStatus, TaskResult, TaskTable
 from corral._scheduler import Scheduler
-from corral._spec import ENDS_ATTEMPT, CallRef, ShellCommand, TaskRef, TaskState
+from corral._spec import ENDS_ATTEMPT, CallRef, ShellCommand, TaskRef, TaskSpec, TaskState
 from corral.executors._base import (
     ERROR,
     OK,
@@ -352,6 +352,8 @@ class Runner:
         if attempt == 1:
             self.first_start[i] = now
         self.attempt_start[i] = now
+        if spec.when is not None and not self._holds(i, spec, attempt):
+            return
         fn = self._fns[i]
         if fn is None:
             try:
@@ -384,6 +386,26 @@ class Runner:
             error = BrokenExecutor(f"executor {name!r} could not start task {spec.id!r}: {exc}")
             error.__cause__ = exc
             self._queue_put(i, attempt, ERROR, error)
+
+    def _holds(self, i: int, spec: TaskSpec, attempt: int) -> bool:
+        """Whether task ``i``'s ``when:`` holds now; if not, it is skipped (or, when the
+        condition cannot be evaluated, it fails with the reason) instead of starting."""
+        from corral._expressions import ExpressionError, TaskView
+
+        index, state, values = self.graph.index, self.scheduler.state, self.values
+
+        def view(task_id: str) -> TaskView:
+            j = index[task_id]
+            return TaskView(str(state[j]), values[j])
+
+        try:
+            holds: bool = spec.when.holds({**os.environ, **self.env, **spec.env}, view)
+        except ExpressionError as exc:
+            self._queue_put(i, attempt, ERROR, exc)
+            return False
+        if not holds:
+            self._queue_put(i, attempt, SKIP, None)
+        return holds
 
     def _beat(self, i: int, attempt: int) -> None:
         """A sign of life of attempt ``attempt`` of task ``i``; executors call it (through

@@ -186,6 +186,8 @@ class TaskSpec:
     tags: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    # when: a corral._expressions.Condition; the task is skipped when it does not hold.
+    when: Any = None
     # Where the task was defined, for error messages: (file, line).
     source: tuple[str, int | None] | None = None
 
@@ -235,6 +237,8 @@ def fingerprints(specs: Sequence[TaskSpec]) -> list[str]:
             h.update(f"|c{spec.cwd!r}".encode())
         if spec.executor is not None:
             h.update(f"|x{spec.executor}".encode())
+        if spec.when is not None:
+            h.update(f"|w{spec.when.text}|{_stable(spec.when.bound)!r}".encode())
         out.append(h.hexdigest()[:16])
     return out
 

@@ -13,6 +13,7 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── ValidationError (ValueError)        the DAG or pipeline is invalid; .problems lists all
     │   └── PipelineError                   a pipeline file could not be read or parsed
     ├── ParameterError (ValueError)         a -p key=value is malformed or unknown
+    ├── ExpressionError (ValueError)        a ${{ ... }} is malformed or cannot be evaluated
     ├── CallNotFound (ImportError, ValueError)  a call's module or function cannot be found
     ├── InvalidTransition (RuntimeError)    a driver broke the scheduler's protocol
     ├── BrokenExecutor (RuntimeError)       an executor cannot run tasks any more
@@ -42,6 +43,7 @@ from corral._errors import (
     CommandFailed,
     CorralError,
     CorruptHistory,
+    ExpressionError,
     InvalidTransition,
     NotResumable,
     ParameterError,
@@ -64,6 +66,7 @@ __all__ = [
     "CommandFailed",
     "CorralError",
     "CorruptHistory",
+    "ExpressionError",
     "InvalidTransition",
     "NotResumable",
     "ParameterError",
