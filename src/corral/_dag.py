@@ -208,6 +208,13 @@ class DAG:
         self._put(make_spec(task_id, ShellCommand(cmd), options=options, defaults=self.defaults))
         return Task(self, task_id)
 
+    def replace_spec(self, spec: TaskSpec) -> None:
+        """Put ``spec`` in place of the task of the same id (which must exist)."""
+        if spec.id not in self._specs:
+            raise KeyError(spec.id)
+        self._changes += 1
+        self._specs[spec.id] = spec
+
     def add_spec(self, spec: TaskSpec) -> Task:
         """Add a ready-made :class:`TaskSpec` (what pipeline files and the API use)."""
         self._put(spec)

@@ -39,6 +39,9 @@ TASK_OPTIONS: dict[str, str] = {
     "cwd": "working directory of this task",
     "when": "a condition, ${{ ... }}: the task runs only if it holds when it could start, "
             "else it is skipped (see corral._expressions)",
+    "inputs": "file globs the task reads: with --changed-only it is skipped while they, its "
+              "definition and its upstream are unchanged since it last succeeded",
+    "outputs": "file globs the task writes: with --changed-only it runs again if one is missing",
 }
 
 _RETRY_FIELDS = {
@@ -121,8 +124,14 @@ def make_spec(
         env=dict(get("env") or {}),
         cwd=get("cwd"),
         when=when,
+        inputs=_globs(get("inputs", ())),
+        outputs=_globs(get("outputs", ())),
         source=source,
     )
+
+
+def _globs(value: Any) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _condition(task_id: str, when: Any) -> Any:

@@ -100,6 +100,8 @@ OPTION_TYPES: dict[str, Any] = {
     "env": _Env,
     "cwd": str | None,
     "when": str,
+    "inputs": _Names,
+    "outputs": _Names,
 }
 
 
