@@ -1,11 +1,14 @@
-"""Tool errors an agent can act on: every failure a tool anticipates becomes one
-:class:`~mcp.server.mcpserver.exceptions.ToolError` whose text is a JSON object::
+"""Tool errors an agent can act on: every failure a tool anticipates becomes an error result
+(``isError``) whose text, and structured content, is one JSON object::
 
     {"error": "invalid_pipeline", "message": "...", "field": "pipeline",
      "problems": [{"message": ..., "task": ..., "file": ..., "line": ..., "hint": ...}]}
 
 ``error`` is a stable code, ``field`` names the argument at fault, ``problems`` carry file
-and line. Anything else a tool raises is the SDK's business: the model sees "Error executing
+and line. (A ``ToolError`` raised out of a tool reaches the client as text behind the SDK's
+"Error executing tool ..." prefix; a returned error result keeps the JSON whole.) Arguments
+of the wrong type or missing are the SDK's to refuse: its message names the field. Anything
+else a tool raises is the SDK's business: the model sees "Error executing
 tool", the server logs the traceback, and the server lives on.
 """
 
@@ -14,9 +17,10 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent
 
 from corral._errors import (
     BrokenStore,
@@ -73,7 +77,9 @@ def refusal(exc: BaseException) -> Refused | None:
 
 
 def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Run the tool ``fn``; turn the failures it anticipates into :class:`Refused`."""
+    """Run the tool ``fn``; answer the failures it anticipates with an error result (the SDK
+    passes a returned ``CallToolResult`` through as it is, whatever ``fn`` is annotated to
+    return)."""
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -81,8 +87,10 @@ def tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             return await fn(*args, **kwargs)
         except Exception as exc:
             refused = refusal(exc)
-            if refused is None or refused is exc:
+            if refused is None:
                 raise
-            raise refused from exc
+            text = json.dumps(refused.body)
+            return cast(R, CallToolResult(content=[TextContent(type="text", text=text)],
+                                          structured_content=refused.body, is_error=True))
 
     return wrapper

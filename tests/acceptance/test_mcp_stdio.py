@@ -1,0 +1,62 @@
+"""``corral mcp`` for real: the SDK's client starts the process and talks to it over stdio."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+pytest.importorskip("mcp")
+
+from mcp.client.session import ClientSession  # noqa: E402
+from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
+from tests.helpers import mcp_agent  # noqa: E402
+
+PIPELINE = """\
+name: stdio-demo
+tasks:
+  first: {cmd: "echo hello from the first task"}
+  second: {cmd: "echo two", depends_on: [first]}
+  last: {cmd: "echo done", depends_on: [first, second]}
+"""
+
+
+def corral_mcp(folder: Path, *extra: str) -> StdioServerParameters:
+    exe = shutil.which("corral", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    return StdioServerParameters(command=exe, args=[
+        "mcp", "--store", f"sqlite:///{folder / 'corral.db'}", "--log-dir",
+        str(folder / "logs"), *extra], cwd=str(folder))
+
+
+def test_an_agent_plans_runs_reads_and_analyses_over_stdio(tmp_path: Path) -> None:
+    async def agent() -> None:
+        async with (stdio_client(corral_mcp(tmp_path)) as (read, write),
+                    ClientSession(read, write) as session):
+            with anyio.fail_after(mcp_agent.HANG_GUARD_S):
+                await session.initialize()
+            await mcp_agent.tools_and_cycle(session)
+            await mcp_agent.bad_input(session)
+            await mcp_agent.run_read_analyse(session, PIPELINE, task="first",
+                                             says="hello from the first task")
+            await mcp_agent.suggestions_for_bad_dag(session)
+            resources = await session.list_resources()
+            assert "corral://runs" in [str(r.uri) for r in resources.resources]
+
+    anyio.run(agent)
+
+
+def test_no_allow_shell_refuses_shell_pipelines(tmp_path: Path) -> None:
+    async def agent() -> None:
+        async with (stdio_client(corral_mcp(tmp_path, "--no-allow-shell")) as (read, write),
+                    ClientSession(read, write) as session):
+            with anyio.fail_after(mcp_agent.HANG_GUARD_S):
+                await session.initialize()
+            refused = await mcp_agent.refusal(session, "execute_dag_async", pipeline=PIPELINE)
+            assert refused["error"] == "shell_not_allowed"
+            assert "first" in refused["message"]
+
+    anyio.run(agent)
