@@ -60,3 +60,15 @@ def test_no_allow_shell_refuses_shell_pipelines(tmp_path: Path) -> None:
             assert "first" in refused["message"]
 
     anyio.run(agent)
+
+
+def test_a_missing_mcp_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from corral.cli import main
+
+    monkeypatch.setitem(sys.modules, "mcp.server.mcpserver", None)  # as if not installed
+    result = CliRunner().invoke(main, ["mcp"])
+    assert result.exit_code == 2, result.output
+    assert "corral mcp needs the mcp extra: pip install 'corral[mcp]'" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -236,7 +236,11 @@ def _topological(deps: Mapping[str, Sequence[str]]) -> list[str]:
 def analyse(details: Mapping[str, Any], deps: Mapping[str, Sequence[str]],
             concurrency: int, *, buckets: int = 10) -> dict[str, Any]:
     """A finished (or stopped) run, read from its history: what bounded it and how far it was
-    from what its graph allowed with the durations its tasks really had."""
+    from what its graph allowed with the durations its tasks really had.
+
+    ``deps`` is each task's dependencies (as the run stored them), ``concurrency`` the run's
+    slots. Utilisation lays each task's attempts end to end from its first start (the waits
+    between retries are not counted as busy)."""
     tasks: Mapping[str, Any] = details["tasks"]
     took: dict[str, float] = {}
     spans: list[tuple[float, float]] = []
