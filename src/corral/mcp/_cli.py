@@ -49,8 +49,8 @@ def mcp(store_url: str | None, log_dir: str, allow_shell: bool, paths: tuple[str
     _need_extra()
     import anyio
 
-    from corral._errors import CorralError
     from corral._imports import add_to_sys_path
+    from corral.cli._options import open_run_store
     from corral.mcp._server import build_server
     from corral.server._app import open_service
     from corral.server._logs import configure_logging
@@ -58,11 +58,10 @@ def mcp(store_url: str | None, log_dir: str, allow_shell: bool, paths: tuple[str
 
     configure_logging(fmt="json", level=log_level)
     add_to_sys_path(paths)
-    settings = Settings(store_url=store_url, log_dir=Path(log_dir))
-    try:
-        svc = open_service(settings, None)
-    except CorralError as exc:
-        raise click.ClickException(str(exc)) from None
+    # As for every command: a URL that is no store exits 2, a store that cannot be opened 3.
+    store = open_run_store(store_url, create=True)
+    assert store is not None
+    svc = open_service(Settings(store_url=store.url, log_dir=Path(log_dir)), store)
 
     async def serve() -> None:
         server = build_server(svc, allow_shell=allow_shell)
