@@ -7,7 +7,9 @@ import json
 from typing import Any
 
 import anyio
+import pytest
 from mcp.client.session import ClientSession
+from mcp.shared.exceptions import MCPError
 
 HANG_GUARD_S = 60.0  # a hang guard, never an assertion
 
@@ -69,6 +71,10 @@ async def tools_and_cycle(session: ClientSession) -> None:
     for tool in listed.tools:  # typed inputs, structured answers
         assert tool.input_schema["type"] == "object"
         assert tool.output_schema is not None, tool.name
+    prompts = await session.list_prompts()
+    assert {p.name for p in prompts.prompts} == {"why_was_this_run_slow", "plan_and_run"}
+    slow = await session.get_prompt("why_was_this_run_slow", {"run_id": "r-42"})
+    assert "analyze_dag_performance" in slow.messages[0].content.text  # type: ignore[union-attr]
     plan = await call(session, "create_dag_execution_plan", pipeline=CYCLE)
     assert plan["valid"] is False
     cycles = [p for p in plan["problems"] if p["message"].startswith("cycle:")]
@@ -116,6 +122,9 @@ async def run_read_analyse(session: ClientSession, pipeline: str, *, task: str,
     assert analysis["realised_critical_path"][-1] == "last"
     assert set(analysis["slack_s"]) == set(status["tasks"])
     assert analysis["lower_bound_s"] <= analysis["makespan_s"]
+    assert analysis["planned_critical_path"][-1] == "last"
+    with pytest.raises(MCPError, match="no-such-run"):
+        await session.read_resource("corral://runs/no-such-run")
     return run_id
 
 

@@ -127,3 +127,45 @@ def test_no_valid_token_no_mcp(server: LiveServer, headers: dict[str, str]) -> N
         "jsonrpc": "2.0", "id": 1, "method": "tools/list"}, timeout=mcp_agent.HANG_GUARD_S)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "unauthorized"
+
+
+SLOW = """\
+name: http-slow
+tasks:
+  quick: {cmd: "echo quick"}
+  slow: {cmd: "sleep 60", depends_on: [quick]}
+"""
+
+
+def test_an_operator_cancels_and_resumes_with_shell_allowed(
+        tmp_path: Path) -> None:
+    settings = Settings(store_url=f"sqlite:///{tmp_path / 'corral.db'}",
+                        auth=AuthSettings(jwt_secret=SECRET), log_dir=tmp_path / "logs",
+                        pipelines_dir=tmp_path / "pipelines", mcp_allow_shell=True)
+
+    async def scenario(session: ClientSession) -> None:
+        run_id = (await mcp_agent.call(session, "execute_dag_async", pipeline=SLOW))["run_id"]
+        with anyio.fail_after(mcp_agent.HANG_GUARD_S):
+            while (await mcp_agent.call(session, "get_run_status", run_id=run_id)
+                   )["tasks"]["slow"] != "running":
+                await anyio.sleep(0.05)
+        cancelled = await mcp_agent.call(session, "cancel_run", run_id=run_id)
+        assert cancelled["cancelled"] is True
+        ended = await mcp_agent.wait_for_end(session, run_id)
+        assert ended["status"] == "interrupted"
+        assert ended["tasks"]["quick"] == "succeeded"
+        resumed = await mcp_agent.call(session, "resume_run", run_id=run_id)
+        assert resumed["resumed_from"] == run_id
+        assert resumed["reused"] == ["quick"]
+        assert resumed["rerun"] == ["slow"]
+        again = await mcp_agent.refusal(session, "resume_run", run_id=run_id)
+        assert again["error"] == "already_resumed"
+        stopped = await mcp_agent.call(session, "cancel_run", run_id=resumed["run_id"])
+        assert stopped["cancelled"] is True
+        assert (await mcp_agent.wait_for_end(session, resumed["run_id"]))["status"] == \
+            "interrupted"
+        not_live = await mcp_agent.call(session, "cancel_run", run_id=run_id)
+        assert not_live["cancelled"] is False
+
+    with LiveServer(create_app(settings)) as live:
+        as_agent(live, "operator", scenario)

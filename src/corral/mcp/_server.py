@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from pydantic import BaseModel, Field
 
 from corral import __version__
+from corral._errors import RunNotFound
 from corral.mcp._errors import Refused, tool_errors
 from corral.server._models import ProblemOut
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from corral._graph import Graph
     from corral.server._auth import Authenticator, Role
     from corral.server._service import Service
+    from corral.store import RunRecord
 
 __all__ = ["LOCAL", "Gate", "TokenGate", "build_server"]
 
@@ -142,6 +145,12 @@ class Cancelled(BaseModel):
 
 
 class Analysis(BaseModel):
+    """A run against its bounds. Times in seconds on the run's clock. ``longest_chain_s``
+    and ``zero_slack_chain``: the longest dependency chain with the durations the tasks had
+    (``slack_s``: how much later each could have ended without delaying it);
+    ``lower_bound_s``: max(that chain, work / concurrency); ``planned_*``: what corral plans
+    now for the stored pipeline; ``utilisation``: busy slots per tenth of the run."""
+
     run_id: str
     pipeline: str
     status: str
@@ -153,6 +162,9 @@ class Analysis(BaseModel):
     gap_to_lower_bound_s: float
     efficiency: float | None
     realised_critical_path: list[str]
+    planned_critical_path: list[str] | None = None
+    planned_critical_path_s: float | None = None
+    planned_lower_bound_s: float | None = None
     bounding_tasks: list[dict[str, Any]]
     zero_slack_chain: list[str]
     slack_s: dict[str, float]
@@ -407,7 +419,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
 
         return await anyio.to_thread.run_sync(advise)
 
-    _add_resources(mcp, svc, gate)
+    _add_resources(mcp, svc)
     _add_prompts(mcp)
     return mcp
 
@@ -462,12 +474,34 @@ def _analyse(svc: Service, run_id: str) -> dict[str, Any]:
     width = started.get("concurrency")
     concurrency = width if isinstance(width, int) and width > 0 else default_concurrency()
     deps = {t.id: t.deps for t in stored.run.tasks}
-    return analyse(details, deps, concurrency)
+    return {**analyse(details, deps, concurrency), **_planned(svc, stored.run, concurrency)}
 
 
-def _add_resources(mcp: MCPServer, svc: Service, gate: Gate) -> None:
-    from corral.server._auth import Role
+def _planned(svc: Service, run: RunRecord, concurrency: int) -> dict[str, Any]:
+    """What corral plans now for the pipeline the run stored (estimates, else the store's
+    history, else 1 s): its critical path and lower bound, to hold the realised ones against.
+    Empty when the run kept no text or it no longer makes a graph."""
+    from corral._errors import ParameterError, ValidationError
+    from corral._launch import read_history
+    from corral._pipeline import parse_pipeline
+    from corral._plan import make_plan
 
+    if not run.source_text:
+        return {}
+    fmt = "json" if (run.source_path or "").endswith(".json") else None
+    try:
+        parsed = parse_pipeline(run.source_text, file="<stored>", fmt=fmt,
+                                params=dict(run.params), check_calls="off")
+        graph = parsed.dag.validate()
+    except (ValidationError, ParameterError):
+        return {}
+    plan = make_plan(graph, workers=concurrency, history=read_history(svc.store, graph))
+    return {"planned_critical_path": plan.critical_path,
+            "planned_critical_path_s": plan.critical_path_s,
+            "planned_lower_bound_s": plan.lower_bound_s}
+
+
+def _add_resources(mcp: MCPServer, svc: Service) -> None:
     store = svc.store
 
     # Resources get no Context argument to check; over HTTP the edge (_http.py) has already
@@ -486,7 +520,11 @@ def _add_resources(mcp: MCPServer, svc: Service, gate: Gate) -> None:
     async def run_resource(run_id: str) -> str:
         from corral.cli._history import run_details
 
-        details = await anyio.to_thread.run_sync(lambda: run_details(store.load_run(run_id)))
+        try:
+            details = await anyio.to_thread.run_sync(
+                lambda: run_details(store.load_run(run_id)))
+        except RunNotFound as exc:
+            raise ResourceNotFoundError(str(exc)) from None
         return json.dumps(details, default=str)
 
     @mcp.resource("corral://pipelines/{name}", name="pipeline", mime_type="text/plain",
@@ -497,11 +535,9 @@ def _add_resources(mcp: MCPServer, svc: Service, gate: Gate) -> None:
                 text = store.load_run(run.id).run.source_text
                 if text:
                     return text
-            raise ValueError(f"no recorded run of pipeline {name!r} kept its text")
+            raise ResourceNotFoundError(f"no recorded run of pipeline {name!r} kept its text")
 
         return await anyio.to_thread.run_sync(newest)
-
-    del Role, gate  # kept in the signature: resources may need their own check one day
 
 
 def _add_prompts(mcp: MCPServer) -> None:
