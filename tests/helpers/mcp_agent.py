@@ -93,6 +93,11 @@ async def bad_input(session: ClientSession) -> None:
     broken = await refusal(session, "execute_dag_async", pipeline="tasks:\n  a: {cmd: [\n")
     assert broken["error"] == "invalid_pipeline"
     assert broken["problems"][0]["line"] is not None
+    assert broken["problems"][0]["file"] == "pipeline.yaml"
+    only = await refusal(session, "execute_dag_async", pipeline=CYCLE.replace(
+        "depends_on: [c]", ""), only=["nope"])
+    assert only["field"] == "only"
+    assert "nope" in only["problems"][0]["message"]
     wrong_type = await session.call_tool("get_task_log", {"run_id": "x", "task": "t",
                                                           "attempt": "first"})
     assert wrong_type.is_error

@@ -59,7 +59,9 @@ def refusal(exc: BaseException) -> Refused | None:
     if isinstance(exc, Refused):
         return exc
     if isinstance(exc, ValidationError):
-        return Refused("invalid_pipeline", str(exc), field="pipeline",
+        # --only's unknown names are the only problems that are not the pipeline's.
+        only = all(p.message.startswith("--only ") for p in exc.problems)
+        return Refused("invalid_pipeline", str(exc), field="only" if only else "pipeline",
                        problems=[p.as_dict() for p in exc.problems])
     if isinstance(exc, ParameterError):
         return Refused("invalid_params", str(exc), field="params")

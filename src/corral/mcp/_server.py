@@ -199,7 +199,12 @@ def _parse(text: str, params: Mapping[str, str] | None, fmt: str | None) -> Any:
     without running their modules' code)."""
     from corral._pipeline import parse_pipeline
 
-    return parse_pipeline(text, file="<pipeline>", fmt=fmt, params=params, check_calls="find")
+    return parse_pipeline(text, file=_name(fmt), fmt=fmt, params=params, check_calls="find")
+
+
+def _name(fmt: str | None) -> str:
+    """What problems in a pipeline sent as text call it (as the HTTP API does)."""
+    return "pipeline.json" if fmt == "json" else "pipeline.yaml"
 
 
 def _concurrency(given: int | None, pipeline: Any) -> int:
@@ -256,7 +261,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
                 graph = parsed.dag.validate()
             except ValidationError as exc:
                 return PlanAnswer(valid=False, problems=[
-                    ProblemOut(**p.as_dict()) for p in exc.problems])  # type: ignore[arg-type]
+                    ProblemOut.model_validate(p.as_dict()) for p in exc.problems])
             except ParameterError as exc:
                 return PlanAnswer(valid=False, problems=[ProblemOut(message=str(exc))])
             n = _concurrency(concurrency, parsed)
@@ -297,7 +302,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
             raise Refused("invalid_argument", "give exactly one of pipeline (the text) and "
                           "file (a path)", field="pipeline")
         base_dir = None
-        name = "pipeline.yaml"
+        name = _name(format)
         if file is not None:
             if not gate.local:
                 raise Refused("invalid_argument", "file is only accepted over stdio; send the "
