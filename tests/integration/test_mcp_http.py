@@ -169,3 +169,25 @@ def test_an_operator_cancels_and_resumes_with_shell_allowed(
 
     with LiveServer(create_app(settings)) as live:
         as_agent(live, "operator", scenario)
+
+
+def test_without_auth_only_local_hosts_reach_mcp(tmp_path: Path) -> None:
+    """Auth off (the server then listens on 127.0.0.1 only): a web page that rebinds its own
+    name to 127.0.0.1 is refused by its Host header."""
+    settings = Settings(store_url=f"sqlite:///{tmp_path / 'corral.db'}",
+                        log_dir=tmp_path / "logs", pipelines_dir=tmp_path / "pipelines")
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"}}}
+    accept = {"Accept": "application/json, text/event-stream"}
+    with LiveServer(create_app(settings)) as live:
+        port = live.port
+        foreign = httpx.post(f"{live.url}/mcp", json=initialize, timeout=mcp_agent.HANG_GUARD_S,
+                             headers={**accept, "Host": f"rebound.example:{port}"})
+        assert foreign.status_code == 421
+
+        async def scenario(session: ClientSession) -> None:
+            tools = await session.list_tools()
+            assert {t.name for t in tools.tools} == mcp_agent.TOOLS
+
+        as_agent(live, "viewer", scenario)  # the token is not even looked at

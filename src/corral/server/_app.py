@@ -6,6 +6,7 @@ auth and metrics into one FastAPI app, and serves the web page.
     request ──> _Edge (request id, body cap, timing, metrics, access log)
             ──> FastAPI ──> /api/v1/*  (corral.server._api: role check, then store/runs/hub)
                         ──> /health, /ready, /metrics, / and /static/* (the page), /docs
+                        ──> /mcp   (corral.mcp._http: the MCP server, with the mcp extra)
 
 Unauthenticated on purpose: ``/health`` and ``/ready`` (for orchestrators), ``/metrics`` with
 ``metrics_public``, and the page's static shell (``/``, ``/static/*``, ``/docs``,

@@ -185,8 +185,9 @@ def serve(
                             # as uvicorn's default): otherwise the server may close one just as
                             # a client reuses it, and that request fails with a read error.
                             timeout_keep_alive=65)
-    click.echo(f"corral: serving on http://{host}:{port}/ (API under /api/v1, docs at /docs)",
-               err=True)
+    mcp_at = ", MCP at /mcp" if any(getattr(r, "path", "") == "/mcp" for r in app.routes) else ""
+    click.echo(f"corral: serving on http://{host}:{port}/ (API under /api/v1, docs at /docs"
+               f"{mcp_at})", err=True)
     uvicorn.Server(config).run()
 
 
