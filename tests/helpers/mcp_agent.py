@@ -128,6 +128,9 @@ async def run_read_analyse(session: ClientSession, pipeline: str, *, task: str,
     assert set(analysis["slack_s"]) == set(status["tasks"])
     assert analysis["lower_bound_s"] <= analysis["makespan_s"]
     assert analysis["planned_critical_path"][-1] == "last"
+    # With the run, its durations stand in for the missing estimates.
+    known = await call(session, "optimize_dag_structure", pipeline=pipeline, run_id=run_id)
+    assert "missing_estimate" not in [s["kind"] for s in known["suggestions"]]
     with pytest.raises(MCPError, match="no-such-run"):
         await session.read_resource("corral://runs/no-such-run")
     return run_id
