@@ -72,3 +72,28 @@ def test_a_missing_mcp_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 2, result.output
     assert "corral mcp needs the mcp extra: pip install 'corral[mcp]'" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_over_stdio_a_file_runs_with_the_modules_next_to_it(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "next_to_it.py").write_text(
+        "def hello():\n    print('from a module next to the file')\n")
+    (project / "flow.yaml").write_text(
+        "name: from-file\ntasks:\n  hello: {call: 'next_to_it:hello'}\n"
+        "  last: {cmd: 'true', depends_on: [hello]}\n")
+
+    async def agent() -> None:
+        async with (stdio_client(corral_mcp(tmp_path)) as (read, write),
+                    ClientSession(read, write) as session):
+            with anyio.fail_after(mcp_agent.HANG_GUARD_S):
+                await session.initialize()
+            started = await mcp_agent.call(session, "execute_dag_async",
+                                           file=str(project / "flow.yaml"))
+            status = await mcp_agent.wait_for_end(session, started["run_id"])
+            assert status["status"] == "succeeded", status
+            log = await mcp_agent.call(session, "get_task_log", run_id=started["run_id"],
+                                       task="hello")
+            assert "from a module next to the file" in log["text"]
+
+    anyio.run(agent)

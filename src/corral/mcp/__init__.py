@@ -6,9 +6,10 @@ server class is ``MCPServer``) and the server extra's packages, since runs go th
 service's run manager. ``import corral`` never imports this package; importing it imports
 neither the SDK nor FastAPI until an attribute below is used.
 
-Modules: ``_server`` (tools, resources, prompts; who may call what), ``_advice`` (suggestions
-and run analyses, pure), ``_errors`` (tool errors an agent can act on), ``_http`` (the
-streamable HTTP endpoint behind the service's tokens), ``_cli`` (``corral mcp``).
+Modules: ``_server`` (tools, resources, prompts; who may call what), ``_answers`` (what
+the tools answer, as models), ``_advice`` (suggestions and run analyses, pure), ``_errors``
+(tool errors an agent can act on), ``_http`` (the streamable HTTP endpoint behind the
+service's tokens), ``_cli`` (``corral mcp``).
 """
 
 from __future__ import annotations
