@@ -111,13 +111,11 @@ def _concurrency(given: int | None, pipeline: Any) -> int:
     return int(given or pipeline.concurrency or default_concurrency())
 
 
-def _durations(svc: Service, graph: Graph, run_id: str | None) -> dict[str, float]:
-    """Durations known for tasks without an estimate: those of ``run_id`` (its last attempt
-    each), else the store's medians."""
+def _took(svc: Service, graph: Graph, run_id: str | None) -> dict[str, float]:
+    """What each task of ``graph`` took, estimate or not (to hold estimates against): in run
+    ``run_id`` (its last attempt), else the median of its earlier successful attempts."""
     if run_id is None:
-        from corral._launch import read_history
-
-        return read_history(svc.store, graph)
+        return svc.store.task_durations(graph.name, list(graph.ids))
     from corral.cli._history import run_details
 
     details = run_details(svc.store.load_run(run_id))
@@ -150,6 +148,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
         width, critical path, total work, the makespan lower bound and warnings."""
         gate.check(ctx, Role.VIEWER)
         from corral._errors import ParameterError, ValidationError
+        from corral._launch import read_history
         from corral._plan import make_plan
 
         def plan() -> PlanAnswer:
@@ -162,7 +161,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
             except ParameterError as exc:
                 return PlanAnswer(valid=False, problems=[ProblemOut(message=str(exc))])
             n = _concurrency(concurrency, parsed)
-            history = _durations(svc, graph, None)
+            history = read_history(svc.store, graph)  # as corral plan: estimates win
             result = make_plan(graph, workers=n, history=history)
             warnings = []
             guessed = [s.id for s in graph.specs if s.estimate is None and s.id not in history]
@@ -308,7 +307,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
             parsed = _parse(pipeline, params, format)
             graph = parsed.dag.validate()
             n = _concurrency(concurrency, parsed)
-            history = _durations(svc, graph, run_id)
+            history = _took(svc, graph, run_id)
             estimated = {s.id: float(s.estimate) for s in graph.specs
                          if s.estimate is not None}
             durations = durations_of(graph, history)
