@@ -51,6 +51,11 @@ class Suggestion:
                 "expected_gain_s": round(self.expected_gain_s, 3), "detail": self.detail}
 
 
+def _s(seconds: float) -> str:
+    """Seconds for a message: to the millisecond, without trailing zeros."""
+    return f"{round(seconds, 3):g}"
+
+
 def _ancestors(graph: Graph) -> list[int]:
     """Per task, the bitset of every task it depends on, transitively."""
     anc = [0] * len(graph)
@@ -109,8 +114,8 @@ def _serialising(graph: Graph, durations: Sequence[float], anc: Sequence[int]) -
                 else "their requests do not fit side by side")
         out.append(Suggestion(
             "serialising_resource",
-            f"resource {name!r} (capacity {cap:g}) serialises {len(ids)} tasks that do not "
-            f"depend on each other ({what}): they hold it one at a time for {total:g} s. "
+            f"resource {name!r} (capacity {_s(cap)}) serialises {len(ids)} tasks that do not "
+            f"depend on each other ({what}): they hold it one at a time for {_s(total)} s. "
             f"Raise its capacity in the pipeline's resources:, or lower the requests.",
             ids, gain, {"resource": name, "capacity": cap,
                         "requests": {graph.ids[i]: graph.specs[i].resources[name]
@@ -153,10 +158,10 @@ def suggest(
     if n and cp >= by_work and len(plan.critical_path) >= 3:
         out.append(Suggestion(
             "long_chain",
-            f"the chain {' -> '.join(plan.critical_path)} ({cp:g} s) bounds the makespan: no "
+            f"the chain {' -> '.join(plan.critical_path)} ({_s(cp)} s) bounds the makespan: no "
             f"concurrency makes the run shorter. Cut dependencies along it, or shorten its "
             f"tasks; with the work spread over {concurrency} slots the bound would be "
-            f"{by_work:g} s",
+            f"{_s(by_work)} s",
             list(plan.critical_path), cp - by_work,
             {"critical_path_s": cp, "work_over_concurrency_s": by_work}))
     if n and concurrency > plan.width:
@@ -171,8 +176,8 @@ def suggest(
         if enough > concurrency:
             out.append(Suggestion(
                 "concurrency_below_graph",
-                f"concurrency {concurrency} makes total work the bound ({by_work:g} s > "
-                f"critical path {cp:g} s): {enough} slots would reach the critical path",
+                f"concurrency {concurrency} makes total work the bound ({_s(by_work)} s > "
+                f"critical path {_s(cp)} s): {enough} slots would reach the critical path",
                 [], by_work - max(cp, plan.work_s / enough),
                 {"concurrency": concurrency, "suggested": enough}))
     if n > 1 and cp > 0:
@@ -183,7 +188,7 @@ def suggest(
             if d >= SPLIT_SHARE * cp and d >= LONG_FACTOR * typical:
                 out.append(Suggestion(
                     "split_task",
-                    f"task {task!r} takes {d:g} s, {d / cp:.0%} of the critical path: split "
+                    f"task {task!r} takes {_s(d)} s, {d / cp:.0%} of the critical path: split "
                     f"it into parts that can run side by side",
                     [task], d / 2, {"duration_s": d, "share_of_critical_path": d / cp}))
     unknown = [s.id for s in graph.specs if s.id not in estimated and s.id not in history]
@@ -198,7 +203,7 @@ def suggest(
         if seen and seen > 0 and est > 0 and max(est / seen, seen / est) > FAR_FACTOR:
             out.append(Suggestion(
                 "estimate_off",
-                f"task {task!r} is estimated at {est:g} s but took {seen:g} s: update its "
+                f"task {task!r} is estimated at {_s(est)} s but took {_s(seen)} s: update its "
                 f"estimate, the scheduler ranks tasks by it",
                 [task], 0.0, {"estimate_s": est, "history_s": seen}))
     return out, notes
