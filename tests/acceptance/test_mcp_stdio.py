@@ -77,7 +77,9 @@ def test_a_missing_mcp_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_over_stdio_a_file_runs_with_the_modules_next_to_it(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
+    # What a module prints as it is imported must not reach the protocol's stdout.
     (project / "next_to_it.py").write_text(
+        "print('imported, on stdout')\n"
         "def hello():\n    print('from a module next to the file')\n")
     (project / "flow.yaml").write_text(
         "name: from-file\ntasks:\n  hello: {call: 'next_to_it:hello'}\n"
