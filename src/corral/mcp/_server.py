@@ -150,6 +150,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
         from corral._errors import ParameterError, ValidationError
         from corral._launch import read_history
         from corral._plan import make_plan
+        from corral.server._runs import shell_tasks
 
         def plan() -> PlanAnswer:
             try:
@@ -170,7 +171,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
                                 f"planned at 1 s each ({', '.join(guessed[:10])})")
             if n > result.width:
                 warnings.append(f"concurrency {n} is above the graph's width {result.width}")
-            shell = [t for t, x in zip(graph.ids, graph.executors, strict=True) if x == "shell"]
+            shell = shell_tasks(graph)
             if shell and not allow_shell:
                 warnings.append(f"tasks {', '.join(shell)} run shell commands, which this "
                                 "server does not allow: execute_dag_async will refuse them")

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from corral._result import RunResult
     from corral.store import Resume, ResumePlan, RunRecord, Store
 
-__all__ = ["LiveRun", "RunManager", "ServerListener", "Submission", "server_run_id"]
+__all__ = ["LiveRun", "RunManager", "ServerListener", "Submission", "server_run_id", "shell_tasks"]
 
 log = logging.getLogger("corral.server")
 
@@ -55,6 +55,11 @@ FAILED = TaskState.FAILED
 # States that end an attempt (its duration is observed) and states that end a task.
 _ENDS_ATTEMPT = ENDS_ATTEMPT
 _FINAL = frozenset(s for s in TaskState if s.is_final)
+
+
+def shell_tasks(graph: Graph) -> list[str]:
+    """The tasks of ``graph`` that run shell commands."""
+    return [t for t, x in zip(graph.ids, graph.executors, strict=True) if x == "shell"]
 
 
 def server_run_id() -> str:
@@ -264,8 +269,7 @@ class RunManager:
                                       base_dir=sub.base_dir)
             graph = pipeline.dag.validate(only=sub.only or None)
             if not sub.allow_shell:
-                shell = [t for t, x in zip(graph.ids, graph.executors, strict=True)
-                         if x == "shell"]
+                shell = shell_tasks(graph)
                 if shell:
                     raise ApiError(403, "shell_not_allowed", "shell commands are not allowed "
                                    f"here (tasks {', '.join(shell)}): allow them with "
