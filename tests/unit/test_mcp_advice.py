@@ -123,3 +123,17 @@ def test_analysis_of_a_run_names_what_bounded_it() -> None:
     assert got["failed"] == {}
     assert [b["busy_slots"] for b in got["utilisation"]] == [
         round((2 + 1 + 0.75) / 3.25, 3), round(3.25 / 3.25, 3)]
+
+
+def test_many_redundant_edges_are_listed_up_to_a_bound() -> None:
+    from corral.mcp._advice import MAX_LISTED
+
+    n = MAX_LISTED + 10
+    text = "tasks:\n  t0: {cmd: x, estimate: 1}\n  t1: {cmd: x, depends_on: [t0], estimate: 1}\n"
+    text += "".join(f"  t{i}: {{cmd: x, depends_on: [t{i - 1}, t{i - 2}], estimate: 1}}\n"
+                    for i in range(2, n + 2))
+    graph = graph_of(text)
+    found, notes = suggest(graph, durations_of(graph), concurrency=1, estimated={},
+                           history={})
+    assert len([s for s in found if s.kind == "redundant_edge"]) == MAX_LISTED
+    assert notes == [f"{n} redundant edges: the first {MAX_LISTED} are listed"]

@@ -23,11 +23,13 @@ from typing import Any
 from corral._graph import Graph
 from corral._plan import make_plan, realised_critical_path
 
-__all__ = ["MAX_PAIRWISE", "Suggestion", "analyse", "redundant_edges", "suggest"]
+__all__ = ["MAX_LISTED", "MAX_PAIRWISE", "Suggestion", "analyse", "redundant_edges", "suggest"]
 
 # Reachability is kept as one bitset per task (n² bits): past this many tasks the checks that
 # need it (redundant edges, serialised resources) are skipped, and the answer says so.
 MAX_PAIRWISE = 5000
+# At most this many redundant edges are listed one by one (an answer is read by a model).
+MAX_LISTED = 50
 # A task on the critical path is worth splitting when it is this share of the path or more.
 SPLIT_SHARE = 0.25
 # ... and this many times the median task.
@@ -98,14 +100,18 @@ def _serialising(graph: Graph, durations: Sequence[float], anc: Sequence[int]) -
     for name, tasks in sorted(users.items()):
         cap = graph.capacity.get(name, 0.0)
         conflicts: set[int] = set()
+        # Largest requests first: once a pair fits side by side, every later one does too.
+        need = {i: graph.specs[i].resources[name] for i in tasks}
+        tasks.sort(key=need.__getitem__, reverse=True)
         for x, a in enumerate(tasks):
-            ra = graph.specs[a].resources[name]
             for b in tasks[x + 1:]:
-                if ra + graph.specs[b].resources[name] > cap and _independent(anc, a, b):
+                if need[a] + need[b] <= cap:
+                    break
+                if _independent(anc, a, b):
                     conflicts.update((a, b))
         if not conflicts:
             continue
-        ids = [graph.ids[i] for i in sorted(conflicts)]
+        ids = [graph.ids[i] for i in sorted(conflicts)]  # in definition order
         total = sum(durations[i] for i in conflicts)
         gain = total - max(durations[i] for i in conflicts)
         hogs = [graph.ids[i] for i in sorted(conflicts)
@@ -143,7 +149,10 @@ def suggest(
                                                                    strict=True)))
     if n <= MAX_PAIRWISE:
         anc = _ancestors(graph)
-        for a, b in redundant_edges(graph, anc):
+        edges = redundant_edges(graph, anc)
+        if len(edges) > MAX_LISTED:
+            notes.append(f"{len(edges)} redundant edges: the first {MAX_LISTED} are listed")
+        for a, b in edges[:MAX_LISTED]:
             out.append(Suggestion(
                 "redundant_edge",
                 f"the edge {a} -> {b} is implied by another path from {a} to {b}: drop "
