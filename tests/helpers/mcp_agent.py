@@ -68,9 +68,12 @@ async def wait_for_end(session: ClientSession, run_id: str) -> dict[str, Any]:
 async def tools_and_cycle(session: ClientSession) -> None:
     listed = await session.list_tools()
     assert {t.name for t in listed.tools} == TOOLS
-    for tool in listed.tools:  # typed inputs, structured answers
+    for tool in listed.tools:  # typed inputs, structured answers, what they change
         assert tool.input_schema["type"] == "object"
         assert tool.output_schema is not None, tool.name
+        assert tool.annotations is not None
+        assert tool.annotations.read_only_hint is (tool.name not in {
+            "execute_dag_async", "cancel_run", "resume_run"}), tool.name
     prompts = await session.list_prompts()
     assert {p.name for p in prompts.prompts} == {"why_was_this_run_slow", "plan_and_run"}
     slow = await session.get_prompt("why_was_this_run_slow", {"run_id": "r-42"})

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from corral import __version__
@@ -49,6 +50,15 @@ if TYPE_CHECKING:
     from corral.store import RunRecord
 
 __all__ = ["LOCAL", "Gate", "TokenGate", "build_server"]
+
+# Hints for clients (which may ask a person before a tool that is not read-only): reading
+# changes nothing; starting a run runs commands (not idempotent: each call is a new run);
+# cancelling stops work (destructive, and doing it twice is as doing it once).
+READS = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+STARTS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+                         open_world_hint=True)
+STOPS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
+                        open_world_hint=False)
 
 # A log read through a tool is cut to its last lines: an agent's context is small.
 DEFAULT_TAIL = 200
@@ -136,7 +146,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
     store = svc.store
     runs = svc.runs
 
-    @mcp.tool()
+    @mcp.tool(annotations=READS)
     @tool_errors
     async def create_dag_execution_plan(
         pipeline: str, ctx: Context, params: dict[str, str] | None = None,
@@ -182,7 +192,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
 
         return await anyio.to_thread.run_sync(plan)
 
-    @mcp.tool()
+    @mcp.tool(annotations=STARTS)
     @tool_errors
     async def execute_dag_async(
         ctx: Context, pipeline: str | None = None, file: str | None = None,
@@ -219,7 +229,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
             concurrency=concurrency, base_dir=base_dir, allow_shell=allow_shell))
         return Started(run_id=run_id)
 
-    @mcp.tool()
+    @mcp.tool(annotations=READS)
     @tool_errors
     async def get_run_status(run_id: str, ctx: Context) -> RunStatusAnswer:
         """A run's state: running or how it ended, the count of tasks in each state, each
@@ -230,7 +240,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
         details = await anyio.to_thread.run_sync(lambda: run_details(store.load_run(run_id)))
         return _status(details, live=runs.is_live(run_id))
 
-    @mcp.tool()
+    @mcp.tool(annotations=READS)
     @tool_errors
     async def list_runs(
         ctx: Context, pipeline: str | None = None,
@@ -245,7 +255,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
             lambda: store.list_runs(status=status, pipeline=pipeline, limit=limit))
         return RunList(runs=[run_summary(r, live_here=runs.is_live(r.id)) for r in found])
 
-    @mcp.tool()
+    @mcp.tool(annotations=READS)
     @tool_errors
     async def get_task_log(
         run_id: str, task: str, ctx: Context, attempt: int | None = Field(default=None, ge=1),
@@ -257,7 +267,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
         return await anyio.to_thread.run_sync(lambda: _read_log(svc, run_id, task, attempt,
                                                                 tail))
 
-    @mcp.tool()
+    @mcp.tool(annotations=STOPS)
     @tool_errors
     async def cancel_run(run_id: str, ctx: Context) -> Cancelled:
         """Stop a run executing in this server, as a first Ctrl-C would: running tasks are
@@ -269,7 +279,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
         return Cancelled(run_id=run_id, cancelled=False, message=f"run {run_id} is not running "
                          f"in this server (it is {run.observed_status})")
 
-    @mcp.tool()
+    @mcp.tool(annotations=STARTS)
     @tool_errors
     async def resume_run(run_id: str, ctx: Context) -> Started:
         """Finish a failed or interrupted run: re-run what did not succeed, reuse the rest.
@@ -279,7 +289,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
         return Started(run_id=new_id, resumed_from=run_id, reused=sorted(plan.reuse),
                        rerun=sorted(plan.rerun))
 
-    @mcp.tool()
+    @mcp.tool(annotations=READS)
     @tool_errors
     async def analyze_dag_performance(run_id: str, ctx: Context) -> Analysis:
         """How a run went: the realised critical path and the tasks that bounded the
@@ -288,7 +298,7 @@ def build_server(svc: Service, *, gate: Gate = LOCAL, allow_shell: bool = True) 
         gate.check(ctx, Role.VIEWER)
         return Analysis(**await anyio.to_thread.run_sync(_analyse, svc, run_id))
 
-    @mcp.tool()
+    @mcp.tool(annotations=READS)
     @tool_errors
     async def optimize_dag_structure(
         pipeline: str, ctx: Context, run_id: str | None = None,
