@@ -10,6 +10,7 @@ it runs or ``--help`` lists it (:func:`register_command`)::
     _run.py       run, resume                          (through corral._launch)
     _history.py   runs, show, logs, prune              (the run store, read only)
     corral.server._cli   serve, token                  (the `server` extra)
+    corral.mcp._cli      mcp                           (the `mcp` extra)
 
 Policies: exit codes live in :class:`ExitCode` and are listed in ``corral --help``; a user's
 mistake never shows a traceback; startup stays fast (this package imports only click and the
@@ -32,3 +33,5 @@ for _name in ("logs", "prune", "runs", "show"):
 # The HTTP service and its tokens (the `server` extra), see corral.server.
 register_command("serve", "corral.server._cli:serve")
 register_command("token", "corral.server._cli:token")
+# The MCP server over stdio (the `mcp` extra), see corral.mcp.
+register_command("mcp", "corral.mcp._cli:mcp")
