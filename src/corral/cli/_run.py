@@ -172,6 +172,8 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
         multiple=True,
         metavar="md|json PATH",
         type=(click.Choice(["md", "json"]), click.Path(dir_okay=False, writable=True)),
+        envvar="CORRAL_REPORT",
+        show_envvar=True,
         help="After the run, write an execution report there (critical path, per-task times, "
         "retries, parallelism, failures with log tails); repeatable. `md` suits "
         "$GITHUB_STEP_SUMMARY.",
@@ -239,7 +241,9 @@ def run(file: str, only: tuple[str, ...], resume: bool, changed_only: bool,
         except ValueError as e:
             raise UserError(str(e)) from e
     dag_graph = pipeline.dag.validate(only=only or None)
-    store = None if opts.no_store else open_run_store(opts.store_url, create=True)
+    # A dry run leaves nothing behind: it reads a store only if one exists (--changed-only).
+    store = None if opts.no_store or (opts.dry_run and not changed_only) else \
+        open_run_store(opts.store_url, create=not opts.dry_run)
     with contextlib.closing(store) if store is not None else contextlib.nullcontext():
         up_to_date = _up_to_date(pipeline, dag_graph, store) if changed_only else None
         if opts.dry_run:
@@ -253,8 +257,8 @@ def _up_to_date(pipeline: Pipeline, dag_graph: Graph, store: Store | None) -> di
     succeeded (corral._changes); says on stderr what it skips."""
     from corral._changes import last_successes, plan_up_to_date
 
-    assert store is not None
-    plan = plan_up_to_date(dag_graph, last_successes(store, pipeline.name), Path.cwd())
+    stored = last_successes(store, pipeline.name) if store is not None else None
+    plan = plan_up_to_date(dag_graph, stored, Path.cwd())
     reuse = dict(plan.reuse)
     if reuse:
         shown = ", ".join(list(reuse)[:10]) + (f" and {len(reuse) - 10} more"
