@@ -37,6 +37,8 @@ TASK_OPTIONS: dict[str, str] = {
     "tags": "labels, for your own filtering",
     "env": "environment variables added for this task",
     "cwd": "working directory of this task",
+    "rate_limit": "name(s) of declared rate_limits: the task starts only when each allows it",
+    "breaker": "name of a declared circuit breaker: its failures count, and it may stop the task",
 }
 
 _RETRY_FIELDS = {
@@ -95,6 +97,7 @@ def make_spec(
     if type(trigger) is str:  # a known rule as its enum; anything else is build_graph's to report
         trigger = _RULES.get(trigger, trigger)
     tags = get("tags", ())
+    rate_limit = get("rate_limit", ())
     timeout, heartbeat, estimate = get("timeout"), get("heartbeat"), get("estimate")
     return TaskSpec(
         id=task_id,
@@ -114,6 +117,9 @@ def make_spec(
         tags=(tags,) if isinstance(tags, str) else tuple(tags),
         env=dict(get("env") or {}),
         cwd=get("cwd"),
+        rate_limit=(rate_limit,) if isinstance(rate_limit, str)
+        else tuple(rate_limit) if isinstance(rate_limit, list | tuple) else rate_limit,
+        breaker=get("breaker"),
         source=source,
     )
 

@@ -186,6 +186,9 @@ class TaskSpec:
     tags: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    # Flow control (corral._limits): names of declared rate limits and of a circuit breaker.
+    rate_limit: tuple[str, ...] = ()
+    breaker: str | None = None
     # Where the task was defined, for error messages: (file, line).
     source: tuple[str, int | None] | None = None
 
