@@ -8,6 +8,7 @@ Public API (everything else is private and may move)::
     TaskState, RunStatus        task and run lifecycles
     CorralError, ValidationError, Skip   errors (corral.errors has them all, and the tree)
     heartbeat                   a running task says "still alive" (the heartbeat option)
+    limit                       a task waits for one of its run's rate limits: with limit("api")
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from corral._errors import CorralError, Skip, ValidationError
 from corral._heartbeat import heartbeat  # tiny: one context variable
 from corral._result import RunResult, RunStatus, TaskResult
 from corral._spec import TaskState
+from corral._throttle import limit
 
 if _TYPE_CHECKING:
     from corral._pipeline import load_pipeline
@@ -37,6 +39,7 @@ __all__ = [
     "ValidationError",
     "__version__",
     "heartbeat",
+    "limit",
     "load_pipeline",
 ]
 

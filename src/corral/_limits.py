@@ -371,8 +371,8 @@ class Gate:
             if isinstance(verdict, Refuse):
                 self.refused[i] = (f"circuit breaker {name!r} is open after {cfg.failures} "
                                    f"failure{'s' if cfg.failures != 1 else ''} within "
-                                   f"{cfg.window:g}s; it half-opens at {verdict.until:.3f}s "
-                                   "on the run's clock")
+                                   f"{cfg.window:g}s; it half-opens in "
+                                   f"{max(0.0, verdict.until - now):.3g}s")
                 return REFUSED
             if isinstance(verdict, Hold):
                 return self._hold(i, verdict.until, f"waits for circuit breaker {name!r}")

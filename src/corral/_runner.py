@@ -43,10 +43,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from corral import _capture
-from corral._errors import BrokenExecutor, TaskHung, TaskTimeout
+from corral import _capture, _throttle
+from corral._errors import BrokenExecutor, CircuitOpen, TaskHung, TaskTimeout
 from corral._events import RunInfo, RunListener, Transition
 from corral._graph import Graph
+from corral._limits import BreakerChange, LocalRates
 from corral._result import RunResult, RunStatus, TaskResult, TaskTable
 from corral._scheduler import Scheduler
 from corral._spec import ENDS_ATTEMPT, CallRef, ShellCommand, TaskRef, TaskState
@@ -124,6 +125,10 @@ class Runner:
         n = len(graph)
         done = done or {}
         self._reused = tuple(done)  # started as succeeded: a resume reuses their values
+        # The run's rate limits: the scheduler admits tasks by them, and corral.limit() in a
+        # task of this process takes them too (see corral._throttle).
+        self.rates = LocalRates(graph.rate_limits)
+        self.breaker_changes: list[BreakerChange] = []
         self.scheduler = Scheduler(
             graph,
             concurrency=self.concurrency,
@@ -132,6 +137,7 @@ class Runner:
             rng=rng,
             done=[graph.index[t] for t in done],
             record=bool(self.listeners),
+            rates=self.rates,
         )
         self.values: list[Any] = [None] * n
         for task_id, value in done.items():
@@ -220,6 +226,7 @@ class Runner:
         # From before the run is recorded until its end is: a signal in between interrupts
         # the run (and is recorded so), whatever the loop was doing when it came.
         installed = self._install_signals(loop)
+        throttle = _throttle.register(self.rates, self.now) if self.graph.rate_limits else None
         try:
             cancelled: asyncio.CancelledError | None = None
             announced = capturing = False
@@ -266,6 +273,8 @@ class Runner:
                 listener.run_finished(result)
         finally:
             self._uninstall_signals(installed)
+            if throttle is not None:
+                _throttle.unregister(throttle)
         if cancelled is not None:
             raise cancelled
         return result
@@ -313,6 +322,8 @@ class Runner:
                 break
         if self.listeners:
             self._emit()
+        if sched.gate is not None and sched.gate.changes:
+            self._breakers_changed(sched.gate.changes)
         if not sched.is_active():
             self._finished.set_result(None)
             return
@@ -352,6 +363,11 @@ class Runner:
         if attempt == 1:
             self.first_start[i] = now
         self.attempt_start[i] = now
+        gate = self.scheduler.gate
+        if gate is not None and i in gate.refused:  # an open breaker: fail it, do not run it
+            self._queue_put(i, attempt, ERROR, CircuitOpen(gate.refused[i],
+                                                           breaker=spec.breaker))
+            return
         fn = self._fns[i]
         if fn is None:
             try:
@@ -504,6 +520,17 @@ class Runner:
             self._cancel_running(i, now)
 
     # ------------------------------------------------------------------ events
+    def _breakers_changed(self, changes: list[BreakerChange]) -> None:
+        """Keep the breakers' changes for the result, and tell listeners that listen."""
+        batch = list(changes)
+        changes.clear()
+        self.breaker_changes.extend(batch)
+        for listener in self.listeners:
+            tell = getattr(listener, "breaker_changed", None)
+            if tell is not None:
+                for change in batch:
+                    tell(change)
+
     def _emit(self) -> None:
         batch = self.scheduler.drain_transitions()
         if not batch:
@@ -600,6 +627,7 @@ class Runner:
             critical_path=self.realised_critical_path(),
             signal=self.signal or None,
             error=self.error,
+            breakers=tuple(self.breaker_changes),
         )
 
     def task_result(self, i: int) -> TaskResult:

@@ -87,6 +87,16 @@ def finished_data(stored: StoredRun, events: Iterable[EventRecord]) -> dict[str,
             "duration_s": duration}
 
 
+def breakers(events: Iterable[EventRecord]) -> list[dict[str, Any]]:
+    """The circuit breakers' changes, recorded at the run's end (none while it runs)."""
+    for e in events:
+        if e.kind == "run_finished":
+            changes = e.data.get("breakers")
+            if isinstance(changes, list):
+                return [c for c in changes if isinstance(c, dict)]
+    return []
+
+
 def critical_path(events: Iterable[EventRecord]) -> list[str]:
     for e in events:
         if e.kind == "run_finished":
@@ -126,6 +136,7 @@ def run_detail(stored: StoredRun, events: Iterable[EventRecord], *,
         **run_summary(run, live_here=live_here),
         "counts": run_counts(stored),
         "critical_path": critical_path(events),
+        "breakers": breakers(events),
         "reused": list(run.reused),
         "last_event_id": len(stored.transitions),
         "tasks": tasks,
