@@ -389,6 +389,8 @@ class Scheduler:
         none.
         """
         if self.gate is not None:
+            if i in self.gate.refused:
+                retryable = False  # refused by an open breaker: it fails at once, for good
             self._gate_ended(i, False, now)
         if (
             retryable

@@ -315,6 +315,18 @@ def test_run_lifecycle(tmp_path: Path, store_url: str, keys: dict[str, Any]) -> 
 # ---------------------------------------------------------------------------- runs API
 
 
+def test_run_details_show_circuit_breaker_changes(operator: httpx.Client) -> None:
+    name = f"breaker-{secrets.token_hex(3)}"
+    text = (f"name: {name}\ncircuit_breakers:\n  svc: {{failures: 1, reset: 1h}}\ntasks:\n"
+            "  a: {cmd: 'false', breaker: svc, allow_failure: true}\n"
+            "  b: {cmd: 'true', breaker: svc, depends_on: [a]}\n")
+    doc = wait_done(operator, submit(operator, text))
+    assert doc["status"] == "failed"
+    assert [(c["breaker"], c["state"]) for c in doc["breakers"]] == [("svc", "open")]
+    tasks = {t["id"]: t for t in doc["tasks"]}
+    assert tasks["b"]["error"].startswith("CircuitOpen: circuit breaker 'svc' is open")
+
+
 def test_list_runs_filters_and_pages(operator: httpx.Client) -> None:
     name = f"pages-{secrets.token_hex(3)}"
     ids = [submit(operator, pipeline(name, "  a: {cmd: 'true'}\n")) for _ in range(3)]

@@ -118,6 +118,23 @@ def test_an_open_breaker_refuses_its_tasks_and_a_probe_closes_it():
     assert sched.state[index["c1"]] is S.FAILED
 
 
+def test_a_refused_task_is_not_retried():
+    sched = scheduler(spec("f", breaker="pay", allow_failure=True, retries=1),
+                      spec("c", ["f"], breaker="pay", retries=3),
+                      breakers={"pay": {"failures": 2, "reset": 30}})
+    f, c = sched.graph.index["f"], sched.graph.index["c"]
+    assert sched.admit(0.0) == [f]
+    assert sched.failed(f, 0.0) == []  # first failure: retried
+    assert sched.state[f] is S.RETRY_WAIT
+    assert sched.admit(5.0) == [f]
+    sched.failed(f, 5.0)  # second failure: the breaker opens
+    assert sched.admit(5.0) == [c]
+    assert c in sched.gate.refused
+    sched.failed(c, 5.0)  # as a driver reports any failure: retryable by default
+    assert sched.state[c] is S.FAILED
+    assert sched.attempts[c] == 1
+
+
 def test_after_reset_one_probe_runs_and_the_rest_wait_for_its_outcome():
     sched = scheduler(spec("f1", breaker="pay"), spec("f2", breaker="pay"),
                       *(spec(f"c{k}", ["f1", "f2"], breaker="pay", trigger_rule="all_done")
