@@ -860,6 +860,10 @@ def test_metrics_parse_and_have_the_names(operator: httpx.Client, anon: httpx.Cl
     run_id = submit(operator, pipeline("metrics", "  a: {cmd: 'true'}\n"
                                                   "  b: {cmd: 'exit 1', retries: 1, "
                                                   "retry_delay: 0.01, allow_failure: true}\n"))
+    # a breaker that opens at its first failure: c's failure opens it
+    wait_done(operator, submit(operator, "name: metrics-breaker\n"
+                               "circuit_breakers: {svc: {failures: 1}}\n"
+                               "tasks:\n  c: {cmd: 'exit 1', breaker: svc}\n"))
     wait_done(operator, run_id)
     assert anon.get("/metrics").status_code == 401
     response = operator.get("/metrics")
@@ -882,6 +886,7 @@ def test_metrics_parse_and_have_the_names(operator: httpx.Client, anon: httpx.Cl
     assert value("corral_tasks_finished_total", state="succeeded", executor="shell") >= 1
     assert value("corral_task_retries_total", executor="shell") >= 1
     assert value("corral_runs_finished_total", status="succeeded") >= 1
+    assert value("corral_breaker_changes_total", breaker="svc", state="open") >= 1
     assert value("corral_store_write_seconds_count") > 0
     assert value("corral_scheduler_decision_seconds_count") > 0
     assert value("corral_task_duration_seconds_count", state="failed", executor="shell") >= 2
