@@ -47,7 +47,7 @@ from corral import _capture, _throttle
 from corral._errors import BrokenExecutor, CircuitOpen, TaskHung, TaskTimeout
 from corral._events import RunInfo, RunListener, Transition
 from corral._graph import Graph
-from corral._limits import BreakerChange, LocalRates
+from corral._limits import BreakerChange, LocalRates, RateState
 from corral._result import RunResult, RunStatus, TaskResult, TaskTable
 from corral._scheduler import Scheduler
 from corral._spec import ENDS_ATTEMPT, CallRef, ShellCommand, TaskRef, TaskState
@@ -91,7 +91,8 @@ class Runner:
     pool as wide as ``concurrency``, one process per CPU, ...). ``done`` maps ids of tasks that
     already succeeded (resume) to their values. ``log_dir`` is where per-attempt logs go (created
     only if a task writes one). ``handle_signals`` installs SIGINT/SIGTERM handlers (main
-    thread).
+    thread). ``rates`` holds the state of the graph's rate limits (default: this run's own, in
+    this process; a shared one makes the limits hold across runs: corral._limits.RateState).
     """
 
     def __init__(
@@ -110,6 +111,7 @@ class Runner:
         rng: random.Random | None = None,
         handle_signals: bool = False,
         params: Mapping[str, str] | None = None,
+        rates: RateState | None = None,
     ) -> None:
         self.graph = graph
         self.concurrency = concurrency or default_concurrency()
@@ -125,9 +127,10 @@ class Runner:
         n = len(graph)
         done = done or {}
         self._reused = tuple(done)  # started as succeeded: a resume reuses their values
-        # The run's rate limits: the scheduler admits tasks by them, and corral.limit() in a
-        # task of this process takes them too (see corral._throttle).
-        self.rates = LocalRates(graph.rate_limits)
+        # The state of the run's rate limits (given: shared with others, the seam for
+        # fleet-wide limits; else this process's own): the scheduler admits tasks by them,
+        # and corral.limit() in a task of this process takes them too (corral._throttle).
+        self.rates: RateState = rates if rates is not None else LocalRates(graph.rate_limits)
         self.breaker_changes: list[BreakerChange] = []
         self.scheduler = Scheduler(
             graph,
@@ -226,7 +229,8 @@ class Runner:
         # From before the run is recorded until its end is: a signal in between interrupts
         # the run (and is recorded so), whatever the loop was doing when it came.
         installed = self._install_signals(loop)
-        throttle = _throttle.register(self.rates, self.now) if self.graph.rate_limits else None
+        throttle = (_throttle.register(self.graph.rate_limits, self.rates, self.now)
+                    if self.graph.rate_limits else None)
         try:
             cancelled: asyncio.CancelledError | None = None
             announced = capturing = False

@@ -7,7 +7,7 @@
     async with corral.limit("llm"):    # the same, sleeping with asyncio
         await client.chat(...)
 
-The state is the run's own (:class:`corral._limits.LocalRates`, shared with the scheduler's
+The state is the run's own (its :class:`corral._limits.RateState`, shared with the scheduler's
 admission of tasks that declare ``rate_limit``), so a task's calls and the tasks themselves
 count against the same limit. A run registers its state here while it runs; ``limit`` finds
 the innermost running run that declares the name. Only tasks in the run's process see it
@@ -23,22 +23,23 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 from corral._errors import CorralError
-from corral._limits import LocalRates
+from corral._limits import RateState
 
 __all__ = ["limit", "register", "unregister"]
 
-_Entry = tuple[LocalRates, Callable[[], float]]
+_Entry = tuple[frozenset[str], RateState, Callable[[], float]]
 _lock = threading.Lock()
 _running: list[_Entry] = []
 
 
-def register(rates: LocalRates, clock: Callable[[], float]) -> _Entry:
-    """A run's limits, and its clock (the scheduler's ``now``), while it runs."""
-    entry = (rates, clock)
+def register(names: Iterable[str], rates: RateState, clock: Callable[[], float]) -> _Entry:
+    """A run's limits (their names and state), and its clock (the scheduler's ``now``),
+    while it runs."""
+    entry = (frozenset(names), rates, clock)
     with _lock:
         _running.append(entry)
     return entry
@@ -50,12 +51,12 @@ def unregister(entry: _Entry) -> None:
             _running.remove(entry)
 
 
-def _find(name: str) -> _Entry:
+def _find(name: str) -> tuple[RateState, Callable[[], float]]:
     with _lock:
-        for rates, clock in reversed(_running):
-            if name in rates.limits:
+        for names, rates, clock in reversed(_running):
+            if name in names:
                 return rates, clock
-        declared = sorted({n for rates, _ in _running for n in rates.limits})
+        declared = sorted({n for names, _, _ in _running for n in names})
     if declared:
         raise CorralError(f"corral.limit({name!r}): the running run declares no rate limit "
                           f"{name!r} (it has {', '.join(declared)})")

@@ -109,3 +109,39 @@ def test_undeclared_names_and_bad_declarations_are_validation_errors():
         "task 'p': unknown rate limit 'apii'",
         "task 'p': unknown circuit breaker 'svx'",
     ]
+
+
+def test_the_rate_state_is_a_seam_a_run_can_be_given():
+    # Two runs given one state share the limit: the seam fleet-wide limits will use.
+    import asyncio
+
+    from corral._limits import LocalRates, RateLimit
+    from corral._runner import Runner
+
+    class Recording(LocalRates):
+        def __init__(self, limits):
+            super().__init__(limits)
+            self.asked = []
+
+        def try_acquire(self, names, now):
+            self.asked.append(tuple(names))
+            return super().try_acquire(names, now)
+
+    shared = Recording({"api": RateLimit(1000.0)})
+
+    def inside():
+        with corral.limit("api"):
+            return "called"
+
+    dag = DAG(rate_limits={"api": "1000/s"})
+    dag.add(inside, id="t", options={"rate_limit": "api"})
+    graph = dag.validate()
+
+    async def both():
+        return await asyncio.gather(Runner(graph, rates=shared).run(),
+                                    Runner(graph, rates=shared).run())
+
+    results = asyncio.run(both())
+    assert [r["t"].value for r in results] == ["called", "called"]
+    # each run's admission of t and its call inside, through the one shared state
+    assert shared.asked.count(("api",)) >= 4
