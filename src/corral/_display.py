@@ -372,13 +372,14 @@ def render_summary(
         console.print(Text(f"logs: {log_dir}", style="dim"))
 
 
-def _render_breakers(console: Console, changes: Sequence[BreakerChange]) -> None:
-    """One line per circuit breaker that changed: its states in order, with their times."""
-    for name in dict.fromkeys(c.breaker for c in changes):
+def _render_breakers(console: Console, changes: Sequence[tuple[str, str, float]]) -> None:
+    """One line per circuit breaker that changed: its states in order, with their times
+    (``changes``: BreakerChange, or the same as plain tuples from a stored run)."""
+    for name in dict.fromkeys(c[0] for c in changes):
         line = Text()
         line.append(f"circuit breaker {name}: ", style="bold")
-        line.append(", ".join(f"{c.state} at {format_seconds(c.at)}"
-                              for c in changes if c.breaker == name))
+        line.append(", ".join(f"{state} at {format_seconds(at)}"
+                              for breaker, state, at in changes if breaker == name))
         console.print(line)
 
 
@@ -490,6 +491,9 @@ def render_run_details(console: Console, details: dict[str, Any]) -> None:
         line.append("critical path: ", style="bold")
         line.append(" → ".join(ids))
         console.print(line)
+    changes = details.get("breakers") or []
+    if changes:
+        _render_breakers(console, [(c["breaker"], c["state"], c["at"]) for c in changes])
 
 
 def _local(iso: str | None) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -182,3 +182,14 @@ class RunResult(Mapping[str, TaskResult]):
 
 def _iso(when: datetime | None) -> str | None:
     return when.isoformat() if when is not None else None
+
+
+def recorded_breakers(events: Iterable[Any]) -> list[dict[str, Any]]:
+    """The circuit breakers' changes of a stored run, from its ``run_finished`` event (as
+    :meth:`RunResult.breaker_dicts` wrote them); none for a run that has not ended."""
+    for e in events:
+        if e.kind == "run_finished":
+            changes = e.data.get("breakers")
+            if isinstance(changes, list):
+                return [c for c in changes if isinstance(c, dict)]
+    return []

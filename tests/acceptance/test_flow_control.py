@@ -54,8 +54,14 @@ def test_a_failing_dependency_opens_the_breaker_and_a_probe_closes_it(corral, wr
     assert tasks["refund"]["error"].startswith("CircuitOpen: circuit breaker 'payments' is open")
     assert {t: tasks[t]["state"] for t in ("cool_down", "retry_charge", "receipt")} == \
         dict.fromkeys(("cool_down", "retry_charge", "receipt"), "succeeded")
-    assert [(c["breaker"], c["state"]) for c in doc["breakers"]] == [
-        ("payments", "open"), ("payments", "half_open"), ("payments", "closed")]
+    changes = [(c["breaker"], c["state"]) for c in doc["breakers"]]
+    assert changes == [("payments", "open"), ("payments", "half_open"), ("payments", "closed")]
+    # recorded with the run: corral show has them too
+    shown = corral("show", doc["run_id"], "--json")
+    assert shown.returncode == 0, out(shown)
+    assert [(c["breaker"], c["state"]) for c in json.loads(shown.stdout)["breakers"]] == changes
+    human = corral("show", doc["run_id"])
+    assert "circuit breaker payments: open at" in human.stdout
 
 
 def test_the_summary_shows_the_breaker_and_the_refusal(corral, write):

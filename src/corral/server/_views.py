@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from corral._result import recorded_breakers
 from corral._spec import ENDS_ATTEMPT, TaskState
 
 if TYPE_CHECKING:
@@ -87,16 +88,6 @@ def finished_data(stored: StoredRun, events: Iterable[EventRecord]) -> dict[str,
             "duration_s": duration}
 
 
-def breakers(events: Iterable[EventRecord]) -> list[dict[str, Any]]:
-    """The circuit breakers' changes, recorded at the run's end (none while it runs)."""
-    for e in events:
-        if e.kind == "run_finished":
-            changes = e.data.get("breakers")
-            if isinstance(changes, list):
-                return [c for c in changes if isinstance(c, dict)]
-    return []
-
-
 def critical_path(events: Iterable[EventRecord]) -> list[str]:
     for e in events:
         if e.kind == "run_finished":
@@ -136,7 +127,7 @@ def run_detail(stored: StoredRun, events: Iterable[EventRecord], *,
         **run_summary(run, live_here=live_here),
         "counts": run_counts(stored),
         "critical_path": critical_path(events),
-        "breakers": breakers(events),
+        "breakers": recorded_breakers(events),
         "reused": list(run.reused),
         "last_event_id": len(stored.transitions),
         "tasks": tasks,
