@@ -369,6 +369,7 @@ class Gate:
             if new.state is not old.state:  # reset has passed: half-open, whatever follows
                 self._set(name, replace(new, probes=0) if probe else new, now)
             if isinstance(verdict, Refuse):
+                self.holds.pop(i, None)
                 self.refused[i] = (f"circuit breaker {name!r} is open after {cfg.failures} "
                                    f"failure{'s' if cfg.failures != 1 else ''} within "
                                    f"{cfg.window:g}s; it half-opens in "

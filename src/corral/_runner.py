@@ -38,6 +38,7 @@ import re
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -201,6 +202,12 @@ class Runner:
         assert self._loop is not None
         return self._loop.time() - self._t0
 
+    def _task_clock(self) -> float:
+        """The run's clock for tasks' threads (``corral.limit``): ``time.monotonic()``, which
+        the default loop's ``time()`` is, rather than the loop's own, which another loop
+        (uvloop) caches per iteration and would leave stale while the loop sleeps."""
+        return time.monotonic() - self._t0
+
     def snapshot(self) -> dict[str, Any]:
         """Counts by state and the running tasks with their start times, for a live display."""
         sched = self.scheduler
@@ -229,7 +236,7 @@ class Runner:
         # From before the run is recorded until its end is: a signal in between interrupts
         # the run (and is recorded so), whatever the loop was doing when it came.
         installed = self._install_signals(loop)
-        throttle = (_throttle.register(self.graph.rate_limits, self.rates, self.now)
+        throttle = (_throttle.register(self.graph.rate_limits, self.rates, self._task_clock)
                     if self.graph.rate_limits else None)
         try:
             cancelled: asyncio.CancelledError | None = None

@@ -74,6 +74,14 @@ class limit:  # lower case: used like a function, with corral.limit("api"): ...
         self.name = name
 
     def __enter__(self) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # no loop in this thread: blocking is fine
+        else:  # a coroutine: sleeping here would stop its whole event loop
+            raise CorralError(f"corral.limit({self.name!r}) in a coroutine: use "
+                              f"'async with corral.limit({self.name!r}):', which does not "
+                              "block the event loop")
         rates, clock = _find(self.name)
         names = (self.name,)
         while (retry_at := rates.try_acquire(names, clock())) is not None:

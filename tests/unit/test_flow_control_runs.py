@@ -97,6 +97,18 @@ def test_limit_outside_a_run_or_for_an_undeclared_name_says_why():
     assert "declares no rate limit 'apj' (it has api)" in str(result["w"].error)
 
 
+def test_a_blocking_limit_in_a_coroutine_is_refused_not_a_frozen_loop():
+    dag = DAG(rate_limits={"api": "1/h"})
+
+    async def wrong():
+        with corral.limit("api"):
+            pass
+
+    dag.add(wrong, id="w")
+    result = run(dag)
+    assert "use 'async with corral.limit('api'):'" in str(result["w"].error)
+
+
 def test_undeclared_names_and_bad_declarations_are_validation_errors():
     dag = DAG(rate_limits={"api": "10/x"}, circuit_breakers={"svc": {"failures": 0}})
     dag.add(print, id="p", options={"rate_limit": "apii", "breaker": "svx"})
