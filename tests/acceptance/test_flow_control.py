@@ -148,3 +148,16 @@ def test_validate_suggests_declared_names_on_tasks(corral, write):
         "bad.yaml:4: task 'a': unknown rate limit 'apj' (did you mean 'api'?)",
         "bad.yaml:5: task 'b': unknown circuit breaker 'paymnts' (did you mean 'payments'?)",
     ]
+
+
+def test_limit_in_a_process_task_says_it_has_no_run_there(corral, write):
+    write("jobs.py", JOBS)
+    write("proc.yaml", """
+        rate_limits: {api: 10/s}
+        tasks:
+          p: {call: "jobs:calls", args: [2], executor: process}
+        """)
+    proc = corral("run", "proc.yaml", "--json", "--no-store")
+    assert proc.returncode == ExitCode.TASK_FAILED, out(proc)
+    error = json.loads(proc.stdout)["tasks"]["p"]["error"]
+    assert error.startswith("CorralError: corral.limit('api'): no corral run in this process")
