@@ -8,6 +8,7 @@ Public API (everything else is private and may move)::
     TaskState, RunStatus        task and run lifecycles
     CorralError, ValidationError, Skip   errors (corral.errors has them all, and the tree)
     heartbeat                   a running task says "still alive" (the heartbeat option)
+    limit                       a task waits for one of its run's rate limits: with limit("api")
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if _TYPE_CHECKING:
     from corral._pipeline import load_pipeline
     from corral._result import RunResult, RunStatus, TaskResult
     from corral._spec import TaskState
+    from corral._throttle import limit
 
 __all__ = [
     "DAG",
@@ -37,6 +39,7 @@ __all__ = [
     "ValidationError",
     "__version__",
     "heartbeat",
+    "limit",
     "load_pipeline",
 ]
 
@@ -56,6 +59,7 @@ _LAZY = {
     "TaskResult": "corral._result",
     "TaskState": "corral._spec",
     "load_pipeline": "corral._pipeline",
+    "limit": "corral._throttle",
 }
 
 
