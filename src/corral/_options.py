@@ -92,7 +92,8 @@ def make_spec(
         raise ValidationError(check_option_names(merged, where=f"task {task_id!r}"))
     get = merged.get
     retry = _NO_RETRY
-    if not merged.keys().isdisjoint(_RETRY_FIELDS):
+    plain = merged.keys() <= _PLAIN  # no retry policy and no rare option: the usual task
+    if not plain and not merged.keys().isdisjoint(_RETRY_FIELDS):
         retry = RetryPolicy(**{field: _duration(merged[key])
                                for key, field in _RETRY_FIELDS.items() if key in merged})
     depends = get("depends_on", ())
@@ -102,12 +103,11 @@ def make_spec(
     if type(trigger) is str:  # a known rule as its enum; anything else is build_graph's to report
         trigger = _RULES.get(trigger, trigger)
     tags = get("tags", ())
-    rate_limit = get("rate_limit", ())
     timeout, heartbeat, estimate = get("timeout"), get("heartbeat"), get("estimate")
-    when = get("when")
-    if when is not None:
-        when = _condition(task_id, when)
-        depends = (*depends, *(t for t in when.expression.tasks if t not in depends))
+    # Options most tasks do not have, read only when present (100,000 tasks pass here).
+    rare: dict[str, Any] = {}
+    if not plain and not merged.keys().isdisjoint(_RARE):
+        rare, depends = _rare_options(task_id, merged, depends)
     return TaskSpec(
         id=task_id,
         action=action,
@@ -126,18 +126,32 @@ def make_spec(
         tags=(tags,) if isinstance(tags, str) else tuple(tags),
         env=dict(get("env") or {}),
         cwd=get("cwd"),
-        when=when,
-        inputs=_globs(get("inputs", ())),
-        outputs=_globs(get("outputs", ())),
-        rate_limit=(rate_limit,) if isinstance(rate_limit, str)
-        else tuple(rate_limit) if isinstance(rate_limit, list | tuple) else rate_limit,
-        breaker=get("breaker"),
         source=source,
+        **rare,
     )
 
 
-def _globs(value: Any) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(value)
+_RARE = frozenset({"when", "inputs", "outputs", "rate_limit", "breaker"})
+_PLAIN = _KNOWN - _RARE - set(_RETRY_FIELDS)
+
+
+def _rare_options(task_id: str, merged: Mapping[str, Any],
+                  depends: Any) -> tuple[dict[str, Any], Any]:
+    """The :data:`_RARE` options as TaskSpec fields; a condition's tasks join ``depends``."""
+    rare: dict[str, Any] = {}
+    when = merged.get("when")
+    if when is not None:
+        rare["when"] = when = _condition(task_id, when)
+        depends = (*depends, *(t for t in when.expression.tasks if t not in depends))
+    for key in ("inputs", "outputs", "rate_limit"):
+        value = merged.get(key)
+        if value is not None:
+            # a list as a tuple; anything else is build_graph's to report
+            rare[key] = (value,) if isinstance(value, str) \
+                else tuple(value) if isinstance(value, list | tuple) else value
+    if "breaker" in merged:
+        rare["breaker"] = merged["breaker"]
+    return rare, depends
 
 
 def _condition(task_id: str, when: Any) -> Any:

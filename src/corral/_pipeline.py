@@ -427,7 +427,10 @@ class _Reader(FlowReading):
                     self.problem(f"task id {short_repr(key)} must be a non-empty string",
                                  key_line, hint=f"quote it: '{short_repr(key, quote=False)}'")
                     continue
-                specs.extend(self.expand(key, body, key_line, defaults))
+                if isinstance(body, dict) and "matrix" in body:
+                    specs.extend(self.expand(key, body, key_line, defaults))
+                else:
+                    specs.append(self.task(key, body, key_line, defaults))
         elif isinstance(raw, list):
             for i, body in enumerate(raw):
                 item_line = raw.lines[i] if isinstance(raw, _Sequence) else None
@@ -440,7 +443,10 @@ class _Reader(FlowReading):
                     self.problem(f"task #{i + 1} needs an id (a non-empty string)",
                                  _line_of(body, ("id",)) or item_line)
                     continue
-                specs.extend(self.expand(task_id, body, item_line, defaults, listed=True))
+                if "matrix" in body:
+                    specs.extend(self.expand(task_id, body, item_line, defaults, listed=True))
+                else:
+                    specs.append(self.task(task_id, body, item_line, defaults, listed=True))
         else:
             self.problem(f"tasks must be a mapping of ids to tasks, or a list of tasks, "
                          f"not {_kind(raw)}", line)
@@ -499,8 +505,8 @@ class _Reader(FlowReading):
             options["when"] = self.condition(options["when"], body, task_id)
             if options["when"] is None:
                 del options["when"]
-        refs = [ref for _, ref, _ in self.task_refs[first_ref:]]
-        if refs:
+        if len(self.task_refs) > first_ref:
+            refs = [ref for _, ref, _ in self.task_refs[first_ref:]]
             written = options.get("depends_on") or ()
             written = [written] if isinstance(written, str) else list(written)
             options["depends_on"] = [*written, *dict.fromkeys(r for r in refs if r not in written)]

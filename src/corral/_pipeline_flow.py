@@ -132,6 +132,8 @@ class FlowReading:
         """After every task is read: ``${{ tasks.ID }}`` to a task that does not exist is a
         problem (with did-you-mean), and a dependency on a matrix task is one on each of its
         tasks (an argument taking its value gets the list of their values)."""
+        if not self.task_refs and not self.expansions:
+            return specs
         ids = {spec.id for spec in specs} | set(self.expansions)
         suggester: Suggester | None = None
         unknown: set[tuple[str, str]] = set()
