@@ -90,7 +90,8 @@ class Runner:
     pool as wide as ``concurrency``, one process per CPU, ...). ``done`` maps ids of tasks that
     already succeeded (resume) to their values. ``log_dir`` is where per-attempt logs go (created
     only if a task writes one). ``handle_signals`` installs SIGINT/SIGTERM handlers (main
-    thread).
+    thread). ``estimates`` (each task's prior duration or None) and ``ranks`` order the ready
+    tasks (see :class:`~corral._scheduler.Scheduler`).
     """
 
     def __init__(
@@ -106,6 +107,7 @@ class Runner:
         env: Mapping[str, str] | None = None,
         done: Mapping[str, Any] | None = None,
         ranks: Sequence[float] | None = None,
+        estimates: Sequence[float | None] | None = None,
         rng: random.Random | None = None,
         handle_signals: bool = False,
         params: Mapping[str, str] | None = None,
@@ -129,6 +131,7 @@ class Runner:
             concurrency=self.concurrency,
             fail_fast=fail_fast,
             ranks=ranks,
+            estimates=estimates,
             rng=rng,
             done=[graph.index[t] for t in done],
             record=bool(self.listeners),

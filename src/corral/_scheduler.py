@@ -27,7 +27,14 @@ Policies:
 
 - **Order.** Ready tasks are ordered by ``priority`` (higher first), then by upward rank (the
   longest remaining path, from :func:`corral._plan.upward_ranks`; longest first), then by
-  definition order. The order is fixed once, so the ready queue is a heap of integers.
+  arrival (first ready, first started). Ranks come from each task's prior duration (its
+  estimate or history) and, as attempts succeed, from durations learned per task kind
+  (:mod:`corral._estimates`: the duration of an attempt is the time between its start and
+  its success, as the driver reports them). When a learned estimate moves enough the ranks
+  are computed again and the ready queue re-keyed, at most once per :data:`RERANK_SHARE` of
+  the time passed (the cost of a re-rank is counted per task and edge, :data:`RERANK_COST_S`),
+  so learning never costs a run more than a few percent of a core. The ready queue is a heap
+  of integers, each packing a task's rank class, its arrival number and the task.
 - **Admission.** A task starts only while a concurrency slot is free, its executor has a slot
   free (:meth:`limit_executor`: an executor that runs fewer attempts at once than the run
   admits, such as a process pool, declares it, so that no attempt waits inside it with its
@@ -60,8 +67,10 @@ import random
 from collections.abc import Iterable, Sequence
 
 from corral._errors import InvalidTransition
+from corral._estimates import OnlineEstimates
 from corral._graph import Graph
-from corral._plan import durations_of, upward_ranks
+from corral._kinds import task_kinds
+from corral._plan import upward_ranks
 from corral._spec import TaskState, TriggerRule
 
 __all__ = ["Scheduler"]
@@ -79,13 +88,23 @@ CANCELLED = TaskState.CANCELLED
 # How many ready tasks that do not fit the admission scan steps over before it gives up for
 # this round: bounds the cost of a round when many large tasks wait for one scarce resource.
 LOOKAHEAD = 64
+# A re-rank (ranks computed again from learned durations, the ready queue re-keyed) is
+# counted as costing this many seconds per task and per edge (CPython, a few hundred
+# nanoseconds each, rounded up), and is done at most once per 1 / RERANK_SHARE of its cost in
+# run time: at most 5% of one core goes to learning, whatever the graph.
+RERANK_COST_S = 1e-6
+RERANK_SHARE = 0.05
+# Bits of a ready-queue key given to the arrival number (below them: the task).
+_SEQ_BITS = 40
 
 
 class Scheduler:
     """Decides which task runs when. For drivers: call the methods below, never set fields.
 
     ``concurrency`` caps running tasks; resources are capped by ``graph.capacity``.
-    ``ranks`` overrides the critical-path ranks (default: from estimates). ``rng`` supplies
+    ``estimates`` gives each task's prior duration in seconds, or None where unknown (default:
+    each task's ``estimate`` option); durations are learned per task kind as the run goes
+    (``learn=False``: not). ``ranks`` fixes the ranks instead (nothing learned). ``rng`` supplies
     jitter for retry backoff (seed it for repeatable tests). ``done`` lists tasks that already
     succeeded in an earlier run (resume): they start out succeeded.
     ``record=True`` keeps a log of every transition for :meth:`drain_transitions`.
@@ -98,6 +117,8 @@ class Scheduler:
         concurrency: int,
         fail_fast: bool = True,
         ranks: Sequence[float] | None = None,
+        estimates: Sequence[float | None] | None = None,
+        learn: bool = True,
         rng: random.Random | None = None,
         done: Iterable[int] = (),
         record: bool = False,
@@ -153,20 +174,31 @@ class Scheduler:
             if s.resources else () for s in specs
         ]
 
-        # Ready order, fixed once: priority, then upward rank, then definition order (sorted
-        # is stable, so definition order needs no key of its own).
+        # Ready order: priority, then upward rank, then arrival. A key packs the task's rank
+        # class (its place among the distinct (priority, rank) pairs), its arrival number and
+        # the task: (class << SEQ_BITS | seq) << task_bits | i.
+        self._task_bits = max(1, (n - 1).bit_length())
+        self._task_mask = (1 << self._task_bits) - 1
+        self._low_mask = (1 << (self._task_bits + _SEQ_BITS)) - 1
+        self._seq = 0
+        self._class_key: list[int] = [0] * n  # rank class, shifted into place
+        self._priorities = [s.priority for s in specs] if any(s.priority for s in specs) else None
+        self.learner: OnlineEstimates | None = None
         if ranks is None:
-            ranks = upward_ranks(graph, durations_of(graph))
-        negative_rank = [-r for r in ranks]
-        if any(s.priority for s in specs):
-            by_key = sorted(range(n), key=lambda i: (-specs[i].priority, negative_rank[i]))
-        else:
-            by_key = sorted(range(n), key=negative_rank.__getitem__)
-        self._by_key = by_key
-        key = [0] * n
-        for k, i in enumerate(by_key):
-            key[i] = k
-        self._key = key
+            prior = ([s.estimate for s in specs] if estimates is None else list(estimates))
+            kinds, families = task_kinds(specs)
+            learner = OnlineEstimates(kinds, families, prior)
+            if learn and OnlineEstimates.worth_learning(kinds, prior):
+                self.learner = learner
+            ranks = upward_ranks(graph, learner.durations())
+        self._set_classes(ranks)
+        # Re-ranks: one is due when a learned estimate moved enough (_stale), and allowed
+        # once the run's time has passed _next_rerank.
+        self._stale = False
+        self._rerank_gap = (n + sum(len(d) for d in graph.deps)) * RERANK_COST_S / RERANK_SHARE
+        self._next_rerank = 0.0
+        self.reranks = 0
+        self._start: list[float] = [0.0] * n  # when each running attempt started
         self._ready: list[int] = []  # heap of keys
         self._retries: list[tuple[float, int]] = []  # heap of (due, task)
         self._deadlines: list[tuple[float, int, int]] = []  # heap of (deadline, task, attempt)
@@ -275,9 +307,11 @@ class Scheduler:
     def started(self, i: int, attempt: int, now: float) -> None:
         """Attempt ``attempt`` of task ``i`` really started now; its deferred timers start.
         Ignored for an attempt that is not the running one, or already started."""
+        if self.state[i] is not RUNNING or self.attempts[i] != attempt:
+            return
+        self._start[i] = now
         timers = self._deferred.get(i)
-        if (timers is None or self.state[i] is not RUNNING or self.attempts[i] != attempt
-                or self._armed_attempt.get(i) == attempt):
+        if timers is None or self._armed_attempt.get(i) == attempt:
             return
         self._armed_attempt[i] = attempt
         self._arm(i, attempt, now, timers)
@@ -289,6 +323,8 @@ class Scheduler:
         """
         if self._retries:
             self._release_due(now)
+        if self._stale and now >= self._next_rerank:
+            self._rerank(now)
         ready = self._ready
         slots = self.concurrency - self.running
         if self.halted or slots <= 0 or not ready:
@@ -297,11 +333,12 @@ class Scheduler:
         blocked: list[int] = []
         reserved: list[float] | None = None
         requests = self._requests
-        by_key = self._by_key
+        mask = self._task_mask
+        start = self._start
         free = self.free
         while ready and slots > 0:
             k = heapq.heappop(ready)
-            i = by_key[k]
+            i = k & mask
             request = requests[i]
             if request:
                 if reserved is None:
@@ -322,6 +359,7 @@ class Scheduler:
             self.state[i] = RUNNING
             self.counts[READY] -= 1
             self.counts[RUNNING] += 1
+            start[i] = now
             attempt = self.attempts[i] = self.attempts[i] + 1
             if self._log is not None:
                 self._log.append((i, RUNNING, attempt))
@@ -336,8 +374,12 @@ class Scheduler:
         return started
 
     def succeeded(self, i: int, now: float) -> None:
-        """The running attempt of task ``i`` succeeded."""
+        """The running attempt of task ``i`` succeeded; its duration (since it started:
+        :meth:`admit`, or :meth:`started` when the executor reports it) is learned."""
         self._leave_running(i, SUCCEEDED)
+        learner = self.learner
+        if learner is not None and learner.learn(i, now - self._start[i]):
+            self._stale = True
         self._resolve(i, SUCCEEDED)
 
     def skipped(self, i: int, now: float) -> None:
@@ -441,8 +483,8 @@ class Scheduler:
                 self._transition(i, CANCELLED)
                 cancelled.append(i)
         # The spared tasks keep their places in the ready queue and their retries.
-        by_key = self._by_key
-        self._ready = [k for k in self._ready if state[by_key[k]] is READY]
+        mask = self._task_mask
+        self._ready = [k for k in self._ready if state[k & mask] is READY]
         heapq.heapify(self._ready)
         self._retries = [(due, i) for due, i in self._retries if state[i] is RETRY_WAIT]
         heapq.heapify(self._retries)
@@ -517,7 +559,31 @@ class Scheduler:
         self.counts[READY] += 1
         if self._log is not None:
             self._log.append((i, READY, self.attempts[i]))
-        heapq.heappush(self._ready, self._key[i])
+        seq = self._seq = self._seq + 1
+        heapq.heappush(self._ready, self._class_key[i] | (seq << self._task_bits) | i)
+
+    def _set_classes(self, ranks: Sequence[float]) -> None:
+        """Number the distinct (priority, rank) pairs, best first, into each task's key."""
+        shift = self._task_bits + _SEQ_BITS
+        priorities = self._priorities
+        if priorities is None:
+            number = {r: c for c, r in enumerate(sorted(set(ranks), reverse=True))}
+            self._class_key = [number[r] << shift for r in ranks]
+            return
+        pairs = [(-p, -r) for p, r in zip(priorities, ranks, strict=True)]
+        numbered = {pair: c for c, pair in enumerate(sorted(set(pairs)))}
+        self._class_key = [numbered[pair] << shift for pair in pairs]
+
+    def _rerank(self, now: float) -> None:
+        """Ranks from what has been learned; the ready tasks keep their arrival order."""
+        assert self.learner is not None
+        self._stale = False
+        self._next_rerank = now + self._rerank_gap
+        self.reranks += 1
+        self._set_classes(upward_ranks(self.graph, self.learner.durations()))
+        class_key, mask, low = self._class_key, self._task_mask, self._low_mask
+        self._ready = [class_key[k & mask] | (k & low) for k in self._ready]
+        heapq.heapify(self._ready)
 
     def _release_due(self, now: float) -> None:
         retries = self._retries
