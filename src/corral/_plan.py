@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from corral._graph import Graph
 
@@ -19,6 +19,8 @@ __all__ = [
     "Plan",
     "durations_of",
     "estimate_sources",
+    "is_seconds",
+    "lower_bound",
     "make_plan",
     "prior_durations",
     "realised_critical_path",
@@ -30,14 +32,19 @@ __all__ = [
 DEFAULT_ESTIMATE = 1.0
 
 
+def is_seconds(value: object) -> TypeGuard[float]:
+    """Whether ``value`` can be a duration: a finite number >= 0 (not a bool)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
 def usable_history(history: Mapping[str, object]) -> tuple[dict[str, float], list[str]]:
     """The durations of ``history`` that can be used (finite numbers >= 0), and the ids of the
     tasks whose stored duration cannot (damaged history: ignored, for a warning)."""
     good: dict[str, float] = {}
     bad: list[str] = []
     for task_id, seconds in history.items():
-        if (isinstance(seconds, int | float) and not isinstance(seconds, bool)
-                and math.isfinite(seconds) and seconds >= 0):
+        if is_seconds(seconds):
             good[task_id] = float(seconds)
         else:
             bad.append(task_id)
@@ -78,6 +85,13 @@ def upward_ranks(graph: Graph, durations: Sequence[float]) -> list[float]:
         for j in graph.deps[i]:
             deps_rank[j] = max(deps_rank[j], r)
     return rank
+
+
+def lower_bound(graph: Graph, durations: Sequence[float], workers: int) -> float:
+    """``max(critical path, work / workers)`` for these durations: no schedule on ``workers``
+    slots can be shorter (resources aside)."""
+    critical_path = max(upward_ranks(graph, durations), default=0.0)
+    return max(critical_path, sum(durations) / max(1, workers))
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,9 @@ class RunResult(Mapping[str, TaskResult]):
     critical_path: list[str] = field(default_factory=list)
     signal: int | None = None
     error: str | None = None  # why the run failed as a whole (a stall), beyond its tasks
+    # max(critical path, work / concurrency) with the durations the tasks' last attempts took
+    # in this run: what a perfect order could have done (None: not known, e.g. loaded runs).
+    lower_bound_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -166,6 +169,7 @@ class RunResult(Mapping[str, TaskResult]):
             "duration_s": round(self.duration_s, 6),
             "counts": self.counts(),
             "critical_path": self.critical_path,
+            "lower_bound_s": None if self.lower_bound_s is None else round(self.lower_bound_s, 6),
             "error": self.error,
             "tasks": {k: t.to_dict() for k, t in self.tasks.items()},
         }

@@ -603,7 +603,18 @@ class Runner:
             critical_path=self.realised_critical_path(),
             signal=self.signal or None,
             error=self.error,
+            lower_bound_s=self._own_lower_bound(),
         )
+
+    def _own_lower_bound(self) -> float:
+        """The run's own lower bound: from what each task's last attempt took (0 for tasks
+        that did not run, reused ones included), on this run's concurrency."""
+        from corral._plan import lower_bound
+
+        took = [0.0 if end is None or not attempts else max(0.0, end - start)
+                for end, start, attempts in zip(self.end, self.attempt_start,
+                                                self.scheduler.attempts, strict=True)]
+        return lower_bound(self.graph, took, self.concurrency)
 
     def task_result(self, i: int) -> TaskResult:
         """The record of task ``i`` as it stands (made on demand: see :class:`TaskTable`)."""

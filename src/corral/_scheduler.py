@@ -70,7 +70,7 @@ from corral._errors import InvalidTransition
 from corral._estimates import OnlineEstimates
 from corral._graph import Graph
 from corral._kinds import task_kinds
-from corral._plan import upward_ranks
+from corral._plan import is_seconds, upward_ranks
 from corral._spec import TaskState, TriggerRule
 
 __all__ = ["Scheduler"]
@@ -186,6 +186,9 @@ class Scheduler:
         self.learner: OnlineEstimates | None = None
         if ranks is None:
             prior = ([s.estimate for s in specs] if estimates is None else list(estimates))
+            if len(prior) != n or not all(d is None or is_seconds(d) for d in prior):
+                raise ValueError("estimates must give each task a finite number of seconds "
+                                 ">= 0, or None")
             kinds, families = task_kinds(specs)
             learner = OnlineEstimates(kinds, families, prior)
             if learn and OnlineEstimates.worth_learning(kinds, prior):
