@@ -70,7 +70,7 @@ from corral._errors import InvalidTransition
 from corral._estimates import OnlineEstimates
 from corral._graph import Graph
 from corral._kinds import task_kinds
-from corral._plan import is_seconds, upward_ranks
+from corral._plan import DEFAULT_ESTIMATE, is_seconds, upward_ranks
 from corral._spec import TaskState, TriggerRule
 
 __all__ = ["Scheduler"]
@@ -94,6 +94,9 @@ LOOKAHEAD = 64
 # run time: at most 5% of one core goes to learning, whatever the graph.
 RERANK_COST_S = 1e-6
 RERANK_SHARE = 0.05
+# Successes remembered before the learner is made (at the first re-rank): enough to know
+# the first kinds, bounded whatever the run.
+EARLY = 256
 # Bits of a ready-queue key given to the arrival number (below them: the task).
 _SEQ_BITS = 40
 
@@ -184,22 +187,26 @@ class Scheduler:
         self._class_key: list[int] = [0] * n  # rank class, shifted into place
         self._priorities = [s.priority for s in specs] if any(s.priority for s in specs) else None
         self.learner: OnlineEstimates | None = None
+        # Successes seen before the learner is made: (task, seconds), the first EARLY of them.
+        self._early: list[tuple[int, float]] | None = None
+        self._prior: list[float | None] = []
         if ranks is None:
             prior = ([s.estimate for s in specs] if estimates is None else list(estimates))
             if len(prior) != n or not all(d is None or is_seconds(d) for d in prior):
                 raise ValueError("estimates must give each task a finite number of seconds "
                                  ">= 0, or None")
-            kinds, families = task_kinds(specs)
-            learner = OnlineEstimates(kinds, families, prior)
-            if learn and OnlineEstimates.worth_learning(kinds, prior):
-                self.learner = learner
-            ranks = upward_ranks(graph, learner.durations())
+            ranks = upward_ranks(graph, [DEFAULT_ESTIMATE if d is None else d for d in prior])
+            if learn:
+                self._prior = prior
+                self._early = []
         self._set_classes(ranks)
         # Re-ranks: one is due when a learned estimate moved enough (_stale), and allowed
-        # once the run's time has passed _next_rerank.
+        # once the run's time has passed _next_rerank. The first is also when the learner is
+        # made (task kinds are found then): a run too short to afford a re-rank never pays
+        # for kinds either.
         self._stale = False
         self._rerank_gap = (n + sum(len(d) for d in graph.deps)) * RERANK_COST_S / RERANK_SHARE
-        self._next_rerank = 0.0
+        self._next_rerank = self._rerank_gap
         self.reranks = 0
         self._start: list[float] = [0.0] * n  # when each running attempt started
         self._ready: list[int] = []  # heap of keys
@@ -381,7 +388,12 @@ class Scheduler:
         :meth:`admit`, or :meth:`started` when the executor reports it) is learned."""
         self._leave_running(i, SUCCEEDED)
         learner = self.learner
-        if learner is not None and learner.learn(i, now - self._start[i]):
+        if learner is not None:
+            if learner.learn(i, now - self._start[i]):
+                self._stale = True
+        elif self._early is not None:
+            if len(self._early) < EARLY:
+                self._early.append((i, now - self._start[i]))
             self._stale = True
         self._resolve(i, SUCCEEDED)
 
@@ -577,13 +589,29 @@ class Scheduler:
         numbered = {pair: c for c, pair in enumerate(sorted(set(pairs)))}
         self._class_key = [numbered[pair] << shift for pair in pairs]
 
+    def _make_learner(self) -> OnlineEstimates | None:
+        """The learner, told what succeeded so far; None (and learning off) when nothing it
+        could learn would change the order."""
+        early, self._early = self._early or [], None
+        kinds, families = task_kinds(self.graph.specs)
+        if not OnlineEstimates.worth_learning(kinds, self._prior):
+            return None
+        learner = self.learner = OnlineEstimates(kinds, families, self._prior)
+        for i, seconds in early:
+            learner.learn(i, seconds)
+        return learner
+
     def _rerank(self, now: float) -> None:
         """Ranks from what has been learned; the ready tasks keep their arrival order."""
-        assert self.learner is not None
         self._stale = False
         self._next_rerank = now + self._rerank_gap
+        learner = self.learner
+        if learner is None:
+            learner = self._make_learner()
+            if learner is None:
+                return
         self.reranks += 1
-        self._set_classes(upward_ranks(self.graph, self.learner.durations()))
+        self._set_classes(upward_ranks(self.graph, learner.durations()))
         class_key, mask, low = self._class_key, self._task_mask, self._low_mask
         self._ready = [class_key[k & mask] | (k & low) for k in self._ready]
         heapq.heapify(self._ready)
