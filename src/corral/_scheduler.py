@@ -94,11 +94,6 @@ LOOKAHEAD = 64
 # run time: at most 5% of one core goes to learning, whatever the graph.
 RERANK_COST_S = 1e-6
 RERANK_SHARE = 0.05
-# Successes remembered before the learner is made (at the first re-rank): enough to know
-# the first kinds, bounded whatever the run.
-EARLY = 256
-# Bits of a ready-queue key given to the arrival number (below them: the task).
-_SEQ_BITS = 40
 
 
 class Scheduler:
@@ -182,33 +177,42 @@ class Scheduler:
         # the task: (class << SEQ_BITS | seq) << task_bits | i.
         self._task_bits = max(1, (n - 1).bit_length())
         self._task_mask = (1 << self._task_bits) - 1
-        self._low_mask = (1 << (self._task_bits + _SEQ_BITS)) - 1
+        # A task becomes ready at most once per attempt: arrival numbers stay below this.
+        # (Small keys are cheap keys: below 2**60 an int is two machine digits.)
+        self._seq_bits = (n * max(self._max_attempts, default=1) + 1).bit_length()
+        self._low_mask = (1 << (self._task_bits + self._seq_bits)) - 1
         self._seq = 0
-        self._class_key: list[int] = [0] * n  # rank class, shifted into place
+        self._class_key: list[int] = [0] * n  # rank class shifted into place, and the task
         self._priorities = [s.priority for s in specs] if any(s.priority for s in specs) else None
         self.learner: OnlineEstimates | None = None
-        # Successes seen before the learner is made: (task, seconds), the first EARLY of them.
-        self._early: list[tuple[int, float]] | None = None
-        self._prior: list[float | None] = []
+        # Each task's prior duration, while a learner is to be made (None: learning is off).
+        self._prior: list[float | None] | None = None
         if ranks is None:
-            prior = ([s.estimate for s in specs] if estimates is None else list(estimates))
-            if len(prior) != n or not all(d is None or is_seconds(d) for d in prior):
-                raise ValueError("estimates must give each task a finite number of seconds "
-                                 ">= 0, or None")
-            ranks = upward_ranks(graph, [DEFAULT_ESTIMATE if d is None else d for d in prior])
+            if estimates is None:  # the specs' estimates, checked by build_graph
+                prior = [s.estimate for s in specs]
+            else:
+                prior = list(estimates)
+                if len(prior) != n or not all(d is None or is_seconds(d) for d in prior):
+                    raise ValueError("estimates must give each task a finite number of "
+                                     "seconds >= 0, or None")
+            if prior.count(None) == n:  # the common first run: nothing known (count is C)
+                durations = [DEFAULT_ESTIMATE] * n
+            else:
+                durations = [DEFAULT_ESTIMATE if d is None else d for d in prior]
+            ranks = upward_ranks(graph, durations)
             if learn:
                 self._prior = prior
-                self._early = []
         self._set_classes(ranks)
         # Re-ranks: one is due when a learned estimate moved enough (_stale), and allowed
-        # once the run's time has passed _next_rerank. The first is also when the learner is
-        # made (task kinds are found then): a run too short to afford a re-rank never pays
-        # for kinds either.
-        self._stale = False
-        self._rerank_gap = (n + sum(len(d) for d in graph.deps)) * RERANK_COST_S / RERANK_SHARE
+        # once the run's time has passed _next_rerank. The first is due from the start: it
+        # makes the learner (task kinds are found then) and teaches it what has succeeded so
+        # far, so a run too short to afford a re-rank never pays for kinds either.
+        self._stale = self._prior is not None
+        self._rerank_gap = (n + sum(map(len, graph.deps))) * RERANK_COST_S / RERANK_SHARE
         self._next_rerank = self._rerank_gap
         self.reranks = 0
-        self._start: list[float] = [0.0] * n  # when each running attempt started
+        # When each running attempt started; once a task succeeded, how long it took.
+        self._start: list[float] = [0.0] * n
         self._ready: list[int] = []  # heap of keys
         self._retries: list[tuple[float, int]] = []  # heap of (due, task)
         self._deadlines: list[tuple[float, int, int]] = []  # heap of (deadline, task, attempt)
@@ -387,13 +391,10 @@ class Scheduler:
         """The running attempt of task ``i`` succeeded; its duration (since it started:
         :meth:`admit`, or :meth:`started` when the executor reports it) is learned."""
         self._leave_running(i, SUCCEEDED)
+        start = self._start
+        start[i] = took = now - start[i]
         learner = self.learner
-        if learner is not None:
-            if learner.learn(i, now - self._start[i]):
-                self._stale = True
-        elif self._early is not None:
-            if len(self._early) < EARLY:
-                self._early.append((i, now - self._start[i]))
+        if learner is not None and learner.learn(i, took):
             self._stale = True
         self._resolve(i, SUCCEEDED)
 
@@ -575,30 +576,38 @@ class Scheduler:
         if self._log is not None:
             self._log.append((i, READY, self.attempts[i]))
         seq = self._seq = self._seq + 1
-        heapq.heappush(self._ready, self._class_key[i] | (seq << self._task_bits) | i)
+        heapq.heappush(self._ready, self._class_key[i] | (seq << self._task_bits))
 
     def _set_classes(self, ranks: Sequence[float]) -> None:
-        """Number the distinct (priority, rank) pairs, best first, into each task's key."""
-        shift = self._task_bits + _SEQ_BITS
+        """Number the distinct (priority, rank) pairs, best first, into each task's key (with
+        the task itself: a key only lacks its arrival number)."""
+        shift = self._task_bits + self._seq_bits
         priorities = self._priorities
         if priorities is None:
             number = {r: c for c, r in enumerate(sorted(set(ranks), reverse=True))}
-            self._class_key = [number[r] << shift for r in ranks]
+            self._class_key = [number[r] << shift | i for i, r in enumerate(ranks)]
             return
         pairs = [(-p, -r) for p, r in zip(priorities, ranks, strict=True)]
         numbered = {pair: c for c, pair in enumerate(sorted(set(pairs)))}
-        self._class_key = [numbered[pair] << shift for pair in pairs]
+        self._class_key = [numbered[pair] << shift | i for i, pair in enumerate(pairs)]
 
     def _make_learner(self) -> OnlineEstimates | None:
         """The learner, told what succeeded so far; None (and learning off) when nothing it
         could learn would change the order."""
-        early, self._early = self._early or [], None
-        kinds, families = task_kinds(self.graph.specs)
-        if not OnlineEstimates.worth_learning(kinds, self._prior):
+        prior = self._prior
+        assert prior is not None
+        ran = [i for i, s in enumerate(self.state) if s is SUCCEEDED and self.attempts[i]]
+        if not ran:  # nothing to learn from yet (tasks reused by a resume ran before)
+            self._stale = True
             return None
-        learner = self.learner = OnlineEstimates(kinds, families, self._prior)
-        for i, seconds in early:
-            learner.learn(i, seconds)
+        self._prior = None
+        kinds, families = task_kinds(self.graph.specs)
+        if not OnlineEstimates.worth_learning(kinds, prior):
+            return None
+        learner = self.learner = OnlineEstimates(kinds, families, prior)
+        took = self._start
+        for i in ran:
+            learner.learn(i, took[i])
         return learner
 
     def _rerank(self, now: float) -> None:
@@ -612,8 +621,9 @@ class Scheduler:
                 return
         self.reranks += 1
         self._set_classes(upward_ranks(self.graph, learner.durations()))
-        class_key, mask, low = self._class_key, self._task_mask, self._low_mask
-        self._ready = [class_key[k & mask] | (k & low) for k in self._ready]
+        class_key, mask = self._class_key, self._task_mask
+        arrival = self._low_mask & ~mask
+        self._ready = [class_key[k & mask] | (k & arrival) for k in self._ready]
         heapq.heapify(self._ready)
 
     def _release_due(self, now: float) -> None:
