@@ -31,9 +31,10 @@ Policies:
   estimate or history) and, as attempts succeed, from durations learned per task kind
   (:mod:`corral._estimates`: the duration of an attempt is the time between its start and
   its success, as the driver reports them). When a learned estimate moves enough the ranks
-  are computed again and the ready queue re-keyed, at most once per :data:`RERANK_SHARE` of
-  the time passed (the cost of a re-rank is counted per task and edge, :data:`RERANK_COST_S`),
-  so learning never costs a run more than a few percent of a core. The ready queue is a heap
+  are computed again and the ready queue re-keyed, spaced so that re-ranks take at most
+  :data:`RERANK_SHARE` of the time passed (a re-rank is counted as :data:`RERANK_COST_S` per
+  task and edge); learning starts one such gap into the run, so it never costs a run more
+  than a few percent of a core, and a run of tiny tasks nothing. The ready queue is a heap
   of integers, each packing a task's rank class, its arrival number and the task.
 - **Admission.** A task starts only while a concurrency slot is free, its executor has a slot
   free (:meth:`limit_executor`: an executor that runs fewer attempts at once than the run
@@ -204,15 +205,15 @@ class Scheduler:
                 self._prior = prior
         self._set_classes(ranks)
         # Re-ranks: one is due when a learned estimate moved enough (_stale), and allowed
-        # once the run's time has passed _next_rerank. The first is due from the start: it
-        # makes the learner (task kinds are found then) and teaches it what has succeeded so
-        # far, so a run too short to afford a re-rank never pays for kinds either.
+        # once the run's time has passed _next_rerank. The first is due from the start and
+        # only makes the learner (task kinds are found then), which learns from the successes
+        # after it: a run too short to afford a re-rank never pays for kinds either, and the
+        # first successes of a run long enough to learn from are not worth their cost.
         self._stale = self._prior is not None
         self._rerank_gap = (n + sum(map(len, graph.deps))) * RERANK_COST_S / RERANK_SHARE
         self._next_rerank = self._rerank_gap
         self.reranks = 0
-        # When each running attempt started; once a task succeeded, how long it took.
-        self._start: list[float] = [0.0] * n
+        self._start: list[float] = [0.0] * n  # when each running attempt started
         self._ready: list[int] = []  # heap of keys
         self._retries: list[tuple[float, int]] = []  # heap of (due, task)
         self._deadlines: list[tuple[float, int, int]] = []  # heap of (deadline, task, attempt)
@@ -391,10 +392,8 @@ class Scheduler:
         """The running attempt of task ``i`` succeeded; its duration (since it started:
         :meth:`admit`, or :meth:`started` when the executor reports it) is learned."""
         self._leave_running(i, SUCCEEDED)
-        start = self._start
-        start[i] = took = now - start[i]
         learner = self.learner
-        if learner is not None and learner.learn(i, took):
+        if learner is not None and learner.learn(i, now - self._start[i]):
             self._stale = True
         self._resolve(i, SUCCEEDED)
 
@@ -591,34 +590,23 @@ class Scheduler:
         numbered = {pair: c for c, pair in enumerate(sorted(set(pairs)))}
         self._class_key = [numbered[pair] << shift | i for i, pair in enumerate(pairs)]
 
-    def _make_learner(self) -> OnlineEstimates | None:
-        """The learner, told what succeeded so far; None (and learning off) when nothing it
-        could learn would change the order."""
+    def _make_learner(self) -> None:
+        """The learner, when something it could learn would change the order."""
         prior = self._prior
         assert prior is not None
-        ran = [i for i, s in enumerate(self.state) if s is SUCCEEDED and self.attempts[i]]
-        if not ran:  # nothing to learn from yet (tasks reused by a resume ran before)
-            self._stale = True
-            return None
         self._prior = None
         kinds, families = task_kinds(self.graph.specs)
-        if not OnlineEstimates.worth_learning(kinds, prior):
-            return None
-        learner = self.learner = OnlineEstimates(kinds, families, prior)
-        took = self._start
-        for i in ran:
-            learner.learn(i, took[i])
-        return learner
+        if OnlineEstimates.worth_learning(kinds, prior):
+            self.learner = OnlineEstimates(kinds, families, prior)
 
     def _rerank(self, now: float) -> None:
         """Ranks from what has been learned; the ready tasks keep their arrival order."""
         self._stale = False
         self._next_rerank = now + self._rerank_gap
         learner = self.learner
-        if learner is None:
-            learner = self._make_learner()
-            if learner is None:
-                return
+        if learner is None:  # the first: nothing learned yet
+            self._make_learner()
+            return
         self.reranks += 1
         self._set_classes(upward_ranks(self.graph, learner.durations()))
         class_key, mask = self._class_key, self._task_mask

@@ -151,11 +151,13 @@ def test_without_estimates_equal_ranks_start_in_arrival_order():
 
 def test_a_learned_duration_moves_the_pending_tasks_of_its_kind_up():
     s = Scheduler(roots(), concurrency=1)
-    assert run_one(s, 0.0, 1.0) == "s_1"
-    assert run_one(s, 1.0, 10.0) == "l_1"  # l takes 10x longer than s
-    assert run_one(s, 11.0, 10.0) == "l_2"  # moved ahead of s_2 and s_3, ready before it
+    # (From t = 1 s on, the run is long enough to learn: the first admit makes the learner.)
+    assert run_one(s, 1.0, 1.0) == "s_1"
+    assert s.learner is not None
+    assert run_one(s, 2.0, 10.0) == "l_1"  # l takes 10x longer than s
+    assert run_one(s, 12.0, 10.0) == "l_2"  # moved ahead of s_2 and s_3, ready before it
     assert s.reranks == 2
-    assert run_one(s, 21.0, 1.0) == "s_2"
+    assert run_one(s, 22.0, 1.0) == "s_2"
 
 
 def test_without_learning_the_same_run_keeps_arrival_order():
@@ -171,26 +173,25 @@ def test_re_ranks_are_bounded_by_the_time_that_passed():
     gap = len(g) * RERANK_COST_S / RERANK_SHARE  # (no edges) the least time between re-ranks
     s = Scheduler(g, concurrency=1)
     assert run_one(s, 0.0, 0.1 * gap) == "s_1"
-    assert run_one(s, 0.1 * gap, 0.5 * gap) == "l_1"  # l: five times as long as s
-    # Too soon for a re-rank (the first comes one gap into the run): arrival order holds.
-    assert run_one(s, 0.6 * gap, 0.1 * gap) == "s_2"
+    assert s.learner is None  # too early: a run this short never pays for task kinds
+    assert run_one(s, 1.0 * gap, 0.5 * gap) == "l_1"  # the learner is made at 1 gap
+    assert s.learner is not None
+    # l is known to be long, but too soon after the last re-rank: arrival order holds.
+    assert run_one(s, 1.5 * gap, 0.1 * gap) == "s_2"
     assert s.reranks == 0
-    assert s.learner is None  # not even made yet: a short run never pays for kinds
-    # Once the gap has passed, what succeeded so far is learned and the queue re-ranked.
-    assert run_one(s, 1.0 * gap, 0.5 * gap) == "l_2"
+    # One gap after the learner was made, the queue is re-ranked.
+    assert run_one(s, 2.0 * gap, 0.5 * gap) == "l_2"
     assert s.reranks == 1
-    # The next re-rank may come one gap after that one.
-    assert run_one(s, 1.5 * gap, 0.1 * gap) == "s_3"
+    assert run_one(s, 2.5 * gap, 0.1 * gap) == "s_3"
     assert not s.is_active()
 
 
 def test_an_attempt_is_timed_from_when_its_executor_says_it_started():
     g = graph(spec("a_1"), spec("a_2"), spec("b_1"))
     s = Scheduler(g, concurrency=1)
-    (i,) = s.admit(0.0)
-    s.started(i, s.attempts[i], 5.0)  # waited 5 s in a queue: not the task's own time
+    (i,) = s.admit(1.0)  # (long enough into the run to learn: the learner is made)
+    s.started(i, s.attempts[i], 5.0)  # waited 4 s in a queue: not the task's own time
     s.succeeded(i, 6.0)
-    s.admit(6.0)  # the first re-rank: the learner is made and told what succeeded
     assert s.learner is not None
     assert s.learner.durations()[g.index["a_2"]] == pytest.approx(1.0)
 
@@ -198,12 +199,11 @@ def test_an_attempt_is_timed_from_when_its_executor_says_it_started():
 def test_failed_attempts_teach_nothing():
     g = graph(spec("a_1", retries=1, retry_delay=0, retry_jitter=0), spec("a_2"), spec("b_1"))
     s = Scheduler(g, concurrency=1)
-    (i,) = s.admit(0.0)
-    assert s.failed(i, 50.0) == []  # a_1 failed after 50 s: it will be retried
+    (i,) = s.admit(1.0)
+    assert s.failed(i, 50.0) == []  # a_1 failed after 49 s: it will be retried
     assert run_one(s, 50.0, 1.0) == "a_2"  # ready before a_1's retry
-    s.admit(51.0)  # the first re-rank (a_1's retry starts)
     assert s.learner is not None
-    # Kind a_#: what a_2 took, not the mean with a_1's failed attempt (25.5 s).
+    # Kind a_#: what a_2 took, not the mean with a_1's failed attempt (25 s).
     assert s.learner.durations()[g.index["b_1"]] == pytest.approx(1.0)
 
 
