@@ -175,7 +175,7 @@ class Scheduler:
 
         # Ready order: priority, then upward rank, then arrival. A key packs the task's rank
         # class (its place among the distinct (priority, rank) pairs), its arrival number and
-        # the task: (class << SEQ_BITS | seq) << task_bits | i.
+        # the task: class << (seq_bits + task_bits) | seq << task_bits | i.
         self._task_bits = max(1, (n - 1).bit_length())
         self._task_mask = (1 << self._task_bits) - 1
         # A task becomes ready at most once per attempt: arrival numbers stay below this.
