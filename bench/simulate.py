@@ -10,8 +10,9 @@ list schedules of the data's ``bounds.py`` at the same width: FIFO ready order, 
 
 Cases per workload:
 
-- **first run**: no ``estimate`` and no history: the structural fallback, then durations
-  learned per kind while the run goes (what a person trying corral gets);
+- **first run**: no ``estimate`` and no history: the structural fallback (ranks count tasks,
+  equal ranks in arrival order), then durations learned per kind once the run has lasted one
+  re-rank gap (what a person trying corral gets);
 - **fallback only**: the same with learning off (what the order is worth before anything is
   known);
 - **history**: every task's prior is its true duration (a history of identical earlier runs),
