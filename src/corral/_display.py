@@ -353,6 +353,12 @@ def render_summary(
     line.append(f" in {format_seconds(result.duration_s)}  ")
     line.append_text(_state_counts(result.counts()))
     console.print(line)
+    bound = result.lower_bound_s
+    if bound and str(result.status) == "succeeded":
+        console.print(Text(
+            f"{result.duration_s / bound:.2f}x its own lower bound "
+            f"({format_seconds(bound)}: max of critical path, work / concurrency, with the "
+            "durations the tasks took in this run)", style="dim"))
     path = result.critical_path
     if path:
         span = _span(result.tasks[t] for t in path)

@@ -119,6 +119,9 @@ class RunResult(Mapping[str, TaskResult]):
     error: str | None = None  # why the run failed as a whole (a stall), beyond its tasks
     # Circuit breakers that opened, half-opened or closed during the run, in order.
     breakers: tuple[BreakerChange, ...] = ()
+    # max(critical path, work / concurrency) with the durations the tasks' last attempts took
+    # in this run: what a perfect order could have done (None: not known, e.g. loaded runs).
+    lower_bound_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -174,6 +177,7 @@ class RunResult(Mapping[str, TaskResult]):
             "duration_s": round(self.duration_s, 6),
             "counts": self.counts(),
             "critical_path": self.critical_path,
+            "lower_bound_s": None if self.lower_bound_s is None else round(self.lower_bound_s, 6),
             "error": self.error,
             "breakers": self.breaker_dicts(),
             "tasks": {k: t.to_dict() for k, t in self.tasks.items()},

@@ -94,6 +94,8 @@ class Runner:
     only if a task writes one). ``handle_signals`` installs SIGINT/SIGTERM handlers (main
     thread). ``rates`` holds the state of the graph's rate limits (default: this run's own, in
     this process; a shared one makes the limits hold across runs: corral._limits.RateState).
+    ``estimates`` (each task's prior duration or None) and ``ranks`` order the ready tasks (see
+    :class:`~corral._scheduler.Scheduler`).
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class Runner:
         env: Mapping[str, str] | None = None,
         done: Mapping[str, Any] | None = None,
         ranks: Sequence[float] | None = None,
+        estimates: Sequence[float | None] | None = None,
         rng: random.Random | None = None,
         handle_signals: bool = False,
         params: Mapping[str, str] | None = None,
@@ -138,6 +141,7 @@ class Runner:
             concurrency=self.concurrency,
             fail_fast=fail_fast,
             ranks=ranks,
+            estimates=estimates,
             rng=rng,
             done=[graph.index[t] for t in done],
             record=bool(self.listeners),
@@ -661,7 +665,18 @@ class Runner:
             signal=self.signal or None,
             error=self.error,
             breakers=tuple(self.breaker_changes),
+            lower_bound_s=self._own_lower_bound(),
         )
+
+    def _own_lower_bound(self) -> float:
+        """The run's own lower bound: from what each task's last attempt took (0 for tasks
+        that did not run, reused ones included), on this run's concurrency."""
+        from corral._plan import lower_bound
+
+        took = [0.0 if end is None or not attempts else max(0.0, end - start)
+                for end, start, attempts in zip(self.end, self.attempt_start,
+                                                self.scheduler.attempts, strict=True)]
+        return lower_bound(self.graph, took, self.concurrency)
 
     def task_result(self, i: int) -> TaskResult:
         """The record of task ``i`` as it stands (made on demand: see :class:`TaskTable`)."""
