@@ -13,6 +13,8 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── ValidationError (ValueError)        the DAG or pipeline is invalid; .problems lists all
     │   └── PipelineError                   a pipeline file could not be read or parsed
     ├── ParameterError (ValueError)         a -p key=value is malformed or unknown
+    ├── ConfigError (ValueError)            a configuration file or variable is invalid
+    │   └── StartRefused                    settings ask for more than the machine or database has
     ├── ExpressionError (ValueError)        a ${{ ... }} is malformed or cannot be evaluated
     ├── CallNotFound (ImportError, ValueError)  a call's module or function cannot be found
     ├── InvalidTransition (RuntimeError)    a driver broke the scheduler's protocol
@@ -41,6 +43,7 @@ from corral._errors import (
     BrokenStore,
     CallNotFound,
     CommandFailed,
+    ConfigError,
     CorralError,
     CorruptHistory,
     ExpressionError,
@@ -52,6 +55,7 @@ from corral._errors import (
     RunLocked,
     RunNotFound,
     Skip,
+    StartRefused,
     StoreTooNew,
     TaskHung,
     TaskTimeout,
@@ -64,6 +68,7 @@ __all__ = [
     "BrokenStore",
     "CallNotFound",
     "CommandFailed",
+    "ConfigError",
     "CorralError",
     "CorruptHistory",
     "ExpressionError",
@@ -75,6 +80,7 @@ __all__ = [
     "RunLocked",
     "RunNotFound",
     "Skip",
+    "StartRefused",
     "StoreTooNew",
     "TaskHung",
     "TaskTimeout",
