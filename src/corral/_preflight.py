@@ -95,7 +95,7 @@ def database_limits(url: str) -> Database:
 
     try:
         with psycopg.connect(url, connect_timeout=10) as conn:
-            settings = dict(conn.execute(
+            settings: dict[str, str] = dict(conn.execute(
                 "SELECT name, setting FROM pg_settings WHERE name IN "
                 "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
             ).fetchall())
@@ -104,7 +104,7 @@ def database_limits(url: str) -> Database:
     except psycopg.Error as exc:
         raise BrokenStore(f"cannot connect to check max_connections: {exc}".strip(),
                           url=redact(url)) from exc
-    reserved = sum(int(settings.get(name, 0)) for name in
+    reserved = sum(int(settings.get(name, "0")) for name in
                    ("superuser_reserved_connections", "reserved_connections"))
     return Database(url=redact(url), max_connections=int(settings["max_connections"]),
                     reserved=reserved, in_use=int(row[0]) if row else 0)
