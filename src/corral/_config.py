@@ -309,14 +309,17 @@ def load_layers(start: Path | None = None) -> Layers:
         raise ConfigError(f"{where('env')}: env: each [env.NAME] must be a table of settings")
     values: dict[str, Any] = {}
     sources: dict[str, Source] = {}
+    # A file without [env.*] sections ignores CORRAL_ENV; a file with some names the one
+    # wanted, or it is a typo (the file's own settings are checked first).
     layers: list[tuple[dict[str, Any], tuple[str, ...]]] = [(root, ())]
-    if environment is not None:
-        if environment not in sections:
-            known = ", ".join(sorted(sections)) or "none"
-            raise ConfigError(f"{path}: {ENV_SECTION_VAR}={environment}: no [env.{environment}] "
-                              f"section (sections: {known})")
-        layers.append((sections[environment], ("env", environment)))
+    if environment is not None and sections:
+        layers.append((sections.get(environment, {}), ("env", environment)))
     for layer, prefix in layers:
+        if prefix and prefix[-1] not in sections:
+            guess = Suggester(sections)(prefix[-1])
+            hint = f"did you mean {guess!r}? " if guess else ""
+            raise ConfigError(f"{path}: {ENV_SECTION_VAR}={environment}: no [env.{environment}] "
+                              f"section ({hint}sections: {', '.join(sorted(sections))})")
         layer = {key.replace("-", "_"): value for key, value in layer.items()}
         try:
             checked = Settings.model_validate(layer)

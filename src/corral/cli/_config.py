@@ -61,7 +61,7 @@ def _default_map(command: click.Command, layers: Layers) -> dict[str, Any]:
         try:
             option.type_cast_value(click.Context(leaf), value)
         except click.BadParameter as exc:
-            raise ConfigError(f"{layers.sources[key]}: {key}: {exc.format_message()}") from None
+            raise ConfigError(f"{layers.sources[key]}: {key}: {exc.message}") from None
         target = root
         for name in path:
             target = target.setdefault(name, {})
