@@ -20,7 +20,7 @@ Seam for pools and brokers (issue 13 §1-2): they become fields here (``broker``
 ``pools`` table of small models), and their demands join :mod:`corral._preflight`'s.
 
 This module imports pydantic-settings; ``import corral`` and ``corral --help`` do not load
-it: the CLI asks for it only when a file is found (:func:`find_config_file` is cheap).
+it: the CLI asks for it only when :mod:`corral._config_file` (light) finds a file.
 """
 
 from __future__ import annotations
@@ -36,25 +36,21 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from corral._config_file import ENV_SECTION_VAR, find_config_file, read_config_text
 from corral._errors import ConfigError
 from corral._words import Suggester, short_repr
 
 __all__ = [
     "ENV_PREFIX",
-    "ENV_SECTION_VAR",
-    "FILE_VAR",
+    "KEYS",
     "Layers",
     "Settings",
     "Source",
-    "find_config_file",
     "load_layers",
     "setting_key",
 ]
 
 ENV_PREFIX = "CORRAL_"
-ENV_SECTION_VAR = "CORRAL_ENV"  # which [env.NAME] section applies
-FILE_VAR = "CORRAL_CONFIG"  # a configuration file to use instead of looking for one
-FILE_NAME = "corral.toml"
 
 Words = Annotated[list[str] | None, NoDecode]
 
@@ -176,38 +172,6 @@ def setting_key(envvar: str) -> str | None:
     return key if key in Settings.model_fields else None
 
 
-# ---------------------------------------------------------------------- finding the file
-
-
-def find_config_file(start: Path | None = None) -> tuple[Path, tuple[str, ...]] | None:
-    """The configuration file and the table in it that holds corral's settings: ``$CORRAL_CONFIG``,
-    else the nearest ``corral.toml``, or ``pyproject.toml`` with ``[tool.corral]``, in
-    ``start`` (the working directory) and its parents. None when there is none."""
-    given = os.environ.get(FILE_VAR)
-    if given:
-        path = Path(given)
-        if not path.is_file():
-            raise ConfigError(f"{FILE_VAR}={given}: no such file")
-        return path, (("tool", "corral") if path.name == "pyproject.toml" else ())
-    here = (start or Path.cwd()).resolve()
-    for directory in (here, *here.parents):
-        candidate = directory / FILE_NAME
-        if candidate.is_file():
-            return candidate, ()
-        pyproject = directory / "pyproject.toml"
-        # Cheap test before parsing: most pyproject files have no [tool.corral].
-        if pyproject.is_file() and "tool.corral" in _read(pyproject):
-            return pyproject, ("tool", "corral")
-    return None
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc}") from None
-
-
 # ---------------------------------------------------------------------- reading it
 
 
@@ -290,7 +254,7 @@ def load_layers(start: Path | None = None) -> Layers:
     if found is None:
         return Layers(environment=environment)
     path, table = found
-    text = _read(path)
+    text = read_config_text(path)
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # its message ends "(at line 3, column 7)"

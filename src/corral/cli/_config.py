@@ -72,7 +72,7 @@ def _default_map(command: click.Command, layers: Layers) -> dict[str, Any]:
 def apply_config(ctx: click.Context, name: str, command: click.Command) -> None:
     """Give ``command`` (about to run as ``name`` under ``ctx``) the configuration file's
     values as its defaults. Raises ConfigError for a bad file."""
-    from corral._config import find_config_file
+    from corral._config_file import find_config_file
 
     if find_config_file() is None:
         return
@@ -146,7 +146,8 @@ def _plain(value: Any) -> Any:
 def show(as_json: bool) -> None:
     """Print every setting's effective value and where it came from: an option's default,
     FILE:LINE (with its [env.NAME] section), or a CORRAL_* variable. Secrets are hidden."""
-    from corral._config import ENV_SECTION_VAR, KEYS, Source, load_layers
+    from corral._config import KEYS, Source, load_layers
+    from corral._config_file import ENV_SECTION_VAR
 
     layers = load_layers()
     values, sources = layers.effective()
