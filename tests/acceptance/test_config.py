@@ -215,3 +215,23 @@ def test_warns_when_concurrency_is_far_above_the_cpus_for_processes(corral, writ
     assert proc.returncode == 0, out(proc)
     assert re.search(r"warning: concurrency: .* is 4096 on \d+ CPUs, and tasks run in "
                      r"processes", proc.stderr), out(proc)
+
+
+def test_every_command_takes_its_settings_from_the_file(corral, write):
+    write("p.yaml", PIPELINE)
+    mermaid = "%% corral pipeline: p\nflowchart"
+    assert corral("graph", "p.yaml").stdout.startswith(mermaid)  # the default
+    write("corral.toml", 'graph_format = "dot"\n')
+    proc = corral("graph", "p.yaml")
+    assert proc.returncode == 0, out(proc)
+    assert proc.stdout.startswith("digraph")
+    assert corral("graph", "p.yaml", "--format", "mermaid").stdout.startswith(mermaid)
+
+
+def test_a_database_that_refuses_connections_at_start_exits_3_password_hidden(corral, write):
+    write("p.yaml", PIPELINE)
+    write("corral.toml", 'store = "postgresql://me:hunter2@127.0.0.1:1/db"\n')
+    proc = corral("run", "p.yaml")
+    assert proc.returncode == 3, out(proc)
+    assert "postgresql://me:***@127.0.0.1:1/db" in proc.stderr
+    assert "hunter2" not in proc.stderr
