@@ -13,6 +13,7 @@ file nothing is imported beyond a look at the working directory and its parents.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -178,6 +179,8 @@ def show(as_json: bool) -> None:
         value = row["value"]
         if isinstance(value, dict):
             text = ", ".join(f"{v} ({c})" for c, v in value.items())
+        elif isinstance(value, list | tuple):
+            text = json.dumps(value)  # as it would be written in the file
         else:
             text = "-" if value is None else str(value)
         click.echo(f"{row['key']:<{width}}  {text}  # {row['source']}")

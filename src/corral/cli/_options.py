@@ -2,7 +2,8 @@
 ``--json``, ``--only``, where ``call:`` modules are found, the run store, durations.
 
 Every option has a ``CORRAL_*`` variable, shown in ``--help`` (precedence: option > variable
-> the pipeline file > computed defaults).
+> the configuration file's [env.NAME] section > the file (cli._config) > the pipeline file >
+computed defaults).
 """
 
 from __future__ import annotations

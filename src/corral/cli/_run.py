@@ -91,8 +91,8 @@ class RunOptions:
     report: tuple[tuple[str, str], ...]
 
     def width(self, pipeline: Pipeline) -> int:
-        """Tasks at once. Precedence: --concurrency > CORRAL_CONCURRENCY (both via click) >
-        the file's ``concurrency`` > one per CPU."""
+        """Tasks at once. Precedence: --concurrency > CORRAL_CONCURRENCY > corral.toml (all
+        via click) > the pipeline file's ``concurrency`` > one per CPU."""
         from corral._runner import default_concurrency
 
         return self.concurrency or pipeline.concurrency or default_concurrency()
