@@ -200,7 +200,7 @@ class Layers:
     """The file's values, its environment section's on top, each with where it was written."""
 
     path: Path | None = None
-    environment: str | None = None
+    environment: str | None = None  # the [env.NAME] section applied, if any
     values: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, Source] = field(default_factory=dict)
 
@@ -252,7 +252,7 @@ def load_layers(start: Path | None = None) -> Layers:
     found = find_config_file(start)
     environment = os.environ.get(ENV_SECTION_VAR) or None
     if found is None:
-        return Layers(environment=environment)
+        return Layers()
     path, table = found
     text = read_config_text(path)
     try:
@@ -295,7 +295,8 @@ def load_layers(start: Path | None = None) -> Layers:
             values[key] = getattr(checked, key)
             sources[key] = Source("file", path=str(path), line=lines.get((*table, *prefix, key)),
                                   section=section)
-    return Layers(path=path, environment=environment, values=values, sources=sources)
+    return Layers(path=path, environment=environment if len(layers) > 1 else None,
+                  values=values, sources=sources)
 
 
 def _error(exc: ValidationError, locate: Any) -> ConfigError:

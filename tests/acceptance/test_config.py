@@ -235,3 +235,13 @@ def test_a_database_that_refuses_connections_at_start_exits_3_password_hidden(co
     assert proc.returncode == 3, out(proc)
     assert "postgresql://me:***@127.0.0.1:1/db" in proc.stderr
     assert "hunter2" not in proc.stderr
+
+
+def test_corral_env_is_ignored_by_a_file_without_sections(corral, write):
+    write("p.yaml", PIPELINE)
+    write("corral.toml", "concurrency = 3\n")
+    env = {"CORRAL_ENV": "production"}
+    assert width(corral("run", "p.yaml", "--dry-run", "--no-store", env=env)) == 3
+    proc = corral("config", "show", env=env)
+    assert "environment: none (CORRAL_ENV=production ignored: no [env.*] sections)" \
+        in proc.stdout, out(proc)

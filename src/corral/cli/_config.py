@@ -134,11 +134,8 @@ def _option_defaults() -> dict[str, dict[str, Any]]:
 
 
 def _plain(value: Any) -> Any:
-    # click's UNSET sentinel and the like: not a value a user set
-    if type(value).__module__.startswith("click") or (
-            hasattr(value, "name") and type(value).__name__ == "Sentinel"):
-        return None
-    return value
+    # click 8.3+ marks "no default" with its UNSET sentinel (earlier versions with None).
+    return None if value is getattr(click.core, "UNSET", None) else value
 
 
 @config.command()
@@ -169,11 +166,13 @@ def show(as_json: bool) -> None:
                      "origin": {k: v for k, v in asdict(source).items() if v is not None}})
     if as_json:
         emit_json({"file": str(layers.path) if layers.path else None,
-                   "environment": os.environ.get(ENV_SECTION_VAR) or None,
-                   "settings": rows})
+                   "environment": layers.environment, "settings": rows})
         return
+    asked = os.environ.get(ENV_SECTION_VAR)
+    ignored = f" ({ENV_SECTION_VAR}={asked} ignored: no [env.*] sections)" \
+        if asked and not layers.environment else f" ({ENV_SECTION_VAR})"
     click.echo(f"# file: {layers.path or 'none'}; environment: "
-               f"{os.environ.get(ENV_SECTION_VAR) or 'none'} ({ENV_SECTION_VAR})")
+               f"{layers.environment or 'none'}{ignored}")
     width = max(len(row["key"]) for row in rows)
     for row in rows:
         value = row["value"]
