@@ -177,10 +177,11 @@ def setting_key(envvar: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where a value came from: ``default``, a file (with its line and section), a variable or
-    an option."""
+    """Where a value came from: an option's ``default``, a file (with its line and section) or
+    a variable. (A command-line option belongs to the command it is given to: click knows it
+    there, as ``ctx.get_parameter_source``.)"""
 
-    kind: str  # "default", "file", "env", "option"
+    kind: str  # "default", "file", "env"
     path: str | None = None
     line: int | None = None
     section: str | None = None  # "env.production" for a CORRAL_ENV section
