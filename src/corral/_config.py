@@ -177,17 +177,19 @@ def setting_key(envvar: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where a value came from: an option's ``default``, a file (with its line and section) or
-    a variable. (A command-line option belongs to the command it is given to: click knows it
-    there, as ``ctx.get_parameter_source``.)"""
+    """Where a value came from: an option's ``default``, a file (with its line and section), a
+    variable, or the command line (``corral config show COMMAND ARGS...``)."""
 
-    kind: str  # "default", "file", "env"
+    kind: str  # "default", "file", "env", "option"
     path: str | None = None
     line: int | None = None
     section: str | None = None  # "env.production" for a CORRAL_ENV section
     envvar: str | None = None
+    option: str | None = None  # "--concurrency"
 
     def __str__(self) -> str:
+        if self.kind == "option":
+            return f"option {self.option}"
         if self.kind == "file":
             where = f"{self.path}:{self.line}" if self.line else str(self.path)
             return f"{where} [{self.section}]" if self.section else where

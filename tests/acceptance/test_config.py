@@ -245,3 +245,29 @@ def test_corral_env_is_ignored_by_a_file_without_sections(corral, write):
     proc = corral("config", "show", env=env)
     assert "environment: none (CORRAL_ENV=production ignored: no [env.*] sections)" \
         in proc.stdout, out(proc)
+
+
+def test_config_show_for_a_command_line_names_options_too(corral, write, tmp_path):
+    write("p.yaml", PIPELINE)
+    write("corral.toml", CONFIG)
+    env = {"CORRAL_ENV": "production", "CORRAL_FAIL_FAST": "0"}
+    proc = corral("config", "show", "--json", "run", "p.yaml", "--store", "x.db", env=env)
+    assert proc.returncode == 0, out(proc)
+    settings = {row["key"]: row for row in json.loads(proc.stdout)["settings"]}
+    assert settings["store"]["value"] == "x.db"
+    assert settings["store"]["origin"] == {"kind": "option", "option": "--store"}
+    assert settings["fail_fast"]["value"] is False
+    assert settings["fail_fast"]["source"] == "env CORRAL_FAIL_FAST"
+    assert settings["concurrency"]["value"] == 5
+    assert settings["concurrency"]["source"] == f"{tmp_path / 'corral.toml'}:6 [env.production]"
+    assert settings["lease"] == {"key": "lease", "value": 30.0, "source": "default",
+                                 "variable": "CORRAL_LEASE", "origin": {"kind": "default"}}
+    assert "port" not in settings  # only run's own settings
+    # A nested command, in text.
+    proc = corral("config", "show", "token", "create", "--role", "operator")
+    assert proc.returncode == 0, out(proc)
+    assert re.search(r"^token_role\s+operator\s+# option --role$", proc.stdout, re.M), out(proc)
+    # Not a command.
+    proc = corral("config", "show", "rnu")
+    assert proc.returncode == 2
+    assert "no command `corral rnu`" in proc.stderr

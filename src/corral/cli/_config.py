@@ -25,7 +25,7 @@ from corral.cli._app import CONTEXT_SETTINGS
 from corral.cli._options import emit_json
 
 if TYPE_CHECKING:
-    from corral._config import Layers
+    from corral._config import Layers, Source
 
 __all__ = ["apply_config", "config"]
 
@@ -138,32 +138,91 @@ def _plain(value: Any) -> Any:
     return None if value is getattr(click.core, "UNSET", None) else value
 
 
-@config.command()
-@click.option("--json", "as_json", is_flag=True, envvar="CORRAL_JSON", show_envvar=True,
-              help="Print one JSON document on stdout instead of text.")
-def show(as_json: bool) -> None:
-    """Print every setting's effective value and where it came from: an option's default,
-    FILE:LINE (with its [env.NAME] section), or a CORRAL_* variable. Secrets are hidden."""
-    from corral._config import KEYS, Source, load_layers
-    from corral._config_file import ENV_SECTION_VAR
+def _all_rows(layers: Layers) -> list[dict[str, Any]]:
+    """Every setting: its value once the file and the variables apply, else its default."""
+    from corral._config import KEYS, Source
 
-    layers = load_layers()
     values, sources = layers.effective()
     defaults = _option_defaults()
     rows = []
     for key in KEYS:
         if key in values:
-            value: Any = _shown(key, values[key])
-            source = sources[key]
+            rows.append(_row(key, values[key], sources[key]))
+            continue
+        per_command = {c: d for c, d in defaults.get(key, {}).items() if d is not None}
+        distinct = {repr(d) for d in per_command.values()}
+        value = next(iter(per_command.values())) if len(distinct) == 1 else per_command or None
+        rows.append(_row(key, value, Source("default")))
+    return rows
+
+
+def _command_rows(layers: Layers, command_line: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The settings of one command line (``run p.yaml -c 4``), as click resolves them for it:
+    its options, the variables, the file, the defaults."""
+    from click.core import ParameterSource
+
+    from corral._config import Source, setting_key
+    from corral.cli import main
+    from corral.cli._app import UserError
+
+    layers.effective()  # a bad variable is named here, as for every setting
+    args = list(command_line)
+    ctx = click.Context(main, info_name="corral", resilient_parsing=True, default_map={})
+    command: click.Command = main
+    while isinstance(command, click.Group):
+        if not args:
+            raise UserError(f"config show: which `{ctx.command_path}` command?")
+        name = args.pop(0)
+        sub = command.get_command(ctx, name)
+        if sub is None:
+            raise UserError(f"config show: no command `{ctx.command_path} {name}`")
+        if ctx.parent is None:  # the file's values, as the group gives them to the command
+            assert ctx.default_map is not None
+            ctx.default_map[name] = _default_map(sub, layers)
+        command = sub
+        ctx = (click.Context(sub, info_name=name, parent=ctx) if isinstance(sub, click.Group)
+               else sub.make_context(name, args, parent=ctx, resilient_parsing=True))
+    rows = []
+    for option in command.params:
+        key = setting_key(str(getattr(option, "envvar", "")))
+        if key is None or option.name is None:
+            continue
+        how = ctx.get_parameter_source(option.name)
+        if how is ParameterSource.COMMANDLINE:
+            source = Source("option", option=max(option.opts, key=len))
+        elif how is ParameterSource.ENVIRONMENT:
+            source = Source("env", envvar=str(getattr(option, "envvar", "")))
+        elif how is ParameterSource.DEFAULT_MAP:
+            source = layers.sources[key]
         else:
-            per_command = {c: d for c, d in defaults.get(key, {}).items() if d is not None}
-            distinct = {repr(d) for d in per_command.values()}
-            value = (next(iter(per_command.values())) if len(distinct) == 1
-                     else per_command or None)
             source = Source("default")
-        rows.append({"key": key, "value": _shown(key, value) if key not in values else value,
-                     "source": str(source), "variable": f"CORRAL_{key.upper()}",
-                     "origin": {k: v for k, v in asdict(source).items() if v is not None}})
+        rows.append(_row(key, _plain(ctx.params.get(option.name)), source))
+    return rows
+
+
+def _row(key: str, value: Any, source: Source) -> dict[str, Any]:
+    return {"key": key, "value": _shown(key, value), "source": str(source),
+            "variable": f"CORRAL_{key.upper()}",
+            "origin": {k: v for k, v in asdict(source).items() if v is not None}}
+
+
+@config.command(context_settings={"ignore_unknown_options": True,
+                                  "allow_interspersed_args": False})
+@click.option("--json", "as_json", is_flag=True, envvar="CORRAL_JSON", show_envvar=True,
+              help="Print one JSON document on stdout instead of text.")
+@click.argument("command_line", nargs=-1, type=click.UNPROCESSED,
+                metavar="[COMMAND [ARGS]...]")
+def show(as_json: bool, command_line: tuple[str, ...]) -> None:
+    """Print every setting's effective value and where it came from: an option's default,
+    FILE:LINE (with its [env.NAME] section), or a CORRAL_* variable. Secrets are hidden.
+
+    Given a command line (`corral config show run p.yaml -c 4`), print that command's
+    settings as it would get them, options included."""
+    from corral._config import load_layers
+    from corral._config_file import ENV_SECTION_VAR
+
+    layers = load_layers()
+    rows = _command_rows(layers, command_line) if command_line else _all_rows(layers)
     if as_json:
         emit_json({"file": str(layers.path) if layers.path else None,
                    "environment": layers.environment, "settings": rows})
@@ -173,7 +232,7 @@ def show(as_json: bool) -> None:
         if asked and not layers.environment else f" ({ENV_SECTION_VAR})"
     click.echo(f"# file: {layers.path or 'none'}; environment: "
                f"{layers.environment or 'none'}{ignored}")
-    width = max(len(row["key"]) for row in rows)
+    width = max((len(row["key"]) for row in rows), default=0)
     for row in rows:
         value = row["value"]
         if isinstance(value, dict):
