@@ -8,6 +8,7 @@ __all__ = [
     "BrokenExecutor",
     "BrokenStore",
     "CallNotFound",
+    "CircuitOpen",
     "CommandFailed",
     "ConfigError",
     "CorralError",
@@ -181,6 +182,14 @@ class CommandFailed(CorralError):
 
 def _command_failed(exit_code: int, log_path: str | None, tail: str) -> CommandFailed:
     return CommandFailed(exit_code, log_path=log_path, tail=tail)
+
+
+class CircuitOpen(CorralError, RuntimeError):
+    """The task's circuit breaker is open: it failed at once, without running."""
+
+    def __init__(self, message: str | None = None, *, breaker: str | None = None) -> None:
+        self.breaker = breaker
+        super().__init__(message)
 
 
 class Skip(CorralError):

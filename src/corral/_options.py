@@ -42,6 +42,8 @@ TASK_OPTIONS: dict[str, str] = {
     "inputs": "file globs the task reads: with --changed-only it is skipped while they, its "
               "definition and its upstream are unchanged since it last succeeded",
     "outputs": "file globs the task writes: with --changed-only it runs again if one is missing",
+    "rate_limit": "name(s) of declared rate_limits: the task starts only when each allows it",
+    "breaker": "name of a declared circuit breaker: its failures count, and it may stop the task",
 }
 
 _RETRY_FIELDS = {
@@ -100,6 +102,7 @@ def make_spec(
     if type(trigger) is str:  # a known rule as its enum; anything else is build_graph's to report
         trigger = _RULES.get(trigger, trigger)
     tags = get("tags", ())
+    rate_limit = get("rate_limit", ())
     timeout, heartbeat, estimate = get("timeout"), get("heartbeat"), get("estimate")
     when = get("when")
     if when is not None:
@@ -126,6 +129,9 @@ def make_spec(
         when=when,
         inputs=_globs(get("inputs", ())),
         outputs=_globs(get("outputs", ())),
+        rate_limit=(rate_limit,) if isinstance(rate_limit, str)
+        else tuple(rate_limit) if isinstance(rate_limit, list | tuple) else rate_limit,
+        breaker=get("breaker"),
         source=source,
     )
 

@@ -253,7 +253,8 @@ class _Reader(FlowReading):
 
         header_data = {k: v for k, v in data.items() if k != "tasks" and not _is_extension(k)}
         header = self.validate(FileHeader.model_validate, FileHeader, header_data, data, "",
-                               extra=("tasks",), vital=("resources",))
+                               extra=("tasks",),
+                               vital=("resources", "rate_limits", "circuit_breakers"))
         if header is None:  # without the capacity, tasks are checked for shape only
             self.tasks(tasks, data, {}, shadowed)
             for dup in shadowed:
@@ -269,7 +270,11 @@ class _Reader(FlowReading):
 
         name = header.name or (Path(path).stem if path else "pipeline")
         dag = DAG(name, concurrency=header.concurrency, resources=header.resources,
-                  defaults=defaults, env=env)
+                  defaults=defaults, env=env,
+                  rate_limits={k: v if isinstance(v, str) else v.model_dump()
+                               for k, v in header.rate_limits.items()},
+                  circuit_breakers={k: v.model_dump()
+                                    for k, v in header.circuit_breakers.items()})
         for spec in specs:
             dag.add_spec(spec)
         try:

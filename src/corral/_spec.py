@@ -193,6 +193,9 @@ class TaskSpec:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     inputs_digest: str | None = None
+    # Flow control (corral._limits): names of declared rate limits and of a circuit breaker.
+    rate_limit: tuple[str, ...] = ()
+    breaker: str | None = None
     # Where the task was defined, for error messages: (file, line).
     source: tuple[str, int | None] | None = None
 

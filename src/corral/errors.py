@@ -23,6 +23,7 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── TaskTimeout (TimeoutError)          a task ran past its timeout
     ├── TaskHung (TimeoutError)             a task showed no sign of life for its heartbeat
     ├── CommandFailed                       a shell task exited with a non-zero code
+    ├── CircuitOpen (RuntimeError)          the task's circuit breaker was open: it did not run
     ├── Skip                                raised by a task to end as "skipped"
     ├── BrokenStore (RuntimeError)          the run store cannot be read or written; names its URL
     │   ├── StoreTooNew                     the store was written by a newer corral (schema version)
@@ -42,6 +43,7 @@ from corral._errors import (
     BrokenExecutor,
     BrokenStore,
     CallNotFound,
+    CircuitOpen,
     CommandFailed,
     ConfigError,
     CorralError,
@@ -67,6 +69,7 @@ __all__ = [
     "BrokenExecutor",
     "BrokenStore",
     "CallNotFound",
+    "CircuitOpen",
     "CommandFailed",
     "ConfigError",
     "CorralError",

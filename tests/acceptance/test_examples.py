@@ -37,10 +37,23 @@ def test_ci_pipeline_runs_green(tmp_path):
 
 
 def test_example_pipelines_validate(tmp_path):
-    for name in ("ci.yml", "resume_demo.yml"):
+    for name in ("ci.yml", "resume_demo.yml", "flow_control.yml"):
         proc = run([corral_script(), "validate", str(ROOT / "examples" / name)],
                    tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_flow_control_example_opens_and_closes_its_breaker(tmp_path):
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    proc = run([corral_script(), "run", "examples/flow_control.yml", "--json", "--no-store"],
+               tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    tasks = doc["tasks"]
+    assert tasks["tool-3"]["error"].startswith("CircuitOpen")
+    assert tasks["tool-4"]["state"] == "succeeded"
+    assert all(tasks[t]["state"] == "succeeded" for t in tasks if t.startswith("fetch"))
+    assert [c["state"] for c in doc["breakers"]] == ["open", "half_open", "closed"]
 
 
 @pytest.mark.slow

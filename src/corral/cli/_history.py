@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from corral._plan import realised_critical_path
+from corral._result import recorded_breakers
 from corral._spec import ENDS_ATTEMPT
 from corral.cli._app import UserError
 from corral.cli._options import Duration, open_run_store, store_option
@@ -217,6 +218,8 @@ def show(run_id: str, store_url: str | None, as_json: bool) -> None:
     """Show a run: each task's state, attempts and timings, and the realised critical path."""
     with _reading(store_url) as store:
         details = run_details(_load_run(store, run_id, store_url))
+        assert store is not None
+        details["breakers"] = recorded_breakers(store.events(run_id))
     if as_json:
         click.echo(json.dumps(details, indent=2, default=str))
         return

@@ -42,6 +42,7 @@ from corral.server._metrics import LiveStats, Metrics
 if TYPE_CHECKING:
     from corral._dag import DAG
     from corral._events import RunInfo, Transition
+    from corral._limits import BreakerChange
     from corral._result import RunResult
     from corral.store import Resume, ResumePlan, RunRecord, Store
 
@@ -179,6 +180,12 @@ class ServerListener:
             log.debug("task %s", state, extra={"action": "task_transition", "run_id": self.run_id,
                                               "task_id": task, "state": str(state),
                                               "attempt": t.attempt})
+
+    def breaker_changed(self, change: BreakerChange) -> None:
+        self._m.breaker_changes.labels(change.breaker, str(change.state)).inc()
+        log.warning("circuit breaker %s", change.state, extra={
+            "action": "breaker_changed", "run_id": self.run_id, "task_id": None,
+            "breaker": change.breaker, "state": str(change.state)})
 
     def run_finished(self, result: RunResult) -> None:
         self.finished = True
