@@ -10,6 +10,7 @@ __all__ = [
     "CallNotFound",
     "CircuitOpen",
     "CommandFailed",
+    "ConfigError",
     "CorralError",
     "CorruptHistory",
     "ExpressionError",
@@ -21,6 +22,7 @@ __all__ = [
     "RunLocked",
     "RunNotFound",
     "Skip",
+    "StartRefused",
     "StoreTooNew",
     "TaskHung",
     "TaskTimeout",
@@ -87,6 +89,16 @@ class PipelineError(ValidationError):
 
 class ParameterError(CorralError, ValueError):
     """A parameter is malformed or unknown."""
+
+
+class ConfigError(CorralError, ValueError):
+    """The configuration is invalid: a file's syntax, an unknown key or a bad value (the
+    message names the file, key and line), or a variable's value."""
+
+
+class StartRefused(ConfigError):
+    """The settings ask for more than the machine or the database has: nothing started. The
+    message names the numbers and the setting to change."""
 
 
 class ExpressionError(CorralError, ValueError):

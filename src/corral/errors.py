@@ -13,6 +13,8 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── ValidationError (ValueError)        the DAG or pipeline is invalid; .problems lists all
     │   └── PipelineError                   a pipeline file could not be read or parsed
     ├── ParameterError (ValueError)         a -p key=value is malformed or unknown
+    ├── ConfigError (ValueError)            a configuration file or variable is invalid
+    │   └── StartRefused                    settings ask for more than the machine or database has
     ├── ExpressionError (ValueError)        a ${{ ... }} is malformed or cannot be evaluated
     ├── CallNotFound (ImportError, ValueError)  a call's module or function cannot be found
     ├── InvalidTransition (RuntimeError)    a driver broke the scheduler's protocol
@@ -43,6 +45,7 @@ from corral._errors import (
     CallNotFound,
     CircuitOpen,
     CommandFailed,
+    ConfigError,
     CorralError,
     CorruptHistory,
     ExpressionError,
@@ -54,6 +57,7 @@ from corral._errors import (
     RunLocked,
     RunNotFound,
     Skip,
+    StartRefused,
     StoreTooNew,
     TaskHung,
     TaskTimeout,
@@ -67,6 +71,7 @@ __all__ = [
     "CallNotFound",
     "CircuitOpen",
     "CommandFailed",
+    "ConfigError",
     "CorralError",
     "CorruptHistory",
     "ExpressionError",
@@ -78,6 +83,7 @@ __all__ = [
     "RunLocked",
     "RunNotFound",
     "Skip",
+    "StartRefused",
     "StoreTooNew",
     "TaskHung",
     "TaskTimeout",

@@ -9,6 +9,7 @@ it runs or ``--help`` lists it (:func:`register_command`)::
     _pipeline.py  validate, plan, graph, schema       (nothing runs)
     _run.py       run, resume                          (through corral._launch)
     _history.py   runs, show, logs, prune              (the run store, read only)
+    _config.py    config show; the config file as click's default_map
     corral.server._cli   serve, token                  (the `server` extra)
     corral.mcp._cli      mcp                           (the `mcp` extra)
 
@@ -30,6 +31,8 @@ for _name in ("resume", "run"):
     register_command(_name, f"corral.cli._run:{_name}")
 for _name in ("logs", "prune", "runs", "show"):
     register_command(_name, f"corral.cli._history:{_name}")
+# The configuration file and what it resolves to, see corral._config.
+register_command("config", "corral.cli._config:config")
 # The HTTP service and its tokens (the `server` extra), see corral.server.
 register_command("serve", "corral.server._cli:serve")
 register_command("token", "corral.server._cli:token")

@@ -65,6 +65,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 # crash seen from another host, a resume waits at most this long (on the same host a dead
 # process is seen at once, see corral.store._owner).
 DEFAULT_LEASE = "30s"
+# The PostgreSQL store's pool: the run's recorder, its lease renewal and a reader (the store
+# batches writes in group commits, so a few connections serve any concurrency).
+STORE_CONNECTIONS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,7 @@ class RunOptions:
     log_dir: str
     store_url: str | None
     no_store: bool
+    store_connections: int
     lease: float
     paths: tuple[str, ...]
     no_import: bool
@@ -87,8 +91,8 @@ class RunOptions:
     report: tuple[tuple[str, str], ...]
 
     def width(self, pipeline: Pipeline) -> int:
-        """Tasks at once. Precedence: --concurrency > CORRAL_CONCURRENCY (both via click) >
-        the file's ``concurrency`` > one per CPU."""
+        """Tasks at once. Precedence: --concurrency > CORRAL_CONCURRENCY > corral.toml (all
+        via click) > the pipeline file's ``concurrency`` > one per CPU."""
         from corral._runner import default_concurrency
 
         return self.concurrency or pipeline.concurrency or default_concurrency()
@@ -137,6 +141,15 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
     ),
     store_option,
     no_store_option,
+    click.option(
+        "--store-connections",
+        type=click.IntRange(min=1),
+        default=STORE_CONNECTIONS,
+        envvar="CORRAL_STORE_CONNECTIONS",
+        show_envvar=True,
+        help="PostgreSQL store: connections this run may hold at once. Checked at start "
+        "against the server's max_connections.",
+    ),
     click.option(
         "--lease",
         type=Duration(),
@@ -241,15 +254,39 @@ def run(file: str, only: tuple[str, ...], resume: bool, changed_only: bool,
         except ValueError as e:
             raise UserError(str(e)) from e
     dag_graph = pipeline.dag.validate(only=only or None)
+    if not opts.dry_run:
+        preflight(opts, file, dag_graph, opts.width(pipeline))
     # A dry run leaves nothing behind: it reads a store only if one exists (--changed-only).
     store = None if opts.no_store or (opts.dry_run and not changed_only) else \
-        open_run_store(opts.store_url, create=not opts.dry_run)
+        open_run_store(opts.store_url, create=not opts.dry_run,
+                       connections=opts.store_connections)
     with contextlib.closing(store) if store is not None else contextlib.nullcontext():
         up_to_date = _up_to_date(pipeline, dag_graph, store) if changed_only else None
         if opts.dry_run:
             dry_run(pipeline, dag_graph, opts.width(pipeline), opts.as_json, up_to_date)
             return
         execute(pipeline, dag_graph, opts, store=store, up_to_date=up_to_date)
+
+
+def preflight(opts: RunOptions, file: str | None, dag_graph: Graph | None,
+              width: int | None) -> None:
+    """Refuse to start (exit 2) when the settings ask for more than the machine or the
+    PostgreSQL server has; print what is legal but unwise (corral._preflight)."""
+    from corral._preflight import Demand, check, database_limits, machine
+    from corral.store import resolve_url
+
+    url = resolve_url(opts.store_url)
+    postgres = not opts.no_store and url.startswith(("postgresql:", "postgres:"))
+    demands = [Demand("store_connections: --store-connections, CORRAL_STORE_CONNECTIONS",
+                      connections=opts.store_connections if postgres else 0)]
+    if dag_graph is not None:
+        demands.append(Demand(
+            f"concurrency: -c, CORRAL_CONCURRENCY or {file}'s concurrency:",
+            concurrency=width or 0, processes="process" in dag_graph.executors))
+        memory = dag_graph.capacity.get("memory_mb", 0.0)
+        demands.append(Demand(f"resources: memory_mb in {file}", memory_mb=memory))
+    for warning in check(machine(), demands, database_limits(url) if postgres else None):
+        click.echo(f"corral: warning: {warning}", err=True)
 
 
 def _up_to_date(pipeline: Pipeline, dag_graph: Graph, store: Store | None) -> dict[str, Any]:
@@ -506,7 +543,10 @@ def resume_run(
 
     if opts.no_store:
         raise click.UsageError("resuming needs the run store: drop --no-store")
-    store = open_run_store(opts.store_url, create=file is not None)
+    if not opts.dry_run:
+        preflight(opts, file, None, opts.concurrency)
+    store = open_run_store(opts.store_url, create=file is not None,
+                           connections=opts.store_connections)
     if store is None:
         from corral._errors import RunNotFound
 
