@@ -72,3 +72,7 @@ def __getattr__(name: str) -> _Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # once: later lookups are plain attribute reads
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
