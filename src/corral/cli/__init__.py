@@ -9,6 +9,7 @@ it runs or ``--help`` lists it (:func:`register_command`)::
     _pipeline.py  validate, plan, graph, schema       (nothing runs)
     _run.py       run, resume                          (through corral._launch)
     _history.py   runs, show, logs, prune              (the run store, read only)
+    _test.py      test                                 (a pytest suite, through corral._launch)
     corral.server._cli   serve, token                  (the `server` extra)
 
 Policies: exit codes live in :class:`ExitCode` and are listed in ``corral --help``; a user's
@@ -29,6 +30,8 @@ for _name in ("resume", "run"):
     register_command(_name, f"corral.cli._run:{_name}")
 for _name in ("logs", "prune", "runs", "show"):
     register_command(_name, f"corral.cli._history:{_name}")
+# A pytest suite on corral's scheduler, see corral.testrun.
+register_command("test", "corral.cli._test:test")
 # The HTTP service and its tokens (the `server` extra), see corral.server.
 register_command("serve", "corral.server._cli:serve")
 register_command("token", "corral.server._cli:token")

@@ -1,0 +1,110 @@
+"""The pytest session of the ``corral test`` process, as executors see it.
+
+pytest's hooks (the terminal reporter, ``--junit-xml``, ``-x``) are not thread-safe, and
+the run loop and the workers' readers run on threads of their own, so every call into pytest
+is *posted* to the main thread, which serves them in order (:meth:`Bridge.serve`) until the
+run is over. A worker's reports therefore reach pytest in the order the worker sent them,
+and a test's outcome is decided (:meth:`Bridge.finish`) after its last report.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from corral.executors._base import ERROR, OK, SKIP, Sink, Work
+from corral.testrun._marker import MARKER
+
+__all__ = ["MARKER", "Bridge", "TestFailed"]
+
+
+class TestFailed(Exception):
+    """pytest reported the test failed (or errored in setup or teardown)."""
+
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+
+
+class Bridge:
+    """For executors (any thread): :meth:`post`. For the ``corral test`` process's main
+    thread: :meth:`serve`, and everything posted."""
+
+    def __init__(self, session: pytest.Session) -> None:
+        self.session = session
+        self.config = session.config
+        self.items = {item.nodeid: item for item in session.items}
+        self.failed: set[str] = set()
+        self.skipped: set[str] = set()
+        self.started: set[str] = set()
+        self.on_stop: Callable[[], None] | None = None
+        self._stopped = False
+        self._calls: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue())
+
+    # -------------------------------------------------------------- any thread
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Have the main thread call ``fn(*args)``."""
+        self._calls.put((fn, args))
+
+    def close(self) -> None:
+        """Let :meth:`serve` return once everything posted before is done."""
+        self._calls.put(None)
+
+    # -------------------------------------------------------------- main thread
+    def serve(self) -> None:
+        """Run what is posted until :meth:`close`."""
+        while (call := self._calls.get()) is not None:
+            fn, args = call
+            fn(*args)
+
+    def record(self, report: pytest.TestReport) -> None:
+        """Called for every report of this session (the controller's logreport hook)."""
+        if report.failed:
+            self.failed.add(report.nodeid)
+        elif report.skipped:
+            self.skipped.add(report.nodeid)
+
+    def logstart(self, nodeid: str) -> None:
+        if nodeid in self.started:
+            return
+        self.started.add(nodeid)
+        item = self.items[nodeid]
+        self.config.hook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
+
+    def logreport(self, data: dict[str, Any]) -> None:
+        """A report a worker sent (serialised)."""
+        report = self.config.hook.pytest_report_from_serializable(config=self.config, data=data)
+        if isinstance(getattr(report, "location", None), list):
+            report.location = tuple(report.location)
+        self.config.hook.pytest_runtest_logreport(report=report)
+
+    def fail(self, work: Work, why: str, duration: float = 0.0) -> None:
+        """Report ``work``'s test failed for a reason outside it (its worker crashed, it ran
+        past ``--timeout``): a failed call, with ``why`` as its message."""
+        nodeid = work.task_id
+        item = self.items[nodeid]
+        self.logstart(nodeid)
+        report = pytest.TestReport(
+            nodeid, item.location, dict.fromkeys(item.keywords, 1), "failed", why, "call",
+            duration=duration)
+        self.config.hook.pytest_runtest_logreport(report=report)
+
+    def finish(self, work: Work, sink: Sink) -> None:
+        """The test of ``work`` is over: tell pytest and the run loop how it went."""
+        nodeid = work.task_id
+        if nodeid in self.started:
+            item = self.items[nodeid]
+            self.config.hook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
+        if nodeid in self.failed:
+            sink(work, ERROR, TestFailed(nodeid))
+        elif nodeid in self.skipped:
+            sink(work, SKIP, None)
+        else:
+            sink(work, OK, None)
+        session = self.session
+        if (session.shouldfail or session.shouldstop) and not self._stopped:
+            self._stopped = True  # -x / --maxfail: start nothing more
+            if self.on_stop is not None:
+                self.on_stop()

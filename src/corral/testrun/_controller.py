@@ -1,0 +1,184 @@
+"""The pytest plugin of the ``corral test`` process: pytest collects and reports, corral runs.
+
+It replaces pytest's ``runtestloop`` (collection errors and ``--collect-only`` are left to
+pytest, which handles them as it always does): the collected tests become a graph
+(:mod:`._suite`), a run of it is assembled by :func:`corral._launch.launch` like every corral
+run (recorded in the store: that is where the next run's durations and ``--last-failed``
+come from) and runs on its own thread, while this thread serves pytest's hooks
+(:class:`~._bridge.Bridge`). ``-x`` / ``--maxfail`` stop the run as an interrupt does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pytest
+
+from corral.testrun._bridge import Bridge
+from corral.testrun._marker import MARKER
+from corral.testrun._suite import (
+    choose_workers,
+    estimates,
+    last_failed,
+    suite_graph,
+    suite_name,
+)
+
+if TYPE_CHECKING:
+    from corral.store import Store
+
+__all__ = ["Controller", "TestSettings"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestSettings:
+    """What ``corral test`` was asked besides pytest's own arguments. ``workers`` None:
+    decide (:func:`~._suite.choose_workers`)."""
+
+    __test__ = False
+
+    args: Sequence[str]
+    workers: int | None = None
+    timeout: float | None = None
+    store: Store | None = None
+    last_failed: bool = False
+    failed_first: bool = False
+
+
+class Controller:
+    """The plugin; one per ``corral test``."""
+
+    def __init__(self, settings: TestSettings) -> None:
+        self.settings = settings
+        self._t0 = time.perf_counter()
+        self._collect_s = 0.0
+        self._failed: set[str] = set()
+        self._note: str | None = None
+        self.bridge: Bridge | None = None
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        config.addinivalue_line("markers", MARKER)
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self._t0 = time.perf_counter()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        settings = self.settings
+        if settings.store is None or not (settings.last_failed or settings.failed_first):
+            return
+        failed = last_failed(settings.store, suite_name(config))
+        self._failed = {item.nodeid for item in items if item.nodeid in (failed or ())}
+        if not self._failed:
+            self._note = ("corral: no failed tests recorded"
+                          + (", running all" if settings.last_failed else ""))
+        elif settings.last_failed:
+            kept = [item for item in items if item.nodeid in self._failed]
+            dropped = [item for item in items if item.nodeid not in self._failed]
+            items[:] = kept
+            config.hook.pytest_deselected(items=dropped)
+            self._note = f"corral: rerunning the {len(kept)} tests that failed last time"
+        else:
+            self._note = f"corral: running the {len(self._failed)} tests that failed first"
+
+    def pytest_report_collectionfinish(self, config: pytest.Config) -> str | None:
+        return self._note
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._collect_s = time.perf_counter() - self._t0
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.bridge is not None:
+            self.bridge.record(report)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            return None  # pytest's own loop reports the collection errors
+        if session.config.option.collectonly or not session.items:
+            return None
+        self._run(session)
+        if session.shouldfail:
+            raise session.Failed(session.shouldfail)
+        if session.shouldstop:
+            raise session.Interrupted(session.shouldstop)
+        return True
+
+    def _run(self, session: pytest.Session) -> None:
+        from corral._errors import ValidationError
+        from corral._launch import LaunchOptions, launch
+        from corral.testrun._pool import InlineRunner, WorkerPool
+
+        settings = self.settings
+        config = session.config
+        name = suite_name(config)
+        nodeids = [item.nodeid for item in session.items]
+        known = settings.store.task_durations(name, nodeids) if settings.store else {}
+        durations = estimates(nodeids, known)
+        workers = settings.workers or choose_workers(durations, self._collect_s)
+        bridge = self.bridge = Bridge(session)
+        # One process, no subprocess: only when chosen (a tiny suite) and no --timeout, which
+        # needs a worker to stop.
+        inline = settings.workers is None and workers == 1 and settings.timeout is None
+        executor: InlineRunner | WorkerPool = (
+            InlineRunner(bridge) if inline else WorkerPool(bridge, settings.args, workers))
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        try:
+            graph = suite_graph(session.items, name=name, executor=executor,
+                                timeout=settings.timeout, first=self._failed,
+                                warn=reporter.write_line if reporter else None)
+        except ValidationError as exc:
+            raise pytest.UsageError(f"corral test: {exc}") from None
+        if reporter is not None and config.option.verbose >= 0:
+            where = "this process" if inline else f"{workers} worker processes"
+            reporter.write_line(f"corral: {len(nodeids)} tests on {where}")
+        run = launch(graph, settings.store, options=LaunchOptions(
+            concurrency=workers, fail_fast=False, executors={"pytest": executor},
+            log_dir=None, history=durations))
+        loop_box: list[asyncio.AbstractEventLoop] = []
+        failure: list[BaseException] = []
+
+        def stop() -> None:
+            executor.stopping = True
+            if loop_box:
+                loop_box[0].call_soon_threadsafe(run.runner.cancel)
+
+        async def main() -> None:
+            loop_box.append(asyncio.get_running_loop())
+            await run.run()
+
+        def drive() -> None:
+            try:
+                asyncio.run(main())
+            except BaseException as exc:  # handed to the main thread, raised there
+                failure.append(exc)
+            finally:
+                bridge.close()
+
+        bridge.on_stop = stop
+        thread = threading.Thread(target=drive, name="corral-test-run")
+        thread.start()
+        try:
+            bridge.serve()
+        except BaseException:  # Ctrl-C on the main thread: stop the run, then go on up
+            stop()
+            _drain(bridge)
+            thread.join()
+            raise
+        thread.join()
+        if failure:
+            raise failure[0]
+
+
+def _drain(bridge: Bridge) -> None:
+    """Serve what is still posted, ignoring failures: the run is being given up."""
+    try:
+        bridge.serve()
+    except BaseException:  # a second Ctrl-C while giving up
+        pass

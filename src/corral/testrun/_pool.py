@@ -1,0 +1,294 @@
+"""The executors of ``corral test``: a pool of pytest worker processes, or this process.
+
+:class:`WorkerPool` keeps N long-lived workers (:mod:`._worker`), each a pytest session that
+collected the suite once, and sends each test to an idle one — preferably the worker that
+ran the same module last, whose module- and class-scoped fixtures are still set up. A
+worker that dies running a test (``os._exit``, a segfault) fails that test alone, with its
+exit status and the end of its stderr; a test that runs past ``--timeout`` has its worker
+killed and is reported as timed out; either way a fresh worker takes the dead one's place.
+:class:`InlineRunner` runs the tests in this process, on its main thread (a suite too small
+to pay for starting workers), without those protections.
+
+Threads: ``submit``/``cancel``/``shutdown`` come from the run loop, each worker has a reader
+thread, and pytest is only ever called on the main thread, through the :class:`Bridge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import IO, Any
+
+import orjson
+
+from corral.executors._base import Executor, Sink, Work
+from corral.testrun._bridge import Bridge
+from corral.testrun._items import ItemRunner
+
+__all__ = ["InlineRunner", "WorkerPool"]
+
+# How much of a dead worker's stderr a crash report shows.
+STDERR_TAIL = 2000
+# Workers that die before they are ready, in a row, before the pool gives up (the suite
+# cannot be collected in a worker: it fails every test left instead of starting workers
+# forever).
+MAX_FAILED_STARTS = 2
+
+class _Worker:
+    __slots__ = ("current", "dead", "ever_ready", "inbox", "last_module", "proc", "reader",
+                 "started", "stderr")
+
+    def __init__(self, proc: subprocess.Popen[bytes], inbox: IO[bytes], stderr: IO[bytes]
+                 ) -> None:
+        self.proc = proc
+        self.inbox = inbox
+        self.stderr = stderr
+        self.current: Work | None = None
+        self.started = 0.0  # when the current test started (time.monotonic)
+        self.ever_ready = False
+        self.dead = False  # killed: its reader has yet to see it go
+        self.last_module = ""
+        self.reader: threading.Thread | None = None
+
+def _module(nodeid: str) -> str:
+    return nodeid.partition("::")[0]
+
+class WorkerPool(Executor):
+    """N pytest worker processes run by ``args`` (the ``corral test`` pytest arguments)."""
+
+    name = "pytest"
+    reports_start = True
+
+    def __init__(self, bridge: Bridge, args: Sequence[str], workers: int) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.args = list(args)
+        self.workers = workers
+        self.stopping = False  # set before the run is cancelled: a kill then is no failure
+        self._lock = threading.Lock()
+        self._live: list[_Worker] = []
+        self._pending: deque[Work] = deque()
+        self._failed_starts = 0
+        self._broken: str | None = None
+        self._readers: list[threading.Thread] = []
+
+    @property
+    def slots(self) -> int:
+        return self.workers
+
+    async def start(self, sink: Sink) -> None:
+        await super().start(sink)
+        with self._lock:
+            for _ in range(self.workers):
+                self._spawn()
+
+    # ------------------------------------------------------------ run loop
+    def submit(self, work: Work) -> None:
+        with self._lock:
+            if self._broken is not None:
+                self.bridge.post(self._fail, work, self._broken)
+                return
+            worker = self._idle_for(work.task_id)
+            if worker is None:
+                self._pending.append(work)
+            else:
+                self._send(worker, work)
+
+    def cancel(self, work: Work) -> None:
+        with self._lock:
+            if work in self._pending:
+                self._pending.remove(work)
+                return
+            worker = next((w for w in self._live if w.current is work), None)
+            if worker is None:
+                return
+            worker.current = None
+            worker.dead = True
+            elapsed = time.monotonic() - worker.started
+            _kill(worker.proc)
+        if not self.stopping:  # the run loop wrote it off: it ran past its timeout
+            self.bridge.post(self._fail, work, f"Timeout: the test ran for more than "
+                             f"{work.timeout:g} s; corral test stopped its worker", elapsed)
+
+    async def shutdown(self) -> None:
+        self.stopping = True
+        with self._lock:
+            workers = list(self._live)
+            self._pending.clear()  # never started: an interrupted run
+        for worker in workers:
+            with contextlib.suppress(OSError):
+                worker.inbox.close()  # end of input: the worker tears down and exits
+        await asyncio.to_thread(self._wait, workers)
+
+    def kill_all_now(self) -> None:
+        for worker in list(self._live):
+            _kill(worker.proc)
+
+    # ------------------------------------------------------------ workers
+    def _spawn(self) -> None:
+        """Start a worker (lock held)."""
+        to_worker_r, to_worker_w = os.pipe()
+        from_worker_r, from_worker_w = os.pipe()
+        stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the worker is gone
+        cmd = [sys.executable, "-P", "-m", "corral.testrun._worker",
+               str(to_worker_r), str(from_worker_w), *self.args]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=stderr, pass_fds=(to_worker_r, from_worker_w),
+                                start_new_session=True)
+        os.close(to_worker_r)
+        os.close(from_worker_w)
+        worker = _Worker(proc, os.fdopen(to_worker_w, "wb", buffering=0), stderr)
+        reader = threading.Thread(target=self._read, args=(worker, from_worker_r),
+                                  name=f"corral-test-reader-{proc.pid}", daemon=True)
+        worker.reader = reader
+        self._live.append(worker)
+        self._readers.append(reader)
+        reader.start()
+
+    def _idle_for(self, nodeid: str) -> _Worker | None:
+        """An idle worker for ``nodeid``: the one that ran its module last if idle (its
+        module's fixtures are still set up), else any (lock held)."""
+        module = _module(nodeid)
+        best = None
+        for worker in self._live:
+            if worker.ever_ready and worker.current is None and not worker.dead:
+                if worker.last_module == module:
+                    return worker
+                best = best or worker
+        return best
+
+    def _send(self, worker: _Worker, work: Work) -> None:
+        worker.current = work
+        worker.started = time.monotonic()
+        worker.last_module = _module(work.task_id)
+        try:
+            worker.inbox.write(work.task_id.encode() + b"\n")
+        except OSError:
+            pass  # the worker is dying: its reader reports the crash with this test
+
+    def _next(self, worker: _Worker) -> None:
+        """``worker`` is idle: give it what waits (lock held)."""
+        if self._pending and not self.stopping:
+            self._send(worker, self._pending.popleft())
+
+    def _read(self, worker: _Worker, fd: int) -> None:
+        with os.fdopen(fd, "rb") as messages:
+            for line in messages:
+                self._handle(worker, orjson.loads(line))
+        worker.proc.wait()
+        with self._lock:
+            work, worker.current = worker.current, None
+            self._live.remove(worker)
+            if not worker.ever_ready:
+                self._failed_starts += 1
+            why = None
+            if work is not None or self._failed_starts >= MAX_FAILED_STARTS:
+                why = self._death(worker, work)
+            if self._failed_starts >= MAX_FAILED_STARTS and self._broken is None:
+                self._broken = why
+                lost = list(self._pending)
+                self._pending.clear()
+                for waiting in lost:
+                    self.bridge.post(self._fail, waiting, why)
+            elif not self.stopping:
+                self._spawn()
+        worker.stderr.close()
+        if work is not None:
+            assert why is not None
+            self.bridge.post(self._fail, work, why, time.monotonic() - worker.started)
+
+    def _handle(self, worker: _Worker, message: dict[str, Any]) -> None:
+        bridge = self.bridge
+        if "report" in message:
+            bridge.post(bridge.logreport, message["report"])
+        elif "start" in message:
+            work = worker.current
+            if work is not None:
+                bridge.post(bridge.logstart, work.task_id)
+                self.started(work)
+        elif "done" in message or "missing" in message:
+            with self._lock:
+                work, worker.current = worker.current, None
+                self._next(worker)
+            if work is None:
+                return  # written off already (timeout, stop)
+            if "missing" in message:
+                bridge.post(self._fail, work, "corral test: this test was not collected in "
+                            "its worker (the suite collects differently in another process)")
+            else:
+                bridge.post(bridge.finish, work, self.sink)
+        elif "ready" in message:
+            with self._lock:
+                worker.ever_ready = True
+                self._failed_starts = 0
+                self._next(worker)
+
+    def _death(self, worker: _Worker, work: Work | None) -> str:
+        code = worker.proc.returncode
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                how = f"was killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exited with status {code}"
+        worker.stderr.seek(0)
+        tail = worker.stderr.read()[-STDERR_TAIL:].decode(errors="replace")
+        what = "running this test" if work is not None else "before it was ready"
+        return (f"corral test: the worker (pid {worker.proc.pid}) {how} {what}"
+                + (f"; the end of its stderr:\n{tail}" if tail.strip() else ""))
+
+    def _fail(self, work: Work, why: str, duration: float = 0.0) -> None:
+        """Main thread: report ``work`` failed for ``why`` and end it as failed."""
+        self.bridge.fail(work, why, duration)
+        self.bridge.finish(work, self.sink)
+        assert work.task_id in self.bridge.failed
+
+    def _wait(self, workers: list[_Worker]) -> None:
+        for worker in workers:
+            try:
+                worker.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a teardown that hangs: no one waits for it
+                _kill(worker.proc)
+        for reader in list(self._readers):
+            reader.join()
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a worker and whatever its test started (its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+class InlineRunner(Executor):
+    """Runs the tests in this process, one at a time, on the main thread."""
+
+    name = "pytest"
+
+    def __init__(self, bridge: Bridge) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.runner = ItemRunner()
+        self.stopping = False
+
+    @property
+    def slots(self) -> int:
+        return 1
+
+    def submit(self, work: Work) -> None:
+        self.bridge.post(self._run, work)
+
+    def _run(self, work: Work) -> None:
+        if self.stopping:
+            return
+        self.runner.run(self.bridge.items[work.task_id])
+        self.bridge.finish(work, self.sink)
+
+    async def shutdown(self) -> None:
+        self.stopping = True
+        self.bridge.post(self.runner.finish)
