@@ -76,8 +76,11 @@ class Bridge:
     def logreport(self, data: dict[str, Any]) -> None:
         """A report a worker sent (serialised)."""
         report = self.config.hook.pytest_report_from_serializable(config=self.config, data=data)
-        if isinstance(getattr(report, "location", None), list):
+        # JSON has no tuples: pytest's plugins (junitxml on a skip) check for them.
+        if isinstance(report.location, list):
             report.location = tuple(report.location)
+        if isinstance(report.longrepr, list):
+            report.longrepr = tuple(report.longrepr)
         self.config.hook.pytest_runtest_logreport(report=report)
 
     def fail(self, work: Work, why: str, duration: float = 0.0) -> None:
@@ -97,14 +100,16 @@ class Bridge:
         if nodeid in self.started:
             item = self.items[nodeid]
             self.config.hook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
+        session = self.session
+        if (session.shouldfail or session.shouldstop) and not self._stopped:
+            # -x / --maxfail: start nothing more. Before the outcome, so that the run loop
+            # hears of the stop before it could start the next test.
+            self._stopped = True
+            if self.on_stop is not None:
+                self.on_stop()
         if nodeid in self.failed:
             sink(work, ERROR, TestFailed(nodeid))
         elif nodeid in self.skipped:
             sink(work, SKIP, None)
         else:
             sink(work, OK, None)
-        session = self.session
-        if (session.shouldfail or session.shouldstop) and not self._stopped:
-            self._stopped = True  # -x / --maxfail: start nothing more
-            if self.on_stop is not None:
-                self.on_stop()

@@ -83,9 +83,9 @@ class Controller:
             dropped = [item for item in items if item.nodeid not in self._failed]
             items[:] = kept
             config.hook.pytest_deselected(items=dropped)
-            self._note = f"corral: rerunning the {len(kept)} tests that failed last time"
+            self._note = f"corral: rerunning the {_tests(len(kept))} that failed last time"
         else:
-            self._note = f"corral: running the {len(self._failed)} tests that failed first"
+            self._note = f"corral: running the {_tests(len(self._failed))} that failed first"
 
     def pytest_report_collectionfinish(self, config: pytest.Config) -> str | None:
         return self._note
@@ -137,7 +137,7 @@ class Controller:
             raise pytest.UsageError(f"corral test: {exc}") from None
         if reporter is not None and config.option.verbose >= 0:
             where = "this process" if inline else f"{workers} worker processes"
-            reporter.write_line(f"corral: {len(nodeids)} tests on {where}")
+            reporter.write_line(f"corral: {_tests(len(nodeids))} on {where}")
         run = launch(graph, settings.store, options=LaunchOptions(
             concurrency=workers, fail_fast=False, executors={"pytest": executor},
             log_dir=None, history=durations))
@@ -182,3 +182,7 @@ def _drain(bridge: Bridge) -> None:
         bridge.serve()
     except BaseException:  # a second Ctrl-C while giving up
         pass
+
+
+def _tests(n: int) -> str:
+    return f"{n} test" if n == 1 else f"{n} tests"

@@ -97,7 +97,7 @@ class WorkerPool(Executor):
             if self._broken is not None:
                 self.bridge.post(self._fail, work, self._broken)
                 return
-            worker = self._idle_for(work.task_id)
+            worker = None if self.stopping else self._idle_for(work.task_id)
             if worker is None:
                 self._pending.append(work)
             else:
@@ -125,6 +125,8 @@ class WorkerPool(Executor):
             workers = list(self._live)
             self._pending.clear()  # never started: an interrupted run
         for worker in workers:
+            if not worker.ever_ready:  # a replacement still starting: nothing to tear down
+                _kill(worker.proc)
             with contextlib.suppress(OSError):
                 worker.inbox.close()  # end of input: the worker tears down and exits
         await asyncio.to_thread(self._wait, workers)

@@ -1,0 +1,247 @@
+"""``corral test``: the real command on small suites written in tmp_path, compared with plain
+pytest where results must be equal. Timeouts are hang guards only."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.conftest import HANG_GUARD_S, RunCli, cli_env
+
+pytestmark = pytest.mark.slow
+
+MIXED = '''
+import pytest
+
+@pytest.fixture(scope="module")
+def shared():
+    return {"n": 0}
+
+def test_pass(shared):
+    shared["n"] += 1
+
+def test_fail():
+    assert 1 + 1 == 3
+
+@pytest.mark.skip(reason="not today")
+def test_skip():
+    pass
+
+@pytest.mark.xfail(reason="known", strict=False)
+def test_xfail():
+    assert False
+
+@pytest.mark.xfail(reason="fixed", strict=False)
+def test_xpass():
+    pass
+
+@pytest.mark.parametrize("x", [1, 2, 3])
+def test_param(x):
+    assert x != 2
+
+class TestGroup:
+    def test_one(self):
+        pass
+
+    def test_two(self):
+        pytest.skip("inside")
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("setup fails")
+
+def test_setup_error(broken):
+    pass
+'''
+
+
+def write_suite(root: Path, files: dict[str, str]) -> None:
+    (root / "pytest.ini").write_text("[pytest]\n")
+    for name, text in files.items():
+        (root / name).write_text(textwrap.dedent(text))
+
+
+def plain_pytest(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest", *args], cwd=root,
+                          env=cli_env(root), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=HANG_GUARD_S, check=False)
+
+
+def summary(output: str) -> str:
+    """The final summary line without its time: ``1 failed, 2 passed``."""
+    line = output.strip().splitlines()[-1]
+    return re.sub(r" in [\d.]+s.*", "", line.strip("= "))
+
+
+def junit_outcomes(path: Path) -> dict[str, str]:
+    outcomes = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        outcomes[f"{case.get('classname')}::{case.get('name')}"] = ",".join(kinds) or "passed"
+    return outcomes
+
+
+def test_same_outcomes_as_plain_pytest(corral: RunCli, tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_mixed.py": MIXED, "test_more.py": MIXED})
+    plain = plain_pytest(tmp_path, "--junit-xml", "plain.xml", "-p", "no:cacheprovider")
+    ours = corral("test", "--workers", "2", "--no-store", "--junit-xml", "corral.xml")
+    assert ours.returncode == plain.returncode == 1, ours.stdout + ours.stderr
+    assert summary(ours.stdout) == summary(plain.stdout)
+    assert "4 failed, 8 passed, 4 skipped, 2 xfailed, 2 xpassed, 2 errors" in ours.stdout
+    assert junit_outcomes(tmp_path / "corral.xml") == junit_outcomes(tmp_path / "plain.xml")
+    assert "assert 1 + 1 == 3" in ours.stdout  # the failure's traceback, as pytest shows it
+
+
+def test_a_crash_fails_its_test_alone(corral: RunCli, tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_crash.py": '''
+        import os
+
+        def test_before():
+            pass
+
+        def test_crash():
+            os._exit(3)
+
+        def test_after_1():
+            pass
+
+        def test_after_2():
+            pass
+
+        def test_after_3():
+            pass
+    '''})
+    done = corral("test", "--workers", "2", "--no-store")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 failed, 4 passed" in done.stdout
+    assert "FAILED test_crash.py::test_crash" in done.stdout
+    assert "exited with status 3 running this test" in done.stdout
+
+
+def test_timeout_stops_a_hung_test(corral: RunCli, tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_hang.py": '''
+        import time
+
+        def test_hangs():
+            time.sleep(600)
+
+        def test_fine():
+            pass
+
+        def test_fine_too():
+            pass
+    '''})
+    done = corral("test", "--workers", "2", "--timeout", "2", "--no-store")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 failed, 2 passed" in done.stdout
+    assert "FAILED test_hang.py::test_hangs - Timeout: the test ran for more than 2 s" in (
+        done.stdout)
+
+
+def test_after_orders_and_resources_exclude(corral: RunCli, tmp_path: Path) -> None:
+    # Without the marks, two workers run these at once and the asserts fail.
+    write_suite(tmp_path, {"test_order.py": '''
+        import os
+        import time
+        from pathlib import Path
+
+        import pytest
+
+        DONE = Path("first.done")
+        LOCK = "db.lock"
+
+        def test_first():
+            time.sleep(1.0)
+            DONE.write_text("yes")
+
+        @pytest.mark.corral(after=["test_first"])
+        def test_second():
+            assert DONE.exists()
+
+        def hold_db():
+            fd = os.open(LOCK, os.O_CREAT | os.O_EXCL)  # fails if another test holds it
+            time.sleep(0.5)
+            os.close(fd)
+            os.unlink(LOCK)
+
+        @pytest.mark.corral(resources={"db": 1})
+        def test_db_a():
+            hold_db()
+
+        @pytest.mark.corral(resources={"db": 1})
+        def test_db_b():
+            hold_db()
+    '''})
+    done = corral("test", "--workers", "2", "--no-store")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout
+    # The marks are registered for plain pytest too (--strict-markers passes).
+    plain = plain_pytest(tmp_path, "--strict-markers", "-p", "no:cacheprovider")
+    assert plain.returncode == 0, plain.stdout
+
+
+def test_selection_usage_and_exit_codes(corral: RunCli, tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_sel.py": '''
+        def test_alpha():
+            pass
+
+        def test_beta():
+            assert False
+    '''})
+    only_alpha = corral("test", "--workers", "2", "--no-store", "-k", "alpha")
+    assert only_alpha.returncode == 0, only_alpha.stdout
+    assert "1 passed, 1 deselected" in only_alpha.stdout
+    nothing = corral("test", "--no-store", "-k", "gamma")
+    assert nothing.returncode == 5, nothing.stdout  # pytest: no tests collected
+    bad_workers = corral("test", "--workers", "many", "--no-store")
+    assert bad_workers.returncode == 4
+    assert "--workers must be a whole number >= 1 or 'auto', not 'many'" in bad_workers.stderr
+    bad_option = corral("test", "--no-store", "--no-such-pytest-option")
+    assert bad_option.returncode == 4, bad_option.stdout + bad_option.stderr
+    (tmp_path / "test_broken.py").write_text("def test_(:\n")
+    broken = corral("test", "--workers", "2", "--no-store")
+    assert broken.returncode == 2, broken.stdout  # a collection error, as pytest reports it
+    assert "ERROR test_broken.py" in broken.stdout
+
+
+def test_exitfirst_and_last_failed(corral: RunCli, tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_x.py": '''
+        import pytest
+
+        def test_fails_first():
+            assert False
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_later(n):
+            pass
+    '''})
+    stopped = corral("test", "--workers", "1", "-x")
+    assert stopped.returncode == 1, stopped.stdout
+    assert summary(stopped.stdout) == "1 failed"
+    assert "stopping after 1 failures" in stopped.stdout
+    full = corral("test", "--workers", "2")
+    assert "1 failed, 6 passed" in full.stdout
+    again = corral("test", "--workers", "2", "--last-failed")
+    assert again.returncode == 1
+    assert "1 failed, 6 deselected" in again.stdout
+    assert "rerunning the 1 test that failed last time" in again.stdout
+
+
+def test_auto_runs_a_tiny_suite_in_process(corral: RunCli, tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_tiny.py": '''
+        def test_one():
+            pass
+
+        def test_two():
+            pass
+    '''})
+    done = corral("test", "--no-store")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "corral: 2 tests on this process" in done.stdout
+    assert "2 passed" in done.stdout
