@@ -11,7 +11,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
 from tests.acceptance.conftest import HANG_GUARD_S, RunCli, cli_env
 
 pytestmark = pytest.mark.slow
