@@ -38,6 +38,10 @@ class Bridge:
         self.failed: set[str] = set()
         self.skipped: set[str] = set()
         self.started: set[str] = set()
+        # What pytest measured of each test (setup, call and teardown): a passed test's value
+        # in the store, where the next run's estimates come from. The run loop's own times
+        # also count the trip to a worker and back, which a tiny test does not take in-process.
+        self.seconds: dict[str, float] = {}
         self.on_stop: Callable[[], None] | None = None
         self._stopped = False
         self._calls: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = (
@@ -61,6 +65,7 @@ class Bridge:
 
     def record(self, report: pytest.TestReport) -> None:
         """Called for every report of this session (the controller's logreport hook)."""
+        self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
         if report.failed:
             self.failed.add(report.nodeid)
         elif report.skipped:
@@ -112,4 +117,4 @@ class Bridge:
         elif nodeid in self.skipped:
             sink(work, SKIP, None)
         else:
-            sink(work, OK, None)
+            sink(work, OK, round(self.seconds.get(nodeid, 0.0), 6))

@@ -22,9 +22,10 @@ import pytest
 from corral.testrun._bridge import Bridge
 from corral.testrun._marker import MARKER
 from corral.testrun._suite import (
+    History,
     choose_workers,
     estimates,
-    last_failed,
+    read_history,
     suite_graph,
     suite_name,
 )
@@ -59,6 +60,7 @@ class Controller:
         self._collect_s = 0.0
         self._failed: set[str] = set()
         self._note: str | None = None
+        self._history = History({}, None)
         self.bridge: Bridge | None = None
 
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -71,9 +73,11 @@ class Controller:
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
         settings = self.settings
+        self._history = read_history(settings.store, suite_name(config),
+                                     [item.nodeid for item in items])
         if settings.store is None or not (settings.last_failed or settings.failed_first):
             return
-        failed = last_failed(settings.store, suite_name(config))
+        failed = self._history.failed
         self._failed = {item.nodeid for item in items if item.nodeid in (failed or ())}
         if not self._failed:
             self._note = ("corral: no failed tests recorded"
@@ -119,8 +123,7 @@ class Controller:
         config = session.config
         name = suite_name(config)
         nodeids = [item.nodeid for item in session.items]
-        known = settings.store.task_durations(name, nodeids) if settings.store else {}
-        durations = estimates(nodeids, known)
+        durations = estimates(nodeids, self._history.durations)
         workers = settings.workers or choose_workers(durations, self._collect_s)
         bridge = self.bridge = Bridge(session)
         # One process, no subprocess: only when chosen (a tiny suite) and no --timeout, which

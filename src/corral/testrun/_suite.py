@@ -11,6 +11,8 @@
   (or the largest request): tests that share one never run at once.
 - **last failed.** ``--last-failed`` keeps the tests that failed in the suite's latest
   recorded run; ``--failed-first`` runs them first (priority 1).
+- **Durations** are what pytest measured (setup, call, teardown), stored as each passed
+  test's value; a test without one in the latest run falls back to the run loop's times.
 - **How many workers.** :func:`choose_workers`: the fewest that finish soonest, counting
   what starting a worker costs (a collection of the suite); one means this process.
 """
@@ -21,6 +23,7 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -32,14 +35,16 @@ if TYPE_CHECKING:
     from corral.executors._base import Executor
     from corral.store import Store
 
-__all__ = ["UNKNOWN_S", "choose_workers", "estimates", "last_failed", "suite_graph",
-           "suite_name"]
+__all__ = ["UNKNOWN_S", "History", "choose_workers", "estimates", "read_history",
+           "suite_graph", "suite_name"]
 
 # The estimate of a test when the store knows no test of the suite: small, so that a first
 # run of a suite stays in one process unless it has many tests.
-UNKNOWN_S = 0.02
+UNKNOWN_S = 0.005
 # What starting a worker costs besides collecting the suite: an interpreter and pytest.
 WORKER_START_S = 0.3
+# What sending a test to a worker and its reports back costs, on top of the test.
+PER_TEST_S = 0.001
 # Fewer workers win unless more finish this much sooner.
 WORTH_IT = 0.9
 
@@ -70,27 +75,44 @@ def estimates(nodeids: Sequence[str], known: Mapping[str, float]) -> dict[str, f
 def choose_workers(durations: Mapping[str, float], collect_s: float,
                    cpus: int | None = None) -> int:
     """How many workers the suite deserves: 1 (this process) when starting workers costs
-    more than they save. A run on ``n`` workers takes about ``max(total / n, longest)`` plus
-    one worker start (``collect_s + WORKER_START_S``, the workers starting together); more
-    workers than CPUs only share them."""
+    more than they save. A run on ``n`` workers takes about ``max(total / n, longest)``, plus
+    the trips to the workers (:data:`PER_TEST_S` a test) and one worker start (``collect_s +
+    WORKER_START_S``, the workers starting together); more workers than CPUs only share
+    them."""
     cpus = cpus or len(os.sched_getaffinity(0)) or 1
     total = sum(durations.values())
     longest = max(durations.values(), default=0.0)
     best, best_time = 1, total
     for n in range(2, min(cpus, len(durations)) + 1):
-        predicted = max(total / n, longest) + collect_s + WORKER_START_S
+        predicted = (max(total / n, longest) + len(durations) * PER_TEST_S / n
+                     + collect_s + WORKER_START_S)
         if predicted < best_time * WORTH_IT:
             best, best_time = n, predicted
     return best
 
 
-def last_failed(store: Store, name: str) -> set[str] | None:
-    """The tests that failed in the suite's latest recorded run; None: no run recorded."""
+@dataclass(frozen=True)
+class History:
+    """What the store says of a suite: each test's duration as pytest measured it in the
+    latest run (a passed test's value), else the median of the run loop's times of its recent
+    passes; and the tests that failed in the latest run (None: no run recorded)."""
+
+    durations: Mapping[str, float]
+    failed: set[str] | None
+
+
+def read_history(store: Store | None, name: str, nodeids: Sequence[str]) -> History:
+    if store is None:
+        return History({}, None)
+    durations = store.task_durations(name, nodeids)
     runs = store.list_runs(pipeline=name, limit=1)
     if not runs:
-        return None
+        return History(durations, None)
     tasks = store.load_run(runs[0].id).tasks
-    return {t.id for t in tasks.values() if t.state is TaskState.FAILED}
+    for task in tasks.values():
+        if type(task.value) is float:
+            durations[task.id] = task.value
+    return History(durations, {t.id for t in tasks.values() if t.state is TaskState.FAILED})
 
 
 def _marks(item: pytest.Item) -> tuple[list[str], dict[str, float]]:
