@@ -244,3 +244,40 @@ def test_auto_runs_a_tiny_suite_in_process(corral: RunCli, tmp_path: Path) -> No
     assert done.returncode == 0, done.stdout + done.stderr
     assert "corral: 2 tests on this process" in done.stdout
     assert "2 passed" in done.stdout
+
+
+def test_a_costly_shared_fixture_stays_on_one_worker(corral: RunCli, tmp_path: Path) -> None:
+    write_suite(tmp_path, {
+        "test_db.py": '''
+            import time
+
+            import pytest
+
+            @pytest.fixture(scope="module")
+            def db():
+                with open("setups.txt", "a") as f:
+                    f.write("x")
+                time.sleep(0.3)
+                return 1
+
+            @pytest.mark.parametrize("n", range(6))
+            def test_db(db, n):
+                time.sleep(0.05)
+        ''',
+        "test_other.py": '''
+            import time
+
+            import pytest
+
+            @pytest.mark.parametrize("n", range(6))
+            def test_other(n):
+                time.sleep(0.2)
+        ''',
+    })
+    first = corral("test", "--workers", "2")  # measures the fixture's cost
+    assert first.returncode == 0, first.stdout + first.stderr
+    (tmp_path / "setups.txt").unlink()
+    second = corral("test", "--workers", "2")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "12 passed" in second.stdout
+    assert (tmp_path / "setups.txt").read_text() == "x"  # set up once, not once per worker

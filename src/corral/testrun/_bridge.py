@@ -42,6 +42,7 @@ class Bridge:
         # in the store, where the next run's estimates come from. The run loop's own times
         # also count the trip to a worker and back, which a tiny test does not take in-process.
         self.seconds: dict[str, float] = {}
+        self.setup_s: dict[str, float] = {}  # and of its setup: the cost of shared fixtures
         self.on_stop: Callable[[], None] | None = None
         self._stopped = False
         self._calls: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = (
@@ -66,6 +67,8 @@ class Bridge:
     def record(self, report: pytest.TestReport) -> None:
         """Called for every report of this session (the controller's logreport hook)."""
         self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
+        if report.when == "setup":
+            self.setup_s[report.nodeid] = report.duration
         if report.failed:
             self.failed.add(report.nodeid)
         elif report.skipped:
@@ -117,4 +120,5 @@ class Bridge:
         elif nodeid in self.skipped:
             sink(work, SKIP, None)
         else:
-            sink(work, OK, round(self.seconds.get(nodeid, 0.0), 6))
+            sink(work, OK, [round(self.seconds.get(nodeid, 0.0), 6),
+                            round(self.setup_s.get(nodeid, 0.0), 6)])

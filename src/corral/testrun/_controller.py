@@ -26,6 +26,7 @@ from corral.testrun._suite import (
     choose_workers,
     estimates,
     read_history,
+    shared_fixture_groups,
     suite_graph,
     suite_name,
 )
@@ -133,8 +134,10 @@ class Controller:
             InlineRunner(bridge) if inline else WorkerPool(bridge, settings.args, workers))
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         try:
+            groups = shared_fixture_groups(session.items, durations,
+                                           self._history.setups, workers)
             graph = suite_graph(session.items, name=name, executor=executor,
-                                timeout=settings.timeout, first=self._failed,
+                                timeout=settings.timeout, first=self._failed, groups=groups,
                                 warn=reporter.write_line if reporter else None)
         except ValidationError as exc:
             raise pytest.UsageError(f"corral test: {exc}") from None

@@ -13,17 +13,22 @@
   recorded run; ``--failed-first`` runs them first (priority 1).
 - **Durations** are what pytest measured (setup, call, teardown), stored as each passed
   test's value; a test without one in the latest run falls back to the run loop's times.
+- **Shared fixtures.** Tests that share a costly module- or class-scoped fixture run one
+  after another, on the worker that has it set up (the next of them goes first to the
+  worker the last one freed), unless spreading them finishes sooner
+  (:func:`shared_fixture_groups`).
 - **How many workers.** :func:`choose_workers`: the fewest that finish soonest, counting
   what starting a worker costs (a collection of the suite); one means this process.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -36,7 +41,7 @@ if TYPE_CHECKING:
     from corral.store import Store
 
 __all__ = ["UNKNOWN_S", "History", "choose_workers", "estimates", "read_history",
-           "suite_graph", "suite_name"]
+           "shared_fixture_groups", "suite_graph", "suite_name"]
 
 # The estimate of a test when the store knows no test of the suite: small, so that a first
 # run of a suite stays in one process unless it has many tests.
@@ -45,6 +50,8 @@ UNKNOWN_S = 0.005
 WORKER_START_S = 0.3
 # What sending a test to a worker and its reports back costs, on top of the test.
 PER_TEST_S = 0.001
+# A shared fixture that takes this long to set up keeps its tests on one worker.
+GROUP_MIN_S = 0.05
 # Fewer workers win unless more finish this much sooner.
 WORTH_IT = 0.9
 
@@ -99,6 +106,7 @@ class History:
 
     durations: Mapping[str, float]
     failed: set[str] | None
+    setups: Mapping[str, float] = field(default_factory=dict)  # each test's setup phase
 
 
 def read_history(store: Store | None, name: str, nodeids: Sequence[str]) -> History:
@@ -109,10 +117,13 @@ def read_history(store: Store | None, name: str, nodeids: Sequence[str]) -> Hist
     if not runs:
         return History(durations, None)
     tasks = store.load_run(runs[0].id).tasks
+    setups = {}
     for task in tasks.values():
-        if type(task.value) is float:
-            durations[task.id] = task.value
-    return History(durations, {t.id for t in tasks.values() if t.state is TaskState.FAILED})
+        value = task.value  # [seconds, setup seconds] as pytest measured them
+        if type(value) is list and len(value) == 2 and all(type(v) is float for v in value):
+            durations[task.id], setups[task.id] = value
+    return History(durations, {t.id for t in tasks.values() if t.state is TaskState.FAILED},
+                   setups)
 
 
 def _marks(item: pytest.Item) -> tuple[list[str], dict[str, float]]:
@@ -151,6 +162,46 @@ def _resolve(name: str, item: pytest.Item, ids: Mapping[str, int],
     return []
 
 
+def fixture_scope(item: pytest.Item) -> str | None:
+    """Where the module- or class-scoped fixtures ``item`` uses live: its module's node id,
+    else its class's; None: it uses none."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    scopes = {defs[-1].scope for defs in info.name2fixturedefs.values() if defs}
+    if "module" in scopes:
+        return item.nodeid.partition("::")[0]
+    if "class" in scopes:
+        cls = item.getparent(pytest.Class)
+        return cls.nodeid if cls is not None else None
+    return None
+
+
+def shared_fixture_groups(
+    items: Sequence[pytest.Item], durations: Mapping[str, float],
+    setups: Mapping[str, float], workers: int,
+) -> list[list[str]]:
+    """The tests worth running one after another on one worker: those sharing a module- or
+    class-scoped fixture whose setup costs at least :data:`GROUP_MIN_S` (measured: the
+    first test's setup over the others'), unless together they would take longer than a
+    worker's share of the suite (then spreading them wins despite the second setup)."""
+    by_scope: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        scope = fixture_scope(item)
+        if scope is not None:
+            by_scope[scope].append(item.nodeid)
+    share = sum(durations.values()) / max(workers, 1)
+    groups = []
+    for members in by_scope.values():
+        measured = sorted(setups[n] for n in members if n in setups)
+        if len(members) < 2 or len(measured) < 2:
+            continue
+        cost = measured[-1] - measured[len(measured) // 2]
+        if cost >= GROUP_MIN_S and sum(durations.get(n, 0.0) for n in members) <= share:
+            groups.append(members)
+    return groups
+
+
 def suite_graph(
     items: Sequence[pytest.Item],
     *,
@@ -158,9 +209,13 @@ def suite_graph(
     executor: Executor,
     timeout: float | None = None,
     first: set[str] = frozenset(),  # type: ignore[assignment]
+    groups: Sequence[Sequence[str]] = (),
     warn: Any = None,
 ) -> Graph:
-    """The graph of ``items`` (in collection order) for the ``pytest`` executor."""
+    """The graph of ``items`` (in collection order) for the ``pytest`` executor. Each of
+    ``groups`` becomes a chain (each test after the one before it, however it ended), which
+    the worker pool keeps on the worker that has their fixtures set up."""
+    previous = {later: earlier for group in groups for earlier, later in itertools.pairwise(group)}
     ids = {item.nodeid: i for i, item in enumerate(items)}
     by_base: dict[str, list[str]] = defaultdict(list)
     for nodeid in ids:
@@ -170,7 +225,7 @@ def suite_graph(
     capacity: dict[str, float] = {}
     for item in items:
         after, resources = _marks(item)
-        deps: list[str] = []
+        deps: list[str] = [previous[item.nodeid]] if item.nodeid in previous else []
         for dep in after:
             found = _resolve(dep, item, ids, by_base)
             if not found and warn is not None:
@@ -181,6 +236,15 @@ def suite_graph(
             capacity[resource] = max(capacity.get(resource, 1.0), amount)
         specs.append(TaskSpec(
             id=item.nodeid, action=run_test, depends_on=tuple(deps), resources=resources,
-            executor="pytest", timeout=timeout, priority=1 if item.nodeid in first else 0,
+            executor="pytest", timeout=timeout, priority=_priority(item.nodeid, first, previous),
             trigger_rule=TriggerRule.ALL_DONE if deps else TriggerRule.ALL_SUCCESS))
     return build_graph(specs, name=name, capacity=capacity, executors={"pytest": executor})
+
+
+def _priority(nodeid: str, first: set[str], previous: Mapping[str, str]) -> int:
+    """2: the next test of a group (it goes to the worker its group's last test just freed,
+    before anything else can take that worker and tear the group's fixtures down); 1: a test
+    that failed last time, with --failed-first; 0: the rest, longest first."""
+    if nodeid in previous:
+        return 2
+    return 1 if nodeid in first else 0
