@@ -57,6 +57,10 @@ def broken():
 
 def test_setup_error(broken):
     pass
+
+def test_warns():
+    import warnings
+    warnings.warn("mind this", UserWarning)
 '''
 
 
@@ -92,7 +96,8 @@ def test_same_outcomes_as_plain_pytest(corral: RunCli, tmp_path: Path) -> None:
     ours = corral("test", "--workers", "2", "--no-store", "--junit-xml", "corral.xml")
     assert ours.returncode == plain.returncode == 1, ours.stdout + ours.stderr
     assert summary(ours.stdout) == summary(plain.stdout)
-    assert "4 failed, 8 passed, 4 skipped, 2 xfailed, 2 xpassed, 2 errors" in ours.stdout
+    assert ("4 failed, 10 passed, 4 skipped, 2 xfailed, 2 xpassed, 2 warnings, 2 errors"
+            in ours.stdout)
     assert junit_outcomes(tmp_path / "corral.xml") == junit_outcomes(tmp_path / "plain.xml")
     assert "assert 1 + 1 == 3" in ours.stdout  # the failure's traceback, as pytest shows it
 

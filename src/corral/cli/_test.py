@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from corral.cli._app import CONTEXT_SETTINGS
+from corral.cli._app import CONTEXT_SETTINGS, UserError
 
 __all__ = ["TestArgs", "parse_test_args", "test"]
 
@@ -147,7 +147,11 @@ def run_tests(parsed: TestArgs) -> int:
     from corral.testrun._controller import Controller, TestSettings
 
     store_url = parsed.store_url or os.environ.get("CORRAL_STORE")
-    store = None if parsed.no_store else open_run_store(store_url, create=True)
+    try:
+        store = None if parsed.no_store else open_run_store(store_url, create=True)
+    except UserError as exc:  # a --store that is no store URL: a usage error, as pytest's
+        click.echo(f"corral test: error: {exc.message}", err=True)
+        return USAGE_ERROR
     settings = TestSettings(args=parsed.pytest_args, workers=parsed.workers,
                             timeout=parsed.timeout, store=store,
                             last_failed=parsed.last_failed, failed_first=parsed.failed_first)

@@ -9,7 +9,9 @@ and a test's outcome is decided (:meth:`Bridge.finish`) after its last report.
 
 from __future__ import annotations
 
+import builtins
 import queue
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +92,19 @@ class Bridge:
         if isinstance(report.longrepr, list):
             report.longrepr = tuple(report.longrepr)
         self.config.hook.pytest_runtest_logreport(report=report)
+
+    def warning(self, data: dict[str, Any]) -> None:
+        """A warning a worker's test raised: into pytest's warnings summary."""
+        name = data["category"]
+        category = getattr(builtins, name, None)
+        if not (isinstance(category, type) and issubclass(category, Warning)):
+            category = type(name, (UserWarning,), {})  # the summary shows only its name
+        message = warnings.WarningMessage(data["message"], category, data["filename"],
+                                          data["lineno"])
+        location = tuple(data["location"]) if data["location"] else None
+        self.config.hook.pytest_warning_recorded.call_historic(kwargs={
+            "warning_message": message, "when": "runtest", "nodeid": data["nodeid"],
+            "location": location})
 
     def fail(self, work: Work, why: str, duration: float = 0.0) -> None:
         """Report ``work``'s test failed for a reason outside it (its worker crashed, it ran

@@ -80,6 +80,11 @@ class WorkerPool(Executor):
         self._failed_starts = 0
         self._broken: str | None = None
         self._readers: list[threading.Thread] = []
+        # Workers import as this process does: with the working directory on sys.path when
+        # it is on ours (`python -m corral.cli test`, like `python -m pytest`), else without
+        # (`corral test`, like `pytest`), which `python -m` alone would put there.
+        on_path = "" in sys.path or os.getcwd() in sys.path
+        self._path_flag = [] if on_path else ["-P"]
 
     @property
     def slots(self) -> int:
@@ -141,7 +146,7 @@ class WorkerPool(Executor):
         to_worker_r, to_worker_w = os.pipe()
         from_worker_r, from_worker_w = os.pipe()
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the worker is gone
-        cmd = [sys.executable, "-P", "-m", "corral.testrun._worker",
+        cmd = [sys.executable, *self._path_flag, "-m", "corral.testrun._worker",
                str(to_worker_r), str(from_worker_w), *self.args]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=stderr, pass_fds=(to_worker_r, from_worker_w),
@@ -212,6 +217,8 @@ class WorkerPool(Executor):
         bridge = self.bridge
         if "report" in message:
             bridge.post(bridge.logreport, message["report"])
+        elif "warning" in message:
+            bridge.post(bridge.warning, message["warning"])
         elif "start" in message:
             work = worker.current
             if work is not None:

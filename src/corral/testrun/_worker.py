@@ -1,6 +1,6 @@
 """A ``corral test`` worker: one pytest session that runs the tests it is sent.
 
-Started as ``python -P -m corral.testrun._worker IN_FD OUT_FD PYTEST_ARGS...`` by
+Started as ``python [-P] -m corral.testrun._worker IN_FD OUT_FD PYTEST_ARGS...`` by
 :class:`~corral.testrun._pool.WorkerPool`. It collects with the same arguments as the
 ``corral test`` process, then reads node ids, one a line, from ``IN_FD`` and runs each; it
 writes JSON lines to ``OUT_FD``::
@@ -8,6 +8,7 @@ writes JSON lines to ``OUT_FD``::
     {"ready": N}                  collected N tests; send me work
     {"start": NODEID}             the test starts now (its timeout counts from here)
     {"report": {...}}             a pytest report (pytest_report_to_serializable)
+    {"warning": {...}}            a warning a test raised (for pytest's warnings summary)
     {"done": NODEID}              the test is over
     {"missing": NODEID}           no such test here (collected differently)
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any, BinaryIO
 
 import orjson
@@ -71,6 +73,16 @@ class WorkerPlugin:
             self.send({"done": nodeid})
         runner.finish()
         return True
+
+    def pytest_warning_recorded(self, warning_message: warnings.WarningMessage, when: str,
+                                nodeid: str, location: tuple[str, int, str] | None) -> None:
+        if when != "runtest":
+            return  # collection and configuration warnings: the corral test process has them
+        self.send({"warning": {
+            "message": str(warning_message.message),
+            "category": warning_message.category.__name__,
+            "filename": warning_message.filename, "lineno": warning_message.lineno,
+            "nodeid": nodeid, "location": location}})
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         assert self.config is not None
