@@ -77,14 +77,17 @@ class Bridge:
             self.skipped.add(report.nodeid)
 
     def logstart(self, nodeid: str) -> None:
-        if nodeid in self.started:
+        if nodeid in self.started or self._stopped:
             return
         self.started.add(nodeid)
         item = self.items[nodeid]
         self.config.hook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
 
     def logreport(self, data: dict[str, Any]) -> None:
-        """A report a worker sent (serialised)."""
+        """A report a worker sent (serialised). Once the run stops (-x), what the workers
+        still send is dropped, as pytest never runs a test after it stops."""
+        if self._stopped:
+            return
         report = self.config.hook.pytest_report_from_serializable(config=self.config, data=data)
         # JSON has no tuples: pytest's plugins (junitxml on a skip) check for them.
         if isinstance(report.location, list):
@@ -95,6 +98,8 @@ class Bridge:
 
     def warning(self, data: dict[str, Any]) -> None:
         """A warning a worker's test raised: into pytest's warnings summary."""
+        if self._stopped:
+            return
         name = data["category"]
         category = getattr(builtins, name, None)
         if not (isinstance(category, type) and issubclass(category, Warning)):
@@ -110,6 +115,8 @@ class Bridge:
         """Report ``work``'s test failed for a reason outside it (its worker crashed, it ran
         past ``--timeout``): a failed call, with ``why`` as its message."""
         nodeid = work.task_id
+        if self._stopped:
+            return
         item = self.items[nodeid]
         self.logstart(nodeid)
         report = pytest.TestReport(

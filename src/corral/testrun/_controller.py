@@ -11,6 +11,7 @@ come from) and runs on its own thread, while this thread serves pytest's hooks
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Sequence
@@ -130,12 +131,13 @@ class Controller:
         # One process, no subprocess: only when chosen (a tiny suite) and no --timeout, which
         # needs a worker to stop.
         inline = settings.workers is None and workers == 1 and settings.timeout is None
+        groups = shared_fixture_groups(session.items, durations, self._history.setups, workers)
+        successors = {a: b for group in groups for a, b in itertools.pairwise(group)}
         executor: InlineRunner | WorkerPool = (
-            InlineRunner(bridge) if inline else WorkerPool(bridge, settings.args, workers))
+            InlineRunner(bridge) if inline
+            else WorkerPool(bridge, settings.args, workers, durations, successors))
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         try:
-            groups = shared_fixture_groups(session.items, durations,
-                                           self._history.setups, workers)
             graph = suite_graph(session.items, name=name, executor=executor,
                                 timeout=settings.timeout, first=self._failed, groups=groups,
                                 warn=reporter.write_line if reporter else None)
@@ -145,7 +147,7 @@ class Controller:
             where = "this process" if inline else f"{workers} worker processes"
             reporter.write_line(f"corral: {_tests(len(nodeids))} on {where}")
         run = launch(graph, settings.store, options=LaunchOptions(
-            concurrency=workers, fail_fast=False, executors={"pytest": executor},
+            concurrency=executor.slots, fail_fast=False, executors={"pytest": executor},
             log_dir=None, history=durations))
         loop_box: list[asyncio.AbstractEventLoop] = []
         failure: list[BaseException] = []

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 import orjson
@@ -36,6 +36,9 @@ from corral.testrun._items import ItemRunner
 
 __all__ = ["InlineRunner", "WorkerPool"]
 
+# A worker running a test expected to take at most this long is sent its next test at once,
+# so that it need not wait for the round trip to this process between two short tests.
+PREFETCH_MAX_S = 0.1
 # How much of a dead worker's stderr a crash report shows.
 STDERR_TAIL = 2000
 # Workers that die before they are ready, in a row, before the pool gives up (the suite
@@ -44,16 +47,20 @@ STDERR_TAIL = 2000
 MAX_FAILED_STARTS = 2
 
 class _Worker:
-    __slots__ = ("current", "dead", "ever_ready", "inbox", "last_module", "proc", "reader",
-                 "started", "stderr")
+    __slots__ = ("dead", "ever_ready", "inbox", "last_module", "proc", "reader", "reserved",
+                 "running", "sent", "started", "stderr")
 
     def __init__(self, proc: subprocess.Popen[bytes], inbox: IO[bytes], stderr: IO[bytes]
                  ) -> None:
         self.proc = proc
         self.inbox = inbox
         self.stderr = stderr
-        self.current: Work | None = None
-        self.started = 0.0  # when the current test started (time.monotonic)
+        # The tests sent, in order: the first runs once the worker says it started it
+        # (``running``); a second waits in the pipe (sent ahead, see PREFETCH_MAX_S).
+        self.sent: deque[Work] = deque()
+        self.running = False
+        self.started = 0.0  # when the first of them started (time.monotonic)
+        self.reserved: str | None = None  # kept for this test: the next of a fixture group
         self.ever_ready = False
         self.dead = False  # killed: its reader has yet to see it go
         self.last_module = ""
@@ -68,9 +75,15 @@ class WorkerPool(Executor):
     name = "pytest"
     reports_start = True
 
-    def __init__(self, bridge: Bridge, args: Sequence[str], workers: int) -> None:
+    def __init__(self, bridge: Bridge, args: Sequence[str], workers: int,
+                 estimates: Mapping[str, float] | None = None,
+                 successors: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.bridge = bridge
+        self.estimates = estimates or {}
+        # Within a group of tests that share a fixture (see _suite.shared_fixture_groups):
+        # the test that comes after each. The worker that ran one keeps itself for the next.
+        self.successors = successors or {}
         self.args = list(args)
         self.workers = workers
         self.stopping = False  # set before the run is cancelled: a kill then is no failure
@@ -88,7 +101,7 @@ class WorkerPool(Executor):
 
     @property
     def slots(self) -> int:
-        return self.workers
+        return 2 * self.workers  # one running and one sent ahead, at most, on each
 
     async def start(self, sink: Sink) -> None:
         await super().start(sink)
@@ -113,14 +126,18 @@ class WorkerPool(Executor):
             if work in self._pending:
                 self._pending.remove(work)
                 return
-            worker = next((w for w in self._live if w.current is work), None)
+            worker = next((w for w in self._live if work in w.sent), None)
             if worker is None:
                 return
-            worker.current = None
+            # Running: it timed out, or the run stops. Sent ahead (the run stops): it is in
+            # the worker's pipe, so the worker goes too, or it would run it.
+            running = worker.running and worker.sent[0] is work
+            worker.sent.remove(work)
             worker.dead = True
             elapsed = time.monotonic() - worker.started
             _kill(worker.proc)
-        if not self.stopping:  # the run loop wrote it off: it ran past its timeout
+            self._requeue(worker)
+        if running and not self.stopping:  # the run loop wrote it off: it ran past its timeout
             self.bridge.post(self._fail, work, f"Timeout: the test ran for more than "
                              f"{work.timeout:g} s; corral test stopped its worker", elapsed)
 
@@ -162,30 +179,58 @@ class WorkerPool(Executor):
         reader.start()
 
     def _idle_for(self, nodeid: str) -> _Worker | None:
-        """An idle worker for ``nodeid``: the one that ran its module last if idle (its
-        module's fixtures are still set up), else any (lock held)."""
+        """A worker for ``nodeid`` (lock held): an idle one, preferably the one that ran its
+        module last (its module's fixtures are still set up); else one running a short test
+        (:data:`PREFETCH_MAX_S`) with nothing sent ahead; else none (it waits)."""
         module = _module(nodeid)
-        best = None
+        best = ahead = None
         for worker in self._live:
-            if worker.ever_ready and worker.current is None and not worker.dead:
+            if not worker.ever_ready or worker.dead:
+                continue
+            if worker.reserved is not None:
+                if worker.reserved == nodeid:
+                    return worker
+                continue
+            if not worker.sent:
                 if worker.last_module == module:
                     return worker
                 best = best or worker
-        return best
+            elif ahead is None and len(worker.sent) == 1 and self._may_follow(worker.sent[0]):
+                ahead = worker
+        return best or ahead
+
+    def _may_follow(self, work: Work) -> bool:
+        """Whether another test may be sent ahead behind ``work``: it is short, and no test
+        of its fixture group waits to come next on its worker."""
+        nodeid = work.task_id
+        return (nodeid not in self.successors
+                and self.estimates.get(nodeid, 0.0) <= PREFETCH_MAX_S)
 
     def _send(self, worker: _Worker, work: Work) -> None:
-        worker.current = work
-        worker.started = time.monotonic()
+        worker.reserved = None
+        worker.sent.append(work)
         worker.last_module = _module(work.task_id)
         try:
             worker.inbox.write(work.task_id.encode() + b"\n")
         except OSError:
-            pass  # the worker is dying: its reader reports the crash with this test
+            pass  # the worker is dying: its reader hands this test to another
 
-    def _next(self, worker: _Worker) -> None:
-        """``worker`` is idle: give it what waits (lock held)."""
-        if self._pending and not self.stopping:
+    def _next(self) -> None:
+        """Give what waits to the workers that can take it (lock held)."""
+        while self._pending and not self.stopping:
+            worker = self._idle_for(self._pending[0].task_id)
+            if worker is None:
+                return
             self._send(worker, self._pending.popleft())
+
+    def _requeue(self, worker: _Worker) -> None:
+        """``worker`` is gone: the tests sent to it that it never started go to others, first
+        (lock held)."""
+        never_started = list(worker.sent)
+        worker.sent.clear()
+        worker.running = False
+        self._pending.extendleft(reversed(never_started))
+        self._next()
 
     def _read(self, worker: _Worker, fd: int) -> None:
         with os.fdopen(fd, "rb") as messages:
@@ -193,8 +238,9 @@ class WorkerPool(Executor):
                 self._handle(worker, orjson.loads(line))
         worker.proc.wait()
         with self._lock:
-            work, worker.current = worker.current, None
+            work = worker.sent.popleft() if worker.running and worker.sent else None
             self._live.remove(worker)
+            self._requeue(worker)
             if not worker.ever_ready:
                 self._failed_starts += 1
             why = None
@@ -220,14 +266,20 @@ class WorkerPool(Executor):
         elif "warning" in message:
             bridge.post(bridge.warning, message["warning"])
         elif "start" in message:
-            work = worker.current
+            with self._lock:
+                work = worker.sent[0] if worker.sent else None
+                worker.running = work is not None
+                worker.started = time.monotonic()
             if work is not None:
                 bridge.post(bridge.logstart, work.task_id)
                 self.started(work)
         elif "done" in message or "missing" in message:
             with self._lock:
-                work, worker.current = worker.current, None
-                self._next(worker)
+                work = worker.sent.popleft() if worker.sent else None
+                worker.running = False
+                if work is not None and not worker.sent:
+                    worker.reserved = self.successors.get(work.task_id)
+                self._next()
             if work is None:
                 return  # written off already (timeout, stop)
             if "missing" in message:
@@ -239,15 +291,14 @@ class WorkerPool(Executor):
             with self._lock:
                 worker.ever_ready = True
                 self._failed_starts = 0
-                self._next(worker)
+                self._next()
 
     def _death(self, worker: _Worker, work: Work | None) -> str:
         code = worker.proc.returncode
+        how = f"exited with status {code}"
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):
                 how = f"was killed by {signal.Signals(-code).name}"
-        else:
-            how = f"exited with status {code}"
         worker.stderr.seek(0)
         tail = worker.stderr.read()[-STDERR_TAIL:].decode(errors="replace")
         what = "running this test" if work is not None else "before it was ready"
@@ -258,7 +309,6 @@ class WorkerPool(Executor):
         """Main thread: report ``work`` failed for ``why`` and end it as failed."""
         self.bridge.fail(work, why, duration)
         self.bridge.finish(work, self.sink)
-        assert work.task_id in self.bridge.failed
 
     def _wait(self, workers: list[_Worker]) -> None:
         for worker in workers:
