@@ -11,7 +11,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from tests.acceptance.conftest import HANG_GUARD_S, RunCli, cli_env
+from tests.acceptance.conftest import HANG_GUARD_S, RunCli, cli_env, corral_argv
+from tests.helpers.processes import MARKER_VAR, marked_processes, new_marker
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -286,3 +288,29 @@ def test_a_costly_shared_fixture_stays_on_one_worker(corral: RunCli, tmp_path: P
     assert second.returncode == 0, second.stdout + second.stderr
     assert "12 passed" in second.stdout
     assert (tmp_path / "setups.txt").read_text() == "x"  # set up once, not once per worker
+
+
+def test_no_worker_outlives_a_killed_corral_test(tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_long.py": '''
+        import time
+
+        def test_one():
+            time.sleep(600)
+
+        def test_two():
+            time.sleep(600)
+    '''})
+    marker = new_marker()
+    proc = subprocess.Popen(corral_argv("test", "--workers", "2", "--no-store"), cwd=tmp_path,
+                            env=cli_env(tmp_path, {MARKER_VAR: marker}),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        def workers() -> list[tuple[int, int, str]]:
+            return [p for p in marked_processes(marker) if "corral.testrun._worker" in p[2]]
+
+        wait_for(lambda: len(workers()) == 2, "two workers")
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_for(lambda: not workers(), "the workers to end with their corral test")

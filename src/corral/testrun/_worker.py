@@ -12,15 +12,19 @@ writes JSON lines to ``OUT_FD``::
     {"done": NODEID}              the test is over
     {"missing": NODEID}           no such test here (collected differently)
 
-End of ``IN_FD``: tear down what is still set up and exit. Its own terminal output and
-``--junit-xml`` are switched off (the ``corral test`` process reports), and so are its writes
-to pytest's cache (``--lf`` state belongs to the process that saw every test).
+End of ``IN_FD``: tear down what is still set up and exit. The ``corral test`` process gone
+(killed, even with SIGKILL): exit within half a second, whatever the test is doing. Its own
+terminal output and ``--junit-xml`` are switched off (the ``corral test`` process reports),
+and so are its writes to pytest's cache (``--lf`` state belongs to the process that saw every
+test).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 import warnings
 from typing import Any, BinaryIO
 
@@ -30,6 +34,9 @@ import pytest
 from corral.testrun._items import ItemRunner
 
 __all__ = ["WorkerPlugin", "main"]
+
+# How often a worker checks that the corral test process still lives.
+PARENT_CHECK_S = 0.5
 
 
 class WorkerPlugin:
@@ -90,8 +97,22 @@ class WorkerPlugin:
         self.send({"report": data})
 
 
+def die_with(parent: int) -> None:
+    """Exit when ``parent`` (the corral test process) is gone, even with a test still running:
+    a watch thread, since PR_SET_PDEATHSIG follows the parent's *thread* that started us, and
+    replacements are started by threads that end."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="corral-test-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
     in_fd, out_fd, *args = argv
+    die_with(os.getppid())
     inbox = os.fdopen(int(in_fd), "rb")
     outbox = os.fdopen(int(out_fd), "wb")
     return int(pytest.main(args, plugins=[WorkerPlugin(inbox, outbox)]))
