@@ -314,3 +314,23 @@ def test_no_worker_outlives_a_killed_corral_test(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     wait_for(lambda: not workers(), "the workers to end with their corral test")
+
+
+def test_failed_first_runs_last_times_failures_first(corral: RunCli, tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_ff.py": '''
+        import pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_fine(n):
+            pass
+
+        def test_broken():
+            assert False
+    '''})
+    assert corral("test", "--workers", "1").returncode == 1
+    again = corral("test", "--workers", "1", "--ff", "-v")
+    assert again.returncode == 1
+    results = [line for line in again.stdout.splitlines()
+               if line.startswith("test_ff.py::") and ("PASSED" in line or "FAILED" in line)]
+    assert results[0].startswith("test_ff.py::test_broken FAILED"), again.stdout
+    assert len(results) == 5
