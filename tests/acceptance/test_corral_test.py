@@ -334,3 +334,31 @@ def test_failed_first_runs_last_times_failures_first(corral: RunCli, tmp_path: P
                if line.startswith("test_ff.py::") and ("PASSED" in line or "FAILED" in line)]
     assert results[0].startswith("test_ff.py::test_broken FAILED"), again.stdout
     assert len(results) == 5
+
+
+def test_check_order_reports_order_dependent_tests(corral: RunCli, tmp_path: Path) -> None:
+    write_suite(tmp_path, {"test_state.py": '''
+        import pytest
+
+        STATE = []
+
+        def test_setup_state():
+            STATE.append(1)
+
+        @pytest.mark.corral(after=["test_pollute"])  # corral runs it where pytest does not
+        def test_needs_state():
+            assert STATE == [1]
+
+        def test_pollute():
+            STATE.append(2)
+
+        def test_plain_failure():
+            assert False
+    '''})
+    plain = plain_pytest(tmp_path, "-p", "no:cacheprovider")
+    assert summary(plain.stdout) == "1 failed, 3 passed"
+    done = corral("test", "--workers", "1", "--no-store", "--check-order")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert summary(done.stdout) == "2 failed, 2 passed"
+    assert "ORDER-DEPENDENT test_state.py::test_needs_state: failed here" in done.stdout
+    assert "ORDER-DEPENDENT test_state.py::test_plain_failure" not in done.stdout

@@ -25,7 +25,7 @@ HELP = """Run a pytest suite in parallel on corral's scheduler.
 
 \b
 corral test [--workers N|auto] [--timeout S] [--last-failed|--lf] [--failed-first|--ff]
-            [--store URL | --no-store] [PYTEST ARGS...]
+            [--check-order] [--store URL | --no-store] [PYTEST ARGS...]
 
 pytest collects (same paths, -k, -m and configuration); the tests run on N worker
 processes, longest first by the durations the store kept from earlier runs; the output,
@@ -39,6 +39,8 @@ stops a test that runs too long.
 --timeout S        fail a test that runs longer than S seconds, and stop it
 --last-failed, --lf    run only the tests that failed in the latest recorded run
 --failed-first, --ff   run those first, then the rest
+--check-order      then run each failed test again, fresh, after its module's tests in
+                   pytest's order: those that pass are reported as order-dependent
 --store URL        the run store [default: $CORRAL_STORE, else .corral/corral.db]
 --no-store         record nothing and read no durations
 """
@@ -58,6 +60,7 @@ class TestArgs:
     timeout: float | None = None
     last_failed: bool = False
     failed_first: bool = False
+    check_order: bool = False
     store_url: str | None = None
     no_store: bool = False
     pytest_args: list[str] = field(default_factory=list)
@@ -112,6 +115,8 @@ def parse_test_args(argv: Sequence[str], env: dict[str, str] | None = None) -> T
             out.last_failed = True
         elif arg in ("--failed-first", "--ff"):
             out.failed_first = True
+        elif arg == "--check-order":
+            out.check_order = True
         elif arg == "--no-store":
             out.no_store = True
         else:
@@ -154,7 +159,8 @@ def run_tests(parsed: TestArgs) -> int:
         return USAGE_ERROR
     settings = TestSettings(args=parsed.pytest_args, workers=parsed.workers,
                             timeout=parsed.timeout, store=store,
-                            last_failed=parsed.last_failed, failed_first=parsed.failed_first)
+                            last_failed=parsed.last_failed, failed_first=parsed.failed_first,
+                            check_order=parsed.check_order)
     # pytest reports Ctrl-C itself (KeyboardInterrupt, exit 2), as it always does.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:

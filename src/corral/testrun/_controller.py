@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Controller", "TestSettings"]
 
+# --check-order reruns at most this many failed tests, each in a fresh process.
+CHECK_ORDER_MAX = 20
+
 
 @dataclass(frozen=True, kw_only=True)
 class TestSettings:
@@ -51,6 +54,7 @@ class TestSettings:
     store: Store | None = None
     last_failed: bool = False
     failed_first: bool = False
+    check_order: bool = False
 
 
 class Controller:
@@ -63,6 +67,7 @@ class Controller:
         self._failed: set[str] = set()
         self._note: str | None = None
         self._history = History({}, None)
+        self._order_dependent: list[str] = []
         self.bridge: Bridge | None = None
 
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -110,11 +115,42 @@ class Controller:
         if session.config.option.collectonly or not session.items:
             return None
         self._run(session)
+        if self.settings.check_order and self.bridge is not None:
+            self._check_order(self.bridge)
         if session.shouldfail:
             raise session.Failed(session.shouldfail)
         if session.shouldstop:
             raise session.Interrupted(session.shouldstop)
         return True
+
+    def _check_order(self, bridge: Bridge) -> None:
+        """``--check-order``: run each failed test again in a fresh worker, after the tests
+        of its module that come before it, as plain pytest runs them; those that pass so
+        depend on the order tests run in (what ran before them, or beside them, here)."""
+        from corral.testrun._pool import passes_in_order
+
+        ids = list(bridge.items)
+        failed = [n for n in ids if n in bridge.failed][:CHECK_ORDER_MAX]
+        order_dependent = []
+        for nodeid in failed:
+            module = nodeid.partition("::")[0]
+            before = [n for n in ids[: ids.index(nodeid)] if n.partition("::")[0] == module]
+            if passes_in_order(self.settings.args, [*before, nodeid], self.settings.timeout):
+                order_dependent.append(nodeid)
+        self._order_dependent = order_dependent
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.settings.check_order or self.bridge is None:
+            return
+        checked = min(len(self.bridge.failed), CHECK_ORDER_MAX)
+        if not self._order_dependent:
+            terminalreporter.write_line(f"corral: --check-order: none of the {checked} "
+                                        "failed tests passes in pytest's order either")
+            return
+        terminalreporter.section("order-dependent tests (corral --check-order)", sep="-")
+        for nodeid in self._order_dependent:
+            terminalreporter.write_line(f"ORDER-DEPENDENT {nodeid}: failed here, passes after "
+                                        "its module's tests in pytest's order")
 
     def _run(self, session: pytest.Session) -> None:
         from corral._errors import ValidationError

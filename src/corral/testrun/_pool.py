@@ -34,7 +34,7 @@ from corral.executors._base import Executor, Sink, Work
 from corral.testrun._bridge import Bridge
 from corral.testrun._items import ItemRunner
 
-__all__ = ["InlineRunner", "WorkerPool"]
+__all__ = ["InlineRunner", "WorkerPool", "passes_in_order"]
 
 # A worker running a test expected to take at most this long is sent its next test at once,
 # so that it need not wait for the round trip to this process between two short tests.
@@ -318,6 +318,46 @@ class WorkerPool(Executor):
                 _kill(worker.proc)
         for reader in list(self._readers):
             reader.join()
+
+def passes_in_order(args: Sequence[str], tests: Sequence[str], timeout: float | None = None
+                    ) -> bool:
+    """Whether the last of ``tests`` passes (or skips) when ``tests`` run in that order in a
+    fresh worker (``--check-order``). Nothing of it reaches this process's pytest session."""
+    nodeid = tests[-1]
+    to_worker_r, to_worker_w = os.pipe()
+    from_worker_r, from_worker_w = os.pipe()
+    on_path = "" in sys.path or os.getcwd() in sys.path
+    cmd = [sys.executable, *([] if on_path else ["-P"]), "-m", "corral.testrun._worker",
+           str(to_worker_r), str(from_worker_w), *args]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, pass_fds=(to_worker_r, from_worker_w),
+                            start_new_session=True)
+    os.close(to_worker_r)
+    os.close(from_worker_w)
+    timer = threading.Timer(timeout, _kill, (proc,)) if timeout else None
+    passed = False
+    with os.fdopen(to_worker_w, "wb", buffering=0) as inbox, \
+            os.fdopen(from_worker_r, "rb") as messages:
+        try:
+            inbox.write(b"".join(t.encode() + b"\n" for t in tests))
+            inbox.close()  # these tests, then the worker ends
+        except OSError:
+            pass
+        if timer is not None:
+            timer.start()
+        failed = False
+        for line in messages:
+            message = orjson.loads(line)
+            report = message.get("report")
+            if report is not None and report.get("nodeid") == nodeid:
+                failed = failed or report.get("outcome") == "failed"
+            elif message.get("done") == nodeid:
+                passed = not failed
+    if timer is not None:
+        timer.cancel()
+    proc.wait()
+    return passed
+
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     """Kill a worker and whatever its test started (its own session)."""
