@@ -93,11 +93,6 @@ class WorkerPool(Executor):
         self._failed_starts = 0
         self._broken: str | None = None
         self._readers: list[threading.Thread] = []
-        # Workers import as this process does: with the working directory on sys.path when
-        # it is on ours (`python -m corral.cli test`, like `python -m pytest`), else without
-        # (`corral test`, like `pytest`), which `python -m` alone would put there.
-        on_path = "" in sys.path or os.getcwd() in sys.path
-        self._path_flag = [] if on_path else ["-P"]
 
     @property
     def slots(self) -> int:
@@ -160,16 +155,8 @@ class WorkerPool(Executor):
     # ------------------------------------------------------------ workers
     def _spawn(self) -> None:
         """Start a worker (lock held)."""
-        to_worker_r, to_worker_w = os.pipe()
-        from_worker_r, from_worker_w = os.pipe()
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the worker is gone
-        cmd = [sys.executable, *self._path_flag, "-m", "corral.testrun._worker",
-               str(to_worker_r), str(from_worker_w), *self.args]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=stderr, pass_fds=(to_worker_r, from_worker_w),
-                                start_new_session=True)
-        os.close(to_worker_r)
-        os.close(from_worker_w)
+        proc, to_worker_w, from_worker_r = _start_worker(self.args, stderr)
         worker = _Worker(proc, os.fdopen(to_worker_w, "wb", buffering=0), stderr)
         reader = threading.Thread(target=self._read, args=(worker, from_worker_r),
                                   name=f"corral-test-reader-{proc.pid}", daemon=True)
@@ -319,21 +306,34 @@ class WorkerPool(Executor):
         for reader in list(self._readers):
             reader.join()
 
+def _start_worker(args: Sequence[str], stderr: IO[bytes] | int
+                  ) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Start a worker process on ``args``: it, and the ends of its pipes that are ours (to
+    write node ids to, to read messages from)."""
+    to_worker_r, to_worker_w = os.pipe()
+    from_worker_r, from_worker_w = os.pipe()
+    # Workers import as this process does: with the working directory on sys.path when it
+    # is on ours (`python -m corral.cli test`, like `python -m pytest`), else without
+    # (`corral test`, like `pytest`), which `python -m` alone would put there.
+    on_path = "" in sys.path or os.getcwd() in sys.path
+    cmd = [sys.executable, *([] if on_path else ["-P"]), "-m", "corral.testrun._worker",
+           str(to_worker_r), str(from_worker_w), *args]
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=stderr, pass_fds=(to_worker_r, from_worker_w),
+                                start_new_session=True)
+    finally:
+        os.close(to_worker_r)
+        os.close(from_worker_w)
+    return proc, to_worker_w, from_worker_r
+
+
 def passes_in_order(args: Sequence[str], tests: Sequence[str], timeout: float | None = None
                     ) -> bool:
     """Whether the last of ``tests`` passes (or skips) when ``tests`` run in that order in a
     fresh worker (``--check-order``). Nothing of it reaches this process's pytest session."""
     nodeid = tests[-1]
-    to_worker_r, to_worker_w = os.pipe()
-    from_worker_r, from_worker_w = os.pipe()
-    on_path = "" in sys.path or os.getcwd() in sys.path
-    cmd = [sys.executable, *([] if on_path else ["-P"]), "-m", "corral.testrun._worker",
-           str(to_worker_r), str(from_worker_w), *args]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, pass_fds=(to_worker_r, from_worker_w),
-                            start_new_session=True)
-    os.close(to_worker_r)
-    os.close(from_worker_w)
+    proc, to_worker_w, from_worker_r = _start_worker(args, subprocess.DEVNULL)
     timer = threading.Timer(timeout, _kill, (proc,)) if timeout else None
     passed = False
     with os.fdopen(to_worker_w, "wb", buffering=0) as inbox, \
