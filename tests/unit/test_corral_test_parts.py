@@ -32,8 +32,11 @@ def test_bad_corral_options_say_why(argv: list[str], message: str) -> None:
         parse_test_args(argv, env={})
 
 
-def test_workers_from_the_environment_and_auto() -> None:
-    assert parse_test_args([], env={"CORRAL_TEST_WORKERS": "4"}).workers == 4
+def test_options_from_the_environment_and_auto() -> None:
+    parsed = parse_test_args([], env={"CORRAL_TEST_WORKERS": "4", "CORRAL_TEST_TIMEOUT": "9",
+                                      "CORRAL_TEST_CHECK_ORDER": "1"})
+    assert (parsed.workers, parsed.timeout, parsed.check_order) == (4, 9.0, True)
+    assert parse_test_args(["--timeout", "3"], env={"CORRAL_TEST_TIMEOUT": "9"}).timeout == 3
     assert parse_test_args(["--workers", "auto"], env={"CORRAL_TEST_WORKERS": "4"}).workers is None
 
 

@@ -37,12 +37,14 @@ stops a test that runs too long.
 --workers N|auto   worker processes [default: auto, or $CORRAL_TEST_WORKERS]: auto runs a
                    small suite in this process
 --timeout S        fail a test that runs longer than S seconds, and stop it
+                   [$CORRAL_TEST_TIMEOUT]
 --last-failed, --lf    run only the tests that failed in the latest recorded run
 --failed-first, --ff   run those first, then the rest
 --check-order      then run each failed test again, fresh, after its module's tests in
                    pytest's order: those that pass are reported as order-dependent
+                   [$CORRAL_TEST_CHECK_ORDER=1]
 --store URL        the run store [default: $CORRAL_STORE, else .corral/corral.db]
---no-store         record nothing and read no durations
+--no-store         record nothing and read no durations [$CORRAL_NO_STORE]
 """
 
 
@@ -90,6 +92,9 @@ def parse_test_args(argv: Sequence[str], env: dict[str, str] | None = None) -> T
     out = TestArgs(no_store=bool(env.get("CORRAL_NO_STORE")))
     if "CORRAL_TEST_WORKERS" in env:
         out.workers = _workers(env["CORRAL_TEST_WORKERS"])
+    if "CORRAL_TEST_TIMEOUT" in env:
+        out.timeout = _timeout(env["CORRAL_TEST_TIMEOUT"])
+    out.check_order = env.get("CORRAL_TEST_CHECK_ORDER", "") not in ("", "0", "false", "no")
     with_value = {"--workers", "--timeout", "--store"}
     args = list(argv)
     i = 0
