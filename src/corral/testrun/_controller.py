@@ -179,6 +179,10 @@ class Controller:
                                 warn=reporter.write_line if reporter else None)
         except ValidationError as exc:
             raise pytest.UsageError(f"corral test: {exc}") from None
+        if reporter is not None and not inline:
+            # Tests of many files come in between each other: one line of progress, not a
+            # file name each time the file changes (as pytest-xdist does).
+            reporter.showfspath = False
         if reporter is not None and config.option.verbose >= 0:
             where = "this process" if inline else f"{workers} worker processes"
             reporter.write_line(f"corral: {_tests(len(nodeids))} on {where}")
