@@ -8,9 +8,11 @@ __all__ = [
     "BrokenExecutor",
     "BrokenStore",
     "CallNotFound",
+    "CircuitOpen",
     "CommandFailed",
     "CorralError",
     "CorruptHistory",
+    "ExpressionError",
     "InvalidTransition",
     "NotResumable",
     "ParameterError",
@@ -85,6 +87,10 @@ class PipelineError(ValidationError):
 
 class ParameterError(CorralError, ValueError):
     """A parameter is malformed or unknown."""
+
+
+class ExpressionError(CorralError, ValueError):
+    """A ``${{ ... }}`` expression is not one, or cannot be evaluated."""
 
 
 class CallNotFound(CorralError, ImportError, ValueError):
@@ -164,6 +170,14 @@ class CommandFailed(CorralError):
 
 def _command_failed(exit_code: int, log_path: str | None, tail: str) -> CommandFailed:
     return CommandFailed(exit_code, log_path=log_path, tail=tail)
+
+
+class CircuitOpen(CorralError, RuntimeError):
+    """The task's circuit breaker is open: it failed at once, without running."""
+
+    def __init__(self, message: str | None = None, *, breaker: str | None = None) -> None:
+        self.breaker = breaker
+        super().__init__(message)
 
 
 class Skip(CorralError):

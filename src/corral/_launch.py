@@ -61,6 +61,9 @@ class LaunchOptions:
     history: bool | Mapping[str, float] = True
     source_path: str | None = None
     lease_s: float = DEFAULT_LEASE_S
+    # Tasks that need not run (up to date, corral._changes): they start as succeeded with
+    # these values. A resume brings its own.
+    done: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,7 @@ def launch(
 
     opts = options or LaunchOptions()
     graph: Graph = work if isinstance(work, Graph) else work.graph
-    done: Mapping[str, Any] | None = None
+    done: Mapping[str, Any] | None = opts.done
     resume_of: str | None = None
     if not isinstance(work, Graph):
         if store is None:

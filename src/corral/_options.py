@@ -37,6 +37,13 @@ TASK_OPTIONS: dict[str, str] = {
     "tags": "labels, for your own filtering",
     "env": "environment variables added for this task",
     "cwd": "working directory of this task",
+    "when": "a condition, ${{ ... }}: the task runs only if it holds when it could start, "
+            "else it is skipped (see corral._expressions)",
+    "inputs": "file globs the task reads: with --changed-only it is skipped while they, its "
+              "definition and its upstream are unchanged since it last succeeded",
+    "outputs": "file globs the task writes: with --changed-only it runs again if one is missing",
+    "rate_limit": "name(s) of declared rate_limits: the task starts only when each allows it",
+    "breaker": "name of a declared circuit breaker: its failures count, and it may stop the task",
 }
 
 _RETRY_FIELDS = {
@@ -95,7 +102,12 @@ def make_spec(
     if type(trigger) is str:  # a known rule as its enum; anything else is build_graph's to report
         trigger = _RULES.get(trigger, trigger)
     tags = get("tags", ())
+    rate_limit = get("rate_limit", ())
     timeout, heartbeat, estimate = get("timeout"), get("heartbeat"), get("estimate")
+    when = get("when")
+    if when is not None:
+        when = _condition(task_id, when)
+        depends = (*depends, *(t for t in when.expression.tasks if t not in depends))
     return TaskSpec(
         id=task_id,
         action=action,
@@ -114,8 +126,34 @@ def make_spec(
         tags=(tags,) if isinstance(tags, str) else tuple(tags),
         env=dict(get("env") or {}),
         cwd=get("cwd"),
+        when=when,
+        inputs=_globs(get("inputs", ())),
+        outputs=_globs(get("outputs", ())),
+        rate_limit=(rate_limit,) if isinstance(rate_limit, str)
+        else tuple(rate_limit) if isinstance(rate_limit, list | tuple) else rate_limit,
+        breaker=get("breaker"),
         source=source,
     )
+
+
+def _globs(value: Any) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _condition(task_id: str, when: Any) -> Any:
+    """``when`` as a :class:`~corral._expressions.Condition` (text parsed here, for the
+    Python API; pipeline files give one with their parameters bound)."""
+    from corral._expressions import Condition, ExpressionError, parse, whole
+
+    if isinstance(when, Condition):
+        return when
+    if not isinstance(when, str):
+        raise ValidationError([Problem(f"task {task_id!r}: when must be an expression, "
+                                       f"'${{{{ ... }}}}', not {type(when).__name__}")])
+    try:
+        return Condition(parse(whole(when) or when))
+    except ExpressionError as e:
+        raise ValidationError([Problem(f"task {task_id!r}: when: {e}")]) from None
 
 
 _RULES: dict[str, TriggerRule] = {rule.value: rule for rule in TriggerRule}

@@ -49,6 +49,11 @@ Policies:
   included), with its retries; what depends on it is cancelled. Keep-going runs everything
   that does not depend on a failure. A failed ``allow_failure`` task satisfies its
   dependents; an ``all_done`` task runs once its dependencies are final, however they ended.
+- **Flow control.** A task with a ``rate_limit`` or a ``breaker`` passes a :class:`Gate`
+  (:mod:`corral._limits`) when it would start. One its rate limit or breaker holds back leaves
+  the ready queue, holds nothing, and comes back at its time (part of :meth:`next_wake`) or
+  when a breaker changes; the tasks behind it flow around it. One an open breaker refuses is
+  admitted, and listed in ``gate.refused``: the driver fails it without running it.
 - **Interrupt.** :meth:`stop` (Ctrl-C, a cancelled run) starts nothing new, cleanup included:
   every task that has not started is cancelled, spared ones too.
 """
@@ -61,6 +66,7 @@ from collections.abc import Iterable, Sequence
 
 from corral._errors import InvalidTransition
 from corral._graph import Graph
+from corral._limits import REFUSED, Gate, RateState, gate_for
 from corral._plan import durations_of, upward_ranks
 from corral._spec import TaskState, TriggerRule
 
@@ -89,6 +95,7 @@ class Scheduler:
     jitter for retry backoff (seed it for repeatable tests). ``done`` lists tasks that already
     succeeded in an earlier run (resume): they start out succeeded.
     ``record=True`` keeps a log of every transition for :meth:`drain_transitions`.
+    ``rates`` holds the state of the graph's rate limits (default: a new one, in this process).
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class Scheduler:
         rng: random.Random | None = None,
         done: Iterable[int] = (),
         record: bool = False,
+        rates: RateState | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ValueError(f"concurrency must be a whole number >= 1, not {concurrency!r}")
@@ -141,6 +149,8 @@ class Scheduler:
         self._active = n  # tasks not yet in a final state
         self.running = 0
         self._log: list[tuple[int, TaskState, int]] | None = [] if record else None
+        # Rate limits and circuit breakers; None when no task has either.
+        self.gate: Gate | None = gate_for(graph, rates)
 
         # Resources: names to slots in a free-capacity vector; per task a tuple of
         # (slot, amount) pairs, empty for the common task that requests nothing.
@@ -203,6 +213,10 @@ class Scheduler:
             d = silences[0][0]
             if wake is None or d < wake:
                 wake = d
+        if self.gate is not None:
+            held = self.gate.next_wake()  # a rate limit or an open breaker lets a task through
+            if held is not None and (wake is None or held < wake):
+                wake = held
         return wake
 
     def ready_count(self) -> int:
@@ -211,7 +225,8 @@ class Scheduler:
     def stalled(self) -> bool:
         """Tasks remain, yet nothing runs and nothing waits on a timer: after :meth:`admit`
         started nothing, nothing will ever change."""
-        return self._active > 0 and self.running == 0 and not self._retries
+        return (self._active > 0 and self.running == 0 and not self._retries
+                and (self.gate is None or self.gate.next_wake() is None))
 
     def blocked_reasons(self) -> dict[int, str]:
         """Why each unfinished task is not running: the diagnosis of a stalled run."""
@@ -226,6 +241,8 @@ class Scheduler:
                 short = [f"{names[r]} (needs {a:g}, {self.free[r]:g} free)"
                          for r, a in self._requests[i] if self.free[r] < a]
                 out[i] = ("lacks " + ", ".join(short)) if short else "waits for a slot"
+                if self.gate is not None and i in self.gate.holds:
+                    out[i] = self.gate.holds[i]
             elif state is RETRY_WAIT:
                 out[i] = "waits to retry"
             elif state is RUNNING:
@@ -289,6 +306,9 @@ class Scheduler:
         """
         if self._retries:
             self._release_due(now)
+        gate = self.gate
+        if gate is not None:
+            self._release_held(gate, now)
         ready = self._ready
         slots = self.concurrency - self.running
         if self.halted or slots <= 0 or not ready:
@@ -317,6 +337,11 @@ class Scheduler:
                     if len(blocked) >= LOOKAHEAD:
                         break
                     continue
+            if gate is not None and gate.gated[i]:
+                verdict = gate.check(i, now)
+                if verdict is not None and verdict is not REFUSED:
+                    continue  # held back by a rate limit or breaker: out of the queue
+            if request:
                 for r, a in request:
                     free[r] -= a
             self.state[i] = RUNNING
@@ -337,16 +362,22 @@ class Scheduler:
 
     def succeeded(self, i: int, now: float) -> None:
         """The running attempt of task ``i`` succeeded."""
+        if self.gate is not None:
+            self._gate_ended(i, True, now)
         self._leave_running(i, SUCCEEDED)
         self._resolve(i, SUCCEEDED)
 
     def skipped(self, i: int, now: float) -> None:
         """The running attempt of task ``i`` asked to be skipped."""
+        if self.gate is not None:
+            self._gate_ended(i, None, now)
         self._leave_running(i, SKIPPED)
         self._resolve(i, SKIPPED)
 
     def cancelled(self, i: int, now: float) -> None:
         """The running attempt of task ``i`` was cancelled (after :meth:`stop`)."""
+        if self.gate is not None:
+            self._gate_ended(i, None, now)
         self._leave_running(i, CANCELLED)
         self._resolve(i, CANCELLED)
 
@@ -357,6 +388,10 @@ class Scheduler:
         not stopping. Returns the running tasks the driver must now cancel (fail-fast), usually
         none.
         """
+        if self.gate is not None:
+            if i in self.gate.refused:
+                retryable = False  # refused by an open breaker: it fails at once, for good
+            self._gate_ended(i, False, now)
         if (
             retryable
             and (not self.stopping or (self._all_done[i] and not self.halted))
@@ -451,6 +486,20 @@ class Scheduler:
             self._resolve(i, CANCELLED)
         # A cleanup already running finishes too.
         return [i for i, s in enumerate(state) if s is RUNNING and not all_done[i]]
+
+    # ------------------------------------------------------------------ flow control
+    def _release_held(self, gate: Gate, now: float) -> None:
+        """Tasks the gate held back whose time has come (or whose breaker changed) go back
+        into the ready queue, unless they were cancelled meanwhile."""
+        state, key, ready = self.state, self._key, self._ready
+        for i in gate.release(now):
+            if state[i] is READY:
+                heapq.heappush(ready, key[i])
+
+    def _gate_ended(self, i: int, ok: bool | None, now: float) -> None:
+        gate = self.gate
+        if gate is not None and gate.gated[i] and self.state[i] is RUNNING:
+            gate.ended(i, ok, now)
 
     # ------------------------------------------------------------------ internals
     def _arm(

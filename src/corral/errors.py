@@ -13,6 +13,7 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── ValidationError (ValueError)        the DAG or pipeline is invalid; .problems lists all
     │   └── PipelineError                   a pipeline file could not be read or parsed
     ├── ParameterError (ValueError)         a -p key=value is malformed or unknown
+    ├── ExpressionError (ValueError)        a ${{ ... }} is malformed or cannot be evaluated
     ├── CallNotFound (ImportError, ValueError)  a call's module or function cannot be found
     ├── InvalidTransition (RuntimeError)    a driver broke the scheduler's protocol
     ├── BrokenExecutor (RuntimeError)       an executor cannot run tasks any more
@@ -20,6 +21,7 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── TaskTimeout (TimeoutError)          a task ran past its timeout
     ├── TaskHung (TimeoutError)             a task showed no sign of life for its heartbeat
     ├── CommandFailed                       a shell task exited with a non-zero code
+    ├── CircuitOpen (RuntimeError)          the task's circuit breaker was open: it did not run
     ├── Skip                                raised by a task to end as "skipped"
     ├── BrokenStore (RuntimeError)          the run store cannot be read or written; names its URL
     │   ├── StoreTooNew                     the store was written by a newer corral (schema version)
@@ -39,9 +41,11 @@ from corral._errors import (
     BrokenExecutor,
     BrokenStore,
     CallNotFound,
+    CircuitOpen,
     CommandFailed,
     CorralError,
     CorruptHistory,
+    ExpressionError,
     InvalidTransition,
     NotResumable,
     ParameterError,
@@ -61,9 +65,11 @@ __all__ = [
     "BrokenExecutor",
     "BrokenStore",
     "CallNotFound",
+    "CircuitOpen",
     "CommandFailed",
     "CorralError",
     "CorruptHistory",
+    "ExpressionError",
     "InvalidTransition",
     "NotResumable",
     "ParameterError",

@@ -299,7 +299,7 @@ def test_import_corral_is_light():
 
     code = ("import sys, corral; heavy = {'yaml', 'pydantic', 'rich', 'cloudpickle', "
             "'multiprocessing', 'concurrent.futures.process', 'psycopg', 'click', 'dask', "
-            "'distributed'}; print(sorted(heavy & set(sys.modules)))")
+            "'distributed', 'mcp', 'fastapi'}; print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"

@@ -11,6 +11,7 @@ it runs or ``--help`` lists it (:func:`register_command`)::
     _history.py   runs, show, logs, prune              (the run store, read only)
     _test.py      test                                 (a pytest suite, through corral._launch)
     corral.server._cli   serve, token                  (the `server` extra)
+    corral.mcp._cli      mcp                           (the `mcp` extra)
 
 Policies: exit codes live in :class:`ExitCode` and are listed in ``corral --help``; a user's
 mistake never shows a traceback; startup stays fast (this package imports only click and the
@@ -35,3 +36,5 @@ register_command("test", "corral.cli._test:test")
 # The HTTP service and its tokens (the `server` extra), see corral.server.
 register_command("serve", "corral.server._cli:serve")
 register_command("token", "corral.server._cli:token")
+# The MCP server over stdio (the `mcp` extra), see corral.mcp.
+register_command("mcp", "corral.mcp._cli:mcp")
