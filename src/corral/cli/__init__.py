@@ -10,6 +10,7 @@ it runs or ``--help`` lists it (:func:`register_command`)::
     _run.py       run, resume                          (through corral._launch)
     _history.py   runs, show, logs, prune              (the run store, read only)
     _config.py    config show; the config file as click's default_map
+    _test.py      test                                 (a pytest suite, through corral._launch)
     corral.server._cli   serve, token                  (the `server` extra)
     corral.mcp._cli      mcp                           (the `mcp` extra)
 
@@ -33,6 +34,8 @@ for _name in ("logs", "prune", "runs", "show"):
     register_command(_name, f"corral.cli._history:{_name}")
 # The configuration file and what it resolves to, see corral._config.
 register_command("config", "corral.cli._config:config")
+# A pytest suite on corral's scheduler, see corral.testrun.
+register_command("test", "corral.cli._test:test")
 # The HTTP service and its tokens (the `server` extra), see corral.server.
 register_command("serve", "corral.server._cli:serve")
 register_command("token", "corral.server._cli:token")
