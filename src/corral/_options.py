@@ -37,6 +37,7 @@ TASK_OPTIONS: dict[str, str] = {
     "tags": "labels, for your own filtering",
     "env": "environment variables added for this task",
     "cwd": "working directory of this task",
+    "queue": "the fleet queue its attempts go to with --broker (default: default)",
 }
 
 _RETRY_FIELDS = {
@@ -114,6 +115,7 @@ def make_spec(
         tags=(tags,) if isinstance(tags, str) else tuple(tags),
         env=dict(get("env") or {}),
         cwd=get("cwd"),
+        queue=get("queue"),
         source=source,
     )
 

@@ -99,6 +99,7 @@ OPTION_TYPES: dict[str, Any] = {
     "tags": _Names,
     "env": _Env,
     "cwd": str | None,
+    "queue": str | None,  # null: the default queue
 }
 
 

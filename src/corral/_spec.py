@@ -186,6 +186,7 @@ class TaskSpec:
     tags: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    queue: str | None = None  # the fleet queue (None: "default"); where, not what: no fingerprint
     # Where the task was defined, for error messages: (file, line).
     source: tuple[str, int | None] | None = None
 

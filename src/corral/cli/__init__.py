@@ -9,6 +9,7 @@ it runs or ``--help`` lists it (:func:`register_command`)::
     _pipeline.py  validate, plan, graph, schema       (nothing runs)
     _run.py       run, resume                          (through corral._launch)
     _history.py   runs, show, logs, prune              (the run store, read only)
+    _fleet.py     worker, workers, dlq                 (the fleet's broker)
     corral.server._cli   serve, token                  (the `server` extra)
 
 Policies: exit codes live in :class:`ExitCode` and are listed in ``corral --help``; a user's
@@ -29,6 +30,9 @@ for _name in ("resume", "run"):
     register_command(_name, f"corral.cli._run:{_name}")
 for _name in ("logs", "prune", "runs", "show"):
     register_command(_name, f"corral.cli._history:{_name}")
+# The fleet: workers over a broker, and its dead-letter queue (docs/fleet.md).
+for _name in ("dlq", "worker", "workers"):
+    register_command(_name, f"corral.cli._fleet:{_name}")
 # The HTTP service and its tokens (the `server` extra), see corral.server.
 register_command("serve", "corral.server._cli:serve")
 register_command("token", "corral.server._cli:token")

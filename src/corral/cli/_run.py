@@ -82,6 +82,7 @@ class RunOptions:
     paths: tuple[str, ...]
     no_import: bool
     dask: str | None
+    broker: str | None
 
     def width(self, pipeline: Pipeline) -> int:
         """Tasks at once. Precedence: --concurrency > CORRAL_CONCURRENCY (both via click) >
@@ -153,6 +154,14 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
         show_envvar=True,
         help="Run tasks with `executor: dask` on the Dask scheduler at ADDRESS "
         "(tcp://host:8786)  [default: a local cluster for the run]",
+    ),
+    click.option(
+        "--broker",
+        metavar="URL",
+        envvar="CORRAL_BROKER",
+        show_envvar=True,
+        help="Send every attempt to the fleet of `corral worker`s fed through this broker "
+        "(redis://HOST:PORT/DB) instead of running it here.",
     ),
 ]
 
@@ -302,6 +311,7 @@ def execute(
         source_path=os.path.abspath(pipeline.path) if pipeline.path else None,
         lease_s=opts.lease,
         executors=_dask_executors(opts.dask),
+        broker=opts.broker or None,
     ))
     runner, recorder = started.runner, started.recorder
     # The median of each task's earlier successful attempts, for tasks without `estimate`,
