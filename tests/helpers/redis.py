@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.helpers.waiting import wait_for
@@ -82,10 +83,12 @@ def namespace_url() -> Iterator[str]:
         drop_namespace(url)
 
 
-def worker_env(**extra: str) -> dict[str, str]:
-    """The environment of a test's worker: the repository importable (tests' modules)."""
+def worker_env(*paths: Path, **extra: str) -> dict[str, str]:
+    """The environment of a test's worker: the repository importable (tests' modules), and
+    ``paths`` before it."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*map(str, paths), str(REPO),
+                                                      env.get("PYTHONPATH")]))
     env.pop("CORRAL_CONCURRENCY", None)
     env.update(extra)
     return env
@@ -95,10 +98,13 @@ def start_worker(url: str, *args: str, env: dict[str, str] | None = None,
                  log: Path | None = None) -> subprocess.Popen[bytes]:
     """A real ``corral worker`` on ``url``, started in its own session; waits until it has
     registered. Stop it with :func:`stop_worker` (or kill it)."""
-    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "corral", "worker", "--broker", url, *args],
-        cwd=REPO, env=env or worker_env(), stdout=out, stderr=out, start_new_session=True)
+    with contextlib.ExitStack() as stack:
+        out: Any = subprocess.DEVNULL
+        if log is not None:
+            out = stack.enter_context(open(log, "ab"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "corral", "worker", "--broker", url, *args],
+            cwd=REPO, env=env or worker_env(), stdout=out, stderr=out, start_new_session=True)
     from corral.fleet._broker import open_broker
 
     broker = open_broker(url)

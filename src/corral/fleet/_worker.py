@@ -4,10 +4,10 @@ A worker runs each attempt with its own local executor of the name the task uses
 ``async``, ``process``, ``shell``: the same code that runs it in ``corral run``), on an
 asyncio loop; three threads talk to the broker so that the loop never waits on it::
 
-    claimer ──claim(free slots)──> admit: skip done/cancelled, dead-letter over-delivered
-        │                                └──> loop: load body (imports), fit resources,
-    keeper (every beat): renew held,                local executor.submit(work)
-        register, reclaim silent ones ──> admit       │
+    claimer ──claim(free slots), and every beat reclaim silent ones──> admit: skip
+        │       done/cancelled, dead-letter over-delivered ──> loop: load body (imports),
+    keeper (every beat): renew held, register           fit resources, executor.submit(work)
+                                                      │
                                                       v
     reporter (every tick): START, OUTPUT (the log's new bytes), BEAT; cancelled? stop it;
         outcomes: the log's last bytes, then finish(END + done + ack) in one MULTI
@@ -225,7 +225,10 @@ class Worker:
         return self.options.concurrency - self._held
 
     def _claim_loop(self) -> None:
+        """Take new entries, and every beat entries whose workers went silent (the one thread
+        that takes work, so free slots are counted once)."""
         backoff = _Backoff()
+        next_reclaim = 0.0
         while not self._stopped.is_set():
             with self._lock:
                 free = self._free()
@@ -234,6 +237,12 @@ class Worker:
                     continue
                 self._held += free  # reserved while we wait for entries
             try:
+                if time.monotonic() >= next_reclaim:
+                    next_reclaim = time.monotonic() + self.beat_every
+                    claimed = self.broker.reclaim(self.id, self.options.queues, free)
+                    if claimed:
+                        self._took(free, claimed)
+                        continue
                 claimed = self.broker.claim(self.id, self.options.queues, free, block_s=1.0)
             except BrokenBroker as exc:
                 with self._lock:
@@ -241,10 +250,13 @@ class Worker:
                 backoff.wait(exc, self._stopped)
                 continue
             backoff.reset()
-            with self._lock:
-                self._held -= free - len(claimed)
-            if claimed:
-                self._admit(claimed)
+            self._took(free, claimed)
+
+    def _took(self, reserved: int, claimed: list[Claimed]) -> None:
+        with self._lock:
+            self._held -= reserved - len(claimed)
+        if claimed:
+            self._admit(claimed)
 
     def _keep_loop(self) -> None:
         backoff = _Backoff()
@@ -258,20 +270,6 @@ class Worker:
                     ids = {c.entry for c in lost}
                     self._loop.call_soon_threadsafe(self._lose, ids)
                 self._register("running")
-                with self._lock:
-                    free = self._free()
-                    if free > 0:
-                        self._held += free
-                if free > 0:
-                    try:
-                        claimed = self.broker.reclaim(self.id, self.options.queues, free)
-                    finally:
-                        with self._lock:
-                            self._held -= free
-                    with self._lock:
-                        self._held += len(claimed)
-                    if claimed:
-                        self._admit(claimed)
                 backoff.reset()
             except BrokenBroker as exc:
                 backoff.wait(exc, self._stopped)

@@ -162,6 +162,11 @@ class RedisBroker:
             raise BrokenBroker(INSTALL_HINT) from exc
         shown = safe_url(url)
         url, namespace = _namespace(url)
+        parts = urlsplit(url)
+        if parts.scheme in ("redis", "rediss") and parts.path.strip("/") \
+                and not parts.path.strip("/").isdigit():
+            raise BrokenBroker(f"not a usable Redis URL: {shown} (the database after the "
+                               "'/' is a number: redis://HOST:PORT/0)")
         try:
             client = redis.Redis.from_url(url, socket_connect_timeout=5,
                                           health_check_interval=30)
