@@ -222,3 +222,68 @@ def test_tasks_go_to_their_queue(url, tmp_path):
         stop_worker(plain)
         stop_worker(gpu)
     assert dict(starts(journal)) == {"on-gpu": gpu.pid, "plain": plain.pid}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _redis_server(port: int):
+    import shutil
+    import subprocess
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("no redis-server on this machine to restart")
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(port=port)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    wait_for(answers, "the test's own Redis to answer")
+    client.close()
+    return proc
+
+
+def test_a_redis_restarted_without_its_data_mid_run_still_completes(tmp_path):
+    port = _free_port()
+    server = _redis_server(port)
+    url = f"redis://127.0.0.1:{port}/0"
+    journal = tmp_path / "journal"
+    worker = start_worker(url, "--concurrency", "2", "--heartbeat-timeout", "2s",
+                          log=tmp_path / "worker.log")
+    # Wider than the worker: attempts wait in the queue, and the restart loses them.
+    dag = DAG(concurrency=8)
+    n = 20
+    for k in range(n):
+        dag.add(ran, str(journal), f"t{k}", 0.2, id=f"t{k}")
+    outcome: dict[str, object] = {}
+    runner = threading.Thread(daemon=True, target=lambda: outcome.setdefault(
+        "result", dag.run(broker=url, handle_signals=False, log_dir=None)))
+    runner.start()
+    try:
+        wait_for(lambda: len(starts(journal)) >= 4, "a few tasks to run")
+        server.kill()  # its data goes with it: nothing on disk
+        server.wait()
+        server = _redis_server(port)
+        runner.join(60)
+        assert not runner.is_alive(), "hang guard: the run did not finish"
+    finally:
+        stop_worker(worker)
+        server.kill()
+        server.wait()
+    result = outcome["result"]
+    assert result.ok, [(t.id, t.error) for t in result.tasks.values() if t.error]
+    assert {t for t, _ in starts(journal)} == {f"t{k}" for k in range(n)}

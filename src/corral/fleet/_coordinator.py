@@ -144,8 +144,10 @@ class FleetSession:
         broker.enqueue(batch)
         broker.cancel(cancels)
         if not broker.renew_lease(self.run_id, self.token, self.lease_s):
-            # Silent past its lease (or the broker forgot it): take it again, or learn who
-            # has it; a fenced-out coordinator stops here.
+            # Silent past its lease, or the broker forgot it (restarted without its data: then
+            # what we sent is gone too). Take the lease again, or learn who has it: a
+            # fenced-out coordinator stops here.
+            self._check_epoch()
             self.fence = broker.acquire_lease(self.run_id, self.token, self.lease_s)
 
     def _read_loop(self) -> None:
@@ -192,16 +194,23 @@ class FleetSession:
                     return
                 self._lock.wait(delay)
             try:
-                epoch = self.broker.epoch()
+                self._check_epoch()
             except BrokenBroker:
                 continue
-            if epoch != self._epoch:
-                self._epoch = epoch
-                with self._lock:
-                    again = [m for m, _ in self._inflight.values()]
-                    self._outbox[:0] = [m for m in again if m not in self._outbox]
-                    self._lock.notify_all()
-                print(f"corral: the broker restarted without its data: sending the "
-                      f"{len(again)} attempts in flight again", file=sys.stderr)
             return
+
+    def _check_epoch(self) -> None:
+        """If the broker lost its data since we last looked, queue every attempt in flight
+        again (the first END of each wins; a duplicate is ignored)."""
+        epoch = self.broker.epoch()
+        if epoch == self._epoch:
+            return
+        self._epoch = epoch
+        with self._lock:
+            queued = {m.id for m in self._outbox}
+            again = [m for m, _ in self._inflight.values() if m.id not in queued]
+            self._outbox[:0] = again
+            self._lock.notify_all()
+        print(f"corral: the broker restarted without its data: sending the {len(again)} "
+              "attempts in flight again", file=sys.stderr)
 

@@ -144,6 +144,7 @@ class RedisBroker:
         self.url = url
         self.heartbeat_timeout = heartbeat_timeout
         self._groups: set[str] = set()  # queues whose group we know exists
+        self._epoch = ""
         self._renew = client.register_script(_RENEW)
         self._acquire = client.register_script(_ACQUIRE)
         self._renew_lease = client.register_script(_RENEW_LEASE)
@@ -202,7 +203,11 @@ class RedisBroker:
 
     def epoch(self) -> str:
         with self._talking("say who it is"):
-            return str(self._redis.info("server").get("run_id", ""))
+            epoch = str(self._redis.info("server").get("run_id", ""))
+        if epoch != self._epoch:  # a new server (or data): its groups are to be made again
+            self._epoch = epoch
+            self._groups.clear()
+        return epoch
 
     def _ensure_groups(self, queues: Sequence[str]) -> None:
         import redis
