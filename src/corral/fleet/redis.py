@@ -4,14 +4,14 @@ Key names (all under ``corral:``, or ``corral:NAME:`` with ``?namespace=NAME`` i
 made in this one place, :class:`Keys`)::
 
     q:{queue}        stream   attempts to run; entries stay pending until finished
-    r:{reply}        stream   a coordinator session's events (START, OUTPUT, BEAT, END)
+    r:{reply}        stream   a coordinator session's events (START, OUTPUT, BEAT, END); a day
     done:{attempt}   string   the attempt finished (a day): a reclaimed copy is not re-run
     cancel:{attempt} string   the coordinator gave up on it (a day): stop it, or skip it
     dlq              stream   dead letters: the attempt's fields, why, its history
     workers          zset     worker id -> last beat (epoch s)
     w:{worker}       hash     what a worker said of itself at its last beat
     lease:{run}      string   the run's coordinator (its holder), with a TTL
-    fence:{run}      counter  fencing tokens, one per coordinator that took the lease
+    fence:{run}      counter  fencing tokens, one per coordinator that took the lease; a week
 
 How an attempt moves (a worker's view)::
 
@@ -103,7 +103,9 @@ _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return {0, holder} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return {1, redis.call('INCR', KEYS[2])}
+local fence = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], 604800)
+return {1, fence}
 """
 
 _RENEW_LEASE = """
@@ -250,8 +252,11 @@ class RedisBroker:
             entries = answer[0][1]
             last = entries[-1][0].decode()
             # What was read is the coordinator's now: trim it (the last entry stays, as the
-            # stream's position).
-            self._redis.xtrim(key, minid=last)
+            # stream's position). A stream whose coordinator died goes after a day.
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.xtrim(key, minid=last)
+            pipe.expire(key, MARK_TTL_S)
+            pipe.execute()
         return last, [Event.from_fields(fields) for _, fields in entries]
 
     def drop_reply(self, reply: str) -> None:
