@@ -172,4 +172,8 @@ def _fleet_executors(url: str, run_id: str, graph: Graph, given: Mapping[str, Ex
     kinds = {name: action_kind(name) for name in names}
     queues = {s.id: s.queue for s in graph.specs if s.queue}
     session = FleetSession.connect(url, run_id, lease_s=lease_s)
-    return {**(given or {}), **fleet_executors(session, names, kinds=kinds, queues=queues)}
+    fleet = fleet_executors(session, names, kinds=kinds, queues=queues)
+    used = {s.queue or "default" for s, name in zip(graph.specs, graph.executors, strict=True)
+            if name in fleet}
+    session.warn_unserved(used)
+    return {**(given or {}), **fleet}

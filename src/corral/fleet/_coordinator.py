@@ -72,6 +72,18 @@ class FleetSession:
         (nothing started) when it cannot be used."""
         return cls(open_broker(url), run_id, lease_s=lease_s)
 
+    def warn_unserved(self, queues: set[str]) -> None:
+        """Say on stderr which of ``queues`` no live worker takes from: their attempts will
+        wait until one starts (not an error: workers may come later)."""
+        try:
+            live = [w for w in self.broker.workers() if w.state == "running"]
+        except BrokenBroker:
+            return
+        served = {q for w in live for q in w.queues}
+        for queue in sorted(queues - served):
+            print(f"corral: no worker takes queue {queue!r} yet: its attempts wait for one "
+                  f"(corral worker --broker URL --queue {queue})", file=sys.stderr)
+
     # ------------------------------------------------------------------ life
     def open(self) -> None:
         """Take the run's lease and start the threads (once, however many executors share
