@@ -145,6 +145,7 @@ class Worker:
         self._by_index: dict[int, _Running] = {}
         self._index = itertools.count()
         self._stopping = False
+        self._next_cancel_check = 0.0  # cancellations are looked for once per tick
         self._stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._logs = Path(tempfile.mkdtemp(prefix="corral-worker-"))
@@ -236,27 +237,32 @@ class Worker:
                     self._lock.wait(0.5)
                     continue
                 self._held += free  # reserved while we wait for entries
+            claimed: list[Claimed] = []
             try:
                 if time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + self.beat_every
                     claimed = self.broker.reclaim(self.id, self.options.queues, free)
-                    if claimed:
-                        self._took(free, claimed)
-                        continue
-                claimed = self.broker.claim(self.id, self.options.queues, free, block_s=1.0)
+                if not claimed:
+                    claimed = self.broker.claim(self.id, self.options.queues, free,
+                                                block_s=1.0)
             except BrokenBroker as exc:
                 with self._lock:
                     self._held -= free
                 backoff.wait(exc, self._stopped)
                 continue
             backoff.reset()
-            self._took(free, claimed)
-
-    def _took(self, reserved: int, claimed: list[Claimed]) -> None:
-        with self._lock:
-            self._held -= reserved - len(claimed)
-        if claimed:
-            self._admit(claimed)
+            with self._lock:
+                self._held -= free - len(claimed)
+            if not claimed:
+                continue
+            try:
+                self._admit(claimed)
+            except BrokenBroker as exc:
+                # Not started, not acknowledged: they are reclaimed after the heartbeat
+                # timeout (by us or another worker).
+                with self._lock:
+                    self._held -= len(claimed)
+                backoff.wait(exc, self._stopped)
 
     def _keep_loop(self) -> None:
         backoff = _Backoff()
@@ -297,8 +303,8 @@ class Worker:
             self._lock.notify_all()
         loop = self._loop
         assert loop is not None
-        for c in keep:
-            loop.call_soon_threadsafe(self._start, c)
+        if keep:
+            loop.call_soon_threadsafe(self._start_all, keep)  # one wake-up for the batch
 
     def _dead_letter(self, c: Claimed, reason: str) -> None:
         error = WorkerCrashed(f"task {c.message.task_id!r}: {reason}; it is in the "
@@ -308,6 +314,10 @@ class Worker:
         self.broker.dead_letter(c, reason, [reason], end)
 
     # ------------------------------------------------------------------ running (loop)
+    def _start_all(self, claimed: list[Claimed]) -> None:
+        for c in claimed:
+            self._start(c)
+
     def _start(self, c: Claimed) -> None:
         if self._stopped.is_set():
             with self._lock:
@@ -496,7 +506,9 @@ class Worker:
                     self._lock.notify_all()
         self.done += len(ends)
         self.broker.hand_back(self.id, back)
-        if running:
+        now = time.monotonic()
+        if running and now >= self._next_cancel_check:
+            self._next_cancel_check = now + self.options.tick
             ids = [r.claimed.message.id for r in running]
             states = self.broker.states(ids)
             cancelled = [a for a, s in zip(ids, states, strict=True) if s == "cancelled"]
