@@ -37,15 +37,15 @@ def test_a_worker_killed_mid_run_costs_only_what_it_held(url, tmp_path):
     doomed = start_worker(url, *args, log=log)
     survivor = start_worker(url, *args, log=log)
     dag = DAG(concurrency=4)
-    n = 40
+    n = 200
     for k in range(n):
-        dag.add(ran, str(journal), f"t{k}", 0.1, id=f"t{k}")
+        dag.add(ran, str(journal), f"t{k}", 0.02, id=f"t{k}")
     outcome: dict[str, object] = {}
     runner = threading.Thread(daemon=True, target=lambda: outcome.setdefault(
         "result", dag.run(broker=url, handle_signals=False, log_dir=None)))
     runner.start()
     try:
-        wait_for(lambda: sum(p == doomed.pid for _, p in starts(journal)) >= 4,
+        wait_for(lambda: sum(p == doomed.pid for _, p in starts(journal)) >= 20,
                  "the doomed worker to run a few tasks")
         stop_worker(doomed)  # SIGKILL, mid-run
         runner.join(120)
@@ -189,6 +189,22 @@ def test_attempts_that_kill_their_workers_are_dead_lettered(url, tmp_path):
         assert letter.task_id == "poison"
     finally:
         broker.close()
+    # ... and the command line shows it, queues it again, drops it.
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "corral", "dlq", *args, "--broker", url],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    listed = json.loads(cli("list", "--json").stdout)["dead_letters"]
+    assert [(d["task"], d["id"]) for d in listed] == [("poison", letter.id)]
+    shown = cli("show", letter.id)
+    assert "handed out 2 times" in shown.stdout
+    assert json.loads(cli("retry", letter.id, "--json").stdout)["retried"] == [letter.attempt]
+    assert json.loads(cli("list", "--json").stdout)["dead_letters"] == []
+    assert cli("show", letter.id).returncode == 2
 
 
 def test_the_worker_reports_itself(url, tmp_path):
