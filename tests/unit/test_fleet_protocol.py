@@ -79,3 +79,23 @@ def test_bad_worker_resources_say_why(text):
 
     with pytest.raises(ValueError, match=text.split("=")[0] or "NAME"):
         parse_resources(text)
+
+
+def test_a_body_round_trips_each_function_pickled_once_closures_and_lambdas_too():
+    from corral.fleet._protocol import AttemptBody, BodyWriter
+
+    writer = BodyWriter()
+    factor = 3
+    bodies = [AttemptBody(fn=fn, args=(k,), kwargs={"f": (lambda x: x * factor)}, env=None,
+                          cwd=None, heartbeat=None, log_path=None)
+              for k, fn in enumerate([divmod, divmod, lambda x, f: f(x)])]
+    functions: dict[bytes, object] = {}
+    loaded = []
+    for body in bodies:
+        m = AttemptMessage(id="a", run_id="r", task_id="t", queue="q", executor="thread",
+                           reply="r", body=writer.dump(body))
+        loaded.append(m.load_body(functions))
+    assert loaded[0].fn is loaded[1].fn is divmod
+    assert len(functions) == 2
+    assert loaded[2].fn(2, **loaded[2].kwargs) == 6
+    assert (loaded[1].args, loaded[1].kwargs["f"](5)) == ((1,), 15)

@@ -30,8 +30,6 @@ import contextlib
 from collections.abc import Iterable, Mapping
 from typing import IO, Any, ClassVar
 
-import cloudpickle
-
 from corral._errors import BrokenExecutor
 from corral.executors._base import ERROR, ActionKind, Executor, Work
 from corral.fleet._coordinator import FleetSession, Receiver
@@ -44,6 +42,7 @@ from corral.fleet._protocol import (
     START,
     AttemptBody,
     AttemptMessage,
+    BodyWriter,
     Event,
     load_outcome,
 )
@@ -81,6 +80,7 @@ class FleetExecutor(Executor, Receiver):
         self.queues = dict(queues or {})
         self.max_value_bytes = max_value_bytes
         self._sent: dict[str, _Sent] = {}
+        self._bodies = BodyWriter()
         self._opened = False
 
     async def start(self, sink: Any) -> None:
@@ -109,7 +109,7 @@ class FleetExecutor(Executor, Receiver):
             heartbeat=work.heartbeat if work.beat is not None else None,
             log_path=None if work.log_path is None else str(work.log_path))
         try:
-            data = cloudpickle.dumps(body)
+            data = self._bodies.dump(body)
         except Exception as exc:
             error = TypeError(f"task {work.task_id!r} could not be pickled for the fleet: {exc}")
             error.__cause__ = exc

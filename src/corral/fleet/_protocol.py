@@ -16,6 +16,7 @@ anything (``corral dlq``).
 
 from __future__ import annotations
 
+import pickle
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ __all__ = [
     "START",
     "AttemptBody",
     "AttemptMessage",
+    "BodyWriter",
     "Event",
     "ValueTooLarge",
     "dump_outcome",
@@ -47,6 +49,7 @@ DEFAULT_QUEUE = "default"
 DEFAULT_MAX_VALUE_BYTES = 16 * 1024 * 1024
 
 START, OUTPUT, BEAT, END = "s", "o", "b", "e"  # Event.kind
+FUNCTIONS_KEPT = 1024  # unpickled functions a worker keeps (a few per pipeline, usually)
 
 
 class ValueTooLarge(CorralError, ValueError):
@@ -110,12 +113,46 @@ class AttemptMessage:
                    max_value_bytes=int(fields.get(b"max_value", b"0")) or
                    DEFAULT_MAX_VALUE_BYTES)
 
-    def load_body(self) -> AttemptBody:
-        """Unpickle the body: imports the task's module (raises what importing raises)."""
-        body = cloudpickle.loads(self.body)
-        if not isinstance(body, AttemptBody):
+    def load_body(self, functions: dict[bytes, Any] | None = None) -> AttemptBody:
+        """Unpickle the body: imports the task's module (raises what importing raises).
+        ``functions`` caches unpickled functions by their pickle (a worker's, for the life
+        of the process: many attempts share a few functions)."""
+        fields = pickle.loads(self.body)
+        if not (isinstance(fields, tuple) and len(fields) == 7
+                and isinstance(fields[0], bytes)):
             raise TypeError(f"attempt {self.id}: the message's body is not an attempt")
-        return body
+        pickled_fn = fields[0]
+        fn = None if functions is None else functions.get(pickled_fn)
+        if fn is None:
+            fn = cloudpickle.loads(pickled_fn)
+            if functions is not None:
+                if len(functions) >= FUNCTIONS_KEPT:  # closures differ by their values
+                    functions.clear()
+                functions[pickled_fn] = fn
+        return AttemptBody(fn, *fields[1:])
+
+
+class BodyWriter:
+    """Pickles attempt bodies for :class:`AttemptMessage`: each function once (by reference
+    for a module's function, by value for ``__main__``'s, a closure or a lambda), the rest
+    with the standard pickler (cloudpickle when that cannot)."""
+
+    def __init__(self) -> None:
+        self._functions: dict[int, tuple[Any, bytes]] = {}  # id -> (fn kept alive, pickle)
+
+    def dump(self, body: AttemptBody) -> bytes:
+        fn = body.fn
+        known = self._functions.get(id(fn))
+        if known is None or known[0] is not fn:
+            known = (fn, cloudpickle.dumps(fn))
+            self._functions[id(fn)] = known
+        fields = (known[1], body.args, body.kwargs, body.env, body.cwd, body.heartbeat,
+                  body.log_path)
+        try:
+            return pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # a lambda or closure among the arguments
+            data: bytes = cloudpickle.dumps(fields)
+            return data
 
 
 @dataclass(frozen=True, slots=True)

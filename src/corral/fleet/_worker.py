@@ -143,6 +143,7 @@ class Worker:
         self._back: list[Claimed] = []
         self._executors: dict[str, Executor] = {}
         self._by_index: dict[int, _Running] = {}
+        self._functions: dict[bytes, Any] = {}  # the tasks' functions, by their pickle
         self._index = itertools.count()
         self._stopping = False
         self._next_cancel_check = 0.0  # cancellations are looked for once per tick
@@ -325,7 +326,7 @@ class Worker:
                 self._back.append(c)
             return
         try:
-            body = c.message.load_body()
+            body = c.message.load_body(self._functions)
         except BaseException as exc:  # the task's module does not import here: its failure
             error = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
             self._end_now(c, error)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-import cloudpickle
 import pytest
 
 from corral._errors import BrokenBroker
@@ -19,12 +18,13 @@ from corral.fleet._protocol import (
     START,
     AttemptBody,
     AttemptMessage,
+    BodyWriter,
     Event,
     dump_outcome,
     load_outcome,
 )
 
-BODY = cloudpickle.dumps(AttemptBody(fn=print, args=(), kwargs={}, env=None, cwd=None,
+BODY = BodyWriter().dump(AttemptBody(fn=print, args=(), kwargs={}, env=None, cwd=None,
                                      heartbeat=None, log_path=None))
 
 
