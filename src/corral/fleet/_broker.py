@@ -142,9 +142,12 @@ class Broker(Protocol):
     def post(self, events: Sequence[tuple[str, Event]]) -> None:
         """Post (reply stream, event) pairs: starts, output, beats."""
 
-    def finish(self, done: Sequence[tuple[Claimed, Event]]) -> None:
-        """For each (attempt, END event), atomically: post the END, mark the attempt done,
-        acknowledge (and drop) its entry. An attempt is acknowledged only so."""
+    def finish(self, done: Sequence[tuple[Claimed, Event]],
+               events: Sequence[tuple[str, Event]] = ()) -> None:
+        """Post ``events`` (as :meth:`post`, before the ENDs: an attempt's last output), then
+        for each (attempt, END event), atomically: post the END, mark the attempt done,
+        acknowledge (and drop) its entry. An attempt is acknowledged only so. One round trip
+        where the broker can."""
 
     def skip(self, claimed: Sequence[Claimed]) -> None:
         """Acknowledge attempts that are not to run (already done, or cancelled)."""

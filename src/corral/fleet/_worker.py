@@ -489,9 +489,11 @@ class Worker:
             limit = min(message.max_value_bytes, self.options.max_value_bytes)
             finished.append((claimed, Event(END, message.id, self.id,
                                             dump_outcome(status, payload, limit=limit))))
+        if starts and finished:  # an END says it started: no START for those
+            ending = {c.message.id for c, _ in finished}
+            posts = [p for p in posts if p[1].kind != START or p[1].attempt not in ending]
         try:
-            self.broker.post(posts)
-            self.broker.finish(finished)
+            self.broker.finish(finished, posts)
         except BrokenBroker:
             with self._lock:  # not reported: again next time
                 self._starts[:0] = [p for p in posts if p[1].kind == START]

@@ -383,11 +383,15 @@ class RedisBroker:
                 pipe.xadd(self.keys.reply(reply), event.fields())
             pipe.execute()
 
-    def finish(self, done: Sequence[tuple[Claimed, Event]]) -> None:
+    def finish(self, done: Sequence[tuple[Claimed, Event]],
+               events: Sequence[tuple[str, Event]] = ()) -> None:
         if not done:
+            self.post(events)
             return
         with self._talking("record outcomes"):
             pipe = self._redis.pipeline(transaction=True)
+            for reply, event in events:
+                pipe.xadd(self.keys.reply(reply), event.fields())
             for claimed, end in done:
                 pipe.xadd(self.keys.reply(claimed.message.reply), end.fields())
                 self._retire(pipe, claimed)

@@ -40,8 +40,8 @@ def test_a_queued_attempt_is_claimed_once_and_its_outcome_reaches_the_reply(open
     assert [c.message for c in claimed] == [message(1)]
     assert claimed[0].deliveries == 1
     assert broker.claim("b", ["default"], 10, block_s=0.05) == []
-    broker.post([("run:s", Event(START, "s:1:1", "a"))])
-    broker.finish([(claimed[0], Event(END, "s:1:1", "a", dump_outcome(OK, 42, limit=1000)))])
+    broker.finish([(claimed[0], Event(END, "s:1:1", "a", dump_outcome(OK, 42, limit=1000)))],
+                  [("run:s", Event(START, "s:1:1", "a"))])  # its events come first
     _, events = broker.read_events("run:s", "0", block_s=1, count=10)
     assert [(e.kind, e.attempt) for e in events] == [(START, "s:1:1"), (END, "s:1:1")]
     assert load_outcome(events[1].data) == (OK, 42)
