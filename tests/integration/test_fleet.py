@@ -303,3 +303,21 @@ def test_a_redis_restarted_without_its_data_mid_run_still_completes(tmp_path):
     result = outcome["result"]
     assert result.ok, [(t.id, t.error) for t in result.tasks.values() if t.error]
     assert {t for t, _ in starts(journal)} == {f"t{k}" for k in range(n)}
+
+
+def test_a_second_coordinator_of_a_run_is_refused(url):
+    from corral._errors import BrokenBroker
+    from corral.fleet._coordinator import FleetSession
+
+    first = FleetSession.connect(url, "run-1")
+    first.open()
+    try:
+        second = FleetSession.connect(url, "run-1")
+        with pytest.raises(BrokenBroker, match="already has a live coordinator"):
+            second.open()
+    finally:
+        first.close()
+    again = FleetSession.connect(url, "run-1")  # released at close: the run may go on
+    again.open()
+    assert again.fence > first.fence
+    again.close()

@@ -92,8 +92,14 @@ class FleetSession:
             self._users += 1
             if self._users > 1:
                 return
-        self.fence = self.broker.acquire_lease(self.run_id, self.token, self.lease_s)
-        self._epoch = self.broker.epoch()
+        try:
+            self.fence = self.broker.acquire_lease(self.run_id, self.token, self.lease_s)
+            self._epoch = self.broker.epoch()
+        except BaseException:
+            with self._lock:
+                self._users -= 1
+            self.broker.close()
+            raise
         for target, name in ((self._send_loop, "sender"), (self._read_loop, "reader")):
             thread = threading.Thread(target=target, name=f"corral-fleet-{name}", daemon=True)
             self._threads.append(thread)
