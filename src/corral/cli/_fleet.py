@@ -258,7 +258,8 @@ def dlq_retry(broker: str, as_json: bool, entries: tuple[str, ...]) -> None:
 @broker_option
 @json_option
 @click.argument("entries", nargs=-1)
-@click.option("--all", "purge_all", is_flag=True, help="Drop every dead letter.")
+@click.option("--all", "purge_all", is_flag=True, envvar="CORRAL_DLQ_PURGE_ALL",
+              show_envvar=True, help="Drop every dead letter.")
 def dlq_purge(broker: str, as_json: bool, entries: tuple[str, ...], purge_all: bool) -> None:
     """Drop dead letters: those named, or --all."""
     if not entries and not purge_all:
