@@ -127,7 +127,7 @@ def launch(
         from corral._runner import new_run_id
 
         run_id = run_id or new_run_id()
-        executors = _fleet_executors(opts.broker, run_id, graph, executors, opts.lease_s)
+        executors = _fleet_executors(opts.broker, run_id, graph, executors, opts)
     recorder = None
     if store is not None:
         from corral.store import StoreRecorder
@@ -159,7 +159,7 @@ def launch(
 
 
 def _fleet_executors(url: str, run_id: str, graph: Graph, given: Mapping[str, Executor] | None,
-                     lease_s: float) -> dict[str, Executor]:
+                     opts: LaunchOptions) -> dict[str, Executor]:
     """The run's executors in fleet mode: each executor name its tasks use (but those given,
     and ``dask``) sends its attempts to the fleet, through one session with the broker at
     ``url``, connected now (a broker that cannot be used raises
@@ -171,8 +171,8 @@ def _fleet_executors(url: str, run_id: str, graph: Graph, given: Mapping[str, Ex
     names = set(graph.executors) - set(given or {})
     kinds = {name: action_kind(name) for name in names}
     queues = {s.id: s.queue for s in graph.specs if s.queue}
-    session = FleetSession.connect(url, run_id, lease_s=lease_s)
-    fleet = fleet_executors(session, names, kinds=kinds, queues=queues)
+    session = FleetSession.connect(url, run_id, lease_s=opts.lease_s)
+    fleet = fleet_executors(session, names, kinds=kinds, queues=queues, env=opts.env)
     used = {s.queue or "default" for s, name in zip(graph.specs, graph.executors, strict=True)
             if name in fleet}
     session.warn_unserved(used)

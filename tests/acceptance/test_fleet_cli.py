@@ -12,12 +12,16 @@ pytestmark = pytest.mark.slow
 
 PIPELINE = """
 name: fleet-demo
+env:
+  WHERE: the fleet
 tasks:
   double:
     call: "fleetmods:double"
     args: [21]
   shout:
-    cmd: echo "hello from the fleet"
+    cmd: echo "hello from $WHERE"
+  silent:
+    cmd: "true"
   after:
     call: "fleetmods:double"
     args: [1]
@@ -48,9 +52,10 @@ def test_a_pipeline_runs_on_a_worker_and_its_logs_come_back(corral, write, url, 
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert {t: v["state"] for t, v in report["tasks"].items()} == \
-        dict.fromkeys(("double", "shout", "after"), "succeeded")
+        dict.fromkeys(("double", "shout", "silent", "after"), "succeeded")
     shown = corral("logs", report["run_id"], "shout")
-    assert "hello from the fleet" in shown.stdout
+    assert "hello from the fleet" in shown.stdout  # the pipeline's env, on the worker
+    assert corral("logs", report["run_id"], "silent").returncode == 0  # empty, but there
     shown = corral("logs", report["run_id"], "double")
     assert "doubling 21" in shown.stdout
 

@@ -73,11 +73,13 @@ class FleetExecutor(Executor, Receiver):
 
     def __init__(self, session: FleetSession, *, remote: str | None = None,
                  queues: Mapping[str, str] | None = None,
+                 env: Mapping[str, str] | None = None,
                  max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> None:
         super().__init__()
         self.session = session
         self.remote = remote or self.remote_default
         self.queues = dict(queues or {})
+        self.env = dict(env or {})  # the pipeline's, under each task's own (for commands)
         self.max_value_bytes = max_value_bytes
         self._sent: dict[str, _Sent] = {}
         self._bodies = BodyWriter()
@@ -105,7 +107,9 @@ class FleetExecutor(Executor, Receiver):
         session = self.session
         attempt = session.attempt_id(work.index, work.attempt)
         body = AttemptBody(
-            fn=work.fn, args=work.args, kwargs=dict(work.kwargs), env=work.env, cwd=work.cwd,
+            fn=work.fn, args=work.args, kwargs=dict(work.kwargs),
+            env={**self.env, **work.env} if self.env and work.env else self.env or work.env,
+            cwd=work.cwd,
             heartbeat=work.heartbeat if work.beat is not None else None,
             log_path=None if work.log_path is None else str(work.log_path))
         try:
@@ -143,6 +147,9 @@ class FleetExecutor(Executor, Receiver):
         kind = event.kind
         if kind == END:
             self._sent.pop(event.attempt, None)
+            if sent.log is None and self.writes_logs and work.log_path is not None:
+                with contextlib.suppress(OSError):  # a silent command has an empty log
+                    open(work.log_path, "a").close()
             self._close_log(sent)
             status, payload = load_outcome(event.data)
             work.worker = event.worker
@@ -181,16 +188,18 @@ class FleetCommandExecutor(FleetExecutor):
     """Sends shell commands to the fleet (the worker runs them with its ``shell``)."""
 
     runs: ClassVar[ActionKind] = "commands"
+    writes_logs = True
     remote_default = "shell"
 
 
 def fleet_executors(session: FleetSession, names: Iterable[str], *,
                     kinds: Mapping[str, ActionKind],
                     queues: Mapping[str, str] | None = None,
+                    env: Mapping[str, str] | None = None,
                     keep: Iterable[str] = ("dask",)) -> dict[str, Executor]:
     """A fleet executor for each executor name in ``names`` (but those in ``keep``, which run
     where they are: a Dask cluster is its own fleet), sharing ``session``; ``kinds`` says what
-    each name runs."""
+    each name runs, ``env`` is the pipeline's environment (sent with every attempt)."""
     out: dict[str, Executor] = {}
     kept = set(keep)
     for name in sorted(set(names) - kept):
@@ -198,5 +207,5 @@ def fleet_executors(session: FleetSession, names: Iterable[str], *,
         if kind is None:
             raise BrokenExecutor(f"executor {name!r} cannot run on the fleet: unknown kind")
         cls = FleetCommandExecutor if kind == "commands" else FleetExecutor
-        out[name] = cls(session, remote=name, queues=queues)
+        out[name] = cls(session, remote=name, queues=queues, env=env)
     return out
