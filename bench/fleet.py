@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            "redis://127.0.0.1:6379/0"))
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--concurrency", type=int, default=8, help="per worker")
+    parser.add_argument("--concurrency", type=int, default=32, help="per worker")
     parser.add_argument("--shapes", default="flat,layered")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--peers", default="", help="comma-separated: dask")
