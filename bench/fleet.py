@@ -13,7 +13,10 @@ on a quiet machine. Not measured yet: latency from admission to start (p50, p99)
 
 ``--peers dask``: the same zero-duration function mapped on a ``dask.distributed`` LocalCluster
 of as many single-threaded worker processes (flat only: ``client.map`` then ``gather``).
-Celery is not measured here (not installed in this environment).
+``--peers celery``: a group of as many no-op Celery tasks (``bench/celery_app.py``) on as many
+Celery worker processes (thread pools of ``--concurrency``), Redis as broker and result
+backend on database 15 of the same Redis (flushed before and after; ``pip install
+'celery[redis]'``).
 """
 
 from __future__ import annotations
@@ -121,6 +124,45 @@ def dask_once(n: int, workers: int) -> float:
         return time.perf_counter() - t0
 
 
+def celery_once(broker: str, n: int, workers: int, concurrency: int) -> float:
+    """``n`` no-op Celery tasks (a group), ``workers`` Celery worker processes of
+    ``concurrency`` threads each, a Redis broker and result backend on a DB of their own."""
+    import signal
+
+    base = broker.partition("?")[0].rsplit("/", 1)[0] + "/15"  # a DB of its own, flushed
+    env = dict(os.environ, CORRAL_BENCH_CELERY_BROKER=base)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    import redis
+
+    redis.Redis.from_url(base).flushdb()
+    procs = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "bench.celery_app",
+                               "worker", "--pool", "threads", "-c", str(concurrency),
+                               "-n", f"w{k}@%h", "--without-gossip", "--without-mingle",
+                               "--without-heartbeat", "--loglevel", "WARNING"], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True) for k in range(workers)]
+    try:
+        os.environ["CORRAL_BENCH_CELERY_BROKER"] = base
+        from celery import group
+
+        from bench.celery_app import app, noop
+
+        app.conf.broker_url = app.conf.result_backend = base
+        # Warm-up: the workers are up once a first round of tasks came back.
+        group(noop.s() for _ in range(workers * concurrency)).apply_async().get(timeout=60)
+        t0 = time.perf_counter()
+        group(noop.s() for _ in range(n)).apply_async().get(timeout=600)
+        return time.perf_counter() - t0
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+        redis.Redis.from_url(base).flushdb()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="per worker")
     parser.add_argument("--shapes", default="flat,layered")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--peers", default="", help="comma-separated: dask")
+    parser.add_argument("--peers", default="", help="comma-separated: dask, celery")
     args = parser.parse_args(argv)
     rows = []
     for shape in args.shapes.split(","):
@@ -139,9 +181,14 @@ def main(argv: list[str] | None = None) -> int:
             times = [fleet_once(args.broker, shape, args.tasks, w, args.concurrency)
                      for _ in range(args.reps)]
             rows.append(("corral fleet", shape, w, times))
-            if "dask" in args.peers.split(",") and shape == "flat":
+            peers = args.peers.split(",")
+            if "dask" in peers and shape == "flat":
                 rows.append(("dask.distributed", shape, w,
                              [dask_once(args.tasks, w) for _ in range(args.reps)]))
+            if "celery" in peers and shape == "flat":
+                rows.append(("celery", shape, w,
+                             [celery_once(args.broker, args.tasks, w, args.concurrency)
+                              for _ in range(args.reps)]))
     print(f"{args.tasks} zero-duration tasks, {args.reps} repetitions (median, min-max)")
     print(f"{'runner':<18} {'shape':<8} {'workers':>7} {'tasks/s':>10} {'µs/task':>9} "
           f"{'wall s (min-max)':>18}")
