@@ -99,6 +99,20 @@ end
 return lost
 """
 
+# Finish attempts: for each, its END on its reply stream, its done mark, XACK and XDEL of its
+# entry. ARGV: group, the mark's TTL, the worker, then 6 per attempt: queue key, entry, reply
+# key, done key, attempt id, END data. One script (atomic), cheap to send for many.
+_FINISH = """
+for i = 4, #ARGV, 6 do
+  redis.call('XADD', ARGV[i + 2], '*', 'k', 'e', 'a', ARGV[i + 4], 'w', ARGV[3],
+             'd', ARGV[i + 5])
+  redis.call('SET', ARGV[i + 3], '1', 'EX', ARGV[2])
+  redis.call('XACK', ARGV[i], ARGV[1], ARGV[i + 1])
+  redis.call('XDEL', ARGV[i], ARGV[i + 1])
+end
+return 0
+"""
+
 _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return {0, holder} end
@@ -148,6 +162,7 @@ class RedisBroker:
         self._groups: set[str] = set()  # queues whose group we know exists
         self._epoch = ""
         self._renew = client.register_script(_RENEW)
+        self._finish = client.register_script(_FINISH)
         self._acquire = client.register_script(_ACQUIRE)
         self._renew_lease = client.register_script(_RENEW_LEASE)
         self._release = client.register_script(_RELEASE)
@@ -388,13 +403,19 @@ class RedisBroker:
         if not done:
             self.post(events)
             return
+        keys = self.keys
+        by_worker: dict[str, list[bytes | str]] = {}
+        for claimed, end in done:
+            message = claimed.message
+            by_worker.setdefault(end.worker, []).extend(
+                (keys.queue(claimed.queue), claimed.entry, keys.reply(message.reply),
+                 keys.done(message.id), message.id, end.data))
         with self._talking("record outcomes"):
-            pipe = self._redis.pipeline(transaction=True)
+            pipe = self._redis.pipeline(transaction=False)
             for reply, event in events:
-                pipe.xadd(self.keys.reply(reply), event.fields())
-            for claimed, end in done:
-                pipe.xadd(self.keys.reply(claimed.message.reply), end.fields())
-                self._retire(pipe, claimed)
+                pipe.xadd(keys.reply(reply), event.fields())
+            for worker, args in by_worker.items():
+                self._finish(args=[GROUP, MARK_TTL_S, worker, *args], client=pipe)
             pipe.execute()
 
     def _retire(self, pipe: Any, claimed: Claimed) -> None:
