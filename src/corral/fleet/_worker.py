@@ -10,7 +10,7 @@ asyncio loop; three threads talk to the broker so that the loop never waits on i
                                                       │
                                                       v
     reporter (every tick): START, OUTPUT (the log's new bytes), BEAT; cancelled? stop it;
-        outcomes: the log's last bytes, then finish(END + done + ack) in one MULTI
+        outcomes: the log's last bytes, then finish(END + done + ack) in one script
 
 Slots: the worker holds at most ``concurrency`` attempts (claimed, waiting for resources, or
 running), so nothing it claims waits long, and a worker that dies takes at most that many

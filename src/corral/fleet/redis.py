@@ -15,7 +15,7 @@ made in this one place, :class:`Keys`)::
 
 How an attempt moves (a worker's view)::
 
-    XADD q:default ──XREADGROUP (>)──> held by worker A ──finish: MULTI XADD r:... END,
+    XADD q:default ──XREADGROUP (>)──> held by worker A ──finish (a script): XADD r:... END,
                                          │   SET done, XACK, XDEL (never trimmed pending)
              A renews (XCLAIM JUSTID,    │
              its own entries only) ──────┤ A goes silent past the heartbeat timeout
