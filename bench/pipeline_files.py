@@ -32,7 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench._env import user_env
+
 LAYERS = 100
 TARGET_S = 2.0
 TARGET_RSS_MB = 1000
@@ -115,8 +116,7 @@ def measure(command: str, file: Path, cwd: Path) -> tuple[float, float, float]:
         argv = [sys.executable, "-m", "bench.pipeline_files", "--floor", str(file)]
     else:
         argv = [sys.executable, "-m", "corral", *COMMANDS[command], str(file)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+    env = user_env()
     start = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

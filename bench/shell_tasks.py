@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -37,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench._env import user_env
 
 
 def _cpu() -> tuple[float, float]:
@@ -95,7 +96,7 @@ def run_cli(n: int, concurrency: int, cmd: str, folder: Path) -> None:
     (folder / "p.yaml").write_text(pipeline_text(n, concurrency, cmd))
     subprocess.run([sys.executable, "-m", "corral", "run", "p.yaml", "--json"], cwd=folder,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")})
+                   env=user_env())
 
 
 def run_server(n: int, concurrency: int, cmd: str, folder: Path) -> float:

@@ -96,7 +96,7 @@ RUNNERS: dict[str, RunnerEntry] = {
             "corral-noest",
             "bench.runners.corral_runner:CorralNoEstimate",
             {SLEEP},
-            "corral without estimates (priority by task count only)",
+            "corral without estimates: a first run (task counts, then durations learned per kind)",
         ),
         _entry(
             "corral-sqlite",

@@ -26,7 +26,6 @@ at the end, which the whole-process time includes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._env import user_env
 from bench.runners._base import BenchRunner
 
 __all__ = ["CorralCli", "CorralCliNoStore", "FloorCli", "write_pipeline"]
@@ -57,11 +57,7 @@ class _WholeProcess(BenchRunner):
         self._tmp = tempfile.TemporaryDirectory(prefix="corral-bench-cli-")
         self.file = Path(self._tmp.name) / f"{self.wl.name}.json"
         write_pipeline(self.file, self.wl.name, self.wl.ids, self.wl.deps, self.wl.concurrency)
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[2]),
-                        os.environ.get("PYTHONPATH", "")) if p)}
-        for key in [k for k in self.env if k.startswith("CORRAL_")]:
-            del self.env[key]  # the defaults a new user gets
+        self.env = user_env()  # the defaults a new user gets, bytecode cached as installed
 
     def argv(self) -> list[str]:
         raise NotImplementedError

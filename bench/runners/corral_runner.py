@@ -6,9 +6,11 @@ plus a whole ``Runner.run()`` on a fresh event loop, result collection included.
 
 Variants: ``corral`` (sync tasks on the ``thread`` executor, the busy loop on ``process``),
 ``corral-async`` (``async def`` tasks on the ``async`` executor), ``corral-noest`` (sleep
-workloads without estimates: the critical-path priority falls back to counting tasks, so the
-difference with ``corral`` is what the estimates buy), ``corral-sqlite`` (``corral`` with the
-SQLite store attached) and the ``api`` workload (build a DAG with ``@dag.task``; no run).
+workloads without estimates, a first run: ranks count tasks until durations are learned per
+task kind as attempts succeed, so the difference with ``corral`` is what the estimates buy;
+``python -m bench.simulate`` gives the same comparison without overhead), ``corral-sqlite``
+(``corral`` with the SQLite store attached) and the ``api`` workload (build a DAG with
+``@dag.task``; no run).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ Public API (everything else is private and may move)::
     TaskState, RunStatus        task and run lifecycles
     CorralError, ValidationError, Skip   errors (corral.errors has them all, and the tree)
     heartbeat                   a running task says "still alive" (the heartbeat option)
+    limit                       a task waits for one of its run's rate limits: with limit("api")
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from corral._dag import DAG, Task, TaskFunction
 from corral._errors import CorralError, Skip, ValidationError
 from corral._heartbeat import heartbeat  # tiny: one context variable
-from corral._result import RunResult, RunStatus, TaskResult
-from corral._spec import TaskState
 
 if _TYPE_CHECKING:
+    from corral._dag import DAG, Task, TaskFunction
     from corral._pipeline import load_pipeline
+    from corral._result import RunResult, RunStatus, TaskResult
+    from corral._spec import TaskState
+    from corral._throttle import limit
 
 __all__ = [
     "DAG",
@@ -37,16 +39,36 @@ __all__ = [
     "ValidationError",
     "__version__",
     "heartbeat",
+    "limit",
     "load_pipeline",
 ]
 
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> _Any:
-    # The pipeline loader pulls in YAML and pydantic: only when asked for.
-    if name == "load_pipeline":
-        from corral._pipeline import load_pipeline
+# Imported when first used, so that ``import corral`` (which every ``corral.*`` import does
+# first) is light: the console script installs its signal handlers before asyncio, pydantic
+# or YAML load (corral._console), and the pipeline loader's YAML and pydantic are paid for
+# only by those who read pipeline files.
+_LAZY = {
+    "DAG": "corral._dag",
+    "Task": "corral._dag",
+    "TaskFunction": "corral._dag",
+    "RunResult": "corral._result",
+    "RunStatus": "corral._result",
+    "TaskResult": "corral._result",
+    "TaskState": "corral._spec",
+    "load_pipeline": "corral._pipeline",
+    "limit": "corral._throttle",
+}
 
-        return load_pipeline
-    raise AttributeError(f"module 'corral' has no attribute {name!r}")
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corral' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value

@@ -1,11 +1,5 @@
 """``python -m corral``: the same as the ``corral`` command."""
 
-import sys
+from corral._console import main
 
-try:
-    from corral.cli import main
-except KeyboardInterrupt:  # Ctrl-C while corral is still loading: nothing has started
-    sys.stderr.write("interrupted\n")
-    sys.exit(130)
-
-main(prog_name="corral")
+main()

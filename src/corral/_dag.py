@@ -102,7 +102,9 @@ class DAG:
 
     ``resources`` declares capacity beyond the machine's CPUs and memory (``{"gpu": 1}``);
     ``defaults`` are options every task gets unless it says otherwise; ``env`` is added to the
-    environment of shell tasks.
+    environment of shell tasks. ``rate_limits`` (``{"api": "10/s", "llm": {"rate": "60/m",
+    "burst": 5}}``) and ``circuit_breakers`` (``{"payments": {"failures": 5, "reset": 30}}``)
+    are declared here and named by tasks' ``rate_limit`` and ``breaker`` options.
     """
 
     def __init__(
@@ -113,6 +115,8 @@ class DAG:
         resources: Mapping[str, float] | None = None,
         defaults: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
+        rate_limits: Mapping[str, Any] | None = None,
+        circuit_breakers: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         if concurrency is not None and (not isinstance(concurrency, int)
@@ -126,6 +130,8 @@ class DAG:
         if problems:
             raise ValidationError(problems)
         self.env = dict(env or {})
+        self.rate_limits = dict(rate_limits or {})
+        self.circuit_breakers = dict(circuit_breakers or {})
         self._specs: dict[str, TaskSpec] = {}
         self._order: list[str] = []
         self._duplicates: list[TaskSpec] = []
@@ -208,6 +214,13 @@ class DAG:
         self._put(make_spec(task_id, ShellCommand(cmd), options=options, defaults=self.defaults))
         return Task(self, task_id)
 
+    def replace_spec(self, spec: TaskSpec) -> None:
+        """Put ``spec`` in place of the task of the same id (which must exist)."""
+        if spec.id not in self._specs:
+            raise KeyError(spec.id)
+        self._changes += 1
+        self._specs[spec.id] = spec
+
     def add_spec(self, spec: TaskSpec) -> Task:
         """Add a ready-made :class:`TaskSpec` (what pipeline files and the API use)."""
         self._put(spec)
@@ -267,12 +280,14 @@ class DAG:
         # once (a pipeline is validated when it is read, then by every command that uses it).
         given = tuple(sorted((k, type(v).runs) for k, v in executors.items())) if executors \
             else ()
-        built_from = (self._changes, self.name, dict(self.resources), given)
+        built_from = (self._changes, self.name, dict(self.resources), given,
+                      repr(self.rate_limits), repr(self.circuit_breakers))
         if self._graph is not None and self._graph[0] == built_from:
             graph = self._graph[1]
         else:
             graph = build_graph(self.specs, name=self.name, capacity=self.resources,
-                                executors=executors)
+                                executors=executors, rate_limits=self.rate_limits,
+                                breakers=self.circuit_breakers)
             self._graph = (built_from, graph)
         if only is not None:
             graph = select(graph, only, executors=executors)
@@ -461,7 +476,8 @@ def select(
         raise ValidationError(problems)
     keep = graph.upstream_closure(only)
     specs = [s for i, s in enumerate(graph.specs) if i in keep]
-    return build_graph(specs, name=graph.name, capacity=graph.capacity, executors=executors)
+    return build_graph(specs, name=graph.name, capacity=graph.capacity, executors=executors,
+                       rate_limits=graph.rate_limits, breakers=graph.breakers)
 
 
 def _to_ref(value: Any) -> Any:

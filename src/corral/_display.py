@@ -38,6 +38,7 @@ from corral._spec import TaskState
 
 if TYPE_CHECKING:
     from corral._events import RunInfo, Transition
+    from corral._limits import BreakerChange
     from corral._plan import Plan
     from corral._result import RunResult, TaskResult
     from corral._runner import Runner
@@ -255,6 +256,11 @@ class LinePrinter:
             self.out.write("".join(lines))
             self.out.flush()
 
+    def breaker_changed(self, change: BreakerChange) -> None:
+        self.out.write(f"{'breaker ' + change.state:<15} {change.breaker}  "
+                       f"at {format_seconds(change.at)}\n")
+        self.out.flush()
+
     def run_finished(self, result: RunResult) -> None:
         return None
 
@@ -347,6 +353,12 @@ def render_summary(
     line.append(f" in {format_seconds(result.duration_s)}  ")
     line.append_text(_state_counts(result.counts()))
     console.print(line)
+    bound = result.lower_bound_s
+    if bound and str(result.status) == "succeeded":
+        console.print(Text(
+            f"{result.duration_s / bound:.2f}x its own lower bound "
+            f"({format_seconds(bound)}: max of critical path, work / concurrency, with the "
+            "durations the tasks took in this run)", style="dim"))
     path = result.critical_path
     if path:
         span = _span(result.tasks[t] for t in path)
@@ -360,8 +372,21 @@ def render_summary(
             style="dim",
         )
         console.print(line)
+    if result.breakers:
+        _render_breakers(console, result.breakers)
     if log_dir and any(t.log_path for t in tasks):
         console.print(Text(f"logs: {log_dir}", style="dim"))
+
+
+def _render_breakers(console: Console, changes: Sequence[tuple[str, str, float]]) -> None:
+    """One line per circuit breaker that changed: its states in order, with their times
+    (``changes``: BreakerChange, or the same as plain tuples from a stored run)."""
+    for name in dict.fromkeys(c[0] for c in changes):
+        line = Text()
+        line.append(f"circuit breaker {name}: ", style="bold")
+        line.append(", ".join(f"{state} at {format_seconds(at)}"
+                              for breaker, state, at in changes if breaker == name))
+        console.print(line)
 
 
 def _ids_preview(ids: Sequence[str], limit: int = 6) -> str:
@@ -472,6 +497,9 @@ def render_run_details(console: Console, details: dict[str, Any]) -> None:
         line.append("critical path: ", style="bold")
         line.append(" → ".join(ids))
         console.print(line)
+    changes = details.get("breakers") or []
+    if changes:
+        _render_breakers(console, [(c["breaker"], c["state"], c["at"]) for c in changes])
 
 
 def _local(iso: str | None) -> str:

@@ -8,9 +8,12 @@ __all__ = [
     "BrokenExecutor",
     "BrokenStore",
     "CallNotFound",
+    "CircuitOpen",
     "CommandFailed",
+    "ConfigError",
     "CorralError",
     "CorruptHistory",
+    "ExpressionError",
     "InvalidTransition",
     "NotResumable",
     "ParameterError",
@@ -19,6 +22,7 @@ __all__ = [
     "RunLocked",
     "RunNotFound",
     "Skip",
+    "StartRefused",
     "StoreTooNew",
     "TaskHung",
     "TaskTimeout",
@@ -85,6 +89,20 @@ class PipelineError(ValidationError):
 
 class ParameterError(CorralError, ValueError):
     """A parameter is malformed or unknown."""
+
+
+class ConfigError(CorralError, ValueError):
+    """The configuration is invalid: a file's syntax, an unknown key or a bad value (the
+    message names the file, key and line), or a variable's value."""
+
+
+class StartRefused(ConfigError):
+    """The settings ask for more than the machine or the database has: nothing started. The
+    message names the numbers and the setting to change."""
+
+
+class ExpressionError(CorralError, ValueError):
+    """A ``${{ ... }}`` expression is not one, or cannot be evaluated."""
 
 
 class CallNotFound(CorralError, ImportError, ValueError):
@@ -168,6 +186,14 @@ class CommandFailed(CorralError):
 
 def _command_failed(exit_code: int, log_path: str | None, tail: str) -> CommandFailed:
     return CommandFailed(exit_code, log_path=log_path, tail=tail)
+
+
+class CircuitOpen(CorralError, RuntimeError):
+    """The task's circuit breaker is open: it failed at once, without running."""
+
+    def __init__(self, message: str | None = None, *, breaker: str | None = None) -> None:
+        self.breaker = breaker
+        super().__init__(message)
 
 
 class Skip(CorralError):

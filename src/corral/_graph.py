@@ -19,10 +19,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from corral._errors import Problem, ValidationError
+from corral._limits import Breaker, RateLimit, declared, names_of, parse_breaker, parse_rate_limit
 from corral._spec import RetryPolicy, ShellCommand, TaskSpec, TriggerRule, executor_names
 from corral._words import Suggester, short_repr
 from corral.executors._registry import UnknownExecutor, action_kind, known_names
@@ -63,6 +64,9 @@ class Graph:
     order: tuple[int, ...]
     capacity: Mapping[str, float]
     executors: tuple[str, ...]
+    # Flow control, by name (corral._limits): declared rate limits and circuit breakers.
+    rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    breakers: Mapping[str, Breaker] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -99,12 +103,16 @@ def build_graph(
     capacity: Mapping[str, float] | None = None,
     file: str | None = None,
     executors: Mapping[str, Executor] | None = None,
+    rate_limits: Mapping[str, Any] | None = None,
+    breakers: Mapping[str, Any] | None = None,
 ) -> Graph:
     """Validate ``specs`` and index them; raise :class:`ValidationError` listing every problem.
 
     ``capacity`` adds to or overrides the machine's (:func:`default_capacity`). ``executors``
     are the run's own executors by name; other names are looked up in the registry
-    (:mod:`corral.executors._registry`: the built-ins, then entry points).
+    (:mod:`corral.executors._registry`: the built-ins, then entry points). ``rate_limits``
+    and ``breakers`` are the declarations tasks name in their ``rate_limit`` and ``breaker``
+    options (:func:`corral._limits.parse_rate_limit`, :func:`~corral._limits.parse_breaker`).
     """
     problems: list[Problem] = []
 
@@ -122,8 +130,13 @@ def build_graph(
         else:
             total[resource] = float(amount)
 
+    limits, bad = declared(rate_limits, parse_rate_limit, "rate limit")
+    breaker_decls, bad_breakers = declared(breakers, parse_breaker, "circuit breaker")
+    for message in (*bad, *bad_breakers):
+        problem(message)
+
     index: dict[str, int] = {}
-    checks = _Checks(total, executors)
+    checks = _Checks(total, executors, limits, breaker_decls)
     names = executor_names(specs)
     for i, spec in enumerate(specs):
         if not isinstance(spec.id, str) or not spec.id:
@@ -191,6 +204,8 @@ def build_graph(
         order=tuple(order),
         capacity=total,
         executors=tuple(names),
+        rate_limits=limits,
+        breakers=breaker_decls,
     )
 
 
@@ -203,9 +218,15 @@ class _Checks:
     """
 
     def __init__(
-        self, capacity: Mapping[str, float], given: Mapping[str, Executor] | None = None
+        self,
+        capacity: Mapping[str, float],
+        given: Mapping[str, Executor] | None = None,
+        rate_limits: Mapping[str, RateLimit] | None = None,
+        breakers: Mapping[str, Breaker] | None = None,
     ) -> None:
         self.capacity = capacity
+        self.rate_limits = set(rate_limits or {})
+        self.breakers = set(breakers or {})
         self.valid_retry: set[int] = set()
         self.given = given
         self.kinds: dict[str, str | None] = {}  # executor name -> what it runs (None: unknown)
@@ -276,6 +297,28 @@ class _Checks:
                             f"not {short_repr(value)}", spec)
         if spec.resources:
             self.resources(spec, task, problem)
+        if spec.rate_limit or spec.breaker is not None:
+            self.flow_control(spec, task, problem)
+
+    def flow_control(self, spec: TaskSpec, task: str, problem: Any) -> None:
+        """Report ``rate_limit`` and ``breaker`` options that name nothing declared."""
+        names = names_of(spec.rate_limit)
+        if names is None:
+            problem(f"{task}: rate_limit must be a name or a list of names, "
+                    f"not {short_repr(spec.rate_limit)}", spec)
+        for name in names or ():
+            if name not in self.rate_limits:
+                problem(f"{task}: unknown rate limit {short_repr(name)}", spec,
+                        hint=Suggester(self.rate_limits).hint(name, "declare it: rate_limits: "
+                                                   f"{{{name}: 10/s}} at the top of the pipeline "
+                                                   f"file, or DAG(rate_limits=...)"))
+        breaker: object = spec.breaker
+        if breaker is not None and (not isinstance(breaker, str)
+                                    or breaker not in self.breakers):
+            declare = (f"declare it: circuit_breakers: {{{breaker}: {{failures: 5}}}} at the top "
+                       "of the pipeline file, or DAG(circuit_breakers=...)")
+            problem(f"{task}: unknown circuit breaker {short_repr(breaker)}", spec,
+                    hint=Suggester(self.breakers).hint(str(breaker), declare))
 
     def retry(self, retry: object, task: str, spec: TaskSpec, problem: Any) -> bool:
         """Report an invalid retry policy; whether it was valid."""

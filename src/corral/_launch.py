@@ -18,8 +18,9 @@ does not assemble runs.
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,13 @@ if TYPE_CHECKING:
     from corral.executors._base import Executor
     from corral.store import Resume, Store, StoreRecorder
 
-__all__ = ["DEFAULT_LEASE_S", "Launch", "LaunchOptions", "launch", "read_history"]
+__all__ = [
+    "DEFAULT_LEASE_S",
+    "Launch",
+    "LaunchOptions",
+    "launch",
+    "read_history",
+]
 
 # How long a run's lease lasts when nobody renews it; renewed RENEWALS_PER_LEASE times per
 # lease, so a busy writer missing a few renewals is never taken for dead.
@@ -62,6 +69,9 @@ class LaunchOptions:
     source_path: str | None = None
     lease_s: float = DEFAULT_LEASE_S
     broker: str | None = None  # the fleet's broker URL: attempts run on `corral worker`s
+    # Tasks that need not run (up to date, corral._changes): they start as succeeded with
+    # these values. A resume brings its own.
+    done: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +81,7 @@ class Launch:
     runner: Runner
     recorder: StoreRecorder | None
     history: Mapping[str, float]  # durations the ranks came from (empty: none used)
+    warnings: tuple[str, ...] = ()  # history that could not be used, and why
 
     @property
     def run_id(self) -> str:
@@ -82,11 +93,34 @@ class Launch:
         return await self.runner.run()
 
 
-def read_history(store: Store, graph: Graph) -> dict[str, float]:
+def read_history(
+    store: Store, graph: Graph, warn: Callable[[str], None] | None = None
+) -> dict[str, float]:
     """The median duration of each task's earlier successful attempts, for the tasks of
-    ``graph`` without an ``estimate`` (an estimate wins)."""
+    ``graph`` without an ``estimate`` (an estimate wins). History only orders tasks: when it
+    is damaged (a row that cannot be read, a duration that is not a finite number >= 0) what
+    cannot be used is left out and ``warn`` told why (default: the ``corral`` logger)."""
+    from corral._errors import CorruptHistory
+    from corral._plan import usable_history
+
+    say = warn or _log_warning
     wanted = [s.id for s in graph.specs if s.estimate is None]
-    return store.task_durations(graph.name, wanted) if wanted else {}
+    if not wanted:
+        return {}
+    try:
+        raw = store.task_durations(graph.name, wanted)
+    except CorruptHistory as exc:
+        say(f"ordering tasks without run history: {exc}")
+        return {}
+    good, bad = usable_history(raw)
+    if bad:
+        say(f"ignored the stored durations of {len(bad)} task(s) (not a number >= 0): "
+            + ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else ""))
+    return good
+
+
+def _log_warning(message: str) -> None:
+    logging.getLogger("corral").warning(message, extra={"action": "history_ignored"})
 
 
 def launch(
@@ -103,12 +137,12 @@ def launch(
     resumed by the new one). A resume whose run's lease is live raises
     :class:`~corral.errors.RunLocked` before anything is made.
     """
-    from corral._plan import durations_of, upward_ranks
+    from corral._plan import prior_durations, usable_history
     from corral._runner import Runner
 
     opts = options or LaunchOptions()
     graph: Graph = work if isinstance(work, Graph) else work.graph
-    done: Mapping[str, Any] | None = None
+    done: Mapping[str, Any] | None = opts.done
     resume_of: str | None = None
     if not isinstance(work, Graph):
         if store is None:
@@ -116,10 +150,13 @@ def launch(
         work.check_unlocked()
         done, resume_of = work.plan.reuse, work.run.id
     history: Mapping[str, float] = {}
+    warnings: list[str] = []
     if isinstance(opts.history, Mapping):
-        history = opts.history
+        history = usable_history(opts.history)[0]
     elif store is not None and opts.history:
-        history = read_history(store, graph)
+        history = read_history(store, graph, warnings.append)
+        for message in warnings:
+            _log_warning(message)
     watchers = list(listeners)
     executors = opts.executors
     run_id = opts.run_id
@@ -148,14 +185,14 @@ def launch(
         log_dir=opts.log_dir,
         env=opts.env,
         done=done,
-        ranks=upward_ranks(graph, durations_of(graph, history)) if history else None,
+        estimates=prior_durations(graph, history),
         rng=opts.rng,
         handle_signals=opts.handle_signals,
         params=opts.params,
     )
     if recorder is not None:
         recorder.attach(runner)
-    return Launch(runner, recorder, history)
+    return Launch(runner, recorder, history, tuple(warnings))
 
 
 def _fleet_executors(url: str, run_id: str, graph: Graph, given: Mapping[str, Executor] | None,

@@ -38,6 +38,13 @@ TASK_OPTIONS: dict[str, str] = {
     "env": "environment variables added for this task",
     "cwd": "working directory of this task",
     "queue": "the fleet queue its attempts go to with --broker (default: default)",
+    "when": "a condition, ${{ ... }}: the task runs only if it holds when it could start, "
+            "else it is skipped (see corral._expressions)",
+    "inputs": "file globs the task reads: with --changed-only it is skipped while they, its "
+              "definition and its upstream are unchanged since it last succeeded",
+    "outputs": "file globs the task writes: with --changed-only it runs again if one is missing",
+    "rate_limit": "name(s) of declared rate_limits: the task starts only when each allows it",
+    "breaker": "name of a declared circuit breaker: its failures count, and it may stop the task",
 }
 
 _RETRY_FIELDS = {
@@ -86,7 +93,8 @@ def make_spec(
         raise ValidationError(check_option_names(merged, where=f"task {task_id!r}"))
     get = merged.get
     retry = _NO_RETRY
-    if not merged.keys().isdisjoint(_RETRY_FIELDS):
+    plain = merged.keys() <= _PLAIN  # no retry policy and no rare option: the usual task
+    if not plain and not merged.keys().isdisjoint(_RETRY_FIELDS):
         retry = RetryPolicy(**{field: _duration(merged[key])
                                for key, field in _RETRY_FIELDS.items() if key in merged})
     depends = get("depends_on", ())
@@ -97,6 +105,10 @@ def make_spec(
         trigger = _RULES.get(trigger, trigger)
     tags = get("tags", ())
     timeout, heartbeat, estimate = get("timeout"), get("heartbeat"), get("estimate")
+    # Options most tasks do not have, read only when present (100,000 tasks pass here).
+    rare: dict[str, Any] = {}
+    if not plain and not merged.keys().isdisjoint(_RARE):
+        rare, depends = _rare_options(task_id, merged, depends)
     return TaskSpec(
         id=task_id,
         action=action,
@@ -117,7 +129,47 @@ def make_spec(
         cwd=get("cwd"),
         queue=get("queue"),
         source=source,
+        **rare,
     )
+
+
+_RARE = frozenset({"when", "inputs", "outputs", "rate_limit", "breaker"})
+_PLAIN = _KNOWN - _RARE - set(_RETRY_FIELDS)
+
+
+def _rare_options(task_id: str, merged: Mapping[str, Any],
+                  depends: Any) -> tuple[dict[str, Any], Any]:
+    """The :data:`_RARE` options as TaskSpec fields; a condition's tasks join ``depends``."""
+    rare: dict[str, Any] = {}
+    when = merged.get("when")
+    if when is not None:
+        rare["when"] = when = _condition(task_id, when)
+        depends = (*depends, *(t for t in when.expression.tasks if t not in depends))
+    for key in ("inputs", "outputs", "rate_limit"):
+        value = merged.get(key)
+        if value is not None:
+            # a list as a tuple; anything else is build_graph's to report
+            rare[key] = (value,) if isinstance(value, str) \
+                else tuple(value) if isinstance(value, list | tuple) else value
+    if "breaker" in merged:
+        rare["breaker"] = merged["breaker"]
+    return rare, depends
+
+
+def _condition(task_id: str, when: Any) -> Any:
+    """``when`` as a :class:`~corral._expressions.Condition` (text parsed here, for the
+    Python API; pipeline files give one with their parameters bound)."""
+    from corral._expressions import Condition, ExpressionError, parse, whole
+
+    if isinstance(when, Condition):
+        return when
+    if not isinstance(when, str):
+        raise ValidationError([Problem(f"task {task_id!r}: when must be an expression, "
+                                       f"'${{{{ ... }}}}', not {type(when).__name__}")])
+    try:
+        return Condition(parse(whole(when) or when))
+    except ExpressionError as e:
+        raise ValidationError([Problem(f"task {task_id!r}: when: {e}")]) from None
 
 
 _RULES: dict[str, TriggerRule] = {rule.value: rule for rule in TriggerRule}

@@ -59,9 +59,19 @@ import pydantic
 
 from corral._dag import DAG
 from corral._errors import ParameterError, PipelineError, Problem, ValidationError
+from corral._expressions import NAME, NAME_RE
 from corral._options import TASK_OPTIONS, make_spec
+from corral._pipeline_flow import FlowReading
 from corral._pipeline_schema import TASK, FileHeader, Header, Task, known_keys, pipeline_schema
-from corral._pipeline_text import MAX_DEPTH, Loaded, _Duplicate, _Sequence, load_text, read_file
+from corral._pipeline_text import (
+    MAX_DEPTH,
+    Loaded,
+    _Duplicate,
+    _line_of,
+    _Sequence,
+    load_text,
+    read_file,
+)
 from corral._spec import CallRef, ShellCommand, TaskSpec
 from corral._words import Suggester, short_repr, suggest
 
@@ -71,10 +81,10 @@ FORMATS = ("yaml", "json")
 # How call: targets are checked: imported, found without running their code, or not at all.
 CHECK_CALLS = ("import", "find", "off")
 
-# A parameter name, and a reference to one: ``${name}``, or ``$${name}`` for the literal text.
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_NAME_RE = re.compile(_NAME)
-_REF_RE = re.compile(rf"\$\$\{{(?P<escaped>{_NAME})\}}|\$\{{(?P<name>{_NAME})\}}")
+# A reference to a parameter or a matrix value: ``${name}``, ``${matrix.name}``; ``$${...}`` is
+# the literal text.
+_REF_RE = re.compile(rf"\$\$\{{(?P<escaped>(?:matrix\.)?{NAME})\}}"
+                     rf"|\$\{{(?P<name>(?:matrix\.)?{NAME})\}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +184,7 @@ def parse_params(pairs: Iterable[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep:
             raise ParameterError(f"parameter {pair!r} is not of the form key=value")
-        if not _NAME_RE.fullmatch(key):
+        if not NAME_RE.fullmatch(key):
             raise ParameterError(
                 f"parameter name {key!r} in {pair!r} is not valid: use letters, digits and _, "
                 "not starting with a digit"
@@ -184,7 +194,7 @@ def parse_params(pairs: Iterable[str]) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- building
-class _Reader:
+class _Reader(FlowReading):
     """Turns loaded data into a :class:`Pipeline`, collecting every problem on the way."""
 
     def __init__(
@@ -206,6 +216,9 @@ class _Reader:
         # One ShellCommand per command line, one CallRef per target: shared by the tasks.
         self.commands: dict[str, ShellCommand] = {}
         self.refs: dict[str, CallRef] = {}
+        self.matrix: dict[str, Any] | None = None  # of the matrix task being read
+        self.expansions: dict[str, list[str]] = {}  # matrix task id -> its tasks' ids
+        self.task_refs: list[tuple[str, str, int | None]] = []  # (task, ${{ tasks.ID }}, line)
 
     def problem(
         self, message: str, line: int | None, *, task: str | None = None, hint: str | None = None
@@ -240,7 +253,8 @@ class _Reader:
 
         header_data = {k: v for k, v in data.items() if k != "tasks" and not _is_extension(k)}
         header = self.validate(FileHeader.model_validate, FileHeader, header_data, data, "",
-                               extra=("tasks",), vital=("resources",))
+                               extra=("tasks",),
+                               vital=("resources", "rate_limits", "circuit_breakers"))
         if header is None:  # without the capacity, tasks are checked for shape only
             self.tasks(tasks, data, {}, shadowed)
             for dup in shadowed:
@@ -252,11 +266,15 @@ class _Reader:
         self.import_path = self.python_path(header, data)
         defaults = self.options(getattr(header, "defaults", None), data, ("defaults",), None)
         env = {k: self.sub(v, data, ("env", k), None) for k, v in header.env.items()}
-        specs = self.tasks(tasks, data, defaults, shadowed)
+        specs = self.resolve_refs(self.tasks(tasks, data, defaults, shadowed))
 
         name = header.name or (Path(path).stem if path else "pipeline")
         dag = DAG(name, concurrency=header.concurrency, resources=header.resources,
-                  defaults=defaults, env=env)
+                  defaults=defaults, env=env,
+                  rate_limits={k: v if isinstance(v, str) else v.model_dump()
+                               for k, v in header.rate_limits.items()},
+                  circuit_breakers={k: v.model_dump()
+                                    for k, v in header.circuit_breakers.items()})
         for spec in specs:
             dag.add_spec(spec)
         try:
@@ -409,7 +427,10 @@ class _Reader:
                     self.problem(f"task id {short_repr(key)} must be a non-empty string",
                                  key_line, hint=f"quote it: '{short_repr(key, quote=False)}'")
                     continue
-                specs.append(self.task(key, body, key_line, defaults))
+                if isinstance(body, dict) and "matrix" in body:
+                    specs.extend(self.expand(key, body, key_line, defaults))
+                else:
+                    specs.append(self.task(key, body, key_line, defaults))
         elif isinstance(raw, list):
             for i, body in enumerate(raw):
                 item_line = raw.lines[i] if isinstance(raw, _Sequence) else None
@@ -422,7 +443,10 @@ class _Reader:
                     self.problem(f"task #{i + 1} needs an id (a non-empty string)",
                                  _line_of(body, ("id",)) or item_line)
                     continue
-                specs.append(self.task(task_id, body, item_line, defaults, listed=True))
+                if "matrix" in body:
+                    specs.extend(self.expand(task_id, body, item_line, defaults, listed=True))
+                else:
+                    specs.append(self.task(task_id, body, item_line, defaults, listed=True))
         else:
             self.problem(f"tasks must be a mapping of ids to tasks, or a list of tasks, "
                          f"not {_kind(raw)}", line)
@@ -459,6 +483,7 @@ class _Reader:
         action = self.action(fields, task_id, body, line)
         args: tuple[Any, ...] = ()
         kwargs: dict[str, Any] = {}
+        first_ref = len(self.task_refs)
         if "args" in fields or "kwargs" in fields:
             for key in ("args", "kwargs"):
                 value = fields.get(key)
@@ -466,6 +491,7 @@ class _Reader:
                     continue
                 try:
                     value = self.sub_value(_plain(value), body, (key,), task_id)
+                    value = self.task_values(value, body, (key,), task_id)
                 except ValueError as e:
                     self.problem(f"task {task_id!r}: {key} {e}", _line_of(body, (key,)),
                                  task=task_id)
@@ -475,6 +501,15 @@ class _Reader:
                 else:
                     kwargs = value
         options = self.options(fields, body, (), task_id)
+        if "when" in options:
+            options["when"] = self.condition(options["when"], body, task_id)
+            if options["when"] is None:
+                del options["when"]
+        if len(self.task_refs) > first_ref:
+            refs = [ref for _, ref, _ in self.task_refs[first_ref:]]
+            written = options.get("depends_on") or ()
+            written = [written] if isinstance(written, str) else list(written)
+            options["depends_on"] = [*written, *dict.fromkeys(r for r in refs if r not in written)]
         if action is None:
             return _placeholder(task_id, source)
         return make_spec(task_id, action, args=args, kwargs=kwargs, options=options,
@@ -536,7 +571,7 @@ class _Reader:
             return
         self.declared = header.params
         for name in header.params:
-            if not _NAME_RE.fullmatch(name):
+            if not NAME_RE.fullmatch(name):
                 self.problem(f"parameter name {name!r} is not valid",
                              _line_of(top, ("params", name)),
                              hint="use letters, digits and _, not starting with a digit")
@@ -573,6 +608,8 @@ class _Reader:
             if escaped is not None:
                 return "${" + escaped + "}"
             name = match.group("name")
+            if name.startswith("matrix."):
+                return self.matrix_value(name, match.group(0), root, loc, task, quote)
             self.used.add(name)
             if name in self.params:
                 value = self.params[name]
@@ -619,27 +656,8 @@ _EXPECTED: dict[str, str] = {
     "greater_than_equal": "must be >= {ge}",
     "greater_than": "must be > {gt}",
     "finite_number": "must be a finite number",
+    "too_short": "must not be empty",
 }
-
-
-def _line_of(root: Any, loc: tuple[Any, ...]) -> int | None:
-    """The line of the deepest key of ``loc`` found under ``root`` (else of ``root``)."""
-    if type(root) is dict:  # read without lines (JSON, until there is a problem to show)
-        return None
-    line: int | None = getattr(root, "line", None)
-    node = root
-    for part in loc:
-        if isinstance(node, dict) and isinstance(part, Hashable) and part in node:
-            line = getattr(node, "lines", {}).get(part, line)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            lines = getattr(node, "lines", [])
-            line = lines[part] if part < len(lines) else line
-            node = node[part]
-        elif not isinstance(node, dict | list):
-            break
-        # else: a pydantic union tag, or a missing key: stay on the enclosing line
-    return line
 
 
 def _strip_tags(root: Any, loc: tuple[Any, ...]) -> list[Any]:

@@ -14,13 +14,23 @@ already give real ints, floats and booleans, so ``"2"`` is a mistake; no NaN or 
 from __future__ import annotations
 
 from types import UnionType
-from typing import Annotated, Any, NotRequired, Required, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NotRequired, Required, Union, get_args, get_origin
 
 import pydantic
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    WithJsonSchema,
+)
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict, is_typeddict
 
+from corral._limits import parse_duration, parse_rate
 from corral._options import TASK_OPTIONS
 
 __all__ = ["OPTION_TYPES", "TASK", "FileHeader", "Header", "Task", "known_keys",
@@ -79,6 +89,53 @@ _ParamsDecl = Annotated[
 ]
 _Amounts = dict[str, Annotated[float, Field(ge=0)]]
 
+
+def _rate(value: object) -> object:
+    try:
+        parse_rate(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "rate", "must be a rate written N/s, N/m or N/h (e.g. 10/s)") from None
+    return value
+
+
+def _duration(value: object) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "duration", "must be a duration: seconds, or a number with ms, s, m or h (60s)"
+        ) from None
+
+
+_Rate = Annotated[str, BeforeValidator(_rate),
+                  WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?/[smh]$"})]
+_Duration = Annotated[float, BeforeValidator(_duration),
+                      WithJsonSchema({"type": ["number", "string"]})]
+
+
+class _RateLimit(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    rate: _Rate = Field(description="N/s, N/m or N/h")
+    burst: Annotated[int, Field(ge=1)] = Field(1, description="admitted at once (default 1)")
+
+
+_RateDecl = Annotated[
+    Annotated[_Rate, Tag("rate")] | Annotated[_RateLimit, Tag("mapping")],
+    Discriminator(lambda v: "mapping" if isinstance(v, dict | _RateLimit) else "rate"),
+]
+
+
+class _Breaker(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    failures: Annotated[int, Field(ge=1)] = Field(description="failures within window that open it")
+    window: _Duration = Field(60.0, description="seconds failures are counted over (60s)")
+    reset: _Duration = Field(30.0, description="seconds it stays open before a probe (30s)")
+    half_open: Annotated[int, Field(ge=1)] = Field(
+        1, description="probes let through when half-open; that many successes close it")
+    on_open: Literal["fail", "wait"] = Field(
+        "fail", description="while open, tasks fail at once (CircuitOpen) or wait")
+
 # How each task option is written in a file. Which options exist is TASK_OPTIONS' business:
 # an option missing here is accepted as any value, and build_graph checks it.
 OPTION_TYPES: dict[str, Any] = {
@@ -100,6 +157,11 @@ OPTION_TYPES: dict[str, Any] = {
     "env": _Env,
     "cwd": str | None,
     "queue": str | None,  # null: the default queue
+    "when": str,
+    "inputs": _Names,
+    "outputs": _Names,
+    "rate_limit": _Names,
+    "breaker": str | None,
 }
 
 
@@ -126,6 +188,14 @@ class Header(_Strict):
     params: _ParamsDecl | None = Field(
         None, description="declared parameters and their defaults (null: must be passed)"
     )
+    rate_limits: dict[str, _RateDecl] = Field(
+        default_factory=dict, description="rate limits by name, tasks use them with rate_limit: "
+        "{api: 10/s, llm: {rate: 60/m, burst: 5}}",
+    )
+    circuit_breakers: dict[str, _Breaker] = Field(
+        default_factory=dict, description="circuit breakers by name, tasks use them with "
+        "breaker: {payments: {failures: 5, window: 60s, reset: 30s, half_open: 1}}",
+    )
     python_path: _Names | None = Field(
         None, description="directories searched for call: modules (after sys.path, before the "
         "file's own directory), relative to the pipeline file",
@@ -140,6 +210,9 @@ _ACTION_FIELDS: dict[str, tuple[Any, str]] = {
     "call": (str | None, "a Python function, 'module:function'"),
     "args": (list[Any] | None, "positional arguments of call"),
     "kwargs": (dict[str, Any] | None, "keyword arguments of call"),
+    "matrix": (dict[str, Annotated[list[str | int | float | bool], Field(min_length=1)]] | None,
+               "one task per combination of these values, named ID[k=v,...]; ${matrix.k} "
+               "in cmd, env, cwd, args and kwargs is the task's value of k"),
 }
 _OPTION_FIELDS = {name: (OPTION_TYPES.get(name, Any), doc) for name, doc in TASK_OPTIONS.items()}
 _make_typed_dict: Any = TypedDict  # called with computed fields, which mypy cannot follow
@@ -176,9 +249,13 @@ def known_keys(schema: Any, loc: tuple[Any, ...]) -> list[str]:
     """The keys the model or TypedDict nested at ``loc`` accepts (for "did you mean")."""
     current = schema
     for part in loc:
+        if get_origin(current) is dict:  # a mapping of names to models: the model
+            current = get_args(current)[1]
+            continue
         fields = _fields_of(current)
         annotation = fields.get(part) if isinstance(part, str) else None
-        nested = [kind for kind in _unwrapped(annotation) if _fields_of(kind)]
+        nested = [kind for kind in _unwrapped(annotation)
+                  if _fields_of(kind) or get_origin(kind) is dict]
         if not nested:
             return []
         current = nested[0]

@@ -39,6 +39,7 @@ import json.decoder
 import json.scanner
 import re
 import sys
+from collections.abc import Hashable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -674,3 +675,23 @@ def _short(text: str, limit: int = 40) -> str:
 def _kind(value: object) -> str:
     return "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list) \
         else type(value).__name__
+
+
+def _line_of(root: Any, loc: tuple[Any, ...]) -> int | None:
+    """The line of the deepest key of ``loc`` found under ``root`` (else of ``root``)."""
+    if type(root) is dict:  # read without lines (JSON, until there is a problem to show)
+        return None
+    line: int | None = getattr(root, "line", None)
+    node = root
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, Hashable) and part in node:
+            line = getattr(node, "lines", {}).get(part, line)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            lines = getattr(node, "lines", [])
+            line = lines[part] if part < len(lines) else line
+            node = node[part]
+        elif not isinstance(node, dict | list):
+            break
+        # else: a pydantic union tag, or a missing key: stay on the enclosing line
+    return line

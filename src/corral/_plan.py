@@ -8,28 +8,71 @@ starting the task with the longest tail first is what shortens makespan (HEFT's 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from corral._graph import Graph
 
-__all__ = ["Plan", "durations_of", "make_plan", "realised_critical_path", "upward_ranks"]
+__all__ = [
+    "Plan",
+    "durations_of",
+    "estimate_sources",
+    "is_seconds",
+    "lower_bound",
+    "make_plan",
+    "prior_durations",
+    "realised_critical_path",
+    "upward_ranks",
+    "usable_history",
+]
 
 # Seconds assumed for a task that has neither an estimate nor a history.
 DEFAULT_ESTIMATE = 1.0
 
 
+def is_seconds(value: object) -> TypeGuard[float]:
+    """Whether ``value`` can be a duration: a finite number >= 0 (not a bool)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+def usable_history(history: Mapping[str, object]) -> tuple[dict[str, float], list[str]]:
+    """The durations of ``history`` that can be used (finite numbers >= 0), and the ids of the
+    tasks whose stored duration cannot (damaged history: ignored, for a warning)."""
+    good: dict[str, float] = {}
+    bad: list[str] = []
+    for task_id, seconds in history.items():
+        if is_seconds(seconds):
+            good[task_id] = float(seconds)
+        else:
+            bad.append(task_id)
+    return good, bad
+
+
+def prior_durations(
+    graph: Graph, history: Mapping[str, float] | None = None
+) -> list[float | None]:
+    """Each task's duration as known before the run: its estimate, else its history, else
+    None (to be learned while the run goes)."""
+    history = history or {}
+    return [float(s.estimate) if s.estimate is not None else history.get(s.id)
+            for s in graph.specs]
+
+
 def durations_of(graph: Graph, history: Mapping[str, float] | None = None) -> list[float]:
     """Each task's expected duration: its estimate, else its history, else 1 s."""
+    return [DEFAULT_ESTIMATE if d is None else d for d in prior_durations(graph, history)]
+
+
+def estimate_sources(graph: Graph, history: Mapping[str, float] | None = None) -> dict[str, int]:
+    """How many tasks take their duration from an ``estimate`` (given), from the store's
+    history, or from nowhere (none: 1 s in a plan, learned per task kind in a run)."""
     history = history or {}
-    out: list[float] = []
-    for spec in graph.specs:
-        if spec.estimate is not None:
-            out.append(float(spec.estimate))
-        else:
-            out.append(float(history.get(spec.id, DEFAULT_ESTIMATE)))
-    return out
+    given = sum(1 for s in graph.specs if s.estimate is not None)
+    known = sum(1 for s in graph.specs if s.estimate is None and s.id in history)
+    return {"given": given, "history": known, "none": len(graph) - given - known}
 
 
 def upward_ranks(graph: Graph, durations: Sequence[float]) -> list[float]:
@@ -42,6 +85,13 @@ def upward_ranks(graph: Graph, durations: Sequence[float]) -> list[float]:
         for j in graph.deps[i]:
             deps_rank[j] = max(deps_rank[j], r)
     return rank
+
+
+def lower_bound(graph: Graph, durations: Sequence[float], workers: int) -> float:
+    """``max(critical path, work / workers)`` for these durations: no schedule on ``workers``
+    slots can be shorter (resources aside)."""
+    critical_path = max(upward_ranks(graph, durations), default=0.0)
+    return max(critical_path, sum(durations) / max(1, workers))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from corral._limits import BreakerChange
 from corral._spec import TaskState
 
 __all__ = ["RunResult", "RunStatus", "TaskResult", "TaskTable"]
@@ -116,6 +117,11 @@ class RunResult(Mapping[str, TaskResult]):
     critical_path: list[str] = field(default_factory=list)
     signal: int | None = None
     error: str | None = None  # why the run failed as a whole (a stall), beyond its tasks
+    # Circuit breakers that opened, half-opened or closed during the run, in order.
+    breakers: tuple[BreakerChange, ...] = ()
+    # max(critical path, work / concurrency) with the durations the tasks' last attempts took
+    # in this run: what a perfect order could have done (None: not known, e.g. loaded runs).
+    lower_bound_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -156,6 +162,11 @@ class RunResult(Mapping[str, TaskResult]):
         """Tasks that failed (allowed failures included)."""
         return {k: t for k, t in self.tasks.items() if t.state is TaskState.FAILED}
 
+    def breaker_dicts(self) -> list[dict[str, Any]]:
+        """The circuit breakers' changes as plain data (JSON output, the store)."""
+        return [{"breaker": c.breaker, "state": str(c.state), "at": round(c.at, 6)}
+                for c in self.breakers]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -166,10 +177,23 @@ class RunResult(Mapping[str, TaskResult]):
             "duration_s": round(self.duration_s, 6),
             "counts": self.counts(),
             "critical_path": self.critical_path,
+            "lower_bound_s": None if self.lower_bound_s is None else round(self.lower_bound_s, 6),
             "error": self.error,
+            "breakers": self.breaker_dicts(),
             "tasks": {k: t.to_dict() for k, t in self.tasks.items()},
         }
 
 
 def _iso(when: datetime | None) -> str | None:
     return when.isoformat() if when is not None else None
+
+
+def recorded_breakers(events: Iterable[Any]) -> list[dict[str, Any]]:
+    """The circuit breakers' changes of a stored run, from its ``run_finished`` event (as
+    :meth:`RunResult.breaker_dicts` wrote them); none for a run that has not ended."""
+    for e in events:
+        if e.kind == "run_finished":
+            changes = e.data.get("breakers")
+            if isinstance(changes, list):
+                return [c for c in changes if isinstance(c, dict)]
+    return []

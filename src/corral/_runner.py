@@ -38,18 +38,20 @@ import re
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from corral import _capture
-from corral._errors import BrokenExecutor, TaskHung, TaskTimeout
+from corral import _capture, _throttle
+from corral._errors import BrokenExecutor, CircuitOpen, TaskHung, TaskTimeout
 from corral._events import RunInfo, RunListener, Transition
 from corral._graph import Graph
+from corral._limits import BreakerChange, LocalRates, RateState
 from corral._result import RunResult, RunStatus, TaskResult, TaskTable
 from corral._scheduler import Scheduler
-from corral._spec import ENDS_ATTEMPT, CallRef, ShellCommand, TaskRef, TaskState
+from corral._spec import ENDS_ATTEMPT, CallRef, ShellCommand, TaskRef, TaskSpec, TaskState
 from corral.executors._base import (
     ERROR,
     OK,
@@ -90,7 +92,10 @@ class Runner:
     pool as wide as ``concurrency``, one process per CPU, ...). ``done`` maps ids of tasks that
     already succeeded (resume) to their values. ``log_dir`` is where per-attempt logs go (created
     only if a task writes one). ``handle_signals`` installs SIGINT/SIGTERM handlers (main
-    thread).
+    thread). ``rates`` holds the state of the graph's rate limits (default: this run's own, in
+    this process; a shared one makes the limits hold across runs: corral._limits.RateState).
+    ``estimates`` (each task's prior duration or None) and ``ranks`` order the ready tasks (see
+    :class:`~corral._scheduler.Scheduler`).
     """
 
     def __init__(
@@ -106,9 +111,11 @@ class Runner:
         env: Mapping[str, str] | None = None,
         done: Mapping[str, Any] | None = None,
         ranks: Sequence[float] | None = None,
+        estimates: Sequence[float | None] | None = None,
         rng: random.Random | None = None,
         handle_signals: bool = False,
         params: Mapping[str, str] | None = None,
+        rates: RateState | None = None,
     ) -> None:
         self.graph = graph
         self.concurrency = concurrency or default_concurrency()
@@ -124,14 +131,21 @@ class Runner:
         n = len(graph)
         done = done or {}
         self._reused = tuple(done)  # started as succeeded: a resume reuses their values
+        # The state of the run's rate limits (given: shared with others, the seam for
+        # fleet-wide limits; else this process's own): the scheduler admits tasks by them,
+        # and corral.limit() in a task of this process takes them too (corral._throttle).
+        self.rates: RateState = rates if rates is not None else LocalRates(graph.rate_limits)
+        self.breaker_changes: list[BreakerChange] = []
         self.scheduler = Scheduler(
             graph,
             concurrency=self.concurrency,
             fail_fast=fail_fast,
             ranks=ranks,
+            estimates=estimates,
             rng=rng,
             done=[graph.index[t] for t in done],
             record=bool(self.listeners),
+            rates=self.rates,
         )
         self.values: list[Any] = [None] * n
         for task_id, value in done.items():
@@ -192,6 +206,12 @@ class Runner:
         assert self._loop is not None
         return self._loop.time() - self._t0
 
+    def _task_clock(self) -> float:
+        """The run's clock for tasks' threads (``corral.limit``): ``time.monotonic()``, which
+        the default loop's ``time()`` is, rather than the loop's own, which another loop
+        (uvloop) caches per iteration and would leave stale while the loop sleeps."""
+        return time.monotonic() - self._t0
+
     def snapshot(self) -> dict[str, Any]:
         """Counts by state and the running tasks with their start times, for a live display."""
         sched = self.scheduler
@@ -220,6 +240,8 @@ class Runner:
         # From before the run is recorded until its end is: a signal in between interrupts
         # the run (and is recorded so), whatever the loop was doing when it came.
         installed = self._install_signals(loop)
+        throttle = (_throttle.register(self.graph.rate_limits, self.rates, self._task_clock)
+                    if self.graph.rate_limits else None)
         try:
             cancelled: asyncio.CancelledError | None = None
             announced = capturing = False
@@ -266,6 +288,8 @@ class Runner:
                 listener.run_finished(result)
         finally:
             self._uninstall_signals(installed)
+            if throttle is not None:
+                _throttle.unregister(throttle)
         if cancelled is not None:
             raise cancelled
         return result
@@ -313,6 +337,8 @@ class Runner:
                 break
         if self.listeners:
             self._emit()
+        if sched.gate is not None and sched.gate.changes:
+            self._breakers_changed(sched.gate.changes)
         if not sched.is_active():
             self._finished.set_result(None)
             return
@@ -352,6 +378,13 @@ class Runner:
         if attempt == 1:
             self.first_start[i] = now
         self.attempt_start[i] = now
+        gate = self.scheduler.gate
+        if gate is not None and i in gate.refused:  # an open breaker: fail it, do not run it
+            self._queue_put(i, attempt, ERROR, CircuitOpen(gate.refused[i],
+                                                           breaker=spec.breaker))
+            return
+        if spec.when is not None and not self._holds(i, spec, attempt):
+            return
         fn = self._fns[i]
         if fn is None:
             try:
@@ -384,6 +417,26 @@ class Runner:
             error = BrokenExecutor(f"executor {name!r} could not start task {spec.id!r}: {exc}")
             error.__cause__ = exc
             self._queue_put(i, attempt, ERROR, error)
+
+    def _holds(self, i: int, spec: TaskSpec, attempt: int) -> bool:
+        """Whether task ``i``'s ``when:`` holds now; if not, it is skipped (or, when the
+        condition cannot be evaluated, it fails with the reason) instead of starting."""
+        from corral._expressions import ExpressionError, TaskView
+
+        index, state, values = self.graph.index, self.scheduler.state, self.values
+
+        def view(task_id: str) -> TaskView:
+            j = index[task_id]
+            return TaskView(str(state[j]), values[j])
+
+        try:
+            holds: bool = spec.when.holds({**os.environ, **self.env, **spec.env}, view)
+        except ExpressionError as exc:
+            self._queue_put(i, attempt, ERROR, exc)
+            return False
+        if not holds:
+            self._queue_put(i, attempt, SKIP, None)
+        return holds
 
     def _beat(self, i: int, attempt: int) -> None:
         """A sign of life of attempt ``attempt`` of task ``i``; executors call it (through
@@ -504,6 +557,17 @@ class Runner:
             self._cancel_running(i, now)
 
     # ------------------------------------------------------------------ events
+    def _breakers_changed(self, changes: list[BreakerChange]) -> None:
+        """Keep the breakers' changes for the result, and tell listeners that listen."""
+        batch = list(changes)
+        changes.clear()
+        self.breaker_changes.extend(batch)
+        for listener in self.listeners:
+            tell = getattr(listener, "breaker_changed", None)
+            if tell is not None:
+                for change in batch:
+                    tell(change)
+
     def _emit(self) -> None:
         batch = self.scheduler.drain_transitions()
         if not batch:
@@ -600,7 +664,19 @@ class Runner:
             critical_path=self.realised_critical_path(),
             signal=self.signal or None,
             error=self.error,
+            breakers=tuple(self.breaker_changes),
+            lower_bound_s=self._own_lower_bound(),
         )
+
+    def _own_lower_bound(self) -> float:
+        """The run's own lower bound: from what each task's last attempt took (0 for tasks
+        that did not run, reused ones included), on this run's concurrency."""
+        from corral._plan import lower_bound
+
+        took = [0.0 if end is None or not attempts else max(0.0, end - start)
+                for end, start, attempts in zip(self.end, self.attempt_start,
+                                                self.scheduler.attempts, strict=True)]
+        return lower_bound(self.graph, took, self.concurrency)
 
     def task_result(self, i: int) -> TaskResult:
         """The record of task ``i`` as it stands (made on demand: see :class:`TaskTable`)."""

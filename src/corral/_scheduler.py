@@ -27,7 +27,15 @@ Policies:
 
 - **Order.** Ready tasks are ordered by ``priority`` (higher first), then by upward rank (the
   longest remaining path, from :func:`corral._plan.upward_ranks`; longest first), then by
-  definition order. The order is fixed once, so the ready queue is a heap of integers.
+  arrival (first ready, first started). Ranks come from each task's prior duration (its
+  estimate or history) and, as attempts succeed, from durations learned per task kind
+  (:mod:`corral._estimates`: the duration of an attempt is the time between its start and
+  its success, as the driver reports them). When a learned estimate moves enough the ranks
+  are computed again and the ready queue re-keyed, spaced so that re-ranks take at most
+  :data:`RERANK_SHARE` of the time passed (a re-rank is counted as :data:`RERANK_COST_S` per
+  task and edge); learning starts one such gap into the run, so it never costs a run more
+  than a few percent of a core, and a run of tiny tasks nothing. The ready queue is a heap
+  of integers, each packing a task's rank class, its arrival number and the task.
 - **Admission.** A task starts only while a concurrency slot is free, its executor has a slot
   free (:meth:`limit_executor`: an executor that runs fewer attempts at once than the run
   admits, such as a process pool, declares it, so that no attempt waits inside it with its
@@ -49,6 +57,11 @@ Policies:
   included), with its retries; what depends on it is cancelled. Keep-going runs everything
   that does not depend on a failure. A failed ``allow_failure`` task satisfies its
   dependents; an ``all_done`` task runs once its dependencies are final, however they ended.
+- **Flow control.** A task with a ``rate_limit`` or a ``breaker`` passes a :class:`Gate`
+  (:mod:`corral._limits`) when it would start. One its rate limit or breaker holds back leaves
+  the ready queue, holds nothing, and comes back at its time (part of :meth:`next_wake`) or
+  when a breaker changes; the tasks behind it flow around it. One an open breaker refuses is
+  admitted, and listed in ``gate.refused``: the driver fails it without running it.
 - **Interrupt.** :meth:`stop` (Ctrl-C, a cancelled run) starts nothing new, cleanup included:
   every task that has not started is cancelled, spared ones too.
 """
@@ -60,8 +73,11 @@ import random
 from collections.abc import Iterable, Sequence
 
 from corral._errors import InvalidTransition
+from corral._estimates import OnlineEstimates
 from corral._graph import Graph
-from corral._plan import durations_of, upward_ranks
+from corral._kinds import task_kinds
+from corral._limits import REFUSED, Gate, RateState, gate_for
+from corral._plan import DEFAULT_ESTIMATE, is_seconds, upward_ranks
 from corral._spec import TaskState, TriggerRule
 
 __all__ = ["Scheduler"]
@@ -79,16 +95,25 @@ CANCELLED = TaskState.CANCELLED
 # How many ready tasks that do not fit the admission scan steps over before it gives up for
 # this round: bounds the cost of a round when many large tasks wait for one scarce resource.
 LOOKAHEAD = 64
+# A re-rank (ranks computed again from learned durations, the ready queue re-keyed) is
+# counted as costing this many seconds per task and per edge (CPython, a few hundred
+# nanoseconds each, rounded up), and is done at most once per 1 / RERANK_SHARE of its cost in
+# run time: at most 5% of one core goes to learning, whatever the graph.
+RERANK_COST_S = 1e-6
+RERANK_SHARE = 0.05
 
 
 class Scheduler:
     """Decides which task runs when. For drivers: call the methods below, never set fields.
 
     ``concurrency`` caps running tasks; resources are capped by ``graph.capacity``.
-    ``ranks`` overrides the critical-path ranks (default: from estimates). ``rng`` supplies
+    ``estimates`` gives each task's prior duration in seconds, or None where unknown (default:
+    each task's ``estimate`` option); durations are learned per task kind as the run goes
+    (``learn=False``: not). ``ranks`` fixes the ranks instead (nothing learned). ``rng`` supplies
     jitter for retry backoff (seed it for repeatable tests). ``done`` lists tasks that already
     succeeded in an earlier run (resume): they start out succeeded.
     ``record=True`` keeps a log of every transition for :meth:`drain_transitions`.
+    ``rates`` holds the state of the graph's rate limits (default: a new one, in this process).
     """
 
     def __init__(
@@ -98,9 +123,12 @@ class Scheduler:
         concurrency: int,
         fail_fast: bool = True,
         ranks: Sequence[float] | None = None,
+        estimates: Sequence[float | None] | None = None,
+        learn: bool = True,
         rng: random.Random | None = None,
         done: Iterable[int] = (),
         record: bool = False,
+        rates: RateState | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ValueError(f"concurrency must be a whole number >= 1, not {concurrency!r}")
@@ -141,6 +169,8 @@ class Scheduler:
         self._active = n  # tasks not yet in a final state
         self.running = 0
         self._log: list[tuple[int, TaskState, int]] | None = [] if record else None
+        # Rate limits and circuit breakers; None when no task has either.
+        self.gate: Gate | None = gate_for(graph, rates)
 
         # Resources: names to slots in a free-capacity vector; per task a tuple of
         # (slot, amount) pairs, empty for the common task that requests nothing.
@@ -153,20 +183,47 @@ class Scheduler:
             if s.resources else () for s in specs
         ]
 
-        # Ready order, fixed once: priority, then upward rank, then definition order (sorted
-        # is stable, so definition order needs no key of its own).
+        # Ready order: priority, then upward rank, then arrival. A key packs the task's rank
+        # class (its place among the distinct (priority, rank) pairs), its arrival number and
+        # the task: class << (seq_bits + task_bits) | seq << task_bits | i.
+        self._task_bits = max(1, (n - 1).bit_length())
+        self._task_mask = (1 << self._task_bits) - 1
+        # A task becomes ready at most once per attempt: arrival numbers stay below this.
+        # (Small keys are cheap keys: below 2**60 an int is two machine digits.)
+        self._seq_bits = (n * max(self._max_attempts, default=1) + 1).bit_length()
+        self._low_mask = (1 << (self._task_bits + self._seq_bits)) - 1
+        self._seq = 0
+        self._class_key: list[int] = [0] * n  # rank class shifted into place, and the task
+        self._priorities = [s.priority for s in specs] if any(s.priority for s in specs) else None
+        self.learner: OnlineEstimates | None = None
+        # Each task's prior duration, while a learner is to be made (None: learning is off).
+        self._prior: list[float | None] | None = None
         if ranks is None:
-            ranks = upward_ranks(graph, durations_of(graph))
-        negative_rank = [-r for r in ranks]
-        if any(s.priority for s in specs):
-            by_key = sorted(range(n), key=lambda i: (-specs[i].priority, negative_rank[i]))
-        else:
-            by_key = sorted(range(n), key=negative_rank.__getitem__)
-        self._by_key = by_key
-        key = [0] * n
-        for k, i in enumerate(by_key):
-            key[i] = k
-        self._key = key
+            if estimates is None:  # the specs' estimates, checked by build_graph
+                prior = [s.estimate for s in specs]
+            else:
+                prior = list(estimates)
+                if len(prior) != n or not all(d is None or is_seconds(d) for d in prior):
+                    raise ValueError("estimates must give each task a finite number of "
+                                     "seconds >= 0, or None")
+            if prior.count(None) == n:  # the common first run: nothing known (count is C)
+                durations = [DEFAULT_ESTIMATE] * n
+            else:
+                durations = [DEFAULT_ESTIMATE if d is None else d for d in prior]
+            ranks = upward_ranks(graph, durations)
+            if learn:
+                self._prior = prior
+        self._set_classes(ranks)
+        # Re-ranks: one is due when a learned estimate moved enough (_stale), and allowed
+        # once the run's time has passed _next_rerank. The first is due from the start and
+        # only makes the learner (task kinds are found then), which learns from the successes
+        # after it: a run too short to afford a re-rank never pays for kinds either, and the
+        # first successes of a run long enough to learn from are not worth their cost.
+        self._stale = self._prior is not None
+        self._rerank_gap = (n + sum(map(len, graph.deps))) * RERANK_COST_S / RERANK_SHARE
+        self._next_rerank = self._rerank_gap
+        self.reranks = 0
+        self._start: list[float] = [0.0] * n  # when each running attempt started
         self._ready: list[int] = []  # heap of keys
         self._retries: list[tuple[float, int]] = []  # heap of (due, task)
         self._deadlines: list[tuple[float, int, int]] = []  # heap of (deadline, task, attempt)
@@ -203,6 +260,10 @@ class Scheduler:
             d = silences[0][0]
             if wake is None or d < wake:
                 wake = d
+        if self.gate is not None:
+            held = self.gate.next_wake()  # a rate limit or an open breaker lets a task through
+            if held is not None and (wake is None or held < wake):
+                wake = held
         return wake
 
     def ready_count(self) -> int:
@@ -211,7 +272,8 @@ class Scheduler:
     def stalled(self) -> bool:
         """Tasks remain, yet nothing runs and nothing waits on a timer: after :meth:`admit`
         started nothing, nothing will ever change."""
-        return self._active > 0 and self.running == 0 and not self._retries
+        return (self._active > 0 and self.running == 0 and not self._retries
+                and (self.gate is None or self.gate.next_wake() is None))
 
     def blocked_reasons(self) -> dict[int, str]:
         """Why each unfinished task is not running: the diagnosis of a stalled run."""
@@ -226,6 +288,8 @@ class Scheduler:
                 short = [f"{names[r]} (needs {a:g}, {self.free[r]:g} free)"
                          for r, a in self._requests[i] if self.free[r] < a]
                 out[i] = ("lacks " + ", ".join(short)) if short else "waits for a slot"
+                if self.gate is not None and i in self.gate.holds:
+                    out[i] = self.gate.holds[i]
             elif state is RETRY_WAIT:
                 out[i] = "waits to retry"
             elif state is RUNNING:
@@ -275,9 +339,11 @@ class Scheduler:
     def started(self, i: int, attempt: int, now: float) -> None:
         """Attempt ``attempt`` of task ``i`` really started now; its deferred timers start.
         Ignored for an attempt that is not the running one, or already started."""
+        if self.state[i] is not RUNNING or self.attempts[i] != attempt:
+            return
+        self._start[i] = now
         timers = self._deferred.get(i)
-        if (timers is None or self.state[i] is not RUNNING or self.attempts[i] != attempt
-                or self._armed_attempt.get(i) == attempt):
+        if timers is None or self._armed_attempt.get(i) == attempt:
             return
         self._armed_attempt[i] = attempt
         self._arm(i, attempt, now, timers)
@@ -289,6 +355,11 @@ class Scheduler:
         """
         if self._retries:
             self._release_due(now)
+        if self._stale and now >= self._next_rerank:
+            self._rerank(now)
+        gate = self.gate
+        if gate is not None:
+            self._release_held(gate, now)
         ready = self._ready
         slots = self.concurrency - self.running
         if self.halted or slots <= 0 or not ready:
@@ -297,11 +368,12 @@ class Scheduler:
         blocked: list[int] = []
         reserved: list[float] | None = None
         requests = self._requests
-        by_key = self._by_key
+        mask = self._task_mask
+        start = self._start
         free = self.free
         while ready and slots > 0:
             k = heapq.heappop(ready)
-            i = by_key[k]
+            i = k & mask
             request = requests[i]
             if request:
                 if reserved is None:
@@ -317,11 +389,17 @@ class Scheduler:
                     if len(blocked) >= LOOKAHEAD:
                         break
                     continue
+            if gate is not None and gate.gated[i]:
+                verdict = gate.check(i, now)
+                if verdict is not None and verdict is not REFUSED:
+                    continue  # held back by a rate limit or breaker: out of the queue
+            if request:
                 for r, a in request:
                     free[r] -= a
             self.state[i] = RUNNING
             self.counts[READY] -= 1
             self.counts[RUNNING] += 1
+            start[i] = now
             attempt = self.attempts[i] = self.attempts[i] + 1
             if self._log is not None:
                 self._log.append((i, RUNNING, attempt))
@@ -336,17 +414,27 @@ class Scheduler:
         return started
 
     def succeeded(self, i: int, now: float) -> None:
-        """The running attempt of task ``i`` succeeded."""
+        """The running attempt of task ``i`` succeeded; its duration (since it started:
+        :meth:`admit`, or :meth:`started` when the executor reports it) is learned."""
+        if self.gate is not None:
+            self._gate_ended(i, True, now)
         self._leave_running(i, SUCCEEDED)
+        learner = self.learner
+        if learner is not None and learner.learn(i, now - self._start[i]):
+            self._stale = True
         self._resolve(i, SUCCEEDED)
 
     def skipped(self, i: int, now: float) -> None:
         """The running attempt of task ``i`` asked to be skipped."""
+        if self.gate is not None:
+            self._gate_ended(i, None, now)
         self._leave_running(i, SKIPPED)
         self._resolve(i, SKIPPED)
 
     def cancelled(self, i: int, now: float) -> None:
         """The running attempt of task ``i`` was cancelled (after :meth:`stop`)."""
+        if self.gate is not None:
+            self._gate_ended(i, None, now)
         self._leave_running(i, CANCELLED)
         self._resolve(i, CANCELLED)
 
@@ -357,6 +445,10 @@ class Scheduler:
         not stopping. Returns the running tasks the driver must now cancel (fail-fast), usually
         none.
         """
+        if self.gate is not None:
+            if i in self.gate.refused:
+                retryable = False  # refused by an open breaker: it fails at once, for good
+            self._gate_ended(i, False, now)
         if (
             retryable
             and (not self.stopping or (self._all_done[i] and not self.halted))
@@ -441,8 +533,8 @@ class Scheduler:
                 self._transition(i, CANCELLED)
                 cancelled.append(i)
         # The spared tasks keep their places in the ready queue and their retries.
-        by_key = self._by_key
-        self._ready = [k for k in self._ready if state[by_key[k]] is READY]
+        mask = self._task_mask
+        self._ready = [k for k in self._ready if state[k & mask] is READY]
         heapq.heapify(self._ready)
         self._retries = [(due, i) for due, i in self._retries if state[i] is RETRY_WAIT]
         heapq.heapify(self._retries)
@@ -451,6 +543,21 @@ class Scheduler:
             self._resolve(i, CANCELLED)
         # A cleanup already running finishes too.
         return [i for i, s in enumerate(state) if s is RUNNING and not all_done[i]]
+
+    # ------------------------------------------------------------------ flow control
+    def _release_held(self, gate: Gate, now: float) -> None:
+        """Tasks the gate held back whose time has come (or whose breaker changed) go back
+        into the ready queue, unless they were cancelled meanwhile."""
+        state, class_key, ready, bits = self.state, self._class_key, self._ready, self._task_bits
+        for i in gate.release(now):
+            if state[i] is READY:  # arrives again: behind the ready tasks of its class
+                seq = self._seq = self._seq + 1
+                heapq.heappush(ready, class_key[i] | (seq << bits))
+
+    def _gate_ended(self, i: int, ok: bool | None, now: float) -> None:
+        gate = self.gate
+        if gate is not None and gate.gated[i] and self.state[i] is RUNNING:
+            gate.ended(i, ok, now)
 
     # ------------------------------------------------------------------ internals
     def _arm(
@@ -517,7 +624,45 @@ class Scheduler:
         self.counts[READY] += 1
         if self._log is not None:
             self._log.append((i, READY, self.attempts[i]))
-        heapq.heappush(self._ready, self._key[i])
+        seq = self._seq = self._seq + 1
+        heapq.heappush(self._ready, self._class_key[i] | (seq << self._task_bits))
+
+    def _set_classes(self, ranks: Sequence[float]) -> None:
+        """Number the distinct (priority, rank) pairs, best first, into each task's key (with
+        the task itself: a key only lacks its arrival number)."""
+        shift = self._task_bits + self._seq_bits
+        priorities = self._priorities
+        if priorities is None:
+            number = {r: c for c, r in enumerate(sorted(set(ranks), reverse=True))}
+            self._class_key = [number[r] << shift | i for i, r in enumerate(ranks)]
+            return
+        pairs = [(-p, -r) for p, r in zip(priorities, ranks, strict=True)]
+        numbered = {pair: c for c, pair in enumerate(sorted(set(pairs)))}
+        self._class_key = [numbered[pair] << shift | i for i, pair in enumerate(pairs)]
+
+    def _make_learner(self) -> None:
+        """The learner, when something it could learn would change the order."""
+        prior = self._prior
+        assert prior is not None
+        self._prior = None
+        kinds, families = task_kinds(self.graph.specs)
+        if OnlineEstimates.worth_learning(kinds, prior):
+            self.learner = OnlineEstimates(kinds, families, prior)
+
+    def _rerank(self, now: float) -> None:
+        """Ranks from what has been learned; the ready tasks keep their arrival order."""
+        self._stale = False
+        self._next_rerank = now + self._rerank_gap
+        learner = self.learner
+        if learner is None:  # the first: nothing learned yet
+            self._make_learner()
+            return
+        self.reranks += 1
+        self._set_classes(upward_ranks(self.graph, learner.durations()))
+        class_key, mask = self._class_key, self._task_mask
+        arrival = self._low_mask & ~mask
+        self._ready = [class_key[k & mask] | (k & arrival) for k in self._ready]
+        heapq.heapify(self._ready)
 
     def _release_due(self, now: float) -> None:
         retries = self._retries

@@ -187,6 +187,16 @@ class TaskSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
     queue: str | None = None  # the fleet queue (None: "default"); where, not what: no fingerprint
+    # when: a corral._expressions.Condition; the task is skipped when it does not hold.
+    when: Any = None
+    # File globs the task reads and writes, for --changed-only (corral._changes); the digest
+    # of the inputs' contents, when one was taken, is part of the fingerprint.
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    inputs_digest: str | None = None
+    # Flow control (corral._limits): names of declared rate limits and of a circuit breaker.
+    rate_limit: tuple[str, ...] = ()
+    breaker: str | None = None
     # Where the task was defined, for error messages: (file, line).
     source: tuple[str, int | None] | None = None
 
@@ -236,6 +246,10 @@ def fingerprints(specs: Sequence[TaskSpec]) -> list[str]:
             h.update(f"|c{spec.cwd!r}".encode())
         if spec.executor is not None:
             h.update(f"|x{spec.executor}".encode())
+        if spec.when is not None:
+            h.update(f"|w{spec.when.text}|{_stable(spec.when.bound)!r}".encode())
+        if spec.inputs_digest is not None:
+            h.update(f"|i{spec.inputs_digest}".encode())
         out.append(h.hexdigest()[:16])
     return out
 

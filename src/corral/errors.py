@@ -13,6 +13,9 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── ValidationError (ValueError)        the DAG or pipeline is invalid; .problems lists all
     │   └── PipelineError                   a pipeline file could not be read or parsed
     ├── ParameterError (ValueError)         a -p key=value is malformed or unknown
+    ├── ConfigError (ValueError)            a configuration file or variable is invalid
+    │   └── StartRefused                    settings ask for more than the machine or database has
+    ├── ExpressionError (ValueError)        a ${{ ... }} is malformed or cannot be evaluated
     ├── CallNotFound (ImportError, ValueError)  a call's module or function cannot be found
     ├── InvalidTransition (RuntimeError)    a driver broke the scheduler's protocol
     ├── BrokenExecutor (RuntimeError)       an executor cannot run tasks any more
@@ -21,6 +24,7 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── TaskTimeout (TimeoutError)          a task ran past its timeout
     ├── TaskHung (TimeoutError)             a task showed no sign of life for its heartbeat
     ├── CommandFailed                       a shell task exited with a non-zero code
+    ├── CircuitOpen (RuntimeError)          the task's circuit breaker was open: it did not run
     ├── Skip                                raised by a task to end as "skipped"
     ├── BrokenStore (RuntimeError)          the run store cannot be read or written; names its URL
     │   ├── StoreTooNew                     the store was written by a newer corral (schema version)
@@ -41,9 +45,12 @@ from corral._errors import (
     BrokenExecutor,
     BrokenStore,
     CallNotFound,
+    CircuitOpen,
     CommandFailed,
+    ConfigError,
     CorralError,
     CorruptHistory,
+    ExpressionError,
     InvalidTransition,
     NotResumable,
     ParameterError,
@@ -52,6 +59,7 @@ from corral._errors import (
     RunLocked,
     RunNotFound,
     Skip,
+    StartRefused,
     StoreTooNew,
     TaskHung,
     TaskTimeout,
@@ -64,9 +72,12 @@ __all__ = [
     "BrokenExecutor",
     "BrokenStore",
     "CallNotFound",
+    "CircuitOpen",
     "CommandFailed",
+    "ConfigError",
     "CorralError",
     "CorruptHistory",
+    "ExpressionError",
     "InvalidTransition",
     "NotResumable",
     "ParameterError",
@@ -75,6 +86,7 @@ __all__ = [
     "RunLocked",
     "RunNotFound",
     "Skip",
+    "StartRefused",
     "StoreTooNew",
     "TaskHung",
     "TaskTimeout",

@@ -227,6 +227,7 @@ def test_plan_human_output(corral, write):
     assert "a → b → d" in proc.stdout
     assert "9.00s" in proc.stdout
     assert "15.0s" in proc.stdout
+    assert "estimates: 5 given (estimate), 0 from history, 0 none" in proc.stdout
     assert ANSI.search(proc.stdout) is None
 
 

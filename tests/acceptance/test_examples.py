@@ -37,10 +37,23 @@ def test_ci_pipeline_runs_green(tmp_path):
 
 
 def test_example_pipelines_validate(tmp_path):
-    for name in ("ci.yml", "resume_demo.yml"):
+    for name in ("ci.yml", "resume_demo.yml", "flow_control.yml"):
         proc = run([corral_script(), "validate", str(ROOT / "examples" / name)],
                    tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_flow_control_example_opens_and_closes_its_breaker(tmp_path):
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    proc = run([corral_script(), "run", "examples/flow_control.yml", "--json", "--no-store"],
+               tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    tasks = doc["tasks"]
+    assert tasks["tool-3"]["error"].startswith("CircuitOpen")
+    assert tasks["tool-4"]["state"] == "succeeded"
+    assert all(tasks[t]["state"] == "succeeded" for t in tasks if t.startswith("fetch"))
+    assert [c["state"] for c in doc["breakers"]] == ["open", "half_open", "closed"]
 
 
 @pytest.mark.slow
@@ -58,3 +71,30 @@ def test_cpu_fanout_example_agrees_with_serial(tmp_path):
                 "--chunks", "4", "--size", "20000"], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "7837 primes below 80,000" in proc.stdout  # pi(80,000) = 7,837
+
+
+def _ran(proc):
+    """The tasks that ran and succeeded (skipped and up-to-date tasks did not)."""
+    return {k for k, t in json.loads(proc.stdout)["tasks"].items()
+            if t["state"] == "succeeded" and t["attempts"]}
+
+
+@pytest.mark.slow
+def test_ci_matrix_pipeline_runs_then_only_what_changed(tmp_path):
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    argv = [corral_script(), "run", "examples/ci_matrix.yml", "--changed-only", "--json"]
+    first = run(argv, tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    tasks = json.loads(first.stdout)["tasks"]
+    tests = {t for t in tasks if t.startswith("test[")}
+    assert len(tests) == 4
+    assert tasks["publish"]["state"] == "skipped"  # publish=no
+    assert tasks["tell-someone"]["state"] == "skipped"  # the archive was made
+    second = run([*argv, "-p", "publish=yes"], tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert _ran(second) == {"publish"}  # the rest is up to date
+    module = tmp_path / "examples/ci_project/src/tinycalc/__init__.py"
+    module.write_text(module.read_text(encoding="utf-8") + "# changed\n", encoding="utf-8")
+    third = run(argv, tmp_path)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert _ran(third) == {"lint", "archive", *tests}

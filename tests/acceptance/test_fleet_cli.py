@@ -104,8 +104,8 @@ def test_workers_and_an_empty_dlq(corral, url):
     assert json.loads(corral("dlq", "list", "--broker", url, "--json").stdout) == \
         {"dead_letters": []}
     assert corral("dlq", "show", "1-0", "--broker", url).returncode == 2
-    assert corral("dlq", "purge", "--broker", url).returncode == 2  # name some, or --all
-    assert json.loads(corral("dlq", "purge", "--all", "--broker", url, "--json").stdout) == \
+    assert corral("dlq", "purge", "--broker", url).returncode == 2  # name some, or all
+    assert json.loads(corral("dlq", "purge", "all", "--broker", url, "--json").stdout) == \
         {"purged": 0}
 
 

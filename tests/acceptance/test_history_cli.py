@@ -294,11 +294,14 @@ def test_plan_and_priorities_use_the_median_of_earlier_successful_attempts(corra
     write("ranked.yaml", RANKED)
     before = json.loads(corral("plan", "ranked.yaml", "--json", "-w", "1").stdout)
     assert before["history_s"] == {}
+    assert before["estimate_sources"] == {"given": 1, "history": 0, "none": 2}
     assert before["critical_path_s"] == 2.0  # the estimate; 1 s for the others
     assert not (tmp_path / ".corral").exists()  # planning creates no store
     # With one worker, the longest expected task starts first; equal ones in file order.
-    assert corral("run", "ranked.yaml", "-c", "1", "--no-store").returncode == 0
+    first = corral("run", "ranked.yaml", "-c", "1", "--no-store")
+    assert first.returncode == 0, out(first)
     assert (tmp_path / "executions.txt").read_text().split() == ["estimated", "quick", "slow"]
+    assert "x its own lower bound" in first.stdout
 
     # slow: median of 10, 30, 20 = 20 s; the estimate wins over history.
     seed_history(
@@ -308,6 +311,9 @@ def test_plan_and_priorities_use_the_median_of_earlier_successful_attempts(corra
     )
     plan = json.loads(corral("plan", "ranked.yaml", "--json", "-w", "1").stdout)
     assert plan["history_s"] == {"quick": 1.0, "slow": 20.0}
+    assert plan["estimate_sources"] == {"given": 1, "history": 2, "none": 0}
+    human = corral("plan", "ranked.yaml", "-w", "1").stdout
+    assert "estimates: 1 given (estimate), 2 from history, 0 none" in human
     assert plan["critical_path"] == ["slow"]
     assert plan["critical_path_s"] == 20.0
     assert plan["work_s"] == 23.0

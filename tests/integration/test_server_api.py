@@ -315,6 +315,18 @@ def test_run_lifecycle(tmp_path: Path, store_url: str, keys: dict[str, Any]) -> 
 # ---------------------------------------------------------------------------- runs API
 
 
+def test_run_details_show_circuit_breaker_changes(operator: httpx.Client) -> None:
+    name = f"breaker-{secrets.token_hex(3)}"
+    text = (f"name: {name}\ncircuit_breakers:\n  svc: {{failures: 1, reset: 1h}}\ntasks:\n"
+            "  a: {cmd: 'false', breaker: svc, allow_failure: true}\n"
+            "  b: {cmd: 'true', breaker: svc, depends_on: [a]}\n")
+    doc = wait_done(operator, submit(operator, text))
+    assert doc["status"] == "failed"
+    assert [(c["breaker"], c["state"]) for c in doc["breakers"]] == [("svc", "open")]
+    tasks = {t["id"]: t for t in doc["tasks"]}
+    assert tasks["b"]["error"].startswith("CircuitOpen: circuit breaker 'svc' is open")
+
+
 def test_list_runs_filters_and_pages(operator: httpx.Client) -> None:
     name = f"pages-{secrets.token_hex(3)}"
     ids = [submit(operator, pipeline(name, "  a: {cmd: 'true'}\n")) for _ in range(3)]
@@ -848,6 +860,10 @@ def test_metrics_parse_and_have_the_names(operator: httpx.Client, anon: httpx.Cl
     run_id = submit(operator, pipeline("metrics", "  a: {cmd: 'true'}\n"
                                                   "  b: {cmd: 'exit 1', retries: 1, "
                                                   "retry_delay: 0.01, allow_failure: true}\n"))
+    # a breaker that opens at its first failure: c's failure opens it
+    wait_done(operator, submit(operator, "name: metrics-breaker\n"
+                               "circuit_breakers: {svc: {failures: 1}}\n"
+                               "tasks:\n  c: {cmd: 'exit 1', breaker: svc}\n"))
     wait_done(operator, run_id)
     assert anon.get("/metrics").status_code == 401
     response = operator.get("/metrics")
@@ -870,6 +886,7 @@ def test_metrics_parse_and_have_the_names(operator: httpx.Client, anon: httpx.Cl
     assert value("corral_tasks_finished_total", state="succeeded", executor="shell") >= 1
     assert value("corral_task_retries_total", executor="shell") >= 1
     assert value("corral_runs_finished_total", status="succeeded") >= 1
+    assert value("corral_breaker_changes_total", breaker="svc", state="open") >= 1
     assert value("corral_store_write_seconds_count") > 0
     assert value("corral_scheduler_decision_seconds_count") > 0
     assert value("corral_task_duration_seconds_count", state="failed", executor="shell") >= 2

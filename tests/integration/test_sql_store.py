@@ -357,3 +357,39 @@ def test_sql_files_ship_with_the_package():
     assert {p.relative_to(root).as_posix() for p in root.rglob("*.sql")} >= {
         "sqlite/0001_init.sql", "sqlite/0004_json_history.sql", "sqlite/queries.sql",
         "postgres/0001_init.sql", "postgres/0004_json_history.sql", "postgres/queries.sql"}
+
+
+# ---------------------------------------------------------------------------- damaged history
+
+
+def _graph_of_p() -> Any:
+    from corral._graph import build_graph
+    from corral._options import make_spec
+
+    def noop() -> None:
+        pass
+
+    return build_graph([make_spec(t.id, noop, options={"depends_on": list(t.deps)})
+                        for t in TASKS], name="p")
+
+
+@pytest.mark.parametrize(("durations", "history", "warning"), [
+    ('{"a": -1.5, "b": NaN, "c": 2.0}', {"c": 2.0}, "ignored the stored durations of 2"),
+    ('{"a": "soon"}', {}, "ordering tasks without run history"),
+])
+def test_damaged_history_is_ignored_with_a_warning_and_the_run_goes(store, durations,
+                                                                    history, warning):
+    import asyncio
+
+    from corral._launch import LaunchOptions, launch
+
+    store.begin_run(record(), lease_s=30)
+    store.write("r1", transitions=ok_history("a"))
+    sql(store, "INSERT INTO batches (run_id, transitions, durations) VALUES ('r1', '[]', :d)",
+        {"d": durations})
+    started = launch(_graph_of_p(), store, options=LaunchOptions(log_dir=None))
+    assert dict(started.history) == history
+    assert len(started.warnings) == 1
+    assert warning in started.warnings[0]
+    result = asyncio.run(asyncio.wait_for(started.run(), 60))  # (a hang guard)
+    assert result.ok

@@ -614,11 +614,11 @@ def test_the_json_schema_describes_the_file_format():
     json.dumps(schema)  # serialisable as is
     assert set(schema["properties"]) == {
         "name", "description", "concurrency", "resources", "defaults", "env", "params",
-        "python_path", "tasks"}
+        "python_path", "tasks", "rate_limits", "circuit_breakers"}
     assert schema["additionalProperties"] is False
     task = schema["$defs"]["Task"]
     assert set(task["properties"]) == {
-        *TASK_OPTIONS, "cmd", "call", "args", "kwargs", "description"}
+        *TASK_OPTIONS, "cmd", "call", "args", "kwargs", "description", "matrix"}
     assert task["additionalProperties"] is False
     assert task["properties"]["retries"]["description"] == TASK_OPTIONS["retries"]
     assert "id" in schema["$defs"]["ListTask"]["required"]

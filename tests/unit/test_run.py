@@ -299,10 +299,25 @@ def test_import_corral_is_light():
 
     code = ("import sys, corral; heavy = {'yaml', 'pydantic', 'rich', 'cloudpickle', "
             "'multiprocessing', 'concurrent.futures.process', 'psycopg', 'click', 'dask', "
-            "'distributed'}; print(sorted(heavy & set(sys.modules)))")
+            "'distributed', 'mcp', 'fastapi', 'pydantic_settings'}; "
+            "print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_a_command_without_a_config_file_does_not_load_pydantic_settings(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from corral.cli import main\n"
+            "try:\n    main(['validate', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('pydantic_settings' in sys.modules, 'corral.cli._config' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path, env=env).stdout.strip().splitlines()[-1]
+    assert out == "False True"  # the file was looked for, and none found
 
 
 def test_a_run_without_dask_tasks_imports_no_dask_even_when_given_the_executor():

@@ -190,8 +190,9 @@ def test_a_spared_cleanup_keeps_its_retries_and_its_own_dependencies_decide():
     assert sorted(ids(s, s.admit(0))) == ["a", "b"]
     s.succeeded(g.index["a"], 0)  # after_a's dependency ended: ready before the failure
     assert ids(s, s.failed(g.index["b"], 1)) == []  # nothing else was running
-    # c never ran (upstream failed): clean's dependencies have ended, so it may run.
-    assert ids(s, s.admit(1)) == ["clean", "after_a"]
+    # c never ran (upstream failed): clean's dependencies have ended, so it may run. (Equal
+    # ranks: after_a, ready first, starts first.)
+    assert ids(s, s.admit(1)) == ["after_a", "clean"]
     assert s.failed(g.index["clean"], 2) == []
     assert states(s)["clean"] == "retry_wait"
     assert ids(s, s.admit(3)) == ["clean"]  # its retry, after its backoff

@@ -10,7 +10,9 @@ it runs or ``--help`` lists it (:func:`register_command`)::
     _run.py       run, resume                          (through corral._launch)
     _history.py   runs, show, logs, prune              (the run store, read only)
     _fleet.py     worker, workers, dlq                 (the fleet's broker)
+    _config.py    config show; the config file as click's default_map
     corral.server._cli   serve, token                  (the `server` extra)
+    corral.mcp._cli      mcp                           (the `mcp` extra)
 
 Policies: exit codes live in :class:`ExitCode` and are listed in ``corral --help``; a user's
 mistake never shows a traceback; startup stays fast (this package imports only click and the
@@ -33,6 +35,10 @@ for _name in ("logs", "prune", "runs", "show"):
 # The fleet: workers over a broker, and its dead-letter queue (docs/fleet.md).
 for _name in ("dlq", "worker", "workers"):
     register_command(_name, f"corral.cli._fleet:{_name}")
+# The configuration file and what it resolves to, see corral._config.
+register_command("config", "corral.cli._config:config")
 # The HTTP service and its tokens (the `server` extra), see corral.server.
 register_command("serve", "corral.server._cli:serve")
 register_command("token", "corral.server._cli:token")
+# The MCP server over stdio (the `mcp` extra), see corral.mcp.
+register_command("mcp", "corral.mcp._cli:mcp")

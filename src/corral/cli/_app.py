@@ -21,6 +21,7 @@ from corral._errors import (
     BrokenBroker,
     BrokenExecutor,
     BrokenStore,
+    ConfigError,
     NotResumable,
     ParameterError,
     RunLocked,
@@ -142,6 +143,18 @@ class CorralGroup(click.Group):
         self.add_command(command, cmd_name)
         return command
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """The command to run, given the configuration file's values as its defaults
+        (corral.cli._config: the file < CORRAL_* variables < options)."""
+        name, command, rest = super().resolve_command(ctx, args)
+        if name is not None and command is not None and not ctx.resilient_parsing:
+            from corral.cli._config import apply_config
+
+            apply_config(ctx, name, command)
+        return name, command, rest
+
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """Run the command line. From here until a run takes the signals over (and again
         after it), SIGINT and SIGTERM end corral with exactly 130 and 143, wherever they land
@@ -163,7 +176,7 @@ class CorralGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ValidationError, ParameterError, RunNotFound, NotResumable) as exc:
+        except (ValidationError, ParameterError, ConfigError, RunNotFound, NotResumable) as exc:
             raise UserError(str(exc)) from None
         except BrokenStore as exc:  # names the store's URL
             raise StoreError(str(exc)) from None

@@ -258,12 +258,11 @@ def dlq_retry(broker: str, as_json: bool, entries: tuple[str, ...]) -> None:
 @broker_option
 @json_option
 @click.argument("entries", nargs=-1)
-@click.option("--all", "purge_all", is_flag=True, envvar="CORRAL_DLQ_PURGE_ALL",
-              show_envvar=True, help="Drop every dead letter.")
-def dlq_purge(broker: str, as_json: bool, entries: tuple[str, ...], purge_all: bool) -> None:
-    """Drop dead letters: those named, or --all."""
-    if not entries and not purge_all:
-        raise UserError("name the dead letters to drop, or pass --all")
+def dlq_purge(broker: str, as_json: bool, entries: tuple[str, ...]) -> None:
+    """Drop dead letters: those named (ENTRY ...), or `all` of them."""
+    purge_all = entries == ("all",)
+    if not entries:
+        raise UserError("name the dead letters to drop, or say `all`")
     conn = _connect(broker)
     try:
         n = conn.purge_dead_letters(None if purge_all else list(entries))

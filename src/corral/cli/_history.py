@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from corral._plan import realised_critical_path
+from corral._result import recorded_breakers
 from corral._spec import ENDS_ATTEMPT
 from corral.cli._app import UserError
 from corral.cli._options import Duration, open_run_store, store_option
@@ -25,7 +26,7 @@ from corral.cli._options import Duration, open_run_store, store_option
 if TYPE_CHECKING:
     from corral.store import RunRecord, Store, StoredRun
 
-__all__ = ["logs", "prune", "run_details", "runs", "show", "when"]
+__all__ = ["logs", "pick_attempt", "prune", "run_details", "runs", "show", "when"]
 
 json_option = click.option(
     "--json",
@@ -217,6 +218,8 @@ def show(run_id: str, store_url: str | None, as_json: bool) -> None:
     """Show a run: each task's state, attempts and timings, and the realised critical path."""
     with _reading(store_url) as store:
         details = run_details(_load_run(store, run_id, store_url))
+        assert store is not None
+        details["breakers"] = recorded_breakers(store.events(run_id))
     if as_json:
         click.echo(json.dumps(details, indent=2, default=str))
         return
@@ -251,27 +254,10 @@ def logs(run_id: str, task_id: str | None, attempt: int | None, store_url: str |
                 data = json.dumps(dict(e.data), default=str) if e.data else ""
                 click.echo(f"{e.at.isoformat()}  {e.kind}  {e.task_id or ''} {data}".rstrip())
             return
-    if task_id not in stored.tasks:
-        known = ", ".join(stored.tasks)
-        raise UserError(f"run {run_id} has no task {task_id!r} (its tasks: {known})")
-    details = run_details(stored)["tasks"][task_id]
-    tried = details["attempts"]
-    if details["reused"]:
-        raise UserError(
-            f"task {task_id!r} did not run in run {run_id}: its value was reused "
-            f"from run {stored.run.resumed_from} (corral logs "
-            f"{stored.run.resumed_from} {task_id})"
-        )
-    if not tried:
-        raise UserError(f"task {task_id!r} never ran in run {run_id} ({details['state']})")
-    chosen = (
-        tried[-1] if attempt is None else next((a for a in tried if a["attempt"] == attempt), None)
-    )
-    if chosen is None:
-        raise UserError(
-            f"task {task_id!r} of run {run_id} has attempts "
-            f"1 to {tried[-1]['attempt']}, not {attempt}"
-        )
+    try:
+        chosen = pick_attempt(stored, task_id, attempt)
+    except LookupError as exc:
+        raise UserError(str(exc)) from None
     n = chosen["attempt"]
     if not chosen["log"]:
         message = (
@@ -290,6 +276,34 @@ def logs(run_id: str, task_id: str | None, attempt: int | None, store_url: str |
             return
         raise UserError(f"the log of attempt {n} of task {task_id!r} is gone: {path}") from None
     click.echo(text, nl=False)
+
+
+def pick_attempt(stored: StoredRun, task_id: str, attempt: int | None) -> dict[str, Any]:
+    """The attempt of ``task_id`` whose log is wanted (``attempt`` None: the last), as
+    :func:`run_details` shows it. :class:`LookupError` saying why there is none."""
+    run_id = stored.run.id
+    if task_id not in stored.tasks:
+        known = ", ".join(stored.tasks)
+        raise LookupError(f"run {run_id} has no task {task_id!r} (its tasks: {known})")
+    details = run_details(stored)["tasks"][task_id]
+    tried = details["attempts"]
+    if details["reused"]:
+        raise LookupError(
+            f"task {task_id!r} did not run in run {run_id}: its value was reused "
+            f"from run {stored.run.resumed_from} (corral logs "
+            f"{stored.run.resumed_from} {task_id})"
+        )
+    if not tried:
+        raise LookupError(f"task {task_id!r} never ran in run {run_id} ({details['state']})")
+    chosen = (
+        tried[-1] if attempt is None else next((a for a in tried if a["attempt"] == attempt), None)
+    )
+    if chosen is None:
+        raise LookupError(
+            f"task {task_id!r} of run {run_id} has attempts "
+            f"1 to {tried[-1]['attempt']}, not {attempt}"
+        )
+    return dict(chosen)
 
 
 # ---------------------------------------------------------------------------- prune

@@ -2,7 +2,8 @@
 ``--json``, ``--only``, where ``call:`` modules are found, the run store, durations.
 
 Every option has a ``CORRAL_*`` variable, shown in ``--help`` (precedence: option > variable
-> the pipeline file > computed defaults).
+> the configuration file's [env.NAME] section > the file (cli._config) > the pipeline file >
+computed defaults).
 """
 
 from __future__ import annotations
@@ -164,11 +165,13 @@ class Duration(click.ParamType[float]):
             self.fail(str(exc), param, ctx)
 
 
-def open_run_store(url: str | None, *, create: bool) -> Store | None:
+def open_run_store(url: str | None, *, create: bool,
+                   connections: int | None = None) -> Store | None:
     """The store at ``url`` (else ``$CORRAL_STORE``, else ``.corral/corral.db``).
 
     With ``create`` false, a SQLite store that does not exist yet is None rather than a new
-    empty file: reading history must not leave databases behind.
+    empty file: reading history must not leave databases behind. ``connections`` caps a
+    PostgreSQL store's pool (``--store-connections``).
     """
     from corral.store import open_store, resolve_url, store_exists
 
@@ -176,7 +179,7 @@ def open_run_store(url: str | None, *, create: bool) -> Store | None:
     try:
         if not create and not store_exists(url):
             return None
-        return open_store(url)
+        return open_store(url, connections=connections)
     except ImportError as exc:  # the postgres extra is missing: say how to install it
         raise StoreError(f"{exc} (store: {url})") from None
     except ValueError as exc:  # not a store URL

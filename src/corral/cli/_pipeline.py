@@ -109,7 +109,7 @@ def plan(
     task's earlier successful attempts in the run store; else 1 s. The lower bound is
     max(critical path, total work / concurrency).
     """
-    from corral._plan import make_plan
+    from corral._plan import estimate_sources, make_plan
     from corral._runner import default_concurrency
 
     pipeline = load(file, params, paths=paths, no_import=no_import, as_json=as_json)
@@ -118,20 +118,33 @@ def plan(
     n = concurrency or pipeline.concurrency or default_concurrency()
     history = {} if no_store else _history(store_url, graph)
     result = make_plan(graph, workers=n, history=history)
+    sources = estimate_sources(graph, history)
     if as_json:
         # "workers" is the same number under its old name, for scripts that read it.
-        emit_json({**result.as_dict(), "concurrency": n, "history_s": history})
+        emit_json({**result.as_dict(), "concurrency": n, "history_s": history,
+                   "estimate_sources": sources})
         return
     from rich.console import Console
 
     from corral._display import render_plan
 
     render_plan(Console(highlight=False), result, pipeline=pipeline.name)
-    if history:
-        click.echo(
-            f"durations of {len(history)} task(s) without an estimate: "
-            "the median of their earlier successful runs"
-        )
+    click.echo(describe_sources(sources))
+
+
+def describe_sources(sources: dict[str, int]) -> str:
+    """Where a plan's durations come from, in one line."""
+    parts = [f"{sources['given']} given (estimate)", f"{sources['history']} from history",
+             f"{sources['none']} none"]
+    line = "estimates: " + ", ".join(parts)
+    if sources["none"]:
+        line += (" (1 s each in this plan; a run learns them per task kind as attempts "
+                 "succeed)")
+    return line
+
+
+def _warn(message: str) -> None:
+    click.echo(f"corral: {message}", err=True)
 
 
 def _history(store_url: str | None, graph: Graph) -> dict[str, float]:
@@ -142,9 +155,10 @@ def _history(store_url: str | None, graph: Graph) -> dict[str, float]:
         if store is None:
             return {}
         # Only tasks without an estimate: an estimate, when given, wins.
-        ids = [spec.id for spec in graph.specs if spec.estimate is None]
+        from corral._launch import read_history
+
         with contextlib.closing(store):
-            return store.task_durations(graph.name, ids)
+            return read_history(store, graph, warn=_warn)
     except (BrokenStore, click.ClickException) as exc:
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
         click.echo(f"corral: planning without run history: {message}", err=True)

@@ -20,8 +20,9 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
@@ -64,6 +65,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 # crash seen from another host, a resume waits at most this long (on the same host a dead
 # process is seen at once, see corral.store._owner).
 DEFAULT_LEASE = "30s"
+# The PostgreSQL store's pool: the run's recorder, its lease renewal and a reader (the store
+# batches writes in group commits, so a few connections serve any concurrency).
+STORE_CONNECTIONS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +82,18 @@ class RunOptions:
     log_dir: str
     store_url: str | None
     no_store: bool
+    store_connections: int
     lease: float
     paths: tuple[str, ...]
     no_import: bool
     dask: str | None
     broker: str | None
+    junit_xml: str | None
+    report: tuple[tuple[str, str], ...]
 
     def width(self, pipeline: Pipeline) -> int:
-        """Tasks at once. Precedence: --concurrency > CORRAL_CONCURRENCY (both via click) >
-        the file's ``concurrency`` > one per CPU."""
+        """Tasks at once. Precedence: --concurrency > CORRAL_CONCURRENCY > corral.toml (all
+        via click) > the pipeline file's ``concurrency`` > one per CPU."""
         from corral._runner import default_concurrency
 
         return self.concurrency or pipeline.concurrency or default_concurrency()
@@ -136,6 +143,15 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
     store_option,
     no_store_option,
     click.option(
+        "--store-connections",
+        type=click.IntRange(min=1),
+        default=STORE_CONNECTIONS,
+        envvar="CORRAL_STORE_CONNECTIONS",
+        show_envvar=True,
+        help="PostgreSQL store: connections this run may hold at once. Checked at start "
+        "against the server's max_connections.",
+    ),
+    click.option(
         "--lease",
         type=Duration(),
         default=DEFAULT_LEASE,
@@ -162,6 +178,27 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
         show_envvar=True,
         help="Send every attempt to the fleet of `corral worker`s fed through this broker "
         "(redis://HOST:PORT/DB) instead of running it here.",
+    ),
+    click.option(
+        "--junit-xml",
+        metavar="PATH",
+        type=click.Path(dir_okay=False, writable=True),
+        envvar="CORRAL_JUNIT_XML",
+        show_envvar=True,
+        help="After the run, write JUnit XML there: one test case per task (duration, "
+        "failure message, log tail).",
+    ),
+    click.option(
+        "--report",
+        nargs=2,
+        multiple=True,
+        metavar="md|json PATH",
+        type=(click.Choice(["md", "json"]), click.Path(dir_okay=False, writable=True)),
+        envvar="CORRAL_REPORT",
+        show_envvar=True,
+        help="After the run, write an execution report there (critical path, per-task times, "
+        "retries, parallelism, failures with log tails); repeatable. `md` suits "
+        "$GITHUB_STEP_SUMMARY.",
     ),
 ]
 
@@ -192,8 +229,18 @@ def run_options(f: F) -> F:
     help="Resume the latest unfinished run of this pipeline: re-run only what did not "
     "succeed, or changed since (a new run when there is none to resume).",
 )
+@click.option(
+    "--changed-only",
+    is_flag=True,
+    envvar="CORRAL_CHANGED_ONLY",
+    show_envvar=True,
+    help="Skip tasks that are up to date: they declare inputs:, and their inputs' contents, "
+    "definition and upstream are unchanged since they last succeeded, and their outputs: "
+    "exist (they keep the value they returned then).",
+)
 @run_options
-def run(file: str, only: tuple[str, ...], resume: bool, opts: RunOptions) -> None:
+def run(file: str, only: tuple[str, ...], resume: bool, changed_only: bool,
+        opts: RunOptions) -> None:
     """Run a pipeline; exit 0 when every task succeeded (see exit codes in `corral --help`).
 
     Every run is recorded in the store (see --store), so that `corral show`, `corral logs`
@@ -201,15 +248,69 @@ def run(file: str, only: tuple[str, ...], resume: bool, opts: RunOptions) -> Non
     """
     pipeline = opts.load(file)
     if resume:
+        if changed_only:
+            raise UserError("--changed-only starts a new run: it does not go with --resume")
         resume_run(opts, file=file, only=only)
         return
+    if changed_only and opts.no_store:
+        raise UserError("--changed-only needs the run store, to know what last succeeded: "
+                        "drop --no-store")
+    if any(spec.inputs for spec in pipeline.dag.specs):
+        from corral._changes import with_input_digests
+
+        try:
+            with_input_digests(pipeline.dag, Path.cwd())
+        except ValueError as e:
+            raise UserError(str(e)) from e
     dag_graph = pipeline.dag.validate(only=only or None)
-    if opts.dry_run:
-        dry_run(pipeline, dag_graph, opts.width(pipeline), opts.as_json)
-        return
-    store = None if opts.no_store else open_run_store(opts.store_url, create=True)
+    if not opts.dry_run:
+        preflight(opts, file, dag_graph, opts.width(pipeline))
+    # A dry run leaves nothing behind: it reads a store only if one exists (--changed-only).
+    store = None if opts.no_store or (opts.dry_run and not changed_only) else \
+        open_run_store(opts.store_url, create=not opts.dry_run,
+                       connections=opts.store_connections)
     with contextlib.closing(store) if store is not None else contextlib.nullcontext():
-        execute(pipeline, dag_graph, opts, store=store)
+        up_to_date = _up_to_date(pipeline, dag_graph, store) if changed_only else None
+        if opts.dry_run:
+            dry_run(pipeline, dag_graph, opts.width(pipeline), opts.as_json, up_to_date)
+            return
+        execute(pipeline, dag_graph, opts, store=store, up_to_date=up_to_date)
+
+
+def preflight(opts: RunOptions, file: str | None, dag_graph: Graph | None,
+              width: int | None) -> None:
+    """Refuse to start (exit 2) when the settings ask for more than the machine or the
+    PostgreSQL server has; print what is legal but unwise (corral._preflight)."""
+    from corral._preflight import Demand, check, database_limits, machine
+    from corral.store import resolve_url
+
+    url = resolve_url(opts.store_url)
+    postgres = not opts.no_store and url.startswith(("postgresql:", "postgres:"))
+    demands = [Demand("store_connections: --store-connections, CORRAL_STORE_CONNECTIONS",
+                      connections=opts.store_connections if postgres else 0)]
+    if dag_graph is not None:
+        demands.append(Demand(
+            f"concurrency: -c, CORRAL_CONCURRENCY or {file}'s concurrency:",
+            concurrency=width or 0, processes="process" in dag_graph.executors))
+        memory = dag_graph.capacity.get("memory_mb", 0.0)
+        demands.append(Demand(f"resources: memory_mb in {file}", memory_mb=memory))
+    for warning in check(machine(), demands, database_limits(url) if postgres else None):
+        click.echo(f"corral: warning: {warning}", err=True)
+
+
+def _up_to_date(pipeline: Pipeline, dag_graph: Graph, store: Store | None) -> dict[str, Any]:
+    """``--changed-only``: the tasks to skip, with the values they returned when they last
+    succeeded (corral._changes); says on stderr what it skips."""
+    from corral._changes import last_successes, plan_up_to_date
+
+    stored = last_successes(store, pipeline.name) if store is not None else None
+    plan = plan_up_to_date(dag_graph, stored, Path.cwd())
+    reuse = dict(plan.reuse)
+    if reuse:
+        shown = ", ".join(list(reuse)[:10]) + (f" and {len(reuse) - 10} more"
+                                               if len(reuse) > 10 else "")
+        click.echo(f"corral: up to date, not run: {shown}", err=True)
+    return reuse
 
 
 def describe_action(action: Any, args: Any = (), kwargs: Any = None) -> str:
@@ -232,8 +333,10 @@ def describe_action(action: Any, args: Any = (), kwargs: Any = None) -> str:
     return f"{name}({', '.join(parts)})"
 
 
-def dry_run(pipeline: Pipeline, dag_graph: Graph, width: int, as_json: bool) -> None:
-    order = [dag_graph.specs[i] for i in dag_graph.order]
+def dry_run(pipeline: Pipeline, dag_graph: Graph, width: int, as_json: bool,
+            up_to_date: Mapping[str, Any] | None = None) -> None:
+    skip = up_to_date or {}
+    order = [dag_graph.specs[i] for i in dag_graph.order if dag_graph.ids[i] not in skip]
     if as_json:
         emit_json(
             {
@@ -241,6 +344,7 @@ def dry_run(pipeline: Pipeline, dag_graph: Graph, width: int, as_json: bool) -> 
                 "dry_run": True,
                 "concurrency": width,
                 "params": pipeline.params,
+                "up_to_date": list(skip),
                 "tasks": [
                     {
                         "id": s.id,
@@ -281,6 +385,7 @@ def execute(
     *,
     store: Store | None,
     resume: Resume | None = None,
+    up_to_date: Mapping[str, Any] | None = None,
 ) -> NoReturn:
     """Run ``dag_graph`` as ``opts`` say, recorded in ``store`` (None: in memory only), then
     exit with the run's code. Shared by ``run``, ``run --resume`` and ``resume``: ``resume``
@@ -312,12 +417,13 @@ def execute(
         lease_s=opts.lease,
         executors=_dask_executors(opts.dask),
         broker=opts.broker or None,
+        done=up_to_date,
     ))
     runner, recorder = started.runner, started.recorder
     # The median of each task's earlier successful attempts, for tasks without `estimate`,
     # ranked the critical path (longest tail first); it also sets the live view's first ETA.
     history = started.history
-    reused = resume.plan.reuse if resume is not None else {}
+    reused = resume.plan.reuse if resume is not None else (up_to_date or {})
     store_failed: list[BrokenStore] = []
 
     async def run_once() -> RunResult:
@@ -381,12 +487,35 @@ def execute(
             click.echo(
                 f"to finish it, re-running only what did not succeed: corral resume {result.run_id}"
             )
+    _write_reports(result, dag_graph, opts)
     code = exit_code_for(result)
     if runner.signal and not result.signal:
         # The signal came as the run's end was being recorded: the run ended as recorded,
         # and corral still exits as a process stopped by that signal.
         code = 128 + runner.signal
     raise click.exceptions.Exit(code)
+
+
+def _write_reports(result: RunResult, dag_graph: Graph, opts: RunOptions) -> None:
+    """``--junit-xml``, ``--report`` and, under GitHub Actions, annotations of the failures
+    (on stderr with ``--json``, whose stdout is the one JSON document)."""
+    in_actions = os.environ.get("GITHUB_ACTIONS") == "true"
+    if not (opts.junit_xml or opts.report or (in_actions and not result.ok)):
+        return
+    from corral._reports import github_annotations, write_junit, write_report
+
+    specs = {spec.id: spec for spec in dag_graph.specs}
+    try:
+        if opts.junit_xml:
+            write_junit(opts.junit_xml, result, specs)
+        for fmt, path in opts.report:
+            write_report(fmt, path, result, specs)
+    except OSError as exc:
+        raise UserError(f"run {result.run_id} ended {result.status}, but its report could not "
+                        f"be written: {exc}") from exc
+    if in_actions:
+        for line in github_annotations(result, specs):
+            click.echo(line, err=opts.as_json)
 
 
 # ---------------------------------------------------------------------------- resume
@@ -424,7 +553,10 @@ def resume_run(
 
     if opts.no_store:
         raise click.UsageError("resuming needs the run store: drop --no-store")
-    store = open_run_store(opts.store_url, create=file is not None)
+    if not opts.dry_run:
+        preflight(opts, file, None, opts.concurrency)
+    store = open_run_store(opts.store_url, create=file is not None,
+                           connections=opts.store_connections)
     if store is None:
         from corral._errors import RunNotFound
 

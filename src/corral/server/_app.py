@@ -6,6 +6,7 @@ auth and metrics into one FastAPI app, and serves the web page.
     request ──> _Edge (request id, body cap, timing, metrics, access log)
             ──> FastAPI ──> /api/v1/*  (corral.server._api: role check, then store/runs/hub)
                         ──> /health, /ready, /metrics, / and /static/* (the page), /docs
+                        ──> /mcp   (corral.mcp._http: the MCP server, with the mcp extra)
 
 Unauthenticated on purpose: ``/health`` and ``/ready`` (for orchestrators), ``/metrics`` with
 ``metrics_public``, and the page's static shell (``/``, ``/static/*``, ``/docs``,
@@ -15,6 +16,7 @@ Unauthenticated on purpose: ``/health`` and ``/ready`` (for orchestrators), ``/m
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import re
 import time
@@ -40,7 +42,7 @@ from corral.server._service import Service
 from corral.server._settings import Settings
 from corral.store import Store
 
-__all__ = ["Service", "create_app"]
+__all__ = ["Service", "create_app", "open_service"]
 
 log = logging.getLogger("corral.server")
 access = logging.getLogger("corral.server.access")
@@ -153,7 +155,9 @@ class _Edge:
         await send({"type": "http.response.body", "body": body})
 
 
-def _open_service(settings: Settings, store: Store | None) -> Service:
+def open_service(settings: Settings, store: Store | None) -> Service:
+    """What the routes (and the MCP server, also over stdio) share, made from ``settings``;
+    ``store`` as given, else opened from ``settings.store_url``."""
     from corral.store import open_store
 
     auth = Authenticator(settings.auth)  # raises AuthConfigError before anything is opened
@@ -174,7 +178,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     closes the store (only if it opened it)."""
     settings = settings or Settings()
     owns_store = store is None
-    svc = _open_service(settings, store)
+    svc = open_service(settings, store)
+    # What lives as long as the app serves, besides the runs (the MCP session manager).
+    serving: list[contextlib.AbstractAsyncContextManager[None]] = []
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -182,7 +188,10 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             "action": "server_started", "run_id": None, "task_id": None,
             "store": svc.store.url, "auth": "on" if svc.auth.enabled else "OFF"})
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                for context in serving:
+                    await stack.enter_async_context(context)
+                yield
         finally:
             await svc.runs.shutdown()
             svc.hub.close()
@@ -203,6 +212,10 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     install_error_handlers(app)
     app.include_router(router)
     _add_operations(app, svc)
+    if settings.mcp and importlib.util.find_spec("mcp") is not None:
+        from corral.mcp._http import mount
+
+        serving.append(mount(app, svc, allow_shell=settings.mcp_allow_shell))
     _add_page(app)
     app.add_middleware(_Edge, metrics=svc.metrics, max_body=settings.max_body_bytes)
     return app

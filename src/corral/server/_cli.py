@@ -125,6 +125,11 @@ _tokens_option = _opt("--api-tokens-file", env="CORRAL_API_TOKENS_FILE", default
       type=click.Path(exists=True, file_okay=False), metavar="DIR",
       help="Also look for call: modules in DIR, after sys.path (repeatable; in the variable, "
       "separate with ':'). Pipelines sent as text have no directory of their own.")
+@_opt("--mcp/--no-mcp", "mcp", env="CORRAL_MCP", default=True,
+      help="Serve the MCP server at /mcp (streamable HTTP, behind the same tokens; needs the "
+      "mcp extra).")
+@_opt("--mcp-allow-shell/--mcp-no-shell", "mcp_allow_shell", env="CORRAL_MCP_ALLOW_SHELL",
+      default=False, help="Let MCP clients run pipelines whose tasks are shell commands.")
 def serve(
     host: str,
     port: int,
@@ -140,6 +145,8 @@ def serve(
     log_format: str,
     log_level: str,
     paths: tuple[str, ...],
+    mcp: bool,
+    mcp_allow_shell: bool,
 ) -> None:
     """Serve the HTTP API, live events, /metrics and the web page (http://HOST:PORT/)."""
     _need_extra("serve")
@@ -166,7 +173,7 @@ def serve(
             "  Set --jwt-secret, --jwt-public-key, --jwks-file or --api-tokens-file "
             "(see docs/server.md).\n", fg="red", bold=True, err=True)
     settings = Settings(store_url=store_url, auth=auth, metrics_public=metrics_public,
-                        log_dir=Path(log_dir))
+                        log_dir=Path(log_dir), mcp=mcp, mcp_allow_shell=mcp_allow_shell)
     try:
         app = create_app(settings)
     except CorralError as exc:
@@ -178,8 +185,9 @@ def serve(
                             # as uvicorn's default): otherwise the server may close one just as
                             # a client reuses it, and that request fails with a read error.
                             timeout_keep_alive=65)
-    click.echo(f"corral: serving on http://{host}:{port}/ (API under /api/v1, docs at /docs)",
-               err=True)
+    mcp_at = ", MCP at /mcp" if any(getattr(r, "path", "") == "/mcp" for r in app.routes) else ""
+    click.echo(f"corral: serving on http://{host}:{port}/ (API under /api/v1, docs at /docs"
+               f"{mcp_at})", err=True)
     uvicorn.Server(config).run()
 
 

@@ -47,6 +47,7 @@ METRIC_NAMES = (
     "corral_task_retries_total",
     "corral_runs_started_total",
     "corral_runs_finished_total",
+    "corral_breaker_changes_total",
     "corral_runs_in_progress",
     "corral_ready_tasks",
     "corral_running_tasks",
@@ -115,6 +116,9 @@ class Metrics:
         self.runs_started = Counter("corral_runs_started", "Runs started.", registry=r)
         self.runs_finished = Counter(
             "corral_runs_finished", "Runs that ended, by status.", ["status"], registry=r)
+        self.breaker_changes = Counter(
+            "corral_breaker_changes", "Circuit breakers that opened, half-opened or closed.",
+            ["breaker", "state"], registry=r)
         self.scheduler_decision = Histogram(
             "corral_scheduler_decision_seconds",
             "Time the scheduler takes to decide what starts next (one admission round).",

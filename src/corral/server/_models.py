@@ -191,9 +191,18 @@ class TaskDetail(_Out):
     history: list[Attempt]
 
 
+class BreakerChangeModel(_Out):
+    breaker: str
+    state: str = Field(description="closed | open | half_open")
+    at: float = Field(description="Seconds from the run's start.")
+
+
 class RunDetail(RunSummary):
     counts: dict[str, int]
     critical_path: list[str] = Field(description="The realised critical path, once finished.")
+    breakers: list[BreakerChangeModel] = Field(
+        default_factory=list, description="Circuit breakers that opened, half-opened or closed, "
+        "in order (recorded when the run ends).")
     reused: list[str]
     last_event_id: int = Field(description="Follow the run's events after this id to miss "
                                "nothing since this snapshot.")

@@ -42,10 +42,11 @@ from corral.server._metrics import LiveStats, Metrics
 if TYPE_CHECKING:
     from corral._dag import DAG
     from corral._events import RunInfo, Transition
+    from corral._limits import BreakerChange
     from corral._result import RunResult
     from corral.store import Resume, ResumePlan, RunRecord, Store
 
-__all__ = ["LiveRun", "RunManager", "ServerListener", "Submission", "server_run_id"]
+__all__ = ["LiveRun", "RunManager", "ServerListener", "Submission", "server_run_id", "shell_tasks"]
 
 log = logging.getLogger("corral.server")
 
@@ -55,6 +56,11 @@ FAILED = TaskState.FAILED
 # States that end an attempt (its duration is observed) and states that end a task.
 _ENDS_ATTEMPT = ENDS_ATTEMPT
 _FINAL = frozenset(s for s in TaskState if s.is_final)
+
+
+def shell_tasks(graph: Graph) -> list[str]:
+    """The tasks of ``graph`` that run shell commands."""
+    return [t for t, x in zip(graph.ids, graph.executors, strict=True) if x == "shell"]
 
 
 def server_run_id() -> str:
@@ -73,6 +79,11 @@ class Submission:
     only: tuple[str, ...] = ()
     concurrency: int | None = None
     fail_fast: bool = True
+    # Where the text came from, for its call: modules (None: sent as text, no directory).
+    base_dir: str | None = None
+    # False: a pipeline with a shell command is refused (403 shell_not_allowed), for callers
+    # that may submit text but should not run commands on this host (MCP over HTTP).
+    allow_shell: bool = True
 
 
 class ServerListener:
@@ -170,6 +181,12 @@ class ServerListener:
                                               "task_id": task, "state": str(state),
                                               "attempt": t.attempt})
 
+    def breaker_changed(self, change: BreakerChange) -> None:
+        self._m.breaker_changes.labels(change.breaker, str(change.state)).inc()
+        log.warning("circuit breaker %s", change.state, extra={
+            "action": "breaker_changed", "run_id": self.run_id, "task_id": None,
+            "breaker": change.breaker, "state": str(change.state)})
+
     def run_finished(self, result: RunResult) -> None:
         self.finished = True
         status = str(result.status)
@@ -255,8 +272,16 @@ class RunManager:
         def prepare() -> tuple[Graph, Mapping[str, str], dict[str, str], int | None, Path]:
             from corral._pipeline import parse_pipeline
 
-            pipeline = parse_pipeline(sub.text, file=sub.file, fmt=sub.fmt, params=sub.params)
+            pipeline = parse_pipeline(sub.text, file=sub.file, fmt=sub.fmt, params=sub.params,
+                                      base_dir=sub.base_dir)
             graph = pipeline.dag.validate(only=sub.only or None)
+            if not sub.allow_shell:
+                shell = shell_tasks(graph)
+                if shell:
+                    raise ApiError(403, "shell_not_allowed", "shell commands are not allowed "
+                                   f"here (tasks {', '.join(shell)}): allow them with "
+                                   "corral mcp --allow-shell or corral serve "
+                                   "--mcp-allow-shell")
             # Kept beside the store so the run can be resumed, by this server or the CLI.
             path = (self.pipelines_dir / f"{run_id}{_suffix(sub.fmt, sub.text)}").absolute()
             path.parent.mkdir(parents=True, exist_ok=True)

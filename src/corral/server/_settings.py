@@ -53,7 +53,9 @@ class Settings:
     ``store_url`` is the run store (``None``: ``$CORRAL_STORE`` or ``.corral/corral.db``, as for
     the CLI). ``log_dir`` receives task logs (one folder per run) and ``pipelines_dir`` the text
     of every submitted pipeline, so that a run can be resumed later. ``metrics_public`` serves
-    ``/metrics`` without a token. ``max_body_bytes`` caps a request body.
+    ``/metrics`` without a token. ``max_body_bytes`` caps a request body. ``mcp`` serves the
+    MCP server at ``/mcp`` (when the ``mcp`` extra is installed), ``mcp_allow_shell`` lets its
+    agents run shell pipelines.
     """
 
     store_url: str | None = None
@@ -67,3 +69,7 @@ class Settings:
     poll_interval: float = 0.5
     # A comment line sent on an idle event stream, so proxies do not close it.
     keepalive_interval: float = 15.0
+    # Serve the MCP server at /mcp when the mcp extra is installed (docs/mcp.md); whether
+    # agents may submit pipelines with shell commands there.
+    mcp: bool = True
+    mcp_allow_shell: bool = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from corral._result import recorded_breakers
 from corral._spec import ENDS_ATTEMPT, TaskState
 
 if TYPE_CHECKING:
@@ -126,6 +127,7 @@ def run_detail(stored: StoredRun, events: Iterable[EventRecord], *,
         **run_summary(run, live_here=live_here),
         "counts": run_counts(stored),
         "critical_path": critical_path(events),
+        "breakers": recorded_breakers(events),
         "reused": list(run.reused),
         "last_event_id": len(stored.transitions),
         "tasks": tasks,

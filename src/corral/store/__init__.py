@@ -159,8 +159,11 @@ def open_store(
     migrate: bool = True,
     pickle_values: bool | None = None,
     key: bytes | str | None = None,
+    connections: int | None = None,
 ) -> Store:
     """Open (and by default create or upgrade) the store at ``url``; see :func:`resolve_url`.
+
+    ``connections`` caps a PostgreSQL store's connection pool (default 4; SQLite has one).
 
     ``lock_timeout`` is how long to wait for a locked database before :class:`BrokenStore`.
     Values larger than ``value_limit`` bytes (default 1 MiB) go to files under
@@ -177,4 +180,5 @@ def open_store(
         pickle_values = os.environ.get("CORRAL_STORE_PICKLE", "").lower() in ("1", "true", "yes")
     return backend_for(url).open(url, lock_timeout=lock_timeout, value_limit=value_limit,
                                  values_dir=values_dir, migrate=migrate,
-                                 pickle_values=pickle_values, key=key)
+                                 pickle_values=pickle_values, key=key,
+                                 **({"connections": connections} if connections else {}))

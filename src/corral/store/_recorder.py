@@ -271,7 +271,8 @@ class StoreRecorder:
                 finish = (StoredStatus(str(result.status)), result.finished_at)
                 events.append(EventRecord("run_finished", result.finished_at, data={
                     "status": str(result.status), "counts": result.counts(),
-                    "signal": result.signal, "critical_path": result.critical_path}))
+                    "signal": result.signal, "critical_path": result.critical_path,
+                    **({"breakers": result.breaker_dicts()} if result.breakers else {})}))
             now = time.monotonic()
             lease = None
             if now >= next_renewal:

@@ -5,7 +5,8 @@ fingerprint of its definition and its executor. Every recorded run makes one per
 its first task starts, so this is on the path of every ``corral run``.
 
 The fingerprint (``v2:`` and 16 hex digits) covers what the task does (its action: a command,
-a call, a function's code; its arguments, environment, working directory and executor) and
+a call, a function's code; its arguments, environment, working directory, executor,
+`when:` condition and the contents of its `inputs:`) and
 *not* its dependencies, which the snapshot lists beside it. Tasks that share an action and take
 no arguments (the common case: 10,000 tasks of one function) share one fingerprint, computed
 once, so a snapshot costs a dictionary lookup per task instead of a hash.
@@ -46,6 +47,10 @@ def _fingerprint(spec: TaskSpec, action_key: str) -> str:
         h.update(f"|c{spec.cwd!r}".encode())
     if spec.executor is not None:
         h.update(f"|x{spec.executor}".encode())
+    if spec.when is not None:
+        h.update(f"|w{spec.when.text}|{_stable(spec.when.bound)!r}".encode())
+    if spec.inputs_digest is not None:
+        h.update(f"|i{spec.inputs_digest}".encode())
     return V2 + h.hexdigest()[:16]
 
 
@@ -60,7 +65,8 @@ def definition_fingerprints(specs: Sequence[TaskSpec]) -> list[str]:
         key = keys.get(id(action))
         if key is None:
             key = keys[id(action)] = _action_key(action)
-        if spec.args or spec.kwargs or spec.env:
+        if spec.args or spec.kwargs or spec.env or spec.when is not None \
+                or spec.inputs_digest is not None:
             out.append(_fingerprint(spec, key))
             continue
         common = (id(action), spec.executor, spec.cwd)

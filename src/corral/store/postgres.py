@@ -116,7 +116,8 @@ class PostgresBackend:
     large values go to ``.corral/values`` in the working directory."""
 
     def open(self, url: str, **options: Any) -> SQLStore:
-        connector = PostgresConnector(url, lock_timeout=options.pop("lock_timeout", 10.0))
+        connector = PostgresConnector(url, lock_timeout=options.pop("lock_timeout", 10.0),
+                                      max_size=options.pop("connections", 4))
         return open_sql_store(connector, default_values_dir=Path.cwd() / ".corral" / "values",
                               **options)
 

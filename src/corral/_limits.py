@@ -1,0 +1,472 @@
+"""Flow control: GCRA rate limits and circuit breakers, as pure functions of state and time.
+
+Nothing here has a clock, a thread of its own or I/O: time is an argument, as everywhere in
+the scheduler. Three layers::
+
+    gcra(tat, now, limit)          one rate limit: ok (and the new state) or "retry at T"
+    ask / record                   one circuit breaker: a table of transitions
+    Gate                           what the scheduler asks before it admits a gated task;
+                                   holds back the tasks that must wait, and for how long
+
+**GCRA** (the generic cell rate algorithm) keeps one number per limit, the *theoretical
+arrival time* (TAT). A limit of ``rate`` per second with a ``burst`` spaces admissions by
+``interval = 1/rate`` and tolerates ``burst - 1`` of them early: a request at ``now`` conforms
+when ``now >= TAT - (burst - 1) * interval``, and then ``TAT = max(TAT, now) + interval``.
+There is no bucket to refill and no timer: "retry at" is exact.
+
+**Circuit breakers**::
+
+    closed ──failures within window──> open ──reset elapsed──> half_open
+      ^                                  ^                        │ probe failed
+      └───────── probes succeeded ───────┴────────────────────────┘
+
+While open, a task that uses the breaker fails at once (``on_open: fail``) or waits until the
+breaker half-opens (``on_open: wait``). Half-open admits ``half_open`` probes; more tasks wait
+for their outcome. When that many probes have succeeded the breaker closes; a failed probe
+opens it again. Outcomes of attempts that started before the breaker opened are ignored
+while it is open or half-open.
+
+**The seam for fleet-wide limits.** The :class:`Gate` does not keep GCRA state itself: it asks
+a :class:`RateState` (:meth:`~RateState.try_acquire`: all of a task's limits at once, or none).
+:class:`LocalRates` is the one in this process (thread-safe, also behind ``corral.limit``). A
+shared one — one Redis script, or a PostgreSQL row per limit — implements the same method with
+the same :func:`gcra` arithmetic, so that 10/s means 10/s across workers. Breaker state is
+per run and local for now.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from corral._graph import Graph
+
+__all__ = [
+    "ALLOW",
+    "Breaker",
+    "BreakerChange",
+    "BreakerState",
+    "BreakerStatus",
+    "Gate",
+    "Hold",
+    "LocalRates",
+    "RateLimit",
+    "RateState",
+    "Refuse",
+    "ask",
+    "gate_for",
+    "gcra",
+    "parse_breaker",
+    "parse_duration",
+    "parse_rate",
+    "parse_rate_limit",
+    "record",
+]
+
+_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([A-Za-z]+)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+# --------------------------------------------------------------------------- rate limits
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``rate`` admissions per second, ``burst`` of them at once; ``text`` as written."""
+
+    rate: float
+    burst: int = 1
+    text: str = ""
+
+    @property
+    def interval(self) -> float:
+        return 1.0 / self.rate
+
+    @property
+    def tolerance(self) -> float:
+        """How early an admission may come: ``burst - 1`` intervals."""
+        return (self.burst - 1) / self.rate
+
+
+def parse_rate(text: object) -> float:
+    """``"10/s"``, ``"60/m"``, ``"1000/h"`` as admissions per second; ValueError otherwise."""
+    if not isinstance(text, str):
+        raise ValueError(f"a rate is written N/s, N/m or N/h, not {text!r}")
+    match = _RATE.match(text)
+    if match is None or match.group(2) not in _PER:
+        raise ValueError(f"malformed rate {text!r}: write N/s, N/m or N/h (e.g. 10/s)")
+    count = float(match.group(1))
+    if count <= 0:
+        raise ValueError(f"rate {text!r} must admit more than 0")
+    return count / _PER[match.group(2)]
+
+
+def parse_rate_limit(value: object) -> RateLimit:
+    """A declared rate limit: ``"10/s"`` or ``{rate: "60/m", burst: 5}`` (or a RateLimit)."""
+    if isinstance(value, RateLimit):
+        return value
+    if isinstance(value, str):
+        return RateLimit(parse_rate(value), 1, value.strip())
+    if isinstance(value, Mapping):
+        unknown = sorted(set(map(str, value)) - {"rate", "burst"})
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r} (a rate limit has rate and burst)")
+        if "rate" not in value:
+            raise ValueError("missing key 'rate' (e.g. rate: 10/s)")
+        burst = value.get("burst", 1)
+        if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
+            raise ValueError(f"burst must be a whole number >= 1, not {burst!r}")
+        text = value["rate"]
+        return RateLimit(parse_rate(text), burst, str(text).strip())
+    raise ValueError(f"a rate limit is a rate such as '10/s' or {{rate: '10/s', burst: 5}}, "
+                     f"not {value!r}")
+
+
+def gcra(tat: float, now: float, limit: RateLimit) -> tuple[float | None, float]:
+    """One GCRA decision: ``(None, new_tat)`` if a request at ``now`` conforms, else
+    ``(retry_at, tat)``: the earliest time it would. A limit never used has ``tat = -inf``."""
+    allowed_at = tat - limit.tolerance
+    if now < allowed_at:
+        return allowed_at, tat
+    return None, max(tat, now) + limit.interval
+
+
+class RateState(Protocol):
+    """Where GCRA state lives: this process (:class:`LocalRates`) or, later, a shared store.
+
+    :meth:`try_acquire` must be atomic: all the ``names`` conform and are taken, or none is
+    and the answer is the earliest time worth asking again (the latest of their retry times).
+    """
+
+    def try_acquire(self, names: Sequence[str], now: float) -> float | None: ...
+
+
+class LocalRates:
+    """GCRA state of one run's limits, in this process. Thread-safe: the scheduler and tasks
+    calling ``corral.limit`` share it."""
+
+    def __init__(self, limits: Mapping[str, RateLimit]) -> None:
+        self.limits = dict(limits)
+        self._tat: dict[str, float] = dict.fromkeys(limits, -math.inf)
+        self._lock = threading.Lock()
+
+    def try_acquire(self, names: Sequence[str], now: float) -> float | None:
+        with self._lock:
+            tat = self._tat
+            new: list[float] = []
+            retry_at: float | None = None
+            for name in names:
+                at, after = gcra(tat[name], now, self.limits[name])
+                if at is not None:
+                    retry_at = at if retry_at is None else max(retry_at, at)
+                new.append(after)
+            if retry_at is not None:
+                return retry_at
+            for name, after in zip(names, new, strict=True):
+                tat[name] = after
+            return None
+
+
+# --------------------------------------------------------------------------- breakers
+class BreakerState(StrEnum):
+    CLOSED = "closed"  # tasks run; failures are counted
+    OPEN = "open"  # tasks fail at once (or wait) until reset has passed
+    HALF_OPEN = "half_open"  # a few probes run; their outcome closes or reopens it
+
+
+@dataclass(frozen=True, slots=True)
+class Breaker:
+    """A declared breaker: opens after ``failures`` failures within ``window`` seconds, stays
+    open ``reset`` seconds, then lets ``half_open`` probes through. ``on_open``: ``fail``
+    (tasks fail at once with CircuitOpen) or ``wait`` (tasks wait for it to half-open)."""
+
+    failures: int
+    window: float = 60.0
+    reset: float = 30.0
+    half_open: int = 1
+    on_open: str = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerStatus:
+    """A breaker's state. ``recent``: times of failures still within the window (closed);
+    ``opened_at``: when it last opened; ``probes``: probes running; ``passed``: probes that
+    succeeded since it half-opened."""
+
+    state: BreakerState = BreakerState.CLOSED
+    recent: tuple[float, ...] = ()
+    opened_at: float = 0.0
+    probes: int = 0
+    passed: int = 0
+
+
+class Refuse(NamedTuple):
+    """The breaker is open: fail the task now. It half-opens at ``until``."""
+
+    until: float
+
+
+class Hold(NamedTuple):
+    """Not yet: ask again at ``until`` (``inf``: when the breaker's state changes)."""
+
+    until: float
+
+
+ALLOW = None
+"""The verdict that lets a task through (``ask`` answers it, or a Refuse, or a Hold)."""
+
+Verdict = Refuse | Hold | None
+
+
+def ask(cfg: Breaker, st: BreakerStatus, now: float) -> tuple[Verdict, BreakerStatus, bool]:
+    """May a task that uses the breaker start at ``now``? ``(verdict, new status, probe)``:
+    ``probe`` says the task is admitted as a half-open probe. Keep the new status only if the
+    task is admitted (time moving the breaker to half-open is kept by :meth:`Gate.check`)."""
+    if st.state is BreakerState.OPEN:
+        until = st.opened_at + cfg.reset
+        if now < until:
+            return (Refuse(until) if cfg.on_open == "fail" else Hold(until)), st, False
+        st = BreakerStatus(BreakerState.HALF_OPEN, opened_at=st.opened_at)
+    if st.state is BreakerState.HALF_OPEN:
+        if st.probes + st.passed < cfg.half_open:
+            return ALLOW, replace(st, probes=st.probes + 1), True
+        return Hold(math.inf), st, False
+    return ALLOW, st, False
+
+
+def record(
+    cfg: Breaker, st: BreakerStatus, now: float, ok: bool | None, *, probe: bool
+) -> BreakerStatus:
+    """The breaker after an attempt ended at ``now``: ``ok`` True (succeeded), False (failed)
+    or None (neither: cancelled, skipped). ``probe``: it was admitted as a half-open probe."""
+    if st.state is BreakerState.CLOSED:
+        if ok is not False:
+            return st
+        recent = (*(t for t in st.recent if t > now - cfg.window), now)
+        if len(recent) >= cfg.failures:
+            return BreakerStatus(BreakerState.OPEN, opened_at=now)
+        return replace(st, recent=recent)
+    if st.state is BreakerState.HALF_OPEN and probe:
+        if ok is False:
+            return BreakerStatus(BreakerState.OPEN, opened_at=now)
+        if ok is None:
+            return replace(st, probes=st.probes - 1)
+        if st.passed + 1 >= cfg.half_open:
+            return BreakerStatus(BreakerState.CLOSED)
+        return replace(st, probes=st.probes - 1, passed=st.passed + 1)
+    return st  # open, or a late outcome of an attempt from before it opened
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or ``"500ms"``, ``"60s"``, ``"2m"``, ``"1h"``; ValueError else."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    else:
+        raise ValueError(f"a duration is seconds or a number with ms, s, m or h (60s), "
+                         f"not {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a duration must be finite and >= 0, not {value!r}")
+    return seconds
+
+
+_BREAKER_KEYS = ("failures", "window", "reset", "half_open", "on_open")
+
+
+def parse_breaker(value: object) -> Breaker:
+    """A declared breaker: ``{failures: 5, window: 60s, reset: 30s, half_open: 1,
+    on_open: fail}`` (only ``failures`` is required), or a Breaker."""
+    if isinstance(value, Breaker):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"a circuit breaker is a mapping such as {{failures: 5}}, not {value!r}")
+    unknown = sorted(set(map(str, value)) - set(_BREAKER_KEYS))
+    if unknown:
+        from corral._words import suggest
+
+        close = suggest(unknown[0], _BREAKER_KEYS)
+        raise ValueError(f"unknown key {unknown[0]!r}"
+                         + (f" (did you mean {close!r}?)" if close else
+                            f" (one of {', '.join(_BREAKER_KEYS)})"))
+    if "failures" not in value:
+        raise ValueError("missing key 'failures' (how many failures within window open it)")
+    counts = {key: value.get(key, 1) for key in ("failures", "half_open")}
+    for key, count in counts.items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"{key} must be a whole number >= 1, not {count!r}")
+    on_open = value.get("on_open", "fail")
+    if on_open not in ("fail", "wait"):
+        raise ValueError(f"on_open must be 'fail' or 'wait', not {on_open!r}")
+    window = parse_duration(value.get("window", 60.0))
+    reset = parse_duration(value.get("reset", 30.0))
+    if window <= 0:
+        raise ValueError("window must be longer than 0 seconds")
+    return Breaker(counts["failures"], window, reset, counts["half_open"], on_open)
+
+
+# --------------------------------------------------------------------------- the gate
+class BreakerChange(NamedTuple):
+    """Breaker ``breaker`` entered ``state`` at ``at`` (seconds on the run's clock)."""
+
+    breaker: str
+    state: BreakerState
+    at: float
+
+
+REFUSED = object()
+
+
+class Gate:
+    """The scheduler's admission check for tasks with a ``rate_limit`` or a ``breaker``.
+
+    ``check(i, now)`` answers None (admit it now: its limits and the breaker are taken) or
+    holds it back, out of the ready queue, until :meth:`release` hands it back: at a time, or
+    when a breaker changes. A task an open breaker refuses is *admitted* and listed in
+    :attr:`refused` (with a message): the driver fails it at once without running it, through
+    the ordinary failure path. :meth:`ended` feeds outcomes to the breakers; :attr:`changes`
+    lists breaker transitions for the driver to drain.
+    """
+
+    def __init__(
+        self,
+        task_rates: Sequence[tuple[str, ...]],
+        task_breakers: Sequence[str | None],
+        rates: RateState,
+        breakers: Mapping[str, Breaker],
+    ) -> None:
+        self.task_rates = task_rates
+        self.task_breakers = task_breakers
+        self.gated = [bool(r) or b is not None for r, b in zip(task_rates, task_breakers,
+                                                               strict=True)]
+        self.rates = rates
+        self.breakers = dict(breakers)
+        self.status = dict.fromkeys(breakers, BreakerStatus())
+        self.refused: dict[int, str] = {}
+        self.changes: list[BreakerChange] = []
+        self.holds: dict[int, str] = {}  # why each held task waits, for blocked_reasons
+        self._probes: set[int] = set()
+        self._timed: list[tuple[float, int]] = []
+        self._untimed: list[int] = []
+        self._changed = False
+
+    def check(self, i: int, now: float) -> Any:
+        """None: admit task ``i`` now. Otherwise it is held (or refused: see the class)."""
+        name = self.task_breakers[i]
+        probe = False
+        new: BreakerStatus | None = None
+        if name is not None:
+            cfg = self.breakers[name]
+            old = self.status[name]
+            verdict, new, probe = ask(cfg, old, now)
+            if new.state is not old.state:  # reset has passed: half-open, whatever follows
+                self._set(name, replace(new, probes=0) if probe else new, now)
+            if isinstance(verdict, Refuse):
+                self.holds.pop(i, None)
+                self.refused[i] = (f"circuit breaker {name!r} is open after {cfg.failures} "
+                                   f"failure{'s' if cfg.failures != 1 else ''} within "
+                                   f"{cfg.window:g}s; it half-opens in "
+                                   f"{max(0.0, verdict.until - now):.3g}s")
+                return REFUSED
+            if isinstance(verdict, Hold):
+                return self._hold(i, verdict.until, f"waits for circuit breaker {name!r}")
+        rates = self.task_rates[i]
+        if rates:
+            retry_at = self.rates.try_acquire(rates, now)
+            if retry_at is not None:
+                return self._hold(i, retry_at, f"waits for rate limit {', '.join(rates)}")
+        if name is not None and new is not None:
+            self.status[name] = new
+            if probe:
+                self._probes.add(i)
+        self.holds.pop(i, None)
+        return None
+
+    def release(self, now: float) -> list[int]:
+        """Held tasks that may be asked about again now."""
+        out: list[int] = []
+        timed = self._timed
+        while timed and timed[0][0] <= now:
+            out.append(heapq.heappop(timed)[1])
+        if self._changed:
+            self._changed = False
+            out.extend(self._untimed)
+            self._untimed = []
+        return out
+
+    def next_wake(self) -> float | None:
+        return self._timed[0][0] if self._timed else None
+
+    def ended(self, i: int, ok: bool | None, now: float) -> None:
+        """An attempt of gated task ``i`` ended: True succeeded, False failed, None neither."""
+        if self.refused.pop(i, None) is not None:
+            return  # it never ran: an open breaker's refusal is not a failure of the service
+        name = self.task_breakers[i]
+        if name is None:
+            return
+        probe = i in self._probes
+        self._probes.discard(i)
+        old = self.status[name]
+        new = record(self.breakers[name], old, now, ok, probe=probe)
+        if new.state is not old.state:
+            self._set(name, new, now)
+        else:
+            self.status[name] = new
+            if probe:
+                self._changed = True  # a probe slot is free again
+
+    def _set(self, name: str, status: BreakerStatus, now: float) -> None:
+        self.status[name] = status
+        self.changes.append(BreakerChange(name, status.state, now))
+        self._changed = True
+
+    def _hold(self, i: int, until: float, why: str) -> object:
+        if math.isinf(until):
+            self._untimed.append(i)
+        else:
+            heapq.heappush(self._timed, (until, i))
+        self.holds[i] = why
+        return until
+
+
+def declared(
+    values: Mapping[str, Any] | None, parse: Any, what: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Parse each declaration of ``values`` with ``parse``; the parsed ones and, for the others,
+    one message each."""
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, value in (values or {}).items():
+        try:
+            out[str(name)] = parse(value)
+        except ValueError as exc:
+            problems.append(f"{what} {name!r}: {exc}")
+    return out, problems
+
+
+def names_of(value: object) -> tuple[str, ...] | None:
+    """A task's ``rate_limit`` option as a tuple of names (None if it is not one or a list)."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Iterable) and not isinstance(value, Mapping):
+        items = tuple(value)
+        if all(isinstance(v, str) for v in items):
+            return items
+    return None
+
+
+def gate_for(graph: Graph, rates: RateState | None = None) -> Gate | None:
+    """The gate of ``graph``'s tasks, or None when no task has a rate limit or a breaker.
+    ``rates`` defaults to a :class:`LocalRates` of the graph's limits."""
+    specs = graph.specs
+    if not any(s.rate_limit or s.breaker is not None for s in specs):
+        return None
+    return Gate([s.rate_limit for s in specs], [s.breaker for s in specs],
+                rates if rates is not None else LocalRates(graph.rate_limits), graph.breakers)
