@@ -75,6 +75,14 @@ class Settings(BaseModel):
     report: Annotated[list[tuple[str, str]] | None, NoDecode] = None
     resume: bool | None = None
     changed_only: bool | None = None
+    # The fleet (docs/fleet.md): run --broker, worker, workers, dlq.
+    broker: str | None = None
+    queues: Words = None
+    worker_resources: str | None = None
+    heartbeat_timeout: str | float | None = None
+    max_deliveries: int | None = Field(None, ge=1)
+    max_value_size: int | None = Field(None, ge=1)
+    worker_grace: str | float | None = None
     # Loading pipelines: every command that reads one.
     params: Words = None
     only: Words = None
@@ -120,7 +128,7 @@ class Settings(BaseModel):
             return [f"{k}={v}" for k, v in value.items()]
         return value.split() if isinstance(value, str) else value
 
-    @field_validator("only", mode="before")
+    @field_validator("only", "queues", mode="before")
     @classmethod
     def _only(cls, value: Any) -> Any:
         return value.split() if isinstance(value, str) else value

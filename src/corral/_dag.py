@@ -312,6 +312,7 @@ class DAG:
         seed: int | None = None,
         store: str | Store | None = None,
         resume: bool | str = False,
+        broker: str | None = None,
     ) -> RunResult:
         """Validate, then run to the end; returns every task's outcome.
 
@@ -327,6 +328,10 @@ class DAG:
         :class:`~corral._errors.NotResumable` if it succeeded or was already resumed.
         :meth:`resume_plan` says what would re-run, without running.
 
+        ``broker`` (``"redis://host:6379/0"``) runs the attempts on the fleet of ``corral
+        worker`` processes fed through that broker, as ``corral run --broker`` does
+        (docs/fleet.md); raises :class:`~corral.errors.BrokenBroker` if it cannot be used.
+
         Must be called outside a running event loop; inside one, ``await dag.run_async()``.
         """
         try:
@@ -339,7 +344,7 @@ class DAG:
         return asyncio.run(self.run_async(
             concurrency=concurrency, fail_fast=fail_fast, only=only, executors=executors,
             listeners=listeners, log_dir=log_dir, handle_signals=handle_signals, seed=seed,
-            store=store, resume=resume))
+            store=store, resume=resume, broker=broker))
 
     async def run_async(
         self,
@@ -354,6 +359,7 @@ class DAG:
         seed: int | None = None,
         store: str | Store | None = None,
         resume: bool | str = False,
+        broker: str | None = None,
     ) -> RunResult:
         """The same as :meth:`run`, on the caller's event loop."""
         import random
@@ -377,6 +383,7 @@ class DAG:
                 env=self.env,
                 handle_signals=handle_signals,
                 rng=random.Random(seed) if seed is not None else None,
+                broker=broker,
             )
             return await launch(work, opened, listeners=listeners, options=options).run()
 

@@ -151,6 +151,10 @@ class WorkerCrashed(BrokenExecutor):
     """The worker process running the task died."""
 
 
+class BrokenBroker(CorralError, RuntimeError):
+    """The fleet's broker cannot be used (unreachable, refused, not a broker URL)."""
+
+
 class TaskTimeout(CorralError, TimeoutError):
     """The task ran past its timeout."""
 

@@ -68,6 +68,7 @@ class LaunchOptions:
     history: bool | Mapping[str, float] = True
     source_path: str | None = None
     lease_s: float = DEFAULT_LEASE_S
+    broker: str | None = None  # the fleet's broker URL: attempts run on `corral worker`s
     # Tasks that need not run (up to date, corral._changes): they start as succeeded with
     # these values. A resume brings its own.
     done: Mapping[str, Any] | None = None
@@ -157,6 +158,13 @@ def launch(
         for message in warnings:
             _log_warning(message)
     watchers = list(listeners)
+    executors = opts.executors
+    run_id = opts.run_id
+    if opts.broker:
+        from corral._runner import new_run_id
+
+        run_id = run_id or new_run_id()
+        executors = _fleet_executors(opts.broker, run_id, graph, executors, opts)
     recorder = None
     if store is not None:
         from corral.store import StoreRecorder
@@ -171,9 +179,9 @@ def launch(
         graph,
         concurrency=opts.concurrency,
         fail_fast=opts.fail_fast,
-        executors=opts.executors,
+        executors=executors,
         listeners=watchers,
-        run_id=opts.run_id,
+        run_id=run_id,
         log_dir=opts.log_dir,
         env=opts.env,
         done=done,
@@ -185,3 +193,24 @@ def launch(
     if recorder is not None:
         recorder.attach(runner)
     return Launch(runner, recorder, history, tuple(warnings))
+
+
+def _fleet_executors(url: str, run_id: str, graph: Graph, given: Mapping[str, Executor] | None,
+                     opts: LaunchOptions) -> dict[str, Executor]:
+    """The run's executors in fleet mode: each executor name its tasks use (but those given,
+    and ``dask``) sends its attempts to the fleet, through one session with the broker at
+    ``url``, connected now (a broker that cannot be used raises
+    :class:`~corral.errors.BrokenBroker` before anything starts)."""
+    from corral.executors._registry import action_kind
+    from corral.executors.fleet import fleet_executors
+    from corral.fleet._coordinator import FleetSession
+
+    names = set(graph.executors) - set(given or {})
+    kinds = {name: action_kind(name) for name in names}
+    queues = {s.id: s.queue for s in graph.specs if s.queue}
+    session = FleetSession.connect(url, run_id, lease_s=opts.lease_s)
+    fleet = fleet_executors(session, names, kinds=kinds, queues=queues, env=opts.env)
+    used = {s.queue or "default" for s, name in zip(graph.specs, graph.executors, strict=True)
+            if name in fleet}
+    session.warn_unserved(used)
+    return {**(given or {}), **fleet}

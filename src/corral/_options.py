@@ -37,6 +37,7 @@ TASK_OPTIONS: dict[str, str] = {
     "tags": "labels, for your own filtering",
     "env": "environment variables added for this task",
     "cwd": "working directory of this task",
+    "queue": "the fleet queue its attempts go to with --broker (default: default)",
     "when": "a condition, ${{ ... }}: the task runs only if it holds when it could start, "
             "else it is skipped (see corral._expressions)",
     "inputs": "file globs the task reads: with --changed-only it is skipped while they, its "
@@ -126,6 +127,7 @@ def make_spec(
         tags=(tags,) if isinstance(tags, str) else tuple(tags),
         env=dict(get("env") or {}),
         cwd=get("cwd"),
+        queue=get("queue"),
         source=source,
         **rare,
     )

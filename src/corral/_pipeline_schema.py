@@ -156,6 +156,7 @@ OPTION_TYPES: dict[str, Any] = {
     "tags": _Names,
     "env": _Env,
     "cwd": str | None,
+    "queue": str | None,  # null: the default queue
     "when": str,
     "inputs": _Names,
     "outputs": _Names,

@@ -186,6 +186,7 @@ class TaskSpec:
     tags: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    queue: str | None = None  # the fleet queue (None: "default"); where, not what: no fingerprint
     # when: a corral._expressions.Condition; the task is skipped when it does not hold.
     when: Any = None
     # File globs the task reads and writes, for --changed-only (corral._changes); the digest

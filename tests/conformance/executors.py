@@ -23,6 +23,7 @@ from corral._errors import CommandFailed
 from corral.executors import Executor, Work, call
 from corral.executors.asyncio import AsyncExecutor
 from corral.executors.dask import DaskExecutor
+from corral.executors.fleet import FleetCommandExecutor, FleetExecutor
 from corral.executors.process import ProcessExecutor
 from corral.executors.shell import ShellExecutor
 from corral.executors.thread import ThreadExecutor
@@ -210,6 +211,21 @@ class ExecutorCase:
         return self.name
 
 
+def fleet(cls: type[FleetExecutor]) -> Callable[[], Executor]:
+    """A fleet executor of ``cls`` over a namespace one real ``corral worker`` serves."""
+
+    def make() -> Executor:
+        import uuid
+
+        from tests.helpers.redis import shared_fleet
+
+        from corral.fleet._coordinator import FleetSession
+
+        return cls(FleetSession.connect(shared_fleet(), f"conformance-{uuid.uuid4().hex[:8]}"))
+
+    return make
+
+
 CASES = [
     ExecutorCase("thread", lambda: ThreadExecutor(max_workers=4), CALLABLES, stops_work=False),
     ExecutorCase("async", AsyncExecutor, COROUTINES),
@@ -218,4 +234,9 @@ CASES = [
     ExecutorCase("inline", InlineExecutor, CALLABLES, stops_work=False),
     # A local cluster of its own per run (the default): stopping an attempt kills its worker.
     ExecutorCase("dask", lambda: DaskExecutor(n_workers=2), CALLABLES),
+    # Through Redis to a real `corral worker` (its thread and shell executors). What a worker
+    # stops runs in the worker's process tree, not this one's: tests/integration/test_fleet.py
+    # checks that a cancelled command stops there.
+    ExecutorCase("fleet", fleet(FleetExecutor), CALLABLES, stops_work=False),
+    ExecutorCase("fleet-shell", fleet(FleetCommandExecutor), COMMANDS, stops_work=False),
 ]

@@ -9,6 +9,7 @@ it runs or ``--help`` lists it (:func:`register_command`)::
     _pipeline.py  validate, plan, graph, schema       (nothing runs)
     _run.py       run, resume                          (through corral._launch)
     _history.py   runs, show, logs, prune              (the run store, read only)
+    _fleet.py     worker, workers, dlq                 (the fleet's broker)
     _config.py    config show; the config file as click's default_map
     _test.py      test                                 (a pytest suite, through corral._launch)
     corral.server._cli   serve, token                  (the `server` extra)
@@ -32,6 +33,9 @@ for _name in ("resume", "run"):
     register_command(_name, f"corral.cli._run:{_name}")
 for _name in ("logs", "prune", "runs", "show"):
     register_command(_name, f"corral.cli._history:{_name}")
+# The fleet: workers over a broker, and its dead-letter queue (docs/fleet.md).
+for _name in ("dlq", "worker", "workers"):
+    register_command(_name, f"corral.cli._fleet:{_name}")
 # The configuration file and what it resolves to, see corral._config.
 register_command("config", "corral.cli._config:config")
 # A pytest suite on corral's scheduler, see corral.testrun.

@@ -18,6 +18,7 @@ import click
 
 from corral import __version__
 from corral._errors import (
+    BrokenBroker,
     BrokenExecutor,
     BrokenStore,
     ConfigError,
@@ -50,7 +51,7 @@ class ExitCode(enum.IntEnum):
     OK = 0  # every task succeeded (failures of allow_failure tasks aside), or the command did
     TASK_FAILED = 1  # a task failed, or could not run because one did
     INVALID = 2  # invalid input: pipeline, parameters, options, a missing file or run
-    STORE = 3  # the run store cannot be used: locked, full, unreachable, newer, corrupt
+    STORE = 3  # the run store (or the fleet's broker) cannot be used: locked, unreachable...
     RUN_LOCKED = 4  # the run to resume is still alive elsewhere (its lease is live)
     EXECUTOR = 5  # an executor cannot start: its cluster is unreachable or unusable
     INTERRUPTED = 130  # stopped by SIGINT (Ctrl-C): 128 + 2
@@ -61,7 +62,8 @@ _EXIT_HELP = {
     ExitCode.OK: "all tasks succeeded (allowed failures aside)",
     ExitCode.TASK_FAILED: "a task failed",
     ExitCode.INVALID: "invalid input (pipeline, parameters, options, missing file or run)",
-    ExitCode.STORE: "the run store cannot be used (locked, full disk, unreachable, newer schema)",
+    ExitCode.STORE: "the run store or the fleet's broker cannot be used (locked, full disk, "
+    "unreachable, newer schema)",
     ExitCode.RUN_LOCKED: "the run to resume is still alive elsewhere (its lease is live)",
     ExitCode.EXECUTOR: "an executor cannot start (a Dask scheduler unreachable); nothing ran",
     ExitCode.INTERRUPTED: "interrupted by SIGINT (Ctrl-C)",
@@ -177,6 +179,8 @@ class CorralGroup(click.Group):
         except (ValidationError, ParameterError, ConfigError, RunNotFound, NotResumable) as exc:
             raise UserError(str(exc)) from None
         except BrokenStore as exc:  # names the store's URL
+            raise StoreError(str(exc)) from None
+        except BrokenBroker as exc:  # names the broker's URL; nothing was started
             raise StoreError(str(exc)) from None
         except RunLocked as exc:
             raise LockedError(str(exc)) from None

@@ -87,6 +87,7 @@ class RunOptions:
     paths: tuple[str, ...]
     no_import: bool
     dask: str | None
+    broker: str | None
     junit_xml: str | None
     report: tuple[tuple[str, str], ...]
 
@@ -169,6 +170,14 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
         show_envvar=True,
         help="Run tasks with `executor: dask` on the Dask scheduler at ADDRESS "
         "(tcp://host:8786)  [default: a local cluster for the run]",
+    ),
+    click.option(
+        "--broker",
+        metavar="URL",
+        envvar="CORRAL_BROKER",
+        show_envvar=True,
+        help="Send every attempt to the fleet of `corral worker`s fed through this broker "
+        "(redis://HOST:PORT/DB) instead of running it here.",
     ),
     click.option(
         "--junit-xml",
@@ -407,6 +416,7 @@ def execute(
         source_path=os.path.abspath(pipeline.path) if pipeline.path else None,
         lease_s=opts.lease,
         executors=_dask_executors(opts.dask),
+        broker=opts.broker or None,
         done=up_to_date,
     ))
     runner, recorder = started.runner, started.recorder

@@ -6,6 +6,8 @@
 ``process`` CPU-bound functions in worker processes (:mod:`.process`)
 ``shell``   shell commands in their own process groups (:mod:`.shell`)
 ``dask``    callables on a Dask cluster (:mod:`.dask`; the ``dask`` extra)
+(fleet)     any of these on ``corral worker``s via a broker (:mod:`.fleet`;
+            ``corral run --broker``, the ``redis`` extra)
 ==========  ==========================================================
 
 Modules load on first use, so ``import corral`` pulls in none of them. A task names its
@@ -40,6 +42,7 @@ from corral.executors._registry import ENTRY_POINT_GROUP, UnknownExecutor, known
 if _TYPE_CHECKING:
     from corral.executors.asyncio import AsyncExecutor
     from corral.executors.dask import DaskExecutor
+    from corral.executors.fleet import FleetExecutor
     from corral.executors.process import ProcessExecutor
     from corral.executors.shell import ShellExecutor
     from corral.executors.thread import ThreadExecutor
@@ -56,6 +59,7 @@ __all__ = [
     "DaskExecutor",
     "Executor",
     "ExecutorSettings",
+    "FleetExecutor",
     "Outcome",
     "ProcessExecutor",
     "ShellExecutor",
@@ -70,6 +74,7 @@ __all__ = [
 _LAZY = {
     "AsyncExecutor": "corral.executors.asyncio",
     "DaskExecutor": "corral.executors.dask",
+    "FleetExecutor": "corral.executors.fleet",
     "ProcessExecutor": "corral.executors.process",
     "ShellExecutor": "corral.executors.shell",
     "ThreadExecutor": "corral.executors.thread",

@@ -1,0 +1,42 @@
+"""The fleet: attempts of a run sent through a broker to ``corral worker`` processes.
+
+==================  ============================================================
+``_protocol``       attempt and event messages (what travels, how it is pickled)
+``_broker``         the :class:`Broker` protocol; :func:`open_broker` by URL
+``redis``           the Redis Streams broker (the ``redis`` extra)
+``_coordinator``    a run's :class:`FleetSession` (the run loop's side)
+``_worker``         the ``corral worker`` loop (:class:`Worker`)
+==================  ============================================================
+
+The executor that plugs the fleet into a run is :mod:`corral.executors.fleet`; see
+docs/fleet.md. Nothing here is imported by ``import corral``, and the Redis client only when a
+Redis broker is opened.
+"""
+
+from __future__ import annotations
+
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
+if _TYPE_CHECKING:
+    from corral.fleet._broker import Broker, open_broker
+    from corral.fleet._coordinator import FleetSession
+    from corral.fleet._worker import Worker, WorkerOptions
+
+__all__ = ["Broker", "FleetSession", "Worker", "WorkerOptions", "open_broker"]
+
+_LAZY = {
+    "Broker": "corral.fleet._broker",
+    "open_broker": "corral.fleet._broker",
+    "FleetSession": "corral.fleet._coordinator",
+    "Worker": "corral.fleet._worker",
+    "WorkerOptions": "corral.fleet._worker",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corral.fleet' has no attribute {name!r}")
+    return getattr(_importlib.import_module(module), name)

@@ -1,0 +1,193 @@
+"""The Broker protocol: what the fleet asks of the service that carries its messages.
+
+A broker holds one queue per ``queue:`` name, a reply stream per coordinator session, the
+workers' registry and a dead-letter queue. Every operation that must be atomic (finish an
+attempt: its END posted, it marked done and its entry acknowledged) is one call here, so that
+each broker makes it one transaction, script or MULTI::
+
+    coordinator                 broker                        worker
+    enqueue(messages) ────────> queue ──claim / reclaim────> runs it
+    read_events(reply) <─────── reply <──post(START, OUTPUT, BEAT)
+                                      <──finish(END; done; ack)
+    cancel(ids) ──────────────> marks ──states(ids)────────> stops it
+                                       <──renew(held)          (the holder is alive)
+                                dead letters <──dead_letter(claimed, history)
+
+The Redis broker (:mod:`corral.fleet.redis`) is the first; a PostgreSQL one is to follow with
+the same protocol (and the same conformance suite, ``tests/conformance/broker/``).
+Brokers are found by URL scheme: :func:`open_broker`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from corral._errors import BrokenBroker
+from corral.fleet._protocol import AttemptMessage, Event
+
+__all__ = [
+    "Broker",
+    "Claimed",
+    "DeadLetter",
+    "WorkerInfo",
+    "open_broker",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """An attempt a worker holds: its queue, its entry there, how often it was handed out."""
+
+    queue: str
+    entry: str
+    message: AttemptMessage
+    deliveries: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker, as it registers itself (and renews, with each beat)."""
+
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    concurrency: int
+    resources: Mapping[str, float] = field(default_factory=dict)
+    running: int = 0
+    done: int = 0  # attempts it finished since it started
+    started_at: float = 0.0  # epoch seconds
+    last_beat: float = 0.0  # epoch seconds
+    state: str = "running"  # running | stopping | gone (missed its beats)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An attempt given up on: its message, why, and what each delivery ended with."""
+
+    id: str  # the dead-letter entry's id
+    attempt: str
+    run_id: str
+    task_id: str
+    queue: str
+    reason: str
+    history: tuple[str, ...]
+    at: float  # epoch seconds
+    message: AttemptMessage | None = None  # None when listing without bodies
+
+
+class Broker(Protocol):
+    """What the coordinator and the workers do through a broker. Methods are synchronous
+    and may block (``block_s``); callers keep them off their event loop."""
+
+    url: str
+    heartbeat_timeout: float
+
+    def epoch(self) -> str:
+        """Who the broker is: changes when it lost its data (a restart without persistence)."""
+        ...
+
+    # -- the coordinator
+    def enqueue(self, messages: Sequence[AttemptMessage]) -> None:
+        """Queue ``messages`` (in one round trip where the broker can)."""
+
+    def read_events(self, reply: str, after: str, *, block_s: float,
+                    count: int) -> tuple[str, list[Event]]:
+        """Events on ``reply`` after position ``after`` ("0": from the start), waiting up to
+        ``block_s`` for the first; returns the new position and the events."""
+        ...
+
+    def drop_reply(self, reply: str) -> None:
+        """Forget a reply stream (the coordinator is done with it)."""
+
+    def cancel(self, attempts: Sequence[str]) -> None:
+        """Ask whoever runs these attempts to stop them, and anyone yet to to skip them."""
+
+    def acquire_lease(self, run_id: str, holder: str, ttl_s: float) -> int:
+        """Become the run's one coordinator for ``ttl_s`` (renewed with :meth:`renew_lease`);
+        returns the fencing token. Raises :class:`~corral.errors.BrokenBroker` when a live
+        coordinator holds it."""
+        ...
+
+    def renew_lease(self, run_id: str, holder: str, ttl_s: float) -> bool:
+        """Extend the lease; False if ``holder`` lost it."""
+        ...
+
+    def release_lease(self, run_id: str, holder: str) -> None: ...
+
+    # -- the workers
+    def claim(self, consumer: str, queues: Sequence[str], count: int, *,
+              block_s: float) -> list[Claimed]:
+        """Up to ``count`` new attempts from ``queues``, waiting up to ``block_s``."""
+        ...
+
+    def reclaim(self, consumer: str, queues: Sequence[str], count: int) -> list[Claimed]:
+        """Up to ``count`` attempts whose holder went silent past the heartbeat timeout (or
+        handed them back), now held by ``consumer``; ``deliveries`` counts this one."""
+        ...
+
+    def renew(self, consumer: str, held: Sequence[Claimed]) -> list[Claimed]:
+        """Say ``consumer`` still holds ``held``; returns those it no longer holds."""
+        ...
+
+    def hand_back(self, consumer: str, held: Sequence[Claimed]) -> None:
+        """Give attempts up without an outcome: the next reclaim takes them at once."""
+
+    def states(self, attempts: Sequence[str]) -> list[str | None]:
+        """For each attempt: "done" (finished), "cancelled", or None (to run)."""
+        ...
+
+    def post(self, events: Sequence[tuple[str, Event]]) -> None:
+        """Post (reply stream, event) pairs: starts, output, beats."""
+
+    def finish(self, done: Sequence[tuple[Claimed, Event]],
+               events: Sequence[tuple[str, Event]] = ()) -> None:
+        """Post ``events`` (as :meth:`post`, before the ENDs: an attempt's last output), then
+        for each (attempt, END event), atomically: post the END, mark the attempt done,
+        acknowledge (and drop) its entry. An attempt is acknowledged only so. One round trip
+        where the broker can."""
+
+    def skip(self, claimed: Sequence[Claimed]) -> None:
+        """Acknowledge attempts that are not to run (already done, or cancelled)."""
+
+    def dead_letter(self, claimed: Claimed, reason: str, history: Sequence[str],
+                    end: Event) -> None:
+        """Move an attempt to the dead-letter queue with why and its history, and post its
+        END (an error) to the run, atomically."""
+
+    def register(self, info: WorkerInfo) -> None:
+        """Register or renew a worker (it counts as gone after the heartbeat timeout)."""
+
+    def deregister(self, worker: str) -> None: ...
+
+    def workers(self) -> list[WorkerInfo]: ...
+
+    # -- the dead-letter queue
+    def dead_letters(self, *, count: int = 1000) -> list[DeadLetter]: ...
+
+    def dead_letter_entry(self, entry: str) -> DeadLetter | None: ...
+
+    def retry_dead_letter(self, entry: str) -> AttemptMessage | None:
+        """Queue a dead letter's attempt again (its delivery count starts over)."""
+        ...
+
+    def purge_dead_letters(self, entries: Sequence[str] | None = None) -> int:
+        """Drop these dead letters (None: all); returns how many went."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_broker(url: str, *, heartbeat_timeout: float | None = None) -> Broker:
+    """The broker at ``url`` (``redis://host:port/db``, ``rediss://``, ``unix://``),
+    connected and checked. Raises :class:`~corral.errors.BrokenBroker` when it cannot be
+    used (a wrong URL, unreachable, the client library missing), and ``ValueError`` for a
+    heartbeat timeout that is not positive."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme in ("redis", "rediss", "unix"):
+        from corral.fleet.redis import RedisBroker
+
+        return RedisBroker.connect(url, heartbeat_timeout=heartbeat_timeout)
+    raise BrokenBroker(f"not a broker URL: {url!r} (expected redis://HOST:PORT/DB)")

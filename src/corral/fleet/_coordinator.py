@@ -1,0 +1,234 @@
+"""The coordinator's side of the fleet: one :class:`FleetSession` per run, shared by the
+run's fleet executors (one per executor name the tasks use).
+
+The run loop never waits on the broker: ``send`` and ``cancel`` drop work on a list that the
+*sender* thread pushes in batches (one pipeline per batch), and the *reader* thread reads the
+session's reply stream and hands each event to the executor that sent the attempt::
+
+    run loop ──send(message)──> sender thread ──enqueue (batched XADD)──> broker queues
+        ^                          └── renews the run's lease (fenced: one coordinator per run)
+        └── sink / started / beat / log <── reader thread <── read_events(reply) <── workers
+
+What it keeps of each attempt in flight is its message: should the broker lose its data (a
+Redis restarted without persistence: its identity changed), the session sends every attempt
+it has not seen finish again. A duplicate END (an attempt that ran twice, its worker having
+been written off) finds no attempt waiting and is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from corral._errors import BrokenBroker
+from corral.fleet._broker import Broker, open_broker
+from corral.fleet._protocol import AttemptMessage, Event
+
+__all__ = ["FleetSession", "Receiver"]
+
+READ_BLOCK_S = 0.5  # the reader's longest wait: how soon it sees the session closing
+READ_BATCH = 1000
+RETRY_S = (0.1, 0.2, 0.5, 1.0, 2.0)  # back-off between attempts to reach a broker that failed
+
+
+class Receiver:
+    """What the session calls for an attempt's events (implemented by the fleet executor)."""
+
+    def on_event(self, message: AttemptMessage, event: Event) -> bool:
+        """Handle one event; True when it ended the attempt (an END)."""
+        raise NotImplementedError
+
+
+class FleetSession:
+    """A run's connection to the fleet. Make it with :meth:`connect` (which checks the broker
+    and takes the run's lease), :meth:`open` it before the first ``send``, :meth:`close` it
+    after the last. Thread-safe."""
+
+    def __init__(self, broker: Broker, run_id: str, *, lease_s: float = 30.0) -> None:
+        self.broker = broker
+        self.run_id = run_id
+        self.token = uuid.uuid4().hex[:12]  # this session: in every attempt id and its reply
+        self.reply = f"{run_id}:{self.token}"
+        self.lease_s = lease_s
+        self.fence = 0
+        self._lock = threading.Condition()
+        self._outbox: list[AttemptMessage] = []
+        self._cancels: list[str] = []
+        self._inflight: dict[str, tuple[AttemptMessage, Receiver]] = {}
+        self._threads: list[threading.Thread] = []
+        self._users = 0
+        self._closing = False
+        self._epoch = ""
+
+    @classmethod
+    def connect(cls, url: str, run_id: str, *, lease_s: float = 30.0) -> FleetSession:
+        """Connect to the broker at ``url``: raises :class:`~corral.errors.BrokenBroker`
+        (nothing started) when it cannot be used."""
+        return cls(open_broker(url), run_id, lease_s=lease_s)
+
+    def warn_unserved(self, queues: set[str]) -> None:
+        """Say on stderr which of ``queues`` no live worker takes from: their attempts will
+        wait until one starts (not an error: workers may come later)."""
+        try:
+            live = [w for w in self.broker.workers() if w.state == "running"]
+        except BrokenBroker:
+            return
+        served = {q for w in live for q in w.queues}
+        for queue in sorted(queues - served):
+            print(f"corral: no worker takes queue {queue!r} yet: its attempts wait for one "
+                  f"(corral worker --broker URL --queue {queue})", file=sys.stderr)
+
+    # ------------------------------------------------------------------ life
+    def open(self) -> None:
+        """Take the run's lease and start the threads (once, however many executors share
+        the session; each :meth:`open` is matched by a :meth:`close`)."""
+        with self._lock:
+            self._users += 1
+            if self._users > 1:
+                return
+        try:
+            self.fence = self.broker.acquire_lease(self.run_id, self.token, self.lease_s)
+            self._epoch = self.broker.epoch()
+        except BaseException:
+            with self._lock:
+                self._users -= 1
+            self.broker.close()
+            raise
+        for target, name in ((self._send_loop, "sender"), (self._read_loop, "reader")):
+            thread = threading.Thread(target=target, name=f"corral-fleet-{name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def close(self) -> None:
+        """Stop the threads; attempts still in flight are cancelled on the fleet."""
+        with self._lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            self._closing = True
+            leftover = list(self._inflight)
+            self._inflight.clear()
+            self._cancels.extend(leftover)
+            self._lock.notify_all()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        with contextlib.suppress(BrokenBroker):
+            self.broker.cancel(self._cancels)
+            self.broker.drop_reply(self.reply)
+            self.broker.release_lease(self.run_id, self.token)
+        self.broker.close()
+
+    # ------------------------------------------------------------------ run loop side
+    def attempt_id(self, index: int, attempt: int) -> str:
+        return f"{self.token}:{index}:{attempt}"
+
+    def send(self, message: AttemptMessage, receiver: Receiver) -> None:
+        with self._lock:
+            self._inflight[message.id] = (message, receiver)
+            self._outbox.append(message)
+            if len(self._outbox) == 1:
+                self._lock.notify_all()
+
+    def cancel(self, attempt: str) -> None:
+        """Forget ``attempt`` and tell the fleet to stop it (or never start it)."""
+        with self._lock:
+            if self._inflight.pop(attempt, None) is None:
+                return
+            self._cancels.append(attempt)
+            self._lock.notify_all()
+
+    # ------------------------------------------------------------------ threads
+    def _send_loop(self) -> None:
+        renew_every = self.lease_s / 3
+        while True:
+            with self._lock:
+                if not (self._outbox or self._cancels or self._closing):
+                    self._lock.wait(renew_every)
+                if self._closing:
+                    return
+                batch, self._outbox = self._outbox, []
+                cancels, self._cancels = self._cancels, []
+            self._persist(functools.partial(self._push, batch, cancels), "send attempts")
+
+    def _push(self, batch: list[AttemptMessage], cancels: list[str]) -> None:
+        broker = self.broker
+        broker.enqueue(batch)
+        broker.cancel(cancels)
+        if not broker.renew_lease(self.run_id, self.token, self.lease_s):
+            # Silent past its lease, or the broker forgot it (restarted without its data: then
+            # what we sent is gone too). Take the lease again, or learn who has it: a
+            # fenced-out coordinator stops here.
+            self._check_epoch()
+            self.fence = broker.acquire_lease(self.run_id, self.token, self.lease_s)
+
+    def _read_loop(self) -> None:
+        position = "0"
+        while not self._closing:
+            try:
+                position, events = self.broker.read_events(
+                    self.reply, position, block_s=READ_BLOCK_S, count=READ_BATCH)
+            except BrokenBroker as exc:
+                self._recover(exc, "read events")
+                continue
+            for event in events:
+                with self._lock:
+                    held = self._inflight.get(event.attempt)
+                if held is None:
+                    continue  # written off, or a duplicate: nothing waits for it
+                message, receiver = held
+                try:
+                    ended = receiver.on_event(message, event)
+                except Exception as exc:  # a bug: say so, and keep reading for the others
+                    print(f"corral: event {event.kind} of attempt {event.attempt} could not "
+                          f"be handled: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    continue
+                if ended:
+                    with self._lock:
+                        self._inflight.pop(event.attempt, None)
+
+    def _persist(self, action: Callable[[], Any], what: str) -> None:
+        """Run ``action`` until it succeeds (the broker may be restarting) or we close."""
+        while not self._closing:
+            try:
+                action()
+                return
+            except BrokenBroker as exc:
+                self._recover(exc, what)
+
+    def _recover(self, exc: BaseException, what: str) -> None:
+        """The broker failed: wait for it, and if it lost its data, send again every attempt
+        in flight (their queues and our reply stream went with it)."""
+        print(f"corral: the fleet's broker failed to {what}, retrying: {exc}", file=sys.stderr)
+        for delay in itertools.chain(RETRY_S, itertools.repeat(RETRY_S[-1])):
+            with self._lock:
+                if self._closing:
+                    return
+                self._lock.wait(delay)
+            try:
+                self._check_epoch()
+            except BrokenBroker:
+                continue
+            return
+
+    def _check_epoch(self) -> None:
+        """If the broker lost its data since we last looked, queue every attempt in flight
+        again (the first END of each wins; a duplicate is ignored)."""
+        epoch = self.broker.epoch()
+        if epoch == self._epoch:
+            return
+        self._epoch = epoch
+        with self._lock:
+            queued = {m.id for m in self._outbox}
+            again = [m for m, _ in self._inflight.values() if m.id not in queued]
+            self._outbox[:0] = again
+            self._lock.notify_all()
+        print(f"corral: the broker restarted without its data: sending the {len(again)} "
+              "attempts in flight again", file=sys.stderr)
+

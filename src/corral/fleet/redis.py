@@ -1,0 +1,567 @@
+"""The Redis broker: queues are Redis Streams read by one consumer group, ``corral``.
+
+Key names (all under ``corral:``, or ``corral:NAME:`` with ``?namespace=NAME`` in the URL;
+made in this one place, :class:`Keys`)::
+
+    q:{queue}        stream   attempts to run; entries stay pending until finished
+    r:{reply}        stream   a coordinator session's events (START, OUTPUT, BEAT, END); a day
+    done:{attempt}   string   the attempt finished (a day): a reclaimed copy is not re-run
+    cancel:{attempt} string   the coordinator gave up on it (a day): stop it, or skip it
+    dlq              stream   dead letters: the attempt's fields, why, its history
+    workers          zset     worker id -> last beat (epoch s)
+    w:{worker}       hash     what a worker said of itself at its last beat
+    lease:{run}      string   the run's coordinator (its holder), with a TTL
+    fence:{run}      counter  fencing tokens, one per coordinator that took the lease; a week
+
+How an attempt moves (a worker's view)::
+
+    XADD q:default ──XREADGROUP (>)──> held by worker A ──finish (a script): XADD r:... END,
+                                         │   SET done, XACK, XDEL (never trimmed pending)
+             A renews (XCLAIM JUSTID,    │
+             its own entries only) ──────┤ A goes silent past the heartbeat timeout
+                                         └──XAUTOCLAIM (min idle = timeout)──> worker B
+
+A live worker renews every entry it holds every few seconds (:meth:`RedisBroker.renew`, a
+script that re-claims an entry only while the PEL says this worker holds it), which resets
+the entry's idle time: a long attempt whose worker is alive is never reclaimed, however long it
+runs; there is no visibility timeout. An entry whose worker stopped renewing is reclaimed by
+the next worker's XAUTOCLAIM after the heartbeat timeout, and its delivery count rises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Self
+from urllib.parse import urlsplit, urlunsplit
+
+from corral._errors import BrokenBroker
+from corral.fleet._broker import Claimed, DeadLetter, WorkerInfo
+from corral.fleet._protocol import AttemptMessage, Event
+
+__all__ = ["DEFAULT_HEARTBEAT_TIMEOUT", "GROUP", "PREFIX", "Keys", "RedisBroker", "safe_url"]
+
+PREFIX = "corral:"
+GROUP = "corral"
+DEFAULT_HEARTBEAT_TIMEOUT = 10.0  # seconds a worker may go silent before its work is reclaimed
+MARK_TTL_S = 86_400  # done/cancel marks: a day, far beyond any redelivery
+WORKER_TTL_S = 3_600  # a gone worker stays listed (as gone) for an hour
+INSTALL_HINT = "the fleet's Redis broker needs the redis extra: pip install 'corral[redis]'"
+
+
+class Keys:
+    """Every key name, under ``prefix`` (``corral:``, or ``corral:{namespace}:`` for a URL
+    with ``?namespace=NAME``: several fleets on one Redis)."""
+
+    def __init__(self, prefix: str = PREFIX) -> None:
+        self.prefix = prefix
+        self.dlq = f"{prefix}dlq"
+        self.workers = f"{prefix}workers"
+
+    def queue(self, queue: str) -> str:
+        return f"{self.prefix}q:{queue}"
+
+    def queue_name(self, key: bytes) -> str:
+        return key.decode()[len(self.prefix) + 2:]
+
+    def reply(self, reply: str) -> str:
+        return f"{self.prefix}r:{reply}"
+
+    def done(self, attempt: str) -> str:
+        return f"{self.prefix}done:{attempt}"
+
+    def cancel(self, attempt: str) -> str:
+        return f"{self.prefix}cancel:{attempt}"
+
+    def worker(self, worker: str) -> str:
+        return f"{self.prefix}w:{worker}"
+
+    def lease(self, run_id: str) -> str:
+        return f"{self.prefix}lease:{run_id}"
+
+    def fence(self, run_id: str) -> str:
+        return f"{self.prefix}fence:{run_id}"
+
+
+# Re-claim (reset the idle time of) the entries this consumer still holds; return the others.
+_RENEW = """
+local lost = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"""
+
+# Finish attempts: for each, its END on its reply stream, its done mark, XACK and XDEL of its
+# entry. ARGV: group, the mark's TTL, the worker, then 6 per attempt: queue key, entry, reply
+# key, done key, attempt id, END data. One script (atomic), cheap to send for many.
+_FINISH = """
+for i = 4, #ARGV, 6 do
+  redis.call('XADD', ARGV[i + 2], '*', 'k', 'e', 'a', ARGV[i + 4], 'w', ARGV[3],
+             'd', ARGV[i + 5])
+  redis.call('SET', ARGV[i + 3], '1', 'EX', ARGV[2])
+  redis.call('XACK', ARGV[i], ARGV[1], ARGV[i + 1])
+  redis.call('XDEL', ARGV[i], ARGV[i + 1])
+end
+return 0
+"""
+
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {0, holder} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local fence = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], 604800)
+return {1, fence}
+"""
+
+_RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, to show."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+class RedisBroker:
+    """The :class:`~corral.fleet._broker.Broker` over Redis Streams (Redis >= 6.2 for
+    XAUTOCLAIM). Thread-safe: redis-py's pool gives each thread a connection. Make one with
+    :meth:`connect`."""
+
+    def __init__(self, client: Any, url: str, *, heartbeat_timeout: float,
+                 namespace: str = "") -> None:
+        self._redis = client
+        self.keys = Keys(f"{PREFIX}{namespace}:" if namespace else PREFIX)
+        self.url = url
+        self.heartbeat_timeout = heartbeat_timeout
+        self._groups: set[str] = set()  # queues whose group we know exists
+        self._epoch = ""
+        self._renew = client.register_script(_RENEW)
+        self._finish = client.register_script(_FINISH)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew_lease = client.register_script(_RENEW_LEASE)
+        self._release = client.register_script(_RELEASE)
+
+    @classmethod
+    def connect(cls, url: str, *, heartbeat_timeout: float | None = None) -> Self:
+        """Connect to the Redis at ``url`` and check it answers; raises
+        :class:`~corral.errors.BrokenBroker` with the reason otherwise."""
+        timeout = DEFAULT_HEARTBEAT_TIMEOUT if heartbeat_timeout is None else heartbeat_timeout
+        if not timeout > 0:
+            raise ValueError(f"the heartbeat timeout must be > 0 seconds, not {timeout}")
+        try:
+            import redis
+        except ImportError as exc:
+            raise BrokenBroker(INSTALL_HINT) from exc
+        shown = safe_url(url)
+        url, namespace = _namespace(url)
+        parts = urlsplit(url)
+        if parts.scheme in ("redis", "rediss") and parts.path.strip("/") \
+                and not parts.path.strip("/").isdigit():
+            raise BrokenBroker(f"not a usable Redis URL: {shown} (the database after the "
+                               "'/' is a number: redis://HOST:PORT/0)")
+        try:
+            client = redis.Redis.from_url(url, socket_connect_timeout=5,
+                                          health_check_interval=30)
+        except (ValueError, redis.RedisError) as exc:
+            raise BrokenBroker(f"not a usable Redis URL: {shown} ({exc})") from exc
+        try:
+            client.ping()
+            version = client.info("server").get("redis_version", "0")
+        except redis.RedisError as exc:
+            client.close()
+            raise BrokenBroker(f"cannot reach the broker at {shown}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        if tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit()) < (6, 2):
+            client.close()
+            raise BrokenBroker(f"the Redis at {shown} is {version}; the fleet needs 6.2 or "
+                               "newer (XAUTOCLAIM)")
+        return cls(client, url, heartbeat_timeout=timeout, namespace=namespace)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._redis.close()
+
+    @contextlib.contextmanager
+    def _talking(self, what: str) -> Iterator[None]:
+        """Redis errors become :class:`BrokenBroker`, with the original as ``__cause__``."""
+        import redis
+
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise BrokenBroker(f"the broker at {safe_url(self.url)} failed to {what}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+    def epoch(self) -> str:
+        with self._talking("say who it is"):
+            epoch = str(self._redis.info("server").get("run_id", ""))
+        if epoch != self._epoch:  # a new server (or data): its groups are to be made again
+            self._epoch = epoch
+            self._groups.clear()
+        return epoch
+
+    def _ensure_groups(self, queues: Sequence[str]) -> None:
+        import redis
+
+        for queue in queues:
+            if queue in self._groups:
+                continue
+            try:
+                self._redis.xgroup_create(self.keys.queue(queue), GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._groups.add(queue)
+
+    def _forget_groups(self, exc: BaseException) -> None:
+        """After NOGROUP (Redis lost its data: restarted without persistence), make the
+        groups again on the next call."""
+        if "NOGROUP" in str(exc):
+            self._groups.clear()
+
+    # ------------------------------------------------------------------ coordinator
+    def enqueue(self, messages: Sequence[AttemptMessage]) -> None:
+        if not messages:
+            return
+        with self._talking("queue attempts"):
+            self._ensure_groups(sorted({m.queue for m in messages}))
+            pipe = self._redis.pipeline(transaction=False)
+            for m in messages:
+                pipe.xadd(self.keys.queue(m.queue), m.fields())
+            pipe.execute()
+
+    def read_events(self, reply: str, after: str, *, block_s: float,
+                    count: int) -> tuple[str, list[Event]]:
+        key = self.keys.reply(reply)
+        with self._talking("read events"):
+            answer = self._redis.xread({key: after}, count=count,
+                                       block=max(1, int(block_s * 1000)))
+            if not answer:
+                return after, []
+            entries = answer[0][1]
+            last = entries[-1][0].decode()
+            # What was read is the coordinator's now: trim it (the last entry stays, as the
+            # stream's position). A stream whose coordinator died goes after a day.
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.xtrim(key, minid=last)
+            pipe.expire(key, MARK_TTL_S)
+            pipe.execute()
+        return last, [Event.from_fields(fields) for _, fields in entries]
+
+    def drop_reply(self, reply: str) -> None:
+        with self._talking("drop a reply stream"):
+            self._redis.delete(self.keys.reply(reply))
+
+    def cancel(self, attempts: Sequence[str]) -> None:
+        if not attempts:
+            return
+        with self._talking("cancel attempts"):
+            pipe = self._redis.pipeline(transaction=False)
+            for attempt in attempts:
+                pipe.set(self.keys.cancel(attempt), b"1", ex=MARK_TTL_S)
+            pipe.execute()
+
+    def acquire_lease(self, run_id: str, holder: str, ttl_s: float) -> int:
+        with self._talking("take the run's lease"):
+            ok, value = self._acquire(keys=[self.keys.lease(run_id), self.keys.fence(run_id)],
+                                      args=[holder, int(ttl_s * 1000)])
+        if not ok:
+            other = value.decode() if isinstance(value, bytes) else value
+            raise BrokenBroker(f"run {run_id} already has a live coordinator ({other}): one "
+                               "coordinator per run")
+        return int(value)
+
+    def renew_lease(self, run_id: str, holder: str, ttl_s: float) -> bool:
+        with self._talking("renew the run's lease"):
+            return bool(self._renew_lease(keys=[self.keys.lease(run_id)],
+                                          args=[holder, int(ttl_s * 1000)]))
+
+    def release_lease(self, run_id: str, holder: str) -> None:
+        with self._talking("release the run's lease"):
+            self._release(keys=[self.keys.lease(run_id)], args=[holder])
+
+    # ------------------------------------------------------------------ workers
+    def claim(self, consumer: str, queues: Sequence[str], count: int, *,
+              block_s: float) -> list[Claimed]:
+        import redis
+
+        with self._talking("claim attempts"):
+            self._ensure_groups(queues)
+            try:
+                answer = self._redis.xreadgroup(
+                    GROUP, consumer, {self.keys.queue(q): ">" for q in queues}, count=count,
+                    block=max(1, int(block_s * 1000)))
+            except redis.ResponseError as exc:
+                self._forget_groups(exc)
+                raise
+        out = []
+        for key, entries in answer or ():
+            queue = self.keys.queue_name(key)
+            for entry, fields in entries:
+                out.append(Claimed(queue, entry.decode(), AttemptMessage.from_fields(fields)))
+        return out
+
+    def reclaim(self, consumer: str, queues: Sequence[str], count: int) -> list[Claimed]:
+        import redis
+
+        idle_ms = int(self.heartbeat_timeout * 1000)
+        out: list[Claimed] = []
+        with self._talking("reclaim attempts"):
+            self._ensure_groups(queues)
+            for queue in queues:
+                key = self.keys.queue(queue)
+                try:
+                    _, entries, *_ = self._redis.xautoclaim(
+                        key, GROUP, consumer, idle_ms, start_id="0-0", count=count)
+                except redis.ResponseError as exc:
+                    self._forget_groups(exc)
+                    raise
+                entries = [(e, f) for e, f in entries if f]  # deleted meanwhile: nothing
+                if not entries:
+                    continue
+                ids = [e.decode() for e, _ in entries]
+                pending = self._redis.xpending_range(key, GROUP, min=ids[0], max=ids[-1],
+                                                     count=len(ids) * 4, consumername=consumer)
+                times = {p["message_id"].decode(): int(p["times_delivered"]) for p in pending}
+                for (_, fields), eid in zip(entries, ids, strict=True):
+                    out.append(Claimed(queue, eid, AttemptMessage.from_fields(fields),
+                                       deliveries=times.get(eid, 2)))
+        return out
+
+    def renew(self, consumer: str, held: Sequence[Claimed]) -> list[Claimed]:
+        by_queue: dict[str, list[Claimed]] = {}
+        for c in held:
+            by_queue.setdefault(c.queue, []).append(c)
+        lost: list[Claimed] = []
+        with self._talking("renew held attempts"):
+            for queue, items in by_queue.items():
+                gone = self._renew(keys=[self.keys.queue(queue)],
+                                   args=[GROUP, consumer, *(c.entry for c in items)])
+                gone_ids = {g.decode() for g in gone}
+                lost.extend(c for c in items if c.entry in gone_ids)
+        return lost
+
+    def hand_back(self, consumer: str, held: Sequence[Claimed]) -> None:
+        if not held:
+            return
+        # Idle as if silent for a long while: the next XAUTOCLAIM takes it at once.
+        idle_ms = int(self.heartbeat_timeout * 1000) * 100 + 3_600_000
+        with self._talking("hand attempts back"):
+            pipe = self._redis.pipeline(transaction=False)
+            for c in held:
+                pipe.xclaim(self.keys.queue(c.queue), GROUP, consumer, 0, [c.entry], idle=idle_ms,
+                            justid=True)
+            pipe.execute()
+
+    def states(self, attempts: Sequence[str]) -> list[str | None]:
+        if not attempts:
+            return []
+        with self._talking("read attempt states"):
+            keys = [self.keys.done(a) for a in attempts] + [self.keys.cancel(a) for a in attempts]
+            values = self._redis.mget(keys)
+        n = len(attempts)
+        return ["done" if values[k] is not None else
+                "cancelled" if values[n + k] is not None else None for k in range(n)]
+
+    def post(self, events: Sequence[tuple[str, Event]]) -> None:
+        if not events:
+            return
+        with self._talking("post events"):
+            pipe = self._redis.pipeline(transaction=False)
+            for reply, event in events:
+                pipe.xadd(self.keys.reply(reply), event.fields())
+            pipe.execute()
+
+    def finish(self, done: Sequence[tuple[Claimed, Event]],
+               events: Sequence[tuple[str, Event]] = ()) -> None:
+        if not done:
+            self.post(events)
+            return
+        keys = self.keys
+        by_worker: dict[str, list[bytes | str]] = {}
+        for claimed, end in done:
+            message = claimed.message
+            by_worker.setdefault(end.worker, []).extend(
+                (keys.queue(claimed.queue), claimed.entry, keys.reply(message.reply),
+                 keys.done(message.id), message.id, end.data))
+        with self._talking("record outcomes"):
+            pipe = self._redis.pipeline(transaction=False)
+            for reply, event in events:
+                pipe.xadd(keys.reply(reply), event.fields())
+            for worker, args in by_worker.items():
+                self._finish(args=[GROUP, MARK_TTL_S, worker, *args], client=pipe)
+            pipe.execute()
+
+    def _retire(self, pipe: Any, claimed: Claimed) -> None:
+        pipe.set(self.keys.done(claimed.message.id), b"1", ex=MARK_TTL_S)
+        key = self.keys.queue(claimed.queue)
+        pipe.xack(key, GROUP, claimed.entry)
+        pipe.xdel(key, claimed.entry)
+
+    def skip(self, claimed: Sequence[Claimed]) -> None:
+        if not claimed:
+            return
+        with self._talking("acknowledge skipped attempts"):
+            pipe = self._redis.pipeline(transaction=False)
+            for c in claimed:
+                key = self.keys.queue(c.queue)
+                pipe.xack(key, GROUP, c.entry)
+                pipe.xdel(key, c.entry)
+            pipe.execute()
+
+    def dead_letter(self, claimed: Claimed, reason: str, history: Sequence[str],
+                    end: Event) -> None:
+        fields = {**claimed.message.fields(), "reason": reason,
+                  "history": json.dumps(list(history)), "at": f"{time.time():.3f}",
+                  "deliveries": str(claimed.deliveries)}
+        with self._talking("dead-letter an attempt"):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.xadd(self.keys.dlq, fields)
+            pipe.xadd(self.keys.reply(claimed.message.reply), end.fields())
+            self._retire(pipe, claimed)
+            pipe.execute()
+
+    def register(self, info: WorkerInfo) -> None:
+        fields = {"host": info.host, "pid": str(info.pid), "queues": ",".join(info.queues),
+                  "concurrency": str(info.concurrency), "running": str(info.running),
+                  "done": str(info.done), "started_at": f"{info.started_at:.3f}",
+                  "last_beat": f"{info.last_beat:.3f}", "state": info.state,
+                  "resources": ",".join(f"{k}={v:g}" for k, v in info.resources.items())}
+        with self._talking("register a worker"):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(self.keys.worker(info.id), mapping=fields)
+            pipe.expire(self.keys.worker(info.id), WORKER_TTL_S)
+            pipe.zadd(self.keys.workers, {info.id: info.last_beat})
+            pipe.execute()
+
+    def deregister(self, worker: str) -> None:
+        with self._talking("deregister a worker"):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.delete(self.keys.worker(worker))
+            pipe.zrem(self.keys.workers, worker)
+            pipe.execute()
+
+    def workers(self) -> list[WorkerInfo]:
+        now = time.time()
+        with self._talking("list workers"):
+            ids = [w.decode() for w in self._redis.zrange(self.keys.workers, 0, -1)]
+            pipe = self._redis.pipeline(transaction=False)
+            for w in ids:
+                pipe.hgetall(self.keys.worker(w))
+            rows = pipe.execute()
+            stale = [w for w, row in zip(ids, rows, strict=True) if not row]
+            if stale:
+                self._redis.zrem(self.keys.workers, *stale)
+        out = []
+        for worker, row in zip(ids, rows, strict=True):
+            if not row:
+                continue
+            f = {k.decode(): v.decode() for k, v in row.items()}
+            last = float(f.get("last_beat", 0))
+            state = f.get("state", "running")
+            if state != "stopped" and now - last > self.heartbeat_timeout:
+                state = "gone"
+            out.append(WorkerInfo(
+                id=worker, host=f.get("host", ""), pid=int(f.get("pid", 0)),
+                queues=tuple(q for q in f.get("queues", "").split(",") if q),
+                concurrency=int(f.get("concurrency", 0)),
+                resources=_amounts(f.get("resources", "")), running=int(f.get("running", 0)),
+                done=int(f.get("done", 0)), started_at=float(f.get("started_at", 0)),
+                last_beat=last, state=state))
+        return out
+
+    # ------------------------------------------------------------------ dead letters
+    def dead_letters(self, *, count: int = 1000) -> list[DeadLetter]:
+        with self._talking("list dead letters"):
+            entries = self._redis.xrange(self.keys.dlq, count=count)
+        return [_dead_letter(e, f, with_message=False) for e, f in entries]
+
+    def dead_letter_entry(self, entry: str) -> DeadLetter | None:
+        with self._talking("read a dead letter"):
+            entries = self._redis.xrange(self.keys.dlq, min=entry, max=entry, count=1)
+        if not entries:
+            return None
+        return _dead_letter(*entries[0], with_message=True)
+
+    def retry_dead_letter(self, entry: str) -> AttemptMessage | None:
+        letter = self.dead_letter_entry(entry)
+        if letter is None or letter.message is None:
+            return None
+        message = letter.message
+        with self._talking("queue a dead letter again"):
+            self._ensure_groups([message.queue])
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(self.keys.done(message.id))
+            pipe.xadd(self.keys.queue(message.queue), message.fields())
+            pipe.xdel(self.keys.dlq, entry)
+            pipe.execute()
+        return message
+
+    def purge_dead_letters(self, entries: Sequence[str] | None = None) -> int:
+        with self._talking("purge dead letters"):
+            if entries is None:
+                n = int(self._redis.xlen(self.keys.dlq))
+                self._redis.delete(self.keys.dlq)
+                return n
+            return int(self._redis.xdel(self.keys.dlq, *entries)) if entries else 0
+
+
+def _namespace(url: str) -> tuple[str, str]:
+    """``url`` without its ``namespace=`` query parameter, and that namespace ("": none)."""
+    from urllib.parse import parse_qsl, urlencode
+
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    names = [v for k, v in query if k == "namespace"]
+    if not names:
+        return url, ""
+    rest = urlencode([(k, v) for k, v in query if k != "namespace"])
+    return urlunsplit(parts._replace(query=rest)), names[-1]
+
+
+def _amounts(text: str) -> dict[str, float]:
+    out = {}
+    for pair in text.split(","):
+        if pair:
+            name, _, amount = pair.partition("=")
+            out[name] = float(amount)
+    return out
+
+
+def _dead_letter(entry: bytes, fields: Mapping[bytes, bytes], *,
+                 with_message: bool) -> DeadLetter:
+    def text(key: bytes) -> str:
+        return fields.get(key, b"").decode()
+
+    return DeadLetter(
+        id=entry.decode(), attempt=text(b"id"), run_id=text(b"run"), task_id=text(b"task"),
+        queue=text(b"queue"), reason=text(b"reason"),
+        history=tuple(json.loads(text(b"history") or "[]")),
+        at=float(text(b"at") or 0),
+        message=AttemptMessage.from_fields(fields) if with_message else None)

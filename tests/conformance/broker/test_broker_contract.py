@@ -1,0 +1,151 @@
+"""What every broker must do, generated once per broker in ``conftest.FACTORIES``.
+
+Waits here are hang guards or waits *past* a heartbeat timeout (so that an entry is surely
+idle), never assertions on how long something took.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from corral._errors import BrokenBroker
+from corral.executors._base import ERROR, OK
+from corral.fleet._broker import WorkerInfo, open_broker
+from corral.fleet._protocol import (
+    END,
+    START,
+    AttemptBody,
+    AttemptMessage,
+    BodyWriter,
+    Event,
+    dump_outcome,
+    load_outcome,
+)
+
+BODY = BodyWriter().dump(AttemptBody(fn=print, args=(), kwargs={}, env=None, cwd=None,
+                                     heartbeat=None, log_path=None))
+
+
+def message(n: int, *, queue: str = "default", reply: str = "run:s") -> AttemptMessage:
+    return AttemptMessage(id=f"s:{n}:1", run_id="run", task_id=f"t{n}", queue=queue,
+                          executor="thread", reply=reply, body=BODY, resources={"gpu": 1.0})
+
+
+def test_a_queued_attempt_is_claimed_once_and_its_outcome_reaches_the_reply(open_test_broker):
+    broker = open_test_broker()
+    broker.enqueue([message(1), message(2, queue="other")])
+    claimed = broker.claim("a", ["default"], 10, block_s=1)
+    assert [c.message for c in claimed] == [message(1)]
+    assert claimed[0].deliveries == 1
+    assert broker.claim("b", ["default"], 10, block_s=0.05) == []
+    broker.finish([(claimed[0], Event(END, "s:1:1", "a", dump_outcome(OK, 42, limit=1000)))],
+                  [("run:s", Event(START, "s:1:1", "a"))])  # its events come first
+    _, events = broker.read_events("run:s", "0", block_s=1, count=10)
+    assert [(e.kind, e.attempt) for e in events] == [(START, "s:1:1"), (END, "s:1:1")]
+    assert load_outcome(events[1].data) == (OK, 42)
+    assert broker.states(["s:1:1", "s:2:1"]) == ["done", None]
+    other = broker.claim("b", ["other"], 10, block_s=1)
+    assert [c.message.task_id for c in other] == ["t2"]
+
+
+def test_reading_events_goes_on_from_the_position(open_test_broker):
+    broker = open_test_broker()
+    broker.post([("r", Event(START, f"x:{k}", "w")) for k in range(3)])
+    position, first = broker.read_events("r", "0", block_s=1, count=2)
+    position, rest = broker.read_events("r", position, block_s=1, count=10)
+    assert [e.attempt for e in first + rest] == ["x:0", "x:1", "x:2"]
+    assert broker.read_events("r", position, block_s=0.05, count=10) == (position, [])
+
+
+def test_a_renewed_attempt_is_not_reclaimed_and_a_silent_one_is(open_test_broker):
+    broker = open_test_broker(heartbeat_timeout=0.5)
+    broker.enqueue([message(1)])
+    held = broker.claim("a", ["default"], 1, block_s=1)
+    time.sleep(0.7)  # past the timeout: idle, unless renewed
+    assert broker.renew("a", held) == []
+    assert broker.reclaim("b", ["default"], 10) == []  # renewed just now: "a" is alive
+    time.sleep(0.7)  # "a" goes silent past the timeout
+    taken = broker.reclaim("b", ["default"], 10)
+    assert [c.message.id for c in taken] == ["s:1:1"]
+    assert taken[0].deliveries == 2
+    assert broker.renew("a", held) == held  # "a" lost it, and is told so
+
+
+def test_a_handed_back_attempt_is_reclaimed_at_once(open_test_broker):
+    broker = open_test_broker(heartbeat_timeout=60)
+    broker.enqueue([message(1)])
+    held = broker.claim("a", ["default"], 1, block_s=1)
+    assert broker.reclaim("b", ["default"], 10) == []
+    broker.hand_back("a", held)
+    assert [c.message.id for c in broker.reclaim("b", ["default"], 10)] == ["s:1:1"]
+
+
+def test_cancel_and_skip(open_test_broker):
+    broker = open_test_broker(heartbeat_timeout=0.2)
+    broker.enqueue([message(1)])
+    broker.cancel(["s:1:1"])
+    held = broker.claim("a", ["default"], 1, block_s=1)
+    assert broker.states(["s:1:1"]) == ["cancelled"]
+    broker.skip(held)
+    time.sleep(0.4)
+    assert broker.reclaim("b", ["default"], 10) == []  # acknowledged: nothing pending
+
+
+def test_one_coordinator_per_run(open_test_broker):
+    broker = open_test_broker()
+    first = broker.acquire_lease("run-1", "one", 30)
+    with pytest.raises(BrokenBroker, match="already has a live coordinator"):
+        broker.acquire_lease("run-1", "two", 30)
+    assert broker.renew_lease("run-1", "one", 30)
+    assert not broker.renew_lease("run-1", "two", 30)
+    broker.release_lease("run-1", "one")
+    assert broker.acquire_lease("run-1", "two", 30) > first  # fenced: a newer token
+
+
+def test_dead_letters_list_show_retry_purge(open_test_broker):
+    broker = open_test_broker()
+    broker.enqueue([message(1), message(2)])
+    held = broker.claim("a", ["default"], 2, block_s=1)
+    for c in held:
+        end = Event(END, c.message.id, "a", dump_outcome(ERROR, RuntimeError("x"), limit=10**6))
+        broker.dead_letter(c, "too many deliveries", ["died once", "died twice"], end)
+    letters = broker.dead_letters()
+    assert [(d.task_id, d.reason) for d in letters] == [("t1", "too many deliveries"),
+                                                        ("t2", "too many deliveries")]
+    shown = broker.dead_letter_entry(letters[0].id)
+    assert shown is not None
+    assert shown.message == message(1)
+    assert shown.history == ("died once", "died twice")
+    _, events = broker.read_events("run:s", "0", block_s=1, count=10)
+    assert [e.kind for e in events] == [END, END]  # the run is told at once
+    assert broker.retry_dead_letter(letters[0].id) == message(1)
+    assert [c.message.id for c in broker.claim("b", ["default"], 5, block_s=1)] == ["s:1:1"]
+    assert broker.states(["s:1:1"]) == [None]  # queued again: not done any more
+    assert broker.purge_dead_letters() == 1
+    assert broker.dead_letters() == []
+    assert broker.dead_letter_entry(letters[1].id) is None
+
+
+def test_workers_register_and_go(open_test_broker):
+    broker = open_test_broker(heartbeat_timeout=0.3)
+    now = time.time()
+    broker.register(WorkerInfo(id="w1", host="h", pid=1, queues=("default", "gpu"),
+                               concurrency=4, resources={"gpu": 1.0}, running=2,
+                               started_at=now, last_beat=now))
+    (w,) = broker.workers()
+    assert (w.id, w.queues, w.concurrency, w.running, w.resources, w.state) == \
+        ("w1", ("default", "gpu"), 4, 2, {"gpu": 1.0}, "running")
+    time.sleep(0.5)
+    assert [w.state for w in broker.workers()] == ["gone"]  # missed its beats
+    broker.deregister("w1")
+    assert broker.workers() == []
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "redis://no-such-host.invalid/0",
+                                 "redis://127.0.0.1:6379/notadb", "ftp://x", "nonsense"])
+def test_an_unusable_url_says_why(url):
+    with pytest.raises(BrokenBroker) as caught:
+        open_broker(url)
+    assert str(caught.value)

@@ -1,0 +1,32 @@
+"""Tasks the fleet tests send to real workers: in a module the workers import by name
+(``tests.helpers.fleet_tasks``, the repository being on their path)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def ran(journal: str, task: str, seconds: float) -> str:
+    """Note which process ran ``task`` (at its start), then work for ``seconds``."""
+    with open(journal, "a") as f:
+        f.write(f"{task} {os.getpid()}\n")
+    time.sleep(seconds)
+    return task
+
+
+def starts(journal: Path) -> list[tuple[str, int]]:
+    """(task, pid) of each start :func:`ran` noted, in order."""
+    if not journal.exists():
+        return []
+    return [(t, int(p)) for t, p in (line.split() for line in journal.read_text().splitlines())]
+
+
+def kill_my_worker() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def big() -> str:
+    return "x" * 50_000
