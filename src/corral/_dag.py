@@ -168,7 +168,13 @@ class DAG:
         (``depends_on=``, ``retries=``, ...) is refused with a ``TypeError`` rather than
         passed to the function, where it would silently do nothing a task option does; to give
         the function an argument of that name, decorate it with ``@dag.task`` and call it.
+
+        ``for_each=task`` (a :class:`Task` or an id; the one option also taken as a keyword)
+        runs one instance of ``action`` per item of the list ``task`` returns, the item first
+        among the arguments: ``dag.add(fetch, for_each=urls)``.
         """
+        if "for_each" in kwargs:
+            options = {**(options or {}), "for_each": kwargs.pop("for_each")}
         clash = [k for k in kwargs if k in TASK_OPTIONS]
         if clash:
             given = ", ".join(f"{k!r}: {kwargs[k]!r}" for k in clash)
@@ -200,6 +206,8 @@ class DAG:
         args_r = tuple(_to_ref(a) for a in args)
         kwargs_r = {k: _to_ref(v) for k, v in kwargs.items()}
         options = dict(options or {})
+        if isinstance(options.get("for_each"), Task):
+            options["for_each"] = options["for_each"].id
         depends = list(_as_ids(options.pop("depends_on", ())))
         depends += [r for r in _refs_in((args_r, kwargs_r)) if r not in depends]
         options["depends_on"] = depends

@@ -180,6 +180,11 @@ class CircuitOpen(CorralError, RuntimeError):
         super().__init__(message)
 
 
+class ForEachError(CorralError, ValueError):
+    """A ``for_each`` task could not fan out: its upstream returned something other than a
+    list, or did not succeed. The mapped task fails with it, without retrying."""
+
+
 class Skip(CorralError):
     """The task asked to be skipped."""
 

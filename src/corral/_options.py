@@ -44,6 +44,9 @@ TASK_OPTIONS: dict[str, str] = {
     "outputs": "file globs the task writes: with --changed-only it runs again if one is missing",
     "rate_limit": "name(s) of declared rate_limits: the task starts only when each allows it",
     "breaker": "name of a declared circuit breaker: its failures count, and it may stop the task",
+    "for_each": "id of a task that returns a list: one instance of this task per item, named "
+                "ID[0], ID[1], ..., the item passed as the first positional argument; "
+                "downstream receives the list of their results, in order",
 }
 
 _RETRY_FIELDS = {
@@ -105,6 +108,9 @@ def make_spec(
     rate_limit = get("rate_limit", ())
     timeout, heartbeat, estimate = get("timeout"), get("heartbeat"), get("estimate")
     when = get("when")
+    for_each = get("for_each")
+    if isinstance(for_each, str) and for_each not in depends:
+        depends = (*depends, for_each)
     if when is not None:
         when = _condition(task_id, when)
         depends = (*depends, *(t for t in when.expression.tasks if t not in depends))
@@ -132,6 +138,7 @@ def make_spec(
         rate_limit=(rate_limit,) if isinstance(rate_limit, str)
         else tuple(rate_limit) if isinstance(rate_limit, list | tuple) else rate_limit,
         breaker=get("breaker"),
+        for_each=for_each,
         source=source,
     )
 

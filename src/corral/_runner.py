@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -44,10 +45,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from corral import _capture, _throttle
-from corral._errors import BrokenExecutor, CircuitOpen, TaskHung, TaskTimeout
+from corral import _capture, _fanout, _throttle
+from corral._errors import BrokenExecutor, CircuitOpen, ForEachError, TaskHung, TaskTimeout
 from corral._events import RunInfo, RunListener, Transition
-from corral._graph import Graph
+from corral._graph import Graph, extend_graph
 from corral._limits import BreakerChange, LocalRates, RateState
 from corral._result import RunResult, RunStatus, TaskResult, TaskTable
 from corral._scheduler import Scheduler
@@ -125,9 +126,21 @@ class Runner:
         self.handle_signals = handle_signals
         self._given_executors = dict(executors or {})
         self._executors: dict[str, Executor] = {}
-        n = len(graph)
         done = done or {}
-        self._reused = tuple(done)  # started as succeeded: a resume reuses their values
+        # Fan-out (corral._fanout): each for_each task, by index, as written; in the graph
+        # that runs it is its gather. Over an upstream already done (a resume), it fans out
+        # now, before anything starts.
+        self._watched = any(s.heartbeat is not None for s in graph.specs)
+        self._mapped = _fanout.mapped(graph.specs)
+        self._over: dict[int, list[int]] = {}  # upstream -> the for_each tasks over it
+        self._members: dict[int, list[int]] = {}  # for_each task -> its instances
+        self._fan_errors: dict[int, ForEachError] = {}
+        if self._mapped:
+            graph, ranks = self._fan_out_at_start(graph, done, ranks)
+            self.graph = graph
+        n = len(graph)
+        # started as succeeded: a resume reuses their values
+        self._reused = tuple(t for t in done if t in graph.index)
         # The state of the run's rate limits (given: shared with others, the seam for
         # fleet-wide limits; else this process's own): the scheduler admits tasks by them,
         # and corral.limit() in a task of this process takes them too (corral._throttle).
@@ -139,13 +152,14 @@ class Runner:
             fail_fast=fail_fast,
             ranks=ranks,
             rng=rng,
-            done=[graph.index[t] for t in done],
+            done=[graph.index[t] for t in done if t in graph.index],
             record=bool(self.listeners),
             rates=self.rates,
         )
         self.values: list[Any] = [None] * n
         for task_id, value in done.items():
-            self.values[graph.index[task_id]] = value
+            if task_id in graph.index:  # (an instance of a fan-out that is not made again)
+                self.values[graph.index[task_id]] = value
         self.errors: list[BaseException | None] = [None] * n
         self.first_start: list[float | None] = [None] * n
         self.attempt_start: list[float] = [0.0] * n
@@ -177,9 +191,9 @@ class Runner:
             for s in graph.specs
         ]
         self._log_dir_made = False
-        # Whether any task has a heartbeat: the only runs that look for hung attempts, and
-        # that route print() of in-process tasks even without logs (output is a sign of life).
-        self._watched = any(s.heartbeat is not None for s in graph.specs)
+        # Whether any task has a heartbeat (self._watched, above): the only runs that look
+        # for hung attempts, and that route print() of in-process tasks even without logs
+        # (output is a sign of life).
         self._capturing = self.log_dir is not None or self._watched
         self._finished: asyncio.Future[None] | None = None
         self._stopped = False
@@ -374,6 +388,9 @@ class Runner:
         if attempt == 1:
             self.first_start[i] = now
         self.attempt_start[i] = now
+        if i in self._mapped:  # a fan-out's gather: no executor, it collects its instances
+            self._gather(i, attempt)
+            return
         gate = self.scheduler.gate
         if gate is not None and i in gate.refused:  # an open breaker: fail it, do not run it
             self._queue_put(i, attempt, ERROR, CircuitOpen(gate.refused[i],
@@ -413,6 +430,94 @@ class Runner:
             error = BrokenExecutor(f"executor {name!r} could not start task {spec.id!r}: {exc}")
             error.__cause__ = exc
             self._queue_put(i, attempt, ERROR, error)
+
+    # ------------------------------------------------------------------ growth (fan-out)
+    def _fan_out_at_start(
+        self, graph: Graph, done: Mapping[str, Any], ranks: Sequence[float] | None
+    ) -> tuple[Graph, Sequence[float] | None]:
+        """The running graph: each for_each task as its gather, and those over an upstream
+        that is already done (a resume reuses it) fanned out."""
+        specs = list(graph.specs)
+        for i, spec in self._mapped.items():
+            specs[i] = _fanout.gather_spec(spec)
+            self._over.setdefault(graph.index[spec.for_each or ""], []).append(i)
+        graph = dataclasses.replace(graph, specs=tuple(specs))
+        for u, mapped in self._over.items():
+            if graph.ids[u] not in done:
+                continue
+            for m in mapped:
+                if graph.ids[m] in done:
+                    continue
+                made = self._instances(m, done[graph.ids[u]])
+                if made:
+                    before = len(graph)
+                    graph = extend_graph(graph, made, {m: [s.id for s in made]},
+                                         executors=self._given_executors)
+                    self._members[m] = list(range(before, len(graph)))
+                    if ranks is not None:
+                        ranks = [*ranks, *([ranks[m]] * len(made))]
+        return graph, ranks
+
+    def _instances(self, m: int, value: Any) -> list[TaskSpec]:
+        """The instances of for_each task ``m`` over ``value``; none (and ``m`` fails when
+        it comes to run) when ``value`` is not a list."""
+        made = _fanout.instances(self._mapped[m], value)
+        if isinstance(made, ForEachError):
+            self._fan_errors[m] = made
+            return []
+        self._members[m] = []
+        return made
+
+    def _fan_out(self, u: int, value: Any) -> None:
+        """Task ``u`` succeeded with ``value``: the for_each tasks over it grow one
+        instance per item, before the scheduler hears of its success."""
+        for m in self._over[u]:
+            if self.scheduler.state[m] is not TaskState.PENDING:
+                continue  # cancelled or failed meanwhile: nothing to fan out
+            made = self._instances(m, value)
+            if made:
+                self._members[m] = self._grow(made, {m: [s.id for s in made]})
+
+    def _grow(self, specs: list[TaskSpec], extra_deps: dict[int, list[str]]) -> list[int]:
+        """Add ``specs`` to the running graph (``extra_deps``: existing pending tasks that
+        now wait for them), to the scheduler and to every per-task table; tell listeners."""
+        graph = extend_graph(self.graph, specs, extra_deps, executors=self._given_executors)
+        before = len(self.graph)
+        self.graph = graph
+        self._executor_of = graph.executors
+        k = len(specs)
+        self.values += [None] * k
+        self.errors += [None] * k
+        self.first_start += [None] * k
+        self.attempt_start += [0.0] * k
+        self.end += [None] * k
+        self.current += [None] * k
+        self._has_refs += [
+            bool(s.args or s.kwargs) and (_contains_ref(s.args) or _contains_ref(s.kwargs))
+            for s in specs]
+        self._fns += [None if isinstance(s.action, ShellCommand | CallRef) else s.action
+                      for s in specs]
+        new = self.scheduler.grow(
+            graph, {i: [graph.index[t] for t in ids] for i, ids in extra_deps.items()})
+        assert new == list(range(before, len(graph)))
+        for listener in self.listeners:
+            tell = getattr(listener, "tasks_added", None)
+            if tell is not None:
+                tell(graph, [s.id for s in specs])
+        return new
+
+    def _gather(self, m: int, attempt: int) -> None:
+        """For_each task ``m`` comes to run: its value is its instances' values, in order."""
+        members = self._members.get(m)
+        if members is None:
+            error = self._fan_errors.get(m)
+            if error is None:
+                u = self.graph.index[self._mapped[m].for_each or ""]
+                error = _fanout.not_expanded(self._mapped[m], str(self.scheduler.state[u]))
+            self._queue_put(m, attempt, ERROR, error)
+            return
+        values = self.values
+        self._queue_put(m, attempt, OK, [values[j] for j in members])
 
     def _holds(self, i: int, spec: TaskSpec, attempt: int) -> bool:
         """Whether task ``i``'s ``when:`` holds now; if not, it is skipped (or, when the
@@ -492,6 +597,8 @@ class Runner:
             self._workers[i, work.attempt] = work.worker
         sched = self.scheduler
         if status == OK:
+            if i in self._over:  # the list a for_each fans out over: the run grows first
+                self._fan_out(i, payload)
             self.values[i] = payload
             self.errors[i] = None
             sched.succeeded(i, now)
@@ -499,7 +606,7 @@ class Runner:
             self.errors[i] = payload
             if self.listeners:
                 self._failures[i, work.attempt] = payload
-            for j in sched.failed(i, now):
+            for j in sched.failed(i, now, retryable=not isinstance(payload, ForEachError)):
                 self._cancel_running(j, now)
         elif status == SKIP:
             sched.skipped(i, now)

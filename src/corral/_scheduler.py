@@ -151,6 +151,11 @@ class Scheduler:
         self._log: list[tuple[int, TaskState, int]] | None = [] if record else None
         # Rate limits and circuit breakers; None when no task has either.
         self.gate: Gate | None = gate_for(graph, rates)
+        self._rates = rates
+        # Executor slots (limit_executor) and deferred timers (defer_timers) by executor
+        # name, for tasks added while the run goes on (grow).
+        self._executor_slots: dict[str, int] = {}
+        self._deferred_executors: set[str] = set()
 
         # Resources: names to slots in a free-capacity vector; per task a tuple of
         # (slot, amount) pairs, empty for the common task that requests nothing.
@@ -271,7 +276,7 @@ class Scheduler:
         if self.running:
             raise InvalidTransition(f"limit_executor({name!r}) after tasks started: the "
                                     "limit applies from the first admit")
-        slot = len(self.free)
+        slot = self._executor_slots[name] = len(self.free)
         self.resource_names.append(f"slots of executor {name!r}")
         self.free.append(float(slots))
         requests = self._requests
@@ -283,6 +288,7 @@ class Scheduler:
         """Tasks on executor ``name`` arm their timeout and heartbeat when the executor says an
         attempt has started (:meth:`started`: a worker took it), not at admission: time an
         attempt waits in a remote queue is not its own. Call it before the first admit."""
+        self._deferred_executors.add(name)
         for i, executor in enumerate(self.graph.executors):
             timers = self._timers[i]
             if executor == name and timers is not None:
@@ -486,6 +492,100 @@ class Scheduler:
             self._resolve(i, CANCELLED)
         # A cleanup already running finishes too.
         return [i for i, s in enumerate(state) if s is RUNNING and not all_done[i]]
+
+    # ------------------------------------------------------------------ growth
+    def grow(
+        self,
+        graph: Graph,
+        extra_deps: dict[int, Sequence[int]] | None = None,
+        *,
+        done: Iterable[int] = (),
+        ranks: Sequence[float] | None = None,
+    ) -> list[int]:
+        """The run grows (a ``for_each`` fan-out, a planner's plan): ``graph`` is the run's
+        graph with new tasks appended (:func:`corral._graph.extend_graph`) and
+        ``extra_deps`` maps existing *pending* tasks to the new tasks they now also wait for.
+        New tasks in ``done`` start out succeeded (resume). The others wait for their
+        dependencies as any task does; one whose dependency already ended badly ends as
+        its dependents would have. They come after every task already in the ready order
+        (``ranks`` is unused for now: kept for the ordering to come). Returns the new
+        tasks' indices. No clock, no I/O: only arrays grow."""
+        old_n, n = len(self.state), len(graph)
+        new = range(old_n, n)
+        for i in extra_deps or {}:
+            if self.state[i] is not PENDING:
+                raise InvalidTransition(f"task {graph.ids[i]!r} is {self.state[i]}: only a "
+                                        "pending task can wait for new tasks")
+        self.graph = graph
+        self._dependents = graph.dependents
+        specs = graph.specs[old_n:]
+        k = len(specs)
+        self.state += [PENDING] * k
+        self.attempts += [0] * k
+        self._waiting += [0] * k
+        self._all_done += [s.trigger_rule == TriggerRule.ALL_DONE for s in specs]
+        self._allow_failure += [s.allow_failure for s in specs]
+        self._max_attempts += [s.retry.retries + 1 for s in specs]
+        self._heartbeat += [s.heartbeat for s in specs]
+        self.last_beat += [0.0] * k
+        slot = {name: r for r, name in enumerate(self.resource_names)}
+        for i, s in zip(new, specs, strict=True):
+            timers = ((s.timeout, s.heartbeat)
+                      if s.timeout is not None or s.heartbeat is not None else None)
+            executor = graph.executors[i]
+            if timers is not None and executor in self._deferred_executors:
+                self._deferred[i], timers = timers, None
+            self._timers.append(timers)
+            request = tuple((slot[r], float(a)) for r, a in s.resources.items() if a)
+            if executor in self._executor_slots:
+                request = (*request, (self._executor_slots[executor], 1.0))
+            self._requests.append(request)
+            self._key.append(len(self._by_key))
+            self._by_key.append(i)
+        if any(s.rate_limit or s.breaker is not None for s in specs):
+            if self.gate is None:
+                self.gate = gate_for(graph, self._rates)
+            else:
+                self.gate.extend([s.rate_limit for s in specs], [s.breaker for s in specs])
+        elif self.gate is not None:
+            self.gate.extend([()] * k, [None] * k)
+        self.counts[PENDING] += k
+        self._active += k
+        # What each new task waits for: pending ones count, ended ones decide at once.
+        fates: list[tuple[int, TaskState]] = []
+        state = self.state
+        for i in new:
+            fate: TaskState | None = None
+            for j in graph.deps[i]:
+                how = state[j]
+                if j >= old_n or not how.is_final:
+                    self._waiting[i] += 1
+                elif not (how is SUCCEEDED or self._all_done[i] or (
+                        (how is FAILED or how is UPSTREAM_FAILED) and self._allow_failure[j])):
+                    fate = fate or (UPSTREAM_FAILED if how is FAILED or how is UPSTREAM_FAILED
+                                    else how)
+            if fate is not None:
+                fates.append((i, fate))
+        for i, more in (extra_deps or {}).items():
+            self._waiting[i] += len(more)
+        done = [i for i in done if i >= old_n]
+        for i in done:
+            self._transition(i, SUCCEEDED)
+        for i in done:
+            self._resolve(i, SUCCEEDED)
+        for i, fate in fates:
+            if state[i] is PENDING:
+                self._transition(i, fate)
+                self._resolve(i, fate)
+        for i in new:
+            if state[i] is not PENDING:
+                continue
+            if self.halted or (self.stopping and not self._all_done[i]):
+                self._transition(i, CANCELLED)
+                self._resolve(i, CANCELLED)
+            elif self._waiting[i] == 0:
+                self._make_ready(i)
+        return list(new)
 
     # ------------------------------------------------------------------ flow control
     def _release_held(self, gate: Gate, now: float) -> None:

@@ -22,6 +22,7 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── TaskHung (TimeoutError)             a task showed no sign of life for its heartbeat
     ├── CommandFailed                       a shell task exited with a non-zero code
     ├── CircuitOpen (RuntimeError)          the task's circuit breaker was open: it did not run
+    ├── ForEachError (ValueError)           a for_each upstream returned no list: the task fails
     ├── Skip                                raised by a task to end as "skipped"
     ├── BrokenStore (RuntimeError)          the run store cannot be read or written; names its URL
     │   ├── StoreTooNew                     the store was written by a newer corral (schema version)
@@ -46,6 +47,7 @@ from corral._errors import (
     CorralError,
     CorruptHistory,
     ExpressionError,
+    ForEachError,
     InvalidTransition,
     NotResumable,
     ParameterError,
@@ -70,6 +72,7 @@ __all__ = [
     "CorralError",
     "CorruptHistory",
     "ExpressionError",
+    "ForEachError",
     "InvalidTransition",
     "NotResumable",
     "ParameterError",

@@ -113,11 +113,38 @@ def plan_resume(graph: Graph, stored: StoredRun) -> ResumePlan:
             rerun[task_id] = f"value not stored: {then.value_error or 'unknown'}"
             continue
         reuse[task_id] = then.value
+    instances = _instances_to_reuse(graph, stored, reuse, fingerprints)
     # Report in definition order, whatever order the decisions were made in.
     return ResumePlan(
-        reuse={t: reuse[t] for t in ids if t in reuse},
+        reuse={**{t: reuse[t] for t in ids if t in reuse}, **instances},
         rerun={t: rerun[t] for t in ids if t in rerun},
     )
+
+
+def _instances_to_reuse(graph: Graph, stored: StoredRun, reuse: Mapping[str, Any],
+                        fingerprints: list[str]) -> dict[str, Any]:
+    """The instances ``M[k]`` of a ``for_each`` task ``M`` that re-runs, which succeeded
+    then, when ``M`` is unchanged and everything it depends on is reused (so the list it
+    fans out over is the stored one, and instance ``k`` gets the same item): the run fans
+    ``M`` out again at its start and reuses them (corral._fanout)."""
+    from corral._fanout import is_instance_of
+    from corral.store._snapshot import changed
+
+    out: dict[str, Any] = {}
+    ids = graph.ids
+    for i, spec in enumerate(graph.specs):
+        if spec.for_each is None or spec.id in reuse:
+            continue
+        then = stored.tasks.get(spec.id)
+        deps = [ids[j] for j in graph.deps[i]]
+        if then is None or any(d not in reuse for d in deps) or changed(
+                then.fingerprint, then.deps, spec, fingerprints[i], deps):
+            continue
+        for task_id, task in stored.tasks.items():
+            if (task.state is TaskState.SUCCEEDED and task.value is not MISSING
+                    and is_instance_of(task_id, spec.id)):
+                out[task_id] = task.value
+    return out
 
 
 # ---------------------------------------------------------------------------- resuming

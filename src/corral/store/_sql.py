@@ -400,6 +400,8 @@ class SQLStore:
                 raise RunNotFound(f"no run {run_id!r} in the store {self.url}")
             run = self._records(tx, rows)[0]
             batches = tx.fetch(q["run_batches"], params)
+            events = tx.fetch(q["run_events"], {"id": run_id})
+        run = _with_added_tasks(self.url, run, events)
         executor_of = {t.id: t.executor for t in run.tasks}
         transitions: list[TransitionRecord] = []
         values: dict[str, list[Any]] = {}
@@ -554,3 +556,17 @@ def open_sql_store(
             store.close()
             raise
     return store
+
+
+def _with_added_tasks(url: str, run: RunRecord, events: Sequence[Mapping[str, Any]]) -> RunRecord:
+    """``run`` with the tasks it added while it ran (a ``for_each`` fan-out: its
+    ``tasks_added`` events) after those of its DAG snapshot."""
+    added: list[TaskSnapshot] = []
+    for row in events:
+        if row["kind"] != "tasks_added":
+            continue
+        with _reading(url, run.id, "its added tasks"):
+            data = EventRecord.from_row(row).data
+            added += [TaskSnapshot.from_json(t) for t in data.get("tasks", ())]
+    return run.evolve(tasks=(*run.tasks, *added)) if added else run
+
