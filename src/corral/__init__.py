@@ -9,6 +9,7 @@ Public API (everything else is private and may move)::
     CorralError, ValidationError, Skip   errors (corral.errors has them all, and the tree)
     heartbeat                   a running task says "still alive" (the heartbeat option)
     limit                       a task waits for one of its run's rate limits: with limit("api")
+    context                     the run's shared key-value context: context()["plan"] = [...]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from corral._errors import CorralError, Skip, ValidationError
 from corral._heartbeat import heartbeat  # tiny: one context variable
 
 if _TYPE_CHECKING:
+    from corral._context import context
     from corral._dag import DAG, Task, TaskFunction
     from corral._pipeline import load_pipeline
     from corral._result import RunResult, RunStatus, TaskResult
@@ -38,6 +40,7 @@ __all__ = [
     "TaskState",
     "ValidationError",
     "__version__",
+    "context",
     "heartbeat",
     "limit",
     "load_pipeline",
@@ -60,6 +63,7 @@ _LAZY = {
     "TaskState": "corral._spec",
     "load_pipeline": "corral._pipeline",
     "limit": "corral._throttle",
+    "context": "corral._context",
 }
 
 

@@ -35,6 +35,7 @@ from rich.text import Text
 
 from corral._errors import CommandFailed
 from corral._spec import TaskState
+from corral._words import short_repr
 
 if TYPE_CHECKING:
     from corral._events import RunInfo, Transition
@@ -450,6 +451,9 @@ def render_run_details(console: Console, details: dict[str, Any]) -> None:
         head.add_row("resumes", f"{details['resumed_from']} (reused {len(details['reused'])})")
     if details["resumed_by"]:
         head.add_row("resumed by", details["resumed_by"])
+    for key, value in list(details.get("context", {}).items())[:MAX_ROWS]:
+        head.add_row("context" if key == next(iter(details["context"])) else "",
+                     Text(f"{key} = {short_repr(value)}"))
     console.print(head)
     table = Table(show_lines=False)
     table.add_column("task", overflow="fold")

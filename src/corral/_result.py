@@ -119,6 +119,8 @@ class RunResult(Mapping[str, TaskResult]):
     error: str | None = None  # why the run failed as a whole (a stall), beyond its tasks
     # Circuit breakers that opened, half-opened or closed during the run, in order.
     breakers: tuple[BreakerChange, ...] = ()
+    # The run's shared context (corral.context()) as it ended.
+    context: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -176,6 +178,7 @@ class RunResult(Mapping[str, TaskResult]):
             "critical_path": self.critical_path,
             "error": self.error,
             "breakers": self.breaker_dicts(),
+            "context": dict(self.context),
             "tasks": {k: t.to_dict() for k, t in self.tasks.items()},
         }
 

@@ -45,7 +45,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from corral import _capture, _fanout, _throttle
+from corral import _capture, _context, _fanout, _throttle
+from corral._context import RunContext
 from corral._errors import BrokenExecutor, CircuitOpen, ForEachError, TaskHung, TaskTimeout
 from corral._events import RunInfo, RunListener, Transition
 from corral._graph import Graph, extend_graph
@@ -65,6 +66,7 @@ from corral.executors._base import (
     Work,
 )
 from corral.executors._registry import executor_class
+from corral.executors.thread import ThreadExecutor
 
 __all__ = ["Runner", "default_concurrency", "new_run_id"]
 
@@ -114,6 +116,7 @@ class Runner:
         handle_signals: bool = False,
         params: Mapping[str, str] | None = None,
         rates: RateState | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
         self.graph = graph
         self.concurrency = concurrency or default_concurrency()
@@ -146,6 +149,8 @@ class Runner:
         # and corral.limit() in a task of this process takes them too (corral._throttle).
         self.rates: RateState = rates if rates is not None else LocalRates(graph.rate_limits)
         self.breaker_changes: list[BreakerChange] = []
+        # The run's shared key-value context (corral.context()); a resume restores it.
+        self.context = RunContext(context)
         self.scheduler = Scheduler(
             graph,
             concurrency=self.concurrency,
@@ -250,6 +255,7 @@ class Runner:
         # From before the run is recorded until its end is: a signal in between interrupts
         # the run (and is recorded so), whatever the loop was doing when it came.
         installed = self._install_signals(loop)
+        _context.register(self.context)
         throttle = (_throttle.register(self.graph.rate_limits, self.rates, self._task_clock)
                     if self.graph.rate_limits else None)
         try:
@@ -298,6 +304,7 @@ class Runner:
                 listener.run_finished(result)
         finally:
             self._uninstall_signals(installed)
+            _context.unregister(self.context)
             if throttle is not None:
                 _throttle.unregister(throttle)
         if cancelled is not None:
@@ -424,12 +431,18 @@ class Runner:
                                resources=spec.resources or None,
                                heartbeat=heartbeat, beat=functools.partial(self._beat, i, attempt))
         self.current[i] = work
+        executor = self._executors[name]
+        if isinstance(executor, ThreadExecutor):  # its threads outlive this context
+            work.fn = functools.partial(_context.call_in, self.context, fn)
+        token = _context.current.set(self.context)  # an async task keeps it
         try:
-            self._executors[name].submit(work)
+            executor.submit(work)
         except Exception as exc:  # the executor is broken: this attempt fails, clearly
             error = BrokenExecutor(f"executor {name!r} could not start task {spec.id!r}: {exc}")
             error.__cause__ = exc
             self._queue_put(i, attempt, ERROR, error)
+        finally:
+            _context.current.reset(token)
 
     # ------------------------------------------------------------------ growth (fan-out)
     def _fan_out_at_start(
@@ -672,6 +685,14 @@ class Runner:
                     tell(change)
 
     def _emit(self) -> None:
+        # What tasks wrote to the context first: a task's changes are told no later than
+        # its outcome, so a store never keeps a success without them.
+        changed, deleted = self.context.changes()
+        if changed or deleted:
+            for listener in self.listeners:
+                tell = getattr(listener, "context_changed", None)
+                if tell is not None:
+                    tell(changed, deleted)
         batch = self.scheduler.drain_transitions()
         if not batch:
             return
@@ -768,6 +789,7 @@ class Runner:
             signal=self.signal or None,
             error=self.error,
             breakers=tuple(self.breaker_changes),
+            context=self.context.snapshot(),
         )
 
     def task_result(self, i: int) -> TaskResult:

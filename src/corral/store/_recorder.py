@@ -219,6 +219,14 @@ class StoreRecorder:
                             data={"tasks": [list(t) for t in tasks]})
         self._queue.put(([], [], [event]))
 
+    def context_changed(self, changed: dict[str, Any], deleted: list[str]) -> None:
+        """Tasks changed the run's context (corral.context()): a ``context`` event, queued
+        before the transitions of the turn that saw it (so a task's success is never stored
+        without its changes)."""
+        event = EventRecord("context", datetime.now(UTC),
+                            data={"set": changed, "deleted": deleted})
+        self._queue.put(([], [], [event]))
+
     def run_finished(self, result: RunResult) -> None:
         self.result = result
         self._queue.put((_FINISH, result))

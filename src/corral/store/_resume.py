@@ -77,6 +77,8 @@ class ResumePlan:
 
     reuse: Mapping[str, Any] = field(default_factory=dict)
     rerun: Mapping[str, str] = field(default_factory=dict)
+    # The run's context (corral.context()) as stored: the resume starts with it.
+    context: Mapping[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"reuse {len(self.reuse)}, re-run {len(self.rerun)}"]
@@ -118,6 +120,7 @@ def plan_resume(graph: Graph, stored: StoredRun) -> ResumePlan:
     return ResumePlan(
         reuse={**{t: reuse[t] for t in ids if t in reuse}, **instances},
         rerun={t: rerun[t] for t in ids if t in rerun},
+        context=dict(stored.context),
     )
 
 
