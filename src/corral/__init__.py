@@ -10,6 +10,7 @@ Public API (everything else is private and may move)::
     heartbeat                   a running task says "still alive" (the heartbeat option)
     limit                       a task waits for one of its run's rate limits: with limit("api")
     context                     the run's shared key-value context: context()["plan"] = [...]
+    Plan                        what a planner task returns: new tasks that join the run
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ if _TYPE_CHECKING:
     from corral._context import context
     from corral._dag import DAG, Task, TaskFunction
     from corral._pipeline import load_pipeline
+    from corral._planner import Plan
     from corral._result import RunResult, RunStatus, TaskResult
     from corral._spec import TaskState
     from corral._throttle import limit
@@ -31,6 +33,7 @@ if _TYPE_CHECKING:
 __all__ = [
     "DAG",
     "CorralError",
+    "Plan",
     "RunResult",
     "RunStatus",
     "Skip",
@@ -64,6 +67,7 @@ _LAZY = {
     "load_pipeline": "corral._pipeline",
     "limit": "corral._throttle",
     "context": "corral._context",
+    "Plan": "corral._planner",
 }
 
 

@@ -185,6 +185,11 @@ class ForEachError(CorralError, ValueError):
     list, or did not succeed. The mapped task fails with it, without retrying."""
 
 
+class PlanError(CorralError, ValueError):
+    """A planner task's plan cannot join the run (an id clash, an unknown dependency, a cycle,
+    an action or argument that cannot be stored): the planner fails with it."""
+
+
 class Skip(CorralError):
     """The task asked to be skipped."""
 

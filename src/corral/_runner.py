@@ -40,20 +40,36 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from corral import _capture, _context, _fanout, _throttle
+from corral import _capture, _context, _fanout, _planner, _throttle
 from corral._context import RunContext
-from corral._errors import BrokenExecutor, CircuitOpen, ForEachError, TaskHung, TaskTimeout
+from corral._errors import (
+    BrokenExecutor,
+    CircuitOpen,
+    ForEachError,
+    PlanError,
+    TaskHung,
+    TaskTimeout,
+    ValidationError,
+)
 from corral._events import RunInfo, RunListener, Transition
 from corral._graph import Graph, extend_graph
 from corral._limits import BreakerChange, LocalRates, RateState
 from corral._result import RunResult, RunStatus, TaskResult, TaskTable
 from corral._scheduler import Scheduler
-from corral._spec import ENDS_ATTEMPT, CallRef, ShellCommand, TaskRef, TaskSpec, TaskState
+from corral._spec import (
+    ENDS_ATTEMPT,
+    CallRef,
+    ShellCommand,
+    TaskRef,
+    TaskSpec,
+    TaskState,
+    executor_names,
+)
 from corral.executors._base import (
     ERROR,
     OK,
@@ -140,6 +156,13 @@ class Runner:
         self._fan_errors: dict[int, ForEachError] = {}
         if self._mapped:
             graph, ranks = self._fan_out_at_start(graph, done, ranks)
+            self.graph = graph
+        # Planner tasks (corral._planner): each planner's children, by index; a planner
+        # already done (a resume) brings its stored plan, which joins the run now.
+        self._plans: dict[int, list[int]] = {}
+        self._tasks_pending: set[asyncio.Task[None]] = set()
+        if any(_planner.is_plan_data(v) for v in done.values()):
+            graph, ranks = self._plans_at_start(graph, done, ranks)
             self.graph = graph
         n = len(graph)
         # started as succeeded: a resume reuses their values
@@ -415,8 +438,9 @@ class Runner:
         args: Any = spec.args
         kwargs: Any = spec.kwargs
         if self._has_refs[i]:
-            args = _substitute(args, self.values, self.graph.index)
-            kwargs = _substitute(kwargs, self.values, self.graph.index)
+            lookup = self._value_of
+            args = _substitute(args, lookup)
+            kwargs = _substitute(kwargs, lookup)
         name = self._executor_of[i]
         log_path = None if self.log_dir is None else self.log_path(spec.id, attempt)
         heartbeat = spec.heartbeat
@@ -519,6 +543,78 @@ class Runner:
                 tell(graph, [s.id for s in specs])
         return new
 
+    def _plans_at_start(
+        self, graph: Graph, done: Mapping[str, Any], ranks: Sequence[float] | None
+    ) -> tuple[Graph, Sequence[float] | None]:
+        """The plans of planners a resume reuses join the graph before anything starts
+        (their children that succeeded are in ``done``)."""
+        for task_id, value in done.items():
+            p = graph.index.get(task_id)
+            if p is None or not _planner.is_plan_data(value):
+                continue
+            specs = _planner.plan_specs(task_id, value)
+            before = len(graph)
+            graph = extend_graph(graph, specs, {d: [s.id for s in specs]
+                                                for d in graph.dependents[p]},
+                                 executors=self._given_executors)
+            self._plans[p] = list(range(before, len(graph)))
+            if ranks is not None:
+                ranks = [*ranks, *([ranks[p]] * len(specs))]
+        return graph, ranks
+
+    def _planned(self, p: int, work: Work, plan: _planner.Plan) -> tuple[int, Any] | None:
+        """Planner ``p`` returned ``plan``: its tasks join the run as its children, and its
+        pending dependents wait for them too. Returns the outcome to go on with (success,
+        with the plan as data for its value; or the failure that says why the plan cannot
+        join), or None while executors the plan needs are starting (the outcome comes back
+        once they have)."""
+        task_id = self.graph.ids[p]
+        try:
+            data = plan.to_data()
+            specs = _planner.plan_specs(task_id, data)
+        except PlanError as exc:
+            return ERROR, exc
+        missing = sorted(set(executor_names(specs)) - set(self._executors))
+        if missing:
+            started = asyncio.ensure_future(self._start_then(missing, work, plan))
+            self._tasks_pending.add(started)
+            started.add_done_callback(self._tasks_pending.discard)
+            return None
+        pending = [d for d in self.graph.dependents[p]
+                   if self.scheduler.state[d] is TaskState.PENDING]
+        try:
+            self._plans[p] = self._grow(specs, {d: [s.id for s in specs] for d in pending})
+        except ValidationError as exc:
+            error = PlanError(f"the plan of task {task_id!r} cannot join the run: " + "; ".join(
+                problem.message + (f" ({problem.hint})" if problem.hint else "")
+                for problem in exc.problems))
+            return ERROR, error
+        return OK, data
+
+    async def _start_then(self, names: list[str], work: Work, plan: _planner.Plan) -> None:
+        """Start the executors a plan needs, then hand the planner's outcome back."""
+        assert self._queue is not None
+        try:
+            for name in names:
+                await self._start_executor(name)
+        except Exception as exc:  # the plan's executor cannot start: the planner fails
+            error = BrokenExecutor(f"executor {name!r} could not start for the plan of "
+                                   f"task {work.task_id!r}: {exc}")
+            error.__cause__ = exc
+            self._queue.put(work, ERROR, error)
+            return
+        self._queue.put(work, OK, plan)
+
+    def _value_of(self, task_id: str) -> Any:
+        """What a task that takes ``task_id``'s value receives: its value; of a planner,
+        ``{id: value}`` of its plan's tasks (which have all ended by then)."""
+        i = self.graph.index[task_id]
+        children = self._plans.get(i)
+        if children is None:
+            return self.values[i]
+        ids, values = self.graph.ids, self.values
+        return {ids[c]: values[c] for c in children}
+
     def _gather(self, m: int, attempt: int) -> None:
         """For_each task ``m`` comes to run: its value is its instances' values, in order."""
         members = self._members.get(m)
@@ -586,7 +682,10 @@ class Runner:
         slots = executor.slots
         if slots is not None and slots < self.concurrency:
             # Admit no more than it runs at once: nothing waits inside it after admission.
-            self.scheduler.limit_executor(name, slots)
+            if self.scheduler.running or name in self.scheduler.graph.executors:
+                self.scheduler.limit_executor(name, slots)
+            else:  # started late, for a plan's tasks (none in the run yet)
+                self.scheduler.limit_new_executor(name, slots)
         if executor.reports_start:
             self.scheduler.defer_timers(name)
         return executor
@@ -609,6 +708,12 @@ class Runner:
         if work.worker is not None and self.listeners:
             self._workers[i, work.attempt] = work.worker
         sched = self.scheduler
+        if status == OK and type(payload) is _planner.Plan:  # a planner: the run grows
+            planned = self._planned(i, work, payload)
+            if planned is None:
+                self.current[i] = work  # its plan needs executors that are starting
+                return
+            status, payload = planned
         if status == OK:
             if i in self._over:  # the list a for_each fans out over: the run grows first
                 self._fan_out(i, payload)
@@ -619,7 +724,8 @@ class Runner:
             self.errors[i] = payload
             if self.listeners:
                 self._failures[i, work.attempt] = payload
-            for j in sched.failed(i, now, retryable=not isinstance(payload, ForEachError)):
+            retryable = not isinstance(payload, ForEachError | PlanError)
+            for j in sched.failed(i, now, retryable=retryable):
                 self._cancel_running(j, now)
         elif status == SKIP:
             sched.skipped(i, now)
@@ -849,11 +955,11 @@ def _contains_ref(value: Any) -> bool:
     return False
 
 
-def _substitute(value: Any, values: list[Any], index: Mapping[str, int]) -> Any:
+def _substitute(value: Any, lookup: Callable[[str], Any]) -> Any:
     if isinstance(value, TaskRef):
-        return values[index[value.id]]
+        return lookup(value.id)
     if isinstance(value, Mapping):
-        return {k: _substitute(v, values, index) for k, v in value.items()}
+        return {k: _substitute(v, lookup) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return type(value)(_substitute(v, values, index) for v in value)
+        return type(value)(_substitute(v, lookup) for v in value)
     return value

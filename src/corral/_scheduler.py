@@ -494,6 +494,18 @@ class Scheduler:
         return [i for i, s in enumerate(state) if s is RUNNING and not all_done[i]]
 
     # ------------------------------------------------------------------ growth
+    def limit_new_executor(self, name: str, slots: int) -> None:
+        """:meth:`limit_executor` for an executor a growing run starts while it runs, for
+        tasks it has not added yet (:meth:`grow` gives them its slots)."""
+        if slots < 1:
+            raise ValueError(f"executor {name!r} must have at least one slot, not {slots}")
+        if name in self.graph.executors:
+            raise InvalidTransition(f"limit_new_executor({name!r}): tasks of the run use it "
+                                    "already")
+        self._executor_slots[name] = len(self.free)
+        self.resource_names.append(f"slots of executor {name!r}")
+        self.free.append(float(slots))
+
     def grow(
         self,
         graph: Graph,

@@ -23,6 +23,7 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── CommandFailed                       a shell task exited with a non-zero code
     ├── CircuitOpen (RuntimeError)          the task's circuit breaker was open: it did not run
     ├── ForEachError (ValueError)           a for_each upstream returned no list: the task fails
+    ├── PlanError (ValueError)              a planner's plan cannot join the run: the planner fails
     ├── Skip                                raised by a task to end as "skipped"
     ├── BrokenStore (RuntimeError)          the run store cannot be read or written; names its URL
     │   ├── StoreTooNew                     the store was written by a newer corral (schema version)
@@ -52,6 +53,7 @@ from corral._errors import (
     NotResumable,
     ParameterError,
     PipelineError,
+    PlanError,
     Problem,
     RunLocked,
     RunNotFound,
@@ -77,6 +79,7 @@ __all__ = [
     "NotResumable",
     "ParameterError",
     "PipelineError",
+    "PlanError",
     "Problem",
     "RunLocked",
     "RunNotFound",

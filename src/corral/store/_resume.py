@@ -116,6 +116,7 @@ def plan_resume(graph: Graph, stored: StoredRun) -> ResumePlan:
             continue
         reuse[task_id] = then.value
     instances = _instances_to_reuse(graph, stored, reuse, fingerprints)
+    instances.update(_plan_tasks_to_reuse(stored, reuse))
     # Report in definition order, whatever order the decisions were made in.
     return ResumePlan(
         reuse={**{t: reuse[t] for t in ids if t in reuse}, **instances},
@@ -147,6 +148,32 @@ def _instances_to_reuse(graph: Graph, stored: StoredRun, reuse: Mapping[str, Any
             if (task.state is TaskState.SUCCEEDED and task.value is not MISSING
                     and is_instance_of(task_id, spec.id)):
                 out[task_id] = task.value
+    return out
+
+
+def _plan_tasks_to_reuse(stored: StoredRun, reuse: Mapping[str, Any]) -> dict[str, Any]:
+    """The tasks of the stored plans of reused planners (corral._planner) that succeeded,
+    with all they depend on reused too: the run rebuilds the plan at its start, without
+    asking the planner again, and reuses them."""
+    from corral._planner import is_plan_data
+
+    out: dict[str, Any] = {}
+    for value in list(reuse.values()):
+        if not is_plan_data(value):
+            continue
+        planned = [t["id"] for t in value["tasks"]
+                   if isinstance(t, dict) and isinstance(t.get("id"), str)]
+        changed = True
+        while changed:  # a plan's order need not be topological: until nothing changes
+            changed = False
+            for task_id in planned:
+                task = stored.tasks.get(task_id)
+                if (task is None or task_id in out or task.state is not TaskState.SUCCEEDED
+                        or task.value is MISSING):
+                    continue
+                if all(d in reuse or d in out for d in task.deps):
+                    out[task_id] = task.value
+                    changed = True
     return out
 
 
