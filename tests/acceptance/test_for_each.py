@@ -46,7 +46,7 @@ def test_for_each_runs_one_instance_per_item_and_resumes_only_the_failed_one(
 ) -> None:
     write("jobs.py", JOBS)
     write("p.yml", PIPELINE)
-    first = corral("run", "p.yml", "--json")
+    first = corral("run", "p.yml", "--json", "--keep-going")
     assert first.returncode == 1, first.stderr
     got = json.loads(first.stdout)
     states = {k: v["state"] for k, v in got["tasks"].items()}
