@@ -483,9 +483,9 @@ class Runner:
             if graph.ids[u] not in done:
                 continue
             for m in mapped:
-                if graph.ids[m] in done:
-                    continue
                 made = self._instances(m, done[graph.ids[u]])
+                if graph.ids[m] in done:  # reused whole: its reused instances still show
+                    made = [s for s in made if s.id in done]
                 if made:
                     before = len(graph)
                     graph = extend_graph(graph, made, {m: [s.id for s in made]},

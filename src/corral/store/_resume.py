@@ -127,17 +127,18 @@ def plan_resume(graph: Graph, stored: StoredRun) -> ResumePlan:
 
 def _instances_to_reuse(graph: Graph, stored: StoredRun, reuse: Mapping[str, Any],
                         fingerprints: list[str]) -> dict[str, Any]:
-    """The instances ``M[k]`` of a ``for_each`` task ``M`` that re-runs, which succeeded
-    then, when ``M`` is unchanged and everything it depends on is reused (so the list it
-    fans out over is the stored one, and instance ``k`` gets the same item): the run fans
-    ``M`` out again at its start and reuses them (corral._fanout)."""
+    """The instances ``M[k]`` of a ``for_each`` task ``M``, which succeeded then, when
+    ``M`` is unchanged and everything it depends on is reused (so the list it fans out over
+    is the stored one, and instance ``k`` gets the same item): the run fans ``M`` out again
+    at its start and reuses them (corral._fanout); when ``M`` itself is reused, so that the
+    resumed run still shows them."""
     from corral._fanout import is_instance_of
     from corral.store._snapshot import changed
 
     out: dict[str, Any] = {}
     ids = graph.ids
     for i, spec in enumerate(graph.specs):
-        if spec.for_each is None or spec.id in reuse:
+        if spec.for_each is None:
             continue
         then = stored.tasks.get(spec.id)
         deps = [ids[j] for j in graph.deps[i]]

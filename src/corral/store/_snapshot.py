@@ -82,7 +82,6 @@ def definition_fingerprints(specs: Sequence[TaskSpec]) -> list[str]:
 def snapshot_of(graph: Graph, only: Sequence[int] | None = None) -> tuple[TaskSnapshot, ...]:
     """The DAG as stored with a run: ids, dependencies, fingerprints, executors (of tasks
     ``only``, when given: those a growing run added)."""
-    ids = graph.ids
     make = tuple.__new__  # one per task before the run starts: skip the named tuple's __new__
     out = []
     specs = graph.specs if only is None else [graph.specs[i] for i in only]
@@ -90,9 +89,12 @@ def snapshot_of(graph: Graph, only: Sequence[int] | None = None) -> tuple[TaskSn
     for spec, deps, fingerprint, executor in zip(
             specs, all_deps, definition_fingerprints(specs),
             executor_names(specs), strict=True):
-        named = spec.depends_on  # the graph's own, less any repeated id: usually the same
+        # As declared, less any repeated id: not what a growing run added (the instances a
+        # for_each task gathers, a plan a planner's dependents wait for), which a resume
+        # adds again and which must not read as a changed definition.
+        named = spec.depends_on
         if len(named) != len(deps):
-            named = tuple(map(ids.__getitem__, deps))
+            named = tuple(dict.fromkeys(named))
         out.append(make(TaskSnapshot, (spec.id, named, fingerprint, executor)))
     return tuple(out)
 
