@@ -146,8 +146,9 @@ class LiveView:
         """The view for one snapshot (pure: usable from tests)."""
         counts: dict[str, int] = snapshot["counts"]
         finished = sum(n for state, n in counts.items() if state in FINAL_STATES)
+        total = snapshot.get("total", self.total)  # a run grows (for_each, plans)
         eta = estimate_remaining(
-            total=self.total, finished=finished, elapsed=now, planned_s=self.planned_s
+            total=total, finished=finished, elapsed=now, planned_s=self.planned_s
         )
         head = Text()
         head.append(f"corral run {self.pipeline}", style="bold")
@@ -158,8 +159,8 @@ class LiveView:
             head.append(f"  ETA ~{format_seconds(eta)}")
         bar = Table.grid(padding=(0, 1))
         bar.add_row(
-            ProgressBar(total=max(self.total, 1), completed=finished, width=40),
-            Text(f"{finished}/{self.total}"),
+            ProgressBar(total=max(total, 1), completed=finished, width=40),
+            Text(f"{finished}/{total}"),
         )
         parts: list[RenderableType] = [head, bar, _state_counts(counts)]
         running: Sequence[tuple[str, float, int]] = snapshot["running"]

@@ -257,7 +257,8 @@ class Runner:
             (self.graph.ids[i], self.attempt_start[i], sched.attempts[i])
             for i, w in enumerate(self.current) if w is not None
         ] if sched.running else []
-        return {"counts": {str(k): v for k, v in sched.counts.items()}, "running": running}
+        return {"counts": {str(k): v for k, v in sched.counts.items()}, "running": running,
+                "total": len(self.graph)}
 
     async def run(self) -> RunResult:
         loop = asyncio.get_running_loop()
