@@ -89,6 +89,11 @@ class TaskFunction(Generic[P, R]):
         """The same function with some options changed (``id=`` names the next task)."""
         return TaskFunction(self.dag, self.fn, {**self.task_options, **options})
 
+    def map(self, over: Task | str, *args: Any, **kwargs: Any) -> Task:
+        """One task per item of the list ``over`` returns (``for_each``): the function is
+        called with the item first, then ``args`` and ``kwargs``."""
+        return self.options(for_each=over)(*args, **kwargs)
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task:
         options = dict(self.task_options)
         task_id = options.pop("id", None)

@@ -3,7 +3,8 @@ UPSTREAM returns.
 
 The mapped task ``M`` stays in the graph as the *gather*: when UPSTREAM succeeds, the run
 grows by one instance per item, ``M[0]``, ``M[1]``, ... (copies of ``M``'s definition, the
-item put first among the arguments, the same dependencies), and ``M`` waits for all of them;
+item put first among the arguments, or for a command in ``$CORRAL_ITEM``, the same
+dependencies), and ``M`` waits for all of them;
 it then "runs" without an executor, and its value is the list of the instances' values in
 order. So what depends on ``M`` (``${{ tasks.M }}``, a ``Task`` handle) receives that list,
 and nothing downstream needs rewiring. The gather holds none of ``M``'s rate limits,
@@ -14,14 +15,19 @@ Pure functions of specs; :mod:`corral._runner` grows the run with them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from corral._errors import ForEachError
-from corral._spec import RetryPolicy, TaskSpec
+from corral._spec import RetryPolicy, ShellCommand, TaskSpec
 from corral._words import short_repr
 
-__all__ = ["ForEachError", "gather_spec", "instance_id", "instances", "is_instance_of"]
+__all__ = ["ITEM_VAR", "gather_spec", "instance_id", "instances",
+           "is_instance_of"]
+
+# A command (cmd:) instance finds its item in this environment variable.
+ITEM_VAR = "CORRAL_ITEM"
 
 
 def instance_id(task_id: str, k: int) -> str:
@@ -48,8 +54,17 @@ def instances(spec: TaskSpec, value: Any) -> list[TaskSpec] | ForEachError:
         return ForEachError(
             f"task {spec.id!r} has for_each: {spec.for_each}, but {spec.for_each!r} returned "
             f"{type(value).__name__} {short_repr(value)}, not a list")
+    if isinstance(spec.action, ShellCommand):  # a command takes its item from the env
+        return [spec.evolve(id=instance_id(spec.id, k), for_each=None,
+                            env={**spec.env, ITEM_VAR: _as_text(item)})
+                for k, item in enumerate(value)]
     return [spec.evolve(id=instance_id(spec.id, k), args=(item, *spec.args), for_each=None)
             for k, item in enumerate(value)]
+
+
+def _as_text(item: Any) -> str:
+    """An item as a command's environment carries it: text as is, anything else as JSON."""
+    return item if isinstance(item, str) else json.dumps(item, default=str)
 
 
 def not_expanded(spec: TaskSpec, upstream_state: str) -> ForEachError:

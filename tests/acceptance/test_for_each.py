@@ -102,3 +102,18 @@ tasks:
     assert "task 'square' for_each over unknown task 'itemz'" in proc.stderr + proc.stdout
     assert "did you mean 'items'?" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_a_command_fans_out_with_its_item_in_the_environment(
+    corral: RunCli, write: Callable[..., Path], tmp_path: Path
+) -> None:
+    write("jobs.py", JOBS)
+    write("cmds.yml", """
+tasks:
+  items: {call: "jobs:items"}
+  touch: {cmd: 'touch "item-$CORRAL_ITEM"', for_each: items}
+""")
+    proc = corral("run", "cmds.yml", "--no-store")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.glob("item-*")) == ["item-1", "item-2", "item-3"]
+

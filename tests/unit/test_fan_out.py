@@ -117,6 +117,23 @@ def test_python_api_fans_out_and_gives_the_list_in_order_downstream() -> None:
     assert result.tasks["neg[2]"].state is S.SUCCEEDED
 
 
+def test_a_task_function_maps_over_a_list() -> None:
+    dag = DAG("map")
+
+    @dag.task
+    def numbers() -> list[int]:
+        return [3, 4]
+
+    @dag.task(retries=1)
+    def power(x: int, exponent: int) -> int:
+        return int(x**exponent)
+
+    squares = power.map(numbers(), exponent=2)
+    result = run(dag)
+    assert result[squares.id].value == [9, 16]
+    assert result["power[1]"].value == 16
+
+
 def test_an_empty_list_fans_out_to_nothing() -> None:
     dag = DAG("empty")
     none = dag.add(list, id="none")
