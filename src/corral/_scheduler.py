@@ -512,7 +512,6 @@ class Scheduler:
         extra_deps: dict[int, Sequence[int]] | None = None,
         *,
         done: Iterable[int] = (),
-        ranks: Sequence[float] | None = None,
     ) -> list[int]:
         """The run grows (a ``for_each`` fan-out, a planner's plan): ``graph`` is the run's
         graph with new tasks appended (:func:`corral._graph.extend_graph`) and
@@ -520,8 +519,8 @@ class Scheduler:
         New tasks in ``done`` start out succeeded (resume). The others wait for their
         dependencies as any task does; one whose dependency already ended badly ends as
         its dependents would have. They come after every task already in the ready order
-        (``ranks`` is unused for now: kept for the ordering to come). Returns the new
-        tasks' indices. No clock, no I/O: only arrays grow."""
+        (their keys are appended to it: priority and rank do not place them). Returns the
+        new tasks' indices. No clock, no I/O: only arrays grow."""
         old_n, n = len(self.state), len(graph)
         new = range(old_n, n)
         for i in extra_deps or {}:
