@@ -683,7 +683,7 @@ class Runner:
         slots = executor.slots
         if slots is not None and slots < self.concurrency:
             # Admit no more than it runs at once: nothing waits inside it after admission.
-            if self.scheduler.running or name in self.scheduler.graph.executors:
+            if name in self.scheduler.graph.executors:
                 self.scheduler.limit_executor(name, slots)
             else:  # started late, for a plan's tasks (none in the run yet)
                 self.scheduler.limit_new_executor(name, slots)

@@ -122,3 +122,26 @@ def test_a_plan_that_cannot_join_fails_the_planner_clearly(fn: Any, message: str
     assert message in str(error)
     assert result["plan"].attempts == 1  # not retried
     assert result["report"].state is S.UPSTREAM_FAILED
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def process_planner() -> corral.Plan:
+    plan = corral.Plan()
+    for k in range(3):
+        plan.add(square, k, id=f"sq-{k}", options={"executor": "process"})
+    return plan
+
+
+def test_a_plan_may_need_an_executor_the_run_has_not_started() -> None:
+    dag = DAG("late")
+    p = dag.add(process_planner, id="plan")
+    report = dag.add(lambda r: r, p, id="report")
+    # wider than the process pool: the late pool's slots bound its tasks
+    result = run(dag, concurrency=16)
+    assert result.status is RunStatus.SUCCEEDED, {t: r.error for t, r in result.tasks.items()}
+    assert result[report.id].value == {"sq-0": 0, "sq-1": 1, "sq-2": 4}
+    assert result["sq-2"].executor == "process"
+
