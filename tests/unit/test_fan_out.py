@@ -190,3 +190,18 @@ def test_resume_reuses_the_instances_that_succeeded(tmp_path: Path) -> None:
     assert calls == [2]  # only the instance that failed ran again
     assert second["each"].value == [10, 20, 30]
     assert second.tasks["each[0]"].attempts == 0
+
+
+def test_instances_pass_their_breaker_and_the_gather_does_not() -> None:
+    dag = DAG("gated", circuit_breakers={"svc": {"failures": 1, "reset": 3600}})
+    items = dag.add(lambda: [0, 1, 2], id="items")
+
+    def call(x: int) -> int:
+        raise RuntimeError(f"service down for {x}")
+
+    dag.add(call, id="call", for_each=items, options={"breaker": "svc"})
+    result = run(dag, fail_fast=False, concurrency=1)
+    errors = [type(result[f"call[{k}]"].error).__name__ for k in range(3)]
+    assert errors == ["RuntimeError", "CircuitOpen", "CircuitOpen"]
+    assert result["call"].state is S.UPSTREAM_FAILED
+    assert [(c.breaker, str(c.state)) for c in result.breakers] == [("svc", "open")]
