@@ -45,8 +45,9 @@ TASK_OPTIONS: dict[str, str] = {
     "rate_limit": "name(s) of declared rate_limits: the task starts only when each allows it",
     "breaker": "name of a declared circuit breaker: its failures count, and it may stop the task",
     "for_each": "id of a task that returns a list: one instance of this task per item, named "
-                "ID[0], ID[1], ..., the item passed as the first positional argument; "
-                "downstream receives the list of their results, in order",
+                "ID[0], ID[1], ..., the item passed as the first positional argument (to a "
+                "command: in $CORRAL_ITEM); downstream receives the list of their results, "
+                "in order",
 }
 
 _RETRY_FIELDS = {
