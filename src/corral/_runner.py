@@ -535,6 +535,8 @@ class Runner:
             for s in specs]
         self._fns += [None if isinstance(s.action, ShellCommand | CallRef) else s.action
                       for s in specs]
+        if any(s.heartbeat is not None for s in specs):
+            self._watched = True  # from the next turn, silent attempts are looked for
         new = self.scheduler.grow(
             graph, {i: [graph.index[t] for t in ids] for i, ids in extra_deps.items()})
         assert new == list(range(before, len(graph)))

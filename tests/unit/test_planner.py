@@ -145,3 +145,25 @@ def test_a_plan_may_need_an_executor_the_run_has_not_started() -> None:
     assert result[report.id].value == {"sq-0": 0, "sq-1": 1, "sq-2": 4}
     assert result["sq-2"].executor == "process"
 
+
+def quiet(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
+
+
+def hanging_planner() -> corral.Plan:
+    plan = corral.Plan()
+    plan.add(quiet, 30, id="quiet", options={"heartbeat": 0.2})
+    return plan
+
+
+def test_a_planned_task_with_a_heartbeat_is_watched() -> None:
+    # No task of the run had a heartbeat before the plan came: the planned one is still
+    # failed as hung, not left to sleep (the 30 s sleep is the hang guard's to catch).
+    dag = DAG("watched")
+    dag.add(hanging_planner, id="plan")
+    result = run(dag)
+    assert result.status is RunStatus.FAILED
+    assert type(result["quiet"].error).__name__ == "TaskHung"
+
