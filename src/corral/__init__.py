@@ -9,6 +9,8 @@ Public API (everything else is private and may move)::
     CorralError, ValidationError, Skip   errors (corral.errors has them all, and the tree)
     heartbeat                   a running task says "still alive" (the heartbeat option)
     limit                       a task waits for one of its run's rate limits: with limit("api")
+    context                     the run's shared key-value context: context()["plan"] = [...]
+    Plan                        what a planner task returns: new tasks that join the run
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from corral._errors import CorralError, Skip, ValidationError
 from corral._heartbeat import heartbeat  # tiny: one context variable
 
 if _TYPE_CHECKING:
+    from corral._context import context
     from corral._dag import DAG, Task, TaskFunction
     from corral._pipeline import load_pipeline
+    from corral._planner import Plan
     from corral._result import RunResult, RunStatus, TaskResult
     from corral._spec import TaskState
     from corral._throttle import limit
@@ -29,6 +33,7 @@ if _TYPE_CHECKING:
 __all__ = [
     "DAG",
     "CorralError",
+    "Plan",
     "RunResult",
     "RunStatus",
     "Skip",
@@ -38,6 +43,7 @@ __all__ = [
     "TaskState",
     "ValidationError",
     "__version__",
+    "context",
     "heartbeat",
     "limit",
     "load_pipeline",
@@ -60,6 +66,8 @@ _LAZY = {
     "TaskState": "corral._spec",
     "load_pipeline": "corral._pipeline",
     "limit": "corral._throttle",
+    "context": "corral._context",
+    "Plan": "corral._planner",
 }
 
 

@@ -89,6 +89,11 @@ class TaskFunction(Generic[P, R]):
         """The same function with some options changed (``id=`` names the next task)."""
         return TaskFunction(self.dag, self.fn, {**self.task_options, **options})
 
+    def map(self, over: Task | str, *args: Any, **kwargs: Any) -> Task:
+        """One task per item of the list ``over`` returns (``for_each``): the function is
+        called with the item first, then ``args`` and ``kwargs``."""
+        return self.options(for_each=over)(*args, **kwargs)
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task:
         options = dict(self.task_options)
         task_id = options.pop("id", None)
@@ -168,7 +173,13 @@ class DAG:
         (``depends_on=``, ``retries=``, ...) is refused with a ``TypeError`` rather than
         passed to the function, where it would silently do nothing a task option does; to give
         the function an argument of that name, decorate it with ``@dag.task`` and call it.
+
+        ``for_each=task`` (a :class:`Task` or an id; the one option also taken as a keyword)
+        runs one instance of ``action`` per item of the list ``task`` returns, the item first
+        among the arguments: ``dag.add(fetch, for_each=urls)``.
         """
+        if "for_each" in kwargs:
+            options = {**(options or {}), "for_each": kwargs.pop("for_each")}
         clash = [k for k in kwargs if k in TASK_OPTIONS]
         if clash:
             given = ", ".join(f"{k!r}: {kwargs[k]!r}" for k in clash)
@@ -200,6 +211,8 @@ class DAG:
         args_r = tuple(_to_ref(a) for a in args)
         kwargs_r = {k: _to_ref(v) for k, v in kwargs.items()}
         options = dict(options or {})
+        if isinstance(options.get("for_each"), Task):
+            options["for_each"] = options["for_each"].id
         depends = list(_as_ids(options.pop("depends_on", ())))
         depends += [r for r in _refs_in((args_r, kwargs_r)) if r not in depends]
         options["depends_on"] = depends

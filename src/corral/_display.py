@@ -35,6 +35,7 @@ from rich.text import Text
 
 from corral._errors import CommandFailed
 from corral._spec import TaskState
+from corral._words import short_repr
 
 if TYPE_CHECKING:
     from corral._events import RunInfo, Transition
@@ -145,8 +146,9 @@ class LiveView:
         """The view for one snapshot (pure: usable from tests)."""
         counts: dict[str, int] = snapshot["counts"]
         finished = sum(n for state, n in counts.items() if state in FINAL_STATES)
+        total = snapshot.get("total", self.total)  # a run grows (for_each, plans)
         eta = estimate_remaining(
-            total=self.total, finished=finished, elapsed=now, planned_s=self.planned_s
+            total=total, finished=finished, elapsed=now, planned_s=self.planned_s
         )
         head = Text()
         head.append(f"corral run {self.pipeline}", style="bold")
@@ -157,8 +159,8 @@ class LiveView:
             head.append(f"  ETA ~{format_seconds(eta)}")
         bar = Table.grid(padding=(0, 1))
         bar.add_row(
-            ProgressBar(total=max(self.total, 1), completed=finished, width=40),
-            Text(f"{finished}/{self.total}"),
+            ProgressBar(total=max(total, 1), completed=finished, width=40),
+            Text(f"{finished}/{total}"),
         )
         parts: list[RenderableType] = [head, bar, _state_counts(counts)]
         running: Sequence[tuple[str, float, int]] = snapshot["running"]
@@ -456,6 +458,9 @@ def render_run_details(console: Console, details: dict[str, Any]) -> None:
         head.add_row("resumes", f"{details['resumed_from']} (reused {len(details['reused'])})")
     if details["resumed_by"]:
         head.add_row("resumed by", details["resumed_by"])
+    for key, value in list(details.get("context", {}).items())[:MAX_ROWS]:
+        head.add_row("context" if key == next(iter(details["context"])) else "",
+                     Text(f"{key} = {short_repr(value)}"))
     console.print(head)
     table = Table(show_lines=False)
     table.add_column("task", overflow="fold")

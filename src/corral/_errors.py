@@ -196,6 +196,16 @@ class CircuitOpen(CorralError, RuntimeError):
         super().__init__(message)
 
 
+class ForEachError(CorralError, ValueError):
+    """A ``for_each`` task could not fan out: its upstream returned something other than a
+    list, or did not succeed. The mapped task fails with it, without retrying."""
+
+
+class PlanError(CorralError, ValueError):
+    """A planner task's plan cannot join the run (an id clash, an unknown dependency, a cycle,
+    an action or argument that cannot be stored): the planner fails with it."""
+
+
 class Skip(CorralError):
     """The task asked to be skipped."""
 

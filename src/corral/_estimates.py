@@ -87,8 +87,8 @@ class OnlineEstimates:
         """Task ``i`` succeeded in ``seconds``. True when the ranks are now worth computing
         again: its kind's estimate moved by more than :data:`CHANGE` and tasks of that kind (or,
         for a first measure, of its family) are still to run."""
-        if seconds < 0.0:  # a clock that stepped back: learn nothing from it
-            return False
+        if seconds < 0.0 or i >= len(self._kind):
+            return False  # a clock that stepped back; a task added after the learner was made
         k = self._kind[i]
         f = self._family[i]
         left = self._left[k] = self._left[k] - 1

@@ -61,7 +61,11 @@ class Transition(NamedTuple):
 
 
 class RunListener(Protocol):
-    """Receives a run's events. All three methods are called on the run loop."""
+    """Receives a run's events. All three methods are called on the run loop.
+
+    Optional, looked up by name: ``breaker_changed(change)`` (a circuit breaker changed) and
+    ``tasks_added(graph, ids)`` (the run grew, a ``for_each`` fan-out: ``graph`` is the run's
+    graph now, ``ids`` the new tasks, told before their first transition)."""
 
     def run_started(self, run: RunInfo) -> None: ...
 

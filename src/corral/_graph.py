@@ -31,7 +31,7 @@ from corral.executors._registry import UnknownExecutor, action_kind, known_names
 if TYPE_CHECKING:
     from corral.executors._base import Executor
 
-__all__ = ["Graph", "build_graph", "default_capacity"]
+__all__ = ["Graph", "build_graph", "default_capacity", "extend_graph"]
 
 
 def default_capacity() -> dict[str, float]:
@@ -168,10 +168,12 @@ def build_graph(
         for dep in depends:
             j = index.get(dep)
             if dep == spec.id:
-                problem(f"task {spec.id!r} depends on itself", spec)
+                if dep != spec.for_each:  # (reported as a for_each problem)
+                    problem(f"task {spec.id!r} depends on itself", spec)
             elif j is None:
                 known = known or Suggester(index)
-                problem(f"task {spec.id!r} depends on unknown task {short_repr(dep)}", spec,
+                what = "for_each over" if dep == spec.for_each else "depends on"
+                problem(f"task {spec.id!r} {what} unknown task {short_repr(dep)}", spec,
                         hint=known.hint(dep))
             elif j not in seen:
                 seen.add(j)
@@ -206,6 +208,88 @@ def build_graph(
         executors=tuple(names),
         rate_limits=limits,
         breakers=breaker_decls,
+    )
+
+
+def extend_graph(
+    graph: Graph,
+    specs: Sequence[TaskSpec],
+    extra_deps: Mapping[int, Sequence[str]] | None = None,
+    *,
+    executors: Mapping[str, Executor] | None = None,
+) -> Graph:
+    """``graph`` with ``specs`` appended (tasks ``len(graph)..``), checked as
+    :func:`build_graph` checks a graph, and ``extra_deps`` (task index -> ids) added to the
+    dependencies of existing tasks: the graph of a run that grows while it runs (a
+    ``for_each`` fan-out, a planner's plan). New tasks may depend on existing tasks and on
+    each other; an id that is already taken, an unknown dependency or a cycle raises
+    :class:`ValidationError` naming every problem, and ``graph`` is left as it was."""
+    problems: list[Problem] = []
+
+    def problem(message: str, spec: TaskSpec | None = None, hint: str | None = None) -> None:
+        problems.append(Problem(message, task=spec.id if spec else None, hint=hint))
+
+    n = len(graph)
+    index = dict(graph.index)
+    checks = _Checks(dict(graph.capacity), executors, graph.rate_limits, graph.breakers)
+    names = executor_names(specs)
+    for k, spec in enumerate(specs):
+        if not isinstance(spec.id, str) or not spec.id:
+            problem(f"a new task has an empty or non-string id: {short_repr(spec.id)}", spec)
+        elif spec.id in index:
+            problem(f"duplicate task id {spec.id!r}", spec,
+                    hint="the run already has a task of that id")
+        else:
+            index[spec.id] = n + k
+        checks.options(spec, problem)
+        checks.executor(spec, names[k], problem)
+    known: Suggester | None = None
+
+    def resolve(task: str, depends: Iterable[str]) -> tuple[int, ...]:
+        nonlocal known
+        out: list[int] = []
+        for dep in depends:
+            j = index.get(dep)
+            if j is None:
+                known = known or Suggester(index)
+                problem(f"task {task!r} depends on unknown task {short_repr(dep)}",
+                        hint=known.hint(dep))
+            elif dep == task:
+                problem(f"task {task!r} depends on itself")
+            elif j not in out:
+                out.append(j)
+        return tuple(out)
+
+    deps = list(graph.deps)
+    deps += [resolve(spec.id, spec.depends_on) for spec in specs]
+    for i, more in (extra_deps or {}).items():
+        deps[i] = (*deps[i], *(j for j in resolve(graph.ids[i], more) if j not in deps[i]))
+    if problems:
+        raise ValidationError(problems)
+    dependents_lists = [list(d) for d in graph.dependents] + [[] for _ in specs]
+    for i in (*range(n, n + len(specs)), *(extra_deps or {})):
+        for j in deps[i]:
+            if i not in dependents_lists[j]:
+                dependents_lists[j].append(i)
+    dependents = tuple(tuple(d) for d in dependents_lists)
+    order = _topological_order(deps, dependents)
+    if len(order) < len(deps):
+        for cycle in _cycles(deps, set(range(len(deps))) - set(order)):
+            ids = [*graph.ids, *(s.id for s in specs)]
+            problems.append(Problem("cycle: " + " -> ".join(ids[i] for i in [*cycle, cycle[0]])))
+        raise ValidationError(problems)
+    return Graph(
+        name=graph.name,
+        specs=(*graph.specs, *specs),
+        ids=(*graph.ids, *(s.id for s in specs)),
+        index=index,
+        deps=tuple(deps),
+        dependents=dependents,
+        order=tuple(order),
+        capacity=graph.capacity,
+        executors=(*graph.executors, *names),
+        rate_limits=graph.rate_limits,
+        breakers=graph.breakers,
     )
 
 
@@ -299,6 +383,12 @@ class _Checks:
             self.resources(spec, task, problem)
         if spec.rate_limit or spec.breaker is not None:
             self.flow_control(spec, task, problem)
+        if spec.for_each is not None:
+            if not isinstance(spec.for_each, str) or not spec.for_each:
+                problem(f"{task}: for_each must be a task id, not {short_repr(spec.for_each)}",
+                        spec)
+            elif spec.for_each == spec.id:
+                problem(f"{task}: for_each names the task itself", spec)
 
     def flow_control(self, spec: TaskSpec, task: str, problem: Any) -> None:
         """Report ``rate_limit`` and ``breaker`` options that name nothing declared."""

@@ -144,11 +144,13 @@ def launch(
     graph: Graph = work if isinstance(work, Graph) else work.graph
     done: Mapping[str, Any] | None = opts.done
     resume_of: str | None = None
+    context: Mapping[str, Any] | None = None
     if not isinstance(work, Graph):
         if store is None:
             raise ValueError("a resume is recorded in the store of the run it resumes")
         work.check_unlocked()
         done, resume_of = work.plan.reuse, work.run.id
+        context = work.plan.context  # what the tasks of the run it resumes left there
     history: Mapping[str, float] = {}
     warnings: list[str] = []
     if isinstance(opts.history, Mapping):
@@ -189,6 +191,7 @@ def launch(
         rng=opts.rng,
         handle_signals=opts.handle_signals,
         params=opts.params,
+        context=context,
     )
     if recorder is not None:
         recorder.attach(runner)

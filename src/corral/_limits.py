@@ -357,6 +357,14 @@ class Gate:
         self._untimed: list[int] = []
         self._changed = False
 
+    def extend(self, task_rates: Sequence[tuple[str, ...]],
+               task_breakers: Sequence[str | None]) -> None:
+        """Gate the tasks a growing run adds (indices after the ones already known)."""
+        self.task_rates = [*self.task_rates, *task_rates]
+        self.task_breakers = [*self.task_breakers, *task_breakers]
+        self.gated += [bool(r) or b is not None for r, b in zip(task_rates, task_breakers,
+                                                                strict=True)]
+
     def check(self, i: int, now: float) -> Any:
         """None: admit task ``i`` now. Otherwise it is held (or refused: see the class)."""
         name = self.task_breakers[i]

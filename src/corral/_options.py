@@ -45,6 +45,10 @@ TASK_OPTIONS: dict[str, str] = {
     "outputs": "file globs the task writes: with --changed-only it runs again if one is missing",
     "rate_limit": "name(s) of declared rate_limits: the task starts only when each allows it",
     "breaker": "name of a declared circuit breaker: its failures count, and it may stop the task",
+    "for_each": "id of a task that returns a list: one instance of this task per item, named "
+                "ID[0], ID[1], ..., the item passed as the first positional argument (to a "
+                "command: in $CORRAL_ITEM); downstream receives the list of their results, "
+                "in order",
 }
 
 _RETRY_FIELDS = {
@@ -133,7 +137,7 @@ def make_spec(
     )
 
 
-_RARE = frozenset({"when", "inputs", "outputs", "rate_limit", "breaker"})
+_RARE = frozenset({"when", "inputs", "outputs", "rate_limit", "breaker", "for_each"})
 _PLAIN = _KNOWN - _RARE - set(_RETRY_FIELDS)
 
 
@@ -141,6 +145,11 @@ def _rare_options(task_id: str, merged: Mapping[str, Any],
                   depends: Any) -> tuple[dict[str, Any], Any]:
     """The :data:`_RARE` options as TaskSpec fields; a condition's tasks join ``depends``."""
     rare: dict[str, Any] = {}
+    for_each = merged.get("for_each")
+    if for_each is not None:
+        rare["for_each"] = for_each
+        if isinstance(for_each, str) and for_each not in depends:
+            depends = (*depends, for_each)
     when = merged.get("when")
     if when is not None:
         rare["when"] = when = _condition(task_id, when)

@@ -162,6 +162,7 @@ OPTION_TYPES: dict[str, Any] = {
     "outputs": _Names,
     "rate_limit": _Names,
     "breaker": str | None,
+    "for_each": str | None,
 }
 
 

@@ -122,6 +122,8 @@ class RunResult(Mapping[str, TaskResult]):
     # max(critical path, work / concurrency) with the durations the tasks' last attempts took
     # in this run: what a perfect order could have done (None: not known, e.g. loaded runs).
     lower_bound_s: float | None = None
+    # The run's shared context (corral.context()) as it ended.
+    context: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -180,6 +182,7 @@ class RunResult(Mapping[str, TaskResult]):
             "lower_bound_s": None if self.lower_bound_s is None else round(self.lower_bound_s, 6),
             "error": self.error,
             "breakers": self.breaker_dicts(),
+            "context": dict(self.context),
             "tasks": {k: t.to_dict() for k, t in self.tasks.items()},
         }
 

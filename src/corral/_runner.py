@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -39,19 +40,36 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from corral import _capture, _throttle
-from corral._errors import BrokenExecutor, CircuitOpen, TaskHung, TaskTimeout
+from corral import _capture, _context, _fanout, _planner, _throttle
+from corral._context import RunContext
+from corral._errors import (
+    BrokenExecutor,
+    CircuitOpen,
+    ForEachError,
+    PlanError,
+    TaskHung,
+    TaskTimeout,
+    ValidationError,
+)
 from corral._events import RunInfo, RunListener, Transition
-from corral._graph import Graph
+from corral._graph import Graph, extend_graph
 from corral._limits import BreakerChange, LocalRates, RateState
 from corral._result import RunResult, RunStatus, TaskResult, TaskTable
 from corral._scheduler import Scheduler
-from corral._spec import ENDS_ATTEMPT, CallRef, ShellCommand, TaskRef, TaskSpec, TaskState
+from corral._spec import (
+    ENDS_ATTEMPT,
+    CallRef,
+    ShellCommand,
+    TaskRef,
+    TaskSpec,
+    TaskState,
+    executor_names,
+)
 from corral.executors._base import (
     ERROR,
     OK,
@@ -64,6 +82,7 @@ from corral.executors._base import (
     Work,
 )
 from corral.executors._registry import executor_class
+from corral.executors.thread import ThreadExecutor
 
 __all__ = ["Runner", "default_concurrency", "new_run_id"]
 
@@ -116,6 +135,7 @@ class Runner:
         handle_signals: bool = False,
         params: Mapping[str, str] | None = None,
         rates: RateState | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
         self.graph = graph
         self.concurrency = concurrency or default_concurrency()
@@ -128,14 +148,37 @@ class Runner:
         self.handle_signals = handle_signals
         self._given_executors = dict(executors or {})
         self._executors: dict[str, Executor] = {}
-        n = len(graph)
         done = done or {}
-        self._reused = tuple(done)  # started as succeeded: a resume reuses their values
+        # Fan-out (corral._fanout): each for_each task, by index, as written; in the graph
+        # that runs it is its gather. Over an upstream already done (a resume), it fans out
+        # now, before anything starts.
+        self._watched = any(s.heartbeat is not None for s in graph.specs)
+        self._mapped = _fanout.mapped(graph.specs)
+        self._over: dict[int, list[int]] = {}  # upstream -> the for_each tasks over it
+        self._members: dict[int, list[int]] = {}  # for_each task -> its instances
+        self._fan_errors: dict[int, ForEachError] = {}
+        if self._mapped:
+            graph, ranks = self._fan_out_at_start(graph, done, ranks)
+            self.graph = graph
+        # Planner tasks (corral._planner): each planner's children, by index; a planner
+        # already done (a resume) brings its stored plan, which joins the run now.
+        self._plans: dict[int, list[int]] = {}
+        self._tasks_pending: set[asyncio.Task[None]] = set()
+        if any(_planner.is_plan_data(v) for v in done.values()):
+            graph, ranks = self._plans_at_start(graph, done, ranks)
+            self.graph = graph
+        n = len(graph)
+        if estimates is not None and len(estimates) < n:  # tasks the resume grew: unknown
+            estimates = [*estimates, *(s.estimate for s in graph.specs[len(estimates):])]
+        # started as succeeded: a resume reuses their values
+        self._reused = tuple(t for t in done if t in graph.index)
         # The state of the run's rate limits (given: shared with others, the seam for
         # fleet-wide limits; else this process's own): the scheduler admits tasks by them,
         # and corral.limit() in a task of this process takes them too (corral._throttle).
         self.rates: RateState = rates if rates is not None else LocalRates(graph.rate_limits)
         self.breaker_changes: list[BreakerChange] = []
+        # The run's shared key-value context (corral.context()); a resume restores it.
+        self.context = RunContext(context)
         self.scheduler = Scheduler(
             graph,
             concurrency=self.concurrency,
@@ -143,13 +186,14 @@ class Runner:
             ranks=ranks,
             estimates=estimates,
             rng=rng,
-            done=[graph.index[t] for t in done],
+            done=[graph.index[t] for t in done if t in graph.index],
             record=bool(self.listeners),
             rates=self.rates,
         )
         self.values: list[Any] = [None] * n
         for task_id, value in done.items():
-            self.values[graph.index[task_id]] = value
+            if task_id in graph.index:  # (an instance of a fan-out that is not made again)
+                self.values[graph.index[task_id]] = value
         self.errors: list[BaseException | None] = [None] * n
         self.first_start: list[float | None] = [None] * n
         self.attempt_start: list[float] = [0.0] * n
@@ -181,9 +225,9 @@ class Runner:
             for s in graph.specs
         ]
         self._log_dir_made = False
-        # Whether any task has a heartbeat: the only runs that look for hung attempts, and
-        # that route print() of in-process tasks even without logs (output is a sign of life).
-        self._watched = any(s.heartbeat is not None for s in graph.specs)
+        # Whether any task has a heartbeat (self._watched, above): the only runs that look
+        # for hung attempts, and that route print() of in-process tasks even without logs
+        # (output is a sign of life).
         self._capturing = self.log_dir is not None or self._watched
         self._finished: asyncio.Future[None] | None = None
         self._stopped = False
@@ -219,7 +263,8 @@ class Runner:
             (self.graph.ids[i], self.attempt_start[i], sched.attempts[i])
             for i, w in enumerate(self.current) if w is not None
         ] if sched.running else []
-        return {"counts": {str(k): v for k, v in sched.counts.items()}, "running": running}
+        return {"counts": {str(k): v for k, v in sched.counts.items()}, "running": running,
+                "total": len(self.graph)}
 
     async def run(self) -> RunResult:
         loop = asyncio.get_running_loop()
@@ -240,6 +285,7 @@ class Runner:
         # From before the run is recorded until its end is: a signal in between interrupts
         # the run (and is recorded so), whatever the loop was doing when it came.
         installed = self._install_signals(loop)
+        _context.register(self.context)
         throttle = (_throttle.register(self.graph.rate_limits, self.rates, self._task_clock)
                     if self.graph.rate_limits else None)
         try:
@@ -288,6 +334,7 @@ class Runner:
                 listener.run_finished(result)
         finally:
             self._uninstall_signals(installed)
+            _context.unregister(self.context)
             if throttle is not None:
                 _throttle.unregister(throttle)
         if cancelled is not None:
@@ -378,6 +425,9 @@ class Runner:
         if attempt == 1:
             self.first_start[i] = now
         self.attempt_start[i] = now
+        if i in self._mapped:  # a fan-out's gather: no executor, it collects its instances
+            self._gather(i, attempt)
+            return
         gate = self.scheduler.gate
         if gate is not None and i in gate.refused:  # an open breaker: fail it, do not run it
             self._queue_put(i, attempt, ERROR, CircuitOpen(gate.refused[i],
@@ -395,8 +445,9 @@ class Runner:
         args: Any = spec.args
         kwargs: Any = spec.kwargs
         if self._has_refs[i]:
-            args = _substitute(args, self.values, self.graph.index)
-            kwargs = _substitute(kwargs, self.values, self.graph.index)
+            lookup = self._value_of
+            args = _substitute(args, lookup)
+            kwargs = _substitute(kwargs, lookup)
         name = self._executor_of[i]
         log_path = None if self.log_dir is None else self.log_path(spec.id, attempt)
         heartbeat = spec.heartbeat
@@ -411,12 +462,180 @@ class Runner:
                                resources=spec.resources or None,
                                heartbeat=heartbeat, beat=functools.partial(self._beat, i, attempt))
         self.current[i] = work
+        executor = self._executors[name]
+        if isinstance(executor, ThreadExecutor):  # its threads outlive this context
+            work.fn = functools.partial(_context.call_in, self.context, fn)
+        token = _context.current.set(self.context)  # an async task keeps it
         try:
-            self._executors[name].submit(work)
+            executor.submit(work)
         except Exception as exc:  # the executor is broken: this attempt fails, clearly
             error = BrokenExecutor(f"executor {name!r} could not start task {spec.id!r}: {exc}")
             error.__cause__ = exc
             self._queue_put(i, attempt, ERROR, error)
+        finally:
+            _context.current.reset(token)
+
+    # ------------------------------------------------------------------ growth (fan-out)
+    def _fan_out_at_start(
+        self, graph: Graph, done: Mapping[str, Any], ranks: Sequence[float] | None
+    ) -> tuple[Graph, Sequence[float] | None]:
+        """The running graph: each for_each task as its gather, and those over an upstream
+        that is already done (a resume reuses it) fanned out."""
+        specs = list(graph.specs)
+        for i, spec in self._mapped.items():
+            specs[i] = _fanout.gather_spec(spec)
+            self._over.setdefault(graph.index[spec.for_each or ""], []).append(i)
+        graph = dataclasses.replace(graph, specs=tuple(specs))
+        for u, mapped in self._over.items():
+            if graph.ids[u] not in done:
+                continue
+            for m in mapped:
+                made = self._instances(m, done[graph.ids[u]])
+                if graph.ids[m] in done:  # reused whole: its reused instances still show
+                    made = [s for s in made if s.id in done]
+                if made:
+                    before = len(graph)
+                    graph = extend_graph(graph, made, {m: [s.id for s in made]},
+                                         executors=self._given_executors)
+                    self._members[m] = list(range(before, len(graph)))
+                    if ranks is not None:
+                        ranks = [*ranks, *([ranks[m]] * len(made))]
+        return graph, ranks
+
+    def _instances(self, m: int, value: Any) -> list[TaskSpec]:
+        """The instances of for_each task ``m`` over ``value``; none (and ``m`` fails when
+        it comes to run) when ``value`` is not a list."""
+        made = _fanout.instances(self._mapped[m], value)
+        if isinstance(made, ForEachError):
+            self._fan_errors[m] = made
+            return []
+        self._members[m] = []
+        return made
+
+    def _fan_out(self, u: int, value: Any) -> None:
+        """Task ``u`` succeeded with ``value``: the for_each tasks over it grow one
+        instance per item, before the scheduler hears of its success."""
+        for m in self._over[u]:
+            if self.scheduler.state[m] is not TaskState.PENDING:
+                continue  # cancelled or failed meanwhile: nothing to fan out
+            made = self._instances(m, value)
+            if made:
+                self._members[m] = self._grow(made, {m: [s.id for s in made]})
+
+    def _grow(self, specs: list[TaskSpec], extra_deps: dict[int, list[str]]) -> list[int]:
+        """Add ``specs`` to the running graph (``extra_deps``: existing pending tasks that
+        now wait for them), to the scheduler and to every per-task table; tell listeners."""
+        graph = extend_graph(self.graph, specs, extra_deps, executors=self._given_executors)
+        before = len(self.graph)
+        self.graph = graph
+        self._executor_of = graph.executors
+        k = len(specs)
+        self.values += [None] * k
+        self.errors += [None] * k
+        self.first_start += [None] * k
+        self.attempt_start += [0.0] * k
+        self.end += [None] * k
+        self.current += [None] * k
+        self._has_refs += [
+            bool(s.args or s.kwargs) and (_contains_ref(s.args) or _contains_ref(s.kwargs))
+            for s in specs]
+        self._fns += [None if isinstance(s.action, ShellCommand | CallRef) else s.action
+                      for s in specs]
+        if any(s.heartbeat is not None for s in specs):
+            self._watched = True  # from the next turn, silent attempts are looked for
+        new = self.scheduler.grow(
+            graph, {i: [graph.index[t] for t in ids] for i, ids in extra_deps.items()})
+        assert new == list(range(before, len(graph)))
+        for listener in self.listeners:
+            tell = getattr(listener, "tasks_added", None)
+            if tell is not None:
+                tell(graph, [s.id for s in specs])
+        return new
+
+    def _plans_at_start(
+        self, graph: Graph, done: Mapping[str, Any], ranks: Sequence[float] | None
+    ) -> tuple[Graph, Sequence[float] | None]:
+        """The plans of planners a resume reuses join the graph before anything starts
+        (their children that succeeded are in ``done``)."""
+        for task_id, value in done.items():
+            p = graph.index.get(task_id)
+            if p is None or not _planner.is_plan_data(value):
+                continue
+            specs = _planner.plan_specs(task_id, value)
+            before = len(graph)
+            graph = extend_graph(graph, specs, {d: [s.id for s in specs]
+                                                for d in graph.dependents[p]},
+                                 executors=self._given_executors)
+            self._plans[p] = list(range(before, len(graph)))
+            if ranks is not None:
+                ranks = [*ranks, *([ranks[p]] * len(specs))]
+        return graph, ranks
+
+    def _planned(self, p: int, work: Work, plan: _planner.Plan) -> tuple[int, Any] | None:
+        """Planner ``p`` returned ``plan``: its tasks join the run as its children, and its
+        pending dependents wait for them too. Returns the outcome to go on with (success,
+        with the plan as data for its value; or the failure that says why the plan cannot
+        join), or None while executors the plan needs are starting (the outcome comes back
+        once they have)."""
+        task_id = self.graph.ids[p]
+        try:
+            data = plan.to_data()
+            specs = _planner.plan_specs(task_id, data)
+        except PlanError as exc:
+            return ERROR, exc
+        missing = sorted(set(executor_names(specs)) - set(self._executors))
+        if missing:
+            started = asyncio.ensure_future(self._start_then(missing, work, plan))
+            self._tasks_pending.add(started)
+            started.add_done_callback(self._tasks_pending.discard)
+            return None
+        pending = [d for d in self.graph.dependents[p]
+                   if self.scheduler.state[d] is TaskState.PENDING]
+        try:
+            self._plans[p] = self._grow(specs, {d: [s.id for s in specs] for d in pending})
+        except ValidationError as exc:
+            error = PlanError(f"the plan of task {task_id!r} cannot join the run: " + "; ".join(
+                problem.message + (f" ({problem.hint})" if problem.hint else "")
+                for problem in exc.problems))
+            return ERROR, error
+        return OK, data
+
+    async def _start_then(self, names: list[str], work: Work, plan: _planner.Plan) -> None:
+        """Start the executors a plan needs, then hand the planner's outcome back."""
+        assert self._queue is not None
+        try:
+            for name in names:
+                await self._start_executor(name)
+        except Exception as exc:  # the plan's executor cannot start: the planner fails
+            error = BrokenExecutor(f"executor {name!r} could not start for the plan of "
+                                   f"task {work.task_id!r}: {exc}")
+            error.__cause__ = exc
+            self._queue.put(work, ERROR, error)
+            return
+        self._queue.put(work, OK, plan)
+
+    def _value_of(self, task_id: str) -> Any:
+        """What a task that takes ``task_id``'s value receives: its value; of a planner,
+        ``{id: value}`` of its plan's tasks (which have all ended by then)."""
+        i = self.graph.index[task_id]
+        children = self._plans.get(i)
+        if children is None:
+            return self.values[i]
+        ids, values = self.graph.ids, self.values
+        return {ids[c]: values[c] for c in children}
+
+    def _gather(self, m: int, attempt: int) -> None:
+        """For_each task ``m`` comes to run: its value is its instances' values, in order."""
+        members = self._members.get(m)
+        if members is None:
+            error = self._fan_errors.get(m)
+            if error is None:
+                u = self.graph.index[self._mapped[m].for_each or ""]
+                error = _fanout.not_expanded(self._mapped[m], str(self.scheduler.state[u]))
+            self._queue_put(m, attempt, ERROR, error)
+            return
+        values = self.values
+        self._queue_put(m, attempt, OK, [values[j] for j in members])
 
     def _holds(self, i: int, spec: TaskSpec, attempt: int) -> bool:
         """Whether task ``i``'s ``when:`` holds now; if not, it is skipped (or, when the
@@ -472,7 +691,10 @@ class Runner:
         slots = executor.slots
         if slots is not None and slots < self.concurrency:
             # Admit no more than it runs at once: nothing waits inside it after admission.
-            self.scheduler.limit_executor(name, slots)
+            if name in self.scheduler.graph.executors:
+                self.scheduler.limit_executor(name, slots)
+            else:  # started late, for a plan's tasks (none in the run yet)
+                self.scheduler.limit_new_executor(name, slots)
         if executor.reports_start:
             self.scheduler.defer_timers(name)
         return executor
@@ -495,7 +717,15 @@ class Runner:
         if work.worker is not None and self.listeners:
             self._workers[i, work.attempt] = work.worker
         sched = self.scheduler
+        if status == OK and type(payload) is _planner.Plan:  # a planner: the run grows
+            planned = self._planned(i, work, payload)
+            if planned is None:
+                self.current[i] = work  # its plan needs executors that are starting
+                return
+            status, payload = planned
         if status == OK:
+            if i in self._over:  # the list a for_each fans out over: the run grows first
+                self._fan_out(i, payload)
             self.values[i] = payload
             self.errors[i] = None
             sched.succeeded(i, now)
@@ -503,7 +733,8 @@ class Runner:
             self.errors[i] = payload
             if self.listeners:
                 self._failures[i, work.attempt] = payload
-            for j in sched.failed(i, now):
+            retryable = not isinstance(payload, ForEachError | PlanError)
+            for j in sched.failed(i, now, retryable=retryable):
                 self._cancel_running(j, now)
         elif status == SKIP:
             sched.skipped(i, now)
@@ -569,6 +800,14 @@ class Runner:
                     tell(change)
 
     def _emit(self) -> None:
+        # What tasks wrote to the context first: a task's changes are told no later than
+        # its outcome, so a store never keeps a success without them.
+        changed, deleted = self.context.changes()
+        if changed or deleted:
+            for listener in self.listeners:
+                tell = getattr(listener, "context_changed", None)
+                if tell is not None:
+                    tell(changed, deleted)
         batch = self.scheduler.drain_transitions()
         if not batch:
             return
@@ -666,6 +905,7 @@ class Runner:
             error=self.error,
             breakers=tuple(self.breaker_changes),
             lower_bound_s=self._own_lower_bound(),
+            context=self.context.snapshot(),
         )
 
     def _own_lower_bound(self) -> float:
@@ -735,11 +975,11 @@ def _contains_ref(value: Any) -> bool:
     return False
 
 
-def _substitute(value: Any, values: list[Any], index: Mapping[str, int]) -> Any:
+def _substitute(value: Any, lookup: Callable[[str], Any]) -> Any:
     if isinstance(value, TaskRef):
-        return values[index[value.id]]
+        return lookup(value.id)
     if isinstance(value, Mapping):
-        return {k: _substitute(v, values, index) for k, v in value.items()}
+        return {k: _substitute(v, lookup) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return type(value)(_substitute(v, values, index) for v in value)
+        return type(value)(_substitute(v, lookup) for v in value)
     return value

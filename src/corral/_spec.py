@@ -197,6 +197,9 @@ class TaskSpec:
     # Flow control (corral._limits): names of declared rate limits and of a circuit breaker.
     rate_limit: tuple[str, ...] = ()
     breaker: str | None = None
+    # Fan-out (corral._fanout): the id of the task over whose returned list this one runs,
+    # one instance per item; None for an ordinary task.
+    for_each: str | None = None
     # Where the task was defined, for error messages: (file, line).
     source: tuple[str, int | None] | None = None
 
@@ -250,6 +253,8 @@ def fingerprints(specs: Sequence[TaskSpec]) -> list[str]:
             h.update(f"|w{spec.when.text}|{_stable(spec.when.bound)!r}".encode())
         if spec.inputs_digest is not None:
             h.update(f"|i{spec.inputs_digest}".encode())
+        if spec.for_each is not None:
+            h.update(f"|f{spec.for_each}".encode())
         out.append(h.hexdigest()[:16])
     return out
 

@@ -25,6 +25,8 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── TaskHung (TimeoutError)             a task showed no sign of life for its heartbeat
     ├── CommandFailed                       a shell task exited with a non-zero code
     ├── CircuitOpen (RuntimeError)          the task's circuit breaker was open: it did not run
+    ├── ForEachError (ValueError)           a for_each upstream returned no list: the task fails
+    ├── PlanError (ValueError)              a planner's plan cannot join the run: the planner fails
     ├── Skip                                raised by a task to end as "skipped"
     ├── BrokenStore (RuntimeError)          the run store cannot be read or written; names its URL
     │   ├── StoreTooNew                     the store was written by a newer corral (schema version)
@@ -51,10 +53,12 @@ from corral._errors import (
     CorralError,
     CorruptHistory,
     ExpressionError,
+    ForEachError,
     InvalidTransition,
     NotResumable,
     ParameterError,
     PipelineError,
+    PlanError,
     Problem,
     RunLocked,
     RunNotFound,
@@ -78,10 +82,12 @@ __all__ = [
     "CorralError",
     "CorruptHistory",
     "ExpressionError",
+    "ForEachError",
     "InvalidTransition",
     "NotResumable",
     "ParameterError",
     "PipelineError",
+    "PlanError",
     "Problem",
     "RunLocked",
     "RunNotFound",

@@ -37,7 +37,7 @@ def test_ci_pipeline_runs_green(tmp_path):
 
 
 def test_example_pipelines_validate(tmp_path):
-    for name in ("ci.yml", "resume_demo.yml", "flow_control.yml"):
+    for name in ("ci.yml", "resume_demo.yml", "flow_control.yml", "planner.yml"):
         proc = run([corral_script(), "validate", str(ROOT / "examples" / name)],
                    tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -54,6 +54,22 @@ def test_flow_control_example_opens_and_closes_its_breaker(tmp_path):
     assert tasks["tool-4"]["state"] == "succeeded"
     assert all(tasks[t]["state"] == "succeeded" for t in tasks if t.startswith("fetch"))
     assert [c["state"] for c in doc["breakers"]] == ["open", "half_open", "closed"]
+
+
+def test_planner_example_runs_the_steps_its_planner_chose(tmp_path):
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    proc = run([corral_script(), "run", "examples/planner.yml", "--json"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert set(doc["tasks"]) == {"plan", "report", "topics", "shout", "fetch-cats",
+                                 "fetch-dogs", "compare", "shout[0]", "shout[1]"}
+    assert doc["context"] == {"plan": ["fetch-cats", "fetch-dogs", "compare"],
+                              "fetched": ["cats", "dogs"]}
+    log = tmp_path / doc["tasks"]["report"]["log"]  # (relative to where corral ran)
+    assert "compare: cats have the most legs (4)" in log.read_text()
+    shown = run([corral_script(), "show", doc["run_id"]], tmp_path)
+    assert "fetch-dogs" in shown.stdout
+    assert "plan = ['fetch-cats', 'fetch-dogs', 'compare']" in shown.stdout
 
 
 @pytest.mark.slow

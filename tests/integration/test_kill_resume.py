@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import collections
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from tests.helpers.killing import freeze_succeeded, kill_run
 from tests.helpers.processes import MARKER_VAR, busy_machine, marked_processes, new_marker
 from tests.helpers.waiting import HANG_GUARD_S, wait_for
 
@@ -117,19 +117,10 @@ def test_killed_at_many_points_then_resumed(busy, store_url, tmp_path, executor)
                 lambda: ends(tmp_path) >= n)
             wait_for(lambda: reached() or proc.poll() is not None, f"{n} task {what}s")
             assert proc.poll() is None, ("the run ended before the kill", proc.communicate())
-            os.kill(proc.pid, signal.SIGKILL)  # corral alone, as kill -9 or the OOM killer
-            proc.communicate(timeout=HANG_GUARD_S)
-
-            killed = store.list_runs(limit=1)[0]
-            wait_for(lambda: str(store.get_run(killed.id).observed_status) == "crashed",
-                     "the killed run's lease to lapse")
+            run_id = kill_run(proc, store)
             # A resume may start now: nothing of the killed run may still be running.
             assert marked_processes(marker) == []
-            counts = marks(tmp_path)
-            for task, stored in store.load_run(killed.id).tasks.items():
-                if stored.state is not None and str(stored.state) == "succeeded":
-                    frozen.setdefault(task, counts["start", task])
-            run_id = killed.id
+            freeze_succeeded(store, run_id, marks(tmp_path), frozen)
 
         done = corral("resume", run_id)
         stdout, stderr = done.communicate(timeout=HANG_GUARD_S * 3)

@@ -327,6 +327,24 @@ def test_run_details_show_circuit_breaker_changes(operator: httpx.Client) -> Non
     assert tasks["b"]["error"].startswith("CircuitOpen: circuit breaker 'svc' is open")
 
 
+def test_run_details_show_fanned_out_instances_and_the_context(
+        operator: httpx.Client, tmp_path: Path) -> None:
+    name = f"srvfan_{secrets.token_hex(4)}"
+    (tmp_path / f"{name}.py").write_text(
+        "import corral\n\ndef items():\n    return [1, 2]\n\n"
+        "def double(x):\n    corral.context().update_with('seen', lambda n: n + 1, 0)\n"
+        "    return 2 * x\n")
+    text = (f"python_path: [{tmp_path}]\ntasks:\n  items: {{call: '{name}:items'}}\n"
+            f"  double: {{call: '{name}:double', for_each: items}}\n")
+    doc = wait_done(operator, submit(operator, text))
+    assert doc["status"] == "succeeded"
+    tasks = {t["id"]: t for t in doc["tasks"]}
+    assert {"double[0]", "double[1]"} <= set(tasks)
+    assert tasks["double[1]"]["state"] == "succeeded"
+    assert tasks["double[1]"]["deps"] == ["items"]
+    assert doc["context"] == {"seen": 2}
+
+
 def test_list_runs_filters_and_pages(operator: httpx.Client) -> None:
     name = f"pages-{secrets.token_hex(3)}"
     ids = [submit(operator, pipeline(name, "  a: {cmd: 'true'}\n")) for _ in range(3)]

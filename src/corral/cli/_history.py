@@ -206,6 +206,7 @@ def run_details(stored: StoredRun) -> dict[str, Any]:
         **_run_dict(run),
         "reused": list(run.reused),
         "critical_path": realised_critical_path(end_clock, deps.__getitem__),
+        "context": dict(stored.context),
         "tasks": tasks,
     }
 

@@ -204,6 +204,9 @@ class RunDetail(RunSummary):
         default_factory=list, description="Circuit breakers that opened, half-opened or closed, "
         "in order (recorded when the run ends).")
     reused: list[str]
+    context: dict[str, Any] = Field(
+        default_factory=dict, description="The run's shared context (corral.context()) as "
+        "its last stored change left it.")
     last_event_id: int = Field(description="Follow the run's events after this id to miss "
                                "nothing since this snapshot.")
     tasks: list[TaskDetail]

@@ -181,6 +181,11 @@ class ServerListener:
                                               "task_id": task, "state": str(state),
                                               "attempt": t.attempt})
 
+    def tasks_added(self, graph: Graph, ids: list[str]) -> None:
+        """The run grew (for_each): its new tasks' executors, for their metrics."""
+        for task_id in ids:
+            self._executor_of[task_id] = graph.executors[graph.index[task_id]]
+
     def breaker_changed(self, change: BreakerChange) -> None:
         self._m.breaker_changes.labels(change.breaker, str(change.state)).inc()
         log.warning("circuit breaker %s", change.state, extra={

@@ -40,7 +40,7 @@ import socket
 import threading
 import time
 import traceback
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,7 @@ from corral.store._records import (
 from corral.store._snapshot import snapshot_of
 
 if TYPE_CHECKING:
+    from corral._graph import Graph
     from corral._runner import Runner
 
 __all__ = ["StoreRecorder", "snapshot_of"]
@@ -206,6 +207,26 @@ class StoreRecorder:
                                  worker))
         self._queue.put((entries, values))
 
+    def tasks_added(self, graph: Graph, ids: list[str]) -> None:
+        """The run grew (a ``for_each`` fan-out): the new tasks' snapshots go to the event
+        log as a ``tasks_added`` event, queued before their first transition, so that the
+        stored run (:meth:`Store.load_run`) knows them wherever their history is read."""
+        index = graph.index
+        tasks = snapshot_of(graph, [index[t] for t in ids])
+        for t in tasks:
+            self._executor_of[t.id] = t.executor
+        event = EventRecord("tasks_added", datetime.now(UTC),
+                            data={"tasks": [list(t) for t in tasks]})
+        self._queue.put(([], [], [event]))
+
+    def context_changed(self, changed: dict[str, Any], deleted: list[str]) -> None:
+        """Tasks changed the run's context (corral.context()): a ``context`` event, queued
+        before the transitions of the turn that saw it (so a task's success is never stored
+        without its changes)."""
+        event = EventRecord("context", datetime.now(UTC),
+                            data={"set": changed, "deleted": deleted})
+        self._queue.put(([], [], [event]))
+
     def run_finished(self, result: RunResult) -> None:
         self.result = result
         self._queue.put((_FINISH, result))
@@ -261,12 +282,14 @@ class StoreRecorder:
                 continue  # the history must stay a prefix: write nothing after a failure
             transitions: list[list[Any]] = []
             values: list[tuple[str, Any]] = []
-            for entries, their_values in items:
+            events: list[EventRecord] = []
+            for entries, their_values, *their_events in items:
                 transitions += entries
                 if their_values:
                     values += their_values
+                if their_events:
+                    events += their_events[0]
             self._finish_entries(transitions)
-            events: list[EventRecord] = []
             if result is not None:
                 finish = (StoredStatus(str(result.status)), result.finished_at)
                 events.append(EventRecord("run_finished", result.finished_at, data={

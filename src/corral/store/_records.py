@@ -383,6 +383,8 @@ class StoredRun:
     run: RunRecord
     tasks: Mapping[str, StoredTask]
     transitions: tuple[TransitionRecord, ...]
+    # The run's shared context (corral.context()) as its last stored change left it.
+    context: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> str:

@@ -77,6 +77,8 @@ class ResumePlan:
 
     reuse: Mapping[str, Any] = field(default_factory=dict)
     rerun: Mapping[str, str] = field(default_factory=dict)
+    # The run's context (corral.context()) as stored: the resume starts with it.
+    context: Mapping[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"reuse {len(self.reuse)}, re-run {len(self.rerun)}"]
@@ -113,11 +115,67 @@ def plan_resume(graph: Graph, stored: StoredRun) -> ResumePlan:
             rerun[task_id] = f"value not stored: {then.value_error or 'unknown'}"
             continue
         reuse[task_id] = then.value
+    instances = _instances_to_reuse(graph, stored, reuse, fingerprints)
+    instances.update(_plan_tasks_to_reuse(stored, reuse))
     # Report in definition order, whatever order the decisions were made in.
     return ResumePlan(
-        reuse={t: reuse[t] for t in ids if t in reuse},
+        reuse={**{t: reuse[t] for t in ids if t in reuse}, **instances},
         rerun={t: rerun[t] for t in ids if t in rerun},
+        context=dict(stored.context),
     )
+
+
+def _instances_to_reuse(graph: Graph, stored: StoredRun, reuse: Mapping[str, Any],
+                        fingerprints: list[str]) -> dict[str, Any]:
+    """The instances ``M[k]`` of a ``for_each`` task ``M``, which succeeded then, when
+    ``M`` is unchanged and everything it depends on is reused (so the list it fans out over
+    is the stored one, and instance ``k`` gets the same item): the run fans ``M`` out again
+    at its start and reuses them (corral._fanout); when ``M`` itself is reused, so that the
+    resumed run still shows them."""
+    from corral._fanout import is_instance_of
+    from corral.store._snapshot import changed
+
+    out: dict[str, Any] = {}
+    ids = graph.ids
+    for i, spec in enumerate(graph.specs):
+        if spec.for_each is None:
+            continue
+        then = stored.tasks.get(spec.id)
+        deps = [ids[j] for j in graph.deps[i]]
+        if then is None or any(d not in reuse for d in deps) or changed(
+                then.fingerprint, then.deps, spec, fingerprints[i], deps):
+            continue
+        for task_id, task in stored.tasks.items():
+            if (task.state is TaskState.SUCCEEDED and task.value is not MISSING
+                    and is_instance_of(task_id, spec.id)):
+                out[task_id] = task.value
+    return out
+
+
+def _plan_tasks_to_reuse(stored: StoredRun, reuse: Mapping[str, Any]) -> dict[str, Any]:
+    """The tasks of the stored plans of reused planners (corral._planner) that succeeded,
+    with all they depend on reused too: the run rebuilds the plan at its start, without
+    asking the planner again, and reuses them."""
+    from corral._planner import is_plan_data
+
+    out: dict[str, Any] = {}
+    for value in list(reuse.values()):
+        if not is_plan_data(value):
+            continue
+        planned = [t["id"] for t in value["tasks"]
+                   if isinstance(t, dict) and isinstance(t.get("id"), str)]
+        changed = True
+        while changed:  # a plan's order need not be topological: until nothing changes
+            changed = False
+            for task_id in planned:
+                task = stored.tasks.get(task_id)
+                if (task is None or task_id in out or task.state is not TaskState.SUCCEEDED
+                        or task.value is MISSING):
+                    continue
+                if all(d in reuse or d in out for d in task.deps):
+                    out[task_id] = task.value
+                    changed = True
+    return out
 
 
 # ---------------------------------------------------------------------------- resuming

@@ -51,6 +51,8 @@ def _fingerprint(spec: TaskSpec, action_key: str) -> str:
         h.update(f"|w{spec.when.text}|{_stable(spec.when.bound)!r}".encode())
     if spec.inputs_digest is not None:
         h.update(f"|i{spec.inputs_digest}".encode())
+    if spec.for_each is not None:
+        h.update(f"|f{spec.for_each}".encode())
     return V2 + h.hexdigest()[:16]
 
 
@@ -66,7 +68,7 @@ def definition_fingerprints(specs: Sequence[TaskSpec]) -> list[str]:
         if key is None:
             key = keys[id(action)] = _action_key(action)
         if spec.args or spec.kwargs or spec.env or spec.when is not None \
-                or spec.inputs_digest is not None:
+                or spec.inputs_digest is not None or spec.for_each is not None:
             out.append(_fingerprint(spec, key))
             continue
         common = (id(action), spec.executor, spec.cwd)
@@ -77,17 +79,22 @@ def definition_fingerprints(specs: Sequence[TaskSpec]) -> list[str]:
     return out
 
 
-def snapshot_of(graph: Graph) -> tuple[TaskSnapshot, ...]:
-    """The DAG as stored with a run: ids, dependencies, fingerprints, executors."""
-    ids = graph.ids
+def snapshot_of(graph: Graph, only: Sequence[int] | None = None) -> tuple[TaskSnapshot, ...]:
+    """The DAG as stored with a run: ids, dependencies, fingerprints, executors (of tasks
+    ``only``, when given: those a growing run added)."""
     make = tuple.__new__  # one per task before the run starts: skip the named tuple's __new__
     out = []
+    specs = graph.specs if only is None else [graph.specs[i] for i in only]
+    all_deps = graph.deps if only is None else [graph.deps[i] for i in only]
     for spec, deps, fingerprint, executor in zip(
-            graph.specs, graph.deps, definition_fingerprints(graph.specs),
-            executor_names(graph.specs), strict=True):
-        named = spec.depends_on  # the graph's own, less any repeated id: usually the same
+            specs, all_deps, definition_fingerprints(specs),
+            executor_names(specs), strict=True):
+        # As declared, less any repeated id: not what a growing run added (the instances a
+        # for_each task gathers, a plan a planner's dependents wait for), which a resume
+        # adds again and which must not read as a changed definition.
+        named = spec.depends_on
         if len(named) != len(deps):
-            named = tuple(map(ids.__getitem__, deps))
+            named = tuple(dict.fromkeys(named))
         out.append(make(TaskSnapshot, (spec.id, named, fingerprint, executor)))
     return tuple(out)
 

@@ -400,6 +400,9 @@ class SQLStore:
                 raise RunNotFound(f"no run {run_id!r} in the store {self.url}")
             run = self._records(tx, rows)[0]
             batches = tx.fetch(q["run_batches"], params)
+            events = tx.fetch(q["run_events"], {"id": run_id})
+        run = _with_added_tasks(self.url, run, events)
+        context = _context_of(self.url, run.id, events)
         executor_of = {t.id: t.executor for t in run.tasks}
         transitions: list[TransitionRecord] = []
         values: dict[str, list[Any]] = {}
@@ -435,7 +438,7 @@ class SQLStore:
                     value, value_error = self._decode(run_id, found)
             tasks[snap.id] = StoredTask(snap.id, snap.fingerprint, snap.deps, state, attempts,
                                         value, value_error, error)
-        return StoredRun(run, tasks, tuple(transitions))
+        return StoredRun(run, tasks, tuple(transitions), context)
 
     def events(self, run_id: str) -> list[EventRecord]:
         """The run's event log, oldest first."""
@@ -554,3 +557,31 @@ def open_sql_store(
             store.close()
             raise
     return store
+
+
+def _with_added_tasks(url: str, run: RunRecord, events: Sequence[Mapping[str, Any]]) -> RunRecord:
+    """``run`` with the tasks it added while it ran (a ``for_each`` fan-out: its
+    ``tasks_added`` events) after those of its DAG snapshot."""
+    added: list[TaskSnapshot] = []
+    for row in events:
+        if row["kind"] != "tasks_added":
+            continue
+        with _reading(url, run.id, "its added tasks"):
+            data = EventRecord.from_row(row).data
+            added += [TaskSnapshot.from_json(t) for t in data.get("tasks", ())]
+    return run.evolve(tasks=(*run.tasks, *added)) if added else run
+
+
+def _context_of(url: str, run_id: str, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The run's context (corral.context()): its ``context`` events, folded in order."""
+    context: dict[str, Any] = {}
+    for row in events:
+        if row["kind"] != "context":
+            continue
+        with _reading(url, run_id, "its context"):
+            data = EventRecord.from_row(row).data
+            context.update(data.get("set") or {})
+            for key in data.get("deleted") or ():
+                context.pop(key, None)
+    return context
+

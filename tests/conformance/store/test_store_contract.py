@@ -104,6 +104,20 @@ def test_a_run_round_trips_with_its_history_values_and_events(store):
     assert store.events("r1")[0].data == {"k": 1}
 
 
+def test_tasks_a_run_added_while_it_ran_load_with_their_history(store):
+    """A run that grew (for_each) stores the new tasks as a tasks_added event: loading it
+    knows them, checks their history and reads their values."""
+    store.begin_run(record(), lease_s=30)
+    added = TaskSnapshot("c[0]", ("b",), "fc0", "thread")
+    store.write("r1", transitions=[*ok_history("a"), *ok_history("b")],
+                events=[EventRecord("tasks_added", T0, data={"tasks": [list(added)]})])
+    store.write("r1", transitions=ok_history("c[0]", at=2.0), values=[("c[0]", 7)])
+    run = store.load_run("r1")
+    assert run.run.tasks == (*TASKS, added)
+    assert (run.tasks["c[0]"].state, run.tasks["c[0]"].value) == (S.SUCCEEDED, 7)
+    assert run.tasks["c[0]"].deps == ("b",)
+
+
 def test_an_error_with_an_undecodable_character_round_trips(store):
     store.begin_run(record(), lease_s=30)
     odd = "no such file: b'\\xff' -> \udcff"  # what os.fsdecode makes of a bad file name
