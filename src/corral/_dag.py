@@ -32,7 +32,7 @@ from corral._errors import ValidationError
 from corral._graph import Graph, build_graph
 from corral._options import TASK_OPTIONS, check_option_names, make_spec
 from corral._plan import Plan, make_plan
-from corral._spec import CallRef, ShellCommand, TaskRef, TaskSpec
+from corral._spec import CallRef, ShellCommand, TaskRef, TaskSpec, refs_in
 from corral._words import short_repr
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ class DAG:
         if isinstance(options.get("for_each"), Task):
             options["for_each"] = options["for_each"].id
         depends = list(_as_ids(options.pop("depends_on", ())))
-        depends += [r for r in _refs_in((args_r, kwargs_r)) if r not in depends]
+        depends += [r for r in refs_in((args_r, kwargs_r)) if r not in depends]
         options["depends_on"] = depends
         spec = make_spec(task_id, act, args=args_r, kwargs=kwargs_r, options=options,
                          defaults=self.defaults, source=_source_of(action))
@@ -502,21 +502,6 @@ def _to_ref(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _to_ref(v) for k, v in value.items()}
     return value
-
-
-def _refs_in(value: Any, out: list[str] | None = None) -> list[str]:
-    """Ids of the tasks referenced in ``value``, in the order they appear."""
-    out = [] if out is None else out
-    if isinstance(value, TaskRef):
-        if value.id not in out:
-            out.append(value.id)
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            _refs_in(v, out)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            _refs_in(v, out)
-    return out
 
 
 def _as_ids(values: Any) -> list[str]:

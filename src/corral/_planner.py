@@ -28,10 +28,9 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from corral._dag import _refs_in
 from corral._errors import PlanError, ValidationError
 from corral._options import make_spec
-from corral._spec import CallRef, ShellCommand, TaskRef, TaskSpec
+from corral._spec import CallRef, ShellCommand, TaskRef, TaskSpec, refs_in
 
 __all__ = ["Plan", "PlanTask", "is_plan_data", "plan_specs"]
 
@@ -107,7 +106,7 @@ def plan_specs(planner: str, data: Mapping[str, Any]) -> list[TaskSpec]:
                             "which plans do not support yet (plan one task per item instead)")
         depends = options.pop("depends_on", ())
         depends = [depends] if isinstance(depends, str) else list(depends)
-        for ref in _refs_in((args, kwargs)):
+        for ref in refs_in((args, kwargs)):
             if ref not in depends:
                 depends.append(ref)
         if planner not in depends:

@@ -30,6 +30,7 @@ __all__ = [
     "TaskSpec",
     "TaskState",
     "TriggerRule",
+    "refs_in",
     "seconds",
 ]
 
@@ -304,3 +305,18 @@ def _stable(value: Any) -> Any:
     if isinstance(value, Sequence) and not isinstance(value, str | bytes):
         return [_stable(v) for v in value]
     return value
+
+
+def refs_in(value: Any, out: list[str] | None = None) -> list[str]:
+    """Ids of the tasks referenced in ``value``, in the order they appear."""
+    out = [] if out is None else out
+    if isinstance(value, TaskRef):
+        if value.id not in out:
+            out.append(value.id)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            refs_in(v, out)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            refs_in(v, out)
+    return out

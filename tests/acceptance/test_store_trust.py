@@ -89,6 +89,10 @@ def test_a_crafted_pickle_in_the_history_is_never_executed(corral, write, tmp_pa
         ("plan", "trust.yaml"): False,
         ("runs",): False,
     }
+    if column == "durations":
+        # Durations only rank tasks: damaged ones are ignored with a warning (never a crash),
+        # and every command goes on, the payload never run.
+        expected = dict.fromkeys(expected, False)
     for args, refused in expected.items():
         proc = corral(*args)
         assert not marker.exists(), f"corral {' '.join(args)} executed the payload"
@@ -98,7 +102,10 @@ def test_a_crafted_pickle_in_the_history_is_never_executed(corral, write, tmp_pa
             assert f"corrupt history: run '{run_id}'" in proc.stderr, out(proc)
         else:
             assert proc.returncode == 0, (args, out(proc))
-    assert executions(tmp_path)["a"] == 1 + reads_history  # only a new run ran, if any
+            if column == "durations" and args[0] in ("run", "resume"):
+                assert "corrupt history" in proc.stderr, (args, out(proc))  # the warning
+    if column != "durations":
+        assert executions(tmp_path)["a"] == 1 + reads_history  # only a new run ran, if any
 
 
 def test_a_garbage_history_row_is_exit_3_naming_the_run(corral, write, tmp_path):

@@ -95,9 +95,10 @@ def worker_env(*paths: Path, **extra: str) -> dict[str, str]:
 
 
 def start_worker(url: str, *args: str, env: dict[str, str] | None = None,
-                 log: Path | None = None) -> subprocess.Popen[bytes]:
+                 log: Path | None = None, may_die: bool = False) -> subprocess.Popen[bytes]:
     """A real ``corral worker`` on ``url``, started in its own session; waits until it has
-    registered. Stop it with :func:`stop_worker` (or kill it)."""
+    registered (or, ``may_die``, died: a test whose task kills its worker). Stop it with
+    :func:`stop_worker` (or kill it)."""
     with contextlib.ExitStack() as stack:
         out: Any = subprocess.DEVNULL
         if log is not None:
@@ -114,7 +115,7 @@ def start_worker(url: str, *args: str, env: dict[str, str] | None = None,
                  "the worker to register")
     finally:
         broker.close()
-    if proc.poll() is not None:
+    if proc.poll() is not None and not may_die:
         raise RuntimeError(f"corral worker exited with {proc.returncode}"
                            + (f": {log.read_text()}" if log is not None else ""))
     return proc

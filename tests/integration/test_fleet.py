@@ -167,7 +167,7 @@ def test_attempts_that_kill_their_workers_are_dead_lettered(url, tmp_path):
         "result", dag.run(broker=url, handle_signals=False, log_dir=None)))
     runner.start()
     args = ("--heartbeat-timeout", "1s", "--max-deliveries", "1")
-    first = start_worker(url, *args, log=log)
+    first = start_worker(url, *args, log=log, may_die=True)  # the poison may kill it at once
     try:
         assert first.wait(60) == -signal.SIGKILL  # the task killed it
         second = start_worker(url, *args, log=log)
