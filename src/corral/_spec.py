@@ -238,26 +238,31 @@ def fingerprints(specs: Sequence[TaskSpec]) -> list[str]:
             base = by_action[id(action)] = hashlib.sha256(_action_key(action).encode())
         h = base.copy()
         h.update(repr(sorted(spec.depends_on)).encode())
-        # Each optional part is tagged and hashed only when present: the common task has no
-        # arguments, environment or cwd.
-        if spec.args:
-            h.update(f"|a{_stable(spec.args)!r}".encode())
-        if spec.kwargs:
-            h.update(f"|k{_stable(spec.kwargs)!r}".encode())
-        if spec.env:
-            h.update(f"|e{_stable(spec.env)!r}".encode())
-        if spec.cwd is not None:
-            h.update(f"|c{spec.cwd!r}".encode())
-        if spec.executor is not None:
-            h.update(f"|x{spec.executor}".encode())
-        if spec.when is not None:
-            h.update(f"|w{spec.when.text}|{_stable(spec.when.bound)!r}".encode())
-        if spec.inputs_digest is not None:
-            h.update(f"|i{spec.inputs_digest}".encode())
-        if spec.for_each is not None:
-            h.update(f"|f{spec.for_each}".encode())
+        hash_optional_parts(h, spec)
         out.append(h.hexdigest()[:16])
     return out
+
+
+def hash_optional_parts(h: Any, spec: TaskSpec) -> None:
+    """Add to ``h`` what ``spec`` has beyond its action: each part tagged, and hashed only
+    when present (the common task has no arguments, environment or cwd), so that adding a
+    kind of part never changes the fingerprints of tasks without it."""
+    if spec.args:
+        h.update(f"|a{_stable(spec.args)!r}".encode())
+    if spec.kwargs:
+        h.update(f"|k{_stable(spec.kwargs)!r}".encode())
+    if spec.env:
+        h.update(f"|e{_stable(spec.env)!r}".encode())
+    if spec.cwd is not None:
+        h.update(f"|c{spec.cwd!r}".encode())
+    if spec.executor is not None:
+        h.update(f"|x{spec.executor}".encode())
+    if spec.when is not None:
+        h.update(f"|w{spec.when.text}|{_stable(spec.when.bound)!r}".encode())
+    if spec.inputs_digest is not None:
+        h.update(f"|i{spec.inputs_digest}".encode())
+    if spec.for_each is not None:
+        h.update(f"|f{spec.for_each}".encode())
 
 
 def executor_names(specs: Sequence[TaskSpec]) -> list[str]:

@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
-from corral._spec import TaskSpec, _action_key, _stable, executor_names
+from corral._spec import TaskSpec, _action_key, executor_names, hash_optional_parts
 from corral.store._records import TaskSnapshot
 
 if TYPE_CHECKING:
@@ -36,23 +36,7 @@ V2: Final = "v2:"
 
 def _fingerprint(spec: TaskSpec, action_key: str) -> str:
     h = hashlib.sha256(action_key.encode())
-    # Each optional part is tagged and hashed only when present, as TaskSpec.fingerprint does.
-    if spec.args:
-        h.update(f"|a{_stable(spec.args)!r}".encode())
-    if spec.kwargs:
-        h.update(f"|k{_stable(spec.kwargs)!r}".encode())
-    if spec.env:
-        h.update(f"|e{_stable(spec.env)!r}".encode())
-    if spec.cwd is not None:
-        h.update(f"|c{spec.cwd!r}".encode())
-    if spec.executor is not None:
-        h.update(f"|x{spec.executor}".encode())
-    if spec.when is not None:
-        h.update(f"|w{spec.when.text}|{_stable(spec.when.bound)!r}".encode())
-    if spec.inputs_digest is not None:
-        h.update(f"|i{spec.inputs_digest}".encode())
-    if spec.for_each is not None:
-        h.update(f"|f{spec.for_each}".encode())
+    hash_optional_parts(h, spec)  # as TaskSpec.fingerprint does
     return V2 + h.hexdigest()[:16]
 
 
