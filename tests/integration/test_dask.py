@@ -240,11 +240,16 @@ def test_a_timed_out_attempt_on_a_cluster_of_its_own_has_its_worker_killed(tmp_p
     def sleep_with_pid(marker: str) -> None:
         import time
 
-        Path(marker).write_text(str(os.getpid()))
+        # Written whole or not at all: the timeout may stop it mid-write on a loaded machine.
+        Path(marker + ".tmp").write_text(str(os.getpid()))
+        os.replace(marker + ".tmp", marker)
         time.sleep(60)
 
     def alive(marker: str) -> bool:
-        """Whether the process whose pid is in ``marker`` still runs."""
+        """Whether the process whose pid is in ``marker`` still runs (no marker: it was
+        stopped before it got that far, which a process that lives on would not be)."""
+        if not Path(marker).exists():
+            return False
         pid = int(Path(marker).read_text())
         try:
             return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
