@@ -16,10 +16,10 @@ Public API (everything else is private and may move)::
 from __future__ import annotations
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
-from typing import Any as _Any
 
 from corral._errors import CorralError, Skip, ValidationError
 from corral._heartbeat import heartbeat  # tiny: one context variable
+from corral._lazy import lazy_attributes as _lazy_attributes
 
 if _TYPE_CHECKING:
     from corral._context import context
@@ -71,15 +71,8 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> _Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'corral' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once: later lookups are plain attribute reads
-    return value
+# once each: later lookups are plain attribute reads
+__getattr__ = _lazy_attributes("corral", _LAZY, cache=globals())
 
 
 def __dir__() -> list[str]:

@@ -19,10 +19,9 @@ subclass :class:`Executor`, implement :meth:`~Executor.submit`, report each atte
 
 from __future__ import annotations
 
-import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
-from typing import Any as _Any
 
+from corral._lazy import lazy_attributes as _lazy_attributes
 from corral.executors._base import (
     CANCELLED,
     ERROR,
@@ -81,8 +80,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> _Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'corral.executors' has no attribute {name!r}")
-    return getattr(_importlib.import_module(module), name)
+__getattr__ = _lazy_attributes("corral.executors", _LAZY)

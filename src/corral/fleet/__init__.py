@@ -15,9 +15,9 @@ Redis broker is opened.
 
 from __future__ import annotations
 
-import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
-from typing import Any as _Any
+
+from corral._lazy import lazy_attributes as _lazy_attributes
 
 if _TYPE_CHECKING:
     from corral.fleet._broker import Broker, open_broker
@@ -35,8 +35,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> _Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'corral.fleet' has no attribute {name!r}")
-    return getattr(_importlib.import_module(module), name)
+__getattr__ = _lazy_attributes("corral.fleet", _LAZY)

@@ -36,9 +36,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-# What can go wrong with a store or a resume, for ``except`` clauses (corral._errors is private).
 from corral._errors import (
     BrokenStore,
     CorruptHistory,
@@ -47,6 +46,9 @@ from corral._errors import (
     RunNotFound,
     StoreTooNew,
 )
+
+# What can go wrong with a store or a resume, for ``except`` clauses (corral._errors is private).
+from corral._lazy import lazy_attributes as _lazy_attributes
 
 if TYPE_CHECKING:
     from corral.store._interface import (
@@ -126,13 +128,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'corral.store' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = _lazy_attributes("corral.store", _LAZY)
 
 
 def resolve_url(url: str | None = None) -> str:
