@@ -21,21 +21,13 @@ from corral._plan import realised_critical_path
 from corral._result import recorded_breakers
 from corral._spec import ENDS_ATTEMPT
 from corral.cli._app import UserError
-from corral.cli._options import Duration, open_run_store, store_option
+from corral.cli._options import Duration, json_option, open_run_store, store_option
 
 if TYPE_CHECKING:
     from corral.store import RunRecord, Store, StoredRun
 
 __all__ = ["logs", "pick_attempt", "prune", "run_details", "runs", "show", "when"]
 
-json_option = click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="CORRAL_JSON",
-    show_envvar=True,
-    help="Print one JSON document on stdout instead of text.",
-)
 
 # States that end an attempt (the transition carries its duration), by name.
 _ENDS = frozenset(str(state) for state in ENDS_ATTEMPT)
