@@ -170,7 +170,7 @@ class Scheduler:
         self.running = 0
         self._log: list[tuple[int, TaskState, int]] | None = [] if record else None
         # Rate limits and circuit breakers; None when no task has either.
-        self.gate: Gate | None = gate_for(graph, rates)
+        self.gate: Gate | None = gate_for(graph.specs, graph.rate_limits, graph.breakers, rates)
         self._rates = rates
         # Executor slots (limit_executor) and deferred timers (defer_timers) by executor
         # name, for tasks added while the run goes on (grow).
@@ -611,7 +611,8 @@ class Scheduler:
         self._grow_keys(old_n, specs)
         if any(s.rate_limit or s.breaker is not None for s in specs):
             if self.gate is None:
-                self.gate = gate_for(graph, self._rates)
+                self.gate = gate_for(graph.specs, graph.rate_limits, graph.breakers,
+                                     self._rates)
             else:
                 self.gate.extend([s.rate_limit for s in specs], [s.breaker for s in specs])
         elif self.gate is not None:

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from corral.cli._app import CONTEXT_SETTINGS
-from corral.cli._options import emit_json
+from corral.cli._options import CONTEXT_SETTINGS, emit_json
 
 if TYPE_CHECKING:
     from corral._config import Layers, Source
@@ -163,7 +162,7 @@ def _command_rows(layers: Layers, command_line: tuple[str, ...]) -> list[dict[st
 
     from corral._config import Source, setting_key
     from corral.cli import main
-    from corral.cli._app import UserError
+    from corral.cli._exits import UserError
 
     layers.effective()  # a bad variable is named here, as for every setting
     args = list(command_line)
