@@ -18,13 +18,16 @@ What is not captured: output written to file descriptors 1 and 2 directly (C ext
 from __future__ import annotations
 
 import contextvars
+import functools
+import hashlib
 import io
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["TaskOutput", "current", "install", "uninstall"]
+__all__ = ["TaskOutput", "current", "install", "log_name", "uninstall"]
 
 
 class TaskOutput:
@@ -124,3 +127,16 @@ def uninstall() -> None:
             sys.stdout = sys.stdout.stream
         if isinstance(sys.stderr, _Router):
             sys.stderr = sys.stderr.stream
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@functools.lru_cache(maxsize=65536)
+def log_name(task_id: str) -> str:
+    """A file name for a task id: the id itself when it is safe, else a cleaned-up id with a
+    short hash, so that ``a/b`` and ``a_b`` never share a log."""
+    if not _UNSAFE.search(task_id):
+        return task_id
+    digest = hashlib.sha256(task_id.encode()).hexdigest()[:8]
+    return f"{_UNSAFE.sub('_', task_id)}-{digest}"

@@ -7,11 +7,13 @@ Mixed into :class:`corral._runner.Runner`, whose per-task tables it reads; made 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from corral._capture import log_name
 from corral._context import RunContext
 from corral._graph import Graph
 from corral._limits import BreakerChange
@@ -45,9 +47,8 @@ class ResultOfRun:
     _started_at: datetime
     _executors: dict[str, Executor]
     _executor_of: Sequence[str]
-
-    if TYPE_CHECKING:
-        def log_path(self, task_id: str, attempt: int) -> Path | None: ...
+    # The log directory's files, listed once the run has ended (see _has_log).
+    _logs_listed: frozenset[str] | None = None
 
     def _result(self) -> RunResult:
         sched = self.scheduler
@@ -95,12 +96,11 @@ class ResultOfRun:
         start = self._started_at
         log = None
         if self.log_dir is not None and sched.attempts[i]:
-            path = self.log_path(task_id, sched.attempts[i])
+            name = f"{log_name(task_id)}.{sched.attempts[i]}.log"
             # an attempt on an executor that writes no log unless it prints may have none
             executor = self._executors.get(self._executor_of[i])
-            if path is not None and ((executor is not None and executor.writes_logs)
-                                     or path.exists()):
-                log = str(path)
+            if (executor is not None and executor.writes_logs) or self._has_log(name):
+                log = f"{self.log_dir}{os.sep}{name}"
         state = sched.state[i]
         return TaskResult(
             id=task_id,
@@ -114,6 +114,20 @@ class ResultOfRun:
             executor=self._executor_of[i],
             log_path=log,
         )
+
+    def _has_log(self, name: str) -> bool:
+        """Whether the log file ``name`` exists. Once the run has ended, from one listing of
+        the log directory instead of a ``stat`` per task (a result of 10,000 tasks asks
+        10,000 times); while it runs, from the file system each time."""
+        assert self.log_dir is not None
+        if self.scheduler.is_active():
+            return os.path.exists(os.path.join(self.log_dir, name))
+        if self._logs_listed is None:
+            try:
+                self._logs_listed = frozenset(os.listdir(self.log_dir))
+            except OSError:
+                self._logs_listed = frozenset()
+        return name in self._logs_listed
 
     def realised_critical_path(self) -> list[str]:
         """The chain that decided the makespan (:func:`corral._plan.realised_critical_path`)."""

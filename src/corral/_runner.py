@@ -31,10 +31,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import os
 import random
-import re
 import secrets
 import signal
 import threading
@@ -45,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from corral import _capture, _context, _fanout, _planner, _throttle
+from corral._capture import log_name
 from corral._context import RunContext
 from corral._errors import (
     BrokenExecutor,
@@ -100,7 +99,6 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class Runner(GrowingRun, ResultOfRun):
@@ -219,6 +217,7 @@ class Runner(GrowingRun, ResultOfRun):
         # What each task calls; a reference or command is resolved at its first dispatch.
         self._fns = list(map(direct_action, graph.specs))
         self._log_dir_made = False
+        self._calls: dict[tuple[str, tuple[str, ...]], Any] = {}  # call: target -> function
         # Whether any task has a heartbeat (self._watched, above): the only runs that look
         # for hung attempts, and that route print() of in-process tasks even without logs
         # (output is a sign of life).
@@ -509,7 +508,13 @@ class Runner(GrowingRun, ResultOfRun):
         if isinstance(action, ShellCommand):
             return action.cmd
         if isinstance(action, CallRef):
-            return action.resolve()
+            # Once per target in a run: ten thousand tasks calling one function import it
+            # (and look at sys.path) once, not ten thousand times.
+            key = (action.target, action.path)
+            fn = self._calls.get(key)
+            if fn is None:
+                fn = self._calls[key] = action.resolve()
+            return fn
         return action
 
     async def _start_executor(self, name: str) -> Executor:
@@ -710,13 +715,3 @@ class Runner(GrowingRun, ResultOfRun):
         if queue is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to stop
                 queue.poke()
-
-
-@functools.lru_cache(maxsize=65536)
-def log_name(task_id: str) -> str:
-    """A file name for a task id: the id itself when it is safe, else a cleaned-up id with a
-    short hash, so that ``a/b`` and ``a_b`` never share a log."""
-    if not _UNSAFE.search(task_id):
-        return task_id
-    digest = hashlib.sha256(task_id.encode()).hexdigest()[:8]
-    return f"{_UNSAFE.sub('_', task_id)}-{digest}"

@@ -382,7 +382,7 @@ def test_two_timeouts_in_one_turn_with_fail_fast():
 
 
 def test_task_ids_that_clean_up_alike_get_separate_logs(tmp_path):
-    from corral._runner import log_name
+    from corral._capture import log_name
 
     assert log_name("build") == "build"
     assert log_name("a/b") != log_name("a_b")
