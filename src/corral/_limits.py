@@ -14,6 +14,14 @@ arrival time* (TAT). A limit of ``rate`` per second with a ``burst`` spaces admi
 when ``now >= TAT - (burst - 1) * interval``, and then ``TAT = max(TAT, now) + interval``.
 There is no bucket to refill and no timer: "retry at" is exact.
 
+**Late wake-ups do not drift.** A request told "retry at T" comes back when its timer fires,
+a little after T. Counting it at that late ``now`` would start the next interval late, and the
+lateness would add up (100/s realised 91/s). So a request says when it was *due* (the T it was
+told): if it comes back less than one interval after T, it counts at T and the schedule stays
+exact (``TAT = max(TAT, due) + interval``). A return later than that (a slot it waited for, a
+suspended machine) counts at ``now``: catching up on a long pause would let a burst through
+that the limit does not allow.
+
 **Circuit breakers**::
 
     closed ──failures within window──> open ──reset elapsed──> half_open
@@ -129,13 +137,20 @@ def parse_rate_limit(value: object) -> RateLimit:
                      f"not {value!r}")
 
 
-def gcra(tat: float, now: float, limit: RateLimit) -> tuple[float | None, float]:
+def gcra(
+    tat: float, now: float, limit: RateLimit, due: float | None = None
+) -> tuple[float | None, float]:
     """One GCRA decision: ``(None, new_tat)`` if a request at ``now`` conforms, else
-    ``(retry_at, tat)``: the earliest time it would. A limit never used has ``tat = -inf``."""
+    ``(retry_at, tat)``: the earliest time it would. A limit never used has ``tat = -inf``.
+
+    ``due``: the retry time this request was given before, if it comes back for it. Admitted
+    less than one interval after it, it counts at ``due``, so a late timer does not push the
+    later admissions back (see the module note)."""
     allowed_at = tat - limit.tolerance
     if now < allowed_at:
         return allowed_at, tat
-    return None, max(tat, now) + limit.interval
+    at = due if due is not None and due <= now < due + limit.interval else now
+    return None, max(tat, at) + limit.interval
 
 
 class RateState(Protocol):
@@ -143,9 +158,12 @@ class RateState(Protocol):
 
     :meth:`try_acquire` must be atomic: all the ``names`` conform and are taken, or none is
     and the answer is the earliest time worth asking again (the latest of their retry times).
+    ``due`` is the retry time a caller comes back for (see :func:`gcra`); None on a first ask.
     """
 
-    def try_acquire(self, names: Sequence[str], now: float) -> float | None: ...
+    def try_acquire(
+        self, names: Sequence[str], now: float, due: float | None = None
+    ) -> float | None: ...
 
 
 class LocalRates:
@@ -157,13 +175,15 @@ class LocalRates:
         self._tat: dict[str, float] = dict.fromkeys(limits, -math.inf)
         self._lock = threading.Lock()
 
-    def try_acquire(self, names: Sequence[str], now: float) -> float | None:
+    def try_acquire(
+        self, names: Sequence[str], now: float, due: float | None = None
+    ) -> float | None:
         with self._lock:
             tat = self._tat
             new: list[float] = []
             retry_at: float | None = None
             for name in names:
-                at, after = gcra(tat[name], now, self.limits[name])
+                at, after = gcra(tat[name], now, self.limits[name], due)
                 if at is not None:
                     retry_at = at if retry_at is None else max(retry_at, at)
                 new.append(after)
@@ -354,6 +374,8 @@ class Gate:
         self.holds: dict[int, str] = {}  # why each held task waits, for blocked_reasons
         self._probes: set[int] = set()
         self._timed: list[tuple[float, int]] = []
+        self._rate_holds: dict[int, float] = {}  # task held by a rate limit -> its retry time
+        self._due: dict[int, float] = {}  # released by the last release(): their retry time
         self._untimed: list[int] = []
         self._changed = False
 
@@ -387,8 +409,9 @@ class Gate:
                 return self._hold(i, verdict.until, f"waits for circuit breaker {name!r}")
         rates = self.task_rates[i]
         if rates:
-            retry_at = self.rates.try_acquire(rates, now)
+            retry_at = self.rates.try_acquire(rates, now, self._due.pop(i, None))
             if retry_at is not None:
+                self._rate_holds[i] = retry_at
                 return self._hold(i, retry_at, f"waits for rate limit {', '.join(rates)}")
         if name is not None and new is not None:
             self.status[name] = new
@@ -398,11 +421,18 @@ class Gate:
         return None
 
     def release(self, now: float) -> list[int]:
-        """Held tasks that may be asked about again now."""
+        """Held tasks that may be asked about again now. A task a rate limit held is due at
+        its retry time only until the next release: one checked in the same admission round
+        counts at that time however late the wake-up (see :func:`gcra`); one that waited for
+        a slot as well counts when it is checked."""
         out: list[int] = []
         timed = self._timed
+        due = self._due = {}
         while timed and timed[0][0] <= now:
-            out.append(heapq.heappop(timed)[1])
+            i = heapq.heappop(timed)[1]
+            out.append(i)
+            if (at := self._rate_holds.pop(i, None)) is not None:
+                due[i] = at
         if self._changed:
             self._changed = False
             out.extend(self._untimed)

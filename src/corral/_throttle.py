@@ -83,9 +83,10 @@ class limit:  # lower case: used like a function, with corral.limit("api"): ...
                               f"'async with corral.limit({self.name!r}):', which does not "
                               "block the event loop")
         rates, clock = _find(self.name)
-        names = (self.name,)
-        while (retry_at := rates.try_acquire(names, clock())) is not None:
+        names, due = (self.name,), None
+        while (retry_at := rates.try_acquire(names, clock(), due)) is not None:
             time.sleep(max(0.0, retry_at - clock()))
+            due = retry_at  # a late wake-up counts at this time: no drift (gcra's due)
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -93,9 +94,10 @@ class limit:  # lower case: used like a function, with corral.limit("api"): ...
 
     async def __aenter__(self) -> None:
         rates, clock = _find(self.name)
-        names = (self.name,)
-        while (retry_at := rates.try_acquire(names, clock())) is not None:
+        names, due = (self.name,), None
+        while (retry_at := rates.try_acquire(names, clock(), due)) is not None:
             await asyncio.sleep(max(0.0, retry_at - clock()))
+            due = retry_at
 
     async def __aexit__(self, kind: type[BaseException] | None, value: BaseException | None,
                         tb: TracebackType | None) -> None:
