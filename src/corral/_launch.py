@@ -29,6 +29,7 @@ from corral._graph import Graph
 
 if TYPE_CHECKING:
     from corral._events import RunListener
+    from corral._limits import RateState
     from corral._result import RunResult
     from corral._runner import Runner
     from corral.executors._base import Executor
@@ -162,11 +163,12 @@ def launch(
     watchers = list(listeners)
     executors = opts.executors
     run_id = opts.run_id
+    rates: RateState | None = None  # None: the run's own, in this process
     if opts.broker:
         from corral._runner import new_run_id
 
         run_id = run_id or new_run_id()
-        executors = _fleet_executors(opts.broker, run_id, graph, executors, opts)
+        executors, rates = _fleet_executors(opts.broker, run_id, graph, executors, opts)
     recorder = None
     if store is not None:
         from corral.store import StoreRecorder
@@ -192,18 +194,22 @@ def launch(
         handle_signals=opts.handle_signals,
         params=opts.params,
         context=context,
+        rates=rates,
     )
     if recorder is not None:
         recorder.attach(runner)
     return Launch(runner, recorder, history, tuple(warnings))
 
 
-def _fleet_executors(url: str, run_id: str, graph: Graph, given: Mapping[str, Executor] | None,
-                     opts: LaunchOptions) -> dict[str, Executor]:
+def _fleet_executors(
+    url: str, run_id: str, graph: Graph, given: Mapping[str, Executor] | None,
+    opts: LaunchOptions,
+) -> tuple[dict[str, Executor], RateState | None]:
     """The run's executors in fleet mode: each executor name its tasks use (but those given,
     and ``dask``) sends its attempts to the fleet, through one session with the broker at
     ``url``, connected now (a broker that cannot be used raises
-    :class:`~corral.errors.BrokenBroker` before anything starts)."""
+    :class:`~corral.errors.BrokenBroker` before anything starts). And the state of the run's
+    rate limits, fleet-wide on a Redis broker (None: the run keeps its own)."""
     from corral.executors._registry import action_kind
     from corral.executors.fleet import fleet_executors
     from corral.fleet._coordinator import FleetSession
@@ -216,4 +222,9 @@ def _fleet_executors(url: str, run_id: str, graph: Graph, given: Mapping[str, Ex
     used = {s.queue or "default" for s, name in zip(graph.specs, graph.executors, strict=True)
             if name in fleet}
     session.warn_unserved(used)
-    return {**(given or {}), **fleet}
+    rates = None
+    if graph.rate_limits:
+        from corral.fleet.limits_redis import shared_rates
+
+        rates = shared_rates(session.broker, graph.rate_limits, run_id)
+    return {**(given or {}), **fleet}, rates

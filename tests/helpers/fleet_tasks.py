@@ -30,3 +30,13 @@ def kill_my_worker() -> None:
 
 def big() -> str:
     return "x" * 50_000
+
+
+def limited_calls(name: str, calls: int) -> int:
+    """Take the run's rate limit ``name`` ``calls`` times (corral.limit, on a worker)."""
+    import corral
+
+    for _ in range(calls):
+        with corral.limit(name):
+            pass
+    return calls
