@@ -36,10 +36,10 @@ while it is open or half-open.
 
 **The seam for fleet-wide limits.** The :class:`Gate` does not keep GCRA state itself: it asks
 a :class:`RateState` (:meth:`~RateState.try_acquire`: all of a task's limits at once, or none).
-:class:`LocalRates` is the one in this process (thread-safe, also behind ``corral.limit``). A
-shared one — one Redis script, or a PostgreSQL row per limit — implements the same method with
-the same :func:`gcra` arithmetic, so that 10/s means 10/s across workers. Breaker state is
-per run and local for now.
+:class:`LocalRates` is the one in this process (thread-safe, also behind ``corral.limit``).
+:class:`corral.fleet.limits_redis.RedisRates` is the shared one of a run with a Redis broker:
+the same :func:`gcra` arithmetic as one Redis script, so that 10/s means 10/s across workers
+and runs. Breaker state is per run and local for now.
 """
 
 from __future__ import annotations
