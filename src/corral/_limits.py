@@ -59,11 +59,13 @@ if TYPE_CHECKING:
 __all__ = [
     "ALLOW",
     "Breaker",
+    "BreakerBook",
     "BreakerChange",
     "BreakerState",
     "BreakerStatus",
     "Gate",
     "Hold",
+    "LocalBreakers",
     "LocalRates",
     "RateLimit",
     "RateState",
@@ -332,7 +334,51 @@ def parse_breaker(value: object) -> Breaker:
     return Breaker(counts["failures"], window, reset, counts["half_open"], on_open)
 
 
+class BreakerBook(Protocol):
+    """Where breaker state lives: this run (:class:`LocalBreakers`) or a shared store, so that
+    runs on one broker share a breaker. Both methods are atomic read-modify-writes of one
+    breaker with the pure :func:`ask` and :func:`record`; times in the verdicts are on the
+    caller's clock (``now``'s), times inside a returned status on the book's. ``shared``: other
+    processes change the state too, so nobody tells this one when a held task may go on."""
+
+    shared: bool
+
+    def ask(self, name: str, cfg: Breaker, now: float) -> tuple[Verdict, BreakerStatus, bool]:
+        """:func:`ask`, keeping the new status (a probe counted, time's move to half-open)."""
+        ...
+
+    def record(self, name: str, cfg: Breaker, now: float, ok: bool | None, *,
+               probe: bool) -> BreakerStatus:
+        """:func:`record`, kept; the new status."""
+        ...
+
+
+class LocalBreakers:
+    """The breakers of one run, in its process."""
+
+    shared = False
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.status = dict.fromkeys(names, BreakerStatus())
+        self._lock = threading.Lock()
+
+    def ask(self, name: str, cfg: Breaker, now: float) -> tuple[Verdict, BreakerStatus, bool]:
+        with self._lock:
+            verdict, new, probe = ask(cfg, self.status[name], now)
+            self.status[name] = new
+            return verdict, new, probe
+
+    def record(self, name: str, cfg: Breaker, now: float, ok: bool | None, *,
+               probe: bool) -> BreakerStatus:
+        with self._lock:
+            new = self.status[name] = record(cfg, self.status[name], now, ok, probe=probe)
+            return new
+
+
 # --------------------------------------------------------------------------- the gate
+SHARED_POLL_S = 1.0  # how often a task waiting on a shared half-open breaker asks again
+
+
 class BreakerChange(NamedTuple):
     """Breaker ``breaker`` entered ``state`` at ``at`` (seconds on the run's clock)."""
 
@@ -352,7 +398,8 @@ class Gate:
     when a breaker changes. A task an open breaker refuses is *admitted* and listed in
     :attr:`refused` (with a message): the driver fails it at once without running it, through
     the ordinary failure path. :meth:`ended` feeds outcomes to the breakers; :attr:`changes`
-    lists breaker transitions for the driver to drain.
+    lists breaker transitions for the driver to drain. Breaker state is kept by ``book``
+    (default: this run's own); :attr:`status` is each breaker as this gate last saw it.
     """
 
     def __init__(
@@ -361,6 +408,7 @@ class Gate:
         task_breakers: Sequence[str | None],
         rates: RateState,
         breakers: Mapping[str, Breaker],
+        book: BreakerBook | None = None,
     ) -> None:
         self.task_rates = task_rates
         self.task_breakers = task_breakers
@@ -368,6 +416,7 @@ class Gate:
                                                                strict=True)]
         self.rates = rates
         self.breakers = dict(breakers)
+        self.book: BreakerBook = book if book is not None else LocalBreakers(breakers)
         self.status = dict.fromkeys(breakers, BreakerStatus())
         self.refused: dict[int, str] = {}
         self.changes: list[BreakerChange] = []
@@ -391,13 +440,10 @@ class Gate:
         """None: admit task ``i`` now. Otherwise it is held (or refused: see the class)."""
         name = self.task_breakers[i]
         probe = False
-        new: BreakerStatus | None = None
         if name is not None:
             cfg = self.breakers[name]
-            old = self.status[name]
-            verdict, new, probe = ask(cfg, old, now)
-            if new.state is not old.state:  # reset has passed: half-open, whatever follows
-                self._set(name, replace(new, probes=0) if probe else new, now)
+            verdict, new, probe = self.book.ask(name, cfg, now)  # a probe's place is taken
+            self._saw(name, new, now)
             if isinstance(verdict, Refuse):
                 self.holds.pop(i, None)
                 self.refused[i] = (f"circuit breaker {name!r} is open after {cfg.failures} "
@@ -406,17 +452,21 @@ class Gate:
                                    f"{max(0.0, verdict.until - now):.3g}s")
                 return REFUSED
             if isinstance(verdict, Hold):
-                return self._hold(i, verdict.until, f"waits for circuit breaker {name!r}")
+                until = verdict.until
+                if math.isinf(until) and self.book.shared:  # others' probes: nobody tells us
+                    until = now + SHARED_POLL_S
+                return self._hold(i, until, f"waits for circuit breaker {name!r}")
         rates = self.task_rates[i]
         if rates:
             retry_at = self.rates.try_acquire(rates, now, self._due.pop(i, None))
             if retry_at is not None:
+                if probe and name is not None:  # give the probe's place back: it does not run
+                    self._saw(name, self.book.record(name, self.breakers[name], now, None,
+                                                     probe=True), now)
                 self._rate_holds[i] = retry_at
                 return self._hold(i, retry_at, f"waits for rate limit {', '.join(rates)}")
-        if name is not None and new is not None:
-            self.status[name] = new
-            if probe:
-                self._probes.add(i)
+        if probe:
+            self._probes.add(i)
         self.holds.pop(i, None)
         return None
 
@@ -451,19 +501,19 @@ class Gate:
             return
         probe = i in self._probes
         self._probes.discard(i)
-        old = self.status[name]
-        new = record(self.breakers[name], old, now, ok, probe=probe)
-        if new.state is not old.state:
-            self._set(name, new, now)
-        else:
-            self.status[name] = new
-            if probe:
-                self._changed = True  # a probe slot is free again
+        new = self.book.record(name, self.breakers[name], now, ok, probe=probe)
+        if not self._saw(name, new, now) and probe:
+            self._changed = True  # a probe slot is free again
 
-    def _set(self, name: str, status: BreakerStatus, now: float) -> None:
+    def _saw(self, name: str, status: BreakerStatus, now: float) -> bool:
+        """Keep what the book says of breaker ``name``; a new state is a change (made here,
+        or, with a shared book, by another run). True if the state changed."""
+        changed = status.state is not self.status[name].state
         self.status[name] = status
-        self.changes.append(BreakerChange(name, status.state, now))
-        self._changed = True
+        if changed:
+            self.changes.append(BreakerChange(name, status.state, now))
+            self._changed = True
+        return changed
 
     def _hold(self, i: int, until: float, why: str) -> object:
         if math.isinf(until):
@@ -500,11 +550,14 @@ def names_of(value: object) -> tuple[str, ...] | None:
     return None
 
 
-def gate_for(graph: Graph, rates: RateState | None = None) -> Gate | None:
+def gate_for(graph: Graph, rates: RateState | None = None,
+             book: BreakerBook | None = None) -> Gate | None:
     """The gate of ``graph``'s tasks, or None when no task has a rate limit or a breaker.
-    ``rates`` defaults to a :class:`LocalRates` of the graph's limits."""
+    ``rates`` defaults to a :class:`LocalRates` of the graph's limits, ``book`` to the run's
+    own breakers."""
     specs = graph.specs
     if not any(s.rate_limit or s.breaker is not None for s in specs):
         return None
     return Gate([s.rate_limit for s in specs], [s.breaker for s in specs],
-                rates if rates is not None else LocalRates(graph.rate_limits), graph.breakers)
+                rates if rates is not None else LocalRates(graph.rate_limits), graph.breakers,
+                book)

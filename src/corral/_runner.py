@@ -58,7 +58,7 @@ from corral._errors import (
 )
 from corral._events import RunInfo, RunListener, Transition
 from corral._graph import Graph, extend_graph
-from corral._limits import BreakerChange, LocalRates, RateState
+from corral._limits import BreakerBook, BreakerChange, LocalRates, RateState
 from corral._result import RunResult, RunStatus, TaskResult, TaskTable
 from corral._scheduler import Scheduler
 from corral._spec import (
@@ -112,7 +112,8 @@ class Runner:
     already succeeded (resume) to their values. ``log_dir`` is where per-attempt logs go (created
     only if a task writes one). ``handle_signals`` installs SIGINT/SIGTERM handlers (main
     thread). ``rates`` holds the state of the graph's rate limits (default: this run's own, in
-    this process; a shared one makes the limits hold across runs: corral._limits.RateState).
+    this process; a shared one makes the limits hold across runs: corral._limits.RateState),
+    ``breakers`` that of its circuit breakers (corral._limits.BreakerBook; likewise).
     ``estimates`` (each task's prior duration or None) and ``ranks`` order the ready tasks (see
     :class:`~corral._scheduler.Scheduler`).
     """
@@ -136,6 +137,7 @@ class Runner:
         params: Mapping[str, str] | None = None,
         rates: RateState | None = None,
         context: Mapping[str, Any] | None = None,
+        breakers: BreakerBook | None = None,
     ) -> None:
         self.graph = graph
         self.concurrency = concurrency or default_concurrency()
@@ -189,6 +191,7 @@ class Runner:
             done=[graph.index[t] for t in done if t in graph.index],
             record=bool(self.listeners),
             rates=self.rates,
+            breakers=breakers,
         )
         self.values: list[Any] = [None] * n
         for task_id, value in done.items():

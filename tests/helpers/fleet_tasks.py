@@ -40,3 +40,10 @@ def limited_calls(name: str, calls: int) -> int:
         with corral.limit(name):
             pass
     return calls
+
+
+def broken(journal: str, task: str) -> None:
+    """Note that ``task`` ran, then fail: a service that is down."""
+    with open(journal, "a") as f:
+        f.write(f"{task} {os.getpid()}\n")
+    raise ConnectionError("the service is down")

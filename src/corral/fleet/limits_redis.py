@@ -1,4 +1,5 @@
-"""Fleet-wide rate limits: a limit's GCRA state in Redis, shared by every run and worker on it.
+"""Fleet-wide flow control: rate limits' GCRA state and circuit breakers in Redis, shared by
+every run and worker on it.
 
 With a Redis broker, ``10/s`` means 10/s across the fleet: the coordinator's scheduler (tasks
 with ``rate_limit:``), ``corral.limit`` in its own tasks, and ``corral.limit`` in thread and
@@ -22,16 +23,28 @@ Keys (under the broker's prefix: ``corral:``, or ``corral:NAME:`` with ``?namesp
                            means what no key means)
     limits:{run}   hash    name -> {"rate": per second, "burst": n}: the run's declarations,
                            written by its coordinator, read by the workers that run its tasks
+    br:{name}      string  a circuit breaker's BreakerStatus (JSON), times on the clock above;
+                           a day after its last change it expires (closed, as no key means)
 
-A limit is shared by name: two runs that both declare ``api`` share it, each admitting at its
-own declared rate. (The key names belong with the others in :class:`corral.fleet.redis.Keys`;
-they are here until that module is free to change.)
+A limit or a breaker is shared by name: two runs that both declare ``api`` share it, each
+with its own declaration (rate and burst; failures, window, reset). (The key names belong with
+the others in :class:`corral.fleet.redis.Keys`; they are here until that module is free to
+change.)
+
+**Breakers** (:class:`RedisBreakers`) are read-modify-writes of one key under ``WATCH`` /
+``MULTI`` around the pure :func:`~corral._limits.ask` and :func:`~corral._limits.record`
+(retried when another process wrote the key meanwhile), so the state machine is the tested
+one. Breakers live in coordinators (the scheduler's gate), which see every attempt of their
+run wherever it ran. One rule exists only here: a half-open breaker whose probes have not
+reported for :data:`LOST_PROBE_S` (or ``reset``, if longer) forgets them — the run of a probe
+may have died, and nothing else would ever let another probe through.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -39,13 +52,24 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from corral._errors import BrokenBroker, CorralError
-from corral._limits import RateLimit, RateState
+from corral._limits import (
+    Breaker,
+    BreakerState,
+    BreakerStatus,
+    RateLimit,
+    RateState,
+    Verdict,
+    ask,
+    record,
+)
 
-__all__ = ["FleetLimits", "RedisRates", "shared_rates", "worker_limits"]
+__all__ = ["FleetLimits", "RedisBreakers", "RedisRates", "shared_flow", "worker_limits"]
 
 DECLARATIONS_TTL_S = 7 * 86_400  # a run's declarations outlive any run's workers
 CALLER_CLOCK_TTL_MS = 86_400_000  # a TAT on a caller's (fake) clock: its expiry cannot be known
 RUNS_KEPT = 64  # runs whose declarations a worker keeps
+BREAKER_TTL_S = 86_400  # a breaker untouched this long is closed again (or longer: see _ttl)
+LOST_PROBE_S = 60.0  # a half-open breaker's probes silent this long are taken for lost
 
 # GCRA over KEYS (one per limit), all or none. ARGV: now ("" = the server's TIME), how late
 # the caller is for its due time ("" = not due), the TTL in ms ("" = until the TAT is an
@@ -197,17 +221,22 @@ def _client_of(broker: object) -> tuple[Any, str, str] | None:
         prefix, url
 
 
-def shared_rates(broker: object, limits: Mapping[str, RateLimit],
-                 run_id: str) -> RedisRates | None:
-    """The fleet-wide state of a run's ``limits`` on ``broker``'s Redis, its declarations
-    published for the workers; None when the broker is not a Redis one."""
-    found = _client_of(broker)
+def shared_flow(
+    broker: object, limits: Mapping[str, RateLimit], run_id: str, *, breakers: bool
+) -> tuple[RedisRates | None, RedisBreakers | None]:
+    """The fleet-wide state of a run's rate ``limits`` (its declarations published for the
+    workers; None if it declares none) and of its breakers (None unless ``breakers``) on
+    ``broker``'s Redis; (None, None) when the broker is not a Redis one."""
+    found = _client_of(broker) if limits or breakers else None
     if found is None:
-        return None
+        return None, None
     client, prefix, url = found
-    rates = RedisRates(client, limits, prefix=prefix, url=url)
-    rates.publish(run_id)
-    return rates
+    rates = None
+    if limits:
+        rates = RedisRates(client, limits, prefix=prefix, url=url)
+        rates.publish(run_id)
+    book = RedisBreakers(client, prefix=prefix, url=url) if breakers else None
+    return rates, book
 
 
 def worker_limits(broker: object) -> FleetLimits | None:
@@ -217,6 +246,94 @@ def worker_limits(broker: object) -> FleetLimits | None:
         return None
     client, prefix, url = found
     return FleetLimits(client, prefix=prefix, url=url)
+
+
+class RedisBreakers:
+    """A :class:`~corral._limits.BreakerBook` in Redis (see the module's note)."""
+
+    shared = True
+
+    def __init__(self, client: Any, *, prefix: str = "corral:", server_time: bool = True,
+                 url: str = "redis") -> None:
+        self._client = client
+        self.prefix = prefix
+        self.server_time = server_time
+        self.url = url
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}br:{name}"
+
+    def ask(self, name: str, cfg: Breaker, now: float) -> tuple[Verdict, BreakerStatus, bool]:
+        def step(st: BreakerStatus, t: float) -> tuple[BreakerStatus, Any]:
+            verdict, new, probe = ask(cfg, _without_lost_probes(cfg, st, t), t)
+            return new, (verdict, new, probe)
+
+        (verdict, new, probe), t = self._update(name, cfg, now, step)
+        if verdict is not None and not math.isinf(verdict.until):
+            verdict = type(verdict)(now + (verdict.until - t))  # on the caller's clock
+        return verdict, new, probe
+
+    def record(self, name: str, cfg: Breaker, now: float, ok: bool | None, *,
+               probe: bool) -> BreakerStatus:
+        def step(st: BreakerStatus, t: float) -> tuple[BreakerStatus, Any]:
+            new = record(cfg, st, t, ok, probe=probe)
+            if new.probes < 0:  # a probe reporting after it was taken for lost
+                new = BreakerStatus(new.state, new.recent, new.opened_at, 0, new.passed)
+            return new, new
+
+        new, _ = self._update(name, cfg, now, step)
+        result: BreakerStatus = new
+        return result
+
+    def _update(self, name: str, cfg: Breaker, now: float,
+                step: Callable[[BreakerStatus, float], tuple[BreakerStatus, Any]]
+                ) -> tuple[Any, float]:
+        """Apply ``step`` to the breaker's status atomically (WATCH/MULTI, again when another
+        process wrote it meanwhile); its result and the time it was applied at."""
+        import redis
+
+        key = self.key(name)
+        ttl = max(BREAKER_TTL_S, math.ceil(cfg.window + 2 * cfg.reset))
+        with _talking(self.url, "update a circuit breaker"), self._client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if self.server_time:
+                        sec, usec = pipe.time()
+                        t = sec + usec / 1e6
+                    else:
+                        t = now
+                    old = _status_from(raw)
+                    new, result = step(old, t)
+                    pipe.multi()
+                    if new != old:
+                        pipe.set(key, _status_json(new), ex=ttl)
+                    pipe.execute()
+                    return result, t
+                except redis.WatchError:
+                    continue
+
+
+def _without_lost_probes(cfg: Breaker, st: BreakerStatus, t: float) -> BreakerStatus:
+    """A half-open breaker forgets probes silent past LOST_PROBE_S (or reset, if longer)."""
+    if st.state is BreakerState.HALF_OPEN and st.probes > 0 \
+            and t >= st.opened_at + cfg.reset + max(cfg.reset, LOST_PROBE_S):
+        return BreakerStatus(st.state, st.recent, t - cfg.reset, 0, st.passed)
+    return st
+
+
+def _status_from(raw: bytes | None) -> BreakerStatus:
+    if raw is None:
+        return BreakerStatus()
+    doc = json.loads(raw)
+    return BreakerStatus(BreakerState(doc["state"]), tuple(map(float, doc["recent"])),
+                         float(doc["opened_at"]), int(doc["probes"]), int(doc["passed"]))
+
+
+def _status_json(st: BreakerStatus) -> str:
+    return json.dumps({"state": str(st.state), "recent": list(st.recent),
+                       "opened_at": st.opened_at, "probes": st.probes, "passed": st.passed})
 
 
 @contextlib.contextmanager
