@@ -426,6 +426,11 @@ class Gate:
         self._timed: list[tuple[float, int]] = []
         self._rate_holds: dict[int, float] = {}  # task held by a rate limit -> its retry time
         self._due: dict[int, float] = {}  # released by the last release(): their retry time
+        # Limits refused at _refused_at: the answer for every task that asks at that same time
+        # (a TAT only grows), so that a wake-up releasing many held tasks asks the state once
+        # (one round trip to a shared one), not once per task.
+        self._refused: dict[tuple[str, ...], float] = {}
+        self._refused_at = -math.inf
         self._untimed: list[int] = []
         self._changed = False
 
@@ -459,7 +464,13 @@ class Gate:
                 return self._hold(i, until, f"waits for circuit breaker {name!r}")
         rates = self.task_rates[i]
         if rates:
-            retry_at = self.rates.try_acquire(rates, now, self._due.pop(i, None))
+            if now != self._refused_at:
+                self._refused, self._refused_at = {}, now
+            retry_at = self._refused.get(rates)
+            if retry_at is None:
+                retry_at = self.rates.try_acquire(rates, now, self._due.pop(i, None))
+                if retry_at is not None:
+                    self._refused[rates] = retry_at
             if retry_at is not None:
                 if probe and name is not None:  # give the probe's place back: it does not run
                     self._saw(name, self.book.record(name, self.breakers[name], now, None,

@@ -287,3 +287,26 @@ def corral_limit(name):
     import corral
 
     return corral.limit(name)
+
+
+def test_a_wake_up_asks_the_rate_state_once_for_the_tasks_it_releases():
+    sched = gated_scheduler(50, concurrency=50)
+
+    class Counting(LocalRates):
+        asks = 0
+
+        def try_acquire(self, names, now, due=None):
+            Counting.asks += 1
+            return super().try_acquire(names, now, due)
+
+    sched.gate.rates = Counting({"a": RateLimit(10.0)})
+    now, starts = 0.0, []
+    while len(starts) < 5:
+        for i in sched.admit(now):
+            starts.append(now)
+            sched.succeeded(i, now)
+        now = sched.next_wake()
+    assert starts == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    # each admission round: one ask admits a task, one refuses the next; the other 48 held
+    # tasks get that refusal without asking
+    assert Counting.asks == 2 * 5
