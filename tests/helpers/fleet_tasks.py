@@ -47,3 +47,13 @@ def broken(journal: str, task: str) -> None:
     with open(journal, "a") as f:
         f.write(f"{task} {os.getpid()}\n")
     raise ConnectionError("the service is down")
+
+
+async def limited_calls_async(name: str, calls: int) -> int:
+    """:func:`limited_calls` in a coroutine (``async with corral.limit``)."""
+    import corral
+
+    for _ in range(calls):
+        async with corral.limit(name):
+            pass
+    return calls

@@ -16,7 +16,7 @@ import sys
 import textwrap
 
 import pytest
-from tests.helpers.fleet_tasks import broken, limited_calls, starts
+from tests.helpers.fleet_tasks import broken, limited_calls, limited_calls_async, starts
 from tests.helpers.redis import REDIS_URL, namespace_url, start_worker, stop_worker, worker_env
 
 from corral import DAG, TaskState
@@ -121,27 +121,29 @@ def test_two_processes_on_the_servers_clock_share_the_limit(prefix):
 def test_limits_are_shared_across_runs_and_their_workers(tmp_path):
     import redis
 
-    hourly = {"api": {"rate": "1/h", "burst": 4}}
+    hourly = {"api": {"rate": "1/h", "burst": 5}}
     with namespace_url() as url:
         ns = f"corral:{url.rpartition('namespace=')[2]}:"
         worker = start_worker(url)
         try:
             first = DAG(rate_limits=hourly)
-            # one taken by the coordinator's scheduler, two by a task on the worker
+            # one taken by the coordinator's scheduler, three by tasks on the worker
             first.add(limited_calls, "api", 0, id="gated", options={"rate_limit": "api"})
             first.add(limited_calls, "api", 2, id="calls")
+            first.add(limited_calls_async, "api", 1, id="acalls", options={"executor": "async"})
             first.add(limited_calls, "nope", 1, id="undeclared",
                       options={"allow_failure": True})
             result = first.run(broker=url, handle_signals=False, log_dir=None)
             assert result["gated"].state is TaskState.SUCCEEDED
             assert result["calls"].value == 2
+            assert result["acalls"].value == 1
             assert "declares no rate limit 'nope'" in str(result["undeclared"].error)
-            # three of a burst of four taken, an hour each:
+            # four of a burst of five taken, an hour each:
             client = redis.Redis.from_url(REDIS_URL)
             try:
                 server_now = float(client.time()[0])
                 tat = float(client.get(f"{ns}rl:api"))
-                assert server_now + 2 * 3600 < tat <= server_now + 3 * 3600 + 1
+                assert server_now + 3 * 3600 < tat <= server_now + 4 * 3600 + 1
                 # another run (another coordinator) on the same broker finds it taken
                 other = RedisRates(client, {"api": parse_rate_limit(hourly["api"])},
                                    prefix=ns)
