@@ -55,7 +55,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
-    from corral._graph import Graph
+    from corral._spec import TaskSpec
 
 __all__ = [
     "ALLOW",
@@ -562,14 +562,17 @@ def names_of(value: object) -> tuple[str, ...] | None:
     return None
 
 
-def gate_for(graph: Graph, rates: RateState | None = None,
-             book: BreakerBook | None = None) -> Gate | None:
-    """The gate of ``graph``'s tasks, or None when no task has a rate limit or a breaker.
-    ``rates`` defaults to a :class:`LocalRates` of the graph's limits, ``book`` to the run's
-    own breakers."""
-    specs = graph.specs
+def gate_for(
+    specs: Sequence[TaskSpec],
+    rate_limits: Mapping[str, RateLimit],
+    breakers: Mapping[str, Breaker],
+    rates: RateState | None = None,
+    book: BreakerBook | None = None,
+) -> Gate | None:
+    """The gate of a graph's tasks (``specs``, with the limits and breakers it declares), or
+    None when no task has a rate limit or a breaker. ``rates`` defaults to a
+    :class:`LocalRates` of ``rate_limits``, ``book`` to the run's own breakers."""
     if not any(s.rate_limit or s.breaker is not None for s in specs):
         return None
     return Gate([s.rate_limit for s in specs], [s.breaker for s in specs],
-                rates if rates is not None else LocalRates(graph.rate_limits), graph.breakers,
-                book)
+                rates if rates is not None else LocalRates(rate_limits), breakers, book)

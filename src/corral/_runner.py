@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import os
@@ -40,8 +39,8 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,21 +53,22 @@ from corral._errors import (
     PlanError,
     TaskHung,
     TaskTimeout,
-    ValidationError,
 )
 from corral._events import RunInfo, RunListener, Transition
-from corral._graph import Graph, extend_graph
+from corral._graph import Graph
 from corral._limits import BreakerBook, BreakerChange, LocalRates, RateState
-from corral._result import RunResult, RunStatus, TaskResult, TaskTable
+from corral._result import RunResult
+from corral._run_growth import GrowingRun, direct_action
+from corral._run_result import ResultOfRun
 from corral._scheduler import Scheduler
 from corral._spec import (
     ENDS_ATTEMPT,
     CallRef,
     ShellCommand,
-    TaskRef,
     TaskSpec,
     TaskState,
-    executor_names,
+    substitute_refs,
+    takes_values,
 )
 from corral.executors._base import (
     ERROR,
@@ -103,7 +103,7 @@ def new_run_id() -> str:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-class Runner:
+class Runner(GrowingRun, ResultOfRun):
     """Runs one graph once. For callers: construct, then ``await run()``; ``cancel()`` stops.
 
     ``executors`` maps executor names to instances; a name a task uses and ``executors`` does not
@@ -156,16 +156,16 @@ class Runner:
         # now, before anything starts.
         self._watched = any(s.heartbeat is not None for s in graph.specs)
         self._mapped = _fanout.mapped(graph.specs)
-        self._over: dict[int, list[int]] = {}  # upstream -> the for_each tasks over it
-        self._members: dict[int, list[int]] = {}  # for_each task -> its instances
-        self._fan_errors: dict[int, ForEachError] = {}
+        self._over = {}
+        self._members = {}
+        self._fan_errors = {}
         if self._mapped:
             graph, ranks = self._fan_out_at_start(graph, done, ranks)
             self.graph = graph
         # Planner tasks (corral._planner): each planner's children, by index; a planner
         # already done (a resume) brings its stored plan, which joins the run now.
-        self._plans: dict[int, list[int]] = {}
-        self._tasks_pending: set[asyncio.Task[None]] = set()
+        self._plans = {}
+        self._tasks_pending = set()
         if any(_planner.is_plan_data(v) for v in done.values()):
             graph, ranks = self._plans_at_start(graph, done, ranks)
             self.graph = graph
@@ -193,15 +193,15 @@ class Runner:
             rates=self.rates,
             breakers=breakers,
         )
-        self.values: list[Any] = [None] * n
+        self.values = [None] * n
         for task_id, value in done.items():
             if task_id in graph.index:  # (an instance of a fan-out that is not made again)
                 self.values[graph.index[task_id]] = value
-        self.errors: list[BaseException | None] = [None] * n
-        self.first_start: list[float | None] = [None] * n
-        self.attempt_start: list[float] = [0.0] * n
-        self.end: list[float | None] = [None] * n
-        self.current: list[Work | None] = [None] * n
+        self.errors = [None] * n
+        self.first_start = [None] * n
+        self.attempt_start = [0.0] * n
+        self.end = [None] * n
+        self.current = [None] * n
         self.signal: int | None = None
         self._signals_seen = 0  # SIGINT and SIGTERM received (the second one kills)
         self.error: str | None = None  # why the run itself failed (a stall), if it did
@@ -218,15 +218,9 @@ class Runner:
         # Per task, what to call and whether its arguments hold upstream references; both
         # found once, here, not on every dispatch.
         self._executor_of = graph.executors
-        self._has_refs = [
-            bool(s.args or s.kwargs) and (_contains_ref(s.args) or _contains_ref(s.kwargs))
-            for s in graph.specs
-        ]
+        self._has_refs = list(map(takes_values, graph.specs))
         # What each task calls; a reference or command is resolved at its first dispatch.
-        self._fns: list[Any] = [
-            None if isinstance(s.action, ShellCommand | CallRef) else s.action
-            for s in graph.specs
-        ]
+        self._fns = list(map(direct_action, graph.specs))
         self._log_dir_made = False
         # Whether any task has a heartbeat (self._watched, above): the only runs that look
         # for hung attempts, and that route print() of in-process tasks even without logs
@@ -449,8 +443,8 @@ class Runner:
         kwargs: Any = spec.kwargs
         if self._has_refs[i]:
             lookup = self._value_of
-            args = _substitute(args, lookup)
-            kwargs = _substitute(kwargs, lookup)
+            args = substitute_refs(args, lookup)
+            kwargs = substitute_refs(kwargs, lookup)
         name = self._executor_of[i]
         log_path = None if self.log_dir is None else self.log_path(spec.id, attempt)
         heartbeat = spec.heartbeat
@@ -477,168 +471,6 @@ class Runner:
             self._queue_put(i, attempt, ERROR, error)
         finally:
             _context.current.reset(token)
-
-    # ------------------------------------------------------------------ growth (fan-out)
-    def _fan_out_at_start(
-        self, graph: Graph, done: Mapping[str, Any], ranks: Sequence[float] | None
-    ) -> tuple[Graph, Sequence[float] | None]:
-        """The running graph: each for_each task as its gather, and those over an upstream
-        that is already done (a resume reuses it) fanned out."""
-        specs = list(graph.specs)
-        for i, spec in self._mapped.items():
-            specs[i] = _fanout.gather_spec(spec)
-            self._over.setdefault(graph.index[spec.for_each or ""], []).append(i)
-        graph = dataclasses.replace(graph, specs=tuple(specs))
-        for u, mapped in self._over.items():
-            if graph.ids[u] not in done:
-                continue
-            for m in mapped:
-                made = self._instances(m, done[graph.ids[u]])
-                if graph.ids[m] in done:  # reused whole: its reused instances still show
-                    made = [s for s in made if s.id in done]
-                if made:
-                    before = len(graph)
-                    graph = extend_graph(graph, made, {m: [s.id for s in made]},
-                                         executors=self._given_executors)
-                    self._members[m] = list(range(before, len(graph)))
-                    if ranks is not None:
-                        ranks = [*ranks, *([ranks[m]] * len(made))]
-        return graph, ranks
-
-    def _instances(self, m: int, value: Any) -> list[TaskSpec]:
-        """The instances of for_each task ``m`` over ``value``; none (and ``m`` fails when
-        it comes to run) when ``value`` is not a list."""
-        made = _fanout.instances(self._mapped[m], value)
-        if isinstance(made, ForEachError):
-            self._fan_errors[m] = made
-            return []
-        self._members[m] = []
-        return made
-
-    def _fan_out(self, u: int, value: Any) -> None:
-        """Task ``u`` succeeded with ``value``: the for_each tasks over it grow one
-        instance per item, before the scheduler hears of its success."""
-        for m in self._over[u]:
-            if self.scheduler.state[m] is not TaskState.PENDING:
-                continue  # cancelled or failed meanwhile: nothing to fan out
-            made = self._instances(m, value)
-            if made:
-                self._members[m] = self._grow(made, {m: [s.id for s in made]})
-
-    def _grow(self, specs: list[TaskSpec], extra_deps: dict[int, list[str]]) -> list[int]:
-        """Add ``specs`` to the running graph (``extra_deps``: existing pending tasks that
-        now wait for them), to the scheduler and to every per-task table; tell listeners."""
-        graph = extend_graph(self.graph, specs, extra_deps, executors=self._given_executors)
-        before = len(self.graph)
-        self.graph = graph
-        self._executor_of = graph.executors
-        k = len(specs)
-        self.values += [None] * k
-        self.errors += [None] * k
-        self.first_start += [None] * k
-        self.attempt_start += [0.0] * k
-        self.end += [None] * k
-        self.current += [None] * k
-        self._has_refs += [
-            bool(s.args or s.kwargs) and (_contains_ref(s.args) or _contains_ref(s.kwargs))
-            for s in specs]
-        self._fns += [None if isinstance(s.action, ShellCommand | CallRef) else s.action
-                      for s in specs]
-        if any(s.heartbeat is not None for s in specs):
-            self._watched = True  # from the next turn, silent attempts are looked for
-        new = self.scheduler.grow(
-            graph, {i: [graph.index[t] for t in ids] for i, ids in extra_deps.items()})
-        assert new == list(range(before, len(graph)))
-        for listener in self.listeners:
-            tell = getattr(listener, "tasks_added", None)
-            if tell is not None:
-                tell(graph, [s.id for s in specs])
-        return new
-
-    def _plans_at_start(
-        self, graph: Graph, done: Mapping[str, Any], ranks: Sequence[float] | None
-    ) -> tuple[Graph, Sequence[float] | None]:
-        """The plans of planners a resume reuses join the graph before anything starts
-        (their children that succeeded are in ``done``)."""
-        for task_id, value in done.items():
-            p = graph.index.get(task_id)
-            if p is None or not _planner.is_plan_data(value):
-                continue
-            specs = _planner.plan_specs(task_id, value)
-            before = len(graph)
-            graph = extend_graph(graph, specs, {d: [s.id for s in specs]
-                                                for d in graph.dependents[p]},
-                                 executors=self._given_executors)
-            self._plans[p] = list(range(before, len(graph)))
-            if ranks is not None:
-                ranks = [*ranks, *([ranks[p]] * len(specs))]
-        return graph, ranks
-
-    def _planned(self, p: int, work: Work, plan: _planner.Plan) -> tuple[int, Any] | None:
-        """Planner ``p`` returned ``plan``: its tasks join the run as its children, and its
-        pending dependents wait for them too. Returns the outcome to go on with (success,
-        with the plan as data for its value; or the failure that says why the plan cannot
-        join), or None while executors the plan needs are starting (the outcome comes back
-        once they have)."""
-        task_id = self.graph.ids[p]
-        try:
-            data = plan.to_data()
-            specs = _planner.plan_specs(task_id, data)
-        except PlanError as exc:
-            return ERROR, exc
-        missing = sorted(set(executor_names(specs)) - set(self._executors))
-        if missing:
-            started = asyncio.ensure_future(self._start_then(missing, work, plan))
-            self._tasks_pending.add(started)
-            started.add_done_callback(self._tasks_pending.discard)
-            return None
-        pending = [d for d in self.graph.dependents[p]
-                   if self.scheduler.state[d] is TaskState.PENDING]
-        try:
-            self._plans[p] = self._grow(specs, {d: [s.id for s in specs] for d in pending})
-        except ValidationError as exc:
-            error = PlanError(f"the plan of task {task_id!r} cannot join the run: " + "; ".join(
-                problem.message + (f" ({problem.hint})" if problem.hint else "")
-                for problem in exc.problems))
-            return ERROR, error
-        return OK, data
-
-    async def _start_then(self, names: list[str], work: Work, plan: _planner.Plan) -> None:
-        """Start the executors a plan needs, then hand the planner's outcome back."""
-        assert self._queue is not None
-        try:
-            for name in names:
-                await self._start_executor(name)
-        except Exception as exc:  # the plan's executor cannot start: the planner fails
-            error = BrokenExecutor(f"executor {name!r} could not start for the plan of "
-                                   f"task {work.task_id!r}: {exc}")
-            error.__cause__ = exc
-            self._queue.put(work, ERROR, error)
-            return
-        self._queue.put(work, OK, plan)
-
-    def _value_of(self, task_id: str) -> Any:
-        """What a task that takes ``task_id``'s value receives: its value; of a planner,
-        ``{id: value}`` of its plan's tasks (which have all ended by then)."""
-        i = self.graph.index[task_id]
-        children = self._plans.get(i)
-        if children is None:
-            return self.values[i]
-        ids, values = self.graph.ids, self.values
-        return {ids[c]: values[c] for c in children}
-
-    def _gather(self, m: int, attempt: int) -> None:
-        """For_each task ``m`` comes to run: its value is its instances' values, in order."""
-        members = self._members.get(m)
-        if members is None:
-            error = self._fan_errors.get(m)
-            if error is None:
-                u = self.graph.index[self._mapped[m].for_each or ""]
-                error = _fanout.not_expanded(self._mapped[m], str(self.scheduler.state[u]))
-            self._queue_put(m, attempt, ERROR, error)
-            return
-        values = self.values
-        self._queue_put(m, attempt, OK, [values[j] for j in members])
 
     def _holds(self, i: int, spec: TaskSpec, attempt: int) -> bool:
         """Whether task ``i``'s ``when:`` holds now; if not, it is skipped (or, when the
@@ -882,81 +714,6 @@ class Runner:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to stop
                 queue.poke()
 
-    # ------------------------------------------------------------------ result
-    def _result(self) -> RunResult:
-        sched = self.scheduler
-        counts = sched.counts
-        if self.signal is not None:
-            status = RunStatus.INTERRUPTED
-        else:
-            fine = counts[TaskState.SUCCEEDED] + counts[TaskState.SKIPPED]
-            if counts[TaskState.FAILED]:
-                specs = self.graph.specs
-                fine += sum(1 for i, s in enumerate(sched.state)
-                            if s is TaskState.FAILED and specs[i].allow_failure)
-            ok = fine == len(self.graph) and self.error is None
-            status = RunStatus.SUCCEEDED if ok else RunStatus.FAILED
-        return RunResult(
-            run_id=self.run_id,
-            pipeline=self.graph.name,
-            status=status,
-            started_at=self._started_at,
-            finished_at=datetime.now(UTC),
-            tasks=TaskTable(self.graph.index, self.task_result, sched.state),
-            critical_path=self.realised_critical_path(),
-            signal=self.signal or None,
-            error=self.error,
-            breakers=tuple(self.breaker_changes),
-            lower_bound_s=self._own_lower_bound(),
-            context=self.context.snapshot(),
-        )
-
-    def _own_lower_bound(self) -> float:
-        """The run's own lower bound: from what each task's last attempt took (0 for tasks
-        that did not run, reused ones included), on this run's concurrency."""
-        from corral._plan import lower_bound
-
-        took = [0.0 if end is None or not attempts else max(0.0, end - start)
-                for end, start, attempts in zip(self.end, self.attempt_start,
-                                                self.scheduler.attempts, strict=True)]
-        return lower_bound(self.graph, took, self.concurrency)
-
-    def task_result(self, i: int) -> TaskResult:
-        """The record of task ``i`` as it stands (made on demand: see :class:`TaskTable`)."""
-        sched = self.scheduler
-        task_id = self.graph.ids[i]
-        first, end = self.first_start[i], self.end[i]
-        start = self._started_at
-        log = None
-        if self.log_dir is not None and sched.attempts[i]:
-            path = self.log_path(task_id, sched.attempts[i])
-            # an attempt on an executor that writes no log unless it prints may have none
-            executor = self._executors.get(self._executor_of[i])
-            if path is not None and ((executor is not None and executor.writes_logs)
-                                     or path.exists()):
-                log = str(path)
-        state = sched.state[i]
-        return TaskResult(
-            id=task_id,
-            state=state,
-            attempts=sched.attempts[i],
-            value=self.values[i],
-            error=self.errors[i] if state is not TaskState.SUCCEEDED else None,
-            started_at=None if first is None else start + timedelta(seconds=first),
-            finished_at=None if end is None else start + timedelta(seconds=end),
-            duration_s=(end - first) if first is not None and end is not None else None,
-            executor=self._executor_of[i],
-            log_path=log,
-        )
-
-    def realised_critical_path(self) -> list[str]:
-        """The chain that decided the makespan (:func:`corral._plan.realised_critical_path`)."""
-        from corral._plan import realised_critical_path
-
-        ended = {i: t for i, t in enumerate(self.end) if t is not None}
-        path = realised_critical_path(ended, self.graph.deps.__getitem__)
-        return [self.graph.ids[i] for i in path]
-
 
 @functools.lru_cache(maxsize=65536)
 def log_name(task_id: str) -> str:
@@ -966,23 +723,3 @@ def log_name(task_id: str) -> str:
         return task_id
     digest = hashlib.sha256(task_id.encode()).hexdigest()[:8]
     return f"{_UNSAFE.sub('_', task_id)}-{digest}"
-
-
-def _contains_ref(value: Any) -> bool:
-    if isinstance(value, TaskRef):
-        return True
-    if isinstance(value, Mapping):
-        return any(_contains_ref(v) for v in value.values())
-    if isinstance(value, list | tuple | set | frozenset):
-        return any(_contains_ref(v) for v in value)
-    return False
-
-
-def _substitute(value: Any, lookup: Callable[[str], Any]) -> Any:
-    if isinstance(value, TaskRef):
-        return lookup(value.id)
-    if isinstance(value, Mapping):
-        return {k: _substitute(v, lookup) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return type(value)(_substitute(v, lookup) for v in value)
-    return value

@@ -32,6 +32,8 @@ __all__ = [
     "TriggerRule",
     "refs_in",
     "seconds",
+    "substitute_refs",
+    "takes_values",
 ]
 
 
@@ -325,3 +327,20 @@ def refs_in(value: Any, out: list[str] | None = None) -> list[str]:
         for v in value:
             refs_in(v, out)
     return out
+
+
+def takes_values(spec: TaskSpec) -> bool:
+    """Whether ``spec``'s arguments reference other tasks' values (found once per task, so
+    that a dispatch substitutes only where there is something to substitute)."""
+    return bool(spec.args or spec.kwargs) and bool(refs_in(spec.args) or refs_in(spec.kwargs))
+
+
+def substitute_refs(value: Any, lookup: Callable[[str], Any]) -> Any:
+    """``value`` with each :class:`TaskRef` in it replaced by ``lookup(ref.id)``."""
+    if isinstance(value, TaskRef):
+        return lookup(value.id)
+    if isinstance(value, Mapping):
+        return {k: substitute_refs(v, lookup) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return type(value)(substitute_refs(v, lookup) for v in value)
+    return value

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from corral.cli._app import CONTEXT_SETTINGS
-from corral.cli._options import emit_json
+from corral.cli._options import CONTEXT_SETTINGS, emit_json
 
 if TYPE_CHECKING:
     from corral._config import Layers, Source
@@ -112,10 +111,10 @@ def _shown(key: str, value: Any) -> Any:
     return value
 
 
-def _option_defaults() -> dict[str, dict[str, Any]]:
-    """Setting key -> {command: its option's default} (None defaults left out)."""
+def _option_defaults(main: click.Group) -> dict[str, dict[str, Any]]:
+    """Setting key -> {command: its option's default} (None defaults left out), over the
+    commands of ``main`` (the ``corral`` group)."""
     from corral._config import setting_key
-    from corral.cli import main
 
     defaults: dict[str, dict[str, Any]] = {}
     ctx = click.Context(main)
@@ -138,12 +137,12 @@ def _plain(value: Any) -> Any:
     return None if value is getattr(click.core, "UNSET", None) else value
 
 
-def _all_rows(layers: Layers) -> list[dict[str, Any]]:
+def _all_rows(layers: Layers, main: click.Group) -> list[dict[str, Any]]:
     """Every setting: its value once the file and the variables apply, else its default."""
     from corral._config import KEYS, Source
 
     values, sources = layers.effective()
-    defaults = _option_defaults()
+    defaults = _option_defaults(main)
     rows = []
     for key in KEYS:
         if key in values:
@@ -156,14 +155,16 @@ def _all_rows(layers: Layers) -> list[dict[str, Any]]:
     return rows
 
 
-def _command_rows(layers: Layers, command_line: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The settings of one command line (``run p.yaml -c 4``), as click resolves them for it:
-    its options, the variables, the file, the defaults."""
+def _command_rows(
+    layers: Layers, command_line: tuple[str, ...], main: click.Group
+) -> list[dict[str, Any]]:
+    """The settings of one command line (``run p.yaml -c 4``) of ``main`` (the ``corral``
+    group), as click resolves them for it: its options, the variables, the file, the
+    defaults."""
     from click.core import ParameterSource
 
     from corral._config import Source, setting_key
-    from corral.cli import main
-    from corral.cli._app import UserError
+    from corral.cli._exits import UserError
 
     layers.effective()  # a bad variable is named here, as for every setting
     args = list(command_line)
@@ -222,7 +223,12 @@ def show(as_json: bool, command_line: tuple[str, ...]) -> None:
     from corral._config_file import ENV_SECTION_VAR
 
     layers = load_layers()
-    rows = _command_rows(layers, command_line) if command_line else _all_rows(layers)
+    # The `corral` group itself, found from the context rather than imported: corral.cli
+    # imports this module's caller, not the other way round.
+    main = click.get_current_context().find_root().command
+    assert isinstance(main, click.Group)
+    rows = (_command_rows(layers, command_line, main) if command_line
+            else _all_rows(layers, main))
     if as_json:
         emit_json({"file": str(layers.path) if layers.path else None,
                    "environment": layers.environment, "settings": rows})

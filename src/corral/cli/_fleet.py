@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from corral.cli._app import ExitCode, UserError
+from corral.cli._exits import ExitCode, UserError
 from corral.cli._options import Duration, emit_json, json_option
 
 if TYPE_CHECKING:

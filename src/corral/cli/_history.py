@@ -20,7 +20,7 @@ import click
 from corral._plan import realised_critical_path
 from corral._result import recorded_breakers
 from corral._spec import ENDS_ATTEMPT
-from corral.cli._app import UserError
+from corral.cli._exits import UserError
 from corral.cli._options import Duration, json_option, open_run_store, store_option
 
 if TYPE_CHECKING:

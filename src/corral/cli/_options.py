@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from corral.cli._app import StoreError, UserError
+from corral.cli._exits import StoreError, UserError
 
 if TYPE_CHECKING:
     from corral._pipeline import Pipeline
     from corral.store import Store
 
 __all__ = [
+    "CONTEXT_SETTINGS",
     "Duration",
     "emit_json",
     "file_argument",
@@ -43,6 +44,13 @@ __all__ = [
     "stdout_to_stderr",
     "store_option",
 ]
+
+# Every command's click settings: -h as --help, defaults shown, lines up to 100 wide.
+CONTEXT_SETTINGS: dict[str, Any] = {
+    "help_option_names": ["-h", "--help"],
+    "show_default": True,
+    "max_content_width": 100,
+}
 
 F = TypeVar("F", bound=Callable[..., Any])
 

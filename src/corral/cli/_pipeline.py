@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from corral._errors import BrokenStore, ParameterError, Problem, ValidationError
-from corral.cli._app import ExitCode, UserError
+from corral.cli._exits import ExitCode, UserError
 from corral.cli._options import (
     emit_json,
     file_argument,

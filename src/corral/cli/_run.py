@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 import click
 
 from corral._errors import BrokenStore
-from corral.cli._app import StoreError, UserError, exit_code_for
+from corral.cli._exits import StoreError, UserError, exit_code_for
 from corral.cli._history import when
 from corral.cli._options import (
     Duration,

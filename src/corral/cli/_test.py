@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import click
 
-from corral.cli._app import CONTEXT_SETTINGS, UserError
+from corral.cli._exits import UserError
+from corral.cli._options import CONTEXT_SETTINGS
 
 __all__ = ["TestArgs", "parse_test_args", "test"]
 

@@ -21,7 +21,7 @@ def _need_extra() -> None:
         import mcp.server.mcpserver  # noqa: F401
         import prometheus_client  # noqa: F401
     except ImportError as exc:
-        from corral.cli._app import UserError
+        from corral.cli._exits import UserError
         from corral.mcp import INSTALL_HINT
 
         raise UserError(f"{INSTALL_HINT} ({exc.name} is missing)") from None

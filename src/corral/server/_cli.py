@@ -40,7 +40,7 @@ def _need_extra(command: str) -> None:
         import prometheus_client  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
-        from corral.cli._app import UserError
+        from corral.cli._exits import UserError
         from corral.server import INSTALL_HINT
 
         hint = INSTALL_HINT.replace("corral serve", f"corral {command}")

@@ -1,0 +1,124 @@
+"""What a finished (or running) run says about itself: its :class:`RunResult`, each task's
+:class:`TaskResult`, the realised critical path and the run's own lower bound.
+
+Mixed into :class:`corral._runner.Runner`, whose per-task tables it reads; made on demand
+(:class:`TaskTable` asks for a task's record only when someone looks at it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from corral._context import RunContext
+from corral._graph import Graph
+from corral._limits import BreakerChange
+from corral._result import RunResult, RunStatus, TaskResult, TaskTable
+from corral._spec import TaskState
+
+if TYPE_CHECKING:
+    from corral._scheduler import Scheduler
+    from corral.executors._base import Executor
+
+__all__ = ["ResultOfRun"]
+
+
+class ResultOfRun:
+    """The runner's part that reports: everything here reads, nothing changes the run."""
+
+    graph: Graph
+    scheduler: Scheduler
+    concurrency: int
+    run_id: str
+    log_dir: Path | None
+    values: list[Any]
+    errors: list[BaseException | None]
+    first_start: list[float | None]
+    attempt_start: list[float]
+    end: list[float | None]
+    signal: int | None
+    error: str | None
+    breaker_changes: list[BreakerChange]
+    context: RunContext
+    _started_at: datetime
+    _executors: dict[str, Executor]
+    _executor_of: Sequence[str]
+
+    if TYPE_CHECKING:
+        def log_path(self, task_id: str, attempt: int) -> Path | None: ...
+
+    def _result(self) -> RunResult:
+        sched = self.scheduler
+        counts = sched.counts
+        if self.signal is not None:
+            status = RunStatus.INTERRUPTED
+        else:
+            fine = counts[TaskState.SUCCEEDED] + counts[TaskState.SKIPPED]
+            if counts[TaskState.FAILED]:
+                specs = self.graph.specs
+                fine += sum(1 for i, s in enumerate(sched.state)
+                            if s is TaskState.FAILED and specs[i].allow_failure)
+            ok = fine == len(self.graph) and self.error is None
+            status = RunStatus.SUCCEEDED if ok else RunStatus.FAILED
+        return RunResult(
+            run_id=self.run_id,
+            pipeline=self.graph.name,
+            status=status,
+            started_at=self._started_at,
+            finished_at=datetime.now(UTC),
+            tasks=TaskTable(self.graph.index, self.task_result, sched.state),
+            critical_path=self.realised_critical_path(),
+            signal=self.signal or None,
+            error=self.error,
+            breakers=tuple(self.breaker_changes),
+            lower_bound_s=self._own_lower_bound(),
+            context=self.context.snapshot(),
+        )
+
+    def _own_lower_bound(self) -> float:
+        """The run's own lower bound: from what each task's last attempt took (0 for tasks
+        that did not run, reused ones included), on this run's concurrency."""
+        from corral._plan import lower_bound
+
+        took = [0.0 if end is None or not attempts else max(0.0, end - start)
+                for end, start, attempts in zip(self.end, self.attempt_start,
+                                                self.scheduler.attempts, strict=True)]
+        return lower_bound(self.graph, took, self.concurrency)
+
+    def task_result(self, i: int) -> TaskResult:
+        """The record of task ``i`` as it stands (made on demand: see :class:`TaskTable`)."""
+        sched = self.scheduler
+        task_id = self.graph.ids[i]
+        first, end = self.first_start[i], self.end[i]
+        start = self._started_at
+        log = None
+        if self.log_dir is not None and sched.attempts[i]:
+            path = self.log_path(task_id, sched.attempts[i])
+            # an attempt on an executor that writes no log unless it prints may have none
+            executor = self._executors.get(self._executor_of[i])
+            if path is not None and ((executor is not None and executor.writes_logs)
+                                     or path.exists()):
+                log = str(path)
+        state = sched.state[i]
+        return TaskResult(
+            id=task_id,
+            state=state,
+            attempts=sched.attempts[i],
+            value=self.values[i],
+            error=self.errors[i] if state is not TaskState.SUCCEEDED else None,
+            started_at=None if first is None else start + timedelta(seconds=first),
+            finished_at=None if end is None else start + timedelta(seconds=end),
+            duration_s=(end - first) if first is not None and end is not None else None,
+            executor=self._executor_of[i],
+            log_path=log,
+        )
+
+    def realised_critical_path(self) -> list[str]:
+        """The chain that decided the makespan (:func:`corral._plan.realised_critical_path`)."""
+        from corral._plan import realised_critical_path
+
+        ended = {i: t for i, t in enumerate(self.end) if t is not None}
+        path = realised_critical_path(ended, self.graph.deps.__getitem__)
+        return [self.graph.ids[i] for i in path]
