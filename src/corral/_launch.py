@@ -29,6 +29,7 @@ from corral._graph import Graph
 
 if TYPE_CHECKING:
     from corral._events import RunListener
+    from corral._limits import BreakerBook, RateState
     from corral._result import RunResult
     from corral._runner import Runner
     from corral.executors._base import Executor
@@ -162,11 +163,14 @@ def launch(
     watchers = list(listeners)
     executors = opts.executors
     run_id = opts.run_id
+    # Rate limits' and breakers' state: the run's own (None), or the fleet's on its broker.
+    rates: RateState | None = None
+    book: BreakerBook | None = None
     if opts.broker:
         from corral._runner import new_run_id
 
         run_id = run_id or new_run_id()
-        executors = _fleet_executors(opts.broker, run_id, graph, executors, opts)
+        executors, rates, book = _fleet_executors(opts.broker, run_id, graph, executors, opts)
     recorder = None
     if store is not None:
         from corral.store import StoreRecorder
@@ -192,18 +196,23 @@ def launch(
         handle_signals=opts.handle_signals,
         params=opts.params,
         context=context,
+        rates=rates,
+        breakers=book,
     )
     if recorder is not None:
         recorder.attach(runner)
     return Launch(runner, recorder, history, tuple(warnings))
 
 
-def _fleet_executors(url: str, run_id: str, graph: Graph, given: Mapping[str, Executor] | None,
-                     opts: LaunchOptions) -> dict[str, Executor]:
+def _fleet_executors(
+    url: str, run_id: str, graph: Graph, given: Mapping[str, Executor] | None,
+    opts: LaunchOptions,
+) -> tuple[dict[str, Executor], RateState | None, BreakerBook | None]:
     """The run's executors in fleet mode: each executor name its tasks use (but those given,
     and ``dask``) sends its attempts to the fleet, through one session with the broker at
     ``url``, connected now (a broker that cannot be used raises
-    :class:`~corral.errors.BrokenBroker` before anything starts)."""
+    :class:`~corral.errors.BrokenBroker` before anything starts). And the state of the run's
+    rate limits and breakers, fleet-wide on a Redis broker (None: the run keeps its own)."""
     from corral.executors._registry import action_kind
     from corral.executors.fleet import fleet_executors
     from corral.fleet._coordinator import FleetSession
@@ -216,4 +225,8 @@ def _fleet_executors(url: str, run_id: str, graph: Graph, given: Mapping[str, Ex
     used = {s.queue or "default" for s, name in zip(graph.specs, graph.executors, strict=True)
             if name in fleet}
     session.warn_unserved(used)
-    return {**(given or {}), **fleet}
+    from corral.fleet.limits_redis import shared_flow
+
+    rates, book = shared_flow(session.broker, graph.rate_limits, run_id,
+                              breakers=bool(graph.breakers))
+    return {**(given or {}), **fleet}, rates, book

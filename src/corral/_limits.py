@@ -14,6 +14,14 @@ arrival time* (TAT). A limit of ``rate`` per second with a ``burst`` spaces admi
 when ``now >= TAT - (burst - 1) * interval``, and then ``TAT = max(TAT, now) + interval``.
 There is no bucket to refill and no timer: "retry at" is exact.
 
+**Late wake-ups do not drift.** A request told "retry at T" comes back when its timer fires,
+a little after T. Counting it at that late ``now`` would start the next interval late, and the
+lateness would add up (100/s realised 91/s). So a request says when it was *due* (the T it was
+told): if it comes back less than one interval after T, it counts at T and the schedule stays
+exact (``TAT = max(TAT, due) + interval``). A return later than that (a slot it waited for, a
+suspended machine) counts at ``now``: catching up on a long pause would let a burst through
+that the limit does not allow.
+
 **Circuit breakers**::
 
     closed ──failures within window──> open ──reset elapsed──> half_open
@@ -28,10 +36,11 @@ while it is open or half-open.
 
 **The seam for fleet-wide limits.** The :class:`Gate` does not keep GCRA state itself: it asks
 a :class:`RateState` (:meth:`~RateState.try_acquire`: all of a task's limits at once, or none).
-:class:`LocalRates` is the one in this process (thread-safe, also behind ``corral.limit``). A
-shared one — one Redis script, or a PostgreSQL row per limit — implements the same method with
-the same :func:`gcra` arithmetic, so that 10/s means 10/s across workers. Breaker state is
-per run and local for now.
+:class:`LocalRates` is the one in this process (thread-safe, also behind ``corral.limit``).
+:class:`corral.fleet.limits_redis.RedisRates` is the shared one of a run with a Redis broker:
+the same :func:`gcra` arithmetic as one Redis script, so that 10/s means 10/s across workers
+and runs. Breakers have the same kind of seam, :class:`BreakerBook` (:class:`LocalBreakers`,
+or a Redis one that runs on one broker share).
 """
 
 from __future__ import annotations
@@ -51,11 +60,13 @@ if TYPE_CHECKING:
 __all__ = [
     "ALLOW",
     "Breaker",
+    "BreakerBook",
     "BreakerChange",
     "BreakerState",
     "BreakerStatus",
     "Gate",
     "Hold",
+    "LocalBreakers",
     "LocalRates",
     "RateLimit",
     "RateState",
@@ -129,13 +140,20 @@ def parse_rate_limit(value: object) -> RateLimit:
                      f"not {value!r}")
 
 
-def gcra(tat: float, now: float, limit: RateLimit) -> tuple[float | None, float]:
+def gcra(
+    tat: float, now: float, limit: RateLimit, due: float | None = None
+) -> tuple[float | None, float]:
     """One GCRA decision: ``(None, new_tat)`` if a request at ``now`` conforms, else
-    ``(retry_at, tat)``: the earliest time it would. A limit never used has ``tat = -inf``."""
+    ``(retry_at, tat)``: the earliest time it would. A limit never used has ``tat = -inf``.
+
+    ``due``: the retry time this request was given before, if it comes back for it. Admitted
+    less than one interval after it, it counts at ``due``, so a late timer does not push the
+    later admissions back (see the module note)."""
     allowed_at = tat - limit.tolerance
     if now < allowed_at:
         return allowed_at, tat
-    return None, max(tat, now) + limit.interval
+    at = due if due is not None and due <= now < due + limit.interval else now
+    return None, max(tat, at) + limit.interval
 
 
 class RateState(Protocol):
@@ -143,9 +161,12 @@ class RateState(Protocol):
 
     :meth:`try_acquire` must be atomic: all the ``names`` conform and are taken, or none is
     and the answer is the earliest time worth asking again (the latest of their retry times).
+    ``due`` is the retry time a caller comes back for (see :func:`gcra`); None on a first ask.
     """
 
-    def try_acquire(self, names: Sequence[str], now: float) -> float | None: ...
+    def try_acquire(
+        self, names: Sequence[str], now: float, due: float | None = None
+    ) -> float | None: ...
 
 
 class LocalRates:
@@ -157,13 +178,15 @@ class LocalRates:
         self._tat: dict[str, float] = dict.fromkeys(limits, -math.inf)
         self._lock = threading.Lock()
 
-    def try_acquire(self, names: Sequence[str], now: float) -> float | None:
+    def try_acquire(
+        self, names: Sequence[str], now: float, due: float | None = None
+    ) -> float | None:
         with self._lock:
             tat = self._tat
             new: list[float] = []
             retry_at: float | None = None
             for name in names:
-                at, after = gcra(tat[name], now, self.limits[name])
+                at, after = gcra(tat[name], now, self.limits[name], due)
                 if at is not None:
                     retry_at = at if retry_at is None else max(retry_at, at)
                 new.append(after)
@@ -312,7 +335,51 @@ def parse_breaker(value: object) -> Breaker:
     return Breaker(counts["failures"], window, reset, counts["half_open"], on_open)
 
 
+class BreakerBook(Protocol):
+    """Where breaker state lives: this run (:class:`LocalBreakers`) or a shared store, so that
+    runs on one broker share a breaker. Both methods are atomic read-modify-writes of one
+    breaker with the pure :func:`ask` and :func:`record`; times in the verdicts are on the
+    caller's clock (``now``'s), times inside a returned status on the book's. ``shared``: other
+    processes change the state too, so nobody tells this one when a held task may go on."""
+
+    shared: bool
+
+    def ask(self, name: str, cfg: Breaker, now: float) -> tuple[Verdict, BreakerStatus, bool]:
+        """:func:`ask`, keeping the new status (a probe counted, time's move to half-open)."""
+        ...
+
+    def record(self, name: str, cfg: Breaker, now: float, ok: bool | None, *,
+               probe: bool) -> BreakerStatus:
+        """:func:`record`, kept; the new status."""
+        ...
+
+
+class LocalBreakers:
+    """The breakers of one run, in its process."""
+
+    shared = False
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.status = dict.fromkeys(names, BreakerStatus())
+        self._lock = threading.Lock()
+
+    def ask(self, name: str, cfg: Breaker, now: float) -> tuple[Verdict, BreakerStatus, bool]:
+        with self._lock:
+            verdict, new, probe = ask(cfg, self.status[name], now)
+            self.status[name] = new
+            return verdict, new, probe
+
+    def record(self, name: str, cfg: Breaker, now: float, ok: bool | None, *,
+               probe: bool) -> BreakerStatus:
+        with self._lock:
+            new = self.status[name] = record(cfg, self.status[name], now, ok, probe=probe)
+            return new
+
+
 # --------------------------------------------------------------------------- the gate
+SHARED_POLL_S = 1.0  # how often a task waiting on a shared half-open breaker asks again
+
+
 class BreakerChange(NamedTuple):
     """Breaker ``breaker`` entered ``state`` at ``at`` (seconds on the run's clock)."""
 
@@ -332,7 +399,8 @@ class Gate:
     when a breaker changes. A task an open breaker refuses is *admitted* and listed in
     :attr:`refused` (with a message): the driver fails it at once without running it, through
     the ordinary failure path. :meth:`ended` feeds outcomes to the breakers; :attr:`changes`
-    lists breaker transitions for the driver to drain.
+    lists breaker transitions for the driver to drain. Breaker state is kept by ``book``
+    (default: this run's own); :attr:`status` is each breaker as this gate last saw it.
     """
 
     def __init__(
@@ -341,6 +409,7 @@ class Gate:
         task_breakers: Sequence[str | None],
         rates: RateState,
         breakers: Mapping[str, Breaker],
+        book: BreakerBook | None = None,
     ) -> None:
         self.task_rates = task_rates
         self.task_breakers = task_breakers
@@ -348,12 +417,20 @@ class Gate:
                                                                strict=True)]
         self.rates = rates
         self.breakers = dict(breakers)
+        self.book: BreakerBook = book if book is not None else LocalBreakers(breakers)
         self.status = dict.fromkeys(breakers, BreakerStatus())
         self.refused: dict[int, str] = {}
         self.changes: list[BreakerChange] = []
         self.holds: dict[int, str] = {}  # why each held task waits, for blocked_reasons
         self._probes: set[int] = set()
         self._timed: list[tuple[float, int]] = []
+        self._rate_holds: dict[int, float] = {}  # task held by a rate limit -> its retry time
+        self._due: dict[int, float] = {}  # released by the last release(): their retry time
+        # Limits refused at _refused_at: the answer for every task that asks at that same time
+        # (a TAT only grows), so that a wake-up releasing many held tasks asks the state once
+        # (one round trip to a shared one), not once per task.
+        self._refused: dict[tuple[str, ...], float] = {}
+        self._refused_at = -math.inf
         self._untimed: list[int] = []
         self._changed = False
 
@@ -369,13 +446,10 @@ class Gate:
         """None: admit task ``i`` now. Otherwise it is held (or refused: see the class)."""
         name = self.task_breakers[i]
         probe = False
-        new: BreakerStatus | None = None
         if name is not None:
             cfg = self.breakers[name]
-            old = self.status[name]
-            verdict, new, probe = ask(cfg, old, now)
-            if new.state is not old.state:  # reset has passed: half-open, whatever follows
-                self._set(name, replace(new, probes=0) if probe else new, now)
+            verdict, new, probe = self.book.ask(name, cfg, now)  # a probe's place is taken
+            self._saw(name, new, now)
             if isinstance(verdict, Refuse):
                 self.holds.pop(i, None)
                 self.refused[i] = (f"circuit breaker {name!r} is open after {cfg.failures} "
@@ -384,25 +458,43 @@ class Gate:
                                    f"{max(0.0, verdict.until - now):.3g}s")
                 return REFUSED
             if isinstance(verdict, Hold):
-                return self._hold(i, verdict.until, f"waits for circuit breaker {name!r}")
+                until = verdict.until
+                if math.isinf(until) and self.book.shared:  # others' probes: nobody tells us
+                    until = now + SHARED_POLL_S
+                return self._hold(i, until, f"waits for circuit breaker {name!r}")
         rates = self.task_rates[i]
         if rates:
-            retry_at = self.rates.try_acquire(rates, now)
+            if now != self._refused_at:
+                self._refused, self._refused_at = {}, now
+            retry_at = self._refused.get(rates)
+            if retry_at is None:
+                retry_at = self.rates.try_acquire(rates, now, self._due.pop(i, None))
+                if retry_at is not None:
+                    self._refused[rates] = retry_at
             if retry_at is not None:
+                if probe and name is not None:  # give the probe's place back: it does not run
+                    self._saw(name, self.book.record(name, self.breakers[name], now, None,
+                                                     probe=True), now)
+                self._rate_holds[i] = retry_at
                 return self._hold(i, retry_at, f"waits for rate limit {', '.join(rates)}")
-        if name is not None and new is not None:
-            self.status[name] = new
-            if probe:
-                self._probes.add(i)
+        if probe:
+            self._probes.add(i)
         self.holds.pop(i, None)
         return None
 
     def release(self, now: float) -> list[int]:
-        """Held tasks that may be asked about again now."""
+        """Held tasks that may be asked about again now. A task a rate limit held is due at
+        its retry time only until the next release: one checked in the same admission round
+        counts at that time however late the wake-up (see :func:`gcra`); one that waited for
+        a slot as well counts when it is checked."""
         out: list[int] = []
         timed = self._timed
+        due = self._due = {}
         while timed and timed[0][0] <= now:
-            out.append(heapq.heappop(timed)[1])
+            i = heapq.heappop(timed)[1]
+            out.append(i)
+            if (at := self._rate_holds.pop(i, None)) is not None:
+                due[i] = at
         if self._changed:
             self._changed = False
             out.extend(self._untimed)
@@ -421,19 +513,19 @@ class Gate:
             return
         probe = i in self._probes
         self._probes.discard(i)
-        old = self.status[name]
-        new = record(self.breakers[name], old, now, ok, probe=probe)
-        if new.state is not old.state:
-            self._set(name, new, now)
-        else:
-            self.status[name] = new
-            if probe:
-                self._changed = True  # a probe slot is free again
+        new = self.book.record(name, self.breakers[name], now, ok, probe=probe)
+        if not self._saw(name, new, now) and probe:
+            self._changed = True  # a probe slot is free again
 
-    def _set(self, name: str, status: BreakerStatus, now: float) -> None:
+    def _saw(self, name: str, status: BreakerStatus, now: float) -> bool:
+        """Keep what the book says of breaker ``name``; a new state is a change (made here,
+        or, with a shared book, by another run). True if the state changed."""
+        changed = status.state is not self.status[name].state
         self.status[name] = status
-        self.changes.append(BreakerChange(name, status.state, now))
-        self._changed = True
+        if changed:
+            self.changes.append(BreakerChange(name, status.state, now))
+            self._changed = True
+        return changed
 
     def _hold(self, i: int, until: float, why: str) -> object:
         if math.isinf(until):
@@ -475,11 +567,12 @@ def gate_for(
     rate_limits: Mapping[str, RateLimit],
     breakers: Mapping[str, Breaker],
     rates: RateState | None = None,
+    book: BreakerBook | None = None,
 ) -> Gate | None:
     """The gate of a graph's tasks (``specs``, with the limits and breakers it declares), or
     None when no task has a rate limit or a breaker. ``rates`` defaults to a
-    :class:`LocalRates` of ``rate_limits``."""
+    :class:`LocalRates` of ``rate_limits``, ``book`` to the run's own breakers."""
     if not any(s.rate_limit or s.breaker is not None for s in specs):
         return None
     return Gate([s.rate_limit for s in specs], [s.breaker for s in specs],
-                rates if rates is not None else LocalRates(rate_limits), breakers)
+                rates if rates is not None else LocalRates(rate_limits), breakers, book)

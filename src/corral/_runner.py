@@ -55,7 +55,7 @@ from corral._errors import (
 )
 from corral._events import RunInfo, RunListener, Transition
 from corral._graph import Graph
-from corral._limits import BreakerChange, LocalRates, RateState
+from corral._limits import BreakerBook, BreakerChange, LocalRates, RateState
 from corral._result import RunResult
 from corral._run_growth import GrowingRun, direct_action
 from corral._run_result import ResultOfRun
@@ -110,7 +110,8 @@ class Runner(GrowingRun, ResultOfRun):
     already succeeded (resume) to their values. ``log_dir`` is where per-attempt logs go (created
     only if a task writes one). ``handle_signals`` installs SIGINT/SIGTERM handlers (main
     thread). ``rates`` holds the state of the graph's rate limits (default: this run's own, in
-    this process; a shared one makes the limits hold across runs: corral._limits.RateState).
+    this process; a shared one makes the limits hold across runs: corral._limits.RateState),
+    ``breakers`` that of its circuit breakers (corral._limits.BreakerBook; likewise).
     ``estimates`` (each task's prior duration or None) and ``ranks`` order the ready tasks (see
     :class:`~corral._scheduler.Scheduler`).
     """
@@ -134,6 +135,7 @@ class Runner(GrowingRun, ResultOfRun):
         params: Mapping[str, str] | None = None,
         rates: RateState | None = None,
         context: Mapping[str, Any] | None = None,
+        breakers: BreakerBook | None = None,
     ) -> None:
         self.graph = graph
         self.concurrency = concurrency or default_concurrency()
@@ -187,6 +189,7 @@ class Runner(GrowingRun, ResultOfRun):
             done=[graph.index[t] for t in done if t in graph.index],
             record=bool(self.listeners),
             rates=self.rates,
+            breakers=breakers,
         )
         self.values = [None] * n
         for task_id, value in done.items():

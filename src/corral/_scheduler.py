@@ -76,7 +76,7 @@ from corral._errors import InvalidTransition
 from corral._estimates import OnlineEstimates
 from corral._graph import Graph
 from corral._kinds import task_kinds
-from corral._limits import REFUSED, Gate, RateState, gate_for
+from corral._limits import REFUSED, BreakerBook, Gate, RateState, gate_for
 from corral._plan import DEFAULT_ESTIMATE, is_seconds, upward_ranks
 from corral._scheduler_growth import GrowingScheduler
 from corral._spec import TaskState, TriggerRule
@@ -114,7 +114,8 @@ class Scheduler(GrowingScheduler):
     jitter for retry backoff (seed it for repeatable tests). ``done`` lists tasks that already
     succeeded in an earlier run (resume): they start out succeeded.
     ``record=True`` keeps a log of every transition for :meth:`drain_transitions`.
-    ``rates`` holds the state of the graph's rate limits (default: a new one, in this process).
+    ``rates`` holds the state of the graph's rate limits (default: a new one, in this process),
+    ``breakers`` that of its circuit breakers (default: likewise).
     """
 
     def __init__(
@@ -130,6 +131,7 @@ class Scheduler(GrowingScheduler):
         done: Iterable[int] = (),
         record: bool = False,
         rates: RateState | None = None,
+        breakers: BreakerBook | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ValueError(f"concurrency must be a whole number >= 1, not {concurrency!r}")
@@ -171,8 +173,9 @@ class Scheduler(GrowingScheduler):
         self.running = 0
         self._log: list[tuple[int, TaskState, int]] | None = [] if record else None
         # Rate limits and circuit breakers; None when no task has either.
-        self.gate: Gate | None = gate_for(graph.specs, graph.rate_limits, graph.breakers, rates)
-        self._rates = rates
+        self.gate: Gate | None = gate_for(graph.specs, graph.rate_limits, graph.breakers,
+                                          rates, breakers)
+        self._rates, self._breakers = rates, breakers
         # Executor slots (limit_executor) and deferred timers (defer_timers) by executor
         # name, for tasks added while the run goes on (grow).
         self._executor_slots: dict[str, int] = {}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from corral._errors import InvalidTransition
 from corral._graph import Graph
-from corral._limits import Gate, RateState, gate_for
+from corral._limits import BreakerBook, Gate, RateState, gate_for
 from corral._spec import TaskSpec, TaskState, TriggerRule
 
 __all__ = ["GrowingScheduler"]
@@ -40,6 +40,7 @@ class GrowingScheduler:
     halted: bool
     stopping: bool
     _rates: RateState | None
+    _breakers: BreakerBook | None
     _dependents: Sequence[Sequence[int]]
     _waiting: list[int]
     _all_done: list[bool]
@@ -129,7 +130,7 @@ class GrowingScheduler:
         if any(s.rate_limit or s.breaker is not None for s in specs):
             if self.gate is None:
                 self.gate = gate_for(graph.specs, graph.rate_limits, graph.breakers,
-                                     self._rates)
+                                     self._rates, self._breakers)
             else:
                 self.gate.extend([s.rate_limit for s in specs], [s.breaker for s in specs])
         elif self.gate is not None:

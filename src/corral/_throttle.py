@@ -12,8 +12,11 @@ admission of tasks that declare ``rate_limit``), so a task's calls and the tasks
 count against the same limit. A run registers its state here while it runs; ``limit`` finds
 the innermost running run that declares the name. Only tasks in the run's process see it
 (the async and thread executors): a task in a process or shell executor has no run here, and
-``limit`` says so. Sharing across processes and machines is the seam of
-:class:`corral._limits.RateState` (a Redis or PostgreSQL one), not built yet.
+``limit`` says so.
+
+On a ``corral worker`` there is no run: the worker sets :data:`current` around each attempt
+(a thread task through :func:`call_with`), to the limits of the attempt's run in Redis
+(:mod:`corral.fleet.limits_redis`), which that run's coordinator shares too.
 
 The limit is taken on entry; leaving the block gives nothing back (GCRA counts starts).
 """
@@ -21,19 +24,36 @@ The limit is taken on entry; leaving the block gives nothing back (GCRA counts s
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
+from typing import Any
 
 from corral._errors import CorralError
 from corral._limits import RateState
 
-__all__ = ["limit", "register", "unregister"]
+__all__ = ["call_with", "current", "limit", "register", "unregister"]
 
 _Entry = tuple[frozenset[str], RateState, Callable[[], float]]
 _lock = threading.Lock()
 _running: list[_Entry] = []
+
+Resolver = Callable[[str], tuple[RateState, Callable[[], float]]]
+current: contextvars.ContextVar[Resolver | None] = contextvars.ContextVar(
+    "corral_limits", default=None)
+"""How ``limit(name)`` finds its state in the attempt running in this context (a worker's);
+it raises :class:`CorralError` for a name the attempt's run does not declare."""
+
+
+def call_with(resolve: Resolver, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` with ``resolve`` as :data:`current`: a thread task's limits."""
+    token = current.set(resolve)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        current.reset(token)
 
 
 def register(names: Iterable[str], rates: RateState, clock: Callable[[], float]) -> _Entry:
@@ -52,6 +72,9 @@ def unregister(entry: _Entry) -> None:
 
 
 def _find(name: str) -> tuple[RateState, Callable[[], float]]:
+    resolve = current.get()
+    if resolve is not None:
+        return resolve(name)
     with _lock:
         for names, rates, clock in reversed(_running):
             if name in names:
@@ -83,9 +106,10 @@ class limit:  # lower case: used like a function, with corral.limit("api"): ...
                               f"'async with corral.limit({self.name!r}):', which does not "
                               "block the event loop")
         rates, clock = _find(self.name)
-        names = (self.name,)
-        while (retry_at := rates.try_acquire(names, clock())) is not None:
+        names, due = (self.name,), None
+        while (retry_at := rates.try_acquire(names, clock(), due)) is not None:
             time.sleep(max(0.0, retry_at - clock()))
+            due = retry_at  # a late wake-up counts at this time: no drift (gcra's due)
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -93,9 +117,10 @@ class limit:  # lower case: used like a function, with corral.limit("api"): ...
 
     async def __aenter__(self) -> None:
         rates, clock = _find(self.name)
-        names = (self.name,)
-        while (retry_at := rates.try_acquire(names, clock())) is not None:
+        names, due = (self.name,), None
+        while (retry_at := rates.try_acquire(names, clock(), due)) is not None:
             await asyncio.sleep(max(0.0, retry_at - clock()))
+            due = retry_at
 
     async def __aexit__(self, kind: type[BaseException] | None, value: BaseException | None,
                         tb: TracebackType | None) -> None:

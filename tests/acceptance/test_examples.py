@@ -37,7 +37,8 @@ def test_ci_pipeline_runs_green(tmp_path):
 
 
 def test_example_pipelines_validate(tmp_path):
-    for name in ("ci.yml", "resume_demo.yml", "flow_control.yml", "planner.yml"):
+    for name in ("ci.yml", "resume_demo.yml", "flow_control.yml", "planner.yml",
+                 "agents/pipeline.yml"):
         proc = run([corral_script(), "validate", str(ROOT / "examples" / name)],
                    tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -70,6 +71,41 @@ def test_planner_example_runs_the_steps_its_planner_chose(tmp_path):
     shown = run([corral_script(), "show", doc["run_id"]], tmp_path)
     assert "fetch-dogs" in shown.stdout
     assert "plan = ['fetch-cats', 'fetch-dogs', 'compare']" in shown.stdout
+
+
+def test_agents_example_plans_paces_breaks_and_shares(tmp_path):
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    proc = run([corral_script(), "run", "examples/agents/pipeline.yml", "--json"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    tasks = doc["tasks"]
+    plan = ["research-redis", "summarise-redis", "research-postgres", "summarise-postgres",
+            "write"]
+    assert set(tasks) == {"stub", "plan", "report", "stop-stub", *plan}
+    assert all(t["state"] == "succeeded" for t in tasks.values())
+    # the search tool failed its first two calls: the breaker opened, one retry probed it
+    assert [c["state"] for c in doc["breakers"]] == ["open", "half_open", "closed"]
+    assert sorted(tasks[t]["attempts"] for t in tasks if t.startswith("research")) == [2, 2]
+    context = doc["context"]
+    assert context["plan"] == plan
+    assert set(context["notes"]) == {"redis", "postgres"}
+    assert context["answer"].startswith("(editor) Tighten: (writer) compare redis postgres")
+    # two summarise tasks and two calls inside write: four model calls; four searches
+    assert context["stub_calls"] == {"complete": 4, "search": 4, "search_failed": 2}
+    log = tmp_path / tasks["report"]["log"]
+    assert "write: (editor)" in log.read_text()
+    shown = run([corral_script(), "show", doc["run_id"]], tmp_path)
+    assert "stub_calls = {'complete': 4, 'search': 4, 'search_failed': 2}" in shown.stdout
+
+
+def test_agents_example_plans_from_its_question(tmp_path):
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    proc = run([corral_script(), "run", "examples/agents/pipeline.yml", "--json", "--no-store",
+                "-p", "question=explain sqlite"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["context"]["plan"] == ["research-sqlite", "write"]
+    assert "one file per database" in doc["context"]["answer"]
 
 
 @pytest.mark.slow

@@ -91,9 +91,12 @@ def test_by_default_a_refused_task_fails_the_run(corral, write):
     assert doc["tasks"]["refund"]["attempts"] == 1
 
 
-def test_rate_limited_tasks_start_no_closer_than_the_interval(corral, write):
+def test_rate_limited_tasks_start_no_earlier_than_their_schedule(corral, write):
     # The lower bound is the algorithm's, on the run's own clock (what started_at is made
-    # of): the gate never admits a task before its GCRA time. Not a timing measurement.
+    # of): the gate never admits a task before its GCRA time, the k-th one k intervals after
+    # the first. (Two neighbours may start closer than an interval: one woken late counts at
+    # its due time, so that lateness does not push the schedule back; docs/flow-control.md.)
+    # Not a timing measurement.
     write("jobs.py", JOBS)
     write("api.yaml", """
         rate_limits:
@@ -111,8 +114,8 @@ def test_rate_limited_tasks_start_no_closer_than_the_interval(corral, write):
     assert {t["state"] for t in tasks.values()} == {"succeeded"}
     starts = sorted(datetime.fromisoformat(tasks[t]["started_at"])
                     for t in ("a", "b", "c", "inside"))
-    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
-    assert all(gap >= 0.05 - 1e-3 for gap in gaps), gaps
+    since = [(s - starts[0]).total_seconds() for s in starts]
+    assert all(t >= k * 0.05 - 1e-3 for k, t in enumerate(since)), since
 
 
 def test_validate_reports_bad_declarations_with_lines(corral, write):

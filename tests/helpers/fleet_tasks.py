@@ -30,3 +30,30 @@ def kill_my_worker() -> None:
 
 def big() -> str:
     return "x" * 50_000
+
+
+def limited_calls(name: str, calls: int) -> int:
+    """Take the run's rate limit ``name`` ``calls`` times (corral.limit, on a worker)."""
+    import corral
+
+    for _ in range(calls):
+        with corral.limit(name):
+            pass
+    return calls
+
+
+def broken(journal: str, task: str) -> None:
+    """Note that ``task`` ran, then fail: a service that is down."""
+    with open(journal, "a") as f:
+        f.write(f"{task} {os.getpid()}\n")
+    raise ConnectionError("the service is down")
+
+
+async def limited_calls_async(name: str, calls: int) -> int:
+    """:func:`limited_calls` in a coroutine (``async with corral.limit``)."""
+    import corral
+
+    for _ in range(calls):
+        async with corral.limit(name):
+            pass
+    return calls

@@ -135,9 +135,9 @@ def test_the_rate_state_is_a_seam_a_run_can_be_given():
             super().__init__(limits)
             self.asked = []
 
-        def try_acquire(self, names, now):
+        def try_acquire(self, names, now, due=None):
             self.asked.append(tuple(names))
-            return super().try_acquire(names, now)
+            return super().try_acquire(names, now, due)
 
     shared = Recording({"api": RateLimit(1000.0)})
 

@@ -169,3 +169,144 @@ def test_record(cfg, before, now, ok, probe, after):
 ])
 def test_ask(cfg, before, now, verdict, after, probe):
     assert ask(cfg, before, now) == (verdict, after, probe)
+
+
+# --------------------------------------------------------------------------- late wake-ups
+def admitted_late(limit, count, late):
+    """``count`` requests all waiting from 0; each retry comes ``late`` after the time GCRA
+    named (a timer that fires late) and says it is due then. The admission times."""
+    tat = -math.inf
+    out = []
+    for _ in range(count):
+        now, due = 0.0 if not out else out[-1], None
+        while True:
+            retry_at, after = gcra(tat, now, limit, due)
+            if retry_at is None:
+                tat = after
+                out.append(now)
+                break
+            now, due = retry_at + late, retry_at
+    return out
+
+
+@pytest.mark.parametrize(("limit", "late", "expected"), [
+    # on time: the schedule itself
+    (RateLimit(10.0), 0.0, [0.0, 0.1, 0.2, 0.3, 0.4]),
+    # every wake-up 30 ms late: each admission is 30 ms late, the schedule does not drift
+    # (counted at the late time it would be 0, 0.13, 0.26, 0.39, 0.52)
+    (RateLimit(10.0), 0.03, [0.0, 0.13, 0.23, 0.33, 0.43]),
+    # a burst: the early ones are not held at all; the rest keep the schedule
+    (RateLimit(10.0, burst=2), 0.03, [0.0, 0.0, 0.13, 0.23, 0.33]),
+])
+def test_gcra_late_wakeups_do_not_drift(limit, late, expected):
+    assert admitted_late(limit, 5, late) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("tat", "now", "due", "result"), [
+    (1.0, 1.05, 1.0, (None, 1.1)),  # 50 ms late for its time: counts at 1.0
+    (1.0, 1.05, None, (None, 1.15)),  # a first ask counts when it comes
+    (1.0, 1.1, 1.0, (None, 1.2)),  # one whole interval late: counts now, no catching up
+    (1.0, 3.0, 1.0, (None, 3.1)),  # a long pause does not buy a burst
+    (1.2, 1.05, 1.0, (1.2, 1.2)),  # someone else took the slot meanwhile: wait again
+    (0.5, 1.05, 1.0, (None, 1.1)),  # due after the TAT (another limit held it): counts at due
+])
+def test_gcra_due(tat, now, due, result):
+    retry_at, after = gcra(tat, now, RateLimit(10.0), due)
+    assert (retry_at, after) == (result[0] if result[0] is None else pytest.approx(result[0]),
+                                 pytest.approx(result[1]))
+
+
+def test_local_rates_count_a_late_retry_at_its_time():
+    rates = LocalRates({"a": RateLimit(10.0)})
+    assert rates.try_acquire(["a"], 0.0) is None
+    assert rates.try_acquire(["a"], 0.01) == pytest.approx(0.1)
+    assert rates.try_acquire(["a"], 0.12, due=0.1) is None  # 20 ms late
+    assert rates.try_acquire(["a"], 0.15) == pytest.approx(0.2)  # not 0.22
+
+
+# --------------------------------------------------------------------------- through the gate
+def gated_scheduler(n, concurrency, free=0):
+    """``n`` tasks under one limit of 10/s, then ``free`` tasks under none."""
+    from corral._graph import build_graph
+    from corral._options import make_spec
+    from corral._scheduler import Scheduler
+    from corral._spec import ShellCommand
+
+    specs = [make_spec(f"t{i}", ShellCommand("true"), options={"rate_limit": "a"})
+             for i in range(n)]
+    specs += [make_spec(f"u{i}", ShellCommand("true")) for i in range(free)]
+    return Scheduler(build_graph(specs, rate_limits={"a": "10/s"}), concurrency=concurrency)
+
+
+def test_the_scheduler_keeps_the_schedule_when_its_timer_fires_late():
+    sched = gated_scheduler(5, concurrency=5)
+    now, starts = 0.0, []
+    while sched.is_active():
+        for i in sched.admit(now):
+            starts.append(now)
+            sched.succeeded(i, now)
+        wake = sched.next_wake()
+        if wake is not None:
+            now = wake + 0.03  # every wake-up 30 ms late
+    assert starts == pytest.approx([0.0, 0.13, 0.23, 0.33, 0.43])
+
+
+def test_a_task_that_also_waited_for_a_slot_counts_when_it_starts():
+    sched = gated_scheduler(2, concurrency=1, free=1)  # t0, t1 limited; u0 free
+    assert sched.admit(0.0) == [0]
+    sched.succeeded(0, 0.0)
+    assert sched.admit(0.0) == [2]  # t1 is held until 0.1; u0 takes the slot
+    assert sched.admit(0.12) == []  # t1's time has come, but u0 holds the only slot
+    sched.succeeded(2, 0.15)
+    assert sched.admit(0.15) == [1]
+    # t1 waited for a slot, not for a late timer: it counts at 0.15, not at its 0.1
+    assert sched.gate.rates.try_acquire(["a"], 0.2) == pytest.approx(0.25)
+
+
+def test_corral_limit_in_a_task_does_not_drift(monkeypatch):
+    from corral import _throttle
+
+    clock = [0.0]
+
+    def late_sleep(seconds):
+        clock[0] += seconds + 0.03  # every sleep 30 ms too long
+
+    monkeypatch.setattr(_throttle.time, "sleep", late_sleep)
+    entry = _throttle.register(["a"], LocalRates({"a": RateLimit(10.0)}), lambda: clock[0])
+    try:
+        times = []
+        for _ in range(5):
+            with corral_limit("a"):
+                times.append(clock[0])
+    finally:
+        _throttle.unregister(entry)
+    assert times == pytest.approx([0.0, 0.13, 0.23, 0.33, 0.43])
+
+
+def corral_limit(name):
+    import corral
+
+    return corral.limit(name)
+
+
+def test_a_wake_up_asks_the_rate_state_once_for_the_tasks_it_releases():
+    sched = gated_scheduler(50, concurrency=50)
+
+    class Counting(LocalRates):
+        asks = 0
+
+        def try_acquire(self, names, now, due=None):
+            Counting.asks += 1
+            return super().try_acquire(names, now, due)
+
+    sched.gate.rates = Counting({"a": RateLimit(10.0)})
+    now, starts = 0.0, []
+    while len(starts) < 5:
+        for i in sched.admit(now):
+            starts.append(now)
+            sched.succeeded(i, now)
+        now = sched.next_wake()
+    assert starts == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    # each admission round: one ask admits a task, one refuses the next; the other 48 held
+    # tasks get that refusal without asking
+    assert Counting.asks == 2 * 5

@@ -6,6 +6,7 @@
 ``redis``           the Redis Streams broker (the ``redis`` extra)
 ``_coordinator``    a run's :class:`FleetSession` (the run loop's side)
 ``_worker``         the ``corral worker`` loop (:class:`Worker`)
+``limits_redis``    fleet-wide rate limits: GCRA state in Redis, one script
 ==================  ============================================================
 
 The executor that plugs the fleet into a run is :mod:`corral.executors.fleet`; see

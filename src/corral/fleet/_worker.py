@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import os
 import signal
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral import _capture
+from corral import _capture, _throttle
 from corral._errors import BrokenBroker, BrokenExecutor, CommandFailed, WorkerCrashed
 from corral.executors._base import ERROR, STARTED, Executor, ExecutorSettings, WatchedWork, Work
 from corral.fleet._broker import Broker, Claimed, WorkerInfo
@@ -56,6 +57,7 @@ from corral.fleet._protocol import (
     Event,
     dump_outcome,
 )
+from corral.fleet.limits_redis import worker_limits
 
 __all__ = ["Worker", "WorkerOptions"]
 
@@ -150,6 +152,7 @@ class Worker:
         self._stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._logs = Path(tempfile.mkdtemp(prefix="corral-worker-"))
+        self._limits = worker_limits(broker)  # corral.limit in tasks: the runs' shared state
 
     # ------------------------------------------------------------------ life
     async def run(self, *, handle_signals: bool = False) -> int:
@@ -387,7 +390,15 @@ class Worker:
                 executor = executor_class(name).for_run(settings)
                 await executor.start(self._on_outcome)
                 self._executors[name] = executor
-            executor.submit(r.work)
+            limits = (None if self._limits is None
+                      else self._limits.resolver(r.claimed.message.run_id))
+            if limits is not None and name == "thread":  # its threads outlive this context
+                r.work.fn = functools.partial(_throttle.call_with, limits, r.work.fn)
+            token = _throttle.current.set(limits)  # an async task keeps it
+            try:
+                executor.submit(r.work)
+            finally:
+                _throttle.current.reset(token)
         except Exception as exc:
             self._on_outcome(r.work, ERROR, _cannot_run(name, exc))
 
