@@ -121,7 +121,9 @@ class RunResult(Mapping[str, TaskResult]):
     breakers: tuple[BreakerChange, ...] = ()
     # max(critical path, work / concurrency) with the durations the tasks' last attempts took
     # in this run: what a perfect order could have done (None: not known, e.g. loaded runs).
-    lower_bound_s: float | None = None
+    # Given as a number, or as a function computed on first use (see lower_bound_s): a run
+    # whose caller never looks does not pay for its ranks.
+    lower_bound: float | Callable[[], float | None] | None = None
     # The run's shared context (corral.context()) as it ended.
     context: Mapping[str, Any] = field(default_factory=dict)
 
@@ -134,6 +136,15 @@ class RunResult(Mapping[str, TaskResult]):
         # field-by-field repr of 100,000 tasks would cost more than running them.
         return (f"<RunResult {self.run_id} {self.pipeline!r} {self.status}: "
                 f"{len(self.tasks)} tasks>")
+
+    @property
+    def lower_bound_s(self) -> float | None:
+        """The run's own lower bound in seconds (see ``lower_bound``), or None."""
+        bound = self.lower_bound
+        if callable(bound):
+            bound = bound()
+            object.__setattr__(self, "lower_bound", bound)  # computed once
+        return bound
 
     @property
     def duration_s(self) -> float:

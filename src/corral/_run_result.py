@@ -74,7 +74,7 @@ class ResultOfRun:
             signal=self.signal or None,
             error=self.error,
             breakers=tuple(self.breaker_changes),
-            lower_bound_s=self._own_lower_bound(),
+            lower_bound=self._own_lower_bound,
             context=self.context.snapshot(),
         )
 
