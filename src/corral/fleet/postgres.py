@@ -78,7 +78,7 @@ class PostgresBroker:
     Thread-safe: each call takes a pooled connection. Make one with :meth:`connect`."""
 
     def __init__(self, pool: ConnectionPool[Any], url: str, *, conninfo: str, schema: str,
-                 heartbeat_timeout: float) -> None:
+                 heartbeat_timeout: float, connect_kw: Mapping[str, Any]) -> None:
         import psycopg
 
         from corral.store._connector import load_queries
@@ -92,8 +92,7 @@ class PostgresBroker:
         self._jobs = f"{schema}.jobs"  # the NOTIFY channels
         self._events = f"{schema}.events"
         self._listener = Listener(
-            lambda: psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S),
-            (self._jobs, self._events))
+            lambda: psycopg.connect(conninfo, **connect_kw), (self._jobs, self._events))
         self._unread: dict[str, list[int]] = {}  # reply -> events read, not deleted yet
 
     @classmethod
@@ -114,15 +113,23 @@ class PostgresBroker:
             raise BrokenBroker(f"not a usable PostgreSQL broker URL: {shown} (?schema= takes "
                                "a lower-case name: letters, digits and '_', up to 48)")
         try:
-            first = psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            given = psycopg.conninfo.conninfo_to_dict(conninfo)
+        except psycopg.Error as exc:
+            raise BrokenBroker(f"not a usable PostgreSQL broker URL: {shown} ({exc})") from exc
+        # Named in pg_stat_activity (unless the URL names them): whose connections these are.
+        connect_kw: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S}
+        if "application_name" not in given:
+            connect_kw["application_name"] = f"corral-fleet:{schema}"
+        try:
+            first = psycopg.connect(conninfo, **connect_kw)
         except psycopg.Error as exc:
             raise BrokenBroker(f"cannot reach the broker at {shown}: "
-                               f"{type(exc).__name__}: {exc}") from exc
+                               f"{type(exc).__name__}: {_said(exc)}") from exc
         try:
             _migrate(first, schema, shown)
         except psycopg.Error as exc:
             raise BrokenBroker(f"the broker at {shown} could not make its schema {schema!r}: "
-                               f"{type(exc).__name__}: {exc}") from exc
+                               f"{type(exc).__name__}: {_said(exc)}") from exc
         finally:
             first.close()
 
@@ -131,15 +138,15 @@ class PostgresBroker:
 
         pool: ConnectionPool[Any] = ConnectionPool(
             conninfo, min_size=1, max_size=POOL_SIZE, timeout=POOL_WAIT_S, open=False,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
-            configure=configure, name="corral-broker")
+            kwargs=connect_kw, configure=configure, name="corral-broker")
         try:
             pool.open(wait=True, timeout=POOL_WAIT_S)
         except Exception as exc:  # PoolTimeout: the server went away meanwhile
             pool.close()
             raise BrokenBroker(f"cannot reach the broker at {shown}: "
                                f"{type(exc).__name__}: {exc}") from exc
-        return cls(pool, url, conninfo=conninfo, schema=schema, heartbeat_timeout=timeout)
+        return cls(pool, url, conninfo=conninfo, schema=schema, heartbeat_timeout=timeout,
+                   connect_kw=connect_kw)
 
     def close(self) -> None:
         self._listener.close()
@@ -154,7 +161,7 @@ class PostgresBroker:
             yield
         except self._errors as exc:
             raise BrokenBroker(f"the broker at {safe_url(self.url)} failed to {what}: "
-                               f"{type(exc).__name__}: {exc}") from exc
+                               f"{type(exc).__name__}: {_said(exc)}") from exc
 
     def _rows(self, what: str, query: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run the named statement (one transaction: the connection autocommits); its rows."""
@@ -388,6 +395,11 @@ def _migrate(conn: psycopg.Connection[Any], schema: str, shown: str) -> None:
                             "corral to use it")
 
     migrate_schema(transaction, "postgres", package="corral.fleet", too_new=too_new)
+
+
+def _said(exc: BaseException) -> str:
+    """What the driver said, on one line (the server's hints come on lines of their own)."""
+    return " ".join(str(exc).split())
 
 
 def _json(mapping: Mapping[str, float] | None) -> str | None:
