@@ -177,7 +177,7 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
         envvar="CORRAL_BROKER",
         show_envvar=True,
         help="Send every attempt to the fleet of `corral worker`s fed through this broker "
-        "(redis://HOST:PORT/DB) instead of running it here.",
+        "(redis://HOST:PORT/DB, postgresql://[USER@]HOST:PORT/DB) instead of running it here.",
     ),
     click.option(
         "--junit-xml",
