@@ -163,10 +163,22 @@ class PostgresBroker:
             raise BrokenBroker(f"the broker at {safe_url(self.url)} failed to {what}: "
                                f"{type(exc).__name__}: {_said(exc)}") from exc
 
-    def _rows(self, what: str, query: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """Run the named statement (one transaction: the connection autocommits); its rows."""
+    def _rows(self, what: str, query: str, params: Mapping[str, Any], *,
+              durable: bool = True) -> list[tuple[Any, ...]]:
+        """Run the named statement (one transaction: the connection autocommits); its rows.
+
+        Not ``durable``: the commit does not wait for the WAL to reach the disk (a few ms
+        here, the cost of most operations). For what a crash of the server may lose without
+        harm: a claim or renewal (the row is claimed again, or reclaimed), a heartbeat, the
+        deletion of events read (read again: duplicates are ignored). Queuing, outcomes,
+        dead letters, cancellations and leases wait for the disk."""
         with self._talking(what), self._pool.connection() as conn:
-            cur = conn.execute(self._q[query], params)
+            if durable:
+                cur = conn.execute(self._q[query], params)
+            else:
+                with conn.pipeline(), conn.transaction():  # one round trip
+                    conn.execute("SET LOCAL synchronous_commit TO off")
+                    cur = conn.execute(self._q[query], params)
             return cur.fetchall() if cur.description is not None else []
 
     def _count(self, what: str, query: str, params: Mapping[str, Any]) -> int:
@@ -175,13 +187,14 @@ class PostgresBroker:
             return int(conn.execute(self._q[query], params).rowcount)
 
     def _wait_for(self, what: str, query: str, params: Mapping[str, Any],
-                  keys: Sequence[tuple[str, str]], block_s: float) -> list[tuple[Any, ...]]:
+                  keys: Sequence[tuple[str, str]], block_s: float, *,
+                  durable: bool = True) -> list[tuple[Any, ...]]:
         """The named statement's rows, waiting up to ``block_s`` for a notification on
         ``keys`` while it finds none."""
         deadline = time.monotonic() + block_s
         while True:
             seen = self._listener.seen(keys)
-            rows = self._rows(what, query, params)
+            rows = self._rows(what, query, params, durable=durable)
             left = deadline - time.monotonic()
             if rows or left <= 0:
                 return rows
@@ -214,7 +227,7 @@ class PostgresBroker:
             return after, []
         seqs = pending + [r[0] for r in rows]
         try:
-            self._rows("forget read events", "forget_events", {"seqs": seqs})
+            self._rows("forget read events", "forget_events", {"seqs": seqs}, durable=False)
             self._unread.pop(reply, None)
         except BrokenBroker:  # not deleted: left out of the next reads until they are
             self._unread[reply] = seqs
@@ -254,24 +267,26 @@ class PostgresBroker:
               block_s: float) -> list[Claimed]:
         rows = self._wait_for("claim attempts", "claim",
                               {"queues": list(queues), "count": count, "worker": consumer},
-                              [(self._jobs, q) for q in queues], block_s)
+                              [(self._jobs, q) for q in queues], block_s, durable=False)
         return _claimed(rows)
 
     def reclaim(self, consumer: str, queues: Sequence[str], count: int) -> list[Claimed]:
         return _claimed(self._rows("reclaim attempts", "reclaim", {
             "queues": list(queues), "count": count, "worker": consumer,
-            "timeout": float(self.heartbeat_timeout)}))
+            "timeout": float(self.heartbeat_timeout)}, durable=False))
 
     def renew(self, consumer: str, held: Sequence[Claimed]) -> list[Claimed]:
         if not held:
             return []
         kept = {r[0] for r in self._rows("renew held attempts", "renew",
-                                         {"ids": _ids(held), "worker": consumer})}
+                                         {"ids": _ids(held), "worker": consumer},
+                                         durable=False)}
         return [c for c in held if int(c.entry) not in kept]
 
     def hand_back(self, consumer: str, held: Sequence[Claimed]) -> None:
         if held:
-            self._rows("hand attempts back", "hand_back", {"ids": _ids(held), "worker": consumer})
+            self._rows("hand attempts back", "hand_back", {"ids": _ids(held), "worker": consumer},
+                       durable=False)
 
     def states(self, attempts: Sequence[str]) -> list[str | None]:
         if not attempts:
@@ -315,7 +330,7 @@ class PostgresBroker:
             "id": info.id, "host": info.host, "pid": info.pid, "queues": list(info.queues),
             "concurrency": info.concurrency, "resources": json.dumps(dict(info.resources)),
             "running": info.running, "done": info.done, "started_at": info.started_at,
-            "last_beat": info.last_beat, "state": info.state})
+            "last_beat": info.last_beat, "state": info.state}, durable=False)
 
     def deregister(self, worker: str) -> None:
         self._rows("deregister a worker", "deregister", {"id": worker})
