@@ -107,6 +107,7 @@ class PostgresBroker:
             from psycopg_pool import ConnectionPool
         except ImportError as exc:
             raise BrokenBroker(INSTALL_HINT) from exc
+        _quiet_driver_logs()
         shown = safe_url(url)
         conninfo, schema = _schema(url)
         if not SCHEMA_NAME.fullmatch(schema):
@@ -410,6 +411,19 @@ def _migrate(conn: psycopg.Connection[Any], schema: str, shown: str) -> None:
                             "corral to use it")
 
     migrate_schema(transaction, "postgres", package="corral.fleet", too_new=too_new)
+
+
+def _quiet_driver_logs() -> None:
+    """Leave connection losses to our own message (``the broker failed, retrying: ...``):
+    psycopg's pool and pipeline log each discarded connection as a warning, which nobody
+    configured logging for reads as noise. Loggers set to another level than the library's
+    own (psycopg's is WARNING, the pool's none) are left alone."""
+    import logging
+
+    for name in ("psycopg", "psycopg.pool"):
+        logger = logging.getLogger(name)
+        if logger.level in (logging.NOTSET, logging.WARNING):
+            logger.setLevel(logging.ERROR)
 
 
 def _said(exc: BaseException) -> str:
