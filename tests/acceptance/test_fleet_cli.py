@@ -148,3 +148,27 @@ def test_a_killed_coordinator_is_resumed_with_the_same_workers(corral, corral_po
     # What the store had as succeeded before the kill did not run again: at most the one in
     # flight when the coordinator died runs twice.
     assert len(ran) - n <= 1, (ran_before, ran)
+
+
+def test_the_postgres_brokers_connections_count_against_the_stores_server(corral, write):
+    import psycopg
+    from tests.helpers.postgres import POSTGRES_URL, schema_url
+
+    from corral.fleet.postgres import PROCESS_CONNECTIONS
+
+    with psycopg.connect(POSTGRES_URL) as conn:
+        settings = dict(conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('max_connections', "
+            "'superuser_reserved_connections', 'reserved_connections')").fetchall())
+    usable = int(settings["max_connections"]) - sum(
+        int(settings.get(k, "0")) for k in ("superuser_reserved_connections",
+                                            "reserved_connections"))
+    write("pipeline.yml", PIPELINE)
+    write("fleetmods.py", MODULE)
+    with schema_url() as store:
+        # The store alone fits; with the broker's connections on the same server it does not.
+        done = corral("run", "pipeline.yml", "--store", store, "--store-connections",
+                      str(usable - PROCESS_CONNECTIONS + 1), "--broker", POSTGRES_URL)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{PROCESS_CONNECTIONS} for the PostgreSQL broker" in done.stderr
+    assert "CORRAL_BROKER" in done.stderr

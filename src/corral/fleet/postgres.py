@@ -61,13 +61,14 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
-__all__ = ["DEFAULT_SCHEMA", "PostgresBroker"]
+__all__ = ["DEFAULT_SCHEMA", "PROCESS_CONNECTIONS", "PostgresBroker", "server_of"]
 
 DEFAULT_SCHEMA = "corral_fleet"
 INSTALL_HINT = "the fleet's PostgreSQL broker needs psycopg: pip install 'corral[postgres]'"
 # A worker's three broker threads (claimer, keeper, reporter) or a coordinator's two
 # (sender, reader), and one for the command line's calls; the listener has its own.
 POOL_SIZE = 4
+PROCESS_CONNECTIONS = POOL_SIZE + 1  # and the listening one: what a process may hold at most
 CONNECT_TIMEOUT_S = 5
 POOL_WAIT_S = 10.0  # a pool that cannot give a connection this long: the broker is down
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")  # leaves room in 63-byte channel names
@@ -373,6 +374,18 @@ class PostgresBroker:
             return 0
         return self._count("purge dead letters", "purge_dead_letters",
                            {"all": entries is None, "ids": ids})
+
+
+def server_of(url: str) -> tuple[str, str] | None:
+    """The (host, port) of a PostgreSQL URL, broker's or store's (None: not one psycopg reads):
+    whose ``max_connections`` its connections count against."""
+    import psycopg
+
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(_schema(url)[0])
+    except psycopg.Error:
+        return None
+    return str(given.get("host") or ""), str(given.get("port") or "5432")
 
 
 def _schema(url: str) -> tuple[str, str]:
