@@ -75,8 +75,9 @@ SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")  # leaves room in 63-byte cha
 
 
 class PostgresBroker:
-    """The :class:`~corral.fleet._broker.Broker` over PostgreSQL tables (PostgreSQL >= 12).
-    Thread-safe: each call takes a pooled connection. Make one with :meth:`connect`."""
+    """The :class:`~corral.fleet._broker.Broker` over PostgreSQL tables (PostgreSQL >= 12;
+    tested on 15). Thread-safe: each call takes a pooled connection. Make one with
+    :meth:`connect`."""
 
     def __init__(self, pool: ConnectionPool[Any], url: str, *, conninfo: str, schema: str,
                  heartbeat_timeout: float, connect_kw: Mapping[str, Any]) -> None:
