@@ -69,3 +69,34 @@ def test_queuing_wakes_a_listener(url):
         wait_for(lambda: broker._listener.seen(keys) > seen, "the notification")
     finally:
         broker.close()
+
+
+def test_a_schema_dropped_mid_run_is_made_again_and_the_run_completes(url, tmp_path):
+    from tests.helpers.fleet_tasks import ran, starts
+    from tests.helpers.redis import start_worker, stop_worker
+
+    from corral import DAG
+
+    journal = tmp_path / "journal"
+    worker = start_worker(url, "--concurrency", "2", "--heartbeat-timeout", "2s",
+                          log=tmp_path / "worker.log")
+    # Wider than the worker: attempts wait in the queue, and the drop loses them.
+    dag = DAG(concurrency=8)
+    n = 20
+    for k in range(n):
+        dag.add(ran, str(journal), f"t{k}", 0.2, id=f"t{k}")
+    outcome: dict[str, object] = {}
+    runner = threading.Thread(daemon=True, target=lambda: outcome.setdefault(
+        "result", dag.run(broker=url, handle_signals=False, log_dir=None)))
+    runner.start()
+    try:
+        wait_for(lambda: len(starts(journal)) >= 4, "a few tasks to run")
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {_schema(url)} CASCADE")
+        runner.join(60)
+        assert not runner.is_alive(), "hang guard: the run did not finish"
+    finally:
+        stop_worker(worker)
+    result = outcome["result"]
+    assert result.ok, [(t.id, t.error) for t in result.tasks.values() if t.error]
+    assert {t for t, _ in starts(journal)} == {f"t{k}" for k in range(n)}

@@ -93,8 +93,11 @@ class PostgresBroker:
         self.heartbeat_timeout = heartbeat_timeout
         self._jobs = f"{schema}.jobs"  # the NOTIFY channels
         self._events = f"{schema}.events"
-        self._listener = Listener(
-            lambda: psycopg.connect(conninfo, **connect_kw), (self._jobs, self._events))
+        def connect() -> psycopg.Connection[Any]:
+            return psycopg.connect(conninfo, **connect_kw)
+
+        self._connect = connect
+        self._listener = Listener(self._connect, (self._jobs, self._events))
         self._unread: dict[str, list[int]] = {}  # reply -> events read, not deleted yet
 
     @classmethod
@@ -159,12 +162,24 @@ class PostgresBroker:
     # ------------------------------------------------------------------ talking
     @contextlib.contextmanager
     def _talking(self, what: str) -> Iterator[None]:
-        """psycopg errors become :class:`BrokenBroker`, with the original as ``__cause__``."""
+        """psycopg errors become :class:`BrokenBroker`, with the original as ``__cause__``.
+        A missing table (the schema was dropped) has the schema made again, empty, for the
+        next call: its epoch is new, so coordinators queue what they have in flight again,
+        as after a Redis restarted without its data."""
         try:
             yield
         except self._errors as exc:
+            from psycopg import errors
+
+            if isinstance(exc, errors.UndefinedTable):
+                self._remake()
             raise BrokenBroker(f"the broker at {safe_url(self.url)} failed to {what}: "
                                f"{type(exc).__name__}: {_said(exc)}") from exc
+
+    def _remake(self) -> None:
+        self._unread.clear()  # their rows went with the schema
+        with contextlib.suppress(*self._errors), self._connect() as conn:
+            _migrate(conn, self.schema, safe_url(self.url))
 
     def _rows(self, what: str, query: str, params: Mapping[str, Any], *,
               durable: bool = True) -> list[tuple[Any, ...]]:
