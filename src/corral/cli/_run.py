@@ -289,7 +289,8 @@ def preflight(opts: RunOptions, file: str | None, dag_graph: Graph | None,
     demands = [Demand("store_connections: --store-connections, CORRAL_STORE_CONNECTIONS",
                       connections=opts.store_connections if postgres else 0)]
     if postgres and opts.broker and opts.broker.startswith(("postgresql:", "postgres:")):
-        from corral.fleet.postgres import PROCESS_CONNECTIONS, server_of
+        from corral.fleet._pg_schema import server_of
+        from corral.fleet.postgres import PROCESS_CONNECTIONS
 
         if server_of(opts.broker) == server_of(url):  # the broker's count on the same server
             demands.append(Demand("the PostgreSQL broker: --broker, CORRAL_BROKER (its pool "

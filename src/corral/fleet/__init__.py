@@ -4,7 +4,8 @@
 ``_protocol``       attempt and event messages (what travels, how it is pickled)
 ``_broker``         the :class:`Broker` protocol; :func:`open_broker` by URL
 ``redis``           the Redis Streams broker (the ``redis`` extra)
-``postgres``        the PostgreSQL broker (the ``postgres`` extra); ``_pg_listen``: its wake-ups
+``postgres``        the PostgreSQL broker (the ``postgres`` extra); ``_pg_schema``: its
+                    schema and migrations; ``_pg_listen``: its wake-ups
 ``_coordinator``    a run's :class:`FleetSession` (the run loop's side)
 ``_worker``         the ``corral worker`` loop (:class:`Worker`)
 ``limits_redis``    fleet-wide rate limits: GCRA state in Redis, one script

@@ -2,8 +2,8 @@
 
 Tables, in a schema of their own (``corral_fleet``, or ``?schema=NAME`` in the URL: several
 fleets on one database), made and upgraded by the store's migration mechanism
-(:mod:`corral.store._schema`, the scripts in ``sql/postgres/``); the statements are named in
-``sql/postgres/queries.sql``::
+(:mod:`corral.store._schema`, the scripts in ``sql/postgres/``; :mod:`._pg_schema`); the
+statements are named in ``sql/postgres/queries.sql``::
 
     jobs          attempts to run, a row each until finished; a held row has its worker and
                   renewed_at (the holder's last beat, on the server's clock)
@@ -40,11 +40,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from corral._errors import BrokenBroker
 from corral.fleet._broker import (
@@ -55,15 +53,15 @@ from corral.fleet._broker import (
     safe_url,
 )
 from corral.fleet._pg_listen import Listener
+from corral.fleet._pg_schema import SCHEMA_NAME, migrate, quiet_driver_logs, split_schema
 from corral.fleet._protocol import END, AttemptMessage, Event
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
-__all__ = ["DEFAULT_SCHEMA", "PROCESS_CONNECTIONS", "PostgresBroker", "server_of"]
+__all__ = ["PROCESS_CONNECTIONS", "PostgresBroker"]
 
-DEFAULT_SCHEMA = "corral_fleet"
 INSTALL_HINT = "the fleet's PostgreSQL broker needs psycopg: pip install 'corral[postgres]'"
 # A worker's three broker threads (claimer, keeper, reporter) or a coordinator's two
 # (sender, reader), and one for the command line's calls; the listener has its own.
@@ -71,7 +69,6 @@ POOL_SIZE = 4
 PROCESS_CONNECTIONS = POOL_SIZE + 1  # and the listening one: what a process may hold at most
 CONNECT_TIMEOUT_S = 5
 POOL_WAIT_S = 10.0  # a pool that cannot give a connection this long: the broker is down
-SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")  # leaves room in 63-byte channel names
 
 
 class PostgresBroker:
@@ -112,9 +109,9 @@ class PostgresBroker:
             from psycopg_pool import ConnectionPool
         except ImportError as exc:
             raise BrokenBroker(INSTALL_HINT) from exc
-        _quiet_driver_logs()
+        quiet_driver_logs()
         shown = safe_url(url)
-        conninfo, schema = _schema(url)
+        conninfo, schema = split_schema(url)
         if not SCHEMA_NAME.fullmatch(schema):
             raise BrokenBroker(f"not a usable PostgreSQL broker URL: {shown} (?schema= takes "
                                "a lower-case name: letters, digits and '_', up to 48)")
@@ -132,7 +129,7 @@ class PostgresBroker:
             raise BrokenBroker(f"cannot reach the broker at {shown}: "
                                f"{type(exc).__name__}: {_said(exc)}") from exc
         try:
-            _migrate(first, schema, shown)
+            migrate(first, schema, shown)
         except psycopg.Error as exc:
             raise BrokenBroker(f"the broker at {shown} could not make its schema {schema!r}: "
                                f"{type(exc).__name__}: {_said(exc)}") from exc
@@ -179,7 +176,7 @@ class PostgresBroker:
     def _remake(self) -> None:
         self._unread.clear()  # their rows went with the schema
         with contextlib.suppress(*self._errors), self._connect() as conn:
-            _migrate(conn, self.schema, safe_url(self.url))
+            migrate(conn, self.schema, safe_url(self.url))
 
     def _rows(self, what: str, query: str, params: Mapping[str, Any], *,
               durable: bool = True) -> list[tuple[Any, ...]]:
@@ -390,69 +387,6 @@ class PostgresBroker:
             return 0
         return self._count("purge dead letters", "purge_dead_letters",
                            {"all": entries is None, "ids": ids})
-
-
-def server_of(url: str) -> tuple[str, str] | None:
-    """The (host, port) of a PostgreSQL URL, broker's or store's (None: not one psycopg reads):
-    whose ``max_connections`` its connections count against."""
-    import psycopg
-
-    try:
-        given = psycopg.conninfo.conninfo_to_dict(_schema(url)[0])
-    except psycopg.Error:
-        return None
-    return str(given.get("host") or ""), str(given.get("port") or "5432")
-
-
-def _schema(url: str) -> tuple[str, str]:
-    """``url`` without its ``schema=`` query parameter, and that schema (the default: none)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    names = [v for k, v in query if k == "schema"]
-    if not names:
-        return url, DEFAULT_SCHEMA
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return urlunsplit(parts._replace(query=rest)), names[-1]
-
-
-def _migrate(conn: psycopg.Connection[Any], schema: str, shown: str) -> None:
-    """Make the broker's schema if need be, then its tables, through the store's migrations."""
-    from psycopg import sql
-    from psycopg.rows import dict_row
-
-    from corral.store._schema import migrate_schema
-    from corral.store.postgres import PsycopgTx
-
-    with conn.transaction():  # two brokers starting at once: one makes the schema
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('corral:' || %s))", (schema,))
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    conn.execute("SELECT set_config('search_path', %s, false)", (schema,))
-    conn.row_factory = dict_row  # what the migrations read
-
-    @contextlib.contextmanager
-    def transaction(write: bool = True) -> Iterator[PsycopgTx]:
-        with conn.transaction():
-            yield PsycopgTx(conn)
-
-    def too_new(current: int, known: int) -> BrokenBroker:
-        return BrokenBroker(f"the broker's schema {schema!r} at {shown} is version {current}, "
-                            f"but this corral knows only up to version {known}: upgrade "
-                            "corral to use it")
-
-    migrate_schema(transaction, "postgres", package="corral.fleet", too_new=too_new)
-
-
-def _quiet_driver_logs() -> None:
-    """Leave connection losses to our own message (``the broker failed, retrying: ...``):
-    psycopg's pool and pipeline log each discarded connection as a warning, which nobody
-    configured logging for reads as noise. Loggers set to another level than the library's
-    own (psycopg's is WARNING, the pool's none) are left alone."""
-    import logging
-
-    for name in ("psycopg", "psycopg.pool"):
-        logger = logging.getLogger(name)
-        if logger.level in (logging.NOTSET, logging.WARNING):
-            logger.setLevel(logging.ERROR)
 
 
 def _said(exc: BaseException) -> str:
