@@ -22,6 +22,7 @@ import functools
 import itertools
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -65,6 +66,11 @@ class FleetSession:
         self._users = 0
         self._closing = False
         self._epoch = ""
+        self.start_delays: list[float] | None = None
+        """Set it to a list (a benchmark does) to have each attempt's delay from admission
+        (its :meth:`send`) to its start on a worker appended, in seconds: the worker's wall
+        clock less ours, so true on one host (or with clocks kept in step)."""
+        self._admitted: dict[str, float] = {}  # attempt -> time.time() at send, while recording
 
     @classmethod
     def connect(cls, url: str, run_id: str, *, lease_s: float = 30.0) -> FleetSession:
@@ -130,6 +136,8 @@ class FleetSession:
         return f"{self.token}:{index}:{attempt}"
 
     def send(self, message: AttemptMessage, receiver: Receiver) -> None:
+        if self.start_delays is not None:
+            self._admitted[message.id] = time.time()
         with self._lock:
             self._inflight[message.id] = (message, receiver)
             self._outbox.append(message)
@@ -183,6 +191,10 @@ class FleetSession:
                 if held is None:
                     continue  # written off, or a duplicate: nothing waits for it
                 message, receiver = held
+                if event.at is not None and self.start_delays is not None:
+                    admitted = self._admitted.pop(event.attempt, None)
+                    if admitted is not None:  # the first START (or END) of the attempt
+                        self.start_delays.append(event.at - admitted)
                 try:
                     ended = receiver.on_event(message, event)
                 except Exception as exc:  # a bug: say so, and keep reading for the others

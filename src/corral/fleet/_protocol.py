@@ -158,20 +158,29 @@ class BodyWriter:
 @dataclass(frozen=True, slots=True)
 class Event:
     """What a worker says of an attempt on the run's reply stream. ``data``: an OUTPUT's
-    text, an END's pickled outcome (:func:`dump_outcome`), else empty."""
+    text, an END's pickled outcome (:func:`dump_outcome`), else empty. ``at``: on a START
+    and an END, when the attempt started on the worker (epoch seconds, the worker's clock;
+    an END carries it because a START sent in the same batch is left out), else None."""
 
     kind: str
     attempt: str
     worker: str
     data: bytes = b""
+    at: float | None = None
 
     def fields(self) -> dict[str, str | bytes]:
-        return {"k": self.kind, "a": self.attempt, "w": self.worker, "d": self.data}
+        out: dict[str, str | bytes] = {"k": self.kind, "a": self.attempt, "w": self.worker,
+                                       "d": self.data}
+        if self.at is not None:
+            out["t"] = repr(self.at)
+        return out
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes, bytes]) -> Event:
+        at = fields.get(b"t")
         return cls(kind=fields[b"k"].decode(), attempt=fields[b"a"].decode(),
-                   worker=fields[b"w"].decode(), data=fields.get(b"d", b""))
+                   worker=fields[b"w"].decode(), data=fields.get(b"d", b""),
+                   at=float(at) if at else None)
 
 
 def dump_outcome(status: int, payload: Any, *, limit: int) -> bytes:

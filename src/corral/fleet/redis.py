@@ -100,12 +100,13 @@ return lost
 """
 
 # Finish attempts: for each, its END on its reply stream, its done mark, XACK and XDEL of its
-# entry. ARGV: group, the mark's TTL, the worker, then 6 per attempt: queue key, entry, reply
-# key, done key, attempt id, END data. One script (atomic), cheap to send for many.
+# entry. ARGV: group, the mark's TTL, the worker, then 7 per attempt: queue key, entry, reply
+# key, done key, attempt id, END data, start time ("": none; Event.fields' "t"). One script
+# (atomic), cheap to send for many.
 _FINISH = """
-for i = 4, #ARGV, 6 do
+for i = 4, #ARGV, 7 do
   redis.call('XADD', ARGV[i + 2], '*', 'k', 'e', 'a', ARGV[i + 4], 'w', ARGV[3],
-             'd', ARGV[i + 5])
+             'd', ARGV[i + 5], 't', ARGV[i + 6])
   redis.call('SET', ARGV[i + 3], '1', 'EX', ARGV[2])
   redis.call('XACK', ARGV[i], ARGV[1], ARGV[i + 1])
   redis.call('XDEL', ARGV[i], ARGV[i + 1])
@@ -409,7 +410,8 @@ class RedisBroker:
             message = claimed.message
             by_worker.setdefault(end.worker, []).extend(
                 (keys.queue(claimed.queue), claimed.entry, keys.reply(message.reply),
-                 keys.done(message.id), message.id, end.data))
+                 keys.done(message.id), message.id, end.data,
+                 "" if end.at is None else repr(end.at)))
         with self._talking("record outcomes"):
             pipe = self._redis.pipeline(transaction=False)
             for reply, event in events:

@@ -40,11 +40,14 @@ def test_a_queued_attempt_is_claimed_once_and_its_outcome_reaches_the_reply(open
     assert [c.message for c in claimed] == [message(1)]
     assert claimed[0].deliveries == 1
     assert broker.claim("b", ["default"], 10, block_s=0.05) == []
-    broker.finish([(claimed[0], Event(END, "s:1:1", "a", dump_outcome(OK, 42, limit=1000)))],
-                  [("run:s", Event(START, "s:1:1", "a"))])  # its events come first
+    started = 1_790_000_000.123456  # the worker's clock when it started the attempt
+    broker.finish([(claimed[0], Event(END, "s:1:1", "a", dump_outcome(OK, 42, limit=1000),
+                                      at=started))],
+                  [("run:s", Event(START, "s:1:1", "a", at=started))])  # events come first
     _, events = broker.read_events("run:s", "0", block_s=1, count=10)
     assert [(e.kind, e.attempt) for e in events] == [(START, "s:1:1"), (END, "s:1:1")]
     assert load_outcome(events[1].data) == (OK, 42)
+    assert [e.at for e in events] == [started, started]  # the coordinator's start latency
     assert broker.states(["s:1:1", "s:2:1"]) == ["done", None]
     other = broker.claim("b", ["other"], 10, block_s=1)
     assert [c.message.task_id for c in other] == ["t2"]
