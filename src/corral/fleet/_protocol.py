@@ -168,19 +168,22 @@ class Event:
     data: bytes = b""
     at: float | None = None
 
+    def header(self) -> str:
+        """Kind, start time, attempt and worker in one space-separated field: the coordinator
+        reads thousands of events a second, and a field costs as much to read as its text."""
+        at = "" if self.at is None else repr(self.at)
+        return f"{self.kind} {at} {self.attempt} {self.worker}"
+
     def fields(self) -> dict[str, str | bytes]:
-        out: dict[str, str | bytes] = {"k": self.kind, "a": self.attempt, "w": self.worker,
-                                       "d": self.data}
-        if self.at is not None:
-            out["t"] = repr(self.at)
-        return out
+        """The event as a broker entry's fields: its header, and its data if any."""
+        if self.data:
+            return {"h": self.header(), "d": self.data}
+        return {"h": self.header()}
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes, bytes]) -> Event:
-        at = fields.get(b"t")
-        return cls(kind=fields[b"k"].decode(), attempt=fields[b"a"].decode(),
-                   worker=fields[b"w"].decode(), data=fields.get(b"d", b""),
-                   at=float(at) if at else None)
+        kind, at, attempt, worker = fields[b"h"].decode().split(" ", 3)  # worker: the rest
+        return cls(kind, attempt, worker, fields.get(b"d", b""), float(at) if at else None)
 
 
 def dump_outcome(status: int, payload: Any, *, limit: int) -> bytes:

@@ -100,16 +100,33 @@ return lost
 """
 
 # Finish attempts: for each, its END on its reply stream, its done mark, XACK and XDEL of its
-# entry. ARGV: group, the mark's TTL, the worker, then 7 per attempt: queue key, entry, reply
-# key, done key, attempt id, END data, start time ("": none; Event.fields' "t"). One script
-# (atomic), cheap to send for many.
+# entry. ARGV: group, the mark's TTL, then 6 per attempt: queue key, entry, reply key, done
+# key, the END's header and data (Event.fields). One script (atomic), cheap to send for many.
 _FINISH = """
-for i = 4, #ARGV, 7 do
-  redis.call('XADD', ARGV[i + 2], '*', 'k', 'e', 'a', ARGV[i + 4], 'w', ARGV[3],
-             'd', ARGV[i + 5], 't', ARGV[i + 6])
+for i = 3, #ARGV, 6 do
+  redis.call('XADD', ARGV[i + 2], '*', 'h', ARGV[i + 4], 'd', ARGV[i + 5])
   redis.call('SET', ARGV[i + 3], '1', 'EX', ARGV[2])
   redis.call('XACK', ARGV[i], ARGV[1], ARGV[i + 1])
   redis.call('XDEL', ARGV[i], ARGV[i + 1])
+end
+return 0
+"""
+
+# Queue attempts of one run: the entries AttemptMessage.fields() makes, from what differs
+# between them (a third of the arguments an XADD each would take to pack, and one reply).
+# ARGV: run, reply, then 8 per attempt: queue key, id, task, queue, executor, body, value
+# limit, resources ("": none).
+_ENQUEUE = """
+for i = 3, #ARGV, 8 do
+  if ARGV[i + 7] == '' then
+    redis.call('XADD', ARGV[i], '*', 'id', ARGV[i + 1], 'run', ARGV[1], 'task', ARGV[i + 2],
+               'queue', ARGV[i + 3], 'executor', ARGV[i + 4], 'reply', ARGV[2],
+               'body', ARGV[i + 5], 'max_value', ARGV[i + 6])
+  else
+    redis.call('XADD', ARGV[i], '*', 'id', ARGV[i + 1], 'run', ARGV[1], 'task', ARGV[i + 2],
+               'queue', ARGV[i + 3], 'executor', ARGV[i + 4], 'reply', ARGV[2],
+               'body', ARGV[i + 5], 'max_value', ARGV[i + 6], 'resources', ARGV[i + 7])
+  end
 end
 return 0
 """
@@ -164,6 +181,7 @@ class RedisBroker:
         self._epoch = ""
         self._renew = client.register_script(_RENEW)
         self._finish = client.register_script(_FINISH)
+        self._enqueue = client.register_script(_ENQUEUE)
         self._acquire = client.register_script(_ACQUIRE)
         self._renew_lease = client.register_script(_RENEW_LEASE)
         self._release = client.register_script(_RELEASE)
@@ -252,28 +270,38 @@ class RedisBroker:
             return
         with self._talking("queue attempts"):
             self._ensure_groups(sorted({m.queue for m in messages}))
-            pipe = self._redis.pipeline(transaction=False)
+            runs: dict[tuple[str, str], list[str | bytes]] = {}
             for m in messages:
-                pipe.xadd(self.keys.queue(m.queue), m.fields())
+                fields = m.fields()
+                runs.setdefault((m.run_id, m.reply), []).extend((
+                    self.keys.queue(m.queue), m.id, m.task_id, m.queue, m.executor, m.body,
+                    fields["max_value"], fields.get("resources", "")))
+            if len(runs) == 1:  # a coordinator's batch: one round trip
+                [((run, reply), args)] = runs.items()
+                self._enqueue(args=[run, reply, *args])
+                return
+            pipe = self._redis.pipeline(transaction=False)
+            for (run, reply), args in runs.items():
+                self._enqueue(args=[run, reply, *args], client=pipe)
             pipe.execute()
 
     def read_events(self, reply: str, after: str, *, block_s: float,
                     count: int) -> tuple[str, list[Event]]:
         key = self.keys.reply(reply)
         with self._talking("read events"):
-            answer = self._redis.xread({key: after}, count=count,
-                                       block=max(1, int(block_s * 1000)))
-            if not answer:
-                return after, []
-            entries = answer[0][1]
-            last = entries[-1][0].decode()
-            # What was read is the coordinator's now: trim it (the last entry stays, as the
-            # stream's position). A stream whose coordinator died goes after a day.
+            # What was read before is the coordinator's now: trim it (the entry at ``after``
+            # stays, as the stream's position) in the same round trip as the read. A stream
+            # whose coordinator died goes after a day.
             pipe = self._redis.pipeline(transaction=False)
-            pipe.xtrim(key, minid=last)
+            if after != "0":
+                pipe.xtrim(key, minid=after)
             pipe.expire(key, MARK_TTL_S)
-            pipe.execute()
-        return last, [Event.from_fields(fields) for _, fields in entries]
+            pipe.xread({key: after}, count=count, block=max(1, int(block_s * 1000)))
+            answer = pipe.execute()[-1]
+        if not answer:
+            return after, []
+        entries = answer[0][1]
+        return entries[-1][0].decode(), [Event.from_fields(fields) for _, fields in entries]
 
     def drop_reply(self, reply: str) -> None:
         with self._talking("drop a reply stream"):
@@ -405,19 +433,16 @@ class RedisBroker:
             self.post(events)
             return
         keys = self.keys
-        by_worker: dict[str, list[bytes | str]] = {}
+        args: list[bytes | str | int] = [GROUP, MARK_TTL_S]
         for claimed, end in done:
             message = claimed.message
-            by_worker.setdefault(end.worker, []).extend(
-                (keys.queue(claimed.queue), claimed.entry, keys.reply(message.reply),
-                 keys.done(message.id), message.id, end.data,
-                 "" if end.at is None else repr(end.at)))
+            args.extend((keys.queue(claimed.queue), claimed.entry, keys.reply(message.reply),
+                         keys.done(message.id), end.header(), end.data))
         with self._talking("record outcomes"):
             pipe = self._redis.pipeline(transaction=False)
             for reply, event in events:
                 pipe.xadd(keys.reply(reply), event.fields())
-            for worker, args in by_worker.items():
-                self._finish(args=[GROUP, MARK_TTL_S, worker, *args], client=pipe)
+            self._finish(args=args, client=pipe)
             pipe.execute()
 
     def _retire(self, pipe: Any, claimed: Claimed) -> None:

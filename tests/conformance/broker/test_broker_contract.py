@@ -7,6 +7,7 @@ idle), never assertions on how long something took.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -51,6 +52,15 @@ def test_a_queued_attempt_is_claimed_once_and_its_outcome_reaches_the_reply(open
     assert broker.states(["s:1:1", "s:2:1"]) == ["done", None]
     other = broker.claim("b", ["other"], 10, block_s=1)
     assert [c.message.task_id for c in other] == ["t2"]
+
+
+def test_one_enqueue_may_hold_attempts_of_several_runs_each_arriving_whole(open_test_broker):
+    broker = open_test_broker()
+    sent = [message(1), replace(message(2, reply="run2:s"), run_id="run2"),
+            replace(message(3), resources=None, executor="shell", max_value_bytes=77)]
+    broker.enqueue(sent)
+    claimed = broker.claim("a", ["default"], 10, block_s=1)
+    assert {c.message.id: c.message for c in claimed} == {m.id: m for m in sent}
 
 
 def test_reading_events_goes_on_from_the_position(open_test_broker):
