@@ -182,8 +182,13 @@ class Event:
 
     @classmethod
     def from_fields(cls, fields: Mapping[bytes, bytes]) -> Event:
-        kind, at, attempt, worker = fields[b"h"].decode().split(" ", 3)  # worker: the rest
-        return cls(kind, attempt, worker, fields.get(b"d", b""), float(at) if at else None)
+        return cls.from_header(fields[b"h"], fields.get(b"d", b""))
+
+    @classmethod
+    def from_header(cls, header: bytes, data: bytes = b"") -> Event:
+        """The event of a :meth:`header` and its data."""
+        kind, at, attempt, worker = header.decode().split(" ", 3)  # the worker: the rest
+        return cls(kind, attempt, worker, data, float(at) if at else None)
 
 
 def dump_outcome(status: int, payload: Any, *, limit: int) -> bytes:

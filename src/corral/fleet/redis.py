@@ -99,15 +99,34 @@ end
 return lost
 """
 
-# Finish attempts: for each, its END on its reply stream, its done mark, XACK and XDEL of its
-# entry. ARGV: group, the mark's TTL, then 6 per attempt: queue key, entry, reply key, done
-# key, the END's header and data (Event.fields). One script (atomic), cheap to send for many.
+# Finish attempts: for each, its done mark, XACK and XDEL of its entry, and its END on its
+# reply stream, where the ENDs of one reply go as one entry (fields h0, d0, h1, d1, ...: each
+# END's header and data; see _events), in chunks that Lua's unpack takes. ARGV: group, the
+# mark's TTL, then 6 per attempt: queue key, entry, reply key, done key, the END's header and
+# data (Event.header, Event.data). One script (atomic), cheap to send for many.
 _FINISH = """
+local ends, replies = {}, {}
 for i = 3, #ARGV, 6 do
-  redis.call('XADD', ARGV[i + 2], '*', 'h', ARGV[i + 4], 'd', ARGV[i + 5])
+  local fields = ends[ARGV[i + 2]]
+  if not fields then
+    fields = {}
+    ends[ARGV[i + 2]] = fields
+    replies[#replies + 1] = ARGV[i + 2]
+  end
+  local n = #fields / 2
+  fields[#fields + 1] = 'h' .. n
+  fields[#fields + 1] = ARGV[i + 4]
+  fields[#fields + 1] = 'd' .. n
+  fields[#fields + 1] = ARGV[i + 5]
   redis.call('SET', ARGV[i + 3], '1', 'EX', ARGV[2])
   redis.call('XACK', ARGV[i], ARGV[1], ARGV[i + 1])
   redis.call('XDEL', ARGV[i], ARGV[i + 1])
+end
+for _, reply in ipairs(replies) do
+  local fields = ends[reply]
+  for j = 1, #fields, 2000 do
+    redis.call('XADD', reply, '*', unpack(fields, j, math.min(j + 1999, #fields)))
+  end
 end
 return 0
 """
@@ -301,7 +320,7 @@ class RedisBroker:
         if not answer:
             return after, []
         entries = answer[0][1]
-        return entries[-1][0].decode(), [Event.from_fields(fields) for _, fields in entries]
+        return entries[-1][0].decode(), [e for _, fields in entries for e in _events(fields)]
 
     def drop_reply(self, reply: str) -> None:
         with self._talking("drop a reply stream"):
@@ -423,9 +442,21 @@ class RedisBroker:
             return
         with self._talking("post events"):
             pipe = self._redis.pipeline(transaction=False)
-            for reply, event in events:
-                pipe.xadd(self.keys.reply(reply), event.fields())
+            self._post(pipe, events)
             pipe.execute()
+
+    def _post(self, pipe: Any, events: Sequence[tuple[str, Event]]) -> None:
+        """Add ``events`` to ``pipe``: one entry per reply stream, its events' fields in order
+        (h{n}, then d{n} if it has data, n unique in the entry; see _events)."""
+        entries: dict[str, dict[str, str | bytes]] = {}
+        for reply, event in events:
+            fields = entries.setdefault(reply, {})
+            n = len(fields)
+            fields[f"h{n}"] = event.header()
+            if event.data:
+                fields[f"d{n}"] = event.data
+        for reply, fields in entries.items():
+            pipe.xadd(self.keys.reply(reply), fields)
 
     def finish(self, done: Sequence[tuple[Claimed, Event]],
                events: Sequence[tuple[str, Event]] = ()) -> None:
@@ -440,8 +471,7 @@ class RedisBroker:
                          keys.done(message.id), end.header(), end.data))
         with self._talking("record outcomes"):
             pipe = self._redis.pipeline(transaction=False)
-            for reply, event in events:
-                pipe.xadd(keys.reply(reply), event.fields())
+            self._post(pipe, events)
             self._finish(args=args, client=pipe)
             pipe.execute()
 
@@ -570,6 +600,22 @@ def _namespace(url: str) -> tuple[str, str]:
         return url, ""
     rest = urlencode([(k, v) for k, v in query if k != "namespace"])
     return urlunsplit(parts._replace(query=rest)), names[-1]
+
+
+def _events(fields: Mapping[bytes, bytes]) -> Iterator[Event]:
+    """The events of a reply stream's entry: one (fields h, d: Event.fields) or several
+    (h0, d0, h1, ...: each header followed by its data, if it has any)."""
+    header = None
+    for key, value in fields.items():
+        if key[:1] == b"h":
+            if header is not None:
+                yield Event.from_header(header)
+            header = value
+        elif header is not None:  # its data
+            yield Event.from_header(header, value)
+            header = None
+    if header is not None:
+        yield Event.from_header(header)
 
 
 def _amounts(text: str) -> dict[str, float]:

@@ -63,6 +63,27 @@ def test_one_enqueue_may_hold_attempts_of_several_runs_each_arriving_whole(open_
     assert {c.message.id: c.message for c in claimed} == {m.id: m for m in sent}
 
 
+def test_a_batch_of_outcomes_reaches_each_reply_in_order_after_its_events(open_test_broker):
+    broker = open_test_broker()
+    replies = {1: "run:a", 2: "run:b", 3: "run:a", 4: "run:a"}
+    broker.enqueue([message(n, reply=reply) for n, reply in replies.items()])
+    claimed = {c.message.id: c for c in broker.claim("w", ["default"], 10, block_s=1)}
+    ends = [(claimed[f"s:{n}:1"], Event(END, f"s:{n}:1", "w", dump_outcome(OK, n, limit=100),
+                                        at=float(n))) for n in replies]
+    events = [("run:a", Event(START, "s:9:1", "w")),
+              ("run:a", Event("o", "s:9:1", "w", b"output")),
+              ("run:b", Event(START, "s:8:1", "w", at=8.0))]
+    broker.finish(ends, events)
+    _, a = broker.read_events("run:a", "0", block_s=1, count=100)
+    _, b = broker.read_events("run:b", "0", block_s=1, count=100)
+    assert [(e.kind, e.attempt, e.data, e.at) for e in a[:2]] == [
+        (START, "s:9:1", b"", None), ("o", "s:9:1", b"output", None)]
+    assert [(e.kind, e.attempt, load_outcome(e.data), e.at) for e in a[2:]] == [
+        (END, f"s:{n}:1", (OK, n), float(n)) for n in (1, 3, 4)]
+    assert [(e.kind, e.attempt, e.at) for e in b] == [(START, "s:8:1", 8.0), (END, "s:2:1", 2.0)]
+    assert broker.states([f"s:{n}:1" for n in replies]) == ["done"] * 4
+
+
 def test_reading_events_goes_on_from_the_position(open_test_broker):
     broker = open_test_broker()
     broker.post([("r", Event(START, f"x:{k}", "w")) for k in range(3)])
