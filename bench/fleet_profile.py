@@ -42,14 +42,14 @@ def profiled_run(url: str, shape: str, n: int, concurrency: int, top: int) -> No
     """The run under cProfile, each of the session's threads with a profiler of its own."""
     from corral.fleet._coordinator import FleetSession
 
-    profiles: list[cProfile.Profile] = []
+    profiles: list[tuple[str, cProfile.Profile]] = []
     originals = {name: getattr(FleetSession, name) for name in ("_send_loop", "_read_loop")}
 
     def wrap(loop: Callable[[Any], None]) -> Callable[[Any], None]:
         @functools.wraps(loop)
         def profiled(self: Any) -> None:
             profile = cProfile.Profile(time.thread_time)
-            profiles.append(profile)
+            profiles.append((loop.__name__, profile))
             profile.runcall(loop, self)
 
         return profiled
@@ -63,8 +63,10 @@ def profiled_run(url: str, shape: str, n: int, concurrency: int, top: int) -> No
     finally:
         for name, loop in originals.items():
             setattr(FleetSession, name, loop)
+    for name, profile in [("run loop", main), *profiles]:
+        print(f"{name}: {pstats.Stats(profile).total_tt:.3f} s of CPU")  # type: ignore[attr-defined]
     stats = pstats.Stats(main)
-    for profile in profiles:
+    for _, profile in profiles:
         stats.add(profile)
     stats.sort_stats("tottime").print_stats(top)
 
