@@ -84,6 +84,22 @@ def test_a_batch_of_outcomes_reaches_each_reply_in_order_after_its_events(open_t
     assert broker.states([f"s:{n}:1" for n in replies]) == ["done"] * 4
 
 
+def test_a_large_batch_of_outcomes_arrives_whole(open_test_broker):
+    broker = open_test_broker()
+    n = 1500  # more than one script call may gather in one stream entry
+    broker.enqueue([message(k) for k in range(n)])
+    claimed = broker.claim("w", ["default"], n, block_s=1)
+    assert len(claimed) == n
+    broker.finish([(c, Event(END, c.message.id, "w", dump_outcome(OK, k, limit=100)))
+                   for k, c in enumerate(claimed)])
+    events, position = [], "0"
+    while len(events) < n:
+        position, more = broker.read_events("run:s", position, block_s=1, count=100)
+        assert more, "hang guard: outcomes missing"
+        events += more
+    assert [load_outcome(e.data) for e in events] == [(OK, k) for k in range(n)]
+
+
 def test_reading_events_goes_on_from_the_position(open_test_broker):
     broker = open_test_broker()
     broker.post([("r", Event(START, f"x:{k}", "w")) for k in range(3)])
