@@ -108,6 +108,7 @@ class FleetSession:
                 self._users -= 1
             self.broker.close()
             raise
+        self._renew_due = time.monotonic() + min(RENEW_DUE_S, self.lease_s / 3)  # just taken
         for target, name in ((self._send_loop, "sender"), (self._read_loop, "reader")):
             thread = threading.Thread(target=target, name=f"corral-fleet-{name}", daemon=True)
             self._threads.append(thread)
