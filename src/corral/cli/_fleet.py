@@ -92,9 +92,13 @@ def parse_resources(text: str) -> dict[str, float]:
               show_envvar=True,
               help="On Ctrl-C, how long running attempts may finish before they are handed "
               "back.")
+@click.option("--weight", type=click.IntRange(min=0), default=1, envvar="CORRAL_WORKER_WEIGHT",
+              show_envvar=True,
+              help="This worker's share of a queue balanced with the weighted strategy "
+              "(0: none).")
 def worker(broker: str, concurrency: int | None, queues: tuple[str, ...], resources: str,
            heartbeat_timeout: float, max_deliveries: int, max_value_size: int,
-           grace: float) -> None:
+           grace: float, weight: int) -> None:
     """Run attempts of `corral run --broker` runs from the broker's queues, until Ctrl-C.
 
     Ctrl-C (or SIGTERM) stops taking work, lets what runs finish for --grace, then hands the
@@ -116,7 +120,8 @@ def worker(broker: str, concurrency: int | None, queues: tuple[str, ...], resour
         raise UserError(f"--resources: {exc}") from None
     kw: dict[str, Any] = {} if concurrency is None else {"concurrency": concurrency}
     options = WorkerOptions(queues=names, resources=offered, max_deliveries=max_deliveries,
-                            max_value_bytes=max_value_size, grace=grace, **kw)
+                            max_value_bytes=max_value_size, grace=grace, weight=weight,
+                            **kw)
     conn = _connect(broker, heartbeat_timeout)
     w = Worker(conn, options)
     click.echo(f"corral worker {w.id}: queues {', '.join(names)}, concurrency "

@@ -66,6 +66,7 @@ class WorkerInfo:
     started_at: float = 0.0  # epoch seconds
     last_beat: float = 0.0  # epoch seconds
     state: str = "running"  # running | stopping | gone (missed its beats)
+    weight: int = 1  # its share under the ``weighted`` balancing strategy (--weight)
 
 
 @dataclass(frozen=True, slots=True)

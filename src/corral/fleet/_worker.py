@@ -79,6 +79,8 @@ class WorkerOptions:
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     grace: float = 10.0
     tick: float = 0.2
+    weight: int = 1  # its share under the ``weighted`` balancing strategy
+
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -87,6 +89,8 @@ class WorkerOptions:
             raise ValueError("a worker needs at least one queue")
         if self.max_deliveries < 1:
             raise ValueError(f"max_deliveries must be >= 1, not {self.max_deliveries}")
+        if self.weight < 0:
+            raise ValueError(f"weight must be >= 0, not {self.weight}")
 
 
 class _Running:
@@ -545,7 +549,7 @@ class Worker:
                 queues=self.options.queues, concurrency=self.options.concurrency,
                 resources=dict(self.options.resources), running=len(self._running),
                 done=self.done, started_at=self.started_at, last_beat=time.time(),
-                state=state))
+                state=state, weight=self.options.weight))
 
 
 def _cannot_run(name: str, exc: BaseException) -> BaseException:
