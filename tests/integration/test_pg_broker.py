@@ -47,7 +47,7 @@ def test_brokers_opened_at_once_make_the_schema_once(url):
         versions = conn.execute(f"SELECT version FROM {_schema(url)}.schema_version").fetchall()
         tables = {r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = %s", (_schema(url),))}
-    assert versions == [(1,), (2,)]
+    assert versions == [(1,), (2,), (3,)]
     assert {"jobs", "events", "marks", "dead_letters", "workers", "leases", "meta"} <= tables
 
 
@@ -60,12 +60,15 @@ def test_a_schema_written_by_a_newer_corral_is_refused(url):
 
 
 def test_a_version_1_schema_is_upgraded_keeping_its_events(url):
-    # Version 1 is version 2 without the events' start column: made so from a fresh schema.
+    # Version 1 is version 3 without the events' start column (2) and without the jobs'
+    # targets and the workers' weights (3): made so from a fresh schema.
     open_broker(url).close()
     schema = _schema(url)
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f"ALTER TABLE {schema}.events DROP COLUMN started")
-        conn.execute(f"DELETE FROM {schema}.schema_version WHERE version = 2")
+        conn.execute(f"ALTER TABLE {schema}.jobs DROP COLUMN target")
+        conn.execute(f"ALTER TABLE {schema}.workers DROP COLUMN weight")
+        conn.execute(f"DELETE FROM {schema}.schema_version WHERE version >= 2")
         conn.execute(f"INSERT INTO {schema}.events (reply, kind, attempt, worker, data) "
                      "VALUES ('run:s', 's', 's:1:1', 'old', '')")  # posted by a version-1 corral
     broker = open_broker(url)

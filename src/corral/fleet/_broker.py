@@ -43,12 +43,15 @@ DEFAULT_HEARTBEAT_TIMEOUT = 10.0  # seconds a worker may go silent before its wo
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """An attempt a worker holds: its queue, its entry there, how often it was handed out."""
+    """An attempt a worker holds: its queue, its entry there, how often it was handed out,
+    and ``target``: the worker whose own queue holds the entry (an attempt a balancing
+    strategy sent to that worker, maybe reclaimed by another since), None for the shared one."""
 
     queue: str
     entry: str
     message: AttemptMessage
     deliveries: int = 1
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,9 @@ class Broker(Protocol):
 
     # -- the coordinator
     def enqueue(self, messages: Sequence[AttemptMessage]) -> None:
-        """Queue ``messages`` (in one round trip where the broker can)."""
+        """Queue ``messages`` (in one round trip where the broker can). A message with a
+        ``worker`` is claimed by that worker only, until it is gone (silent past the heartbeat
+        timeout, stopping, or stopped): then any worker of its queue may take it."""
 
     def read_events(self, reply: str, after: str, *, block_s: float,
                     count: int) -> tuple[str, list[Event]]:
@@ -126,12 +131,14 @@ class Broker(Protocol):
     # -- the workers
     def claim(self, consumer: str, queues: Sequence[str], count: int, *,
               block_s: float) -> list[Claimed]:
-        """Up to ``count`` new attempts from ``queues``, waiting up to ``block_s``."""
+        """Up to ``count`` new attempts from ``queues`` (those sent to ``consumer`` itself,
+        and those for any worker), waiting up to ``block_s``."""
         ...
 
     def reclaim(self, consumer: str, queues: Sequence[str], count: int) -> list[Claimed]:
         """Up to ``count`` attempts whose holder went silent past the heartbeat timeout (or
-        handed them back), now held by ``consumer``; ``deliveries`` counts this one."""
+        handed them back), now held by ``consumer``; ``deliveries`` counts this one. Attempts
+        sent to a worker that is gone and not yet claimed become free for any worker."""
         ...
 
     def renew(self, consumer: str, held: Sequence[Claimed]) -> list[Claimed]:

@@ -85,6 +85,7 @@ class AttemptMessage:
     body: bytes  # a pickled AttemptBody
     resources: Mapping[str, float] | None = None
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    worker: str | None = None  # the worker it is for (a balancing strategy's); None: any
 
     def fields(self) -> dict[str, str | bytes]:
         """The message as a broker entry's fields."""
@@ -95,6 +96,8 @@ class AttemptMessage:
         }
         if self.resources:
             out["resources"] = ",".join(f"{k}={v:g}" for k, v in self.resources.items())
+        if self.worker:
+            out["worker"] = self.worker
         return out
 
     @classmethod
@@ -111,7 +114,8 @@ class AttemptMessage:
                    queue=text(b"queue"), executor=text(b"executor"), reply=text(b"reply"),
                    body=fields[b"body"], resources=resources,
                    max_value_bytes=int(fields.get(b"max_value", b"0")) or
-                   DEFAULT_MAX_VALUE_BYTES)
+                   DEFAULT_MAX_VALUE_BYTES,
+                   worker=fields[b"worker"].decode() if fields.get(b"worker") else None)
 
     def load_body(self, functions: dict[bytes, Any] | None = None) -> AttemptBody:
         """Unpickle the body: imports the task's module (raises what importing raises).

@@ -229,7 +229,8 @@ class PostgresBroker:
             "executor": [m.executor for m in messages], "reply": [m.reply for m in messages],
             "body": [m.body for m in messages],
             "resources": [_json(m.resources) for m in messages],
-            "max_value": [m.max_value_bytes for m in messages], "channel": self._jobs})
+            "max_value": [m.max_value_bytes for m in messages],
+            "target": [m.worker for m in messages], "channel": self._jobs})
 
     def read_events(self, reply: str, after: str, *, block_s: float,
                     count: int) -> tuple[str, list[Event]]:
@@ -287,9 +288,11 @@ class PostgresBroker:
         return _claimed(rows)
 
     def reclaim(self, consumer: str, queues: Sequence[str], count: int) -> list[Claimed]:
-        return _claimed(self._rows("reclaim attempts", "reclaim", {
-            "queues": list(queues), "count": count, "worker": consumer,
-            "timeout": float(self.heartbeat_timeout)}, durable=False))
+        params = {"queues": list(queues), "count": count, "worker": consumer,
+                  "timeout": float(self.heartbeat_timeout)}
+        self._rows("free attempts sent to gone workers", "free_targets",
+                   {**params, "channel": self._jobs}, durable=False)
+        return _claimed(self._rows("reclaim attempts", "reclaim", params, durable=False))
 
     def renew(self, consumer: str, held: Sequence[Claimed]) -> list[Claimed]:
         if not held:
@@ -346,7 +349,8 @@ class PostgresBroker:
             "id": info.id, "host": info.host, "pid": info.pid, "queues": list(info.queues),
             "concurrency": info.concurrency, "resources": json.dumps(dict(info.resources)),
             "running": info.running, "done": info.done, "started_at": info.started_at,
-            "last_beat": info.last_beat, "state": info.state}, durable=False)
+            "last_beat": info.last_beat, "state": info.state, "weight": info.weight},
+            durable=False)
 
     def deregister(self, worker: str) -> None:
         self._rows("deregister a worker", "deregister", {"id": worker})
@@ -355,13 +359,14 @@ class PostgresBroker:
         now = time.time()
         out = []
         for (worker, host, pid, queues, concurrency, resources, running, done, started_at,
-             last, state) in self._rows("list workers", "workers", {}):
+             last, state, weight) in self._rows("list workers", "workers", {}):
             if state != "stopped" and now - last > self.heartbeat_timeout:
                 state = "gone"
             out.append(WorkerInfo(
                 id=worker, host=host, pid=pid, queues=tuple(queues), concurrency=concurrency,
                 resources={k: float(v) for k, v in resources.items()}, running=running,
-                done=done, started_at=started_at, last_beat=last, state=state))
+                done=done, started_at=started_at, last_beat=last, state=state,
+                weight=weight))
         return out
 
     # ------------------------------------------------------------------ dead letters
@@ -416,17 +421,22 @@ def _events(events: Sequence[tuple[str, Event]]) -> dict[str, list[Any]]:
 
 def _message(attempt: str, run_id: str, task_id: str, queue: str, executor: str, reply: str,
              body: bytes, resources: Mapping[str, float] | None,
-             max_value: int) -> AttemptMessage:
+             max_value: int, worker: str | None = None) -> AttemptMessage:
     return AttemptMessage(id=attempt, run_id=run_id, task_id=task_id, queue=queue,
                           executor=executor, reply=reply, body=bytes(body),
-                          resources=resources or None, max_value_bytes=max_value)
+                          resources=resources or None, max_value_bytes=max_value,
+                          worker=worker)
 
 
 def _claimed(rows: Sequence[tuple[Any, ...]]) -> list[Claimed]:
     """Claimed rows, in the order they were queued (RETURNING has none of its own)."""
-    return [Claimed(row[1], str(row[0]), _message(row[2], row[3], row[4], row[1], *row[5:10]),
-                    deliveries=row[10])
-            for row in sorted(rows)]
+    out = []
+    for entry, queue, attempt, run_id, task_id, executor, reply, body, resources, max_value, \
+            deliveries, target in sorted(rows):
+        message = _message(attempt, run_id, task_id, queue, executor, reply, body, resources,
+                           max_value, target)
+        out.append(Claimed(queue, str(entry), message, deliveries=deliveries, target=target))
+    return out
 
 
 def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:

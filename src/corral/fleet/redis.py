@@ -4,6 +4,8 @@ Key names (all under ``corral:``, or ``corral:NAME:`` with ``?namespace=NAME`` i
 made in this one place, :class:`Keys`)::
 
     q:{queue}        stream   attempts to run; entries stay pending until finished
+    q:{queue}:w:{worker}  stream  attempts a balancing strategy sent to that worker only
+    t:{queue}        set      the workers with such a stream (to look after when they go)
     r:{reply}        stream   a coordinator session's events (START, OUTPUT, BEAT, END); a day
     done:{attempt}   string   the attempt finished (a day): a reclaimed copy is not re-run
     cancel:{attempt} string   the coordinator gave up on it (a day): stop it, or skip it
@@ -21,6 +23,12 @@ How an attempt moves (a worker's view)::
              its own entries only) ──────┤ A goes silent past the heartbeat timeout
                                          └──XAUTOCLAIM (min idle = timeout)──> worker B
 
+An attempt sent to one worker (a balancing strategy's, ``AttemptMessage.worker``) goes to
+that worker's own stream of the queue, which it reads with the shared one, in the same group;
+every worker's reclaim also XAUTOCLAIMs the entries of the others' own streams, and moves the
+unread entries of a gone worker's stream (silent past the timeout, stopping, or stopped) to the
+shared stream (a script, :data:`_RESCUE`).
+
 A live worker renews every entry it holds every few seconds (:meth:`RedisBroker.renew`, a
 script that re-claims an entry only while the PEL says this worker holds it), which resets
 the entry's idle time: a long attempt whose worker is alive is never reclaimed, however long it
@@ -34,6 +42,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
@@ -68,8 +77,24 @@ class Keys:
     def queue(self, queue: str) -> str:
         return f"{self.prefix}q:{queue}"
 
-    def queue_name(self, key: bytes) -> str:
-        return key.decode()[len(self.prefix) + 2:]
+    def targeted(self, queue: str, worker: str) -> str:
+        return f"{self.prefix}q:{queue}:w:{worker}"
+
+    def targets(self, queue: str) -> str:
+        return f"{self.prefix}t:{queue}"
+
+    def stream(self, queue: str, target: str | None) -> str:
+        """The stream of an entry: its queue's, or its target worker's own stream of it."""
+        return self.queue(queue) if target is None else self.targeted(queue, target)
+
+    def of(self, claimed: Claimed) -> str:
+        return self.stream(claimed.queue, claimed.target)
+
+    def queue_name(self, key: bytes) -> tuple[str, str | None]:
+        """The queue and target worker (None: shared) of a stream's key (a queue name has no
+        ':')."""
+        queue, _, target = key.decode()[len(self.prefix) + 2:].partition(":w:")
+        return queue, target or None
 
     def reply(self, reply: str) -> str:
         return f"{self.prefix}r:{reply}"
@@ -140,18 +165,70 @@ return 0
 # entries AttemptMessage.fields() makes, from the 4 arguments that differ between them (an
 # XADD each would take ~19 to pack, and give a reply each). ARGV: the key prefix (Keys: a
 # queue's key is prefix .. 'q:' .. queue), run, reply, executor, value limit, resources ("":
-# none), then 4 per attempt: id, task, queue, body.
+# none), then 5 per attempt: id, task, queue, body, target worker ("": any; else the entry goes
+# to prefix .. 'q:' .. queue .. ':w:' .. target, and the worker joins prefix .. 't:' .. queue).
 _ENQUEUE = """
 local fixed = {'run', ARGV[2], 'executor', ARGV[4], 'reply', ARGV[3], 'max_value', ARGV[5]}
 if ARGV[6] ~= '' then
   fixed[#fixed + 1] = 'resources'
   fixed[#fixed + 1] = ARGV[6]
 end
-for i = 7, #ARGV, 4 do
-  redis.call('XADD', ARGV[1] .. 'q:' .. ARGV[i + 2], '*', 'id', ARGV[i], 'task', ARGV[i + 1],
-             'queue', ARGV[i + 2], 'body', ARGV[i + 3], unpack(fixed))
+for i = 7, #ARGV, 5 do
+  local key, target = ARGV[1] .. 'q:' .. ARGV[i + 2], ARGV[i + 4]
+  if target == '' then
+    redis.call('XADD', key, '*', 'id', ARGV[i], 'task', ARGV[i + 1], 'queue', ARGV[i + 2],
+               'body', ARGV[i + 3], unpack(fixed))
+  else
+    redis.call('SADD', ARGV[1] .. 't:' .. ARGV[i + 2], target)
+    redis.call('XADD', key .. ':w:' .. target, '*', 'id', ARGV[i], 'task', ARGV[i + 1],
+               'queue', ARGV[i + 2], 'body', ARGV[i + 3], 'worker', target, unpack(fixed))
+  end
 end
 return 0
+"""
+
+# Look after the own streams of a queue's gone workers (no beat since the cutoff, not
+# 'running', or deregistered): move the entries nobody read yet to the shared stream (without
+# their 'worker' field), and forget a stream left empty. Entries read and not finished stay:
+# XAUTOCLAIM takes them like any other. ARGV: the key prefix, queue, group, cutoff (epoch
+# s), then the workers of the queue's t:{queue} set. Returns how many entries moved.
+_RESCUE = """
+local prefix, queue, group, cutoff = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local shared, set = prefix .. 'q:' .. queue, prefix .. 't:' .. queue
+local moved = 0
+for i = 5, #ARGV do
+  local w = ARGV[i]
+  local beat = redis.call('ZSCORE', prefix .. 'workers', w)
+  local state = redis.call('HGET', prefix .. 'w:' .. w, 'state')
+  if not beat or tonumber(beat) < cutoff or state ~= 'running' then
+    local key = shared .. ':w:' .. w
+    local start = '-'
+    if redis.call('EXISTS', key) == 1 then
+      for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+        local info = {}
+        for j = 1, #g, 2 do info[g[j]] = g[j + 1] end
+        if info['name'] == group then start = '(' .. info['last-delivered-id'] end
+      end
+    end
+    for _, entry in ipairs(redis.call('XRANGE', key, start, '+')) do
+      local fields, kept = entry[2], {}
+      for j = 1, #fields, 2 do
+        if fields[j] ~= 'worker' then
+          kept[#kept + 1] = fields[j]
+          kept[#kept + 1] = fields[j + 1]
+        end
+      end
+      redis.call('XADD', shared, '*', unpack(kept))
+      redis.call('XDEL', key, entry[1])
+      moved = moved + 1
+    end
+    if redis.call('XLEN', key) == 0 then
+      redis.call('DEL', key)
+      redis.call('SREM', set, w)
+    end
+  end
+end
+return moved
 """
 
 _ACQUIRE = """
@@ -195,6 +272,7 @@ class RedisBroker:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew_lease = client.register_script(_RENEW_LEASE)
         self._release = client.register_script(_RELEASE)
+        self._rescue = client.register_script(_RESCUE)
 
     @classmethod
     def connect(cls, url: str, *, heartbeat_timeout: float | None = None) -> Self:
@@ -255,18 +333,22 @@ class RedisBroker:
             self._groups.clear()
         return epoch
 
-    def _ensure_groups(self, queues: Sequence[str]) -> None:
+    def _ensure_groups(self, queues: Sequence[str], worker: str | None = None) -> None:
+        """Make the group of each queue's stream (and of ``worker``'s own stream of it), once
+        (from the start: entries queued before the group was made are read too)."""
         import redis
 
         for queue in queues:
-            if queue in self._groups:
-                continue
-            try:
-                self._redis.xgroup_create(self.keys.queue(queue), GROUP, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-            self._groups.add(queue)
+            for key in (self.keys.queue(queue),) if worker is None else \
+                    (self.keys.queue(queue), self.keys.targeted(queue, worker)):
+                if key in self._groups:
+                    continue
+                try:
+                    self._redis.xgroup_create(key, GROUP, id="0", mkstream=True)
+                except redis.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+                self._groups.add(key)
 
     def _forget_groups(self, exc: BaseException) -> None:
         """After NOGROUP (Redis lost its data: restarted without persistence), make the
@@ -291,7 +373,7 @@ class RedisBroker:
                     fields = m.fields()
                     calls.append([self.keys.prefix, m.run_id, m.reply, m.executor,
                                   fields["max_value"], fields.get("resources", "")])
-                calls[-1].extend((m.id, m.task_id, m.queue, m.body))
+                calls[-1].extend((m.id, m.task_id, m.queue, m.body, m.worker or ""))
             if len(calls) == 1:
                 self._enqueue(args=calls[0])
                 return
@@ -355,20 +437,23 @@ class RedisBroker:
               block_s: float) -> list[Claimed]:
         import redis
 
+        # Its own streams first (what was sent to it), then the shared ones.
+        streams = {self.keys.targeted(q, consumer): ">" for q in queues}
+        streams.update((self.keys.queue(q), ">") for q in queues)
         with self._talking("claim attempts"):
-            self._ensure_groups(queues)
+            self._ensure_groups(queues, consumer)
             try:
-                answer = self._redis.xreadgroup(
-                    GROUP, consumer, {self.keys.queue(q): ">" for q in queues}, count=count,
-                    block=max(1, int(block_s * 1000)))
+                answer = self._redis.xreadgroup(GROUP, consumer, streams, count=count,
+                                                block=max(1, int(block_s * 1000)))
             except redis.ResponseError as exc:
                 self._forget_groups(exc)
                 raise
         out = []
         for key, entries in answer or ():
-            queue = self.keys.queue_name(key)
+            queue, target = self.keys.queue_name(key)
             for entry, fields in entries:
-                out.append(Claimed(queue, entry.decode(), AttemptMessage.from_fields(fields)))
+                out.append(Claimed(queue, entry.decode(), AttemptMessage.from_fields(fields),
+                                   target=target))
         return out
 
     def reclaim(self, consumer: str, queues: Sequence[str], count: int) -> list[Claimed]:
@@ -379,33 +464,46 @@ class RedisBroker:
         with self._talking("reclaim attempts"):
             self._ensure_groups(queues)
             for queue in queues:
-                key = self.keys.queue(queue)
-                try:
-                    _, entries, *_ = self._redis.xautoclaim(
-                        key, GROUP, consumer, idle_ms, start_id="0-0", count=count)
-                except redis.ResponseError as exc:
-                    self._forget_groups(exc)
-                    raise
-                entries = [(e, f) for e, f in entries if f]  # deleted meanwhile: nothing
-                if not entries:
-                    continue
-                ids = [e.decode() for e, _ in entries]
-                pending = self._redis.xpending_range(key, GROUP, min=ids[0], max=ids[-1],
-                                                     count=len(ids) * 4, consumername=consumer)
-                times = {p["message_id"].decode(): int(p["times_delivered"]) for p in pending}
-                for (_, fields), eid in zip(entries, ids, strict=True):
-                    out.append(Claimed(queue, eid, AttemptMessage.from_fields(fields),
-                                       deliveries=times.get(eid, 2)))
+                targets = sorted(t.decode() for t in
+                                 self._redis.smembers(self.keys.targets(queue)))
+                if targets:  # gone workers' unread attempts: to the shared stream
+                    self._rescue(args=[self.keys.prefix, queue, GROUP,
+                                       time.time() - self.heartbeat_timeout, *targets])
+                for target in (None, *targets):
+                    if len(out) >= count:
+                        return out
+                    key = self.keys.stream(queue, target)
+                    try:
+                        _, entries, *_ = self._redis.xautoclaim(
+                            key, GROUP, consumer, idle_ms, start_id="0-0",
+                            count=count - len(out))
+                    except redis.ResponseError as exc:
+                        if target is not None:  # a worker's stream not read yet: no group
+                            continue
+                        self._forget_groups(exc)
+                        raise
+                    entries = [(e, f) for e, f in entries if f]  # deleted meanwhile: nothing
+                    if not entries:
+                        continue
+                    ids = [e.decode() for e, _ in entries]
+                    pending = self._redis.xpending_range(key, GROUP, min=ids[0], max=ids[-1],
+                                                         count=len(ids) * 4,
+                                                         consumername=consumer)
+                    times = {p["message_id"].decode(): int(p["times_delivered"])
+                             for p in pending}
+                    for (_, fields), eid in zip(entries, ids, strict=True):
+                        out.append(Claimed(queue, eid, AttemptMessage.from_fields(fields),
+                                           deliveries=times.get(eid, 2), target=target))
         return out
 
     def renew(self, consumer: str, held: Sequence[Claimed]) -> list[Claimed]:
-        by_queue: dict[str, list[Claimed]] = {}
+        by_stream: dict[str, list[Claimed]] = {}
         for c in held:
-            by_queue.setdefault(c.queue, []).append(c)
+            by_stream.setdefault(self.keys.of(c), []).append(c)
         lost: list[Claimed] = []
         with self._talking("renew held attempts"):
-            for queue, items in by_queue.items():
-                gone = self._renew(keys=[self.keys.queue(queue)],
+            for key, items in by_stream.items():
+                gone = self._renew(keys=[key],
                                    args=[GROUP, consumer, *(c.entry for c in items)])
                 gone_ids = {g.decode() for g in gone}
                 lost.extend(c for c in items if c.entry in gone_ids)
@@ -419,7 +517,7 @@ class RedisBroker:
         with self._talking("hand attempts back"):
             pipe = self._redis.pipeline(transaction=False)
             for c in held:
-                pipe.xclaim(self.keys.queue(c.queue), GROUP, consumer, 0, [c.entry], idle=idle_ms,
+                pipe.xclaim(self.keys.of(c), GROUP, consumer, 0, [c.entry], idle=idle_ms,
                             justid=True)
             pipe.execute()
 
@@ -463,7 +561,7 @@ class RedisBroker:
         args: list[bytes | str | int] = [GROUP, MARK_TTL_S]
         for claimed, end in done:
             message = claimed.message
-            args.extend((keys.queue(claimed.queue), claimed.entry, keys.reply(message.reply),
+            args.extend((keys.of(claimed), claimed.entry, keys.reply(message.reply),
                          keys.done(message.id), end.header(), end.data))
         with self._talking("record outcomes"):
             pipe = self._redis.pipeline(transaction=False)
@@ -473,7 +571,7 @@ class RedisBroker:
 
     def _retire(self, pipe: Any, claimed: Claimed) -> None:
         pipe.set(self.keys.done(claimed.message.id), b"1", ex=MARK_TTL_S)
-        key = self.keys.queue(claimed.queue)
+        key = self.keys.of(claimed)
         pipe.xack(key, GROUP, claimed.entry)
         pipe.xdel(key, claimed.entry)
 
@@ -483,7 +581,7 @@ class RedisBroker:
         with self._talking("acknowledge skipped attempts"):
             pipe = self._redis.pipeline(transaction=False)
             for c in claimed:
-                key = self.keys.queue(c.queue)
+                key = self.keys.of(c)
                 pipe.xack(key, GROUP, c.entry)
                 pipe.xdel(key, c.entry)
             pipe.execute()
@@ -505,6 +603,7 @@ class RedisBroker:
                   "concurrency": str(info.concurrency), "running": str(info.running),
                   "done": str(info.done), "started_at": f"{info.started_at:.3f}",
                   "last_beat": f"{info.last_beat:.3f}", "state": info.state,
+                  "weight": str(info.weight),
                   "resources": ",".join(f"{k}={v:g}" for k, v in info.resources.items())}
         with self._talking("register a worker"):
             pipe = self._redis.pipeline(transaction=False)
@@ -546,7 +645,7 @@ class RedisBroker:
                 concurrency=int(f.get("concurrency", 0)),
                 resources=_amounts(f.get("resources", "")), running=int(f.get("running", 0)),
                 done=int(f.get("done", 0)), started_at=float(f.get("started_at", 0)),
-                last_beat=last, state=state))
+                last_beat=last, state=state, weight=int(f.get("weight", 1))))
         return out
 
     # ------------------------------------------------------------------ dead letters
@@ -566,7 +665,7 @@ class RedisBroker:
         letter = self.dead_letter_entry(entry)
         if letter is None or letter.message is None:
             return None
-        message = letter.message
+        message = replace(letter.message, worker=None)  # for any worker now
         with self._talking("queue a dead letter again"):
             self._ensure_groups([message.queue])
             pipe = self._redis.pipeline(transaction=True)

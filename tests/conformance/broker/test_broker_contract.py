@@ -225,10 +225,10 @@ def test_workers_register_and_go(open_test_broker):
     now = time.time()
     broker.register(WorkerInfo(id="w1", host="h", pid=1, queues=("default", "gpu"),
                                concurrency=4, resources={"gpu": 1.0}, running=2,
-                               started_at=now, last_beat=now))
+                               started_at=now, last_beat=now, weight=3))
     (w,) = broker.workers()
-    assert (w.id, w.queues, w.concurrency, w.running, w.resources, w.state) == \
-        ("w1", ("default", "gpu"), 4, 2, {"gpu": 1.0}, "running")
+    assert (w.id, w.queues, w.concurrency, w.running, w.resources, w.state, w.weight) == \
+        ("w1", ("default", "gpu"), 4, 2, {"gpu": 1.0}, "running", 3)
     time.sleep(0.5)
     assert [w.state for w in broker.workers()] == ["gone"]  # missed its beats
     broker.deregister("w1")

@@ -9,23 +9,27 @@ SELECT epoch FROM meta;
 -- name: enqueue
 WITH queued AS (
     INSERT INTO jobs (queue, attempt, run_id, task_id, executor, reply, body, resources,
-                      max_value)
-    SELECT queue, attempt, run_id, task_id, executor, reply, body, resources::jsonb, max_value
+                      max_value, target)
+    SELECT queue, attempt, run_id, task_id, executor, reply, body, resources::jsonb, max_value,
+           target
       FROM unnest(%(queue)s::text[], %(attempt)s::text[], %(run_id)s::text[],
                   %(task_id)s::text[], %(executor)s::text[], %(reply)s::text[],
-                  %(body)s::bytea[], %(resources)s::text[], %(max_value)s::bigint[])
+                  %(body)s::bytea[], %(resources)s::text[], %(max_value)s::bigint[],
+                  %(target)s::text[])
            WITH ORDINALITY AS m(queue, attempt, run_id, task_id, executor, reply, body,
-                                resources, max_value, n)
+                                resources, max_value, target, n)
      ORDER BY n
         ON CONFLICT (attempt) DO NOTHING
     RETURNING queue)
 SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM queued) AS q;
 
 -- name: claim
--- SKIP LOCKED: workers claiming at once take different rows, none waits for another.
+-- SKIP LOCKED: workers claiming at once take different rows, none waits for another. Rows
+-- sent to one worker (a balancing strategy's target) are that worker's only.
 WITH picked AS (
     SELECT id FROM jobs
      WHERE queue = ANY(%(queues)s::text[]) AND worker IS NULL
+       AND (target IS NULL OR target = %(worker)s)
      ORDER BY id
      LIMIT %(count)s
        FOR UPDATE SKIP LOCKED)
@@ -33,7 +37,7 @@ UPDATE jobs SET worker = %(worker)s, deliveries = jobs.deliveries + 1, renewed_a
   FROM picked
  WHERE jobs.id = picked.id
 RETURNING jobs.id, jobs.queue, jobs.attempt, jobs.run_id, jobs.task_id, jobs.executor,
-          jobs.reply, jobs.body, jobs.resources, jobs.max_value, jobs.deliveries;
+          jobs.reply, jobs.body, jobs.resources, jobs.max_value, jobs.deliveries, jobs.target;
 
 -- name: reclaim
 -- Rows whose holder has not renewed them for the heartbeat timeout (it died, or handed them
@@ -49,7 +53,21 @@ UPDATE jobs SET worker = %(worker)s, deliveries = jobs.deliveries + 1, renewed_a
   FROM picked
  WHERE jobs.id = picked.id
 RETURNING jobs.id, jobs.queue, jobs.attempt, jobs.run_id, jobs.task_id, jobs.executor,
-          jobs.reply, jobs.body, jobs.resources, jobs.max_value, jobs.deliveries;
+          jobs.reply, jobs.body, jobs.resources, jobs.max_value, jobs.deliveries, jobs.target;
+
+-- name: free_targets
+-- Rows sent to a worker that is gone (no heartbeat for the timeout, by the server's clock;
+-- stopping; or deregistered) and not claimed yet: free for any worker of their queue, whose
+-- workers are woken.
+WITH freed AS (
+    UPDATE jobs SET target = NULL
+     WHERE worker IS NULL AND target IS NOT NULL AND queue = ANY(%(queues)s::text[])
+       AND NOT EXISTS (
+           SELECT 1 FROM workers w
+            WHERE w.id = jobs.target AND w.state = 'running'
+              AND w.beat_at >= now() - make_interval(secs => %(timeout)s))
+    RETURNING queue)
+SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM freed) AS q;
 
 -- name: renew
 -- Only rows this worker still holds, and not those it handed back.
@@ -160,14 +178,15 @@ DELETE FROM leases WHERE until < now() - interval '7 days';
 
 -- name: register
 INSERT INTO workers (id, host, pid, queues, concurrency, resources, running, done, started_at,
-                     last_beat, state, beat_at)
+                     last_beat, state, weight, beat_at)
 VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s, %(resources)s::jsonb,
-        %(running)s, %(done)s, %(started_at)s, %(last_beat)s, %(state)s, now())
+        %(running)s, %(done)s, %(started_at)s, %(last_beat)s, %(state)s, %(weight)s, now())
     ON CONFLICT (id) DO UPDATE
    SET host = excluded.host, pid = excluded.pid, queues = excluded.queues,
        concurrency = excluded.concurrency, resources = excluded.resources,
        running = excluded.running, done = excluded.done, started_at = excluded.started_at,
-       last_beat = excluded.last_beat, state = excluded.state, beat_at = now();
+       last_beat = excluded.last_beat, state = excluded.state, weight = excluded.weight,
+       beat_at = now();
 
 -- name: deregister
 DELETE FROM workers WHERE id = %(id)s;
@@ -176,7 +195,7 @@ DELETE FROM workers WHERE id = %(id)s;
 -- A worker silent for an hour is forgotten (listed as gone until then).
 WITH forgotten AS (DELETE FROM workers WHERE beat_at < now() - interval '1 hour')
 SELECT id, host, pid, queues, concurrency, resources, running, done, started_at, last_beat,
-       state
+       state, weight
   FROM workers
  WHERE beat_at >= now() - interval '1 hour'
  ORDER BY last_beat, id;
