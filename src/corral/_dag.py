@@ -109,7 +109,9 @@ class DAG:
     ``defaults`` are options every task gets unless it says otherwise; ``env`` is added to the
     environment of shell tasks. ``rate_limits`` (``{"api": "10/s", "llm": {"rate": "60/m",
     "burst": 5}}``) and ``circuit_breakers`` (``{"payments": {"failures": 5, "reset": 30}}``)
-    are declared here and named by tasks' ``rate_limit`` and ``breaker`` options.
+    are declared here and named by tasks' ``rate_limit`` and ``breaker`` options. ``queues``
+    (``{"gpu": {"strategy": "least_loaded"}}``) chooses how the fleet spreads a queue's
+    attempts over its workers (docs/fleet.md, "Load balancing").
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class DAG:
         env: Mapping[str, str] | None = None,
         rate_limits: Mapping[str, Any] | None = None,
         circuit_breakers: Mapping[str, Any] | None = None,
+        queues: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         if concurrency is not None and (not isinstance(concurrency, int)
@@ -137,6 +140,7 @@ class DAG:
         self.env = dict(env or {})
         self.rate_limits = dict(rate_limits or {})
         self.circuit_breakers = dict(circuit_breakers or {})
+        self.queues = dict(queues or {})
         self._specs: dict[str, TaskSpec] = {}
         self._order: list[str] = []
         self._duplicates: list[TaskSpec] = []
@@ -294,13 +298,13 @@ class DAG:
         given = tuple(sorted((k, type(v).runs) for k, v in executors.items())) if executors \
             else ()
         built_from = (self._changes, self.name, dict(self.resources), given,
-                      repr(self.rate_limits), repr(self.circuit_breakers))
+                      repr(self.rate_limits), repr(self.circuit_breakers), repr(self.queues))
         if self._graph is not None and self._graph[0] == built_from:
             graph = self._graph[1]
         else:
             graph = build_graph(self.specs, name=self.name, capacity=self.resources,
                                 executors=executors, rate_limits=self.rate_limits,
-                                breakers=self.circuit_breakers)
+                                breakers=self.circuit_breakers, queues=self.queues)
             self._graph = (built_from, graph)
         if only is not None:
             graph = select(graph, only, executors=executors)
@@ -491,7 +495,8 @@ def select(
     keep = graph.upstream_closure(only)
     specs = [s for i, s in enumerate(graph.specs) if i in keep]
     return build_graph(specs, name=graph.name, capacity=graph.capacity, executors=executors,
-                       rate_limits=graph.rate_limits, breakers=graph.breakers)
+                       rate_limits=graph.rate_limits, breakers=graph.breakers,
+                       queues=graph.balance)
 
 
 def _to_ref(value: Any) -> Any:

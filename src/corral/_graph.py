@@ -67,6 +67,8 @@ class Graph:
     # Flow control, by name (corral._limits): declared rate limits and circuit breakers.
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
     breakers: Mapping[str, Breaker] = field(default_factory=dict)
+    # The fleet: each queue's balancing strategy (corral.fleet._balance; absent: pull).
+    balance: Mapping[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -105,6 +107,7 @@ def build_graph(
     executors: Mapping[str, Executor] | None = None,
     rate_limits: Mapping[str, Any] | None = None,
     breakers: Mapping[str, Any] | None = None,
+    queues: Mapping[str, Any] | None = None,
 ) -> Graph:
     """Validate ``specs`` and index them; raise :class:`ValidationError` listing every problem.
 
@@ -113,6 +116,8 @@ def build_graph(
     (:mod:`corral.executors._registry`: the built-ins, then entry points). ``rate_limits``
     and ``breakers`` are the declarations tasks name in their ``rate_limit`` and ``breaker``
     options (:func:`corral._limits.parse_rate_limit`, :func:`~corral._limits.parse_breaker`).
+    ``queues`` declares the fleet's queues' balancing strategies
+    (:func:`corral.fleet._balance.parse_queues`).
     """
     problems: list[Problem] = []
 
@@ -134,6 +139,11 @@ def build_graph(
     breaker_decls, bad_breakers = declared(breakers, parse_breaker, "circuit breaker")
     for message in (*bad, *bad_breakers):
         problem(message)
+    from corral.fleet._balance import parse_queues
+
+    balance, bad_queues = parse_queues(queues)
+    for message, hint in bad_queues:
+        problem(message, hint=hint)
 
     index: dict[str, int] = {}
     checks = _Checks(total, executors, limits, breaker_decls)
@@ -208,6 +218,7 @@ def build_graph(
         executors=tuple(names),
         rate_limits=limits,
         breakers=breaker_decls,
+        balance=balance,
     )
 
 
@@ -290,6 +301,7 @@ def extend_graph(
         executors=(*graph.executors, *names),
         rate_limits=graph.rate_limits,
         breakers=graph.breakers,
+        balance=graph.balance,
     )
 
 

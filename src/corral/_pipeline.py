@@ -274,7 +274,8 @@ class _Reader(FlowReading):
                   rate_limits={k: v if isinstance(v, str) else v.model_dump()
                                for k, v in header.rate_limits.items()},
                   circuit_breakers={k: v.model_dump()
-                                    for k, v in header.circuit_breakers.items()})
+                                    for k, v in header.circuit_breakers.items()},
+                  queues={k: v.model_dump() for k, v in header.queues.items()})
         for spec in specs:
             dag.add_spec(spec)
         try:
@@ -398,8 +399,13 @@ class _Reader(FlowReading):
                 what = what[:1].lower() + what[1:]
             else:
                 what = what.format(**{k: _number(v) for k, v in error.get("ctx", {}).items()})
+            hint = None
+            if kind == "literal_error" and isinstance(value, str):  # one of a few words
+                choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected")))
+                close = suggest(value, choices)
+                hint = f"did you mean {close!r}?" if close else None
             self.problem(f"{where}{short_repr(path, quote=False) if path else 'value'} {what}, "
-                         f"not {short_repr(value)}", line, task=task)
+                         f"not {short_repr(value)}", line, task=task, hint=hint)
 
     # ---------------------------------------------------------------- tasks
     def tasks(

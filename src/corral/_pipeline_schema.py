@@ -175,6 +175,13 @@ class _Strict(BaseModel):
     model_config = _CONFIG
 
 
+class _QueueDecl(_Strict):
+    strategy: Literal["pull", "round_robin", "random", "least_loaded", "weighted"] = Field(
+        "pull", description="pull (workers take what they have room for), round_robin, "
+        "random, least_loaded (fewest in flight for its concurrency), weighted (--weight)",
+    )
+
+
 class Header(_Strict):
     name: str | None = Field(None, description="the pipeline's name (default: the file's)")
     description: str | None = Field(None, description="free text, ignored")
@@ -196,6 +203,11 @@ class Header(_Strict):
     circuit_breakers: dict[str, _Breaker] = Field(
         default_factory=dict, description="circuit breakers by name, tasks use them with "
         "breaker: {payments: {failures: 5, window: 60s, reset: 30s, half_open: 1}}",
+    )
+    queues: dict[str, _QueueDecl] = Field(
+        default_factory=dict, description="the fleet's queues, by name: how a queue's attempts "
+        "are spread over its workers, {gpu: {strategy: least_loaded}} (pull, round_robin, "
+        "random, least_loaded, weighted; default pull)",
     )
     python_path: _Names | None = Field(
         None, description="directories searched for call: modules (after sys.path, before the "

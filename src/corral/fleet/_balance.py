@@ -23,13 +23,17 @@ weighted        smooth weighted round robin over the workers' static ``--weight`
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["PULL", "STRATEGIES", "BalanceState", "Candidate", "choose"]
+__all__ = ["PULL", "QUEUE_NAME", "STRATEGIES", "BalanceState", "Candidate", "choose",
+           "parse_queues"]
 
 PULL = "pull"
 STRATEGIES = (PULL, "round_robin", "random", "least_loaded", "weighted")
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")  # as corral worker --queue takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +105,31 @@ def _smooth_weighted(candidates: Sequence[Candidate], state: BalanceState) -> st
     assert best is not None  # candidates is not empty
     current[best] -= total
     return best
+
+
+def parse_queues(queues: Mapping[str, Any] | None,
+                 ) -> tuple[dict[str, str], list[tuple[str, str | None]]]:
+    """The queues' declarations (``{"gpu": {"strategy": "least_loaded"}}``; a strategy alone
+    is short for that) as queue -> strategy, and the problems found: (message, hint)."""
+    from corral._words import short_repr, suggest
+
+    out: dict[str, str] = {}
+    problems: list[tuple[str, str | None]] = []
+    for name, decl in (queues or {}).items():
+        if not isinstance(name, str) or not QUEUE_NAME.fullmatch(name):
+            problems.append((f"queues: {short_repr(name)} is not a queue name", "letters, "
+                             "digits, '_', '.', '-'; up to 100"))
+            continue
+        strategy = decl.get("strategy", PULL) if isinstance(decl, Mapping) else decl
+        extra = sorted(set(decl) - {"strategy"}) if isinstance(decl, Mapping) else []
+        if extra:
+            problems.append((f"queues: {name}: unknown key {short_repr(extra[0])}",
+                             "a queue declares its strategy: {strategy: least_loaded}"))
+        elif strategy not in STRATEGIES:
+            close = suggest(str(strategy), STRATEGIES) if isinstance(strategy, str) else None
+            problems.append((f"queues: {name}: unknown strategy {short_repr(strategy)}",
+                             f"did you mean {close!r}?" if close else
+                             f"one of {', '.join(STRATEGIES)}"))
+        else:
+            out[name] = strategy
+    return out, problems

@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from tests.conformance.broker.test_broker_contract import message
+
 from corral.executors._base import OK
 from corral.fleet._broker import WorkerInfo
 from corral.fleet._protocol import END, Event, dump_outcome
-from tests.conformance.broker.test_broker_contract import message
 
 
 def sent_to(n: int, worker: str | None) -> object:
