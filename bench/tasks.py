@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
-__all__ = ["anoop", "asleep", "busy_loop", "noop", "sleep"]
+__all__ = ["anoop", "asleep", "busy_loop", "noop", "sleep", "sleep_here"]
 
 
 def noop(*upstream: object) -> None:
@@ -18,6 +19,12 @@ async def anoop(*upstream: object) -> None:
 
 def sleep(seconds: float, *upstream: object) -> None:
     time.sleep(seconds)
+
+
+def sleep_here(seconds: float) -> int:
+    """Sleep, then say which process did (a fleet benchmark counts each worker's share)."""
+    time.sleep(seconds)
+    return os.getpid()
 
 
 async def asleep(seconds: float, *upstream: object) -> None:

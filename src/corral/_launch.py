@@ -70,6 +70,7 @@ class LaunchOptions:
     source_path: str | None = None
     lease_s: float = DEFAULT_LEASE_S
     broker: str | None = None  # the fleet's broker URL: attempts run on `corral worker`s
+    balance: Mapping[str, str] = field(default_factory=dict)  # queue -> strategy, over the DAG's
     # Tasks that need not run (up to date, corral._changes): they start as succeeded with
     # these values. A resume brings its own.
     done: Mapping[str, Any] | None = None
@@ -220,7 +221,8 @@ def _fleet_executors(
     names = set(graph.executors) - set(given or {})
     kinds = {name: action_kind(name) for name in names}
     queues = {s.id: s.queue for s in graph.specs if s.queue}
-    session = FleetSession.connect(url, run_id, lease_s=opts.lease_s)
+    session = FleetSession.connect(url, run_id, lease_s=opts.lease_s,
+                                   balance={**graph.balance, **opts.balance})
     fleet = fleet_executors(session, names, kinds=kinds, queues=queues, env=opts.env)
     used = {s.queue or "default" for s, name in zip(graph.specs, graph.executors, strict=True)
             if name in fleet}

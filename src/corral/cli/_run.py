@@ -88,6 +88,7 @@ class RunOptions:
     no_import: bool
     dask: str | None
     broker: str | None
+    balance: tuple[str, ...]
     junit_xml: str | None
     report: tuple[tuple[str, str], ...]
 
@@ -97,6 +98,24 @@ class RunOptions:
         from corral._runner import default_concurrency
 
         return self.concurrency or pipeline.concurrency or default_concurrency()
+
+    def balance_map(self) -> dict[str, str]:
+        """``--balance QUEUE=STRATEGY ...`` as a dict; a bad one is a usage error (exit 2)."""
+        from corral.fleet._balance import parse_queues
+
+        given: dict[str, str] = {}
+        for pair in (p for value in self.balance for p in value.split(",") if p.strip()):
+            queue, sep, strategy = pair.strip().partition("=")
+            if not sep:
+                raise UserError(f"--balance: {pair!r} is not QUEUE=STRATEGY "
+                                "(e.g. default=least_loaded)")
+            given[queue.strip()] = strategy.strip()
+        found, problems = parse_queues(given)
+        if problems:
+            message, hint = problems[0]
+            raise UserError(f"--balance: {message.removeprefix('queues: ')}"
+                            + (f" ({hint})" if hint else ""))
+        return found
 
     def load(self, file: str, params: dict[str, str] | None = None) -> Pipeline:
         """The pipeline in ``file`` as these options say (``params`` come before ``-p``)."""
@@ -180,6 +199,15 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
         "(redis://HOST:PORT/DB, postgresql://[USER@]HOST:PORT/DB) instead of running it here.",
     ),
     click.option(
+        "--balance",
+        multiple=True,
+        metavar="QUEUE=STRATEGY",
+        envvar="CORRAL_BALANCE",
+        show_envvar=True,
+        help="With --broker: how QUEUE's attempts are spread over its workers (pull, "
+        "round_robin, random, least_loaded, weighted), over the file's queues:; repeatable.",
+    ),
+    click.option(
         "--junit-xml",
         metavar="PATH",
         type=click.Path(dir_okay=False, writable=True),
@@ -247,6 +275,7 @@ def run(file: str, only: tuple[str, ...], resume: bool, changed_only: bool,
     and `corral resume` can find it by the run id printed at the start and in the summary.
     """
     pipeline = opts.load(file)
+    opts.balance_map()  # a bad --balance stops here, before anything starts
     if resume:
         if changed_only:
             raise UserError("--changed-only starts a new run: it does not go with --resume")
@@ -425,6 +454,7 @@ def execute(
         lease_s=opts.lease,
         executors=_dask_executors(opts.dask),
         broker=opts.broker or None,
+        balance=opts.balance_map(),
         done=up_to_date,
     ))
     runner, recorder = started.runner, started.recorder

@@ -9,6 +9,12 @@ session's reply stream and hands each event to the executor that sent the attemp
         ^                          └── renews the run's lease (fenced: one coordinator per run)
         └── sink / started / beat / log <── reader thread <── read_events(reply) <── workers
 
+Queues with a balancing strategy other than ``pull`` (``queues:`` in the pipeline,
+:mod:`corral.fleet._balance`): the sender picks a worker for each of their attempts from the
+live workers serving the queue (the registry, read at most every ``REFRESH_S``) and the
+attempts it sent each and has not seen end, and sends the attempt to that worker only; with no
+live worker, to the shared queue.
+
 What it keeps of each attempt in flight is its message: should the broker lose its data (a
 Redis restarted without persistence: its identity changed), the session sends every attempt
 it has not seen finish again. A duplicate END (an attempt that ran twice, its worker having
@@ -18,17 +24,20 @@ been written off) finds no attempt waiting and is dropped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
+import random
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from corral._errors import BrokenBroker
-from corral.fleet._broker import Broker, open_broker
+from corral.fleet._balance import PULL, BalanceState, Candidate, choose
+from corral.fleet._broker import Broker, WorkerInfo, open_broker
 from corral.fleet._protocol import BEAT, AttemptMessage, Event
 
 __all__ = ["FleetSession", "Receiver"]
@@ -37,6 +46,7 @@ READ_BLOCK_S = 0.5  # the reader's longest wait (closing wakes it at once: see c
 RENEW_DUE_S = 0.5  # while attempts flow, the lease is renewed at most this often (not per batch)
 READ_BATCH = 1000
 RETRY_S = (0.1, 0.2, 0.5, 1.0, 2.0)  # back-off between attempts to reach a broker that failed
+REFRESH_S = 0.5  # balanced queues: the workers' registry is read at most this often
 
 
 class Receiver:
@@ -50,9 +60,13 @@ class Receiver:
 class FleetSession:
     """A run's connection to the fleet. Make it with :meth:`connect` (which checks the broker
     and takes the run's lease), :meth:`open` it before the first ``send``, :meth:`close` it
-    after the last. Thread-safe."""
+    after the last. Thread-safe. ``balance``: queue -> strategy, for the queues whose attempts
+    are pushed to a worker of the sender's choosing (``pull``, the default, for the others);
+    ``rng``: the ``random`` strategy's generator."""
 
-    def __init__(self, broker: Broker, run_id: str, *, lease_s: float = 30.0) -> None:
+    def __init__(self, broker: Broker, run_id: str, *, lease_s: float = 30.0,
+                 balance: Mapping[str, str] | None = None,
+                 rng: random.Random | None = None) -> None:
         self.broker = broker
         self.run_id = run_id
         self.token = uuid.uuid4().hex[:12]  # this session: in every attempt id and its reply
@@ -73,12 +87,20 @@ class FleetSession:
         (its :meth:`send`) to its start on a worker appended, in seconds: the worker's wall
         clock less ours, so true on one host (or with clocks kept in step)."""
         self._admitted: dict[str, float] = {}  # attempt -> time.time() at send, while recording
+        self.balance = {q: s for q, s in (balance or {}).items() if s != PULL}
+        rng = rng or random.Random()
+        self._states = {q: BalanceState(rng) for q in self.balance}
+        self._live: list[WorkerInfo] = []  # running workers, as last read
+        self._live_at = float("-inf")  # time.monotonic() of that read
+        self._target: dict[str, str] = {}  # attempt -> the worker it was sent to, until it ends
+        self._sent_to: dict[str, int] = {}  # worker -> attempts sent there that have not ended
 
     @classmethod
-    def connect(cls, url: str, run_id: str, *, lease_s: float = 30.0) -> FleetSession:
+    def connect(cls, url: str, run_id: str, *, lease_s: float = 30.0,
+                balance: Mapping[str, str] | None = None) -> FleetSession:
         """Connect to the broker at ``url``: raises :class:`~corral.errors.BrokenBroker`
         (nothing started) when it cannot be used."""
-        return cls(open_broker(url), run_id, lease_s=lease_s)
+        return cls(open_broker(url), run_id, lease_s=lease_s, balance=balance)
 
     def warn_unserved(self, queues: set[str]) -> None:
         """Say on stderr which of ``queues`` no live worker takes from: their attempts will
@@ -154,6 +176,8 @@ class FleetSession:
         with self._lock:
             if self._inflight.pop(attempt, None) is None:
                 return
+            if self._target:
+                self._untarget(attempt)
             self._cancels.append(attempt)
             self._lock.notify_all()
 
@@ -172,6 +196,8 @@ class FleetSession:
 
     def _push(self, batch: list[AttemptMessage], cancels: list[str]) -> None:
         broker = self.broker
+        if self.balance:
+            batch = self._route(batch)
         broker.enqueue(batch)
         broker.cancel(cancels)
         now = time.monotonic()
@@ -184,6 +210,46 @@ class FleetSession:
             # fenced-out coordinator stops here.
             self._check_epoch()
             self.fence = broker.acquire_lease(self.run_id, self.token, self.lease_s)
+
+    def _route(self, batch: list[AttemptMessage]) -> list[AttemptMessage]:
+        """The batch, each attempt of a balanced queue sent to the worker its strategy
+        chooses among the live workers of the queue (none: left to the shared queue)."""
+        now = time.monotonic()
+        if now - self._live_at >= REFRESH_S:
+            self._live = [w for w in self.broker.workers() if w.state == "running"]
+            self._live_at = now
+        routed = []
+        with self._lock:
+            for m in batch:
+                strategy = self.balance.get(m.queue)
+                if strategy is None or m.id not in self._inflight:  # or cancelled meanwhile
+                    routed.append(m)
+                    continue
+                self._untarget(m.id)  # sent again (the broker lost it): chosen afresh
+                sent = self._sent_to
+                # A worker's load: what we sent it and have not seen end, or what it last said
+                # it runs (other runs' attempts too), whichever is more.
+                candidates = [Candidate(w.id, w.concurrency, max(sent.get(w.id, 0), w.running),
+                                        w.weight)
+                              for w in self._live if m.queue in w.queues]
+                worker = choose(strategy, candidates, self._states[m.queue])
+                if worker is not None:
+                    self._target[m.id] = worker
+                    sent[worker] = sent.get(worker, 0) + 1
+                    m = dataclasses.replace(m, worker=worker)
+                routed.append(m)
+        return routed
+
+    def _untarget(self, attempt: str) -> None:
+        """``attempt`` ended or was given up: no longer counted against its worker (lock
+        held)."""
+        worker = self._target.pop(attempt, None)
+        if worker is not None:
+            left = self._sent_to[worker] - 1
+            if left:
+                self._sent_to[worker] = left
+            else:
+                del self._sent_to[worker]
 
     def _read_loop(self) -> None:
         position = "0"
@@ -225,6 +291,9 @@ class FleetSession:
             with self._lock:
                 for attempt in ended:
                     inflight.pop(attempt, None)
+                if self._target:
+                    for attempt in ended:
+                        self._untarget(attempt)
 
     def _persist(self, action: Callable[[], Any], what: str) -> None:
         """Run ``action`` until it succeeds (the broker may be restarting) or we close."""
