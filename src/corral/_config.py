@@ -83,6 +83,8 @@ class Settings(BaseModel):
     max_deliveries: int | None = Field(None, ge=1)
     max_value_size: int | None = Field(None, ge=1)
     worker_grace: str | float | None = None
+    worker_weight: int | None = Field(None, ge=0)
+    balance: Words = None
     # Loading pipelines: every command that reads one.
     params: Words = None
     only: Words = None
@@ -128,7 +130,7 @@ class Settings(BaseModel):
             return [f"{k}={v}" for k, v in value.items()]
         return value.split() if isinstance(value, str) else value
 
-    @field_validator("only", "queues", mode="before")
+    @field_validator("only", "queues", "balance", mode="before")
     @classmethod
     def _only(cls, value: Any) -> Any:
         return value.split() if isinstance(value, str) else value
