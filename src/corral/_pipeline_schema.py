@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StringConstraints,
     Tag,
     TypeAdapter,
     WithJsonSchema,
@@ -175,6 +176,10 @@ class _Strict(BaseModel):
     model_config = _CONFIG
 
 
+# As corral worker --queue takes them (corral.fleet._balance.QUEUE_NAME).
+_QueueName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")]
+
+
 class _QueueDecl(_Strict):
     strategy: Literal["pull", "round_robin", "random", "least_loaded", "weighted"] = Field(
         "pull", description="pull (workers take what they have room for), round_robin, "
@@ -204,7 +209,7 @@ class Header(_Strict):
         default_factory=dict, description="circuit breakers by name, tasks use them with "
         "breaker: {payments: {failures: 5, window: 60s, reset: 30s, half_open: 1}}",
     )
-    queues: dict[str, _QueueDecl] = Field(
+    queues: dict[_QueueName, _QueueDecl] = Field(
         default_factory=dict, description="the fleet's queues, by name: how a queue's attempts "
         "are spread over its workers, {gpu: {strategy: least_loaded}} (pull, round_robin, "
         "random, least_loaded, weighted; default pull)",

@@ -1,4 +1,5 @@
-"""The fleet's balancing strategies, by table: candidates in, the sequence of choices out."""
+"""The fleet's balancing strategies, by table: candidates in, the sequence of choices out; and
+how queues declare them (``queues:`` in a file, ``DAG(queues=...)``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import random
 
 import pytest
 
-from corral.fleet._balance import STRATEGIES, BalanceState, Candidate, choose
+from corral import DAG
+from corral._errors import PipelineError, ValidationError
+from corral._pipeline import parse_pipeline
+from corral.fleet._balance import STRATEGIES, BalanceState, Candidate, choose, parse_queues
 
 A, B, C = Candidate("a", 4), Candidate("b", 2), Candidate("c", 1)
 
@@ -81,3 +85,53 @@ def test_weighted_forgets_a_worker_that_left():
 def test_an_unknown_strategy_is_refused_by_name():
     with pytest.raises(ValueError, match="unknown balancing strategy 'fastest'"):
         choose("fastest", [A], BalanceState())
+
+
+# ---------------------------------------------------------------------- declarations
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ({"gpu": {"strategy": "least_loaded"}}, {"gpu": "least_loaded"}),
+    ({"gpu": "weighted", "cpu": {}}, {"gpu": "weighted", "cpu": "pull"}),  # shorthand; default
+    (None, {}),
+])
+def test_queues_are_declared_by_strategy(given, expected):
+    assert parse_queues(given) == (expected, [])
+
+
+@pytest.mark.parametrize(("given", "problem"), [
+    ({"gpu": {"strategy": "least_lodaed"}},
+     ("queues: gpu: unknown strategy 'least_lodaed'", "did you mean 'least_loaded'?")),
+    ({"gpu": {"strategy": 3}}, ("queues: gpu: unknown strategy 3",
+                                "one of pull, round_robin, random, least_loaded, weighted")),
+    ({"gpu": {"stratgy": "random"}}, ("queues: gpu: unknown key 'stratgy'",
+                                      "a queue declares its strategy: {strategy: least_loaded}")),
+    ({"a b": "pull"}, ("queues: 'a b' is not a queue name",
+                       "letters, digits, '_', '.', '-'; up to 100")),
+])
+def test_a_bad_declaration_says_what_and_how_to_fix_it(given, problem):
+    assert parse_queues(given) == ({}, [problem])
+
+
+def test_a_dag_carries_its_queues_strategies_and_refuses_unknown_ones():
+    dag = DAG(queues={"gpu": {"strategy": "round_robin"}})
+    dag.add(print, id="x")
+    assert dag.validate().balance == {"gpu": "round_robin"}
+    bad = DAG(queues={"gpu": {"strategy": "roundrobin"}})
+    bad.add(print, id="x")
+    with pytest.raises(ValidationError) as info:
+        bad.validate()
+    (problem,) = info.value.problems
+    assert problem.hint == "did you mean 'round_robin'?"
+
+
+def test_a_pipeline_files_queues_and_their_problems_with_lines():
+    text = "queues:\n  gpu: {strategy: least_loaded}\ntasks:\n  a: {cmd: 'true', queue: gpu}\n"
+    assert parse_pipeline(text, file="p.yaml").dag.validate().balance == {"gpu": "least_loaded"}
+    with pytest.raises(PipelineError) as info:
+        parse_pipeline(text.replace("least_loaded", "least-loaded"), file="p.yaml")
+    (problem,) = info.value.problems
+    assert (problem.line, problem.hint) == (2, "did you mean 'least_loaded'?")
+    assert "queues.gpu.strategy" in problem.message
+    with pytest.raises(PipelineError) as info:
+        parse_pipeline(text.replace("gpu:", "'g u':", 1), file="p.yaml")
+    assert [p.line for p in info.value.problems] == [2]
