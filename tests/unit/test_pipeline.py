@@ -614,7 +614,7 @@ def test_the_json_schema_describes_the_file_format():
     json.dumps(schema)  # serialisable as is
     assert set(schema["properties"]) == {
         "name", "description", "concurrency", "resources", "defaults", "env", "params",
-        "python_path", "tasks", "rate_limits", "circuit_breakers"}
+        "python_path", "tasks", "rate_limits", "circuit_breakers", "queues"}
     assert schema["additionalProperties"] is False
     task = schema["$defs"]["Task"]
     assert set(task["properties"]) == {
