@@ -231,6 +231,25 @@ end
 return moved
 """
 
+# Claim up to a count of new entries from streams in order (a worker's own streams, then the
+# shared ones), the count over all of them (XREADGROUP's COUNT is per stream): a worker never
+# holds more than its free slots. Without BLOCK: when this finds nothing, the caller waits with
+# a blocking XREADGROUP. KEYS: the streams; ARGV: group, consumer, count.
+_CLAIM = """
+local left = tonumber(ARGV[3])
+local out = {}
+for _, key in ipairs(KEYS) do
+  if left <= 0 then break end
+  local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left,
+                         'STREAMS', key, '>')
+  if got then
+    out[#out + 1] = got[1]
+    left = left - #got[1][2]
+  end
+end
+return out
+"""
+
 _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return {0, holder} end
@@ -273,6 +292,7 @@ class RedisBroker:
         self._renew_lease = client.register_script(_RENEW_LEASE)
         self._release = client.register_script(_RELEASE)
         self._rescue = client.register_script(_RESCUE)
+        self._claim = client.register_script(_CLAIM)
 
     @classmethod
     def connect(cls, url: str, *, heartbeat_timeout: float | None = None) -> Self:
@@ -437,19 +457,25 @@ class RedisBroker:
               block_s: float) -> list[Claimed]:
         import redis
 
-        # Its own streams first (what was sent to it), then the shared ones.
-        streams = {self.keys.targeted(q, consumer): ">" for q in queues}
-        streams.update((self.keys.queue(q), ">") for q in queues)
+        # Its own streams first (what was sent to it), then the shared ones; what is there
+        # now, ``count`` in all (a script), else the first to come (a blocking read, which
+        # may bring more than ``count`` only when entries reach two streams at once).
+        streams = [self.keys.targeted(q, consumer) for q in queues]
+        streams += [self.keys.queue(q) for q in queues]
         with self._talking("claim attempts"):
             self._ensure_groups(queues, consumer)
             try:
-                answer = self._redis.xreadgroup(GROUP, consumer, streams, count=count,
-                                                block=max(1, int(block_s * 1000)))
+                found = [(key, [(e, dict(zip(f[::2], f[1::2], strict=True))) for e, f in got])
+                         for key, got in self._claim(keys=streams, args=[GROUP, consumer, count])]
+                if not found:
+                    found = self._redis.xreadgroup(
+                        GROUP, consumer, dict.fromkeys(streams, ">"), count=count,
+                        block=max(1, int(block_s * 1000))) or []
             except redis.ResponseError as exc:
                 self._forget_groups(exc)
                 raise
         out = []
-        for key, entries in answer or ():
+        for key, entries in found:
             queue, target = self.keys.queue_name(key)
             for entry, fields in entries:
                 out.append(Claimed(queue, entry.decode(), AttemptMessage.from_fields(fields),

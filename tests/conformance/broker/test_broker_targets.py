@@ -99,3 +99,14 @@ def test_a_handed_back_attempt_of_a_workers_own_is_reclaimed_by_another(open_tes
     broker.hand_back("a", [held])  # "a" stops (Ctrl-C)
     (taken,) = broker.reclaim("b", ["default"], 10)
     assert (taken.message.task_id, taken.deliveries) == ("t1", 2)
+
+
+def test_a_claim_takes_no_more_than_asked_over_all_its_queues(open_test_broker):
+    broker = open_test_broker(heartbeat_timeout=60)
+    alive(broker, "a")
+    broker.enqueue([sent_to(1, "a"), sent_to(2, None),
+                    replace(message(3, queue="other"), worker="a"), message(4, queue="other")])
+    got = broker.claim("a", ["default", "other"], 3, block_s=1)
+    assert len(got) == 3
+    got += broker.claim("a", ["default", "other"], 3, block_s=1)
+    assert sorted(c.message.task_id for c in got) == ["t1", "t2", "t3", "t4"]
