@@ -222,7 +222,7 @@ def _fleet_executors(
     kinds = {name: action_kind(name) for name in names}
     queues = {s.id: s.queue for s in graph.specs if s.queue}
     session = FleetSession.connect(url, run_id, lease_s=opts.lease_s,
-                                   balance={**graph.balance, **opts.balance})
+                                   balance={**graph.balance, **opts.balance}, rng=opts.rng)
     fleet = fleet_executors(session, names, kinds=kinds, queues=queues, env=opts.env)
     used = {s.queue or "default" for s, name in zip(graph.specs, graph.executors, strict=True)
             if name in fleet}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 
 import pytest
@@ -91,3 +93,25 @@ def test_corral_run_balance_and_the_files_queues(url, tmp_path):
     assert len(starts(journal)) == 8
     assert bad.returncode == 2
     assert "did you mean 'least_loaded'?" in bad.stderr
+
+
+def test_with_no_live_worker_attempts_wait_in_the_shared_queue(url, tmp_path):
+    # The run starts before any worker: its first attempts go to the shared queue (no
+    # candidate), and the worker that comes later takes them, then those sent to it.
+    journal = tmp_path / "journal"
+    dag = DAG(concurrency=2, queues={"default": {"strategy": "least_loaded"}})
+    for k in range(6):
+        dag.add(ran, str(journal), f"t{k}", 0.05, id=f"t{k}")
+    outcome: dict[str, object] = {}
+    runner = threading.Thread(daemon=True, target=lambda: outcome.setdefault(
+        "result", dag.run(broker=url, handle_signals=False, log_dir=None)))
+    runner.start()
+    time.sleep(1)  # the coordinator has read an empty registry (not an assertion)
+    proc = start_worker(url, "--concurrency", "2")
+    try:
+        runner.join(120)
+        assert not runner.is_alive(), "hang guard: the run did not finish"
+    finally:
+        stop_worker(proc)
+    assert outcome["result"].ok
+    assert Counter(p for _, p in starts(journal)) == {proc.pid: 6}

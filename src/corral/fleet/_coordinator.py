@@ -97,10 +97,11 @@ class FleetSession:
 
     @classmethod
     def connect(cls, url: str, run_id: str, *, lease_s: float = 30.0,
-                balance: Mapping[str, str] | None = None) -> FleetSession:
+                balance: Mapping[str, str] | None = None,
+                rng: random.Random | None = None) -> FleetSession:
         """Connect to the broker at ``url``: raises :class:`~corral.errors.BrokenBroker`
         (nothing started) when it cannot be used."""
-        return cls(open_broker(url), run_id, lease_s=lease_s, balance=balance)
+        return cls(open_broker(url), run_id, lease_s=lease_s, balance=balance, rng=rng)
 
     def warn_unserved(self, queues: set[str]) -> None:
         """Say on stderr which of ``queues`` no live worker takes from: their attempts will
