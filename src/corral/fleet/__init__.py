@@ -7,6 +7,7 @@
 ``postgres``        the PostgreSQL broker (the ``postgres`` extra); ``_pg_schema``: its
                     schema and migrations; ``_pg_listen``: its wake-ups
 ``_coordinator``    a run's :class:`FleetSession` (the run loop's side)
+``_balance``        the queues' balancing strategies (which worker an attempt is sent to)
 ``_worker``         the ``corral worker`` loop (:class:`Worker`)
 ``limits_redis``    fleet-wide rate limits: GCRA state in Redis, one script
 ==================  ============================================================
