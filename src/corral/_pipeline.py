@@ -677,8 +677,8 @@ def _strip_tags(root: Any, loc: tuple[Any, ...]) -> list[Any]:
         elif isinstance(node, list) and isinstance(part, int):
             out.append(part)
             node = node[part] if 0 <= part < len(node) else None
-        elif i == len(loc) - 1 and isinstance(node, dict):
-            out.append(part)  # a missing key
+        elif i == len(loc) - 1 and isinstance(node, dict) and part != "[key]":
+            out.append(part)  # a missing key ("[key]": the key before it is what is wrong)
     return out
 
 

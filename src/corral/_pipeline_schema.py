@@ -18,12 +18,12 @@ from typing import Annotated, Any, Literal, NotRequired, Required, Union, get_ar
 
 import pydantic
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
-    StringConstraints,
     Tag,
     TypeAdapter,
     WithJsonSchema,
@@ -176,8 +176,19 @@ class _Strict(BaseModel):
     model_config = _CONFIG
 
 
-# As corral worker --queue takes them (corral.fleet._balance.QUEUE_NAME).
-_QueueName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")]
+def _queue_name(value: str) -> str:
+    from corral.fleet._balance import QUEUE_NAME
+
+    if not QUEUE_NAME.fullmatch(value):
+        raise PydanticCustomError("queue_name", "is not a queue name (letters, digits, '_', "
+                                  "'.', '-'; up to 100)")
+    return value
+
+
+# As corral worker --queue takes them.
+_QueueName = Annotated[str, AfterValidator(_queue_name),
+                       WithJsonSchema({"type": "string",
+                                       "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"})]
 
 
 class _QueueDecl(_Strict):

@@ -134,4 +134,6 @@ def test_a_pipeline_files_queues_and_their_problems_with_lines():
     assert "queues.gpu.strategy" in problem.message
     with pytest.raises(PipelineError) as info:
         parse_pipeline(text.replace("gpu:", "'g u':", 1), file="p.yaml")
-    assert [p.line for p in info.value.problems] == [2]
+    (problem,) = info.value.problems
+    assert problem.line == 2
+    assert problem.message.startswith("queues.g u is not a queue name")
