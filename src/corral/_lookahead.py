@@ -36,15 +36,22 @@ GAIN = 0.01
 PENDING = TaskState.PENDING
 
 
-def rank_classes(ranks: Sequence[float], priorities: Sequence[int] | None) -> list[int]:
+def rank_classes(
+    ranks: Sequence[float], priorities: Sequence[int] | None, shift: int | None = None
+) -> list[int]:
     """Each task's place among the distinct (priority, rank) pairs, best (highest) first: the
-    first part of its ready-order key."""
+    first part of its ready-order key. With ``shift``, the keys themselves: the place shifted
+    left by ``shift`` bits, or'ed with the task (one pass, for the scheduler's start)."""
     if priorities is None:
         number = {r: c for c, r in enumerate(sorted(set(ranks), reverse=True))}
-        return [number[r] for r in ranks]
+        if shift is None:
+            return [number[r] for r in ranks]
+        return [number[r] << shift | i for i, r in enumerate(ranks)]
     pairs = [(-p, -r) for p, r in zip(priorities, ranks, strict=True)]
     numbered = {pair: c for c, pair in enumerate(sorted(set(pairs)))}
-    return [numbered[pair] for pair in pairs]
+    if shift is None:
+        return [numbered[pair] for pair in pairs]
+    return [numbered[pair] << shift | i for i, pair in enumerate(pairs)]
 
 
 def finish_time(

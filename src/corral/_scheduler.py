@@ -645,7 +645,7 @@ class Scheduler(GrowingScheduler):
     def _set_classes(self, ranks: Sequence[float]) -> None:
         """Number the distinct (priority, rank) pairs, best first, into each task's key (with
         the task itself: a key only lacks its arrival number)."""
-        self._set_keys(rank_classes(ranks, self._priorities))
+        self._class_key = rank_classes(ranks, self._priorities, self._task_bits + self._seq_bits)
 
     def _set_keys(self, classes: Sequence[int]) -> None:
         shift = self._task_bits + self._seq_bits

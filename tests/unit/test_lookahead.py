@@ -108,3 +108,8 @@ def test_every_workload_meets_the_first_run_and_history_targets_in_simulation():
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "missed" not in done.stderr
+
+
+def test_with_a_shift_classes_are_keys_that_carry_the_task():
+    assert rank_classes([3.0, 1.0, 3.0], None, shift=4) == [0 << 4 | 0, 1 << 4 | 1, 0 << 4 | 2]
+    assert rank_classes([1.0, 1.0], [0, 1], shift=4) == [1 << 4 | 0, 0 << 4 | 1]
