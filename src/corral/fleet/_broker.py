@@ -61,6 +61,8 @@ class WorkerInfo:
     started_at: float = 0.0  # epoch seconds
     last_beat: float = 0.0  # epoch seconds
     state: str = "running"  # running | stopping | gone (missed its beats)
+    failed: int = 0  # of ``done``, those that ended in an error
+    busy_s: float = 0.0  # seconds its finished attempts ran, summed (their mean: busy_s / done)
 
 
 @dataclass(frozen=True, slots=True)

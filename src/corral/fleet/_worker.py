@@ -92,7 +92,7 @@ class WorkerOptions:
 class _Running:
     """An attempt this worker runs."""
 
-    __slots__ = ("beaten", "body", "claimed", "log_path", "log_pos", "resources", "work")
+    __slots__ = ("beaten", "body", "claimed", "log_path", "log_pos", "resources", "t0", "work")
 
     def __init__(self, claimed: Claimed, body: AttemptBody, log_path: Path | None,
                  resources: Mapping[str, float]) -> None:
@@ -103,6 +103,7 @@ class _Running:
         self.log_path = log_path
         self.log_pos = 0
         self.beaten = False
+        self.t0 = time.monotonic()  # for the worker's busy time (its health: mean latency)
 
     def beat(self) -> None:
         self.beaten = True
@@ -135,6 +136,8 @@ class Worker:
         self.beat_every = min(broker.heartbeat_timeout / 4, 2.5)
         self.started_at = time.time()
         self.done = 0
+        self.failed = 0  # of done, ended in an error (its health: the error rate)
+        self.busy_s = 0.0  # seconds its finished attempts ran
         self._lock = threading.Condition()
         self._held = 0  # attempts claimed and not yet ended: never above concurrency
         self._running: dict[str, _Running] = {}
@@ -519,8 +522,10 @@ class Worker:
                     self._held -= 1
                     self._lock.notify_all()
         self.done += len(ends)
-        self.broker.hand_back(self.id, back)
+        self.failed += sum(status == ERROR for _, status, _ in ends)
         now = time.monotonic()
+        self.busy_s += sum(now - i.t0 for i, _, _ in ends if isinstance(i, _Running))
+        self.broker.hand_back(self.id, back)
         if running and now >= self._next_cancel_check:
             self._next_cancel_check = now + self.options.tick
             ids = [r.claimed.message.id for r in running]
@@ -540,7 +545,7 @@ class Worker:
                 queues=self.options.queues, concurrency=self.options.concurrency,
                 resources=dict(self.options.resources), running=len(self._running),
                 done=self.done, started_at=self.started_at, last_beat=time.time(),
-                state=state))
+                state=state, failed=self.failed, busy_s=self.busy_s))
 
 
 def _cannot_run(name: str, exc: BaseException) -> BaseException:

@@ -452,6 +452,7 @@ class RedisBroker:
                   "concurrency": str(info.concurrency), "running": str(info.running),
                   "done": str(info.done), "started_at": f"{info.started_at:.3f}",
                   "last_beat": f"{info.last_beat:.3f}", "state": info.state,
+                  "failed": str(info.failed), "busy_s": f"{info.busy_s:.3f}",
                   "resources": ",".join(f"{k}={v:g}" for k, v in info.resources.items())}
         with self._talking("register a worker"):
             pipe = self._redis.pipeline(transaction=False)
@@ -493,8 +494,20 @@ class RedisBroker:
                 concurrency=int(f.get("concurrency", 0)),
                 resources=_amounts(f.get("resources", "")), running=int(f.get("running", 0)),
                 done=int(f.get("done", 0)), started_at=float(f.get("started_at", 0)),
-                last_beat=last, state=state))
+                last_beat=last, state=state, failed=int(f.get("failed", 0)),
+                busy_s=float(f.get("busy_s", 0))))
         return out
+
+    def queue_depth(self, queues: Sequence[str]) -> int:
+        """Attempts queued on ``queues`` that no worker has taken yet (a pool's demand)."""
+        with self._talking("count queued attempts"):
+            pipe = self._redis.pipeline(transaction=False)
+            for q in queues:
+                pipe.xlen(self.keys.queue(q))
+                pipe.xpending(self.keys.queue(q), GROUP)
+            rows = pipe.execute(raise_on_error=False)  # NOGROUP: nothing taken from it yet
+        return sum(max(0, n - (p["pending"] if isinstance(p, dict) else 0))
+                   for n, p in zip(rows[::2], rows[1::2], strict=True))
 
     # ------------------------------------------------------------------ dead letters
     def dead_letters(self, *, count: int = 1000) -> list[DeadLetter]:
