@@ -17,6 +17,7 @@ import click
 
 from corral.cli._exits import ExitCode, UserError
 from corral.cli._options import Duration, emit_json, json_option
+from corral.cli._pool import PoolSettings, pool_options
 
 if TYPE_CHECKING:
     from corral.fleet._broker import Broker, DeadLetter
@@ -92,13 +93,17 @@ def parse_resources(text: str) -> dict[str, float]:
               show_envvar=True,
               help="On Ctrl-C, how long running attempts may finish before they are handed "
               "back.")
+@pool_options
 def worker(broker: str, concurrency: int | None, queues: tuple[str, ...], resources: str,
            heartbeat_timeout: float, max_deliveries: int, max_value_size: int,
-           grace: float) -> None:
+           grace: float, pool: PoolSettings) -> None:
     """Run attempts of `corral run --broker` runs from the broker's queues, until Ctrl-C.
 
     Ctrl-C (or SIGTERM) stops taking work, lets what runs finish for --grace, then hands the
     rest back to the fleet; a second Ctrl-C hands everything back at once.
+
+    With --min-workers/--max-workers: a pool of that many worker processes, scaled on their
+    load (docs/fleet.md, "Pools").
     """
     import asyncio
 
@@ -115,6 +120,16 @@ def worker(broker: str, concurrency: int | None, queues: tuple[str, ...], resour
     except ValueError as exc:
         raise UserError(f"--resources: {exc}") from None
     kw: dict[str, Any] = {} if concurrency is None else {"concurrency": concurrency}
+    if pool.wanted:
+        from corral.cli._pool import run_pool
+
+        n = concurrency or WorkerOptions().concurrency
+        args = ["--broker", broker, "-c", str(n), *(a for q in names for a in ("-q", q)),
+                "--resources", resources, "--heartbeat-timeout", f"{heartbeat_timeout!r}",
+                "--max-deliveries", str(max_deliveries), "--max-value-size",
+                str(max_value_size), "--grace", f"{grace!r}"]
+        run_pool(pool, broker=broker, worker_args=args, queues=names, concurrency=n,
+                 grace=grace, heartbeat_timeout=heartbeat_timeout)
     options = WorkerOptions(queues=names, resources=offered, max_deliveries=max_deliveries,
                             max_value_bytes=max_value_size, grace=grace, **kw)
     conn = _connect(broker, heartbeat_timeout)

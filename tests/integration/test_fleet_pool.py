@@ -1,0 +1,132 @@
+"""A pool (``corral worker --min-workers 1 --max-workers 3``) under a real load: real Redis,
+a real supervisor and real worker processes. It grows while slow tasks queue, and shrinks back
+to its minimum once they are done. Waits are hang guards; nothing asserts how long anything
+took."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+from tests.helpers.fleet_tasks import ran, starts
+from tests.helpers.redis import REPO, namespace_url, worker_env
+from tests.helpers.waiting import wait_for
+
+from corral import DAG
+
+pytestmark = pytest.mark.slow
+
+GENEROUS_S = 120.0  # a hang guard for a loaded 2-core machine
+
+
+@pytest.fixture
+def url():
+    with namespace_url() as u:
+        yield u
+
+
+def pool_workers(pool: subprocess.Popen[bytes]) -> list[int]:
+    """The pids of the pool's worker processes now (its children; their own children, such
+    as a process executor's, are not counted)."""
+    try:
+        return [c.pid for c in psutil.Process(pool.pid).children()
+                if c.status() != psutil.STATUS_ZOMBIE]
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.fixture
+def start_pool(url, tmp_path):
+    """Start ``corral worker --broker URL ARGS`` (a pool); returns (process, its log). At the
+    end: SIGTERM (its workers stop with it), then, as a hang guard, SIGKILL what is left."""
+    started: list[subprocess.Popen[bytes]] = []
+    seen: set[int] = set()
+    log = tmp_path / "pool.log"
+
+    def start(*args: str) -> tuple[subprocess.Popen[bytes], object]:
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "corral", "worker", "--broker", url, *args],
+                cwd=REPO, env=worker_env(), stdout=out, stderr=out, start_new_session=True)
+        started.append(proc)
+        return proc, log
+
+    def watch(proc: subprocess.Popen[bytes]) -> list[int]:
+        pids = pool_workers(proc)
+        seen.update(pids)
+        return pids
+
+    start.watch = watch  # type: ignore[attr-defined]
+    yield start
+    for proc in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(GENEROUS_S)
+    for pid in seen:  # workers live in sessions of their own
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    for proc in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def registered(url: str) -> dict[int, str]:
+    """pid -> state of the workers in the broker's registry."""
+    from corral.fleet._broker import open_broker
+
+    broker = open_broker(url)
+    try:
+        return {w.pid: w.state for w in broker.workers()}
+    finally:
+        broker.close()
+
+
+def test_a_pool_grows_under_load_and_shrinks_back_to_its_minimum(url, start_pool):
+    pool, log = start_pool("--concurrency", "1", "--min-workers", "1", "--max-workers", "3",
+                           "--scale-interval", "0.3s", "--scale-cooldown", "1s",
+                           "--heartbeat-timeout", "5s", "--grace", "5s")
+    workers = start_pool.watch
+    wait_for(lambda: len(workers(pool)) == 1 and set(workers(pool)) <= set(registered(url)),
+             "the pool's first worker to register", GENEROUS_S)
+    journal = log.parent / "journal"
+    dag = DAG()
+    for i in range(12):
+        dag.add(ran, str(journal), f"t{i}", 1.0, id=f"t{i}")
+    result = dag.run(broker=url, concurrency=12, handle_signals=False, log_dir=None)
+    assert result.ok, log.read_text()
+    ran_on = {pid for _, pid in starts(journal)}
+    assert 1 < len(ran_on) <= 3, log.read_text()  # it grew: more than one worker took tasks
+    ups = [line for line in log.read_text().splitlines() if ": up " in line]
+    assert ups, log.read_text()
+    assert "utilisation" in ups[0]
+    # The load is gone: back to one worker, the others stopped gracefully.
+    wait_for(lambda: len(workers(pool)) == 1, "the pool to shrink to 1", GENEROUS_S)
+    text = log.read_text()
+    assert ": down " in text, text
+    assert "exited unasked" not in text, text
+    (last,) = workers(pool)
+    wait_for(lambda: [p for p, s in registered(url).items() if s == "running"] == [last],
+             "the stopped workers to leave the registry", GENEROUS_S)
+    # SIGTERM: the pool stops its workers and exits as a worker does.
+    os.kill(pool.pid, signal.SIGTERM)
+    assert pool.wait(GENEROUS_S) == 128 + signal.SIGTERM, log.read_text()
+    assert not psutil.pid_exists(last) or psutil.Process(last).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_worker_of_the_pool_that_dies_is_replaced(url, start_pool):
+    pool, log = start_pool("--concurrency", "1", "--min-workers", "2", "--max-workers", "2",
+                           "--scale-interval", "0.3s")
+    workers = start_pool.watch
+    wait_for(lambda: len(workers(pool)) == 2, "two workers", GENEROUS_S)
+    victim = workers(pool)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(workers(pool)) == 2 and victim not in workers(pool),
+             "a worker in the killed one's place", GENEROUS_S)
+    assert f"worker pid {victim} exited unasked (exit code -9)" in log.read_text()
