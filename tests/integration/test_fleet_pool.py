@@ -6,6 +6,7 @@ took."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -130,3 +131,14 @@ def test_a_worker_of_the_pool_that_dies_is_replaced(url, start_pool):
     wait_for(lambda: len(workers(pool)) == 2 and victim not in workers(pool),
              "a worker in the killed one's place", GENEROUS_S)
     assert f"worker pid {victim} exited unasked (exit code -9)" in log.read_text()
+    # corral workers --json: each worker with its health.
+    wait_for(lambda: set(workers(pool)) <= set(registered(url)), "the new worker to register",
+             GENEROUS_S)
+    listed = subprocess.run([sys.executable, "-m", "corral", "workers", "--broker", url,
+                             "--json"], cwd=REPO, env=worker_env(), capture_output=True,
+                            text=True, check=True)
+    health = {w["pid"]: w["health"] for w in json.loads(listed.stdout)["workers"]}
+    for pid in workers(pool):
+        assert health[pid]["state"] in ("starting", "healthy"), health
+        assert health[pid]["failed"] == 0
+    assert victim in health  # listed until it is silent past the heartbeat timeout

@@ -155,29 +155,48 @@ def _shown(url: str) -> str:
 @click.command()
 @broker_option
 @json_option
-def workers(broker: str, as_json: bool) -> None:
-    """List the fleet's workers: id, host, pid, queues, concurrency, running, last beat."""
+@click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="A worker whose attempts failed more often than this is degraded.")
+@click.option("--max-latency", type=Duration(), default=None,
+              help="A worker whose attempts take longer on average is degraded  [default: "
+              "latency is not judged]")
+def workers(broker: str, as_json: bool, max_error_rate: float,
+            max_latency: float | None) -> None:
+    """List the fleet's workers: id, health, queues, running, done, last beat.
+
+    Health: starting, healthy, degraded (error rate or mean latency over its threshold, once
+    10 attempts finished), unhealthy (silent past the heartbeat timeout), stopping."""
+    from corral.fleet._health import HealthThresholds, assess
+
     conn = _connect(broker)
     try:
         found = conn.workers()
+        try:
+            limits = HealthThresholds(heartbeat_timeout=conn.heartbeat_timeout,
+                                      max_error_rate=max_error_rate, max_latency_s=max_latency)
+        except ValueError as exc:
+            raise UserError(f"--max-latency: {exc}") from None
     finally:
         conn.close()
+    now = time.time()
+    health = [assess(w, now, limits) for w in found]
     if as_json:
         emit_json({"workers": [{
             "id": w.id, "host": w.host, "pid": w.pid, "queues": list(w.queues),
             "concurrency": w.concurrency, "resources": dict(w.resources),
-            "running": w.running, "done": w.done, "started_at": _when(w.started_at),
-            "last_beat": _when(w.last_beat), "state": w.state} for w in found]})
+            "running": w.running, "done": w.done, "failed": w.failed,
+            "started_at": _when(w.started_at), "last_beat": _when(w.last_beat),
+            "state": w.state, "health": h.as_dict()} for w, h in zip(found, health, strict=True)]})
         return
     if not found:
         click.echo("no workers")
         return
-    now = time.time()
-    click.echo(f"{'WORKER':<32} {'STATE':<9} {'QUEUES':<16} {'RUNNING':>9} {'DONE':>8} "
-               "LAST BEAT")
-    for w in found:
-        click.echo(f"{w.id:<32} {w.state:<9} {','.join(w.queues):<16} "
-                   f"{w.running:>4}/{w.concurrency:<4} {w.done:>8} {now - w.last_beat:.1f}s ago")
+    click.echo(f"{'WORKER':<32} {'HEALTH':<10} {'QUEUES':<16} {'RUNNING':>9} {'DONE':>8} "
+               f"{'FAILED':>7} LAST BEAT")
+    for w, h in zip(found, health, strict=True):
+        click.echo(f"{w.id:<32} {h.state.value:<10} {','.join(w.queues):<16} "
+                   f"{w.running:>4}/{w.concurrency:<4} {w.done:>8} {w.failed:>7} "
+                   f"{now - w.last_beat:.1f}s ago")
 
 
 def _when(epoch: float) -> str:
