@@ -125,7 +125,8 @@ def test_a_worker_of_the_pool_that_dies_is_replaced(url, start_pool):
     pool, log = start_pool("--concurrency", "1", "--min-workers", "2", "--max-workers", "2",
                            "--scale-interval", "0.3s")
     workers = start_pool.watch
-    wait_for(lambda: len(workers(pool)) == 2, "two workers", GENEROUS_S)
+    wait_for(lambda: len(workers(pool)) == 2 and set(workers(pool)) <= set(registered(url)),
+             "two workers, registered", GENEROUS_S)
     victim = workers(pool)[0]
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: len(workers(pool)) == 2 and victim not in workers(pool),
