@@ -79,6 +79,8 @@ def run_pool(settings: PoolSettings, *, broker: str, worker_args: list[str],
 
     low = 1 if settings.min_workers is None else settings.min_workers
     high = max(low, 1) if settings.max_workers is None else settings.max_workers
+    if high < low:
+        raise UserError(f"--max-workers ({high}) is under --min-workers ({low})")
     try:
         policy = ScalingPolicy(min_workers=low, max_workers=high, target=settings.target,
                                cooldown_s=settings.cooldown_s)
