@@ -62,7 +62,7 @@ def start_pool(url, tmp_path):
         seen.update(pids)
         return pids
 
-    start.watch = watch  # type: ignore[attr-defined]
+    start.watch = watch
     yield start
     for proc in started:
         with contextlib.suppress(ProcessLookupError):
