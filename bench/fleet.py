@@ -1,12 +1,15 @@
-"""The fleet's throughput: zero-duration ``call:`` tasks through Redis to ``corral worker``s.
+"""The fleet's throughput: zero-duration ``call:`` tasks through a broker (Redis, PostgreSQL)
+to ``corral worker``s.
 
-    python -m bench.fleet                                  # flat and layered, 1 and 2 workers
+    python -m bench.fleet                     # both brokers, flat and layered, 1 and 2 workers
     python -m bench.fleet --tasks 2000 --reps 1 --workers 1   # a smoke run
+    python -m bench.fleet --broker postgresql://postgres@127.0.0.1:5432/test   # one broker
     python -m bench.fleet --peers dask                     # also dask.distributed, same tasks
 
-For each shape (``flat``: N independent tasks; ``layered``: 20 layers, each task depending on
-one task of the layer before) and each number of workers, it starts that many real
-``corral worker`` processes (``--concurrency`` each) on a namespace of its own, runs the DAG
+For each broker (``--broker``, repeatable: Redis and PostgreSQL by default), each shape
+(``flat``: N independent tasks; ``layered``: 20 layers, each task depending on one task of the
+layer before) and each number of workers, it starts that many real ``corral worker`` processes
+(``--concurrency`` each) on a namespace (Redis) or schema (PostgreSQL) of its own, runs the DAG
 with ``dag.run(broker=...)`` and reports, as the median of the repetitions: tasks per second
 and wall time per task (worker start-up is not counted). Figures are wall-clock times: run it
 on a quiet machine. Not measured yet: latency from admission to start (p50, p99).
@@ -17,6 +20,11 @@ of as many single-threaded worker processes (flat only: ``client.map`` then ``ga
 Celery worker processes (thread pools of ``--concurrency``), Redis as broker and result
 backend on database 15 of the same Redis (flushed before and after; ``pip install
 'celery[redis]'``).
+``--peers procrastinate``: as many procrastinate jobs of a no-op task
+(``bench/procrastinate_app.py``) on as many ``procrastinate worker`` processes (``--concurrency``
+each, LISTEN/NOTIFY), on the PostgreSQL broker's database in a schema of its own (dropped
+after); deferred in one batch once the workers are up, timed until the last job succeeded
+(``pip install procrastinate``).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = 20
+DEFAULT_BROKERS = ["redis://127.0.0.1:6379/0", "postgresql://postgres@127.0.0.1:5432/test"]
 
 
 def build(shape: str, n: int) -> Any:
@@ -84,7 +93,31 @@ def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
         p.wait()
 
 
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql:", "postgres:"))
+
+
+def fresh_url(broker: str) -> str:
+    """``broker`` with a namespace (Redis) or a schema (PostgreSQL) of its own."""
+    sep = "&" if "?" in broker else "?"
+    if is_postgres(broker):
+        return f"{broker}{sep}schema=bench_{secrets.token_hex(4)}"
+    return f"{broker}{sep}namespace=bench-{secrets.token_hex(4)}"
+
+
+def drop_schema(dsn: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
 def drop(url: str) -> None:
+    """Delete what the run left on the broker: its namespace's keys, or its schema."""
+    if is_postgres(url):
+        base, _, schema = url.rpartition("schema=")
+        drop_schema(base.rstrip("?&"), schema)
+        return
     import redis
 
     base, _, namespace = url.rpartition("?namespace=")
@@ -96,7 +129,7 @@ def drop(url: str) -> None:
 
 
 def fleet_once(broker: str, shape: str, n: int, workers: int, concurrency: int) -> float:
-    url = f"{broker}{'&' if '?' in broker else '?'}namespace=bench-{secrets.token_hex(4)}"
+    url = fresh_url(broker)
     procs = start_workers(url, workers, concurrency)
     try:
         dag = build(shape, n)
@@ -163,31 +196,106 @@ def celery_once(broker: str, n: int, workers: int, concurrency: int) -> float:
         redis.Redis.from_url(base).flushdb()
 
 
+def procrastinate_once(dsn: str, n: int, workers: int, concurrency: int) -> float:
+    """``n`` procrastinate jobs of a no-op task, ``workers`` ``procrastinate worker``
+    processes of ``concurrency`` each, in a schema of their own on the database at ``dsn``."""
+    import signal
+    from urllib.parse import quote
+
+    import psycopg
+
+    schema = f"bench_procrastinate_{secrets.token_hex(4)}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    scoped = f"{dsn}{'&' if '?' in dsn else '?'}options={quote(f'-csearch_path={schema}')}"
+    env = dict(os.environ, CORRAL_BENCH_PROCRASTINATE_DSN=scoped)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        import procrastinate
+
+        from bench.procrastinate_app import app, noop
+
+        connector = procrastinate.PsycopgConnector(conninfo=scoped)
+        with app.replace_connector(connector), app.open():
+            app.schema_manager.apply_schema()
+            procs = [subprocess.Popen([sys.executable, "-m", "procrastinate", "--app",
+                                       "bench.procrastinate_app.app", "worker",
+                                       "--concurrency", str(concurrency)], cwd=REPO, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True) for _ in range(workers)]
+            with psycopg.connect(scoped, autocommit=True) as conn:
+
+                def succeeded() -> int:
+                    row = conn.execute("SELECT count(*) FROM procrastinate_jobs "
+                                       "WHERE status = 'succeeded'").fetchone()
+                    return int(row[0]) if row else 0
+
+                def wait_for(total: int, seconds: float) -> None:
+                    deadline = time.monotonic() + seconds
+                    while succeeded() < total:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"procrastinate did not finish {total} jobs "
+                                               f"within {seconds:g} s")
+                        time.sleep(0.02)
+
+                # Warm-up: the workers are up once a first round of jobs succeeded.
+                warm = workers * concurrency
+                noop.batch_defer(*({} for _ in range(warm)))
+                wait_for(warm, 60)
+                t0 = time.perf_counter()
+                noop.batch_defer(*({} for _ in range(n)))
+                wait_for(warm + n, 600)
+                return time.perf_counter() - t0
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+        drop_schema(dsn, schema)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--broker", default=os.environ.get("CORRAL_BROKER",
-                                                           "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--broker", action="append", dest="brokers", metavar="URL",
+                        help="a broker to measure (repeat for several)  [default: "
+                        f"{', '.join(DEFAULT_BROKERS)}]")
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--concurrency", type=int, default=32, help="per worker")
     parser.add_argument("--shapes", default="flat,layered")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--peers", default="", help="comma-separated: dask, celery")
+    parser.add_argument("--peers", default="",
+                        help="comma-separated: dask, celery (on the Redis broker's server), "
+                        "procrastinate (on the PostgreSQL broker's)")
     args = parser.parse_args(argv)
+    brokers = args.brokers or DEFAULT_BROKERS
+    redis_url = next((b for b in brokers if not is_postgres(b)), DEFAULT_BROKERS[0])
+    postgres_url = next((b for b in brokers if is_postgres(b)), DEFAULT_BROKERS[1])
+    peers = args.peers.split(",")
     rows = []
     for shape in args.shapes.split(","):
         for w in (int(x) for x in args.workers.split(",")):
-            times = [fleet_once(args.broker, shape, args.tasks, w, args.concurrency)
-                     for _ in range(args.reps)]
-            rows.append(("corral fleet", shape, w, times))
-            peers = args.peers.split(",")
-            if "dask" in peers and shape == "flat":
+            for broker in brokers:
+                kind = "postgres" if is_postgres(broker) else "redis"
+                times = [fleet_once(broker, shape, args.tasks, w, args.concurrency)
+                         for _ in range(args.reps)]
+                rows.append((f"corral ({kind})", shape, w, times))
+            if shape != "flat":
+                continue
+            if "dask" in peers:
                 rows.append(("dask.distributed", shape, w,
                              [dask_once(args.tasks, w) for _ in range(args.reps)]))
-            if "celery" in peers and shape == "flat":
+            if "celery" in peers:
                 rows.append(("celery", shape, w,
-                             [celery_once(args.broker, args.tasks, w, args.concurrency)
+                             [celery_once(redis_url, args.tasks, w, args.concurrency)
+                              for _ in range(args.reps)]))
+            if "procrastinate" in peers:
+                rows.append(("procrastinate", shape, w,
+                             [procrastinate_once(postgres_url, args.tasks, w, args.concurrency)
                               for _ in range(args.reps)]))
     print(f"{args.tasks} zero-duration tasks, {args.reps} repetitions (median, min-max)")
     print(f"{'runner':<18} {'shape':<8} {'workers':>7} {'tasks/s':>10} {'µs/task':>9} "

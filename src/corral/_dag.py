@@ -341,9 +341,10 @@ class DAG:
         :class:`~corral._errors.NotResumable` if it succeeded or was already resumed.
         :meth:`resume_plan` says what would re-run, without running.
 
-        ``broker`` (``"redis://host:6379/0"``) runs the attempts on the fleet of ``corral
-        worker`` processes fed through that broker, as ``corral run --broker`` does
-        (docs/fleet.md); raises :class:`~corral.errors.BrokenBroker` if it cannot be used.
+        ``broker`` (``"redis://host:6379/0"``, ``"postgresql://user@host/db"``) runs the
+        attempts on the fleet of ``corral worker`` processes fed through that broker, as
+        ``corral run --broker`` does (docs/fleet.md); raises
+        :class:`~corral.errors.BrokenBroker` if it cannot be used.
 
         Must be called outside a running event loop; inside one, ``await dag.run_async()``.
         """

@@ -20,7 +20,7 @@ Three kinds of failure are kept apart, so that a caller can tell who has to act:
     ├── InvalidTransition (RuntimeError)    a driver broke the scheduler's protocol
     ├── BrokenExecutor (RuntimeError)       an executor cannot run tasks any more
     │   └── WorkerCrashed                   the process running a task died
-    ├── BrokenBroker (RuntimeError)         the fleet's broker (Redis) cannot be used
+    ├── BrokenBroker (RuntimeError)         the fleet's broker (Redis, PostgreSQL) cannot be used
     ├── TaskTimeout (TimeoutError)          a task ran past its timeout
     ├── TaskHung (TimeoutError)             a task showed no sign of life for its heartbeat
     ├── CommandFailed                       a shell task exited with a non-zero code

@@ -1,12 +1,14 @@
 """The fleet's command line: ``run --broker``, ``worker``, ``workers``, ``dlq``, as a user
-types them (real Redis, real worker processes). Waits are hang guards."""
+types them (real Redis and PostgreSQL, each test once per broker; real worker processes).
+Waits are hang guards."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from tests.helpers.redis import namespace_url, start_worker, stop_worker, worker_env
+from tests.helpers.brokers import BROKERS
+from tests.helpers.redis import start_worker, stop_worker, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -35,9 +37,9 @@ def double(x):
 """
 
 
-@pytest.fixture
-def url():
-    with namespace_url() as u:
+@pytest.fixture(params=sorted(BROKERS))
+def url(request):
+    with BROKERS[request.param]() as u:
         yield u
 
 
@@ -61,6 +63,8 @@ def test_a_pipeline_runs_on_a_worker_and_its_logs_come_back(corral, write, url, 
 
 
 @pytest.mark.parametrize("broker", ["redis://127.0.0.1:1/0", "redis://127.0.0.1:6379/x",
+                                    "postgresql://corral:secret@127.0.0.1:1/test",
+                                    "postgresql://127.0.0.1:5432/test?schema=Bad-Name",
                                     "nonsense"])
 def test_a_broker_that_cannot_be_used_exits_3_and_starts_nothing(corral, write, broker,
                                                                    tmp_path):
@@ -70,6 +74,9 @@ def test_a_broker_that_cannot_be_used_exits_3_and_starts_nothing(corral, write, 
     assert done.returncode == 3, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     assert "broker" in done.stderr.lower() or "redis" in done.stderr.lower()
+    assert "secret" not in done.stderr  # the URL is named, its password hidden
+    if "secret" in broker:
+        assert "postgresql://corral:***@127.0.0.1:1/test" in done.stderr
     assert corral("runs", "--json").stdout.count("run_id") == 0  # nothing was recorded
     worker = corral("worker", "--broker", broker)
     assert worker.returncode == 3, worker.stderr
@@ -141,3 +148,27 @@ def test_a_killed_coordinator_is_resumed_with_the_same_workers(corral, corral_po
     # What the store had as succeeded before the kill did not run again: at most the one in
     # flight when the coordinator died runs twice.
     assert len(ran) - n <= 1, (ran_before, ran)
+
+
+def test_the_postgres_brokers_connections_count_against_the_stores_server(corral, write):
+    import psycopg
+    from tests.helpers.postgres import POSTGRES_URL, schema_url
+
+    from corral.fleet.postgres import PROCESS_CONNECTIONS
+
+    with psycopg.connect(POSTGRES_URL) as conn:
+        settings = dict(conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('max_connections', "
+            "'superuser_reserved_connections', 'reserved_connections')").fetchall())
+    usable = int(settings["max_connections"]) - sum(
+        int(settings.get(k, "0")) for k in ("superuser_reserved_connections",
+                                            "reserved_connections"))
+    write("pipeline.yml", PIPELINE)
+    write("fleetmods.py", MODULE)
+    with schema_url() as store:
+        # The store alone fits; with the broker's connections on the same server it does not.
+        done = corral("run", "pipeline.yml", "--store", store, "--store-connections",
+                      str(usable - PROCESS_CONNECTIONS + 1), "--broker", POSTGRES_URL)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{PROCESS_CONNECTIONS} for the PostgreSQL broker" in done.stderr
+    assert "CORRAL_BROKER" in done.stderr

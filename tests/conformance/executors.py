@@ -211,17 +211,19 @@ class ExecutorCase:
         return self.name
 
 
-def fleet(cls: type[FleetExecutor]) -> Callable[[], Executor]:
-    """A fleet executor of ``cls`` over a namespace one real ``corral worker`` serves."""
+def fleet(cls: type[FleetExecutor], broker: str = "redis") -> Callable[[], Executor]:
+    """A fleet executor of ``cls`` over a broker (a Redis namespace, a PostgreSQL schema) that
+    one real ``corral worker`` serves."""
 
     def make() -> Executor:
         import uuid
 
-        from tests.helpers.redis import shared_fleet
+        from tests.helpers.brokers import shared_fleet
 
         from corral.fleet._coordinator import FleetSession
 
-        return cls(FleetSession.connect(shared_fleet(), f"conformance-{uuid.uuid4().hex[:8]}"))
+        return cls(FleetSession.connect(shared_fleet(broker),
+                                        f"conformance-{uuid.uuid4().hex[:8]}"))
 
     return make
 
@@ -234,9 +236,11 @@ CASES = [
     ExecutorCase("inline", InlineExecutor, CALLABLES, stops_work=False),
     # A local cluster of its own per run (the default): stopping an attempt kills its worker.
     ExecutorCase("dask", lambda: DaskExecutor(n_workers=2), CALLABLES),
-    # Through Redis to a real `corral worker` (its thread and shell executors). What a worker
-    # stops runs in the worker's process tree, not this one's: tests/integration/test_fleet.py
-    # checks that a cancelled command stops there.
+    # Through Redis (and PostgreSQL) to a real `corral worker` (its thread and shell
+    # executors). What a worker stops runs in the worker's process tree, not this one's:
+    # tests/integration/test_fleet.py checks that a cancelled command stops there.
     ExecutorCase("fleet", fleet(FleetExecutor), CALLABLES, stops_work=False),
     ExecutorCase("fleet-shell", fleet(FleetCommandExecutor), COMMANDS, stops_work=False),
+    ExecutorCase("fleet-postgres", fleet(FleetExecutor, "postgres"), CALLABLES,
+                 stops_work=False),
 ]

@@ -64,3 +64,19 @@ def schema_url(prefix: str = "corral_test") -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@contextlib.contextmanager
+def broker_url(prefix: str = "corral_fleet_test") -> Iterator[str]:
+    """A fleet broker URL with a schema of its own (``?schema=``: its own queues, dead letters
+    and workers), which the broker makes when first opened; dropped after."""
+    require_postgres()
+    import psycopg
+
+    schema = f"{prefix}_{secrets.token_hex(6)}"
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}schema={schema}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

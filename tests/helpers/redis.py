@@ -9,7 +9,6 @@ When Redis is unreachable a test that needs it skips, saying why, unless
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import secrets
@@ -126,27 +125,3 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-
-
-# --------------------------------------------------------------------------- the shared worker
-
-_shared: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
-
-
-def shared_fleet() -> str:
-    """The URL of a namespace served by one worker for the whole session (the executor
-    conformance suite's fleet), started on first use and ended at exit."""
-    found = _shared.get("fleet")
-    if found is not None and found[1].poll() is None:
-        return found[0]
-    url = new_namespace_url()
-    proc = start_worker(url, "--concurrency", "8", "--heartbeat-timeout", "5s", "--grace", "0")
-    _shared["fleet"] = (url, proc)
-
-    def end() -> None:
-        stop_worker(proc)
-        with contextlib.suppress(Exception):
-            drop_namespace(url)
-
-    atexit.register(end)
-    return url

@@ -1,7 +1,8 @@
-"""The fleet end to end: real Redis, real ``corral worker`` processes, real faults.
+"""The fleet end to end: real Redis and PostgreSQL, real ``corral worker`` processes, real
+faults.
 
-Each test has a namespace of its own on the machine's Redis (tests/helpers/redis.py). Waits
-are hang guards; nothing asserts how long anything took.
+Each test runs once per broker (tests/helpers/brokers.py), with a namespace (Redis) or a schema
+(PostgreSQL) of its own. Waits are hang guards; nothing asserts how long anything took.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tests.helpers.brokers import BROKERS
 from tests.helpers.fleet_tasks import big, kill_my_worker, ran, starts
-from tests.helpers.redis import namespace_url, start_worker, stop_worker, worker_env
+from tests.helpers.redis import start_worker, stop_worker, worker_env
 from tests.helpers.waiting import wait_for
 
 from corral import DAG, TaskState
@@ -24,9 +26,9 @@ from corral.fleet._protocol import ValueTooLarge
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def url():
-    with namespace_url() as u:
+@pytest.fixture(params=sorted(BROKERS))
+def url(request):
+    with BROKERS[request.param]() as u:
         yield u
 
 
@@ -321,3 +323,52 @@ def test_a_second_coordinator_of_a_run_is_refused(url):
     again.open()
     assert again.fence > first.fence
     again.close()
+
+
+def _end_connections(url: str) -> int:
+    """``pg_terminate_backend`` every connection of the broker at ``url`` (its workers', its
+    coordinator's: they name themselves ``corral-fleet:SCHEMA``); how many there were."""
+    import psycopg
+    from tests.helpers.postgres import POSTGRES_URL
+
+    schema = url.rpartition("schema=")[2]
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = %s", (f"corral-fleet:{schema}",))
+        return len(rows.fetchall())
+
+
+def test_postgres_connections_ended_mid_run_are_made_again_and_the_run_completes(tmp_path):
+    from tests.helpers.postgres import broker_url
+
+    journal = tmp_path / "journal"
+    log = tmp_path / "workers.log"
+    n = 200
+    with broker_url() as url:
+        args = ("--concurrency", "2", "--heartbeat-timeout", "4s")
+        workers = [start_worker(url, *args, log=log) for _ in range(2)]
+        dag = DAG(concurrency=4)
+        for k in range(n):
+            dag.add(ran, str(journal), f"t{k}", 0.02, id=f"t{k}")
+        outcome: dict[str, object] = {}
+        runner = threading.Thread(daemon=True, target=lambda: outcome.setdefault(
+            "result", dag.run(broker=url, handle_signals=False, log_dir=None)))
+        runner.start()
+        try:
+            for ran_so_far in (30, 100):
+                wait_for(lambda k=ran_so_far: len(starts(journal)) >= k,
+                         f"{ran_so_far} tasks to start")
+                assert _end_connections(url) > 0
+            runner.join(120)
+            assert not runner.is_alive(), "hang guard: the run did not finish"
+        finally:
+            for w in workers:
+                stop_worker(w)
+    result = outcome["result"]
+    assert result.ok, [(t.id, t.error) for t in result.tasks.values() if t.error]
+    counts = Counter(t for t, _ in starts(journal))
+    assert set(counts) == {f"t{k}" for k in range(n)}  # every task ran
+    # Ended connections fail an operation, which is retried on a new one; an attempt runs
+    # again only if its worker could not renew it for the heartbeat timeout.
+    assert all(c <= 2 for c in counts.values()), counts
+    assert "the broker failed, retrying" in log.read_text()  # the workers saw it

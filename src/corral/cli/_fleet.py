@@ -36,7 +36,7 @@ def broker_option(f: F) -> F:
         envvar="CORRAL_BROKER",
         show_envvar=True,
         required=True,
-        help="The fleet's broker: redis://HOST:PORT/DB",
+        help="The fleet's broker: redis://HOST:PORT/DB or postgresql://[USER@]HOST:PORT/DB",
     )(f)
 
 
@@ -144,7 +144,7 @@ def worker(broker: str, concurrency: int | None, queues: tuple[str, ...], resour
 
 
 def _shown(url: str) -> str:
-    from corral.fleet.redis import safe_url
+    from corral.fleet._broker import safe_url
 
     return safe_url(url)
 

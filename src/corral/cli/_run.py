@@ -177,7 +177,7 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
         envvar="CORRAL_BROKER",
         show_envvar=True,
         help="Send every attempt to the fleet of `corral worker`s fed through this broker "
-        "(redis://HOST:PORT/DB) instead of running it here.",
+        "(redis://HOST:PORT/DB, postgresql://[USER@]HOST:PORT/DB) instead of running it here.",
     ),
     click.option(
         "--junit-xml",
@@ -288,6 +288,14 @@ def preflight(opts: RunOptions, file: str | None, dag_graph: Graph | None,
     postgres = not opts.no_store and url.startswith(("postgresql:", "postgres:"))
     demands = [Demand("store_connections: --store-connections, CORRAL_STORE_CONNECTIONS",
                       connections=opts.store_connections if postgres else 0)]
+    if postgres and opts.broker and opts.broker.startswith(("postgresql:", "postgres:")):
+        from corral.fleet._pg_schema import server_of
+        from corral.fleet.postgres import PROCESS_CONNECTIONS
+
+        if server_of(opts.broker) == server_of(url):  # the broker's count on the same server
+            demands.append(Demand("the PostgreSQL broker: --broker, CORRAL_BROKER (its pool "
+                                  "and its listening connection)",
+                                  connections=PROCESS_CONNECTIONS))
     if dag_graph is not None:
         demands.append(Demand(
             f"concurrency: -c, CORRAL_CONCURRENCY or {file}'s concurrency:",

@@ -4,14 +4,16 @@
 ``_protocol``       attempt and event messages (what travels, how it is pickled)
 ``_broker``         the :class:`Broker` protocol; :func:`open_broker` by URL
 ``redis``           the Redis Streams broker (the ``redis`` extra)
+``postgres``        the PostgreSQL broker (the ``postgres`` extra); ``_pg_schema``: its
+                    schema and migrations; ``_pg_listen``: its wake-ups
 ``_coordinator``    a run's :class:`FleetSession` (the run loop's side)
 ``_worker``         the ``corral worker`` loop (:class:`Worker`)
 ``limits_redis``    fleet-wide rate limits: GCRA state in Redis, one script
 ==================  ============================================================
 
 The executor that plugs the fleet into a run is :mod:`corral.executors.fleet`; see
-docs/fleet.md. Nothing here is imported by ``import corral``, and the Redis client only when a
-Redis broker is opened.
+docs/fleet.md. Nothing here is imported by ``import corral``, and a broker's client library only
+when a broker of its kind is opened.
 """
 
 from __future__ import annotations

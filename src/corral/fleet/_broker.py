@@ -13,9 +13,9 @@ each broker makes it one transaction, script or MULTI::
                                        <──renew(held)          (the holder is alive)
                                 dead letters <──dead_letter(claimed, history)
 
-The Redis broker (:mod:`corral.fleet.redis`) is the first; a PostgreSQL one is to follow with
-the same protocol (and the same conformance suite, ``tests/conformance/broker/``).
-Brokers are found by URL scheme: :func:`open_broker`.
+Two brokers implement it, with one conformance suite (``tests/conformance/broker/``): Redis
+Streams (:mod:`corral.fleet.redis`) and PostgreSQL tables (:mod:`corral.fleet.postgres`).
+Brokers are found by URL scheme (:data:`SCHEMES`, :func:`open_broker`).
 """
 
 from __future__ import annotations
@@ -28,12 +28,17 @@ from corral._errors import BrokenBroker
 from corral.fleet._protocol import AttemptMessage, Event
 
 __all__ = [
+    "DEFAULT_HEARTBEAT_TIMEOUT",
     "Broker",
     "Claimed",
     "DeadLetter",
     "WorkerInfo",
     "open_broker",
+    "safe_url",
 ]
+
+
+DEFAULT_HEARTBEAT_TIMEOUT = 10.0  # seconds a worker may go silent before its work is reclaimed
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,14 +187,49 @@ class Broker(Protocol):
     def close(self) -> None: ...
 
 
-def open_broker(url: str, *, heartbeat_timeout: float | None = None) -> Broker:
-    """The broker at ``url`` (``redis://host:port/db``, ``rediss://``, ``unix://``),
-    connected and checked. Raises :class:`~corral.errors.BrokenBroker` when it cannot be
-    used (a wrong URL, unreachable, the client library missing), and ``ValueError`` for a
-    heartbeat timeout that is not positive."""
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if scheme in ("redis", "rediss", "unix"):
-        from corral.fleet.redis import RedisBroker
+# The built-in schemes, by the "module:attr" of the broker class that serves them (imported
+# when first used: the registry names its brokers without importing them, so the brokers'
+# modules import this one and not the other way round).
+SCHEMES: dict[str, str] = {
+    "redis": "corral.fleet.redis:RedisBroker",
+    "rediss": "corral.fleet.redis:RedisBroker",
+    "unix": "corral.fleet.redis:RedisBroker",
+    "postgresql": "corral.fleet.postgres:PostgresBroker",
+    "postgres": "corral.fleet.postgres:PostgresBroker",
+}
+URL_FORMS = "redis://HOST:PORT/DB or postgresql://[USER@]HOST:PORT/DB"
 
-        return RedisBroker.connect(url, heartbeat_timeout=heartbeat_timeout)
-    raise BrokenBroker(f"not a broker URL: {url!r} (expected redis://HOST:PORT/DB)")
+
+def open_broker(url: str, *, heartbeat_timeout: float | None = None) -> Broker:
+    """The broker at ``url`` (``redis://host:port/db``, ``rediss://``, ``unix://``,
+    ``postgresql://user@host:port/db``), connected and checked: its class (by the URL's
+    scheme, :data:`SCHEMES`) ``.connect(url, heartbeat_timeout=...)``. Raises
+    :class:`~corral.errors.BrokenBroker` when it cannot be used (a wrong URL, unreachable, the
+    client library missing), and ``ValueError`` for a heartbeat timeout that is not
+    positive."""
+    import importlib
+
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    where = SCHEMES.get(scheme)
+    if where is None:
+        raise BrokenBroker(f"not a broker URL: {safe_url(url)!r} (expected {URL_FORMS})")
+    module, _, attr = where.partition(":")
+    broker: Broker = getattr(importlib.import_module(module), attr).connect(
+        url, heartbeat_timeout=heartbeat_timeout)
+    return broker
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, to show."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -341,7 +341,7 @@ def _talking(url: str, what: str) -> Iterator[None]:
     """Redis errors become :class:`~corral.errors.BrokenBroker`, the original as cause."""
     import redis
 
-    from corral.fleet.redis import safe_url
+    from corral.fleet._broker import safe_url
 
     try:
         yield

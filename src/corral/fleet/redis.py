@@ -38,14 +38,19 @@ from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from corral._errors import BrokenBroker
-from corral.fleet._broker import Claimed, DeadLetter, WorkerInfo
+from corral.fleet._broker import (
+    DEFAULT_HEARTBEAT_TIMEOUT,
+    Claimed,
+    DeadLetter,
+    WorkerInfo,
+    safe_url,
+)
 from corral.fleet._protocol import AttemptMessage, Event
 
-__all__ = ["DEFAULT_HEARTBEAT_TIMEOUT", "GROUP", "PREFIX", "Keys", "RedisBroker", "safe_url"]
+__all__ = ["DEFAULT_HEARTBEAT_TIMEOUT", "GROUP", "PREFIX", "Keys", "RedisBroker"]
 
 PREFIX = "corral:"
 GROUP = "corral"
-DEFAULT_HEARTBEAT_TIMEOUT = 10.0  # seconds a worker may go silent before its work is reclaimed
 MARK_TTL_S = 86_400  # done/cancel marks: a day, far beyond any redelivery
 WORKER_TTL_S = 3_600  # a gone worker stays listed (as gone) for an hour
 INSTALL_HINT = "the fleet's Redis broker needs the redis extra: pip install 'corral[redis]'"
@@ -133,19 +138,6 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password, to show."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 class RedisBroker:

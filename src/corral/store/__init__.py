@@ -24,6 +24,7 @@ The package, layer by layer::
     _connector  Connector, named queries, migrations      ─┘ connectors and their BACKEND
     _codec      JSON history, task values, signed pickles; _owner: the lease's process
     _history    the state machine a loaded history must follow; _migrations: Python steps
+    _schema     versioned schemas: the migrator (the store's, and the fleet broker's)
     _recorder   StoreRecorder, the run listener; _resume: choosing and planning a resume
 
 URLs: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (or a plain file path),

@@ -68,20 +68,22 @@ def redact(url: str) -> str:
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
-def load_sql(backend: str, name: str) -> str:
-    return resources.files("corral.store").joinpath("sql", backend, name).read_text("utf-8")
+def load_sql(backend: str, name: str, *, package: str = "corral.store") -> str:
+    return resources.files(package).joinpath("sql", backend, name).read_text("utf-8")
 
 
-def load_queries(backend: str) -> dict[str, str]:
-    """The named queries of ``sql/<backend>/queries.sql``: ``-- name: x`` starts query x."""
-    text = load_sql(backend, "queries.sql")
+def load_queries(backend: str, *, package: str = "corral.store") -> dict[str, str]:
+    """The named queries of ``package``'s ``sql/<backend>/queries.sql`` (the store's, or the
+    fleet's PostgreSQL broker's): ``-- name: x`` starts query x."""
+    text = load_sql(backend, "queries.sql", package=package)
     parts = _NAME.split(text)
     return {parts[k]: parts[k + 1].strip() for k in range(1, len(parts), 2)}
 
 
-def migrations(backend: str) -> list[tuple[int, str]]:
-    """``(version, sql)`` of every numbered migration (``0001_init.sql``...), in order."""
-    folder = resources.files("corral.store").joinpath("sql", backend)
+def migrations(backend: str, *, package: str = "corral.store") -> list[tuple[int, str]]:
+    """``(version, sql)`` of every numbered migration (``0001_init.sql``...) of ``package``'s
+    ``sql/<backend>/``, in order."""
+    folder = resources.files(package).joinpath("sql", backend)
     out = []
     for entry in folder.iterdir():
         match = re.fullmatch(r"(\d{4})_\w+\.sql", entry.name)

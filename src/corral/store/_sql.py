@@ -153,42 +153,17 @@ class SQLStore:
     def migrate(self, target: int | None = None) -> int:
         """Bring the schema up to date (or up to version ``target``, for tests of the upgrade
         path); return its version. Raises :class:`StoreTooNew` when the store was written by a
-        newer corral. Concurrent migrators serialise on a lock."""
-        q = self._q
-        latest = self.schema_version if target is None else target
-        with self.connector.transaction(write=False) as tx:
-            current = self._current_version(tx)
-        if current == latest:
-            return current
-        with self.connector.transaction(write=True) as tx:
-            tx.fetch(q["migration_lock"])
-            tx.script(q["schema_version_create"])
-            current = self._current_version(tx)  # re-read under the lock: another may have won
-            self._check_not_newer(current, latest)
-            from corral.store._migrations import PYTHON_STEPS
+        newer corral. Concurrent migrators serialise on a lock (:mod:`corral.store._schema`)."""
+        from corral.store._migrations import PYTHON_STEPS
+        from corral.store._schema import migrate_schema
 
-            for version, sql in migrations(self.connector.backend):
-                if current < version <= latest:
-                    tx.script(sql)
-                    step = PYTHON_STEPS.get(version)
-                    if step is not None:
-                        step(tx, self.connector.backend)
-                    tx.execute(q["schema_version_insert"],
-                               {"version": version, "now": datetime.now(UTC)})
-            return max(current, latest)
+        return migrate_schema(self.connector.transaction, self.connector.backend,
+                              too_new=self._too_new, steps=PYTHON_STEPS, target=target)
 
-    def _current_version(self, tx: Tx) -> int:
-        if not tx.fetch(self._q["schema_version_exists"])[0]["n"]:
-            return 0
-        current = int(tx.fetch(self._q["schema_version_current"])[0]["version"])
-        self._check_not_newer(current, self.schema_version)
-        return current
-
-    def _check_not_newer(self, current: int, latest: int) -> None:
-        if current > latest:
-            raise StoreTooNew(
-                f"the store's schema is version {current}, but this corral knows only up to "
-                f"version {latest}: upgrade corral to use it", url=self.url)
+    def _too_new(self, current: int, latest: int) -> StoreTooNew:
+        return StoreTooNew(
+            f"the store's schema is version {current}, but this corral knows only up to "
+            f"version {latest}: upgrade corral to use it", url=self.url)
 
     # ------------------------------------------------------------------ writing (recorder)
     def begin_run(

@@ -23,12 +23,15 @@ from corral.store._sql import SQLStore, open_sql_store
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["BACKEND", "PostgresBackend", "PostgresConnector"]
+__all__ = ["BACKEND", "PostgresBackend", "PostgresConnector", "PsycopgTx"]
 
 INSTALL_HINT = "the PostgreSQL store needs psycopg: pip install 'corral[postgres]'"
 
 
-class _Tx:
+class PsycopgTx:
+    """A :class:`~corral.store._connector.Tx` on a psycopg connection with dict rows (the
+    store's, and the fleet broker's migrations)."""
+
     __slots__ = ("_conn",)
 
     def __init__(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
@@ -98,10 +101,10 @@ class PostgresConnector(Connector):
             raise self.broken(exc, "connect") from exc
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[_Tx]:
+    def transaction(self, *, write: bool = True) -> Iterator[PsycopgTx]:
         try:
             with self._pool.connection() as conn:  # commits on success, rolls back on error
-                yield _Tx(conn)
+                yield PsycopgTx(conn)
         except BrokenStore:
             raise
         except self._errors as exc:

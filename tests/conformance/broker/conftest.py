@@ -1,9 +1,10 @@
 """The broker conformance suite's factory: every test here runs once per broker.
 
-A broker joins the suite with one line in :data:`FACTORIES`: a name and a context manager
-that yields the URL of an empty broker (and empties it afterwards). The tests reach it only
-through :func:`corral.fleet._broker.open_broker` and the :class:`~corral.fleet._broker.Broker`
-protocol.
+A broker joins the suite with one line in :data:`FACTORIES` (``tests/helpers/brokers.py``,
+shared with the fleet's other tests): a name and a context manager that yields the URL of an
+empty broker on the machine's real server (a Redis namespace, a PostgreSQL schema of its own),
+emptied afterwards. The tests reach it only through
+:func:`corral.fleet._broker.open_broker` and the :class:`~corral.fleet._broker.Broker` protocol.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ from contextlib import AbstractContextManager as ContextManager
 from typing import Any
 
 import pytest
-from tests.helpers.redis import namespace_url
+from tests.helpers.brokers import BROKERS
 
-# name -> context manager yielding the URL of an empty broker (a namespace of its own)
-FACTORIES: dict[str, Callable[[], ContextManager[str]]] = {
-    "redis": namespace_url,
-}
+# name -> context manager yielding the URL of an empty broker
+FACTORIES: dict[str, Callable[[], ContextManager[str]]] = dict(BROKERS)
 
 
 @pytest.fixture(params=sorted(FACTORIES))

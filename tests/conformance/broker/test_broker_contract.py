@@ -50,6 +50,48 @@ def test_a_queued_attempt_is_claimed_once_and_its_outcome_reaches_the_reply(open
     assert [c.message.task_id for c in other] == ["t2"]
 
 
+def test_attempts_are_claimed_in_the_order_they_were_queued(open_test_broker):
+    broker = open_test_broker()
+    broker.enqueue([message(k) for k in range(5)])
+    broker.enqueue([message(k) for k in range(5, 8)])
+    got = broker.claim("a", ["default"], 3, block_s=1)
+    got += broker.claim("b", ["default"], 10, block_s=1)
+    assert [c.message.task_id for c in got] == [f"t{k}" for k in range(8)]
+    assert len({c.entry for c in got}) == 8
+
+
+def test_a_duplicate_outcome_is_posted_and_harms_nothing(open_test_broker):
+    # "a" is written off (silent past the timeout) and "b" runs the attempt again: both
+    # finish it. The first finish acknowledges it; "b" learns at its renewal that it no longer
+    # holds it; its END is posted too (the coordinator takes the first and ignores the other).
+    broker = open_test_broker(heartbeat_timeout=0.3)
+    broker.enqueue([message(1)])
+    (first,) = broker.claim("a", ["default"], 1, block_s=1)
+    time.sleep(0.5)
+    (second,) = broker.reclaim("b", ["default"], 1)
+    end = dump_outcome(OK, 1, limit=1000)
+    broker.finish([(first, Event(END, "s:1:1", "a", end))])
+    assert broker.renew("b", [second]) == [second]
+    broker.finish([(second, Event(END, "s:1:1", "b", end))])
+    _, events = broker.read_events("run:s", "0", block_s=1, count=10)
+    assert [(e.kind, e.worker) for e in events] == [(END, "a"), (END, "b")]
+    assert broker.states(["s:1:1"]) == ["done"]
+    time.sleep(0.5)
+    assert broker.reclaim("c", ["default"], 10) == []  # acknowledged: nothing held any more
+    assert broker.claim("c", ["default"], 10, block_s=0.05) == []
+
+
+def test_an_attempt_sent_twice_is_queued_once_on_a_broker_that_can(open_test_broker):
+    broker = open_test_broker()
+    broker.enqueue([message(1)])
+    broker.enqueue([message(1)])  # a coordinator's retry after a lost answer
+    got = broker.claim("a", ["default"], 10, block_s=1)
+    got += broker.claim("a", ["default"], 10, block_s=0.05)
+    assert [c.message.id for c in got] in (["s:1:1"], ["s:1:1", "s:1:1"])  # Redis: twice
+    broker.finish([(got[0], Event(END, "s:1:1", "a", dump_outcome(OK, 1, limit=1000)))])
+    assert broker.states(["s:1:1"]) == ["done"]  # a second copy is skipped by its worker
+
+
 def test_reading_events_goes_on_from_the_position(open_test_broker):
     broker = open_test_broker()
     broker.post([("r", Event(START, f"x:{k}", "w")) for k in range(3)])
@@ -143,9 +185,13 @@ def test_workers_register_and_go(open_test_broker):
     assert broker.workers() == []
 
 
-@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "redis://no-such-host.invalid/0",
-                                 "redis://127.0.0.1:6379/notadb", "ftp://x", "nonsense"])
+@pytest.mark.parametrize("url", [
+    "redis://127.0.0.1:1/0", "redis://no-such-host.invalid/0", "redis://127.0.0.1:6379/notadb",
+    "postgresql://u:secret@127.0.0.1:1/test", "postgresql://no-such-host.invalid/test",
+    "postgresql://127.0.0.1:5432/test?schema=Not-A-Name",
+    "postgresql://127.0.0.1:5432/test?nonsense=1", "ftp://x", "nonsense"])
 def test_an_unusable_url_says_why(url):
     with pytest.raises(BrokenBroker) as caught:
         open_broker(url)
     assert str(caught.value)
+    assert "secret" not in str(caught.value)  # the password is hidden

@@ -1,0 +1,212 @@
+-- The fleet's PostgreSQL broker: every statement it runs (corral/fleet/postgres.py). Each
+-- atomic operation of the Broker protocol is one statement here (data-modifying CTEs), so one
+-- transaction and one round trip. %(channel)s is the broker's LISTEN/NOTIFY channel of the
+-- table concerned (its schema's); pg_notify fires when the statement commits.
+
+-- name: epoch
+SELECT epoch FROM meta;
+
+-- name: enqueue
+WITH queued AS (
+    INSERT INTO jobs (queue, attempt, run_id, task_id, executor, reply, body, resources,
+                      max_value)
+    SELECT queue, attempt, run_id, task_id, executor, reply, body, resources::jsonb, max_value
+      FROM unnest(%(queue)s::text[], %(attempt)s::text[], %(run_id)s::text[],
+                  %(task_id)s::text[], %(executor)s::text[], %(reply)s::text[],
+                  %(body)s::bytea[], %(resources)s::text[], %(max_value)s::bigint[])
+           WITH ORDINALITY AS m(queue, attempt, run_id, task_id, executor, reply, body,
+                                resources, max_value, n)
+     ORDER BY n
+        ON CONFLICT (attempt) DO NOTHING
+    RETURNING queue)
+SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM queued) AS q;
+
+-- name: claim
+-- SKIP LOCKED: workers claiming at once take different rows, none waits for another.
+WITH picked AS (
+    SELECT id FROM jobs
+     WHERE queue = ANY(%(queues)s::text[]) AND worker IS NULL
+     ORDER BY id
+     LIMIT %(count)s
+       FOR UPDATE SKIP LOCKED)
+UPDATE jobs SET worker = %(worker)s, deliveries = jobs.deliveries + 1, renewed_at = now()
+  FROM picked
+ WHERE jobs.id = picked.id
+RETURNING jobs.id, jobs.queue, jobs.attempt, jobs.run_id, jobs.task_id, jobs.executor,
+          jobs.reply, jobs.body, jobs.resources, jobs.max_value, jobs.deliveries;
+
+-- name: reclaim
+-- Rows whose holder has not renewed them for the heartbeat timeout (it died, or handed them
+-- back): the server's clock on both sides.
+WITH picked AS (
+    SELECT id FROM jobs
+     WHERE worker IS NOT NULL AND queue = ANY(%(queues)s::text[])
+       AND renewed_at < now() - make_interval(secs => %(timeout)s)
+     ORDER BY id
+     LIMIT %(count)s
+       FOR UPDATE SKIP LOCKED)
+UPDATE jobs SET worker = %(worker)s, deliveries = jobs.deliveries + 1, renewed_at = now()
+  FROM picked
+ WHERE jobs.id = picked.id
+RETURNING jobs.id, jobs.queue, jobs.attempt, jobs.run_id, jobs.task_id, jobs.executor,
+          jobs.reply, jobs.body, jobs.resources, jobs.max_value, jobs.deliveries;
+
+-- name: renew
+-- Only rows this worker still holds, and not those it handed back.
+UPDATE jobs SET renewed_at = now()
+ WHERE id = ANY(%(ids)s::bigint[]) AND worker = %(worker)s AND renewed_at > '-infinity'
+RETURNING id;
+
+-- name: hand_back
+UPDATE jobs SET renewed_at = '-infinity'
+ WHERE id = ANY(%(ids)s::bigint[]) AND worker = %(worker)s;
+
+-- name: states
+SELECT attempt, done FROM marks WHERE attempt = ANY(%(attempts)s::text[]);
+
+-- name: cancel
+INSERT INTO marks (attempt, done)
+SELECT unnest(%(attempts)s::text[]), false
+    ON CONFLICT (attempt) DO NOTHING;
+
+-- name: post
+WITH posted AS (
+    INSERT INTO events (reply, kind, attempt, worker, data)
+    SELECT reply, kind, attempt, worker, data
+      FROM unnest(%(reply)s::text[], %(kind)s::text[], %(attempt)s::text[],
+                  %(worker)s::text[], %(data)s::bytea[])
+           WITH ORDINALITY AS e(reply, kind, attempt, worker, data, n)
+     ORDER BY n
+    RETURNING reply)
+SELECT pg_notify(%(channel)s, reply) FROM (SELECT DISTINCT reply FROM posted) AS r;
+
+-- name: finish
+-- The events (an attempt's last output, then the ENDs), the done marks and the rows' deletion:
+-- one statement, so all or nothing. A row another worker holds now (this one was written off)
+-- is deleted too: the other learns it lost it at its next renewal.
+WITH posted AS (
+    INSERT INTO events (reply, kind, attempt, worker, data)
+    SELECT reply, kind, attempt, worker, data
+      FROM unnest(%(reply)s::text[], %(kind)s::text[], %(attempt)s::text[],
+                  %(worker)s::text[], %(data)s::bytea[])
+           WITH ORDINALITY AS e(reply, kind, attempt, worker, data, n)
+     ORDER BY n
+    RETURNING reply),
+marked AS (
+    INSERT INTO marks (attempt, done)
+    SELECT unnest(%(done)s::text[]), true
+        ON CONFLICT (attempt) DO UPDATE SET done = true, at = now()),
+acked AS (
+    DELETE FROM jobs WHERE id = ANY(%(ids)s::bigint[]))
+SELECT pg_notify(%(channel)s, reply) FROM (SELECT DISTINCT reply FROM posted) AS r;
+
+-- name: skip
+DELETE FROM jobs WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: dead_letter
+WITH letter AS (
+    INSERT INTO dead_letters (attempt, run_id, task_id, queue, executor, reply, body,
+                              resources, max_value, reason, history, deliveries)
+    VALUES (%(attempt)s, %(run_id)s, %(task_id)s, %(queue)s, %(executor)s, %(reply)s,
+            %(body)s, %(resources)s::jsonb, %(max_value)s, %(reason)s, %(history)s::jsonb,
+            %(deliveries)s)),
+posted AS (
+    INSERT INTO events (reply, kind, attempt, worker, data)
+    VALUES (%(reply)s, %(kind)s, %(attempt)s, %(worker)s, %(data)s)),
+marked AS (
+    INSERT INTO marks (attempt, done) VALUES (%(attempt)s, true)
+        ON CONFLICT (attempt) DO UPDATE SET done = true, at = now()),
+acked AS (
+    DELETE FROM jobs WHERE id = %(id)s)
+SELECT pg_notify(%(channel)s, %(reply)s);
+
+-- name: read_events
+SELECT seq, kind, attempt, worker, data FROM events
+ WHERE reply = %(reply)s AND NOT (seq = ANY(%(pending)s::bigint[]))
+ ORDER BY seq
+ LIMIT %(count)s;
+
+-- name: forget_events
+DELETE FROM events WHERE seq = ANY(%(seqs)s::bigint[]);
+
+-- name: drop_reply
+DELETE FROM events WHERE reply = %(reply)s;
+
+-- name: acquire_lease
+-- Taken when free, released, lapsed, or already ours; each taking is a newer fencing token.
+INSERT INTO leases AS l (run_id, holder, until, fence)
+VALUES (%(run_id)s, %(holder)s, now() + make_interval(secs => %(ttl)s), 1)
+    ON CONFLICT (run_id) DO UPDATE
+   SET holder = excluded.holder, until = excluded.until, fence = l.fence + 1
+ WHERE l.holder IS NULL OR l.holder = excluded.holder OR l.until < now()
+RETURNING fence;
+
+-- name: lease_holder
+SELECT holder FROM leases WHERE run_id = %(run_id)s;
+
+-- name: renew_lease
+UPDATE leases SET until = now() + make_interval(secs => %(ttl)s)
+ WHERE run_id = %(run_id)s AND holder = %(holder)s AND until >= now()
+RETURNING fence;
+
+-- name: release_lease
+UPDATE leases SET holder = NULL WHERE run_id = %(run_id)s AND holder = %(holder)s;
+
+-- name: tidy
+-- What Redis would have expired: marks and unread events after a day, leases after a week.
+WITH marks_gone AS (DELETE FROM marks WHERE at < now() - interval '1 day'),
+     events_gone AS (DELETE FROM events WHERE at < now() - interval '1 day')
+DELETE FROM leases WHERE until < now() - interval '7 days';
+
+-- name: register
+INSERT INTO workers (id, host, pid, queues, concurrency, resources, running, done, started_at,
+                     last_beat, state, beat_at)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s, %(resources)s::jsonb,
+        %(running)s, %(done)s, %(started_at)s, %(last_beat)s, %(state)s, now())
+    ON CONFLICT (id) DO UPDATE
+   SET host = excluded.host, pid = excluded.pid, queues = excluded.queues,
+       concurrency = excluded.concurrency, resources = excluded.resources,
+       running = excluded.running, done = excluded.done, started_at = excluded.started_at,
+       last_beat = excluded.last_beat, state = excluded.state, beat_at = now();
+
+-- name: deregister
+DELETE FROM workers WHERE id = %(id)s;
+
+-- name: workers
+-- A worker silent for an hour is forgotten (listed as gone until then).
+WITH forgotten AS (DELETE FROM workers WHERE beat_at < now() - interval '1 hour')
+SELECT id, host, pid, queues, concurrency, resources, running, done, started_at, last_beat,
+       state
+  FROM workers
+ WHERE beat_at >= now() - interval '1 hour'
+ ORDER BY last_beat, id;
+
+-- name: dead_letters
+SELECT id, attempt, run_id, task_id, queue, reason, history,
+       extract(epoch FROM at)::float8 AS at
+  FROM dead_letters ORDER BY id LIMIT %(count)s;
+
+-- name: dead_letter_entry
+SELECT id, attempt, run_id, task_id, queue, reason, history,
+       extract(epoch FROM at)::float8 AS at, executor, reply, body, resources, max_value
+  FROM dead_letters WHERE id = %(id)s;
+
+-- name: retry_dead_letter
+-- Queued again as a new row (its delivery count starts over), no longer marked done.
+WITH letter AS (
+    DELETE FROM dead_letters WHERE id = %(id)s
+    RETURNING attempt, run_id, task_id, queue, executor, reply, body, resources, max_value),
+unmarked AS (
+    DELETE FROM marks WHERE attempt IN (SELECT attempt FROM letter)),
+queued AS (
+    INSERT INTO jobs (queue, attempt, run_id, task_id, executor, reply, body, resources,
+                      max_value)
+    SELECT queue, attempt, run_id, task_id, executor, reply, body, resources, max_value
+      FROM letter
+        ON CONFLICT (attempt) DO NOTHING)
+SELECT attempt, run_id, task_id, queue, executor, reply, body, resources, max_value,
+       pg_notify(%(channel)s, queue)
+  FROM letter;
+
+-- name: purge_dead_letters
+DELETE FROM dead_letters WHERE %(all)s OR id = ANY(%(ids)s::bigint[]);

@@ -1,0 +1,102 @@
+"""What only the PostgreSQL broker has: its schema (made by the store's migrations, by any
+number of processes at once), its LISTEN/NOTIFY wake-ups. The protocol itself is the broker
+conformance suite's (tests/conformance/broker/). Real PostgreSQL; waits are hang guards."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+from tests.helpers.postgres import POSTGRES_URL, broker_url
+from tests.helpers.waiting import wait_for
+
+from corral._errors import BrokenBroker
+from corral.fleet._broker import open_broker
+from corral.fleet._protocol import AttemptMessage
+
+
+@pytest.fixture
+def url():
+    with broker_url() as u:
+        yield u
+
+
+def _schema(url: str) -> str:
+    return url.rpartition("schema=")[2]
+
+
+def test_brokers_opened_at_once_make_the_schema_once(url):
+    opened, failed = [], []
+
+    def connect() -> None:
+        try:
+            opened.append(open_broker(url))
+        except Exception as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=connect) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for broker in opened:
+        broker.close()
+    assert not failed, failed
+    with psycopg.connect(POSTGRES_URL) as conn:
+        versions = conn.execute(f"SELECT version FROM {_schema(url)}.schema_version").fetchall()
+        tables = {r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (_schema(url),))}
+    assert versions == [(1,)]
+    assert {"jobs", "events", "marks", "dead_letters", "workers", "leases", "meta"} <= tables
+
+
+def test_a_schema_written_by_a_newer_corral_is_refused(url):
+    open_broker(url).close()
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {_schema(url)}.schema_version VALUES (99, now())")
+    with pytest.raises(BrokenBroker, match="version 99"):
+        open_broker(url)
+
+
+def test_queuing_wakes_a_listener(url):
+    broker = open_broker(url)
+    try:
+        keys = [(f"{broker.schema}.jobs", "default")]
+        seen = broker._listener.seen(keys)
+        broker.enqueue([AttemptMessage(id="s:1:1", run_id="r", task_id="t", queue="default",
+                                       executor="thread", reply="r:s", body=b"x")])
+        wait_for(lambda: broker._listener.seen(keys) > seen, "the notification")
+    finally:
+        broker.close()
+
+
+def test_a_schema_dropped_mid_run_is_made_again_and_the_run_completes(url, tmp_path):
+    from tests.helpers.fleet_tasks import ran, starts
+    from tests.helpers.redis import start_worker, stop_worker
+
+    from corral import DAG
+
+    journal = tmp_path / "journal"
+    worker = start_worker(url, "--concurrency", "2", "--heartbeat-timeout", "2s",
+                          log=tmp_path / "worker.log")
+    # Wider than the worker: attempts wait in the queue, and the drop loses them.
+    dag = DAG(concurrency=8)
+    n = 20
+    for k in range(n):
+        dag.add(ran, str(journal), f"t{k}", 0.2, id=f"t{k}")
+    outcome: dict[str, object] = {}
+    runner = threading.Thread(daemon=True, target=lambda: outcome.setdefault(
+        "result", dag.run(broker=url, handle_signals=False, log_dir=None)))
+    runner.start()
+    try:
+        wait_for(lambda: len(starts(journal)) >= 4, "a few tasks to run")
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {_schema(url)} CASCADE")
+        runner.join(60)
+        assert not runner.is_alive(), "hang guard: the run did not finish"
+    finally:
+        stop_worker(worker)
+    result = outcome["result"]
+    assert result.ok, [(t.id, t.error) for t in result.tasks.values() if t.error]
+    assert {t for t, _ in starts(journal)} == {f"t{k}" for k in range(n)}
