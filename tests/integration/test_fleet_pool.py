@@ -1,7 +1,7 @@
-"""A pool (``corral worker --min-workers 1 --max-workers 3``) under a real load: real Redis,
-a real supervisor and real worker processes. It grows while slow tasks queue, and shrinks back
-to its minimum once they are done. Waits are hang guards; nothing asserts how long anything
-took."""
+"""A pool (``corral worker --min-workers 1 --max-workers 3``) under a real load, once per
+broker (real Redis and PostgreSQL), with a real supervisor and real worker processes. It grows
+while slow tasks queue, and shrinks back to its minimum once they are done. Waits are hang
+guards; nothing asserts how long anything took."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import sys
 
 import psutil
 import pytest
+from tests.helpers.brokers import BROKERS
 from tests.helpers.fleet_tasks import ran, starts
-from tests.helpers.redis import REPO, namespace_url, worker_env
+from tests.helpers.redis import REPO, worker_env
 from tests.helpers.waiting import wait_for
 
 from corral import DAG
@@ -25,9 +26,9 @@ pytestmark = pytest.mark.slow
 GENEROUS_S = 120.0  # a hang guard for a loaded 2-core machine
 
 
-@pytest.fixture
-def url():
-    with namespace_url() as u:
+@pytest.fixture(params=sorted(BROKERS))
+def url(request):
+    with BROKERS[request.param]() as u:
         yield u
 
 

@@ -1,6 +1,6 @@
-"""The pool supervisor step by step: the real Redis broker, ``sleep`` processes standing in
-for workers (registered by hand, so the load is exactly what a test says), and a clock that
-moves only when told. No waiting on time."""
+"""The pool supervisor step by step, once per broker (real Redis and PostgreSQL): ``sleep``
+processes stand in for workers (registered by hand, so the load is exactly what a test says),
+and a clock moves only when told. No waiting on time."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from tests.helpers.redis import namespace_url
+from tests.helpers.brokers import BROKERS
 
 from corral._errors import BrokenExecutor
 from corral.fleet._autoscale import Direction, ScalingPolicy
@@ -17,9 +17,9 @@ from corral.fleet._broker import WorkerInfo, open_broker
 from corral.fleet._pool import Pool, PoolOptions
 
 
-@pytest.fixture
-def broker():
-    with namespace_url() as url:
+@pytest.fixture(params=sorted(BROKERS))
+def broker(request):
+    with BROKERS[request.param]() as url:
         b = open_broker(url)
         try:
             yield b

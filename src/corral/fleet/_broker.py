@@ -171,6 +171,11 @@ class Broker(Protocol):
 
     def workers(self) -> list[WorkerInfo]: ...
 
+    def queue_depth(self, queues: Sequence[str]) -> int:
+        """Attempts queued on ``queues`` that no worker holds (a pool's demand); one handed
+        back counts again once a worker's reclaim takes it."""
+        ...
+
     # -- the dead-letter queue
     def dead_letters(self, *, count: int = 1000) -> list[DeadLetter]: ...
 

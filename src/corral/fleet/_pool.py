@@ -32,23 +32,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from corral._errors import BrokenBroker
 from corral.fleet._autoscale import Decision, Direction, Load, ScalingPolicy, decide
 from corral.fleet._broker import Broker, WorkerInfo
 
-__all__ = ["Pool", "PoolOptions", "QueueDepth"]
+__all__ = ["Pool", "PoolOptions"]
 
 # Variables that make ``corral worker`` a pool: a worker the pool starts must not see them.
 POOL_VARIABLES = ("CORRAL_MIN_WORKERS", "CORRAL_MAX_WORKERS")
-
-
-@runtime_checkable
-class QueueDepth(Protocol):
-    """A broker that can say how many attempts wait on queues (the Redis broker can)."""
-
-    def queue_depth(self, queues: Sequence[str]) -> int: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,7 +108,6 @@ class Pool:
         self._stop = threading.Event()
         self._signals = 0
         self._signal = 0
-        self._told_no_depth = False
 
     # ------------------------------------------------------------------ life
     def run(self) -> int:
@@ -217,15 +209,10 @@ class Pool:
     def _measure(self) -> Load:
         running = sum(w.running for w in self._registered())
         waiting = 0
-        if isinstance(self.broker, QueueDepth):
-            try:
-                waiting = self.broker.queue_depth(self.options.queues)
-            except BrokenBroker as exc:
-                self._log(f"corral pool: cannot read the queues' depth: {exc}")
-        elif not self._told_no_depth:
-            self._told_no_depth = True
-            self._log("corral pool: this broker cannot say how much waits on its queues; "
-                      "scaling on running attempts only")
+        try:
+            waiting = self.broker.queue_depth(self.options.queues)
+        except BrokenBroker as exc:
+            self._log(f"corral pool: cannot read the queues' depth: {exc}")
         return Load(len(self.live), self.options.concurrency, running, waiting)
 
     def _wind_down(self) -> None:
