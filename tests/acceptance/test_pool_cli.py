@@ -35,3 +35,16 @@ def test_workers_refuses_a_latency_threshold_of_zero(corral, url):
     done = corral("workers", "--broker", url, "--max-latency", "0")
     assert done.returncode == 2, done.stderr
     assert "--max-latency" in done.stderr
+
+
+def test_a_metrics_port_in_use_is_refused_with_exit_2(corral, url):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = corral("worker", "--broker", url, "--max-workers", "2", "--metrics-port",
+                      str(port))
+    assert done.returncode == 2, done.stderr
+    assert f"--metrics-port {port}: cannot listen on 127.0.0.1" in done.stderr

@@ -79,6 +79,24 @@ def start_pool(url, tmp_path):
         proc.wait()
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def metrics(port: int) -> str:
+    """The pool's /metrics text ("" while it does not answer yet)."""
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return ""
+
+
 def registered(url: str) -> dict[int, str]:
     """pid -> state of the workers in the broker's registry."""
     from corral.fleet._broker import open_broker
@@ -91,9 +109,11 @@ def registered(url: str) -> dict[int, str]:
 
 
 def test_a_pool_grows_under_load_and_shrinks_back_to_its_minimum(url, start_pool):
+    port = free_port()
     pool, log = start_pool("--concurrency", "1", "--min-workers", "1", "--max-workers", "3",
                            "--scale-interval", "0.3s", "--scale-cooldown", "1s",
-                           "--heartbeat-timeout", "5s", "--grace", "5s")
+                           "--heartbeat-timeout", "5s", "--grace", "5s",
+                           "--metrics-port", str(port))
     workers = start_pool.watch
     wait_for(lambda: len(workers(pool)) == 1 and set(workers(pool)) <= set(registered(url)),
              "the pool's first worker to register", GENEROUS_S)
@@ -116,6 +136,13 @@ def test_a_pool_grows_under_load_and_shrinks_back_to_its_minimum(url, start_pool
     (last,) = workers(pool)
     wait_for(lambda: [p for p, s in registered(url).items() if s == "running"] == [last],
              "the stopped workers to leave the registry", GENEROUS_S)
+    # Its metrics say the same.
+    wait_for(lambda: "\ncorral_pool_workers 1.0" in metrics(port), "the metrics to show 1 worker",
+             GENEROUS_S)
+    shown = metrics(port)
+    ups, downs = (float(shown.split(f'direction="{d}"}} ')[1].split()[0]) for d in ("up", "down"))
+    assert ups >= 1
+    assert downs >= 1
     # SIGTERM: the pool stops its workers and exits as a worker does.
     os.kill(pool.pid, signal.SIGTERM)
     assert pool.wait(GENEROUS_S) == 128 + signal.SIGTERM, log.read_text()

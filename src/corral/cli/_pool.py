@@ -9,12 +9,16 @@ import functools
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from corral.cli._exits import ExecutorError, ExitCode, UserError
 from corral.cli._options import Duration
+
+if TYPE_CHECKING:
+    from corral.fleet._autoscale import ScalingPolicy
+    from corral.fleet._pool_metrics import PoolMetrics
 
 __all__ = ["PoolSettings", "pool_options", "run_pool"]
 
@@ -28,6 +32,8 @@ class PoolSettings:
     target: float
     cooldown_s: float
     interval_s: float
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     @property
     def wanted(self) -> bool:
@@ -41,9 +47,9 @@ def pool_options(f: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(f)
     def command(*args: Any, min_workers: int | None, max_workers: int | None,
                 target_utilisation: float, scale_cooldown: float, scale_interval: float,
-                **kwargs: Any) -> Any:
+                metrics_port: int | None, metrics_host: str, **kwargs: Any) -> Any:
         pool = PoolSettings(min_workers, max_workers, target_utilisation, scale_cooldown,
-                            scale_interval)
+                            scale_interval, metrics_port, metrics_host)
         return f(*args, pool=pool, **kwargs)
 
     for option in reversed([
@@ -63,6 +69,13 @@ def pool_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--scale-interval", type=Duration(), default="5s", show_default=True,
                      envvar="CORRAL_SCALE_INTERVAL", show_envvar=True,
                      help="How often a pool measures its load."),
+        click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+                     envvar="CORRAL_POOL_METRICS_PORT", show_envvar=True,
+                     help="Serve the pool's Prometheus metrics (GET /metrics) on this port "
+                     "(needs the server extra)."),
+        click.option("--metrics-host", default="127.0.0.1", show_default=True,
+                     envvar="CORRAL_POOL_METRICS_HOST", show_envvar=True,
+                     help="The address --metrics-port listens on (0.0.0.0: every interface)."),
     ]):
         command = option(command)
     return command
@@ -91,8 +104,9 @@ def run_pool(settings: PoolSettings, *, broker: str, worker_args: list[str],
     options = PoolOptions(worker_args=tuple(worker_args), queues=queues,
                           concurrency=concurrency, policy=policy,
                           interval_s=settings.interval_s, grace_s=grace)
+    metrics = None if settings.metrics_port is None else _serve_metrics(settings, policy)
     conn = open_broker(broker, heartbeat_timeout=heartbeat_timeout)  # BrokenBroker: exit 3
-    pool = Pool(conn, options)
+    pool = Pool(conn, options, observer=metrics)
 
     def on_signal(sig: int, _frame: Any) -> None:
         pool.stop(sig)
@@ -107,3 +121,22 @@ def run_pool(settings: PoolSettings, *, broker: str, worker_args: list[str],
             signal.signal(s, handler)
         conn.close()
     raise click.exceptions.Exit(128 + sig if sig else int(ExitCode.OK))
+
+
+def _serve_metrics(settings: PoolSettings, policy: ScalingPolicy) -> PoolMetrics:
+    """The pool's metrics, served on --metrics-port; exit 2 when the extra is missing or the
+    port cannot be had."""
+    try:
+        from corral.fleet._pool_metrics import PoolMetrics
+    except ImportError as exc:
+        raise UserError("--metrics-port needs prometheus-client: pip install "
+                        f"'corral[server]' ({exc.name} is missing)") from None
+    metrics = PoolMetrics()
+    metrics.bounds(policy.min_workers, policy.max_workers, policy.target)
+    assert settings.metrics_port is not None
+    try:
+        metrics.serve(settings.metrics_port, settings.metrics_host)
+    except OSError as exc:
+        raise UserError(f"--metrics-port {settings.metrics_port}: cannot listen on "
+                        f"{settings.metrics_host}: {exc.strerror or exc}") from None
+    return metrics

@@ -30,13 +30,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from corral._errors import BrokenBroker
 from corral.fleet._autoscale import Decision, Direction, Load, ScalingPolicy, decide
 from corral.fleet._broker import Broker, WorkerInfo
+from corral.fleet._health import Health, HealthThresholds, WorkerHealth, assess
 
 __all__ = ["Pool", "PoolOptions"]
 
@@ -67,6 +68,14 @@ class PoolOptions:
             raise ValueError(f"concurrency must be >= 1, not {self.concurrency}")
 
 
+class PoolObserver(Protocol):
+    """What the pool reports each step to (its metrics: :mod:`corral.fleet._pool_metrics`)."""
+
+    def observe(self, load: Load, decision: Decision, health: Iterable[Health]) -> None: ...
+
+    def restarted(self) -> None: ...
+
+
 class WorkerProcess(Protocol):
     """What the pool needs of a started worker (a :class:`subprocess.Popen`)."""
 
@@ -93,14 +102,18 @@ class Pool:
     def __init__(self, broker: Broker, options: PoolOptions, *,
                  spawn: Callable[[Sequence[str]], WorkerProcess] = spawn_worker,
                  clock: Callable[[], float] = time.monotonic,
-                 log: Callable[[str], None] = _log) -> None:
+                 log: Callable[[str], None] = _log,
+                 observer: PoolObserver | None = None) -> None:
         self.broker = broker
         self.options = options
         self._spawn = spawn
         self._clock = clock
         self._log = log
+        self._observer = observer
+        self._thresholds = HealthThresholds(heartbeat_timeout=broker.heartbeat_timeout)
         self.host = socket.gethostname()
         self.live: dict[int, WorkerProcess] = {}  # pid -> process: the pool's workers
+        self._spawned_at: dict[int, float] = {}  # pid -> epoch seconds it was started
         self.stopping: dict[int, tuple[WorkerProcess, float]] = {}  # pid -> (process, kill at)
         self.last_change: float | None = None
         self.decisions: list[Decision] = []  # what it decided to change, in order
@@ -139,9 +152,15 @@ class Pool:
     def step(self) -> Decision:
         """One round: reap, measure, decide, act. Returns the decision (HOLD included)."""
         self._reap()
-        load = self._measure()
+        rows = self._registered()
+        wall = time.time()  # the workers' beats are epoch seconds of this host's clock
+        health = {w.pid: assess(w, wall, self._thresholds) for w in rows}
+        self._kill_silent(health)
+        load = self._measure([w for w in rows if health[w.pid].state is not Health.UNHEALTHY])
         now = self._clock()
         decision = decide(self.options.policy, load, now, self.last_change)
+        if self._observer is not None:
+            self._observer.observe(load, decision, [h.state for h in health.values()])
         if decision.direction is not Direction.HOLD:
             self.last_change = now
             self.decisions.append(decision)
@@ -150,14 +169,16 @@ class Pool:
             if decision.direction is Direction.UP:
                 self._start(decision.change)
             else:
-                self._retire(-decision.change)
+                self._retire(-decision.change, rows)
         return decision
 
     # ------------------------------------------------------------------ the workers
     def _start(self, n: int) -> None:
         for _ in range(n):
+            spawned_at = time.time()
             proc = self._spawn(self.options.worker_args)
             self.live[proc.pid] = proc
+            self._spawned_at[proc.pid] = spawned_at
 
     def _reap(self) -> None:
         now = self._clock()
@@ -166,6 +187,7 @@ class Pool:
             if code is None:
                 continue
             del self.live[pid]
+            self._spawned_at.pop(pid, None)
             self._deaths = [t for t in self._deaths if now - t < self.options.restart_window_s]
             self._deaths.append(now)
             if len(self._deaths) > self.options.max_restarts:
@@ -177,6 +199,8 @@ class Pool:
                     f"{code}): see their messages above")
             self._log(f"corral pool: worker pid {pid} exited unasked (exit code {code}); "
                       "starting another")
+            if self._observer is not None:
+                self._observer.restarted()
             self._start(1)
         for pid, (proc, kill_at) in list(self.stopping.items()):
             if proc.poll() is not None:
@@ -186,28 +210,41 @@ class Pool:
                 _signal(proc, signal.SIGKILL)
                 self.stopping[pid] = (proc, now + self.options.kill_after_s)
 
-    def _retire(self, n: int) -> None:
+    def _kill_silent(self, health: dict[int, WorkerHealth]) -> None:
+        """SIGKILL live workers silent past the heartbeat timeout (frozen: their attempts are
+        reclaimed by others already); the next step reaps and replaces them."""
+        for pid, h in health.items():
+            if h.state is Health.UNHEALTHY and pid in self.live:
+                self._log(f"corral pool: worker pid {pid} is unhealthy ({h.reason}); killing "
+                          "it")
+                _signal(self.live[pid], signal.SIGKILL)
+
+    def _retire(self, n: int, rows: list[WorkerInfo]) -> None:
         """SIGTERM the ``n`` idlest workers (the newest among equals: least warmed up)."""
-        running = {w.pid: w.running for w in self._registered()}
+        running = {w.pid: w.running for w in rows}
         victims = sorted(self.live, key=lambda pid: (running.get(pid, 0), -pid))[:n]
         kill_at = self._clock() + self.options.grace_s + self.options.kill_after_s
         for pid in victims:
             proc = self.live.pop(pid)
+            self._spawned_at.pop(pid, None)
             _signal(proc, signal.SIGTERM)
             self.stopping[pid] = (proc, kill_at)
 
     def _registered(self) -> list[WorkerInfo]:
-        """The registry's rows of this pool's live workers."""
+        """The registry's rows of this pool's live workers (gone ones too: they are
+        unhealthy)."""
         try:
             rows = self.broker.workers()
         except BrokenBroker as exc:
             self._log(f"corral pool: cannot read the workers' registry: {exc}")
             return []
+        # A row of an earlier process with a reused pid (gone ones are listed for an hour)
+        # started before ours did: not ours.
         return [w for w in rows if w.host == self.host and w.pid in self.live
-                and w.state != "gone"]
+                and w.started_at >= self._spawned_at.get(w.pid, 0.0) - 1.0]
 
-    def _measure(self) -> Load:
-        running = sum(w.running for w in self._registered())
+    def _measure(self, rows: list[WorkerInfo]) -> Load:
+        running = sum(w.running for w in rows)
         waiting = 0
         try:
             waiting = self.broker.queue_depth(self.options.queues)
@@ -234,6 +271,9 @@ def _signal(proc: WorkerProcess, sig: int) -> None:
     it stops them)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         if sig == signal.SIGKILL:
-            os.killpg(proc.pid, sig)
-        else:
-            os.kill(proc.pid, sig)
+            try:
+                os.killpg(proc.pid, sig)
+                return
+            except ProcessLookupError:  # not a session of its own (a test's stand-in)
+                pass
+        os.kill(proc.pid, sig)
