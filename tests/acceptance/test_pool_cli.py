@@ -18,6 +18,7 @@ def url():
     (("--max-workers", "0"), "0 is not in the range x>=1"),
     (("--max-workers", "2", "--target-utilisation", "0"), "--target-utilisation"),
     (("--max-workers", "2", "--scale-interval", "0"), "--scale-interval must be > 0"),
+    (("--metrics-port", "9999",), "--metrics-port is a pool's"),
 ])
 def test_a_bad_pool_is_refused_with_exit_2(corral, url, args, says):
     done = corral("worker", "--broker", url, *args)

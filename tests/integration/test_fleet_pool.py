@@ -50,11 +50,12 @@ def start_pool(url, tmp_path):
     seen: set[int] = set()
     log = tmp_path / "pool.log"
 
-    def start(*args: str) -> tuple[subprocess.Popen[bytes], object]:
+    def start(*args: str, **env: str) -> tuple[subprocess.Popen[bytes], object]:
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "corral", "worker", "--broker", url, *args],
-                cwd=REPO, env=worker_env(), stdout=out, stderr=out, start_new_session=True)
+                cwd=REPO, env=worker_env(**env), stdout=out, stderr=out,
+                start_new_session=True)
         started.append(proc)
         return proc, log
 
@@ -171,3 +172,12 @@ def test_a_worker_of_the_pool_that_dies_is_replaced(url, start_pool):
         assert health[pid]["state"] in ("starting", "healthy"), health
         assert health[pid]["failed"] == 0
     assert victim in health  # listed until it is silent past the heartbeat timeout
+
+
+def test_a_pool_from_the_environment_starts_plain_workers(url, start_pool):
+    pool, log = start_pool("--concurrency", "1", "--scale-interval", "0.3s",
+                           CORRAL_MIN_WORKERS="2", CORRAL_MAX_WORKERS="2")
+    workers = start_pool.watch
+    wait_for(lambda: len(registered(url)) >= 2, "two workers to register", GENEROUS_S)
+    # Its workers did not read CORRAL_MIN_WORKERS: each is a worker, not a pool of its own.
+    assert set(registered(url)) == set(workers(pool)), log.read_text()

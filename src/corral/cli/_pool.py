@@ -50,6 +50,9 @@ def pool_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 metrics_port: int | None, metrics_host: str, **kwargs: Any) -> Any:
         pool = PoolSettings(min_workers, max_workers, target_utilisation, scale_cooldown,
                             scale_interval, metrics_port, metrics_host)
+        if metrics_port is not None and not pool.wanted:
+            raise UserError("--metrics-port is a pool's: give --min-workers or --max-workers "
+                            "too")
         return f(*args, pool=pool, **kwargs)
 
     for option in reversed([

@@ -42,7 +42,7 @@ from corral.fleet._health import Health, HealthThresholds, WorkerHealth, assess
 __all__ = ["Pool", "PoolOptions"]
 
 # Variables that make ``corral worker`` a pool: a worker the pool starts must not see them.
-POOL_VARIABLES = ("CORRAL_MIN_WORKERS", "CORRAL_MAX_WORKERS")
+POOL_VARIABLES = ("CORRAL_MIN_WORKERS", "CORRAL_MAX_WORKERS", "CORRAL_POOL_METRICS_PORT")
 
 
 @dataclass(frozen=True, kw_only=True)
