@@ -167,7 +167,9 @@ def test_a_worker_of_the_pool_that_dies_is_replaced(url, start_pool):
     listed = subprocess.run([sys.executable, "-m", "corral", "workers", "--broker", url,
                              "--json"], cwd=REPO, env=worker_env(), capture_output=True,
                             text=True, check=True)
-    health = {w["pid"]: w["health"] for w in json.loads(listed.stdout)["workers"]}
+    report = json.loads(listed.stdout)
+    health = {w["pid"]: w["health"] for w in report["workers"]}
+    assert sum(report["by_health"].values()) == len(report["workers"])
     for pid in workers(pool):
         assert health[pid]["state"] in ("starting", "healthy"), health
         assert health[pid]["failed"] == 0

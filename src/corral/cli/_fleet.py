@@ -166,7 +166,7 @@ def workers(broker: str, as_json: bool, max_error_rate: float,
 
     Health: starting, healthy, degraded (error rate or mean latency over its threshold, once
     10 attempts finished), unhealthy (silent past the heartbeat timeout), stopping."""
-    from corral.fleet._health import HealthThresholds, assess
+    from corral.fleet._health import Health, HealthThresholds, assess
 
     conn = _connect(broker)
     try:
@@ -186,7 +186,9 @@ def workers(broker: str, as_json: bool, max_error_rate: float,
             "concurrency": w.concurrency, "resources": dict(w.resources),
             "running": w.running, "done": w.done, "failed": w.failed,
             "started_at": _when(w.started_at), "last_beat": _when(w.last_beat),
-            "state": w.state, "health": h.as_dict()} for w, h in zip(found, health, strict=True)]})
+            "state": w.state, "health": h.as_dict()} for w, h in zip(found, health, strict=True)],
+            "by_health": {state.value: sum(h.state is state for h in health)
+                          for state in Health}})
         return
     if not found:
         click.echo("no workers")
