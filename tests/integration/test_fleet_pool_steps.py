@@ -54,7 +54,7 @@ def make_pool(broker, spawn, command, clock, lines, observer=None, **policy):
     options = PoolOptions(worker_args=(), queues=("default",), concurrency=2,
                           policy=ScalingPolicy(**{"cooldown_s": 0, **policy}),
                           max_restarts=3)
-    return Pool(broker, options, spawn=lambda _args: spawn(command), clock=clock,
+    return Pool(broker, options, spawn=lambda _args, _env: spawn(command), clock=clock,
                 log=lines.append, observer=observer)
 
 

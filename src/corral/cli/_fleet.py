@@ -124,7 +124,7 @@ def worker(broker: str, concurrency: int | None, queues: tuple[str, ...], resour
         from corral.cli._pool import run_pool
 
         n = concurrency or WorkerOptions().concurrency
-        args = ["--broker", broker, "-c", str(n), *(a for q in names for a in ("-q", q)),
+        args = ["-c", str(n), *(a for q in names for a in ("-q", q)),
                 "--resources", resources, "--heartbeat-timeout", f"{heartbeat_timeout!r}",
                 "--max-deliveries", str(max_deliveries), "--max-value-size",
                 str(max_value_size), "--grace", f"{grace!r}"]

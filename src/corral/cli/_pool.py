@@ -9,7 +9,7 @@ import functools
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -86,7 +86,7 @@ def pool_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def run_pool(settings: PoolSettings, *, broker: str, worker_args: list[str],
              queues: tuple[str, ...], concurrency: int, grace: float,
-             heartbeat_timeout: float) -> None:
+             heartbeat_timeout: float) -> NoReturn:
     """Supervise the pool until SIGINT/SIGTERM; exits as a worker does (128 + signal)."""
     from corral._errors import BrokenExecutor
     from corral.fleet._autoscale import ScalingPolicy
@@ -104,8 +104,8 @@ def run_pool(settings: PoolSettings, *, broker: str, worker_args: list[str],
         raise UserError(f"--min-workers/--max-workers/--target-utilisation: {exc}") from None
     if not settings.interval_s > 0:
         raise UserError(f"--scale-interval must be > 0, not {settings.interval_s:g}")
-    options = PoolOptions(worker_args=tuple(worker_args), queues=queues,
-                          concurrency=concurrency, policy=policy,
+    options = PoolOptions(worker_args=tuple(worker_args), worker_env={"CORRAL_BROKER": broker},
+                          queues=queues, concurrency=concurrency, policy=policy,
                           interval_s=settings.interval_s, grace_s=grace)
     metrics = None if settings.metrics_port is None else _serve_metrics(settings, policy)
     conn = open_broker(broker, heartbeat_timeout=heartbeat_timeout)  # BrokenBroker: exit 3

@@ -5,7 +5,9 @@ processes (each with the pool's broker, queues and concurrency), then every ``in
 
     reap: a worker that exited unasked is replaced at once (a line says so)
     measure: running = what the pool's workers said at their last beat (the broker's
-             registry, matched by host and pid); waiting = the queues' depth
+             registry, matched by host and pid); waiting = the queues' depth; each worker's
+             health (corral.fleet._health): one alive but silent past the heartbeat timeout
+             is killed (the next step replaces it)
     decide: corral.fleet._autoscale.decide (utilisation against the target, min/max,
             hysteresis, cooldown) -> a line with the decision and its reason
     act: up: start workers; down: SIGTERM the idlest (a worker's own graceful stop:
@@ -16,8 +18,10 @@ Workers run in sessions of their own, so a Ctrl-C at the terminal reaches the su
 only, which passes it on once as SIGTERM (a second Ctrl-C, a second SIGTERM: the workers hand
 back what they hold at once), waits for them all, and exits as a worker does (128 + signal).
 
-Seams: ``spawn`` (how a worker process is started), ``clock`` and ``log``, so a test can
-drive :meth:`Pool.step` without processes; the integration test runs the real thing.
+The broker URL reaches the workers in ``CORRAL_BROKER``, not on their command line (where
+``ps`` would show its password). Seams: ``spawn`` (how a worker process is started),
+``clock``, ``log`` and ``observer`` (the metrics), so a test can drive :meth:`Pool.step` with
+stand-in processes; the integration test runs the real thing.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -48,10 +52,11 @@ POOL_VARIABLES = ("CORRAL_MIN_WORKERS", "CORRAL_MAX_WORKERS", "CORRAL_POOL_METRI
 @dataclass(frozen=True, kw_only=True)
 class PoolOptions:
     """A pool's shape. ``worker_args``: the ``corral worker`` options each process gets
-    (broker, queues, concurrency...); ``concurrency`` and ``queues`` are the same, known here
-    to measure the load."""
+    (queues, concurrency...), ``worker_env`` the variables (``CORRAL_BROKER``);
+    ``concurrency`` and ``queues`` are the same, known here to measure the load."""
 
     worker_args: tuple[str, ...]
+    worker_env: Mapping[str, str] = field(default_factory=dict)
     queues: tuple[str, ...]
     concurrency: int
     policy: ScalingPolicy = field(default_factory=ScalingPolicy)
@@ -84,9 +89,10 @@ class WorkerProcess(Protocol):
     def poll(self) -> int | None: ...
 
 
-def spawn_worker(args: Sequence[str]) -> subprocess.Popen[bytes]:
-    """A real ``corral worker`` with ``args``, in a session of its own, sharing our stderr."""
-    env = {k: v for k, v in os.environ.items() if k not in POOL_VARIABLES}
+def spawn_worker(args: Sequence[str], extra: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """A real ``corral worker`` with ``args`` and our environment with ``extra``, in a session
+    of its own, sharing our stderr."""
+    env = {k: v for k, v in os.environ.items() if k not in POOL_VARIABLES} | dict(extra)
     return subprocess.Popen([sys.executable, "-m", "corral", "worker", *args], env=env,
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -100,7 +106,8 @@ class Pool:
     :meth:`step` by hand."""
 
     def __init__(self, broker: Broker, options: PoolOptions, *,
-                 spawn: Callable[[Sequence[str]], WorkerProcess] = spawn_worker,
+                 spawn: Callable[[Sequence[str], Mapping[str, str]],
+                                 WorkerProcess] = spawn_worker,
                  clock: Callable[[], float] = time.monotonic,
                  log: Callable[[str], None] = _log,
                  observer: PoolObserver | None = None) -> None:
@@ -116,7 +123,6 @@ class Pool:
         self._spawned_at: dict[int, float] = {}  # pid -> epoch seconds it was started
         self.stopping: dict[int, tuple[WorkerProcess, float]] = {}  # pid -> (process, kill at)
         self.last_change: float | None = None
-        self.decisions: list[Decision] = []  # what it decided to change, in order
         self._deaths: list[float] = []
         self._stop = threading.Event()
         self._signals = 0
@@ -163,7 +169,6 @@ class Pool:
             self._observer.observe(load, decision, [h.state for h in health.values()])
         if decision.direction is not Direction.HOLD:
             self.last_change = now
-            self.decisions.append(decision)
             self._log(f"corral pool: {decision.direction.value} {decision.current} -> "
                       f"{decision.workers} workers: {decision.reason}")
             if decision.direction is Direction.UP:
@@ -176,7 +181,7 @@ class Pool:
     def _start(self, n: int) -> None:
         for _ in range(n):
             spawned_at = time.time()
-            proc = self._spawn(self.options.worker_args)
+            proc = self._spawn(self.options.worker_args, self.options.worker_env)
             self.live[proc.pid] = proc
             self._spawned_at[proc.pid] = spawned_at
 
