@@ -176,6 +176,12 @@ class Broker(Protocol):
         back counts again once a worker's reclaim takes it."""
         ...
 
+    def saturation(self) -> float:
+        """How full the broker's server is, 0..1: the share of its connections in use, or of
+        its memory limit, whichever is higher (workers slow down above 0.85:
+        :mod:`corral.fleet._backpressure`)."""
+        ...
+
     # -- the dead-letter queue
     def dead_letters(self, *, count: int = 1000) -> list[DeadLetter]: ...
 

@@ -370,6 +370,10 @@ class PostgresBroker:
         rows = self._rows("count queued attempts", "queue_depth", {"queues": list(queues)})
         return int(rows[0][0])
 
+    def saturation(self) -> float:
+        rows = self._rows("say how full it is", "saturation", {})
+        return min(1.0, float(rows[0][0]))
+
     # ------------------------------------------------------------------ dead letters
     def dead_letters(self, *, count: int = 1000) -> list[DeadLetter]:
         return [_dead_letter(row) for row in

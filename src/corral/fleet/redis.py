@@ -501,6 +501,17 @@ class RedisBroker:
         return sum(max(0, n - (p["pending"] if isinstance(p, dict) else 0))
                    for n, p in zip(rows[::2], rows[1::2], strict=True))
 
+    def saturation(self) -> float:
+        with self._talking("say how full it is"):
+            clients = self._redis.info("clients")
+            memory = self._redis.info("memory")
+        most = int(clients.get("maxclients") or 10_000)  # INFO says it from Redis 7; the default
+        used = int(clients.get("connected_clients", 0)) / max(1, most)
+        limit = int(memory.get("maxmemory", 0))  # 0: no limit
+        if limit:
+            used = max(used, int(memory.get("used_memory", 0)) / limit)
+        return min(1.0, used)
+
     # ------------------------------------------------------------------ dead letters
     def dead_letters(self, *, count: int = 1000) -> list[DeadLetter]:
         with self._talking("list dead letters"):

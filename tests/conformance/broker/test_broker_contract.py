@@ -210,6 +210,11 @@ def test_the_queue_depth_counts_what_no_worker_holds(open_test_broker):
     assert broker.queue_depth(["default"]) == 2
 
 
+def test_the_saturation_is_a_share(open_test_broker):
+    broker = open_test_broker()
+    assert 0 < broker.saturation() <= 1  # this test's own connection counts
+
+
 @pytest.mark.parametrize("url", [
     "redis://127.0.0.1:1/0", "redis://no-such-host.invalid/0", "redis://127.0.0.1:6379/notadb",
     "postgresql://u:secret@127.0.0.1:1/test", "postgresql://no-such-host.invalid/test",

@@ -187,6 +187,11 @@ SELECT id, host, pid, queues, concurrency, resources, running, done, started_at,
 -- Attempts on these queues that no worker holds: a pool's demand.
 SELECT count(*) AS n FROM jobs WHERE queue = ANY(%(queues)s::text[]) AND worker IS NULL;
 
+-- name: saturation
+-- The share of the server's connections that clients hold (its own processes aside).
+SELECT count(*)::float8 / current_setting('max_connections')::float8 AS used
+  FROM pg_stat_activity WHERE backend_type = 'client backend';
+
 -- name: dead_letters
 SELECT id, attempt, run_id, task_id, queue, reason, history,
        extract(epoch FROM at)::float8 AS at
