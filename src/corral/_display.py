@@ -359,8 +359,9 @@ def render_summary(
     if bound and str(result.status) == "succeeded":
         console.print(Text(
             f"{result.duration_s / bound:.2f}x its own lower bound "
-            f"({format_seconds(bound)}: max of critical path, work / concurrency, with the "
-            "durations the tasks took in this run)", style="dim"))
+            f"({format_seconds(bound)}: max of critical path, work / concurrency and each "
+            "narrower executor's work / its slots, with the durations the tasks took in this "
+            "run)", style="dim"))
     path = result.critical_path
     if path:
         span = _span(result.tasks[t] for t in path)

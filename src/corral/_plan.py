@@ -87,11 +87,21 @@ def upward_ranks(graph: Graph, durations: Sequence[float]) -> list[float]:
     return rank
 
 
-def lower_bound(graph: Graph, durations: Sequence[float], workers: int) -> float:
+def lower_bound(
+    graph: Graph, durations: Sequence[float], workers: int,
+    executor_slots: Mapping[str, int] | None = None,
+) -> float:
     """``max(critical path, work / workers)`` for these durations: no schedule on ``workers``
-    slots can be shorter (resources aside)."""
+    slots can be shorter (resources aside). ``executor_slots`` names executors that run fewer
+    attempts at once (a process pool as wide as the CPUs): the work of each one's tasks over
+    its slots bounds the run too."""
     critical_path = max(upward_ranks(graph, durations), default=0.0)
-    return max(critical_path, sum(durations) / max(1, workers))
+    bound = max(critical_path, sum(durations) / max(1, workers))
+    for name, slots in (executor_slots or {}).items():
+        if slots < workers:
+            work = sum(d for d, e in zip(durations, graph.executors, strict=True) if e == name)
+            bound = max(bound, work / max(1, slots))
+    return bound
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,8 +119,9 @@ class RunResult(Mapping[str, TaskResult]):
     error: str | None = None  # why the run failed as a whole (a stall), beyond its tasks
     # Circuit breakers that opened, half-opened or closed during the run, in order.
     breakers: tuple[BreakerChange, ...] = ()
-    # max(critical path, work / concurrency) with the durations the tasks' last attempts took
-    # in this run: what a perfect order could have done (None: not known, e.g. loaded runs).
+    # max(critical path, work / concurrency, a narrower executor's work / its slots) with the
+    # durations the tasks' last attempts took in this run: what a perfect order could have
+    # done (None: not known, e.g. loaded runs).
     # Given as a number, or as a function computed on first use (see lower_bound_s): a run
     # whose caller never looks does not pay for its ranks.
     lower_bound: float | Callable[[], float | None] | None = None

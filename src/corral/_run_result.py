@@ -80,13 +80,15 @@ class ResultOfRun:
 
     def _own_lower_bound(self) -> float:
         """The run's own lower bound: from what each task's last attempt took (0 for tasks
-        that did not run, reused ones included), on this run's concurrency."""
+        that did not run, reused ones included), on this run's concurrency and its
+        executors' slots."""
         from corral._plan import lower_bound
 
         took = [0.0 if end is None or not attempts else max(0.0, end - start)
                 for end, start, attempts in zip(self.end, self.attempt_start,
                                                 self.scheduler.attempts, strict=True)]
-        return lower_bound(self.graph, took, self.concurrency)
+        slots = {name: e.slots for name, e in self._executors.items() if e.slots is not None}
+        return lower_bound(self.graph, took, self.concurrency, slots)
 
     def task_result(self, i: int) -> TaskResult:
         """The record of task ``i`` as it stands (made on demand: see :class:`TaskTable`)."""

@@ -372,3 +372,24 @@ def test_postgres_connections_ended_mid_run_are_made_again_and_the_run_completes
     # again only if its worker could not renew it for the heartbeat timeout.
     assert all(c <= 2 for c in counts.values()), counts
     assert "the broker failed, retrying" in log.read_text()  # the workers saw it
+
+
+def test_the_session_records_each_attempts_delay_from_admission_to_start(url):
+    from corral.executors.fleet import fleet_executors
+    from corral.fleet._coordinator import FleetSession
+
+    worker = start_worker(url, "--concurrency", "4")
+    try:
+        session = FleetSession.connect(url, "run-delays")
+        session.start_delays = delays = []
+        dag = DAG(concurrency=8)
+        for k in range(20):  # a chain and independent tasks: STARTs alone and with their ENDs
+            dag.add(abs, k, id=f"t{k}", options={"depends_on": [f"t{k - 1}"] if k % 2 else []})
+        result = dag.run(executors=fleet_executors(session, ["thread"],
+                                                   kinds={"thread": "callables"}),
+                         handle_signals=False, log_dir=None)
+    finally:
+        stop_worker(worker)
+    assert result.ok, result
+    assert len(delays) == 20  # one per attempt: its first START, or its END
+    assert all(isinstance(d, float) for d in delays)

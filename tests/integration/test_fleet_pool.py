@@ -98,25 +98,29 @@ def metrics(port: int) -> str:
         return ""
 
 
-def registered(url: str) -> dict[int, str]:
-    """pid -> state of the workers in the broker's registry."""
+@pytest.fixture
+def registered(url):
+    """pid -> state of the workers in the broker's registry (one broker for the test: polling
+    must not open a connection pool per look)."""
     from corral.fleet._broker import open_broker
 
     broker = open_broker(url)
-    try:
+
+    def look() -> dict[int, str]:
         return {w.pid: w.state for w in broker.workers()}
-    finally:
-        broker.close()
+
+    yield look
+    broker.close()
 
 
-def test_a_pool_grows_under_load_and_shrinks_back_to_its_minimum(url, start_pool):
+def test_a_pool_grows_under_load_and_shrinks_back_to_its_minimum(url, start_pool, registered):
     port = free_port()
     pool, log = start_pool("--concurrency", "1", "--min-workers", "1", "--max-workers", "3",
                            "--scale-interval", "0.3s", "--scale-cooldown", "1s",
                            "--heartbeat-timeout", "5s", "--grace", "5s",
                            "--metrics-port", str(port))
     workers = start_pool.watch
-    wait_for(lambda: len(workers(pool)) == 1 and set(workers(pool)) <= set(registered(url)),
+    wait_for(lambda: len(workers(pool)) == 1 and set(workers(pool)) <= set(registered()),
              "the pool's first worker to register", GENEROUS_S)
     journal = log.parent / "journal"
     dag = DAG()
@@ -135,7 +139,7 @@ def test_a_pool_grows_under_load_and_shrinks_back_to_its_minimum(url, start_pool
     assert ": down " in text, text
     assert "exited unasked" not in text, text
     (last,) = workers(pool)
-    wait_for(lambda: [p for p, s in registered(url).items() if s == "running"] == [last],
+    wait_for(lambda: [p for p, s in registered().items() if s == "running"] == [last],
              "the stopped workers to leave the registry", GENEROUS_S)
     # Its metrics say the same.
     wait_for(lambda: "\ncorral_pool_workers 1.0" in metrics(port), "the metrics to show 1 worker",
@@ -150,11 +154,11 @@ def test_a_pool_grows_under_load_and_shrinks_back_to_its_minimum(url, start_pool
     assert not psutil.pid_exists(last) or psutil.Process(last).status() == psutil.STATUS_ZOMBIE
 
 
-def test_a_worker_of_the_pool_that_dies_is_replaced(url, start_pool):
+def test_a_worker_of_the_pool_that_dies_is_replaced(url, start_pool, registered):
     pool, log = start_pool("--concurrency", "1", "--min-workers", "2", "--max-workers", "2",
                            "--scale-interval", "0.3s")
     workers = start_pool.watch
-    wait_for(lambda: len(workers(pool)) == 2 and set(workers(pool)) <= set(registered(url)),
+    wait_for(lambda: len(workers(pool)) == 2 and set(workers(pool)) <= set(registered()),
              "two workers, registered", GENEROUS_S)
     victim = workers(pool)[0]
     os.kill(victim, signal.SIGKILL)
@@ -162,7 +166,7 @@ def test_a_worker_of_the_pool_that_dies_is_replaced(url, start_pool):
              "a worker in the killed one's place", GENEROUS_S)
     assert f"worker pid {victim} exited unasked (exit code -9)" in log.read_text()
     # corral workers --json: each worker with its health.
-    wait_for(lambda: set(workers(pool)) <= set(registered(url)), "the new worker to register",
+    wait_for(lambda: set(workers(pool)) <= set(registered()), "the new worker to register",
              GENEROUS_S)
     listed = subprocess.run([sys.executable, "-m", "corral", "workers", "--broker", url,
                              "--json"], cwd=REPO, env=worker_env(), capture_output=True,
@@ -176,10 +180,10 @@ def test_a_worker_of_the_pool_that_dies_is_replaced(url, start_pool):
     assert victim in health  # listed until it is silent past the heartbeat timeout
 
 
-def test_a_pool_from_the_environment_starts_plain_workers(url, start_pool):
+def test_a_pool_from_the_environment_starts_plain_workers(url, start_pool, registered):
     pool, log = start_pool("--concurrency", "1", "--scale-interval", "0.3s",
                            CORRAL_MIN_WORKERS="2", CORRAL_MAX_WORKERS="2")
     workers = start_pool.watch
-    wait_for(lambda: len(registered(url)) >= 2, "two workers to register", GENEROUS_S)
+    wait_for(lambda: len(registered()) >= 2, "two workers to register", GENEROUS_S)
     # Its workers did not read CORRAL_MIN_WORKERS: each is a worker, not a pool of its own.
-    assert set(registered(url)) == set(workers(pool)), log.read_text()
+    assert set(registered()) == set(workers(pool)), log.read_text()

@@ -13,7 +13,7 @@ from tests.helpers.waiting import wait_for
 
 from corral._errors import BrokenBroker
 from corral.fleet._broker import open_broker
-from corral.fleet._protocol import AttemptMessage
+from corral.fleet._protocol import START, AttemptMessage, Event
 
 
 @pytest.fixture
@@ -47,11 +47,11 @@ def test_brokers_opened_at_once_make_the_schema_once(url):
         versions = conn.execute(f"SELECT version FROM {_schema(url)}.schema_version").fetchall()
         tables = {r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = %s", (_schema(url),))}
-    assert versions == [(1,), (2,)]
+    assert versions == [(1,), (2,), (3,)]
     assert {"jobs", "events", "marks", "dead_letters", "workers", "leases", "meta"} <= tables
 
 
-def test_a_version_1_schema_with_workers_upgrades_and_keeps_them(url):
+def test_a_version_2_schema_with_workers_upgrades_and_keeps_them(url):
     import time
 
     from corral.fleet._broker import WorkerInfo
@@ -61,10 +61,10 @@ def test_a_version_1_schema_with_workers_upgrades_and_keeps_them(url):
     broker.register(WorkerInfo(id="w1", host="h", pid=1, queues=("default",), concurrency=2,
                                done=4, started_at=now, last_beat=now))
     broker.close()
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:  # back to version 1
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:  # back to version 2
         conn.execute(f"ALTER TABLE {_schema(url)}.workers DROP COLUMN failed, "
                      "DROP COLUMN busy_s")
-        conn.execute(f"DELETE FROM {_schema(url)}.schema_version WHERE version = 2")
+        conn.execute(f"DELETE FROM {_schema(url)}.schema_version WHERE version = 3")
     broker = open_broker(url)
     try:
         (w,) = broker.workers()
@@ -81,6 +81,27 @@ def test_a_schema_written_by_a_newer_corral_is_refused(url):
         open_broker(url)
 
 
+def test_a_version_1_schema_is_upgraded_keeping_its_events(url):
+    # Version 1 is version 3 without the events' start column (2) and the workers' health
+    # figures (3): made so from a fresh schema.
+    open_broker(url).close()
+    schema = _schema(url)
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {schema}.events DROP COLUMN started")
+        conn.execute(f"ALTER TABLE {schema}.workers DROP COLUMN failed, DROP COLUMN busy_s")
+        conn.execute(f"DELETE FROM {schema}.schema_version WHERE version >= 2")
+        conn.execute(f"INSERT INTO {schema}.events (reply, kind, attempt, worker, data) "
+                     "VALUES ('run:s', 's', 's:1:1', 'old', '')")  # posted by a version-1 corral
+    broker = open_broker(url)
+    try:
+        broker.post([("run:s", Event(START, "s:2:1", "new", at=1_790_000_000.5))])
+        _, events = broker.read_events("run:s", "0", block_s=1, count=10)
+    finally:
+        broker.close()
+    assert [(e.attempt, e.worker, e.at) for e in events] == [
+        ("s:1:1", "old", None), ("s:2:1", "new", 1_790_000_000.5)]
+
+
 def test_queuing_wakes_a_listener(url):
     broker = open_broker(url)
     try:
@@ -91,6 +112,19 @@ def test_queuing_wakes_a_listener(url):
         wait_for(lambda: broker._listener.seen(keys) > seen, "the notification")
     finally:
         broker.close()
+
+
+def _drop_schema(schema: str) -> None:
+    """DROP SCHEMA while the broker works in it: the server may pick the DROP as a deadlock's
+    victim (it locks every table, in its own order); then it is dropped again."""
+    for _ in range(10):
+        try:
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+            return
+        except psycopg.errors.DeadlockDetected:
+            continue
+    raise AssertionError(f"DROP SCHEMA {schema} lost 10 deadlocks in a row")
 
 
 def test_a_schema_dropped_mid_run_is_made_again_and_the_run_completes(url, tmp_path):
@@ -113,8 +147,7 @@ def test_a_schema_dropped_mid_run_is_made_again_and_the_run_completes(url, tmp_p
     runner.start()
     try:
         wait_for(lambda: len(starts(journal)) >= 4, "a few tasks to run")
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {_schema(url)} CASCADE")
+        _drop_schema(_schema(url))
         runner.join(60)
         assert not runner.is_alive(), "hang guard: the run did not finish"
     finally:

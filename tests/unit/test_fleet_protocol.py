@@ -9,7 +9,10 @@ import pytest
 from corral._errors import BrokenExecutor
 from corral.executors._base import ERROR, OK, RemoteTraceback
 from corral.fleet._protocol import (
+    END,
+    START,
     AttemptMessage,
+    Event,
     ValueTooLarge,
     dump_outcome,
     load_outcome,
@@ -23,6 +26,17 @@ def test_an_attempt_message_round_trips_through_its_fields():
     fields = {k.encode(): v if isinstance(v, bytes) else v.encode()
               for k, v in m.fields().items()}
     assert AttemptMessage.from_fields(fields) == m
+
+
+@pytest.mark.parametrize("event", [
+    Event(START, "s:1:1", "w", at=1_790_000_000.123456),
+    Event(END, "s:1:1", "w", b"\x80outcome", at=0.5),
+    Event(END, "s:1:1", "w", b"\x80outcome"),  # an attempt that never started (no import)
+])
+def test_an_event_round_trips_through_its_fields_with_its_start_time(event):
+    fields = {k.encode(): v if isinstance(v, bytes) else v.encode()
+              for k, v in event.fields().items()}
+    assert Event.from_fields(fields) == event
 
 
 def test_a_value_comes_back_and_an_error_keeps_its_type_and_the_workers_traceback():

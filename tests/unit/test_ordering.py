@@ -256,3 +256,12 @@ def test_the_lower_bound_is_the_critical_path_or_the_work_per_slot():
     assert lower_bound(g, [1.0, 2.0, 1.0, 1.0], 4) == 3.0  # the path a -> b
     assert lower_bound(g, [1.0, 2.0, 4.0, 5.0], 1) == 12.0  # all the work on one slot
     assert lower_bound(graph(), [], 2) == 0.0
+
+
+def test_a_narrower_executor_bounds_the_run_by_its_own_work_per_slot():
+    g = graph(spec("a", executor="process"), spec("b", executor="process"),
+              spec("c", executor="process"), spec("d"))
+    # 5 slots overall, but the process pool runs 2 at once: 3 x 1.5 s on it take >= 2.25 s
+    assert lower_bound(g, [1.5, 1.5, 1.5, 1.0], 5) == 1.5
+    assert lower_bound(g, [1.5, 1.5, 1.5, 1.0], 5, {"process": 2}) == 2.25
+    assert lower_bound(g, [1.5, 1.5, 1.5, 1.0], 5, {"process": 8}) == 1.5  # not narrower

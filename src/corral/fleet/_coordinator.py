@@ -22,17 +22,19 @@ import functools
 import itertools
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from corral._errors import BrokenBroker
 from corral.fleet._broker import Broker, open_broker
-from corral.fleet._protocol import AttemptMessage, Event
+from corral.fleet._protocol import BEAT, AttemptMessage, Event
 
 __all__ = ["FleetSession", "Receiver"]
 
-READ_BLOCK_S = 0.5  # the reader's longest wait: how soon it sees the session closing
+READ_BLOCK_S = 0.5  # the reader's longest wait (closing wakes it at once: see close)
+RENEW_DUE_S = 0.5  # while attempts flow, the lease is renewed at most this often (not per batch)
 READ_BATCH = 1000
 RETRY_S = (0.1, 0.2, 0.5, 1.0, 2.0)  # back-off between attempts to reach a broker that failed
 
@@ -65,6 +67,12 @@ class FleetSession:
         self._users = 0
         self._closing = False
         self._epoch = ""
+        self._renew_due = 0.0  # time.monotonic() after which a push renews the lease
+        self.start_delays: list[float] | None = None
+        """Set it to a list (a benchmark does) to have each attempt's delay from admission
+        (its :meth:`send`) to its start on a worker appended, in seconds: the worker's wall
+        clock less ours, so true on one host (or with clocks kept in step)."""
+        self._admitted: dict[str, float] = {}  # attempt -> time.time() at send, while recording
 
     @classmethod
     def connect(cls, url: str, run_id: str, *, lease_s: float = 30.0) -> FleetSession:
@@ -100,6 +108,7 @@ class FleetSession:
                 self._users -= 1
             self.broker.close()
             raise
+        self._renew_due = time.monotonic() + min(RENEW_DUE_S, self.lease_s / 3)  # just taken
         for target, name in ((self._send_loop, "sender"), (self._read_loop, "reader")):
             thread = threading.Thread(target=target, name=f"corral-fleet-{name}", daemon=True)
             self._threads.append(thread)
@@ -116,6 +125,8 @@ class FleetSession:
             self._inflight.clear()
             self._cancels.extend(leftover)
             self._lock.notify_all()
+        with contextlib.suppress(BrokenBroker):  # wake the reader from its blocking read
+            self.broker.post([(self.reply, Event(BEAT, "", ""))])
         for thread in self._threads:
             thread.join()
         self._threads.clear()
@@ -130,6 +141,8 @@ class FleetSession:
         return f"{self.token}:{index}:{attempt}"
 
     def send(self, message: AttemptMessage, receiver: Receiver) -> None:
+        if self.start_delays is not None:
+            self._admitted[message.id] = time.time()
         with self._lock:
             self._inflight[message.id] = (message, receiver)
             self._outbox.append(message)
@@ -161,6 +174,10 @@ class FleetSession:
         broker = self.broker
         broker.enqueue(batch)
         broker.cancel(cancels)
+        now = time.monotonic()
+        if now < self._renew_due:
+            return
+        self._renew_due = now + min(RENEW_DUE_S, self.lease_s / 3)
         if not broker.renew_lease(self.run_id, self.token, self.lease_s):
             # Silent past its lease, or the broker forgot it (restarted without its data: then
             # what we sent is gone too). Take the lease again, or learn who has it: a
@@ -177,21 +194,37 @@ class FleetSession:
             except BrokenBroker as exc:
                 self._recover(exc, "read events")
                 continue
-            for event in events:
-                with self._lock:
-                    held = self._inflight.get(event.attempt)
-                if held is None:
-                    continue  # written off, or a duplicate: nothing waits for it
-                message, receiver = held
-                try:
-                    ended = receiver.on_event(message, event)
-                except Exception as exc:  # a bug: say so, and keep reading for the others
-                    print(f"corral: event {event.kind} of attempt {event.attempt} could not "
-                          f"be handled: {type(exc).__name__}: {exc}", file=sys.stderr)
-                    continue
-                if ended:
-                    with self._lock:
-                        self._inflight.pop(event.attempt, None)
+            if events:
+                self._dispatch(events)
+
+    def _dispatch(self, events: list[Event]) -> None:
+        """Hand a batch of events to the executors that sent their attempts (the lock taken
+        twice per batch, not per event). An event of an attempt no longer in flight (written
+        off, a duplicate) is dropped; so is a second END of one attempt in the same batch, by
+        its executor, which no longer knows the attempt."""
+        inflight = self._inflight
+        with self._lock:
+            held = [inflight.get(event.attempt) for event in events]
+        delays, admitted = self.start_delays, self._admitted
+        ended = []
+        for event, pair in zip(events, held, strict=True):
+            if pair is None:
+                continue
+            message, receiver = pair
+            if delays is not None and event.at is not None:
+                sent_at = admitted.pop(event.attempt, None)
+                if sent_at is not None:  # the first START (or END) of the attempt
+                    delays.append(event.at - sent_at)
+            try:
+                if receiver.on_event(message, event):
+                    ended.append(event.attempt)
+            except Exception as exc:  # a bug: say so, and go on with the others
+                print(f"corral: event {event.kind} of attempt {event.attempt} could not "
+                      f"be handled: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if ended:
+            with self._lock:
+                for attempt in ended:
+                    inflight.pop(attempt, None)
 
     def _persist(self, action: Callable[[], Any], what: str) -> None:
         """Run ``action`` until it succeeds (the broker may be restarting) or we close."""

@@ -93,7 +93,8 @@ class WorkerOptions:
 class _Running:
     """An attempt this worker runs."""
 
-    __slots__ = ("beaten", "body", "claimed", "log_path", "log_pos", "resources", "t0", "work")
+    __slots__ = ("beaten", "body", "claimed", "log_path", "log_pos", "resources", "started",
+                 "work")
 
     def __init__(self, claimed: Claimed, body: AttemptBody, log_path: Path | None,
                  resources: Mapping[str, float]) -> None:
@@ -104,7 +105,8 @@ class _Running:
         self.log_path = log_path
         self.log_pos = 0
         self.beaten = False
-        self.t0 = time.monotonic()  # for the worker's busy time (its health: mean latency)
+        self.started = time.time()  # launched here (epoch s): its START's and END's ``at``,
+        # and the worker's busy time (its health: mean latency)
 
     def beat(self) -> None:
         self.beaten = True
@@ -400,7 +402,8 @@ class Worker:
         with self._lock:
             self._running[c.message.id] = r
             self._by_index[index] = r
-            self._starts.append((c.message.reply, Event(START, c.message.id, self.id)))
+            self._starts.append((c.message.reply,
+                                 Event(START, c.message.id, self.id, at=r.started)))
         assert self._loop is not None
         self._loop.create_task(self._submit(r, c.message.executor))
 
@@ -513,7 +516,9 @@ class Worker:
         for item, status, payload in ends:
             claimed = item if isinstance(item, Claimed) else item.claimed
             message = claimed.message
+            at = None
             if isinstance(item, _Running):
+                at = item.started
                 text = item.read_log()
                 if text:
                     posts.append((message.reply, Event(OUTPUT, message.id, self.id,
@@ -523,7 +528,7 @@ class Worker:
                                             tail=payload.tail)
             limit = min(message.max_value_bytes, self.options.max_value_bytes)
             finished.append((claimed, Event(END, message.id, self.id,
-                                            dump_outcome(status, payload, limit=limit))))
+                                            dump_outcome(status, payload, limit=limit), at)))
         if starts and finished:  # an END says it started: no START for those
             ending = {c.message.id for c, _ in finished}
             posts = [p for p in posts if p[1].kind != START or p[1].attempt not in ending]
@@ -544,8 +549,9 @@ class Worker:
                     self._lock.notify_all()
         self.done += len(ends)
         self.failed += sum(status == ERROR for _, status, _ in ends)
+        wall = time.time()
+        self.busy_s += sum(wall - i.started for i, _, _ in ends if isinstance(i, _Running))
         now = time.monotonic()
-        self.busy_s += sum(now - i.t0 for i, _, _ in ends if isinstance(i, _Running))
         self.broker.hand_back(self.id, back)
         if running and now >= self._next_cancel_check:
             self._next_cancel_check = now + self.options.tick

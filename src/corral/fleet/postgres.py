@@ -7,7 +7,8 @@ statements are named in ``sql/postgres/queries.sql``::
 
     jobs          attempts to run, a row each until finished; a held row has its worker and
                   renewed_at (the holder's last beat, on the server's clock)
-    events        the coordinators' reply streams (START, OUTPUT, BEAT, END), deleted once read
+    events        the coordinators' reply streams (START, OUTPUT, BEAT, END; a START's and an
+                  END's ``started``: Event.at, the worker's clock), deleted once read
     marks         attempts done, or cancelled by their coordinator (a day)
     dead_letters  the attempt, why, its history
     workers       each worker's heartbeat row (listed for an hour)
@@ -246,8 +247,8 @@ class PostgresBroker:
             self._unread.pop(reply, None)
         except BrokenBroker:  # not deleted: left out of the next reads until they are
             self._unread[reply] = seqs
-        return str(rows[-1][0]), [Event(kind, attempt, worker, bytes(data))
-                                  for _, kind, attempt, worker, data in rows]
+        return str(rows[-1][0]), [Event(kind, attempt, worker, bytes(data), started)
+                                  for _, kind, attempt, worker, data, started in rows]
 
     def drop_reply(self, reply: str) -> None:
         self._rows("drop a reply stream", "drop_reply", {"reply": reply})
@@ -338,7 +339,7 @@ class PostgresBroker:
             "body": m.body, "resources": _json(m.resources), "max_value": m.max_value_bytes,
             "reason": reason, "history": json.dumps(list(history)),
             "deliveries": claimed.deliveries, "kind": END, "worker": end.worker,
-            "data": end.data, "channel": self._events})
+            "data": end.data, "started": end.at, "channel": self._events})
 
     def register(self, info: WorkerInfo) -> None:
         self._rows("register a worker", "register", {
@@ -421,7 +422,7 @@ def _events(events: Sequence[tuple[str, Event]]) -> dict[str, list[Any]]:
     """(reply, event) pairs as the arrays a statement unnests, in order."""
     return {"reply": [r for r, _ in events], "kind": [e.kind for _, e in events],
             "attempt": [e.attempt for _, e in events], "worker": [e.worker for _, e in events],
-            "data": [e.data for _, e in events]}
+            "data": [e.data for _, e in events], "started": [e.at for _, e in events]}
 
 
 def _message(attempt: str, run_id: str, task_id: str, queue: str, executor: str, reply: str,

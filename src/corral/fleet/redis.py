@@ -104,16 +104,52 @@ end
 return lost
 """
 
-# Finish attempts: for each, its END on its reply stream, its done mark, XACK and XDEL of its
-# entry. ARGV: group, the mark's TTL, the worker, then 6 per attempt: queue key, entry, reply
-# key, done key, attempt id, END data. One script (atomic), cheap to send for many.
+# Finish attempts: for each, its done mark, XACK and XDEL of its entry, and its END on its
+# reply stream, where the ENDs of one reply go as one entry (fields h0, d0, h1, d1, ...: each
+# END's header and data; see _events), in chunks that Lua's unpack takes. ARGV: group, the
+# mark's TTL, then 6 per attempt: queue key, entry, reply key, done key, the END's header and
+# data (Event.header, Event.data). One script (atomic), cheap to send for many.
 _FINISH = """
-for i = 4, #ARGV, 6 do
-  redis.call('XADD', ARGV[i + 2], '*', 'k', 'e', 'a', ARGV[i + 4], 'w', ARGV[3],
-             'd', ARGV[i + 5])
+local ends, replies = {}, {}
+for i = 3, #ARGV, 6 do
+  local fields = ends[ARGV[i + 2]]
+  if not fields then
+    fields = {}
+    ends[ARGV[i + 2]] = fields
+    replies[#replies + 1] = ARGV[i + 2]
+  end
+  local n = #fields / 2
+  fields[#fields + 1] = 'h' .. n
+  fields[#fields + 1] = ARGV[i + 4]
+  fields[#fields + 1] = 'd' .. n
+  fields[#fields + 1] = ARGV[i + 5]
   redis.call('SET', ARGV[i + 3], '1', 'EX', ARGV[2])
   redis.call('XACK', ARGV[i], ARGV[1], ARGV[i + 1])
   redis.call('XDEL', ARGV[i], ARGV[i + 1])
+end
+for _, reply in ipairs(replies) do
+  local fields = ends[reply]
+  for j = 1, #fields, 2000 do
+    redis.call('XADD', reply, '*', unpack(fields, j, math.min(j + 1999, #fields)))
+  end
+end
+return 0
+"""
+
+# Queue attempts that share their run, reply, executor, value limit and resources: the
+# entries AttemptMessage.fields() makes, from the 4 arguments that differ between them (an
+# XADD each would take ~19 to pack, and give a reply each). ARGV: the key prefix (Keys: a
+# queue's key is prefix .. 'q:' .. queue), run, reply, executor, value limit, resources ("":
+# none), then 4 per attempt: id, task, queue, body.
+_ENQUEUE = """
+local fixed = {'run', ARGV[2], 'executor', ARGV[4], 'reply', ARGV[3], 'max_value', ARGV[5]}
+if ARGV[6] ~= '' then
+  fixed[#fixed + 1] = 'resources'
+  fixed[#fixed + 1] = ARGV[6]
+end
+for i = 7, #ARGV, 4 do
+  redis.call('XADD', ARGV[1] .. 'q:' .. ARGV[i + 2], '*', 'id', ARGV[i], 'task', ARGV[i + 1],
+             'queue', ARGV[i + 2], 'body', ARGV[i + 3], unpack(fixed))
 end
 return 0
 """
@@ -155,6 +191,7 @@ class RedisBroker:
         self._epoch = ""
         self._renew = client.register_script(_RENEW)
         self._finish = client.register_script(_FINISH)
+        self._enqueue = client.register_script(_ENQUEUE)
         self._acquire = client.register_script(_ACQUIRE)
         self._renew_lease = client.register_script(_RENEW_LEASE)
         self._release = client.register_script(_RELEASE)
@@ -243,28 +280,43 @@ class RedisBroker:
             return
         with self._talking("queue attempts"):
             self._ensure_groups(sorted({m.queue for m in messages}))
-            pipe = self._redis.pipeline(transaction=False)
+            # One script call per stretch of attempts that share what the script takes once
+            # (a coordinator's batch: one stretch), in order; all in one round trip.
+            calls: list[list[str | bytes | int]] = []
+            shared: tuple[object, ...] = ()
             for m in messages:
-                pipe.xadd(self.keys.queue(m.queue), m.fields())
+                now = (m.run_id, m.reply, m.executor, m.max_value_bytes, m.resources)
+                if now != shared:
+                    shared = now
+                    fields = m.fields()
+                    calls.append([self.keys.prefix, m.run_id, m.reply, m.executor,
+                                  fields["max_value"], fields.get("resources", "")])
+                calls[-1].extend((m.id, m.task_id, m.queue, m.body))
+            if len(calls) == 1:
+                self._enqueue(args=calls[0])
+                return
+            pipe = self._redis.pipeline(transaction=False)
+            for args in calls:
+                self._enqueue(args=args, client=pipe)
             pipe.execute()
 
     def read_events(self, reply: str, after: str, *, block_s: float,
                     count: int) -> tuple[str, list[Event]]:
         key = self.keys.reply(reply)
         with self._talking("read events"):
-            answer = self._redis.xread({key: after}, count=count,
-                                       block=max(1, int(block_s * 1000)))
-            if not answer:
-                return after, []
-            entries = answer[0][1]
-            last = entries[-1][0].decode()
-            # What was read is the coordinator's now: trim it (the last entry stays, as the
-            # stream's position). A stream whose coordinator died goes after a day.
+            # What was read before is the coordinator's now: trim it (the entry at ``after``
+            # stays, as the stream's position) in the same round trip as the read. A stream
+            # whose coordinator died goes after a day.
             pipe = self._redis.pipeline(transaction=False)
-            pipe.xtrim(key, minid=last)
+            if after != "0":
+                pipe.xtrim(key, minid=after)
             pipe.expire(key, MARK_TTL_S)
-            pipe.execute()
-        return last, [Event.from_fields(fields) for _, fields in entries]
+            pipe.xread({key: after}, count=count, block=max(1, int(block_s * 1000)))
+            answer = pipe.execute()[-1]
+        if not answer:
+            return after, []
+        entries = answer[0][1]
+        return entries[-1][0].decode(), [e for _, fields in entries for e in _events(fields)]
 
     def drop_reply(self, reply: str) -> None:
         with self._talking("drop a reply stream"):
@@ -386,9 +438,21 @@ class RedisBroker:
             return
         with self._talking("post events"):
             pipe = self._redis.pipeline(transaction=False)
-            for reply, event in events:
-                pipe.xadd(self.keys.reply(reply), event.fields())
+            self._post(pipe, events)
             pipe.execute()
+
+    def _post(self, pipe: Any, events: Sequence[tuple[str, Event]]) -> None:
+        """Add ``events`` to ``pipe``: one entry per reply stream, its events' fields in order
+        (h{n}, then d{n} if it has data, n unique in the entry; see _events)."""
+        entries: dict[str, dict[str, str | bytes]] = {}
+        for reply, event in events:
+            fields = entries.setdefault(reply, {})
+            n = len(fields)
+            fields[f"h{n}"] = event.header()
+            if event.data:
+                fields[f"d{n}"] = event.data
+        for reply, fields in entries.items():
+            pipe.xadd(self.keys.reply(reply), fields)
 
     def finish(self, done: Sequence[tuple[Claimed, Event]],
                events: Sequence[tuple[str, Event]] = ()) -> None:
@@ -396,18 +460,15 @@ class RedisBroker:
             self.post(events)
             return
         keys = self.keys
-        by_worker: dict[str, list[bytes | str]] = {}
+        args: list[bytes | str | int] = [GROUP, MARK_TTL_S]
         for claimed, end in done:
             message = claimed.message
-            by_worker.setdefault(end.worker, []).extend(
-                (keys.queue(claimed.queue), claimed.entry, keys.reply(message.reply),
-                 keys.done(message.id), message.id, end.data))
+            args.extend((keys.queue(claimed.queue), claimed.entry, keys.reply(message.reply),
+                         keys.done(message.id), end.header(), end.data))
         with self._talking("record outcomes"):
             pipe = self._redis.pipeline(transaction=False)
-            for reply, event in events:
-                pipe.xadd(keys.reply(reply), event.fields())
-            for worker, args in by_worker.items():
-                self._finish(args=[GROUP, MARK_TTL_S, worker, *args], client=pipe)
+            self._post(pipe, events)
+            self._finish(args=args, client=pipe)
             pipe.execute()
 
     def _retire(self, pipe: Any, claimed: Claimed) -> None:
@@ -559,6 +620,22 @@ def _namespace(url: str) -> tuple[str, str]:
         return url, ""
     rest = urlencode([(k, v) for k, v in query if k != "namespace"])
     return urlunsplit(parts._replace(query=rest)), names[-1]
+
+
+def _events(fields: Mapping[bytes, bytes]) -> Iterator[Event]:
+    """The events of a reply stream's entry: one (fields h, d: Event.fields) or several
+    (h0, d0, h1, ...: each header followed by its data, if it has any)."""
+    header = None
+    for key, value in fields.items():
+        if key[:1] == b"h":
+            if header is not None:
+                yield Event.from_header(header)
+            header = value
+        elif header is not None:  # its data
+            yield Event.from_header(header, value)
+            header = None
+    if header is not None:
+        yield Event.from_header(header)
 
 
 def _amounts(text: str) -> dict[str, float]:

@@ -7,6 +7,7 @@ idle), never assertions on how long something took.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -40,11 +41,14 @@ def test_a_queued_attempt_is_claimed_once_and_its_outcome_reaches_the_reply(open
     assert [c.message for c in claimed] == [message(1)]
     assert claimed[0].deliveries == 1
     assert broker.claim("b", ["default"], 10, block_s=0.05) == []
-    broker.finish([(claimed[0], Event(END, "s:1:1", "a", dump_outcome(OK, 42, limit=1000)))],
-                  [("run:s", Event(START, "s:1:1", "a"))])  # its events come first
+    started = 1_790_000_000.123456  # the worker's clock when it started the attempt
+    broker.finish([(claimed[0], Event(END, "s:1:1", "a", dump_outcome(OK, 42, limit=1000),
+                                      at=started))],
+                  [("run:s", Event(START, "s:1:1", "a", at=started))])  # events come first
     _, events = broker.read_events("run:s", "0", block_s=1, count=10)
     assert [(e.kind, e.attempt) for e in events] == [(START, "s:1:1"), (END, "s:1:1")]
     assert load_outcome(events[1].data) == (OK, 42)
+    assert [e.at for e in events] == [started, started]  # the coordinator's start latency
     assert broker.states(["s:1:1", "s:2:1"]) == ["done", None]
     other = broker.claim("b", ["other"], 10, block_s=1)
     assert [c.message.task_id for c in other] == ["t2"]
@@ -90,6 +94,52 @@ def test_an_attempt_sent_twice_is_queued_once_on_a_broker_that_can(open_test_bro
     assert [c.message.id for c in got] in (["s:1:1"], ["s:1:1", "s:1:1"])  # Redis: twice
     broker.finish([(got[0], Event(END, "s:1:1", "a", dump_outcome(OK, 1, limit=1000)))])
     assert broker.states(["s:1:1"]) == ["done"]  # a second copy is skipped by its worker
+
+
+def test_one_enqueue_may_hold_attempts_of_several_runs_each_arriving_whole(open_test_broker):
+    broker = open_test_broker()
+    sent = [message(1), replace(message(2, reply="run2:s"), run_id="run2"),
+            replace(message(3), resources=None, executor="shell", max_value_bytes=77)]
+    broker.enqueue(sent)
+    claimed = broker.claim("a", ["default"], 10, block_s=1)
+    assert {c.message.id: c.message for c in claimed} == {m.id: m for m in sent}
+
+
+def test_a_batch_of_outcomes_reaches_each_reply_in_order_after_its_events(open_test_broker):
+    broker = open_test_broker()
+    replies = {1: "run:a", 2: "run:b", 3: "run:a", 4: "run:a"}
+    broker.enqueue([message(n, reply=reply) for n, reply in replies.items()])
+    claimed = {c.message.id: c for c in broker.claim("w", ["default"], 10, block_s=1)}
+    ends = [(claimed[f"s:{n}:1"], Event(END, f"s:{n}:1", "w", dump_outcome(OK, n, limit=100),
+                                        at=float(n))) for n in replies]
+    events = [("run:a", Event(START, "s:9:1", "w")),
+              ("run:a", Event("o", "s:9:1", "w", b"output")),
+              ("run:b", Event(START, "s:8:1", "w", at=8.0))]
+    broker.finish(ends, events)
+    _, a = broker.read_events("run:a", "0", block_s=1, count=100)
+    _, b = broker.read_events("run:b", "0", block_s=1, count=100)
+    assert [(e.kind, e.attempt, e.data, e.at) for e in a[:2]] == [
+        (START, "s:9:1", b"", None), ("o", "s:9:1", b"output", None)]
+    assert [(e.kind, e.attempt, load_outcome(e.data), e.at) for e in a[2:]] == [
+        (END, f"s:{n}:1", (OK, n), float(n)) for n in (1, 3, 4)]
+    assert [(e.kind, e.attempt, e.at) for e in b] == [(START, "s:8:1", 8.0), (END, "s:2:1", 2.0)]
+    assert broker.states([f"s:{n}:1" for n in replies]) == ["done"] * 4
+
+
+def test_a_large_batch_of_outcomes_arrives_whole(open_test_broker):
+    broker = open_test_broker()
+    n = 1500  # more than one script call may gather in one stream entry
+    broker.enqueue([message(k) for k in range(n)])
+    claimed = broker.claim("w", ["default"], n, block_s=1)
+    assert len(claimed) == n
+    broker.finish([(c, Event(END, c.message.id, "w", dump_outcome(OK, k, limit=100)))
+                   for k, c in enumerate(claimed)])
+    events, position = [], "0"
+    while len(events) < n:
+        position, more = broker.read_events("run:s", position, block_s=1, count=100)
+        assert more, "hang guard: outcomes missing"
+        events += more
+    assert [load_outcome(e.data) for e in events] == [(OK, k) for k in range(n)]
 
 
 def test_reading_events_goes_on_from_the_position(open_test_broker):

@@ -71,11 +71,11 @@ SELECT unnest(%(attempts)s::text[]), false
 
 -- name: post
 WITH posted AS (
-    INSERT INTO events (reply, kind, attempt, worker, data)
-    SELECT reply, kind, attempt, worker, data
+    INSERT INTO events (reply, kind, attempt, worker, data, started)
+    SELECT reply, kind, attempt, worker, data, started
       FROM unnest(%(reply)s::text[], %(kind)s::text[], %(attempt)s::text[],
-                  %(worker)s::text[], %(data)s::bytea[])
-           WITH ORDINALITY AS e(reply, kind, attempt, worker, data, n)
+                  %(worker)s::text[], %(data)s::bytea[], %(started)s::float8[])
+           WITH ORDINALITY AS e(reply, kind, attempt, worker, data, started, n)
      ORDER BY n
     RETURNING reply)
 SELECT pg_notify(%(channel)s, reply) FROM (SELECT DISTINCT reply FROM posted) AS r;
@@ -85,11 +85,11 @@ SELECT pg_notify(%(channel)s, reply) FROM (SELECT DISTINCT reply FROM posted) AS
 -- one statement, so all or nothing. A row another worker holds now (this one was written off)
 -- is deleted too: the other learns it lost it at its next renewal.
 WITH posted AS (
-    INSERT INTO events (reply, kind, attempt, worker, data)
-    SELECT reply, kind, attempt, worker, data
+    INSERT INTO events (reply, kind, attempt, worker, data, started)
+    SELECT reply, kind, attempt, worker, data, started
       FROM unnest(%(reply)s::text[], %(kind)s::text[], %(attempt)s::text[],
-                  %(worker)s::text[], %(data)s::bytea[])
-           WITH ORDINALITY AS e(reply, kind, attempt, worker, data, n)
+                  %(worker)s::text[], %(data)s::bytea[], %(started)s::float8[])
+           WITH ORDINALITY AS e(reply, kind, attempt, worker, data, started, n)
      ORDER BY n
     RETURNING reply),
 marked AS (
@@ -111,8 +111,8 @@ WITH letter AS (
             %(body)s, %(resources)s::jsonb, %(max_value)s, %(reason)s, %(history)s::jsonb,
             %(deliveries)s)),
 posted AS (
-    INSERT INTO events (reply, kind, attempt, worker, data)
-    VALUES (%(reply)s, %(kind)s, %(attempt)s, %(worker)s, %(data)s)),
+    INSERT INTO events (reply, kind, attempt, worker, data, started)
+    VALUES (%(reply)s, %(kind)s, %(attempt)s, %(worker)s, %(data)s, %(started)s)),
 marked AS (
     INSERT INTO marks (attempt, done) VALUES (%(attempt)s, true)
         ON CONFLICT (attempt) DO UPDATE SET done = true, at = now()),
@@ -121,7 +121,7 @@ acked AS (
 SELECT pg_notify(%(channel)s, %(reply)s);
 
 -- name: read_events
-SELECT seq, kind, attempt, worker, data FROM events
+SELECT seq, kind, attempt, worker, data, started FROM events
  WHERE reply = %(reply)s AND NOT (seq = ANY(%(pending)s::bigint[]))
  ORDER BY seq
  LIMIT %(count)s;
