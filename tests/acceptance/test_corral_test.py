@@ -265,7 +265,8 @@ def test_auto_leaves_a_tiny_suite_to_pytest_and_records_it(corral: RunCli,
     assert summary(ours.stdout) == summary(plain.stdout)
     assert junit_outcomes(tmp_path / "corral.xml") == junit_outcomes(tmp_path / "plain.xml")
     runs = corral("runs")
-    assert f"pytest:{tmp_path}" in runs.stdout and "failed" in runs.stdout, runs.stdout
+    assert f"pytest:{tmp_path}" in runs.stdout, runs.stdout
+    assert "failed" in runs.stdout
     again = corral("test", "--lf")
     assert "rerunning the 6 tests that failed last time" in again.stdout, again.stdout
     assert summary(again.stdout) == "4 failed, 18 deselected, 2 errors"
