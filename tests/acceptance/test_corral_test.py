@@ -277,6 +277,28 @@ def test_auto_leaves_a_tiny_suite_to_pytest_and_records_it(corral: RunCli,
     assert summary(first.stdout) == summary(plain.stdout)
 
 
+def test_auto_keeps_a_marked_tiny_suite_on_corrals_scheduler(corral: RunCli,
+                                                              tmp_path: Path) -> None:
+    """A suite that uses @pytest.mark.corral runs in this process in corral's order, not in
+    pytest's own loop (which would ignore after=)."""
+    write_suite(tmp_path, {"test_marked.py": '''
+        import pytest
+
+        RAN = []
+
+        @pytest.mark.corral(after=["test_b"])
+        def test_a():
+            assert RAN == ["b"]
+
+        def test_b():
+            RAN.append("b")
+    '''})
+    done = corral("test", "--no-store")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "corral: 2 tests on this process" in done.stdout
+    assert "2 passed" in done.stdout
+
+
 def test_a_costly_shared_fixture_stays_on_one_worker(corral: RunCli, tmp_path: Path) -> None:
     write_suite(tmp_path, {
         "test_db.py": '''
