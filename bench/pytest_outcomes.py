@@ -9,7 +9,10 @@ outcomes"). Runs both on the same arguments, one after the other, each writing
 
     python -m bench.pytest_outcomes -- tests/unit tests/conformance
     python -m bench.pytest_outcomes --workers 2 --keep /tmp/cmp -- tests/acceptance -x
+    python -m bench.pytest_outcomes --recheck 3 -- tests/integration
 
+``--recheck K`` then runs each test that differs K times alone on each side, to tell a flaky
+test (one that fails alone under plain pytest too) from a difference ``corral test`` makes.
 Exit 0: the same; 1: they differ; 2: a run did not write its report. Not a benchmark (no
 times are compared) and not part of the test command: the whole suite takes minutes, run it
 in a quiet window. The corral run uses its own store in the output folder (``--store`` to
@@ -26,7 +29,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["compare", "differences", "main", "outcomes"]
+__all__ = ["compare", "differences", "main", "nodeid", "outcomes", "recheck"]
 
 # A testcase's children, in the order that decides its outcome (a test that failed and then
 # errored in teardown counts as failed, as pytest's summary line counts it).
@@ -82,7 +85,42 @@ def _run(cmd: list[str], xml: Path) -> tuple[int, dict[str, str] | None]:
     return done.returncode, outcomes(xml.read_text())
 
 
-def compare(args: list[str], out: Path, workers: str, store: str | None) -> int:
+def nodeid(key: str, root: Path) -> str | None:
+    """The node id of the junit case ``classname::name`` (``tests.unit.test_x.TestY`` names
+    the file ``tests/unit/test_x.py`` and its class ``TestY``), relative to ``root``."""
+    classname, _, name = key.partition("::")
+    parts = classname.split(".")
+    for i in range(len(parts), 0, -1):
+        path = Path(*parts[:i]).with_suffix(".py")
+        if (root / path).is_file():
+            return "::".join([path.as_posix(), *parts[i:], name])
+    return None
+
+
+def recheck(keys: list[str], times: int, workers: str) -> list[str]:
+    """Run each test alone ``times`` times under each side: how often it passed."""
+    python = sys.executable
+    lines = []
+    for key in keys:
+        test = nodeid(key, Path.cwd())
+        if test is None:
+            lines.append(f"{key}: no file found for it; not rechecked")
+            continue
+        quiet = ["-q", "-p", "no:cacheprovider", test]
+        sides = {"pytest": [python, "-m", "pytest", *quiet],
+                 "corral test": [python, "-m", "corral.cli", "test", "--workers", workers,
+                                 "--no-store", *quiet]}
+        passed = {side: sum(subprocess.run(cmd, stdin=subprocess.DEVNULL, check=False,
+                                           capture_output=True).returncode == 0
+                            for _ in range(times))
+                  for side, cmd in sides.items()}
+        lines.append(f"{test} alone: " + ", ".join(
+            f"{side} passed {n}/{times}" for side, n in passed.items()))
+    return lines
+
+
+def compare(args: list[str], out: Path, workers: str, store: str | None,
+            times: int = 0) -> int:
     """Run both, print the comparison; the exit code of :func:`main`."""
     python = sys.executable
     plain_xml, corral_xml = out / "pytest.xml", out / "corral.xml"
@@ -102,6 +140,10 @@ def compare(args: list[str], out: Path, workers: str, store: str | None) -> int:
     if plain_code != corral_code:
         lines.insert(0, f"exit codes differ: pytest {plain_code}, corral test {corral_code}")
     print("\n".join(lines) if lines else f"the same: {len(plain)} tests, same outcomes")
+    if times > 0 and lines:
+        differing = sorted(k for k in plain.keys() | corral.keys()
+                           if plain.get(k) != corral.get(k))
+        print("\n".join(recheck(differing, times, workers)))
     return 1 if lines else 0
 
 
@@ -113,13 +155,15 @@ def main(argv: list[str] | None = None) -> int:
                         "output folder)")
     parser.add_argument("--keep", type=Path, help="write the reports here (default: a "
                         "temporary folder, removed after)")
+    parser.add_argument("--recheck", type=int, default=0, metavar="K",
+                        help="run each test that differs K times alone on each side")
     parser.add_argument("pytest_args", nargs="*", help="after --: pytest's arguments")
     args = parser.parse_args(argv)
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
-        return compare(args.pytest_args, args.keep, args.workers, args.store)
+        return compare(args.pytest_args, args.keep, args.workers, args.store, args.recheck)
     with tempfile.TemporaryDirectory(prefix="corral-outcomes-") as tmp:
-        return compare(args.pytest_args, Path(tmp), args.workers, args.store)
+        return compare(args.pytest_args, Path(tmp), args.workers, args.store, args.recheck)
 
 
 if __name__ == "__main__":
