@@ -286,3 +286,18 @@ def test_a_narrower_executor_bounds_the_run_by_its_own_work_per_slot():
     assert lower_bound(g, [1.5, 1.5, 1.5, 1.0], 5) == 1.5
     assert lower_bound(g, [1.5, 1.5, 1.5, 1.0], 5, {"process": 2}) == 2.25
     assert lower_bound(g, [1.5, 1.5, 1.5, 1.0], 5, {"process": 8}) == 1.5  # not narrower
+
+
+def test_the_realised_critical_path_breaks_ties_of_rounded_end_times_downstream():
+    from corral._plan import realised_critical_path
+
+    deps = {"first": [], "second": ["first"], "last": ["first", "second"]}
+    # stored times rounded to the millisecond: second and last end "together"
+    ends = {"first": 0.001, "second": 0.004, "last": 0.004}
+    assert realised_critical_path(ends, deps.__getitem__) == ["first", "second", "last"]
+    ends = {"last": 0.004, "second": 0.004, "first": 0.004}  # every one, in any order
+    assert realised_critical_path(ends, deps.__getitem__) == ["first", "second", "last"]
+    # start + span computed back from a stored history: equal ends differ in the last bits
+    ends = {"first": 0.1, "second": 0.1 + 0.2, "last": 0.3}
+    assert ends["second"] > ends["last"]
+    assert realised_critical_path(ends, deps.__getitem__) == ["first", "second", "last"]
