@@ -133,7 +133,7 @@ class Orchestration:
         self.clock = clock
         self.started_at = clock()
         self._started = time.monotonic()
-        self._probe: concurrent.futures.Future[FleetSample] | None = None
+        self._probe: asyncio.Future[FleetSample] | None = None
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="corral-orchestration")
         self._kept = _Kept()
@@ -186,9 +186,11 @@ class Orchestration:
     async def _sample(self, timeout: float) -> FleetSample:
         probe = self._probe
         if probe is None or probe.done():  # else: the one in flight is still waited on
-            probe = self._probe = self._threads.submit(self._read_broker)
+            probe = self._probe = asyncio.wrap_future(self._threads.submit(self._read_broker))
+            # Whoever gave up waiting, the outcome is read: no "exception never retrieved".
+            probe.add_done_callback(_retrieve)
         try:
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(probe)), timeout)
+            return await asyncio.wait_for(asyncio.shield(probe), timeout)
         except TimeoutError:
             raise TimeoutError(f"the broker did not answer within {timeout:g}s") from None
 
@@ -219,6 +221,11 @@ class Orchestration:
             "size": stats.size, "max": stats.max, "active": stats.active, "idle": stats.idle,
             "waiting": stats.waiting, "saturation": round(stats.saturation, 4)}
         return {"url": url, "kind": "postgresql" if kind == "postgres" else kind, "pool": pool}
+
+
+def _retrieve(future: asyncio.Future[FleetSample]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _fleet_reasons(pools: list[dict[str, Any]], saturation: float) -> list[str]:
