@@ -7,10 +7,12 @@ them), with a PostgreSQL store (its pool's figures), and with a broker that stop
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,13 @@ def test_with_a_redis_broker_and_two_workers(tmp_path: Path) -> None:
         assert gpu["capacity"] == 3
         assert default["queued"] == 0
         assert default["running"] == 0
+        listed = subprocess.run([sys.executable, "-m", "corral", "workers", "--broker", url,
+                                 "--json"], capture_output=True, text=True, check=False,
+                                timeout=HANG_GUARD_S)
+        assert listed.returncode == 0, listed.stderr
+        cli = {p["queue"]: p for p in json.loads(listed.stdout)["pools"]}
+        assert cli["default"]["capacity"] == 5
+        assert cli["gpu"]["workers"] == 1
 
         accepted = client.post("/api/v1/runs", json={"pipeline": text})
         assert accepted.status_code == 202, accepted.text

@@ -10,13 +10,12 @@ pool, in one report.
         └─ fleet: one probe thread at a time (workers, queue depths, saturation),
            awaited at most ``timeout``: a broker that stops answering is "unavailable"
            with the reason, fast; the probe stuck on it is waited on again, never doubled
-    pools_of(sample, base) ── pure: per queue, the workers by health, capacity, work
-                              queued and done, throughput since ``base``
+    pools_of(sample, base) ── per queue (corral.fleet._summary, pure; also behind
+                              ``corral workers --json``)
 
 Throughput is attempts finished per second over the interval since a sample the server
 kept (samples are kept at least 1 s apart, so the interval is at least that); before there
-is one, each worker's lifetime rate, summed. A worker that serves several queues counts in
-each of their pools.
+is one, each worker's lifetime rate, summed.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import asyncio
 import concurrent.futures
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -34,8 +33,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from corral.fleet._backpressure import BackpressurePolicy
-from corral.fleet._broker import Broker, WorkerInfo, safe_url
-from corral.fleet._health import Health, HealthThresholds, assess
+from corral.fleet._broker import Broker, safe_url
+from corral.fleet._health import Health, HealthThresholds
+from corral.fleet._summary import FleetSample, pools_of, read_sample
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -43,8 +43,7 @@ if TYPE_CHECKING:
     from corral.server._runs import RunManager
     from corral.store import Store
 
-__all__ = ["PROBE_TIMEOUT_S", "FleetSample", "Orchestration", "OrchestrationCollector",
-           "pools_of"]
+__all__ = ["PROBE_TIMEOUT_S", "Orchestration", "OrchestrationCollector"]
 
 # How long a request waits for the broker: longer than a healthy round trip by far, short
 # enough that a health check (often given 1-5 s) gets an answer rather than timing out.
@@ -54,56 +53,6 @@ MIN_INTERVAL_S = 1.0
 # From this share of its connections (or memory) in use a broker or pool counts as saturated:
 # where the workers start to slow down (corral.fleet._backpressure).
 SATURATED = BackpressurePolicy().high
-# Health states whose workers take new work (their concurrency counts as capacity).
-_TAKING = frozenset({Health.STARTING, Health.HEALTHY, Health.DEGRADED})
-
-@dataclass(frozen=True, slots=True)
-class FleetSample:
-    """What the broker said at ``at`` (epoch seconds)."""
-
-    at: float
-    workers: tuple[WorkerInfo, ...]
-    depths: Mapping[str, int]  # queue -> attempts queued that no worker holds
-    saturation: float
-
-
-def _queues(workers: Sequence[WorkerInfo]) -> list[str]:
-    return sorted({q for w in workers for q in w.queues})
-
-
-def _done_since(worker: WorkerInfo, base: FleetSample | None, at: float) -> float:
-    """Attempts ``worker`` finished since ``base`` (None: per second over its life)."""
-    lifetime = worker.done / max(at - worker.started_at, 1e-9)
-    if base is None:
-        return lifetime
-    before = next((w for w in base.workers if w.id == worker.id), None)
-    if before is not None:
-        return max(0, worker.done - before.done)
-    # New since base: what it did, but no more than its rate allows in the interval.
-    return min(float(worker.done), lifetime * (at - base.at))
-
-
-def pools_of(sample: FleetSample, base: FleetSample | None,
-             thresholds: HealthThresholds | None = None) -> list[dict[str, Any]]:
-    """One entry per queue the sampled workers serve (see the module's docstring)."""
-    health = {w.id: assess(w, sample.at, thresholds).state for w in sample.workers}
-    interval = sample.at - base.at if base is not None else None
-    out = []
-    for queue in _queues(sample.workers):
-        members = [w for w in sample.workers if queue in w.queues]
-        counts = {state.value: sum(health[w.id] is state for w in members) for state in Health}
-        finished = sum(_done_since(w, base, sample.at) for w in members)
-        out.append({
-            "queue": queue, "workers": len(members), **counts,
-            "capacity": sum(w.concurrency for w in members if health[w.id] in _TAKING),
-            "running": sum(w.running for w in members),
-            "queued": sample.depths.get(queue, 0),
-            "done": sum(w.done for w in members),
-            "throughput_per_s": round(finished / interval if interval else finished, 3),
-            "throughput_over_s": round(interval, 3) if interval else None,
-        })
-    return out
-
 
 @dataclass(slots=True)
 class _Kept:
@@ -196,12 +145,8 @@ class Orchestration:
 
     def _read_broker(self) -> FleetSample:
         """Blocking: in the probe thread."""
-        broker = self.broker
-        assert broker is not None
-        workers = tuple(broker.workers())
-        depths = {q: broker.queue_depth([q]) for q in _queues(workers)}
-        return FleetSample(at=self.clock(), workers=workers, depths=depths,
-                           saturation=broker.saturation())
+        assert self.broker is not None
+        return read_sample(self.broker, self.clock)
 
     def _coordinator(self) -> dict[str, Any]:
         runs = self.runs
