@@ -24,6 +24,7 @@ pytest.importorskip("fastapi")
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from tests.helpers.live_server import LiveServer  # noqa: E402
+from tests.helpers.postgres import broker_url as pg_broker_url  # noqa: E402
 from tests.helpers.postgres import schema_url  # noqa: E402
 from tests.helpers.redis import (  # noqa: E402
     namespace_url,
@@ -251,3 +252,21 @@ def test_a_broker_that_stops_answering(tmp_path: Path) -> None:
         assert gauges(client)[("corral_broker_up", ())] == 0
         os.kill(redis_proc.pid, signal.SIGCONT)
         wait_for(lambda: health(client)["broker"]["reachable"], "the broker to answer again")
+
+
+def test_with_a_postgresql_broker(tmp_path: Path) -> None:
+    """The same report from the PostgreSQL broker: one worker, its pool, the saturation."""
+    with pg_broker_url() as url, contextlib.ExitStack() as stack:
+        proc = start_worker(url, "-c", "2", "--grace", "0")
+        stack.callback(stop_worker, proc)
+        live = stack.enter_context(LiveServer(create_app(settings(tmp_path, broker=url))))
+        client = stack.enter_context(httpx.Client(base_url=live.url, timeout=HANG_GUARD_S))
+        body = health(client)
+        assert body["status"] == "ok", body
+        assert body["broker"]["reachable"] is True
+        assert 0 < body["broker"]["saturation"] <= 1  # its own connections count
+        (pool,) = body["pools"]
+        assert pool["queue"] == "default"
+        assert pool["workers"] == 1
+        assert pool["capacity"] == 2
+        assert pool["queued"] == 0
