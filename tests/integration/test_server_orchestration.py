@@ -236,7 +236,8 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 @pytest.mark.slow
 def test_a_broker_that_stops_answering(tmp_path: Path) -> None:
     """SIGSTOP the broker: the report says unavailable with the reason (the probe stuck on it
-    is not started twice), /metrics still answers; SIGCONT: reachable again."""
+    is not started twice), /metrics still answers; SIGCONT: reachable again; killed: a
+    submission is refused with 503 broker_unavailable."""
     with own_redis(tmp_path) as (url, redis_proc), \
             LiveServer(create_app(settings(tmp_path, broker=url))) as live, \
             httpx.Client(base_url=live.url, timeout=HANG_GUARD_S) as client:
@@ -252,6 +253,14 @@ def test_a_broker_that_stops_answering(tmp_path: Path) -> None:
         assert gauges(client)[("corral_broker_up", ())] == 0
         os.kill(redis_proc.pid, signal.SIGCONT)
         wait_for(lambda: health(client)["broker"]["reachable"], "the broker to answer again")
+        # Gone for good: a run submitted now is refused, as the store's absence would be.
+        redis_proc.kill()
+        redis_proc.wait()
+        refused = client.post("/api/v1/runs", json={"pipeline": GATED.format(
+            tasks='  a: {cmd: "true"}')})
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "broker_unavailable"
+        assert health(client)["status"] == "unavailable"
 
 
 def test_with_a_postgresql_broker(tmp_path: Path) -> None:
