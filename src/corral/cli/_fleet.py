@@ -167,18 +167,20 @@ def workers(broker: str, as_json: bool, max_error_rate: float,
     Health: starting, healthy, degraded (error rate or mean latency over its threshold, once
     10 attempts finished), unhealthy (silent past the heartbeat timeout), stopping."""
     from corral.fleet._health import Health, HealthThresholds, assess
+    from corral.fleet._summary import pools_of, read_sample
 
     conn = _connect(broker)
     try:
-        found = conn.workers()
         try:
             limits = HealthThresholds(heartbeat_timeout=conn.heartbeat_timeout,
                                       max_error_rate=max_error_rate, max_latency_s=max_latency)
         except ValueError as exc:
             raise UserError(f"--max-latency: {exc}") from None
+        sample = read_sample(conn) if as_json else None
+        found = list(sample.workers) if sample is not None else conn.workers()
     finally:
         conn.close()
-    now = time.time()
+    now = sample.at if sample is not None else time.time()
     health = [assess(w, now, limits) for w in found]
     if as_json:
         emit_json({"workers": [{
@@ -188,7 +190,11 @@ def workers(broker: str, as_json: bool, max_error_rate: float,
             "started_at": _when(w.started_at), "last_beat": _when(w.last_beat),
             "state": w.state, "health": h.as_dict()} for w, h in zip(found, health, strict=True)],
             "by_health": {state.value: sum(h.state is state for h in health)
-                          for state in Health}})
+                          for state in Health},
+            # One per queue served (as GET /health/orchestration has them; throughput: the
+            # workers' lifetime rate), and how full the broker is.
+            "pools": pools_of(sample, None, limits) if sample is not None else [],
+            "saturation": round(sample.saturation, 4) if sample is not None else None})
         return
     if not found:
         click.echo("no workers")
