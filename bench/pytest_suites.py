@@ -121,6 +121,10 @@ def bench_suite(suite: Suite, base: Path, reps: int, modes: tuple[str, ...]) -> 
         raise SystemExit(f"{where}: no venv; run python -m bench.pytest_suites_build first")
     for stale in where.glob("corral.db*"):
         stale.unlink()  # the first corral run knows no durations
+    # corral's bytecode, as an installed wheel has it (pytest's own is in site-packages): the
+    # editable install has none, and PYTHONDONTWRITEBYTECODE keeps each run compiling it again.
+    subprocess.run([str(where / "venv" / "bin" / "python"), "-m", "compileall", "-q",
+                    str(ROOT / "src" / "corral")], check=True, stdout=subprocess.DEVNULL)
     runs = []
     for rep in range(reps):
         for mode in modes:

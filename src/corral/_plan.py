@@ -191,12 +191,24 @@ def realised_critical_path(end: Mapping[K, float], deps: Callable[[K], Iterable[
     dependencies. For a finished run (:class:`~corral.RunResult`) and a stored one alike."""
     if not end:
         return []
-    task = max(end, key=end.__getitem__)
+    task = _last_to_end(list(end), end, deps)
     path = [task]
     while True:
         ran = [d for d in deps(task) if d in end]
         if not ran:
             break
-        task = max(ran, key=end.__getitem__)
+        task = _last_to_end(ran, end, deps)
         path.append(task)
     return path[::-1]
+
+
+def _last_to_end(tasks: list[K], end: Mapping[K, float], deps: Callable[[K], Iterable[K]]) -> K:
+    """Of ``tasks``, one that ended last; among several that ended at the same time (within a
+    microsecond: a stored history's times, start + span, differ from the end in the last
+    bits), one that none of the others waited for."""
+    last = max(end[t] for t in tasks)
+    tied = [t for t in tasks if last - end[t] <= 1e-6]
+    if len(tied) > 1:
+        upstream = {d for t in tied for d in deps(t)}
+        tied = [t for t in tied if t not in upstream] or tied
+    return tied[0]

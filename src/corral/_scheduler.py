@@ -77,6 +77,7 @@ from corral._estimates import OnlineEstimates
 from corral._graph import Graph
 from corral._kinds import task_kinds
 from corral._limits import REFUSED, BreakerBook, Gate, RateState, gate_for
+from corral._lookahead import rank_classes, ranking_pays
 from corral._plan import DEFAULT_ESTIMATE, is_seconds, upward_ranks
 from corral._scheduler_growth import GrowingScheduler
 from corral._spec import TaskState, TriggerRule
@@ -96,11 +97,14 @@ CANCELLED = TaskState.CANCELLED
 # How many ready tasks that do not fit the admission scan steps over before it gives up for
 # this round: bounds the cost of a round when many large tasks wait for one scarce resource.
 LOOKAHEAD = 64
-# A re-rank (ranks computed again from learned durations, the ready queue re-keyed) is
-# counted as costing this many seconds per task and per edge (CPython, a few hundred
-# nanoseconds each, rounded up), and is done at most once per 1 / RERANK_SHARE of its cost in
-# run time: at most 5% of one core goes to learning, whatever the graph.
-RERANK_COST_S = 1e-6
+# A re-rank (ranks computed again from learned durations, the rest of the run played out in
+# rank and in arrival order to choose between them (corral._lookahead), the ready queue
+# re-keyed) is counted as costing this many seconds per task and per edge (measured in
+# CPython: 0.6-2.1 us on the workflow traces, 1.2-1.5 us on layered 10k; 100,000 tasks all
+# ready at once cost about 4 us each), and is done at most once per
+# 1 / RERANK_SHARE of its cost in run time: at most 5% of one core goes to learning,
+# whatever the graph.
+RERANK_COST_S = 3e-6
 RERANK_SHARE = 0.05
 
 
@@ -232,6 +236,7 @@ class Scheduler(GrowingScheduler):
         self._rerank_gap = (n + sum(map(len, graph.deps))) * RERANK_COST_S / RERANK_SHARE
         self._next_rerank = self._rerank_gap
         self.reranks = 0
+        self.ranked_reranks = 0  # re-ranks that kept rank order (the others: arrival order)
         self._start: list[float] = [0.0] * n  # when each running attempt started
         self._ready: list[int] = []  # heap of keys
         self._retries: list[tuple[float, int]] = []  # heap of (due, task)
@@ -640,15 +645,11 @@ class Scheduler(GrowingScheduler):
     def _set_classes(self, ranks: Sequence[float]) -> None:
         """Number the distinct (priority, rank) pairs, best first, into each task's key (with
         the task itself: a key only lacks its arrival number)."""
+        self._class_key = rank_classes(ranks, self._priorities, self._task_bits + self._seq_bits)
+
+    def _set_keys(self, classes: Sequence[int]) -> None:
         shift = self._task_bits + self._seq_bits
-        priorities = self._priorities
-        if priorities is None:
-            number = {r: c for c, r in enumerate(sorted(set(ranks), reverse=True))}
-            self._class_key = [number[r] << shift | i for i, r in enumerate(ranks)]
-            return
-        pairs = [(-p, -r) for p, r in zip(priorities, ranks, strict=True)]
-        numbered = {pair: c for c, pair in enumerate(sorted(set(pairs)))}
-        self._class_key = [numbered[pair] << shift | i for i, pair in enumerate(pairs)]
+        self._class_key = [c << shift | i for i, c in enumerate(classes)]
 
     def _make_learner(self) -> None:
         """The learner, when something it could learn would change the order."""
@@ -660,7 +661,8 @@ class Scheduler(GrowingScheduler):
             self.learner = OnlineEstimates(kinds, families, prior)
 
     def _rerank(self, now: float) -> None:
-        """Ranks from what has been learned; the ready tasks keep their arrival order."""
+        """Ranks from what has been learned, kept if they pay (else arrival order alone); the
+        ready tasks keep their arrival numbers."""
         self._stale = False
         self._next_rerank = now + self._rerank_gap
         learner = self.learner
@@ -672,11 +674,29 @@ class Scheduler(GrowingScheduler):
         if len(durations) < len(self.state):  # tasks added since the learner was made
             durations += [DEFAULT_ESTIMATE if s.estimate is None else s.estimate
                           for s in self.graph.specs[len(durations):]]
-        self._set_classes(upward_ranks(self.graph, durations))
+        classes = rank_classes(upward_ranks(self.graph, durations), self._priorities)
+        by_arrival = rank_classes([0.0] * len(classes), self._priorities)
+        if self._ranking_pays(classes, by_arrival, durations, now):
+            self.ranked_reranks += 1
+        else:  # the guesses promise too little: arrival order (_lookahead)
+            classes = by_arrival
+        self._set_keys(classes)
         class_key, mask = self._class_key, self._task_mask
         arrival = self._low_mask & ~mask
         self._ready = [class_key[k & mask] | (k & arrival) for k in self._ready]
         heapq.heapify(self._ready)
+
+    def _ranking_pays(
+        self, ranked: list[int], arrival: list[int], durations: list[float], now: float
+    ) -> bool:
+        state, start, mask = self.state, self._start, self._task_mask
+        return ranking_pays(
+            ranked, arrival,
+            [k & mask for k in sorted(self._ready, key=self._low_mask.__and__)],
+            [(max(now, start[i] + durations[i]), i) for i, s in enumerate(state) if s is RUNNING],
+            now=now, state=state, waiting=self._waiting, dependents=self._dependents,
+            durations=durations, slots=self.concurrency,
+        )
 
     def _release_due(self, now: float) -> None:
         retries = self._retries

@@ -253,6 +253,52 @@ def test_auto_runs_a_tiny_suite_in_process(corral: RunCli, tmp_path: Path) -> No
     assert "2 passed" in done.stdout
 
 
+def test_auto_leaves_a_tiny_suite_to_pytest_and_records_it(corral: RunCli,
+                                                          tmp_path: Path) -> None:
+    """The serial path (pytest's own loop): plain pytest's results, and a recorded run whose
+    failures --last-failed and --failed-first read."""
+    write_suite(tmp_path, {"test_mixed.py": MIXED, "test_more.py": MIXED})
+    plain = plain_pytest(tmp_path, "--junit-xml", "plain.xml", "-p", "no:cacheprovider")
+    ours = corral("test", "--junit-xml", "corral.xml")
+    assert ours.returncode == plain.returncode == 1, ours.stdout + ours.stderr
+    assert "corral: 24 tests on this process" in ours.stdout
+    assert summary(ours.stdout) == summary(plain.stdout)
+    assert junit_outcomes(tmp_path / "corral.xml") == junit_outcomes(tmp_path / "plain.xml")
+    runs = corral("runs")
+    assert f"pytest:{tmp_path}" in runs.stdout, runs.stdout
+    assert "failed" in runs.stdout
+    again = corral("test", "--lf")
+    assert "rerunning the 6 tests that failed last time" in again.stdout, again.stdout
+    assert summary(again.stdout) == "4 failed, 18 deselected, 2 errors"
+    first = corral("test", "--ff", "-v", "-p", "no:cacheprovider")
+    results = [line for line in first.stdout.splitlines() if " PASSED" in line
+               or " FAILED" in line or " ERROR" in line]
+    assert all(" PASSED" not in line for line in results[:6]), first.stdout
+    assert summary(first.stdout) == summary(plain.stdout)
+
+
+def test_auto_keeps_a_marked_tiny_suite_on_corrals_scheduler(corral: RunCli,
+                                                              tmp_path: Path) -> None:
+    """A suite that uses @pytest.mark.corral runs in this process in corral's order, not in
+    pytest's own loop (which would ignore after=)."""
+    write_suite(tmp_path, {"test_marked.py": '''
+        import pytest
+
+        RAN = []
+
+        @pytest.mark.corral(after=["test_b"])
+        def test_a():
+            assert RAN == ["b"]
+
+        def test_b():
+            RAN.append("b")
+    '''})
+    done = corral("test", "--no-store")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "corral: 2 tests on this process" in done.stdout
+    assert "2 passed" in done.stdout
+
+
 def test_a_costly_shared_fixture_stays_on_one_worker(corral: RunCli, tmp_path: Path) -> None:
     write_suite(tmp_path, {
         "test_db.py": '''

@@ -47,8 +47,31 @@ def test_brokers_opened_at_once_make_the_schema_once(url):
         versions = conn.execute(f"SELECT version FROM {_schema(url)}.schema_version").fetchall()
         tables = {r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = %s", (_schema(url),))}
-    assert versions == [(1,), (2,), (3,)]
+    assert versions == [(1,), (2,), (3,), (4,)]
     assert {"jobs", "events", "marks", "dead_letters", "workers", "leases", "meta"} <= tables
+
+
+def test_a_version_2_schema_with_workers_upgrades_and_keeps_them(url):
+    import time
+
+    from corral.fleet._broker import WorkerInfo
+
+    broker = open_broker(url)
+    now = time.time()
+    broker.register(WorkerInfo(id="w1", host="h", pid=1, queues=("default",), concurrency=2,
+                               done=4, started_at=now, last_beat=now))
+    broker.close()
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:  # back to version 2
+        conn.execute(f"ALTER TABLE {_schema(url)}.workers DROP COLUMN failed, "
+                     "DROP COLUMN busy_s, DROP COLUMN weight")
+        conn.execute(f"ALTER TABLE {_schema(url)}.jobs DROP COLUMN target")
+        conn.execute(f"DELETE FROM {_schema(url)}.schema_version WHERE version >= 3")
+    broker = open_broker(url)
+    try:
+        (w,) = broker.workers()
+    finally:
+        broker.close()
+    assert (w.id, w.done, w.failed, w.busy_s) == ("w1", 4, 0, 0.0)
 
 
 def test_a_schema_written_by_a_newer_corral_is_refused(url):
@@ -60,12 +83,14 @@ def test_a_schema_written_by_a_newer_corral_is_refused(url):
 
 
 def test_a_version_1_schema_is_upgraded_keeping_its_events(url):
-    # Version 1 is version 3 without the events' start column (2) and without the jobs'
-    # targets and the workers' weights (3): made so from a fresh schema.
+    # Version 1 is version 4 without the events' start column (2), the workers' health
+    # figures (3) and the jobs' targets and the workers' weights (4): made so from a fresh
+    # schema.
     open_broker(url).close()
     schema = _schema(url)
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f"ALTER TABLE {schema}.events DROP COLUMN started")
+        conn.execute(f"ALTER TABLE {schema}.workers DROP COLUMN failed, DROP COLUMN busy_s")
         conn.execute(f"ALTER TABLE {schema}.jobs DROP COLUMN target")
         conn.execute(f"ALTER TABLE {schema}.workers DROP COLUMN weight")
         conn.execute(f"DELETE FROM {schema}.schema_version WHERE version >= 2")

@@ -149,15 +149,35 @@ def test_without_estimates_equal_ranks_start_in_arrival_order():
     assert ids(s, s.admit(2)) == ["c_1"]
 
 
-def test_a_learned_duration_moves_the_pending_tasks_of_its_kind_up():
-    s = Scheduler(roots(), concurrency=1)
+def after_l_1():
+    """l_1 and s_1 at the roots; four s tasks and l_2 wait for l_1 (arrival: s first)."""
+    return graph(spec("l_1"), spec("s_1"), *(spec(f"s_{k}", ["l_1"]) for k in range(2, 6)),
+                 spec("l_2", ["l_1"]))
+
+
+def test_a_learned_duration_moves_a_task_up_when_that_ends_the_run_sooner():
+    g = after_l_1()
+    s = Scheduler(g, concurrency=2)
     # (From t = 1 s on, the run is long enough to learn: the first admit makes the learner.)
-    assert run_one(s, 1.0, 1.0) == "s_1"
+    assert ids(s, s.admit(1.0)) == ["l_1", "s_1"]
     assert s.learner is not None
-    assert run_one(s, 2.0, 10.0) == "l_1"  # l takes 10x longer than s
-    assert run_one(s, 12.0, 10.0) == "l_2"  # moved ahead of s_2 and s_3, ready before it
-    assert s.reranks == 2
-    assert run_one(s, 22.0, 1.0) == "s_2"
+    s.succeeded(g.index["s_1"], 2.0)  # s takes 1 s
+    assert s.admit(2.0) == []
+    s.succeeded(g.index["l_1"], 11.0)  # l takes 10 s
+    # Arrival order would end at 23 (s_2 s_3 | s_4 s_5 | l_2), l_2 first at 21.
+    assert ids(s, s.admit(11.0)) == ["l_2", "s_2"]
+    assert s.ranked_reranks == 1
+
+
+def test_a_learned_duration_that_would_not_end_the_run_sooner_keeps_arrival_order():
+    # On one slot every order ends at the same time: ranks would reorder for nothing.
+    g = after_l_1()
+    s = Scheduler(g, concurrency=1)
+    order = [run_one(s, 1.0, 10.0)]  # l_1
+    order += [run_one(s, t, 1.0) for t in (11.0, 12.0, 13.0, 14.0, 15.0)]
+    assert order == ["l_1", "s_1", "s_2", "s_3", "s_4", "s_5"]
+    assert s.reranks >= 1
+    assert s.ranked_reranks == 0
 
 
 def test_without_learning_the_same_run_keeps_arrival_order():
@@ -179,10 +199,11 @@ def test_re_ranks_are_bounded_by_the_time_that_passed():
     # l is known to be long, but too soon after the last re-rank: arrival order holds.
     assert run_one(s, 1.5 * gap, 0.1 * gap) == "s_2"
     assert s.reranks == 0
-    # One gap after the learner was made, the queue is re-ranked.
-    assert run_one(s, 2.0 * gap, 0.5 * gap) == "l_2"
+    # One gap after the learner was made, the queue is re-ranked (on one slot, ranks would
+    # not end the run sooner: arrival order is kept).
+    assert run_one(s, 2.0 * gap, 0.1 * gap) == "s_3"
     assert s.reranks == 1
-    assert run_one(s, 2.5 * gap, 0.1 * gap) == "s_3"
+    assert run_one(s, 2.1 * gap, 0.5 * gap) == "l_2"
     assert not s.is_active()
 
 
@@ -265,3 +286,18 @@ def test_a_narrower_executor_bounds_the_run_by_its_own_work_per_slot():
     assert lower_bound(g, [1.5, 1.5, 1.5, 1.0], 5) == 1.5
     assert lower_bound(g, [1.5, 1.5, 1.5, 1.0], 5, {"process": 2}) == 2.25
     assert lower_bound(g, [1.5, 1.5, 1.5, 1.0], 5, {"process": 8}) == 1.5  # not narrower
+
+
+def test_the_realised_critical_path_breaks_ties_of_rounded_end_times_downstream():
+    from corral._plan import realised_critical_path
+
+    deps = {"first": [], "second": ["first"], "last": ["first", "second"]}
+    # stored times rounded to the millisecond: second and last end "together"
+    ends = {"first": 0.001, "second": 0.004, "last": 0.004}
+    assert realised_critical_path(ends, deps.__getitem__) == ["first", "second", "last"]
+    ends = {"last": 0.004, "second": 0.004, "first": 0.004}  # every one, in any order
+    assert realised_critical_path(ends, deps.__getitem__) == ["first", "second", "last"]
+    # start + span computed back from a stored history: equal ends differ in the last bits
+    ends = {"first": 0.1, "second": 0.1 + 0.2, "last": 0.3}
+    assert ends["second"] > ends["last"]
+    assert realised_critical_path(ends, deps.__getitem__) == ["first", "second", "last"]

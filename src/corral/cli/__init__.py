@@ -22,10 +22,20 @@ light ``corral`` package until a command runs); ``--json`` owns stdout.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from corral._lazy import lazy_attributes
 from corral.cli._app import ExitCode, main, register_command
-from corral.cli._run import RunOptions, run_options
+
+if TYPE_CHECKING:
+    from corral.cli._run import RunOptions, run_options
 
 __all__ = ["ExitCode", "RunOptions", "main", "register_command", "run_options"]
+
+# Imported when first used: `corral test` (and every command but run and resume) needs
+# neither the runner nor the scheduler that corral.cli._run brings in.
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(["RunOptions", "run_options"],
+                                                      "corral.cli._run"), globals())
 
 for _name in ("graph", "plan", "schema", "validate"):
     register_command(_name, f"corral.cli._pipeline:{_name}")

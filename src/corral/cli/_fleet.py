@@ -17,6 +17,7 @@ import click
 
 from corral.cli._exits import ExitCode, UserError
 from corral.cli._options import Duration, emit_json, json_option
+from corral.cli._pool import PoolSettings, pool_options
 
 if TYPE_CHECKING:
     from corral.fleet._broker import Broker, DeadLetter
@@ -96,13 +97,17 @@ def parse_resources(text: str) -> dict[str, float]:
               show_envvar=True,
               help="This worker's share of a queue balanced with the weighted strategy "
               "(0: none).")
+@pool_options
 def worker(broker: str, concurrency: int | None, queues: tuple[str, ...], resources: str,
            heartbeat_timeout: float, max_deliveries: int, max_value_size: int,
-           grace: float, weight: int) -> None:
+           grace: float, weight: int, pool: PoolSettings) -> None:
     """Run attempts of `corral run --broker` runs from the broker's queues, until Ctrl-C.
 
     Ctrl-C (or SIGTERM) stops taking work, lets what runs finish for --grace, then hands the
     rest back to the fleet; a second Ctrl-C hands everything back at once.
+
+    With --min-workers/--max-workers: a pool of that many worker processes, scaled on their
+    load (docs/fleet.md, "Pools").
     """
     import asyncio
 
@@ -119,6 +124,16 @@ def worker(broker: str, concurrency: int | None, queues: tuple[str, ...], resour
     except ValueError as exc:
         raise UserError(f"--resources: {exc}") from None
     kw: dict[str, Any] = {} if concurrency is None else {"concurrency": concurrency}
+    if pool.wanted:
+        from corral.cli._pool import run_pool
+
+        n = concurrency or WorkerOptions().concurrency
+        args = ["-c", str(n), *(a for q in names for a in ("-q", q)),
+                "--resources", resources, "--heartbeat-timeout", f"{heartbeat_timeout!r}",
+                "--max-deliveries", str(max_deliveries), "--max-value-size",
+                str(max_value_size), "--grace", f"{grace!r}", "--weight", str(weight)]
+        run_pool(pool, broker=broker, worker_args=args, queues=names, concurrency=n,
+                 grace=grace, heartbeat_timeout=heartbeat_timeout)
     options = WorkerOptions(queues=names, resources=offered, max_deliveries=max_deliveries,
                             max_value_bytes=max_value_size, grace=grace, weight=weight,
                             **kw)
@@ -145,29 +160,56 @@ def _shown(url: str) -> str:
 @click.command()
 @broker_option
 @json_option
-def workers(broker: str, as_json: bool) -> None:
-    """List the fleet's workers: id, host, pid, queues, concurrency, running, last beat."""
+@click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="A worker whose attempts failed more often than this is degraded.")
+@click.option("--max-latency", type=Duration(), default=None,
+              help="A worker whose attempts take longer on average is degraded  [default: "
+              "latency is not judged]")
+def workers(broker: str, as_json: bool, max_error_rate: float,
+            max_latency: float | None) -> None:
+    """List the fleet's workers: id, health, queues, running, done, last beat.
+
+    Health: starting, healthy, degraded (error rate or mean latency over its threshold, once
+    10 attempts finished), unhealthy (silent past the heartbeat timeout), stopping."""
+    from corral.fleet._health import Health, HealthThresholds, assess
+    from corral.fleet._summary import pools_of, read_sample
+
     conn = _connect(broker)
     try:
-        found = conn.workers()
+        try:
+            limits = HealthThresholds(heartbeat_timeout=conn.heartbeat_timeout,
+                                      max_error_rate=max_error_rate, max_latency_s=max_latency)
+        except ValueError as exc:
+            raise UserError(f"--max-latency: {exc}") from None
+        sample = read_sample(conn) if as_json else None
+        found = list(sample.workers) if sample is not None else conn.workers()
     finally:
         conn.close()
+    now = sample.at if sample is not None else time.time()
+    health = [assess(w, now, limits) for w in found]
     if as_json:
         emit_json({"workers": [{
             "id": w.id, "host": w.host, "pid": w.pid, "queues": list(w.queues),
             "concurrency": w.concurrency, "resources": dict(w.resources),
-            "running": w.running, "done": w.done, "started_at": _when(w.started_at),
-            "last_beat": _when(w.last_beat), "state": w.state} for w in found]})
+            "running": w.running, "done": w.done, "failed": w.failed,
+            "started_at": _when(w.started_at), "last_beat": _when(w.last_beat),
+            "state": w.state, "health": h.as_dict()} for w, h in zip(found, health, strict=True)],
+            "by_health": {state.value: sum(h.state is state for h in health)
+                          for state in Health},
+            # One per queue served (as GET /health/orchestration has them; throughput: the
+            # workers' lifetime rate), and how full the broker is.
+            "pools": pools_of(sample, None, limits) if sample is not None else [],
+            "saturation": round(sample.saturation, 4) if sample is not None else None})
         return
     if not found:
         click.echo("no workers")
         return
-    now = time.time()
-    click.echo(f"{'WORKER':<32} {'STATE':<9} {'QUEUES':<16} {'RUNNING':>9} {'DONE':>8} "
-               "LAST BEAT")
-    for w in found:
-        click.echo(f"{w.id:<32} {w.state:<9} {','.join(w.queues):<16} "
-                   f"{w.running:>4}/{w.concurrency:<4} {w.done:>8} {now - w.last_beat:.1f}s ago")
+    click.echo(f"{'WORKER':<32} {'HEALTH':<10} {'QUEUES':<16} {'RUNNING':>9} {'DONE':>8} "
+               f"{'FAILED':>7} LAST BEAT")
+    for w, h in zip(found, health, strict=True):
+        click.echo(f"{w.id:<32} {h.state.value:<10} {','.join(w.queues):<16} "
+                   f"{w.running:>4}/{w.concurrency:<4} {w.done:>8} {w.failed:>7} "
+                   f"{now - w.last_beat:.1f}s ago")
 
 
 def _when(epoch: float) -> str:

@@ -10,6 +10,10 @@
 ``_balance``        the queues' balancing strategies (which worker an attempt is sent to)
 ``_worker``         the ``corral worker`` loop (:class:`Worker`)
 ``limits_redis``    fleet-wide rate limits: GCRA state in Redis, one script
+``_health``         a worker's health from the registry and now (pure)
+``_summary``        the pools by queue: health counts, capacity, queued, throughput
+``_autoscale``      a pool's scaling policy: how many workers, and why (pure)
+``_pool``           ``corral worker --min/--max-workers``: the pool supervisor
 ==================  ============================================================
 
 The executor that plugs the fleet into a run is :mod:`corral.executors.fleet`; see

@@ -69,6 +69,8 @@ class WorkerInfo:
     started_at: float = 0.0  # epoch seconds
     last_beat: float = 0.0  # epoch seconds
     state: str = "running"  # running | stopping | gone (missed its beats)
+    failed: int = 0  # of ``done``, those that ended in an error
+    busy_s: float = 0.0  # seconds its finished attempts ran, summed (their mean: busy_s / done)
     weight: int = 1  # its share under the ``weighted`` balancing strategy (--weight)
 
 
@@ -176,6 +178,17 @@ class Broker(Protocol):
     def deregister(self, worker: str) -> None: ...
 
     def workers(self) -> list[WorkerInfo]: ...
+
+    def queue_depth(self, queues: Sequence[str]) -> int:
+        """Attempts queued on ``queues`` that no worker holds (a pool's demand); one handed
+        back counts again once a worker's reclaim takes it."""
+        ...
+
+    def saturation(self) -> float:
+        """How full the broker's server is, 0..1: the share of its connections in use, or of
+        its memory limit, whichever is higher (workers slow down above 0.85:
+        :mod:`corral.fleet._backpressure`)."""
+        ...
 
     # -- the dead-letter queue
     def dead_letters(self, *, count: int = 1000) -> list[DeadLetter]: ...

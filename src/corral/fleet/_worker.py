@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from typing import Any
 from corral import _capture, _throttle
 from corral._errors import BrokenBroker, BrokenExecutor, CommandFailed, WorkerCrashed
 from corral.executors._base import ERROR, STARTED, Executor, ExecutorSettings, WatchedWork, Work
+from corral.fleet._backpressure import BackpressurePolicy, factor
 from corral.fleet._broker import Broker, Claimed, WorkerInfo
 from corral.fleet._protocol import (
     BEAT,
@@ -108,7 +109,8 @@ class _Running:
         self.log_path = log_path
         self.log_pos = 0
         self.beaten = False
-        self.started = time.time()  # launched here (epoch s): its START's and END's ``at``
+        self.started = time.time()  # launched here (epoch s): its START's and END's ``at``,
+        # and the worker's busy time (its health: mean latency)
 
     def beat(self) -> None:
         self.beaten = True
@@ -131,7 +133,8 @@ class Worker:
     """One worker process's loop over a broker. :meth:`run` until :meth:`stop`."""
 
     def __init__(self, broker: Broker, options: WorkerOptions | None = None, *,
-                 worker_id: str | None = None) -> None:
+                 worker_id: str | None = None,
+                 saturation: Callable[[], float] | None = None) -> None:
         from corral._graph import default_capacity
 
         self.broker = broker
@@ -141,6 +144,8 @@ class Worker:
         self.beat_every = min(broker.heartbeat_timeout / 4, 2.5)
         self.started_at = time.time()
         self.done = 0
+        self.failed = 0  # of done, ended in an error (its health: the error rate)
+        self.busy_s = 0.0  # seconds its finished attempts ran
         self._lock = threading.Condition()
         self._held = 0  # attempts claimed and not yet ended: never above concurrency
         self._running: dict[str, _Running] = {}
@@ -159,6 +164,9 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._logs = Path(tempfile.mkdtemp(prefix="corral-worker-"))
         self._limits = worker_limits(broker)  # corral.limit in tasks: the runs' shared state
+        self._saturation = saturation or broker.saturation  # a seam: tests set it
+        self._pressure = BackpressurePolicy()
+        self._factor = 1.0  # backpressure: 1 at full speed, down to 0.1
 
     # ------------------------------------------------------------------ life
     async def run(self, *, handle_signals: bool = False) -> int:
@@ -241,11 +249,13 @@ class Worker:
         backoff = _Backoff()
         next_reclaim = 0.0
         while not self._stopped.is_set():
+            pressure = self._factor  # under backpressure: smaller batches, further apart
             with self._lock:
                 free = self._free()
                 if free <= 0:
                     self._lock.wait(0.5)
                     continue
+                free = max(1, int(free * pressure))
                 self._held += free  # reserved while we wait for entries
             claimed: list[Claimed] = []
             try:
@@ -263,6 +273,8 @@ class Worker:
             backoff.reset()
             with self._lock:
                 self._held -= free - len(claimed)
+            if pressure < 1.0:
+                self._stopped.wait(self.options.tick * (1.0 / pressure - 1.0))
             if not claimed:
                 continue
             try:
@@ -286,9 +298,21 @@ class Worker:
                     ids = {c.entry for c in lost}
                     self._loop.call_soon_threadsafe(self._lose, ids)
                 self._register("running")
+                self._read_pressure()
                 backoff.reset()
             except BrokenBroker as exc:
                 backoff.wait(exc, self._stopped)
+
+    def _read_pressure(self) -> None:
+        """Read the broker's saturation; say so when it starts or stops slowing us down."""
+        saturation = self._saturation()
+        was, self._factor = self._factor, factor(self._pressure, saturation, self._factor)
+        if was == 1.0 and self._factor < 1.0:
+            print(f"corral worker {self.id}: the broker is {saturation:.0%} full: claiming "
+                  f"{self._factor:.0%} of what it could, less often", file=sys.stderr)
+        elif was < 1.0 and self._factor == 1.0:
+            print(f"corral worker {self.id}: the broker is {saturation:.0%} full: claiming "
+                  "at full speed again", file=sys.stderr)
 
     def _admit(self, claimed: list[Claimed]) -> None:
         """Claimed entries (reserved in ``_held``): skip what is done or cancelled, dead-letter
@@ -528,8 +552,11 @@ class Worker:
                     self._held -= 1
                     self._lock.notify_all()
         self.done += len(ends)
-        self.broker.hand_back(self.id, back)
+        self.failed += sum(status == ERROR for _, status, _ in ends)
+        wall = time.time()
+        self.busy_s += sum(wall - i.started for i, _, _ in ends if isinstance(i, _Running))
         now = time.monotonic()
+        self.broker.hand_back(self.id, back)
         if running and now >= self._next_cancel_check:
             self._next_cancel_check = now + self.options.tick
             ids = [r.claimed.message.id for r in running]
@@ -549,7 +576,8 @@ class Worker:
                 queues=self.options.queues, concurrency=self.options.concurrency,
                 resources=dict(self.options.resources), running=len(self._running),
                 done=self.done, started_at=self.started_at, last_beat=time.time(),
-                state=state, weight=self.options.weight))
+                state=state, failed=self.failed, busy_s=self.busy_s,
+                weight=self.options.weight))
 
 
 def _cannot_run(name: str, exc: BaseException) -> BaseException:

@@ -349,8 +349,8 @@ class PostgresBroker:
             "id": info.id, "host": info.host, "pid": info.pid, "queues": list(info.queues),
             "concurrency": info.concurrency, "resources": json.dumps(dict(info.resources)),
             "running": info.running, "done": info.done, "started_at": info.started_at,
-            "last_beat": info.last_beat, "state": info.state, "weight": info.weight},
-            durable=False)
+            "last_beat": info.last_beat, "state": info.state, "failed": info.failed,
+            "busy_s": info.busy_s, "weight": info.weight}, durable=False)
 
     def deregister(self, worker: str) -> None:
         self._rows("deregister a worker", "deregister", {"id": worker})
@@ -359,15 +359,24 @@ class PostgresBroker:
         now = time.time()
         out = []
         for (worker, host, pid, queues, concurrency, resources, running, done, started_at,
-             last, state, weight) in self._rows("list workers", "workers", {}):
+             last, state, failed, busy_s, weight) in self._rows("list workers", "workers", {}):
             if state != "stopped" and now - last > self.heartbeat_timeout:
                 state = "gone"
             out.append(WorkerInfo(
                 id=worker, host=host, pid=pid, queues=tuple(queues), concurrency=concurrency,
                 resources={k: float(v) for k, v in resources.items()}, running=running,
                 done=done, started_at=started_at, last_beat=last, state=state,
-                weight=weight))
+                failed=failed, busy_s=busy_s, weight=weight))
         return out
+
+    def queue_depth(self, queues: Sequence[str]) -> int:
+        """Attempts queued on ``queues`` that no worker holds yet (a pool's demand)."""
+        rows = self._rows("count queued attempts", "queue_depth", {"queues": list(queues)})
+        return int(rows[0][0])
+
+    def saturation(self) -> float:
+        rows = self._rows("say how full it is", "saturation", {})
+        return min(1.0, float(rows[0][0]))
 
     # ------------------------------------------------------------------ dead letters
     def dead_letters(self, *, count: int = 1000) -> list[DeadLetter]:

@@ -629,6 +629,7 @@ class RedisBroker:
                   "concurrency": str(info.concurrency), "running": str(info.running),
                   "done": str(info.done), "started_at": f"{info.started_at:.3f}",
                   "last_beat": f"{info.last_beat:.3f}", "state": info.state,
+                  "failed": str(info.failed), "busy_s": f"{info.busy_s:.3f}",
                   "weight": str(info.weight),
                   "resources": ",".join(f"{k}={v:g}" for k, v in info.resources.items())}
         with self._talking("register a worker"):
@@ -671,8 +672,36 @@ class RedisBroker:
                 concurrency=int(f.get("concurrency", 0)),
                 resources=_amounts(f.get("resources", "")), running=int(f.get("running", 0)),
                 done=int(f.get("done", 0)), started_at=float(f.get("started_at", 0)),
-                last_beat=last, state=state, weight=int(f.get("weight", 1))))
+                last_beat=last, state=state, failed=int(f.get("failed", 0)),
+                busy_s=float(f.get("busy_s", 0)), weight=int(f.get("weight", 1))))
         return out
+
+    def queue_depth(self, queues: Sequence[str]) -> int:
+        """Attempts queued on ``queues`` that no worker has taken yet (a pool's demand), in
+        their shared streams and in the streams of the workers a strategy sent some to."""
+        with self._talking("count queued attempts"):
+            streams = []
+            for q in queues:
+                targets = sorted(t.decode() for t in self._redis.smembers(self.keys.targets(q)))
+                streams += [self.keys.stream(q, t) for t in (None, *targets)]
+            pipe = self._redis.pipeline(transaction=False)
+            for key in streams:
+                pipe.xlen(key)
+                pipe.xpending(key, GROUP)
+            rows = pipe.execute(raise_on_error=False)  # NOGROUP: nothing taken from it yet
+        return sum(max(0, n - (p["pending"] if isinstance(p, dict) else 0))
+                   for n, p in zip(rows[::2], rows[1::2], strict=True))
+
+    def saturation(self) -> float:
+        with self._talking("say how full it is"):
+            clients = self._redis.info("clients")
+            memory = self._redis.info("memory")
+        most = int(clients.get("maxclients") or 10_000)  # INFO says it from Redis 7; the default
+        used = int(clients.get("connected_clients", 0)) / max(1, most)
+        limit = int(memory.get("maxmemory", 0))  # 0: no limit
+        if limit:
+            used = max(used, int(memory.get("used_memory", 0)) / limit)
+        return min(1.0, used)
 
     # ------------------------------------------------------------------ dead letters
     def dead_letters(self, *, count: int = 1000) -> list[DeadLetter]:

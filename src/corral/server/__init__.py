@@ -12,9 +12,9 @@ imports none of them until an attribute below is used.
 
 Modules: ``_app`` (the app and its edge middleware), ``_api`` (routes), ``_auth`` (tokens and
 roles), ``_events`` (the event hub and SSE streams), ``_runs`` (runs in the server's loop),
-``_metrics``, ``_logs``, ``_views`` (stored runs as JSON), ``_models`` (the OpenAPI shapes),
-``_errors`` (the error shape), ``_cli`` (``corral serve`` and ``corral token``); the web page is
-``static/``.
+``_metrics``, ``_orchestration`` (``/health/orchestration``), ``_logs``, ``_views`` (stored
+runs as JSON), ``_models`` (the OpenAPI shapes), ``_errors`` (the error shape), ``_cli``
+(``corral serve`` and ``corral token``); the web page is ``static/``.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "The run's state does not allow this (resume a running run, cancel a finished "
              "one), or its stored history cannot be read (code corrupt_history).",
         422: "The pipeline or the request is invalid; problems carry file and line.",
-        503: "The store is unreachable, or the server is shutting down.",
+        503: "The store (or the fleet's broker) is unreachable, or the server is shutting down.",
     }
     return {s: {"model": ErrorBody, "description": described[s]} for s in statuses}
 

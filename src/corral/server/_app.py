@@ -5,12 +5,14 @@ auth and metrics into one FastAPI app, and serves the web page.
 
     request ──> _Edge (request id, body cap, timing, metrics, access log)
             ──> FastAPI ──> /api/v1/*  (corral.server._api: role check, then store/runs/hub)
-                        ──> /health, /ready, /metrics, / and /static/* (the page), /docs
+                        ──> /health, /ready, /health/orchestration, /metrics,
+                            / and /static/* (the page), /docs
                         ──> /mcp   (corral.mcp._http: the MCP server, with the mcp extra)
 
 Unauthenticated on purpose: ``/health`` and ``/ready`` (for orchestrators), ``/metrics`` with
 ``metrics_public``, and the page's static shell (``/``, ``/static/*``, ``/docs``,
 ``/openapi.json``), which hold no run data — the page asks for a token before it reads any.
+``/health/orchestration`` is guarded as ``/metrics`` is (it names the broker and the store).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from corral.server._auth import Authenticator, Role
 from corral.server._errors import ApiError, error_body, install_error_handlers
 from corral.server._events import EventHub
 from corral.server._metrics import CONTENT_TYPE_LATEST, Metrics
-from corral.server._models import ErrorBody, Health, Ready
+from corral.server._models import ErrorBody, Health, OrchestrationHealth, Ready
+from corral.server._orchestration import Orchestration, OrchestrationCollector
 from corral.server._runs import RunManager
 from corral.server._service import Service
 from corral.server._settings import Settings
@@ -158,18 +161,29 @@ class _Edge:
 def open_service(settings: Settings, store: Store | None) -> Service:
     """What the routes (and the MCP server, also over stdio) share, made from ``settings``;
     ``store`` as given, else opened from ``settings.store_url``."""
+    from corral.fleet._broker import open_broker
     from corral.store import open_store
 
     auth = Authenticator(settings.auth)  # raises AuthConfigError before anything is opened
     metrics = Metrics()
     hub = EventHub()
     hub.on_subscribers = metrics.event_subscribers.set
-    if store is None:
-        store = open_store(settings.store_url)
+    # The server's own connection to the broker, for the health report; each run opens its
+    # own. Opened first: an unreachable broker raises BrokenBroker before the store opens.
+    broker = open_broker(settings.broker) if settings.broker else None
+    try:
+        if store is None:
+            store = open_store(settings.store_url)
+    except BaseException:
+        if broker is not None:
+            broker.close()
+        raise
     metrics.instrument_store(store)
     runs = RunManager(store, hub, metrics, log_dir=settings.log_dir.absolute(),
-                      pipelines_dir=settings.pipelines_dir.absolute())
-    return Service(settings, store, hub, metrics, runs, auth)
+                      pipelines_dir=settings.pipelines_dir.absolute(), broker=settings.broker)
+    orchestration = Orchestration(runs, store, broker)
+    metrics.registry.register(OrchestrationCollector(lambda: orchestration.last))
+    return Service(settings, store, hub, metrics, runs, auth, orchestration)
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
@@ -186,7 +200,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("server started", extra={
             "action": "server_started", "run_id": None, "task_id": None,
-            "store": svc.store.url, "auth": "on" if svc.auth.enabled else "OFF"})
+            "store": svc.store.url, "auth": "on" if svc.auth.enabled else "OFF",
+            "broker": svc.orchestration.broker_url})
         try:
             async with contextlib.AsyncExitStack() as stack:
                 for context in serving:
@@ -195,6 +210,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         finally:
             await svc.runs.shutdown()
             svc.hub.close()
+            svc.orchestration.close()
             if owns_store:
                 svc.store.close()
             log.info("server stopped", extra={"action": "server_stopped", "run_id": None,
@@ -242,16 +258,29 @@ def _add_operations(app: FastAPI, svc: Service) -> None:
         return body if ok else JSONResponse(body, status_code=503)
 
     metrics_deps = [] if svc.settings.metrics_public else [Depends(require(Role.VIEWER))]
+    auth_answers: dict[int | str, dict[str, Any]] = {} if svc.settings.metrics_public else {
+        401: {"model": ErrorBody, "description": "No valid token."},
+        403: {"model": ErrorBody, "description": "The token has no role."}}
+
+    @app.get("/health/orchestration", response_model=OrchestrationHealth, tags=["operations"],
+             dependencies=metrics_deps, responses={
+                 503: {"model": OrchestrationHealth,
+                       "description": "Unavailable: the broker cannot be read, or the server "
+                       "is shutting down."}, **auth_answers})
+    async def orchestration() -> Any:
+        """The coordinator, the fleet's pools and the store's connection pool (guarded as
+        /metrics is: a viewer token unless the server serves metrics publicly)."""
+        body = await svc.orchestration.report()
+        return body if body["status"] != "unavailable" else JSONResponse(body, status_code=503)
 
     @app.get("/metrics", tags=["operations"], dependencies=metrics_deps,
              response_class=Response, responses={
                  200: {"description": "Prometheus text format.",
                        "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
-                 **({} if svc.settings.metrics_public else {
-                     401: {"model": ErrorBody, "description": "No valid token."},
-                     403: {"model": ErrorBody, "description": "The token has no role."}})})
+                 **auth_answers})
     async def metrics() -> Response:
         """Prometheus metrics (needs a viewer token unless the server serves them publicly)."""
+        await svc.orchestration.report()  # the fleet's and the store pool's gauges, fresh
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

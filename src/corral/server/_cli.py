@@ -130,6 +130,10 @@ _tokens_option = _opt("--api-tokens-file", env="CORRAL_API_TOKENS_FILE", default
       "mcp extra).")
 @_opt("--mcp-allow-shell/--mcp-no-shell", "mcp_allow_shell", env="CORRAL_MCP_ALLOW_SHELL",
       default=False, help="Let MCP clients run pipelines whose tasks are shell commands.")
+@_opt("--broker", env="CORRAL_BROKER", default=None, metavar="URL",
+      help="Send the attempts of submitted runs to the fleet of `corral worker`s fed through "
+      "this broker (redis://HOST:PORT/DB, postgresql://[USER@]HOST:PORT/DB); "
+      "/health/orchestration reports on its workers.")
 def serve(
     host: str,
     port: int,
@@ -147,13 +151,15 @@ def serve(
     paths: tuple[str, ...],
     mcp: bool,
     mcp_allow_shell: bool,
+    broker: str | None,
 ) -> None:
     """Serve the HTTP API, live events, /metrics and the web page (http://HOST:PORT/)."""
     _need_extra("serve")
     import uvicorn
 
-    from corral._errors import CorralError
+    from corral._errors import BrokenBroker, BrokenStore, CorralError
     from corral._imports import add_to_sys_path
+    from corral.cli._exits import StoreError
     from corral.server._app import create_app
     from corral.server._logs import configure_logging
     from corral.server._settings import AuthSettings, Settings
@@ -173,9 +179,12 @@ def serve(
             "  Set --jwt-secret, --jwt-public-key, --jwks-file or --api-tokens-file "
             "(see docs/server.md).\n", fg="red", bold=True, err=True)
     settings = Settings(store_url=store_url, auth=auth, metrics_public=metrics_public,
-                        log_dir=Path(log_dir), mcp=mcp, mcp_allow_shell=mcp_allow_shell)
+                        log_dir=Path(log_dir), mcp=mcp, mcp_allow_shell=mcp_allow_shell,
+                        broker=broker or None)
     try:
         app = create_app(settings)
+    except (BrokenStore, BrokenBroker) as exc:  # names the URL, its password hidden: exit 3
+        raise StoreError(str(exc)) from None
     except CorralError as exc:
         raise click.ClickException(str(exc)) from None
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
@@ -186,8 +195,10 @@ def serve(
                             # a client reuses it, and that request fails with a read error.
                             timeout_keep_alive=65)
     mcp_at = ", MCP at /mcp" if any(getattr(r, "path", "") == "/mcp" for r in app.routes) else ""
+    fleet = f", runs on the fleet at {app.state.service.orchestration.broker_url}" \
+        if broker else ""
     click.echo(f"corral: serving on http://{host}:{port}/ (API under /api/v1, docs at /docs"
-               f"{mcp_at})", err=True)
+               f"{mcp_at}{fleet})", err=True)
     uvicorn.Server(config).run()
 
 

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from corral._errors import (
+    BrokenBroker,
     BrokenStore,
     CorralError,
     CorruptHistory,
@@ -118,6 +119,8 @@ def _corral_error(exc: CorralError) -> tuple[int, str, list[dict[str, Any]]]:
         return 409, "corrupt_history", []
     if isinstance(exc, BrokenStore):
         return 503, "store_unavailable", []
+    if isinstance(exc, BrokenBroker):  # the run was not started
+        return 503, "broker_unavailable", []
     return 500, "internal_error", []
 
 

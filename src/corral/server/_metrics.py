@@ -59,6 +59,14 @@ METRIC_NAMES = (
     "corral_http_requests_total",
     "corral_http_request_duration_seconds",
     "corral_event_subscribers",
+    # The fleet, the store's pool and the coordinator (corral.server._orchestration).
+    "corral_coordinator_uptime_seconds",
+    "corral_fleet_workers",
+    "corral_fleet_queue_depth",
+    "corral_fleet_throughput",
+    "corral_broker_up",
+    "corral_broker_saturation",
+    "corral_store_pool_connections",
 )
 
 # Task attempts last from milliseconds (a Python call) to hours (a build).

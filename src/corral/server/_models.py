@@ -16,6 +16,7 @@ __all__ = [
     "ErrorBody",
     "Health",
     "LogResponse",
+    "OrchestrationHealth",
     "PipelineRequest",
     "PlanRequest",
     "PlanResponse",
@@ -131,6 +132,63 @@ class Ready(_Out):
     store: str
     accepting: bool
     live_runs: int
+
+
+class CoordinatorOut(_Out):
+    status: Literal["running", "stopping"]
+    started_at: str
+    uptime_s: float
+    live_runs: int
+    accepting: bool
+
+
+class BrokerOut(_Out):
+    url: str  # its password hidden
+    reachable: bool
+    saturation: float | None  # 0..1; None when it could not be read
+    error: str | None
+
+
+class PoolOut(_Out):
+    """The fleet's workers serving one queue."""
+
+    queue: str
+    workers: int
+    healthy: int
+    degraded: int
+    unhealthy: int
+    starting: int
+    stopping: int
+    capacity: int  # slots of the workers taking work (starting, healthy, degraded)
+    running: int
+    queued: int  # attempts queued that no worker holds
+    done: int  # attempts the workers finished since they started
+    throughput_per_s: float
+    throughput_over_s: float | None  # the interval; None: the workers' lifetime rate
+
+
+class StorePoolOut(_Out):
+    size: int
+    max: int
+    active: int
+    idle: int
+    waiting: int
+    saturation: float
+
+
+class StoreOut(_Out):
+    url: str  # its password hidden
+    kind: str
+    pool: StorePoolOut | None  # None: no connection pool (SQLite)
+
+
+class OrchestrationHealth(_Out):
+    status: Literal["ok", "degraded", "unavailable"]
+    reasons: list[str]  # why not ok
+    coordinator: CoordinatorOut
+    broker: BrokerOut | None  # None: runs execute in this server
+    pools: list[PoolOut]
+    store: StoreOut
 
 
 class WhoAmI(_Out):

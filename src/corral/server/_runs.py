@@ -11,6 +11,9 @@
     POST /runs/{id}/cancel ──> Runner.cancel()        (as the first Ctrl-C would)
     POST /runs/{id}/resume ──> prepare_resume + launch, as the CLI ──> a new Runner
 
+With a broker (``corral serve --broker``), ``launch`` sends the runs' attempts to the fleet's
+``corral worker`` processes, as ``corral run --broker`` does.
+
 ``submit`` returns once the run is recorded in the store (the recorder's ``run_started``), so a
 client can read the run, or follow its events, as soon as it has the id. The recorder is the
 first listener: by the time the :class:`ServerListener` announces the end, the store holds the
@@ -237,8 +240,10 @@ class RunManager:
         log_dir: Path,
         pipelines_dir: Path,
         new_id: Callable[[], str] = server_run_id,
+        broker: str | None = None,
     ) -> None:
         self.store = store
+        self.broker = broker
         self.hub = hub
         self.metrics = metrics
         self.log_dir = log_dir
@@ -320,9 +325,16 @@ class RunManager:
         history = await anyio.to_thread.run_sync(read_history, self.store, graph)
         started = asyncio.Event()
         listener = ServerListener(self.hub, self.metrics, started)
-        runner = launch(work, self.store, listeners=[listener], options=LaunchOptions(
+        options = LaunchOptions(
             concurrency=concurrency, fail_fast=fail_fast, run_id=run_id, log_dir=self.log_dir,
-            env=env, params=params, source_path=source_path, history=history)).runner
+            env=env, params=params, source_path=source_path, history=history,
+            broker=self.broker)
+        if self.broker:  # connecting to the broker blocks: off the loop
+            made = await anyio.to_thread.run_sync(
+                lambda: launch(work, self.store, listeners=[listener], options=options))
+        else:
+            made = launch(work, self.store, listeners=[listener], options=options)
+        runner = made.runner
         self.metrics.instrument_scheduler(runner.scheduler)
         live = LiveRun(run_id, runner, listener, started)
         self._live[run_id] = live

@@ -1,5 +1,6 @@
 """What every route of one app shares: the settings, the store, the event hub, the metrics,
-the runs and the authenticator, made once by :func:`corral.server.create_app`."""
+the runs, the authenticator and the orchestration report, made once by
+:func:`corral.server.create_app`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from corral.server._auth import Authenticator
 from corral.server._events import EventHub
 from corral.server._metrics import Metrics
+from corral.server._orchestration import Orchestration
 from corral.server._runs import RunManager
 from corral.server._settings import Settings
 from corral.store import Store
@@ -25,3 +27,4 @@ class Service:
     metrics: Metrics
     runs: RunManager
     auth: Authenticator
+    orchestration: Orchestration

@@ -55,7 +55,9 @@ class Settings:
     of every submitted pipeline, so that a run can be resumed later. ``metrics_public`` serves
     ``/metrics`` without a token. ``max_body_bytes`` caps a request body. ``mcp`` serves the
     MCP server at ``/mcp`` (when the ``mcp`` extra is installed), ``mcp_allow_shell`` lets its
-    agents run shell pipelines.
+    agents run shell pipelines. ``broker``: the fleet's broker URL; submitted runs send
+    their attempts to ``corral worker`` processes through it (docs/fleet.md), and
+    ``/health/orchestration`` reports on its workers.
     """
 
     store_url: str | None = None
@@ -73,3 +75,4 @@ class Settings:
     # agents may submit pipelines with shell commands there.
     mcp: bool = True
     mcp_allow_shell: bool = False
+    broker: str | None = None

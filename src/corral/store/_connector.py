@@ -16,12 +16,13 @@ import abc
 import re
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, ClassVar, Protocol
 
 from corral._errors import BrokenStore
 
-__all__ = ["Connector", "Tx", "load_queries", "load_sql", "migrations", "redact"]
+__all__ = ["Connector", "PoolStats", "Tx", "load_queries", "load_sql", "migrations", "redact"]
 
 
 class Tx(Protocol):
@@ -34,6 +35,22 @@ class Tx(Protocol):
     def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
 
     def script(self, sql: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A connection pool at one moment: for health pages and metrics."""
+
+    size: int  # connections open now (in use or idle)
+    max: int  # the most it may open
+    active: int  # in use by a transaction
+    idle: int  # open, waiting for one
+    waiting: int  # callers queued for a connection
+
+    @property
+    def saturation(self) -> float:
+        """Connections in use over the most there may be, 0..1."""
+        return self.active / self.max if self.max else 0.0
 
 
 class Connector(abc.ABC):
@@ -55,6 +72,11 @@ class Connector(abc.ABC):
         """Fold the write-ahead log into the database, where the backend leaves that to its
         clients (SQLite). Called by the recorder between commits, off the run's path. Does
         nothing by default: PostgreSQL checkpoints by itself."""
+
+    def pool_stats(self) -> PoolStats | None:
+        """The connection pool's figures; None for a backend without a pool (SQLite). Cheap:
+        read from the pool, no round trip."""
+        return None
 
     def broken(self, exc: BaseException, doing: str) -> BrokenStore:
         return BrokenStore(f"could not {doing}: {exc}", url=self.url)

@@ -46,7 +46,7 @@ from corral._errors import BrokenStore, CorruptHistory, RunLocked, RunNotFound, 
 from corral._spec import TaskState
 from corral.store import _owner
 from corral.store._codec import NotData, ValueCodec, dumps, loads
-from corral.store._connector import Connector, Tx, load_queries, migrations
+from corral.store._connector import Connector, PoolStats, Tx, load_queries, migrations
 from corral.store._records import (
     MISSING,
     EventRecord,
@@ -137,6 +137,11 @@ class SQLStore:
     def checkpoint(self) -> None:
         """See :meth:`Connector.checkpoint`."""
         self.connector.checkpoint()
+
+    def pool_stats(self) -> PoolStats | None:
+        """See :meth:`Connector.pool_stats` (not part of the :class:`Store` protocol: callers
+        ask with ``getattr``, a third-party store may not say)."""
+        return self.connector.pool_stats()
 
     def __enter__(self) -> SQLStore:
         return self

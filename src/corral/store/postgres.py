@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from corral._errors import BrokenStore
-from corral.store._connector import Connector
+from corral.store._connector import Connector, PoolStats
 from corral.store._sql import SQLStore, open_sql_store
 
 if TYPE_CHECKING:
@@ -109,6 +109,15 @@ class PostgresConnector(Connector):
             raise
         except self._errors as exc:
             raise self.broken(exc, "write" if write else "read") from exc
+
+    def pool_stats(self) -> PoolStats:
+        """From psycopg_pool's ``get_stats()`` (its counters are not reset)."""
+        stats = self._pool.get_stats()
+        size = stats.get("pool_size", 0)
+        idle = stats.get("pool_available", 0)
+        return PoolStats(size=size, max=stats.get("pool_max", self._pool.max_size),
+                         active=max(0, size - idle), idle=idle,
+                         waiting=stats.get("requests_waiting", 0))
 
     def close(self) -> None:
         self._pool.close()

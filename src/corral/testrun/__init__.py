@@ -8,12 +8,15 @@ back to the pytest session of the ``corral test`` process, which prints them, wr
 ``--junit-xml`` and decides the exit code exactly as pytest does::
 
     corral test ARGS ──> pytest.main(ARGS) in this process: collection, reporting, exit code
-                          └─ runtestloop (_controller.py): the tests as a graph (_suite.py)
-                               └─ corral._launch: a recorded run, executor "pytest"
-                                    ├─ WorkerPool (_pool.py): N processes (_worker.py)
-                                    │     node id ──pipe──> pytest.main(ARGS) in the worker
-                                    │     reports <──pipe── (start, report..., done)
-                                    └─ InlineRunner: a tiny suite, in this process
+                          └─ runtestloop (_controller.py): how many workers (_suite.py)
+                               ├─ none: pytest's own loop, recorded after (_serial.py)
+                               └─ the tests as a graph (_suite.py)
+                                  └─ corral._launch: a recorded run, executor "pytest"
+                                       ├─ WorkerPool (_pool.py): N processes (_worker.py)
+                                       │     node id ──pipe──> pytest.main(ARGS) in the worker
+                                       │     reports <──pipe── (start, report..., done)
+                                       └─ InlineRunner: in this process (a tiny suite that
+                                          marks or --check-order keep on the scheduler)
 
 Every pytest hook of this process is called on its main thread (:class:`~._hooks.MainThread`);
 the run loop runs on a thread of its own.

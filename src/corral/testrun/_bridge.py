@@ -19,6 +19,7 @@ import pytest
 
 from corral.executors._base import ERROR, OK, SKIP, Sink, Work
 from corral.testrun._marker import MARKER
+from corral.testrun._outcomes import Outcomes
 
 __all__ = ["MARKER", "Bridge", "TestFailed"]
 
@@ -29,22 +30,17 @@ class TestFailed(Exception):
     __test__ = False  # not a test class, whatever pytest thinks of the name
 
 
-class Bridge:
+class Bridge(Outcomes):
     """For executors (any thread): :meth:`post`. For the ``corral test`` process's main
-    thread: :meth:`serve`, and everything posted."""
+    thread: :meth:`serve`, :meth:`record` (:class:`~._outcomes.Outcomes`), and everything
+    posted."""
 
     def __init__(self, session: pytest.Session) -> None:
+        super().__init__()
         self.session = session
         self.config = session.config
         self.items = {item.nodeid: item for item in session.items}
-        self.failed: set[str] = set()
-        self.skipped: set[str] = set()
         self.started: set[str] = set()
-        # What pytest measured of each test (setup, call and teardown): a passed test's value
-        # in the store, where the next run's estimates come from. The run loop's own times
-        # also count the trip to a worker and back, which a tiny test does not take in-process.
-        self.seconds: dict[str, float] = {}
-        self.setup_s: dict[str, float] = {}  # and of its setup: the cost of shared fixtures
         self.on_stop: Callable[[], None] | None = None
         self._stopped = False
         self._calls: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = (
@@ -65,16 +61,6 @@ class Bridge:
         while (call := self._calls.get()) is not None:
             fn, args = call
             fn(*args)
-
-    def record(self, report: pytest.TestReport) -> None:
-        """Called for every report of this session (the controller's logreport hook)."""
-        self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
-        if report.when == "setup":
-            self.setup_s[report.nodeid] = report.duration
-        if report.failed:
-            self.failed.add(report.nodeid)
-        elif report.skipped:
-            self.skipped.add(report.nodeid)
 
     def logstart(self, nodeid: str) -> None:
         if nodeid in self.started or self._stopped:
@@ -142,5 +128,4 @@ class Bridge:
         elif nodeid in self.skipped:
             sink(work, SKIP, None)
         else:
-            sink(work, OK, [round(self.seconds.get(nodeid, 0.0), 6),
-                            round(self.setup_s.get(nodeid, 0.0), 6)])
+            sink(work, OK, self.value(nodeid))

@@ -10,30 +10,23 @@ come from) and runs on its own thread, while this thread serves pytest's hooks
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from corral.testrun._bridge import Bridge
 from corral.testrun._marker import MARKER
-from corral.testrun._suite import (
-    History,
-    choose_workers,
-    estimates,
-    read_history,
-    shared_fixture_groups,
-    suite_graph,
-    suite_name,
-)
+from corral.testrun._outcomes import Outcomes
+from corral.testrun._serial import failed_first, has_corral_marks, record_run
+from corral.testrun._suite import History, choose_workers, estimates, read_history, suite_name
 
 if TYPE_CHECKING:
     from corral.store import Store
+    from corral.testrun._bridge import Bridge
 
 __all__ = ["Controller", "TestSettings"]
 
@@ -69,6 +62,9 @@ class Controller:
         self._history = History({}, None)
         self._order_dependent: list[str] = []
         self.bridge: Bridge | None = None
+        # The run left to pytest's own loop (_serial.py): what it reported, when it started.
+        self._serial: Outcomes | None = None
+        self._started_at = datetime.now(UTC)
 
     def pytest_configure(self, config: pytest.Config) -> None:
         config.addinivalue_line("markers", MARKER)
@@ -105,8 +101,9 @@ class Controller:
         self._collect_s = time.perf_counter() - self._t0
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self.bridge is not None:
-            self.bridge.record(report)
+        recording = self.bridge or self._serial
+        if recording is not None:
+            recording.record(report)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
@@ -114,7 +111,11 @@ class Controller:
             return None  # pytest's own loop reports the collection errors
         if session.config.option.collectonly or not session.items:
             return None
-        self._run(session)
+        workers = self._workers(session)
+        if workers is None:
+            self._run_serially(session)
+            return None  # pytest's own loop runs the tests
+        self._run(session, workers)
         if self.settings.check_order and self.bridge is not None:
             self._check_order(self.bridge)
         if session.shouldfail:
@@ -152,17 +153,55 @@ class Controller:
             terminalreporter.write_line(f"ORDER-DEPENDENT {nodeid}: failed here, passes after "
                                         "its module's tests in pytest's order")
 
-    def _run(self, session: pytest.Session) -> None:
+    def _workers(self, session: pytest.Session) -> int | None:
+        """How many workers run the suite (:func:`~._suite.choose_workers`); None: pytest's
+        own loop in this process (:mod:`._serial`), when one is best and nothing asks for
+        corral's scheduler: a ``--timeout`` (which needs a worker to stop), ``--check-order``
+        (which reruns what the run loop saw fail) or ``@pytest.mark.corral``."""
+        settings = self.settings
+        if settings.workers is not None:
+            return settings.workers
+        durations = estimates([item.nodeid for item in session.items], self._history.durations)
+        workers = choose_workers(durations, self._collect_s)
+        if (workers == 1 and settings.timeout is None and not settings.check_order
+                and not has_corral_marks(session.items)):
+            return None
+        return workers
+
+    def _run_serially(self, session: pytest.Session) -> None:
+        """Leave the run to pytest's own loop (returning None lets it run), recording it."""
+        self._serial = Outcomes()
+        self._started_at = datetime.now(UTC)
+        if self._failed and self.settings.failed_first:
+            failed_first(session.items, self._failed)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and session.config.option.verbose >= 0:
+            reporter.write_line(f"corral: {_tests(len(session.items))} on this process")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self._serial is None or self.settings.store is None:
+            return
+        record_run(self.settings.store, name=suite_name(session.config),
+                   nodeids=[item.nodeid for item in session.items], outcomes=self._serial,
+                   started_at=self._started_at,
+                   interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+
+    def _run(self, session: pytest.Session, workers: int) -> None:
+        import asyncio
+        import threading
+
         from corral._errors import ValidationError
         from corral._launch import LaunchOptions, launch
+        from corral.testrun._bridge import Bridge
         from corral.testrun._pool import InlineRunner, WorkerPool
+        from corral.testrun._suite import shared_fixture_groups, suite_graph
 
         settings = self.settings
         config = session.config
         name = suite_name(config)
         nodeids = [item.nodeid for item in session.items]
         durations = estimates(nodeids, self._history.durations)
-        workers = settings.workers or choose_workers(durations, self._collect_s)
         bridge = self.bridge = Bridge(session)
         # One process, no subprocess: only when chosen (a tiny suite) and no --timeout, which
         # needs a worker to stop.

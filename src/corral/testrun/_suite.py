@@ -33,10 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from corral._graph import Graph, build_graph
-from corral._spec import TaskSpec, TaskState, TriggerRule
-
 if TYPE_CHECKING:
+    from corral._graph import Graph
     from corral.executors._base import Executor
     from corral.store import Store
 
@@ -112,6 +110,8 @@ class History:
 def read_history(store: Store | None, name: str, nodeids: Sequence[str]) -> History:
     if store is None:
         return History({}, None)
+    from corral._spec import TaskState
+
     durations = store.task_durations(name, nodeids)
     runs = store.list_runs(pipeline=name, limit=1)
     if not runs:
@@ -215,6 +215,10 @@ def suite_graph(
     """The graph of ``items`` (in collection order) for the ``pytest`` executor. Each of
     ``groups`` becomes a chain (each test after the one before it, however it ended), which
     the worker pool keeps on the worker that has their fixtures set up."""
+    # Here, not above: a suite that pytest's own loop runs (_serial.py) needs no graph.
+    from corral._graph import build_graph
+    from corral._spec import TaskSpec, TriggerRule
+
     previous = {later: earlier for group in groups for earlier, later in itertools.pairwise(group)}
     ids = {item.nodeid: i for i, item in enumerate(items)}
     by_base: dict[str, list[str]] = defaultdict(list)

@@ -235,6 +235,36 @@ def test_workers_register_and_go(open_test_broker):
     assert broker.workers() == []
 
 
+def test_a_workers_health_figures_round_trip(open_test_broker):
+    broker = open_test_broker()
+    now = time.time()
+    broker.register(WorkerInfo(id="w1", host="h", pid=1, queues=("default",), concurrency=4,
+                               done=12, failed=3, busy_s=4.5, started_at=now, last_beat=now))
+    (w,) = broker.workers()
+    assert (w.done, w.failed, w.busy_s) == (12, 3, 4.5)
+
+
+def test_the_queue_depth_counts_what_no_worker_holds(open_test_broker):
+    broker = open_test_broker()
+    assert broker.queue_depth(["default", "never-used"]) == 0
+    broker.enqueue([message(k) for k in range(5)] + [message(9, queue="other")])
+    assert broker.queue_depth(["default"]) == 5
+    held = broker.claim("a", ["default"], 2, block_s=1)
+    assert broker.queue_depth(["default"]) == 3
+    assert broker.queue_depth(["default", "other"]) == 4
+    broker.finish([(c, Event(END, c.message.id, "a", dump_outcome(OK, 1, limit=100)))
+                   for c in held])
+    assert broker.queue_depth(["default"]) == 3
+    broker.hand_back("a", broker.claim("a", ["default"], 1, block_s=1))
+    # Handed back: pending until a worker's next reclaim takes it (within a beat), not queued.
+    assert broker.queue_depth(["default"]) == 2
+
+
+def test_the_saturation_is_a_share(open_test_broker):
+    broker = open_test_broker()
+    assert 0 < broker.saturation() <= 1  # this test's own connection counts
+
+
 @pytest.mark.parametrize("url", [
     "redis://127.0.0.1:1/0", "redis://no-such-host.invalid/0", "redis://127.0.0.1:6379/notadb",
     "postgresql://u:secret@127.0.0.1:1/test", "postgresql://no-such-host.invalid/test",

@@ -178,15 +178,16 @@ DELETE FROM leases WHERE until < now() - interval '7 days';
 
 -- name: register
 INSERT INTO workers (id, host, pid, queues, concurrency, resources, running, done, started_at,
-                     last_beat, state, weight, beat_at)
+                     last_beat, state, failed, busy_s, weight, beat_at)
 VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s, %(resources)s::jsonb,
-        %(running)s, %(done)s, %(started_at)s, %(last_beat)s, %(state)s, %(weight)s, now())
+        %(running)s, %(done)s, %(started_at)s, %(last_beat)s, %(state)s, %(failed)s,
+        %(busy_s)s, %(weight)s, now())
     ON CONFLICT (id) DO UPDATE
    SET host = excluded.host, pid = excluded.pid, queues = excluded.queues,
        concurrency = excluded.concurrency, resources = excluded.resources,
        running = excluded.running, done = excluded.done, started_at = excluded.started_at,
-       last_beat = excluded.last_beat, state = excluded.state, weight = excluded.weight,
-       beat_at = now();
+       last_beat = excluded.last_beat, state = excluded.state, failed = excluded.failed,
+       busy_s = excluded.busy_s, weight = excluded.weight, beat_at = now();
 
 -- name: deregister
 DELETE FROM workers WHERE id = %(id)s;
@@ -195,10 +196,19 @@ DELETE FROM workers WHERE id = %(id)s;
 -- A worker silent for an hour is forgotten (listed as gone until then).
 WITH forgotten AS (DELETE FROM workers WHERE beat_at < now() - interval '1 hour')
 SELECT id, host, pid, queues, concurrency, resources, running, done, started_at, last_beat,
-       state, weight
+       state, failed, busy_s, weight
   FROM workers
  WHERE beat_at >= now() - interval '1 hour'
  ORDER BY last_beat, id;
+
+-- name: queue_depth
+-- Attempts on these queues that no worker holds: a pool's demand.
+SELECT count(*) AS n FROM jobs WHERE queue = ANY(%(queues)s::text[]) AND worker IS NULL;
+
+-- name: saturation
+-- The share of the server's connections that clients hold (its own processes aside).
+SELECT count(*)::float8 / current_setting('max_connections')::float8 AS used
+  FROM pg_stat_activity WHERE backend_type = 'client backend';
 
 -- name: dead_letters
 SELECT id, attempt, run_id, task_id, queue, reason, history,

@@ -1,4 +1,4 @@
--- corral fleet broker, PostgreSQL, version 3: load balancing. An attempt a balancing strategy
+-- corral fleet broker, PostgreSQL, version 4: load balancing. An attempt a balancing strategy
 -- sends to one worker names it in jobs.target (NULL: any worker of its queue), and a worker's
 -- heartbeat row carries its weight (corral worker --weight) for the weighted strategy.
 
