@@ -85,6 +85,16 @@ class Settings(BaseModel):
     worker_grace: str | float | None = None
     worker_weight: int | None = Field(None, ge=0)
     balance: Words = None
+    # Pools (corral worker --min-workers/--max-workers) and worker health (corral workers).
+    min_workers: int | None = Field(None, ge=0)
+    max_workers: int | None = Field(None, ge=1)
+    target_utilisation: float | None = Field(None, gt=0, le=1)
+    scale_cooldown: str | float | None = None
+    scale_interval: str | float | None = None
+    pool_metrics_port: int | None = Field(None, ge=1, le=65535)
+    pool_metrics_host: str | None = None
+    max_error_rate: float | None = Field(None, ge=0, le=1)
+    max_latency: str | float | None = None
     # Loading pipelines: every command that reads one.
     params: Words = None
     only: Words = None

@@ -161,8 +161,10 @@ def _shown(url: str) -> str:
 @broker_option
 @json_option
 @click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              envvar="CORRAL_MAX_ERROR_RATE", show_envvar=True,
               help="A worker whose attempts failed more often than this is degraded.")
 @click.option("--max-latency", type=Duration(), default=None,
+              envvar="CORRAL_MAX_LATENCY", show_envvar=True,
               help="A worker whose attempts take longer on average is degraded  [default: "
               "latency is not judged]")
 def workers(broker: str, as_json: bool, max_error_rate: float,
