@@ -175,9 +175,10 @@ def test_a_dead_run_is_not_taken_over_while_its_reaper_ends_its_commands(
     def alive(pid: int) -> bool:
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (ProcessLookupError, FileNotFoundError):  # gone, or reaped between the two
             return False
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+        return stat.rpartition(")")[2].split()[0] != "Z"
 
     from corral.store import open_store
 
