@@ -25,7 +25,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from corral._lazy import lazy_attributes
-from corral.cli._app import ExitCode, main, register_command
+from corral.cli._app import main, register_command
+from corral.cli._exits import ExitCode
 
 if TYPE_CHECKING:
     from corral.cli._run import RunOptions, run_options

@@ -34,21 +34,10 @@ from corral.cli._exits import (
     LockedError,
     StoreError,
     UserError,
-    exit_code_for,
 )
 from corral.cli._options import CONTEXT_SETTINGS
 
-__all__ = [
-    "CONTEXT_SETTINGS",
-    "ExecutorError",
-    "ExitCode",
-    "LockedError",
-    "StoreError",
-    "UserError",
-    "exit_code_for",
-    "main",
-    "register_command",
-]
+__all__ = ["CorralGroup", "main", "register_command"]
 
 
 # ---------------------------------------------------------------------- the command group
