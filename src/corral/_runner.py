@@ -9,7 +9,9 @@
 
 Each iteration: start what the scheduler admits, sleep until an outcome arrives or the
 scheduler's next timer (a retry falling due, a deadline), then feed every outcome back in one
-batch. The loop owns the run's clock (``loop.time()``), every attempt's timing and value, and
+batch. The loop owns the run's clock (``time.monotonic()``, read each time: uvloop's
+``loop.time()`` is cached per iteration, in milliseconds, and would time a fast task at 0 s),
+every attempt's timing and value, and
 signal handling; the scheduler decides, executors execute, listeners watch.
 
 An attempt that runs past its ``timeout``, or goes silent past its ``heartbeat``, is written
@@ -242,14 +244,8 @@ class Runner(GrowingRun, ResultOfRun):
             self._queue.poke()
 
     def now(self) -> float:
-        """Seconds since the run started, on the run's clock."""
-        assert self._loop is not None
-        return self._loop.time() - self._t0
-
-    def _task_clock(self) -> float:
-        """The run's clock for tasks' threads (``corral.limit``): ``time.monotonic()``, which
-        the default loop's ``time()`` is, rather than the loop's own, which another loop
-        (uvloop) caches per iteration and would leave stale while the loop sleeps."""
+        """Seconds since the run started, on the run's clock (any thread may read it: tasks'
+        ``corral.limit``, executors' beats)."""
         return time.monotonic() - self._t0
 
     def snapshot(self) -> dict[str, Any]:
@@ -266,7 +262,7 @@ class Runner(GrowingRun, ResultOfRun):
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._queue = CompletionQueue(loop, self._pump)
-        self._t0 = loop.time()
+        self._t0 = time.monotonic()
         self._started_at = datetime.now(UTC)
         info = RunInfo(
             run_id=self.run_id,
@@ -282,7 +278,7 @@ class Runner(GrowingRun, ResultOfRun):
         # the run (and is recorded so), whatever the loop was doing when it came.
         installed = self._install_signals(loop)
         _context.register(self.context)
-        throttle = (_throttle.register(self.graph.rate_limits, self.rates, self._task_clock)
+        throttle = (_throttle.register(self.graph.rate_limits, self.rates, self.now)
                     if self.graph.rate_limits else None)
         try:
             cancelled: asyncio.CancelledError | None = None
@@ -357,10 +353,10 @@ class Runner(GrowingRun, ResultOfRun):
         assert self._loop is not None
         assert self._queue is not None
         assert self._finished is not None
-        loop, queue, sched, t0 = self._loop, self._queue, self.scheduler, self._t0
+        queue, sched, t0, clock = self._queue, self.scheduler, self._t0, time.monotonic
         watched = self._watched
         while True:
-            now = loop.time() - t0
+            now = clock() - t0
             for work, status, payload in queue.drain():
                 self._complete(work, status, payload, now)
             for i in sched.expired(now):
@@ -386,13 +382,14 @@ class Runner(GrowingRun, ResultOfRun):
             self._finished.set_result(None)
             return
         if sched.stalled() and not queue:
-            self._stall(loop.time() - t0)
+            self._stall(clock() - t0)
             return
         wake = sched.next_wake()
         if wake != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = None if wake is None else loop.call_at(wake + t0, self._on_timer)
+            self._timer = None if wake is None else self._loop.call_later(
+                max(0.0, wake - (clock() - t0)), self._on_timer)
             self._timer_at = wake
 
     def _stall(self, now: float) -> None:
@@ -493,9 +490,8 @@ class Runner(GrowingRun, ResultOfRun):
 
     def _beat(self, i: int, attempt: int) -> None:
         """A sign of life of attempt ``attempt`` of task ``i``; executors call it (through
-        ``work.beat``) from any thread. The clock is the loop's, read here."""
-        assert self._loop is not None
-        self.scheduler.beat(i, attempt, self._loop.time() - self._t0)
+        ``work.beat``) from any thread. The clock is the run's, read here."""
+        self.scheduler.beat(i, attempt, time.monotonic() - self._t0)
 
     def log_path(self, task_id: str, attempt: int) -> Path | None:
         """Where attempt ``attempt`` of ``task_id`` writes its output."""

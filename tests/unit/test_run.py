@@ -456,3 +456,23 @@ def test_an_executor_that_cannot_start_fails_the_run_before_anyone_hears_of_it(t
     assert heard == []
     with open_store(store) as opened:
         assert opened.list_runs() == []  # no run recorded that never ran
+
+
+def test_fast_tasks_are_timed_on_a_fresh_clock_under_uvloop():
+    # uvloop's loop.time() is cached per iteration, in milliseconds: a run timed by it gave
+    # tasks that took microseconds a duration of exactly 0 (and an MCP analysis left them off
+    # its critical path).
+    uvloop = pytest.importorskip("uvloop")
+    dag = DAG()
+    previous = None
+    for k in range(20):
+        previous = dag.add(lambda _=None: None, previous, id=f"t{k}")
+
+    async def main():
+        return await dag.run_async(concurrency=2)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        result = runner.run(main())
+    assert result.status is RunStatus.SUCCEEDED
+    assert all(t.duration_s > 0 for t in result.values()), \
+        [t.duration_s for t in result.values()]
