@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 
-__all__ = ["anoop", "asleep", "busy_loop", "noop", "sleep", "sleep_here"]
+__all__ = ["anoop", "asleep", "busy_loop", "journal_sleep", "noop", "sleep", "sleep_here"]
 
 
 def noop(*upstream: object) -> None:
@@ -25,6 +25,14 @@ def sleep_here(seconds: float) -> int:
     """Sleep, then say which process did (a fleet benchmark counts each worker's share)."""
     time.sleep(seconds)
     return os.getpid()
+
+
+def journal_sleep(journal: str, task: str, seconds: float) -> None:
+    """Note ``task``, this process and the wall clock in ``journal`` as the attempt starts,
+    then sleep (a fleet benchmark sees from it which worker started what, and when)."""
+    with open(journal, "a") as f:
+        f.write(f"{task} {os.getpid()} {time.time():.6f}\n")
+    time.sleep(seconds)
 
 
 async def asleep(seconds: float, *upstream: object) -> None:
