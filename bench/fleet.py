@@ -69,11 +69,14 @@ def build(shape: str, n: int) -> Any:
     return dag
 
 
-def start_workers(url: str, count: int, concurrency: int) -> list[subprocess.Popen[bytes]]:
+def start_workers(url: str, count: int, concurrency: int,
+                  *extra: str) -> list[subprocess.Popen[bytes]]:
+    """``count`` real ``corral worker`` processes (``extra``: more of its options), each in a
+    session of its own, once every one of them has registered with the broker."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     procs = [subprocess.Popen([sys.executable, "-m", "corral", "worker", "--broker", url,
-                               "--concurrency", str(concurrency)], cwd=REPO, env=env,
+                               "--concurrency", str(concurrency), *extra], cwd=REPO, env=env,
                               stderr=subprocess.DEVNULL, start_new_session=True)
              for _ in range(count)]
     from corral.fleet._broker import open_broker

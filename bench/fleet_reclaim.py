@@ -20,7 +20,6 @@ import argparse
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,20 +27,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench.fleet import DEFAULT_BROKERS, REPO, drop, fresh_url
+from bench.fleet import DEFAULT_BROKERS, drop, fresh_url, start_workers
 
 
 def _seconds(text: str) -> float:
     return float(text[:-1]) if text.endswith("s") else float(text)
-
-
-def _worker(url: str, timeout: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return subprocess.Popen([sys.executable, "-m", "corral", "worker", "--broker", url,
-                             "--concurrency", "4", "--heartbeat-timeout", timeout],
-                            cwd=REPO, env=env, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
 
 
 def _journal(path: Path) -> list[tuple[str, int, float]]:
@@ -56,20 +46,10 @@ def _journal(path: Path) -> list[tuple[str, int, float]]:
 
 def once(broker: str, timeout: str, task_s: float) -> dict[str, object]:
     from corral import DAG
-    from corral.fleet._broker import open_broker
 
     url = fresh_url(broker)
-    workers = [_worker(url, timeout), _worker(url, timeout)]
+    workers = start_workers(url, 2, 4, "--heartbeat-timeout", timeout)
     try:
-        conn = open_broker(url)
-        try:
-            deadline = time.monotonic() + 60
-            while len(conn.workers()) < 2:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the workers did not register within 60 s")
-                time.sleep(0.05)
-        finally:
-            conn.close()
         with tempfile.TemporaryDirectory() as tmp:
             journal = Path(tmp) / "journal"
             dag = DAG("reclaim", concurrency=4)
