@@ -177,8 +177,8 @@ def test_limits_are_shared_across_runs_and_their_workers():
             assert "declares no rate limit 'nope'" in str(result["undeclared"].error)
             broker = PostgresBroker.connect(url)
             try:
-                (now, tat), = _sql(broker, "SELECT extract(epoch FROM clock_timestamp())::float8, tat "
-                                           "FROM rate_limits WHERE name = 'api'")
+                (now, tat), = _sql(broker, "SELECT extract(epoch FROM clock_timestamp())"
+                                           "::float8, tat FROM rate_limits WHERE name = 'api'")
                 assert float(now) + 3 * 3600 < tat <= float(now) + 4 * 3600 + 1  # four taken
                 other = PostgresRates(broker._pool.connection,
                                       {"api": parse_rate_limit(hourly["api"])})
