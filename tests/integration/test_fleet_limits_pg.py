@@ -301,3 +301,11 @@ def test_a_breaker_opened_by_one_run_refuses_the_next_run(tmp_path):
     assert isinstance(result["t"].error, CircuitOpen)
     assert [str(c.state) for c in result.breakers] == ["open"]
     assert sorted(t for t, _ in starts(journal)) == ["first-0", "first-1"]
+
+
+def test_a_broker_of_another_kind_keeps_no_flow_control():
+    class Memory:
+        url = "memory://"
+
+    assert worker_limits(Memory()) is None
+    assert shared_flow(Memory(), {"api": RateLimit(1.0)}, "run", breakers=True) == (None, None)
