@@ -164,7 +164,8 @@ Resolver = Callable[[str], tuple[RateState, Callable[[], float]]]
 class FleetLimits:
     """A worker's view of the limits of the runs whose attempts it runs: for each run, a
     :class:`RedisRates` of its declarations (read from Redis the first time a task of the run
-    calls ``corral.limit``), for :data:`corral._throttle.current`."""
+    calls ``corral.limit``), for :data:`corral._throttle.current`. :meth:`_rates` keeps the
+    runs; :meth:`_load` reads one (PostgreSQL's subclass: from its tables)."""
 
     def __init__(self, client: Any, *, prefix: str = "corral:", url: str = "redis") -> None:
         self._client = client
