@@ -227,7 +227,7 @@ def _fleet_executors(
     used = {s.queue or "default" for s, name in zip(graph.specs, graph.executors, strict=True)
             if name in fleet}
     session.warn_unserved(used)
-    from corral.fleet.limits_redis import shared_flow
+    from corral.fleet.limits import shared_flow
 
     rates, book = shared_flow(session.broker, graph.rate_limits, run_id,
                               breakers=bool(graph.breakers))

@@ -39,8 +39,9 @@ a :class:`RateState` (:meth:`~RateState.try_acquire`: all of a task's limits at 
 :class:`LocalRates` is the one in this process (thread-safe, also behind ``corral.limit``).
 :class:`corral.fleet.limits_redis.RedisRates` is the shared one of a run with a Redis broker:
 the same :func:`gcra` arithmetic as one Redis script, so that 10/s means 10/s across workers
-and runs. Breakers have the same kind of seam, :class:`BreakerBook` (:class:`LocalBreakers`,
-or a Redis one that runs on one broker share).
+and runs (:mod:`corral.fleet.limits_postgres`: the same with a PostgreSQL broker). Breakers
+have the same kind of seam, :class:`BreakerBook` (:class:`LocalBreakers`, or a Redis or
+PostgreSQL one that runs on one broker share).
 """
 
 from __future__ import annotations

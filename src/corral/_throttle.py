@@ -15,8 +15,9 @@ the innermost running run that declares the name. Only tasks in the run's proces
 ``limit`` says so.
 
 On a ``corral worker`` there is no run: the worker sets :data:`current` around each attempt
-(a thread task through :func:`call_with`), to the limits of the attempt's run in Redis
-(:mod:`corral.fleet.limits_redis`), which that run's coordinator shares too.
+(a thread task through :func:`call_with`), to the limits of the attempt's run in its broker
+(:mod:`corral.fleet.limits_redis`, :mod:`corral.fleet.limits_postgres`), which that run's
+coordinator shares too.
 
 The limit is taken on entry; leaving the block gives nothing back (GCRA counts starts).
 """

@@ -47,8 +47,15 @@ def test_brokers_opened_at_once_make_the_schema_once(url):
         versions = conn.execute(f"SELECT version FROM {_schema(url)}.schema_version").fetchall()
         tables = {r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = %s", (_schema(url),))}
-    assert versions == [(1,), (2,), (3,), (4,)]
-    assert {"jobs", "events", "marks", "dead_letters", "workers", "leases", "meta"} <= tables
+    assert versions == [(1,), (2,), (3,), (4,), (5,)]
+    assert {"jobs", "events", "marks", "dead_letters", "workers", "leases", "meta",
+            "rate_limits", "rate_declarations", "breakers"} <= tables
+
+
+def _drop_flow_control(conn, schema):
+    """Undo version 5: the flow control's tables."""
+    conn.execute(f"DROP TABLE {schema}.rate_limits, {schema}.rate_declarations, "
+                 f"{schema}.breakers")
 
 
 def test_a_version_2_schema_with_workers_upgrades_and_keeps_them(url):
@@ -65,6 +72,7 @@ def test_a_version_2_schema_with_workers_upgrades_and_keeps_them(url):
         conn.execute(f"ALTER TABLE {_schema(url)}.workers DROP COLUMN failed, "
                      "DROP COLUMN busy_s, DROP COLUMN weight")
         conn.execute(f"ALTER TABLE {_schema(url)}.jobs DROP COLUMN target")
+        _drop_flow_control(conn, _schema(url))
         conn.execute(f"DELETE FROM {_schema(url)}.schema_version WHERE version >= 3")
     broker = open_broker(url)
     try:
@@ -83,9 +91,9 @@ def test_a_schema_written_by_a_newer_corral_is_refused(url):
 
 
 def test_a_version_1_schema_is_upgraded_keeping_its_events(url):
-    # Version 1 is version 4 without the events' start column (2), the workers' health
-    # figures (3) and the jobs' targets and the workers' weights (4): made so from a fresh
-    # schema.
+    # Version 1 is version 5 without the events' start column (2), the workers' health
+    # figures (3), the jobs' targets and the workers' weights (4) and the flow control's
+    # tables (5): made so from a fresh schema.
     open_broker(url).close()
     schema = _schema(url)
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
@@ -93,6 +101,7 @@ def test_a_version_1_schema_is_upgraded_keeping_its_events(url):
         conn.execute(f"ALTER TABLE {schema}.workers DROP COLUMN failed, DROP COLUMN busy_s")
         conn.execute(f"ALTER TABLE {schema}.jobs DROP COLUMN target")
         conn.execute(f"ALTER TABLE {schema}.workers DROP COLUMN weight")
+        _drop_flow_control(conn, schema)
         conn.execute(f"DELETE FROM {schema}.schema_version WHERE version >= 2")
         conn.execute(f"INSERT INTO {schema}.events (reply, kind, attempt, worker, data) "
                      "VALUES ('run:s', 's', 's:1:1', 'old', '')")  # posted by a version-1 corral

@@ -9,7 +9,9 @@
 ``_coordinator``    a run's :class:`FleetSession` (the run loop's side)
 ``_balance``        the queues' balancing strategies (which worker an attempt is sent to)
 ``_worker``         the ``corral worker`` loop (:class:`Worker`)
-``limits_redis``    fleet-wide rate limits: GCRA state in Redis, one script
+``limits``          which fleet-wide flow control a broker has (Redis, PostgreSQL)
+``limits_redis``    fleet-wide rate limits and breakers in Redis, one script
+``limits_postgres`` the same in PostgreSQL tables, one transaction with row locks
 ``_health``         a worker's health from the registry and now (pure)
 ``_summary``        the pools by queue: health counts, capacity, queued, throughput
 ``_autoscale``      a pool's scaling policy: how many workers, and why (pure)

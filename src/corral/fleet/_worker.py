@@ -58,7 +58,7 @@ from corral.fleet._protocol import (
     Event,
     dump_outcome,
 )
-from corral.fleet.limits_redis import worker_limits
+from corral.fleet.limits import worker_limits
 
 __all__ = ["Worker", "WorkerOptions"]
 

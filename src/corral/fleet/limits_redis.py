@@ -63,7 +63,8 @@ from corral._limits import (
     record,
 )
 
-__all__ = ["FleetLimits", "RedisBreakers", "RedisRates", "shared_flow", "worker_limits"]
+__all__ = ["FleetLimits", "RedisBreakers", "RedisRates", "ask_step", "record_step", "shared_flow",
+           "status_from", "status_json", "worker_limits"]
 
 DECLARATIONS_TTL_S = 7 * 86_400  # a run's declarations outlive any run's workers
 CALLER_CLOCK_TTL_MS = 86_400_000  # a TAT on a caller's (fake) clock: its expiry cannot be known
@@ -163,13 +164,14 @@ Resolver = Callable[[str], tuple[RateState, Callable[[], float]]]
 class FleetLimits:
     """A worker's view of the limits of the runs whose attempts it runs: for each run, a
     :class:`RedisRates` of its declarations (read from Redis the first time a task of the run
-    calls ``corral.limit``), for :data:`corral._throttle.current`."""
+    calls ``corral.limit``), for :data:`corral._throttle.current`. :meth:`_rates` keeps the
+    runs; :meth:`_load` reads one (PostgreSQL's subclass: from its tables)."""
 
     def __init__(self, client: Any, *, prefix: str = "corral:", url: str = "redis") -> None:
         self._client = client
         self.prefix = prefix
         self.url = url
-        self._runs: OrderedDict[str, RedisRates] = OrderedDict()
+        self._runs: OrderedDict[str, Any] = OrderedDict()  # run -> its RateState, .limits
         self._lock = threading.Lock()
 
     def resolver(self, run_id: str) -> Resolver:
@@ -185,12 +187,21 @@ class FleetLimits:
 
         return resolve
 
-    def _rates(self, run_id: str) -> RedisRates:
+    def _rates(self, run_id: str) -> Any:
         with self._lock:
             found = self._runs.get(run_id)
             if found is not None:
                 self._runs.move_to_end(run_id)
                 return found
+        rates = self._load(run_id)
+        with self._lock:
+            self._runs[run_id] = rates
+            while len(self._runs) > RUNS_KEPT:
+                self._runs.popitem(last=False)
+        return rates
+
+    def _load(self, run_id: str) -> Any:
+        """The run's declarations, as a RateState with ``limits`` (other brokers: override)."""
         with _talking(self.url, "read the run's rate limits"):
             raw = self._client.hgetall(f"{self.prefix}limits:{run_id}")
         limits = {}
@@ -198,12 +209,7 @@ class FleetLimits:
             doc = json.loads(value)
             limits[name.decode()] = RateLimit(float(doc["rate"]), int(doc["burst"]),
                                               str(doc.get("text", "")))
-        rates = RedisRates(self._client, limits, prefix=self.prefix, url=self.url)
-        with self._lock:
-            self._runs[run_id] = rates
-            while len(self._runs) > RUNS_KEPT:
-                self._runs.popitem(last=False)
-        return rates
+        return RedisRates(self._client, limits, prefix=self.prefix, url=self.url)
 
 
 def _client_of(broker: object) -> tuple[Any, str, str] | None:
@@ -264,24 +270,14 @@ class RedisBreakers:
         return f"{self.prefix}br:{name}"
 
     def ask(self, name: str, cfg: Breaker, now: float) -> tuple[Verdict, BreakerStatus, bool]:
-        def step(st: BreakerStatus, t: float) -> tuple[BreakerStatus, Any]:
-            verdict, new, probe = ask(cfg, _without_lost_probes(cfg, st, t), t)
-            return new, (verdict, new, probe)
-
-        (verdict, new, probe), t = self._update(name, cfg, now, step)
+        (verdict, new, probe), t = self._update(name, cfg, now, ask_step(cfg))
         if verdict is not None and not math.isinf(verdict.until):
             verdict = type(verdict)(now + (verdict.until - t))  # on the caller's clock
         return verdict, new, probe
 
     def record(self, name: str, cfg: Breaker, now: float, ok: bool | None, *,
                probe: bool) -> BreakerStatus:
-        def step(st: BreakerStatus, t: float) -> tuple[BreakerStatus, Any]:
-            new = record(cfg, st, t, ok, probe=probe)
-            if new.probes < 0:  # a probe reporting after it was taken for lost
-                new = BreakerStatus(new.state, new.recent, new.opened_at, 0, new.passed)
-            return new, new
-
-        new, _ = self._update(name, cfg, now, step)
+        new, _ = self._update(name, cfg, now, record_step(cfg, ok, probe))
         result: BreakerStatus = new
         return result
 
@@ -304,15 +300,41 @@ class RedisBreakers:
                         t = sec + usec / 1e6
                     else:
                         t = now
-                    old = _status_from(raw)
+                    old = status_from(raw)
                     new, result = step(old, t)
                     pipe.multi()
                     if new != old:
-                        pipe.set(key, _status_json(new), ex=ttl)
+                        pipe.set(key, status_json(new), ex=ttl)
                     pipe.execute()
                     return result, t
                 except redis.WatchError:
                     continue
+
+
+Step = Callable[[BreakerStatus, float], tuple[BreakerStatus, Any]]
+
+
+def ask_step(cfg: Breaker) -> Step:
+    """A shared book's :func:`~corral._limits.ask` on a status read at ``t``: the new status
+    and ``(verdict, new, probe)`` (times on the book's clock). Lost probes are forgotten."""
+
+    def step(st: BreakerStatus, t: float) -> tuple[BreakerStatus, Any]:
+        verdict, new, probe = ask(cfg, _without_lost_probes(cfg, st, t), t)
+        return new, (verdict, new, probe)
+
+    return step
+
+
+def record_step(cfg: Breaker, ok: bool | None, probe: bool) -> Step:
+    """A shared book's :func:`~corral._limits.record`: the new status, twice."""
+
+    def step(st: BreakerStatus, t: float) -> tuple[BreakerStatus, Any]:
+        new = record(cfg, st, t, ok, probe=probe)
+        if new.probes < 0:  # a probe reporting after it was taken for lost
+            new = BreakerStatus(new.state, new.recent, new.opened_at, 0, new.passed)
+        return new, new
+
+    return step
 
 
 def _without_lost_probes(cfg: Breaker, st: BreakerStatus, t: float) -> BreakerStatus:
@@ -323,7 +345,7 @@ def _without_lost_probes(cfg: Breaker, st: BreakerStatus, t: float) -> BreakerSt
     return st
 
 
-def _status_from(raw: bytes | None) -> BreakerStatus:
+def status_from(raw: bytes | str | None) -> BreakerStatus:
     if raw is None:
         return BreakerStatus()
     doc = json.loads(raw)
@@ -331,7 +353,7 @@ def _status_from(raw: bytes | None) -> BreakerStatus:
                          float(doc["opened_at"]), int(doc["probes"]), int(doc["passed"]))
 
 
-def _status_json(st: BreakerStatus) -> str:
+def status_json(st: BreakerStatus) -> str:
     return json.dumps({"state": str(st.state), "recent": list(st.recent),
                        "opened_at": st.opened_at, "probes": st.probes, "passed": st.passed})
 
