@@ -31,12 +31,11 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from corral._errors import BrokenBroker
-from corral._limits import Breaker, BreakerStatus, RateLimit, Verdict, gcra
+from corral._limits import Breaker, BreakerStatus, RateLimit, gcra
 from corral.fleet.limits_redis import (
     BREAKER_TTL_S,
     FleetLimits,
-    ask_step,
-    record_step,
+    SharedBreakers,
     status_from,
     status_json,
 )
@@ -128,7 +127,7 @@ class PgFleetLimits(FleetLimits):
         return PostgresRates(self._pg, limits, url=self.url)
 
 
-class PostgresBreakers:
+class PostgresBreakers(SharedBreakers):
     """A :class:`~corral._limits.BreakerBook` in PostgreSQL (see the module's note)."""
 
     shared = True
@@ -138,18 +137,6 @@ class PostgresBreakers:
         self._connect = connect
         self.server_time = server_time
         self.url = url
-
-    def ask(self, name: str, cfg: Breaker, now: float) -> tuple[Verdict, BreakerStatus, bool]:
-        (verdict, new, probe), t = self._update(name, cfg, now, ask_step(cfg))
-        if verdict is not None and not math.isinf(verdict.until):
-            verdict = type(verdict)(now + (verdict.until - t))  # on the caller's clock
-        return verdict, new, probe
-
-    def record(self, name: str, cfg: Breaker, now: float, ok: bool | None, *,
-               probe: bool) -> BreakerStatus:
-        new, _ = self._update(name, cfg, now, record_step(cfg, ok, probe))
-        result: BreakerStatus = new
-        return result
 
     def _update(self, name: str, cfg: Breaker, now: float,
                 step: Callable[[BreakerStatus, float], tuple[BreakerStatus, Any]]

@@ -63,8 +63,8 @@ from corral._limits import (
     record,
 )
 
-__all__ = ["FleetLimits", "RedisBreakers", "RedisRates", "ask_step", "record_step", "shared_flow",
-           "status_from", "status_json", "worker_limits"]
+__all__ = ["FleetLimits", "RedisBreakers", "RedisRates", "SharedBreakers", "ask_step",
+           "record_step", "shared_flow", "status_from", "status_json", "worker_limits"]
 
 DECLARATIONS_TTL_S = 7 * 86_400  # a run's declarations outlive any run's workers
 CALLER_CLOCK_TTL_MS = 86_400_000  # a TAT on a caller's (fake) clock: its expiry cannot be known
@@ -254,7 +254,30 @@ def worker_limits(broker: object) -> FleetLimits | None:
     return FleetLimits(client, prefix=prefix, url=url)
 
 
-class RedisBreakers:
+class SharedBreakers:
+    """A :class:`~corral._limits.BreakerBook` kept on a server: the pure steps
+    (:func:`ask_step`, :func:`record_step`) applied atomically by ``_update``, which each
+    server does its own way, on the server's clock; answers come back on the caller's."""
+
+    shared = True
+
+    def ask(self, name: str, cfg: Breaker, now: float) -> tuple[Verdict, BreakerStatus, bool]:
+        (verdict, new, probe), t = self._update(name, cfg, now, ask_step(cfg))
+        if verdict is not None and not math.isinf(verdict.until):
+            verdict = type(verdict)(now + (verdict.until - t))  # on the caller's clock
+        return verdict, new, probe
+
+    def record(self, name: str, cfg: Breaker, now: float, ok: bool | None, *,
+               probe: bool) -> BreakerStatus:
+        new, _ = self._update(name, cfg, now, record_step(cfg, ok, probe))
+        result: BreakerStatus = new
+        return result
+
+    def _update(self, name: str, cfg: Breaker, now: float, step: Step) -> tuple[Any, float]:
+        raise NotImplementedError
+
+
+class RedisBreakers(SharedBreakers):
     """A :class:`~corral._limits.BreakerBook` in Redis (see the module's note)."""
 
     shared = True
@@ -268,18 +291,6 @@ class RedisBreakers:
 
     def key(self, name: str) -> str:
         return f"{self.prefix}br:{name}"
-
-    def ask(self, name: str, cfg: Breaker, now: float) -> tuple[Verdict, BreakerStatus, bool]:
-        (verdict, new, probe), t = self._update(name, cfg, now, ask_step(cfg))
-        if verdict is not None and not math.isinf(verdict.until):
-            verdict = type(verdict)(now + (verdict.until - t))  # on the caller's clock
-        return verdict, new, probe
-
-    def record(self, name: str, cfg: Breaker, now: float, ok: bool | None, *,
-               probe: bool) -> BreakerStatus:
-        new, _ = self._update(name, cfg, now, record_step(cfg, ok, probe))
-        result: BreakerStatus = new
-        return result
 
     def _update(self, name: str, cfg: Breaker, now: float,
                 step: Callable[[BreakerStatus, float], tuple[BreakerStatus, Any]]
