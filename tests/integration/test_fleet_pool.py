@@ -162,9 +162,10 @@ def test_a_worker_of_the_pool_that_dies_is_replaced(url, start_pool, registered)
              "two workers, registered", GENEROUS_S)
     victim = workers(pool)[0]
     os.kill(victim, signal.SIGKILL)
+    said = f"worker pid {victim} exited unasked (exit code -9)"
+    wait_for(lambda: said in log.read_text(), "the pool to say the worker died", GENEROUS_S)
     wait_for(lambda: len(workers(pool)) == 2 and victim not in workers(pool),
              "a worker in the killed one's place", GENEROUS_S)
-    assert f"worker pid {victim} exited unasked (exit code -9)" in log.read_text()
     # corral workers --json: each worker with its health.
     wait_for(lambda: set(workers(pool)) <= set(registered()), "the new worker to register",
              GENEROUS_S)
