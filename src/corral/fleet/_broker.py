@@ -20,7 +20,8 @@ Brokers are found by URL scheme (:data:`SCHEMES`, :func:`open_broker`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,6 +34,7 @@ __all__ = [
     "Claimed",
     "DeadLetter",
     "WorkerInfo",
+    "broker_errors",
     "open_broker",
     "safe_url",
 ]
@@ -252,3 +254,16 @@ def safe_url(url: str) -> str:
     netloc = parts.netloc.rpartition("@")[2]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+@contextlib.contextmanager
+def broker_errors(
+    url: str, what: str, errors: type[Exception] | tuple[type[Exception], ...]
+) -> Iterator[None]:
+    """The client library's ``errors`` become :class:`BrokenBroker` naming the broker (its
+    password hidden) and what failed, the original as cause."""
+    try:
+        yield
+    except errors as exc:
+        raise BrokenBroker(f"the broker at {safe_url(url)} failed to {what}: "
+                           f"{type(exc).__name__}: {exc}") from exc

@@ -23,14 +23,12 @@ Tests pass ``server_time=False`` to drive every process with one fake clock.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from corral._errors import BrokenBroker
 from corral._limits import Breaker, BreakerStatus, RateLimit, gcra
 from corral.fleet.limits_redis import (
     BREAKER_TTL_S,
@@ -195,15 +193,10 @@ def worker_limits(broker: object) -> PgFleetLimits | None:
     return None if found is None else PgFleetLimits(found[0], url=found[1])
 
 
-@contextlib.contextmanager
-def _talking(url: str, what: str) -> Iterator[None]:
-    """psycopg errors become :class:`~corral.errors.BrokenBroker`, the original as cause."""
+def _talking(url: str, what: str) -> AbstractContextManager[None]:
+    """psycopg errors become :class:`~corral.errors.BrokenBroker` (corral.fleet._broker)."""
     import psycopg
 
-    from corral.fleet._broker import safe_url
+    from corral.fleet._broker import broker_errors
 
-    try:
-        yield
-    except psycopg.Error as exc:
-        raise BrokenBroker(f"the broker at {safe_url(url)} failed to {what}: "
-                           f"{type(exc).__name__}: {exc}") from exc
+    return broker_errors(url, what, psycopg.Error)

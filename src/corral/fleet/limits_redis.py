@@ -42,16 +42,16 @@ may have died, and nothing else would ever let another probe through.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
-from corral._errors import BrokenBroker, CorralError
+from corral._errors import CorralError
 from corral._limits import (
     Breaker,
     BreakerState,
@@ -369,15 +369,10 @@ def status_json(st: BreakerStatus) -> str:
                        "opened_at": st.opened_at, "probes": st.probes, "passed": st.passed})
 
 
-@contextlib.contextmanager
-def _talking(url: str, what: str) -> Iterator[None]:
-    """Redis errors become :class:`~corral.errors.BrokenBroker`, the original as cause."""
+def _talking(url: str, what: str) -> AbstractContextManager[None]:
+    """redis errors become :class:`~corral.errors.BrokenBroker` (corral.fleet._broker)."""
     import redis
 
-    from corral.fleet._broker import safe_url
+    from corral.fleet._broker import broker_errors
 
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise BrokenBroker(f"the broker at {safe_url(url)} failed to {what}: "
-                           f"{type(exc).__name__}: {exc}") from exc
+    return broker_errors(url, what, redis.RedisError)
