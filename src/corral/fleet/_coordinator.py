@@ -193,7 +193,9 @@ class FleetSession:
                     return
                 batch, self._outbox = self._outbox, []
                 cancels, self._cancels = self._cancels, []
-            self._persist(functools.partial(self._push, batch, cancels), "send attempts")
+            if not self._persist(functools.partial(self._push, batch, cancels), "send attempts"):
+                with self._lock:  # closed meanwhile: close() sends these cancels itself
+                    self._cancels[:0] = cancels
 
     def _push(self, batch: list[AttemptMessage], cancels: list[str]) -> None:
         broker = self.broker
@@ -296,14 +298,16 @@ class FleetSession:
                     for attempt in ended:
                         self._untarget(attempt)
 
-    def _persist(self, action: Callable[[], Any], what: str) -> None:
-        """Run ``action`` until it succeeds (the broker may be restarting) or we close."""
+    def _persist(self, action: Callable[[], Any], what: str) -> bool:
+        """Run ``action`` until it succeeds (the broker may be restarting) or we close;
+        True if it ran."""
         while not self._closing:
             try:
                 action()
-                return
+                return True
             except BrokenBroker as exc:
                 self._recover(exc, what)
+        return False
 
     def _recover(self, exc: BaseException, what: str) -> None:
         """The broker failed: wait for it, and if it lost its data, send again every attempt
