@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 from typing import Any, NoReturn
+
+from corral._signal_handlers import take
 
 __all__ = ["exit_on_signals", "main"]
 
@@ -28,9 +29,7 @@ def _exit_now(sig: int, frame: Any) -> NoReturn:
 
 def exit_on_signals() -> None:
     """From now on SIGINT and SIGTERM end the process at once with 128 + N."""
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, _exit_now)
+    take((signal.SIGINT, signal.SIGTERM), _exit_now)
 
 
 def main() -> Any:

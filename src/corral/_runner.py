@@ -37,14 +37,13 @@ import os
 import random
 import secrets
 import signal
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from corral import _capture, _context, _fanout, _planner, _throttle
+from corral import _capture, _context, _fanout, _planner, _signal_handlers, _throttle
 from corral._capture import log_name
 from corral._context import RunContext
 from corral._errors import (
@@ -276,7 +275,7 @@ class Runner(GrowingRun, ResultOfRun):
         )
         # From before the run is recorded until its end is: a signal in between interrupts
         # the run (and is recorded so), whatever the loop was doing when it came.
-        installed = self._install_signals(loop)
+        installed = self._install_signals()
         _context.register(self.context)
         throttle = (_throttle.register(self.graph.rate_limits, self.rates, self.now)
                     if self.graph.rate_limits else None)
@@ -325,7 +324,7 @@ class Runner(GrowingRun, ResultOfRun):
             for listener in self.listeners:
                 listener.run_finished(result)
         finally:
-            self._uninstall_signals(installed)
+            _signal_handlers.give_back(installed)
             _context.unregister(self.context)
             if throttle is not None:
                 _throttle.unregister(throttle)
@@ -681,21 +680,14 @@ class Runner(GrowingRun, ResultOfRun):
             listener.transitions(events)
 
     # ------------------------------------------------------------------ signals
-    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> dict[int, Any]:
-        """Handle SIGINT and SIGTERM until :meth:`_uninstall_signals`; returns the handlers
-        they replace. Plain ``signal.signal`` handlers, not the loop's: they run even while
-        the loop is blocked (a listener writing to a slow store), so a second signal always
-        ends the process at once."""
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+    def _install_signals(self) -> dict[int, Any]:
+        """Handle SIGINT and SIGTERM (unless ignored) until the handlers returned, which they
+        replace, are given back. Plain ``signal.signal`` handlers, not the loop's: they run
+        even while the loop is blocked (a listener writing to a slow store), so a second
+        signal always ends the process at once."""
+        if not self.handle_signals:
             return {}
-        installed: dict[int, Any] = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            installed[sig] = signal.signal(sig, self._on_signal)
-        return installed
-
-    def _uninstall_signals(self, installed: Mapping[int, Any]) -> None:
-        for sig, previous in installed.items():
-            signal.signal(sig, previous)
+        return _signal_handlers.take((signal.SIGINT, signal.SIGTERM), self._on_signal)
 
     def _on_signal(self, sig: int, frame: Any = None) -> None:
         """A signal handler: runs in the main thread between two bytecodes, anywhere."""

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import click
 import pytest
+from tests.acceptance.conftest import cli_env, corral_argv
 from tests.helpers.waiting import out, wait_for
 
 from corral.cli import ExitCode, main
@@ -527,6 +529,38 @@ def test_run_on_a_terminal_shows_the_live_view_then_the_summary(corral_tty, writ
 
 
 # --------------------------------------------------------------------------- signals
+WAITS_FOR_GO = """
+name: waits
+tasks:
+  waits: {cmd: "touch started; while [ ! -e go ]; do sleep 0.05; done"}
+  after: {cmd: "touch after.ran", depends_on: [waits]}
+"""
+
+
+def test_a_sigint_ignored_at_start_stays_ignored(write, tmp_path):
+    # A background job of a shell without job control (`corral run ... &` in a script) starts
+    # with SIGINT ignored, so that a Ctrl-C meant for the foreground does not reach it.
+    write("waits.yaml", WAITS_FOR_GO)
+    argv = " ".join(shlex.quote(a) for a in corral_argv("run", "waits.yaml", "--json"))
+    proc = subprocess.Popen(
+        ["sh", "-c", f"trap '' INT; exec {argv}"], cwd=tmp_path, env=cli_env(tmp_path),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        wait_for(lambda: (tmp_path / "started").exists() or proc.poll() is not None,
+                 "the task to start")
+        os.kill(proc.pid, signal.SIGINT)  # ignored: the run goes on
+        (tmp_path / "go").touch()
+        stdout, stderr = proc.communicate(timeout=HANG_GUARD_S)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert json.loads(stdout)["status"] == "succeeded"
+    assert (tmp_path / "after.ran").exists()
+
+
 LONG = """
 name: long
 tasks:

@@ -94,17 +94,14 @@ class CorralGroup(click.Group):
         (click alone turns a Ctrl-C before a command runs into "Aborted!" and exit 1, and
         SIGTERM would kill the process outright)."""
         import signal
-        import threading
 
-        installed: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                installed[sig] = signal.signal(sig, _exit_on_signal)
+        from corral._signal_handlers import give_back, take
+
+        installed = take((signal.SIGINT, signal.SIGTERM), _exit_on_signal)
         try:
             return super().main(*args, **kwargs)
         finally:
-            for number, previous in installed.items():
-                signal.signal(number, previous)
+            give_back(installed)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

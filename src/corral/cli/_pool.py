@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from corral._signal_handlers import give_back, take
 from corral.cli._exits import ExecutorError, ExitCode, UserError
 from corral.cli._options import Duration
 
@@ -114,14 +115,13 @@ def run_pool(settings: PoolSettings, *, broker: str, worker_args: list[str],
     def on_signal(sig: int, _frame: Any) -> None:
         pool.stop(sig)
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = take((signal.SIGINT, signal.SIGTERM), on_signal)
     try:
         sig = pool.run()
     except BrokenExecutor as exc:
         raise ExecutorError(str(exc)) from None
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        give_back(previous)
         conn.close()
     raise click.exceptions.Exit(128 + sig if sig else int(ExitCode.OK))
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import click
 
+from corral._signal_handlers import give_back, take
 from corral.cli._exits import UserError
 from corral.cli._options import CONTEXT_SETTINGS
 
@@ -168,11 +169,11 @@ def run_tests(parsed: TestArgs) -> int:
                             last_failed=parsed.last_failed, failed_first=parsed.failed_first,
                             check_order=parsed.check_order)
     # pytest reports Ctrl-C itself (KeyboardInterrupt, exit 2), as it always does.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = take((signal.SIGINT,), signal.default_int_handler)
     try:
         code = int(pytest.main(list(parsed.pytest_args), plugins=[Controller(settings)]))
     finally:
-        signal.signal(signal.SIGINT, previous)
+        give_back(previous)
         if store is not None:
             store.close()
     sys.stdout.flush()
