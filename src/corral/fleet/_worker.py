@@ -173,9 +173,10 @@ class Worker:
         """Work until stopped; returns the signal number that stopped it (0: none)."""
         self._loop = loop = asyncio.get_running_loop()
         self._signal = 0
-        if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self._on_signal, sig)
+        handled = [s for s in (signal.SIGINT, signal.SIGTERM)  # an ignored one stays ignored
+                   if handle_signals and signal.getsignal(s) is not signal.SIG_IGN]
+        for sig in handled:
+            loop.add_signal_handler(sig, self._on_signal, sig)
         _capture.install()
         threads = [threading.Thread(target=t, name=f"corral-worker-{t.__name__}", daemon=True)
                    for t in (self._claim_loop, self._keep_loop, self._report_loop)]
@@ -197,9 +198,8 @@ class Worker:
             _capture.uninstall()
             with contextlib.suppress(BrokenBroker):
                 self.broker.deregister(self.id)
-            if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
+            for sig in handled:
+                loop.remove_signal_handler(sig)
         return self._signal
 
     def stop(self) -> None:
