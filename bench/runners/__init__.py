@@ -99,6 +99,12 @@ RUNNERS: dict[str, RunnerEntry] = {
             "corral without estimates: a first run (task counts, then durations learned per kind)",
         ),
         _entry(
+            "corral-fifo",
+            "bench.runners.corral_runner:CorralFifo",
+            {SLEEP},
+            "corral in arrival order (ranks equal, nothing learned): FIFO, corral's overhead",
+        ),
+        _entry(
             "corral-sqlite",
             "bench.runners.corral_runner:CorralSqlite",
             {NOOP, SLEEP, CPU},

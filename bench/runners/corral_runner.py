@@ -8,7 +8,9 @@ Variants: ``corral`` (sync tasks on the ``thread`` executor, the busy loop on ``
 ``corral-async`` (``async def`` tasks on the ``async`` executor), ``corral-noest`` (sleep
 workloads without estimates, a first run: ranks count tasks until durations are learned per
 task kind as attempts succeed, so the difference with ``corral`` is what the estimates buy;
-``python -m bench.simulate`` gives the same comparison without overhead), ``corral-sqlite``
+``python -m bench.simulate`` gives the same comparison without overhead), ``corral-fifo``
+(no estimates, every rank equal: arrival order, the FIFO schedule run by corral itself),
+``corral-sqlite``
 (``corral`` with the SQLite store attached) and the ``api`` workload (build a DAG with
 ``@dag.task``; no run).
 """
@@ -24,7 +26,7 @@ from typing import Any
 from bench import tasks
 from bench.runners._base import BenchRunner, Skip
 
-__all__ = ["Corral", "CorralAsync", "CorralNoEstimate", "CorralSqlite"]
+__all__ = ["Corral", "CorralAsync", "CorralFifo", "CorralNoEstimate", "CorralSqlite"]
 
 
 class Corral(BenchRunner):
@@ -89,6 +91,10 @@ class Corral(BenchRunner):
         """The executors given to the next run by name (None: the registry's)."""
         return None
 
+    def ranks(self, graph: Any) -> list[float] | None:
+        """The ranks the next run orders ready tasks by (None: corral's own)."""
+        return None
+
     def run_once(self) -> dict[str, float]:
         if self.wl.kind == "api":
             return self._api_build()
@@ -101,6 +107,7 @@ class Corral(BenchRunner):
             log_dir=None,
             listeners=self.listeners(),
             executors=self.executors(),
+            ranks=self.ranks(graph),
         )
         self.attach(runner)
         result = asyncio.run(runner.run())
@@ -156,6 +163,15 @@ class CorralNoEstimate(Corral):
         if self.wl.kind != "sleep":
             raise Skip("only differs from 'corral' on sleep workloads")
         super().setup()
+
+
+class CorralFifo(CorralNoEstimate):
+    """corral ordering ready tasks by arrival alone (every rank equal, nothing learned): the
+    FIFO schedule realised by the same engine, with the same overhead, so that ``corral-noest``
+    ÷ ``corral-fifo`` compares the two orders and nothing else."""
+
+    def ranks(self, graph: Any) -> list[float] | None:
+        return [0.0] * len(graph)
 
 
 class CorralSqlite(Corral):
