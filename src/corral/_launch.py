@@ -171,7 +171,8 @@ def launch(
         from corral._runner import new_run_id
 
         run_id = run_id or new_run_id()
-        executors, rates, book = _fleet_executors(opts.broker, run_id, graph, executors, opts)
+        executors, rates, book = _fleet_executors(opts.broker, run_id, graph, executors, opts,
+                                                  store)
     recorder = None
     if store is not None:
         from corral.store import StoreRecorder
@@ -207,13 +208,15 @@ def launch(
 
 def _fleet_executors(
     url: str, run_id: str, graph: Graph, given: Mapping[str, Executor] | None,
-    opts: LaunchOptions,
+    opts: LaunchOptions, store: Store | None,
 ) -> tuple[dict[str, Executor], RateState | None, BreakerBook | None]:
     """The run's executors in fleet mode: each executor name its tasks use (but those given,
     and ``dask``) sends its attempts to the fleet, through one session with the broker at
     ``url``, connected now (a broker that cannot be used raises
-    :class:`~corral.errors.BrokenBroker` before anything starts). And the state of the run's
-    rate limits and breakers, fleet-wide on a Redis broker (None: the run keeps its own)."""
+    :class:`~corral.errors.BrokenBroker` before anything starts); they admit less while the
+    broker or ``store``'s connection pool is saturated. And the state of the run's rate
+    limits and breakers, fleet-wide on a Redis broker (None: the run keeps its own)."""
+    from corral._runner import default_concurrency
     from corral.executors._registry import action_kind
     from corral.executors.fleet import fleet_executors
     from corral.fleet._coordinator import FleetSession
@@ -222,8 +225,10 @@ def _fleet_executors(
     kinds = {name: action_kind(name) for name in names}
     queues = {s.id: s.queue for s in graph.specs if s.queue}
     session = FleetSession.connect(url, run_id, lease_s=opts.lease_s,
-                                   balance={**graph.balance, **opts.balance}, rng=opts.rng)
-    fleet = fleet_executors(session, names, kinds=kinds, queues=queues, env=opts.env)
+                                   balance={**graph.balance, **opts.balance}, rng=opts.rng,
+                                   pool_stats=getattr(store, "pool_stats", None))
+    fleet = fleet_executors(session, names, kinds=kinds, queues=queues, env=opts.env,
+                            capacity=opts.concurrency or default_concurrency())
     used = {s.queue or "default" for s, name in zip(graph.specs, graph.executors, strict=True)
             if name in fleet}
     session.warn_unserved(used)

@@ -532,7 +532,26 @@ class Runner(GrowingRun, ResultOfRun):
                 self.scheduler.limit_new_executor(name, slots)
         if executor.reports_start:
             self.scheduler.defer_timers(name)
+        executor.watch_slots(functools.partial(self._slots_changed, name))
+        if executor.slots != slots:  # it changed while we looked
+            self._resize(name, turn=False)
         return executor
+
+    def _slots_changed(self, name: str, executor: Executor) -> None:
+        """Executor ``name``'s capacity changed (any thread): the loop admits by it."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the run is over
+                loop.call_soon_threadsafe(self._resize, name)
+
+    def _resize(self, name: str, turn: bool = True) -> None:
+        executor = self._executors.get(name)
+        if executor is None:
+            return
+        slots = executor.slots
+        self.scheduler.resize_executor(name, min(slots or self.concurrency, self.concurrency))
+        if turn:
+            self._pump()  # more may start now
 
     def _queue_put(self, i: int, attempt: int, status: int, payload: Any) -> None:
         assert self._queue is not None

@@ -183,6 +183,7 @@ class Scheduler(GrowingScheduler):
         # Executor slots (limit_executor) and deferred timers (defer_timers) by executor
         # name, for tasks added while the run goes on (grow).
         self._executor_slots: dict[str, int] = {}
+        self._capacity: dict[str, int] = {}  # each of those executors' slots, as last set
         self._deferred_executors: set[str] = set()
 
         # Resources: names to slots in a free-capacity vector; per task a tuple of
@@ -333,6 +334,7 @@ class Scheduler(GrowingScheduler):
             raise InvalidTransition(f"limit_executor({name!r}) after tasks started: the "
                                     "limit applies from the first admit")
         slot = self._executor_slots[name] = len(self.free)
+        self._capacity[name] = slots
         self.resource_names.append(f"slots of executor {name!r}")
         self.free.append(float(slots))
         requests = self._requests

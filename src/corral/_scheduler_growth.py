@@ -1,5 +1,6 @@
 """How the scheduler grows with its run: tasks added while it goes (a ``for_each`` fan-out,
-a planner's plan), and executors started for them.
+a planner's plan), executors started for them, and executors whose capacity changes while it
+goes (a fleet under backpressure: :meth:`GrowingScheduler.resize_executor`).
 
 Mixed into :class:`corral._scheduler.Scheduler`: still pure (no clock, no I/O), only its
 per-task arrays and its ready order's keys grow. New tasks join the ready order after every
@@ -30,6 +31,7 @@ class GrowingScheduler:
     """The scheduler's part for growth (its fields are the scheduler's, set there)."""
 
     graph: Graph
+    concurrency: int
     state: list[TaskState]
     attempts: list[int]
     last_beat: list[float]
@@ -51,6 +53,7 @@ class GrowingScheduler:
     _deferred: dict[int, tuple[float | None, float | None]]
     _deferred_executors: set[str]
     _executor_slots: dict[str, int]
+    _capacity: dict[str, int]
     _requests: list[tuple[tuple[int, float], ...]]
     _active: int
     _start: list[float]
@@ -78,8 +81,36 @@ class GrowingScheduler:
             raise InvalidTransition(f"limit_new_executor({name!r}): tasks of the run use it "
                                     "already")
         self._executor_slots[name] = len(self.free)
+        self._capacity[name] = slots
         self.resource_names.append(f"slots of executor {name!r}")
         self.free.append(float(slots))
+
+    def resize_executor(self, name: str, slots: int) -> None:
+        """From now on at most ``slots`` attempts of the tasks on executor ``name`` run at
+        once: its capacity changed while the run goes (a fleet under backpressure admits
+        less). Attempts already running over the new number finish; none starts until fewer
+        run. An executor without slots yet gets them now, as if it had had them from the
+        start (its running attempts hold one each); none while ``slots`` is not under the
+        run's concurrency."""
+        if slots < 1:
+            raise ValueError(f"executor {name!r} must have at least one slot, not {slots}")
+        slot = self._executor_slots.get(name)
+        if slot is None:
+            if slots >= self.concurrency:
+                return  # no limit: the run's concurrency is the tighter one
+            slot = self._executor_slots[name] = len(self.free)
+            self.resource_names.append(f"slots of executor {name!r}")
+            self._capacity[name] = 0
+            self.free.append(0.0)
+            running = TaskState.RUNNING
+            requests = self._requests
+            for i, executor in enumerate(self.graph.executors):
+                if executor == name:
+                    requests[i] = (*requests[i], (slot, 1.0))
+                    if self.state[i] is running:
+                        self.free[slot] -= 1.0
+        self.free[slot] += slots - self._capacity[name]
+        self._capacity[name] = slots
 
     def grow(
         self,

@@ -57,3 +57,26 @@ async def limited_calls_async(name: str, calls: int) -> int:
         async with corral.limit(name):
             pass
     return calls
+
+
+def overlapping(journal: str, task: str, seconds: float) -> str:
+    """Note ``+ task`` at the start and ``- task`` at the end (around ``seconds`` of work):
+    :func:`most_at_once` reads how many ran at once from the order of the lines alone."""
+    with open(journal, "a") as f:
+        f.write(f"+ {task}\n")
+    time.sleep(seconds)
+    with open(journal, "a") as f:
+        f.write(f"- {task}\n")
+    return task
+
+
+def most_at_once(lines: list[str]) -> int:
+    """The most tasks :func:`overlapping` had started and not ended at once, in ``lines``."""
+    now = most = 0
+    for line in lines:
+        if line.startswith("+ "):
+            now += 1
+            most = max(most, now)
+        elif line.startswith("- "):
+            now -= 1
+    return most

@@ -125,3 +125,39 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a server of the test's own."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def own_redis_server(port: int, *args: str) -> subprocess.Popen[bytes]:
+    """A Redis server of the test's own on ``port`` (nothing on disk; ``args``: more of its
+    options), answering when this returns; skips the test without ``redis-server``. Kill
+    it when done."""
+    import shutil
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("no redis-server on this machine to start one of the test's own")
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(port=port)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    wait_for(answers, "the test's own Redis to answer")
+    client.close()
+    return proc

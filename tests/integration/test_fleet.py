@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 from tests.helpers.brokers import BROKERS
 from tests.helpers.fleet_tasks import big, kill_my_worker, ran, starts
-from tests.helpers.redis import start_worker, stop_worker, worker_env
+from tests.helpers.redis import (
+    free_port,
+    own_redis_server,
+    start_worker,
+    stop_worker,
+    worker_env,
+)
 from tests.helpers.waiting import wait_for
 
 from corral import DAG, TaskState
@@ -242,42 +248,9 @@ def test_tasks_go_to_their_queue(url, tmp_path):
     assert dict(starts(journal)) == {"on-gpu": gpu.pid, "plain": plain.pid}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _redis_server(port: int):
-    import shutil
-    import subprocess
-
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("no redis-server on this machine to restart")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    import redis
-
-    client = redis.Redis(port=port)
-
-    def answers() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    wait_for(answers, "the test's own Redis to answer")
-    client.close()
-    return proc
-
-
 def test_a_redis_restarted_without_its_data_mid_run_still_completes(tmp_path):
-    port = _free_port()
-    server = _redis_server(port)
+    port = free_port()
+    server = own_redis_server(port)
     url = f"redis://127.0.0.1:{port}/0"
     journal = tmp_path / "journal"
     worker = start_worker(url, "--concurrency", "2", "--heartbeat-timeout", "2s",
@@ -295,7 +268,7 @@ def test_a_redis_restarted_without_its_data_mid_run_still_completes(tmp_path):
         wait_for(lambda: len(starts(journal)) >= 4, "a few tasks to run")
         server.kill()  # its data goes with it: nothing on disk
         server.wait()
-        server = _redis_server(port)
+        server = own_redis_server(port)
         runner.join(60)
         assert not runner.is_alive(), "hang guard: the run did not finish"
     finally:

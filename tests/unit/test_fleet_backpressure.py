@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral.fleet._backpressure import BackpressurePolicy, factor
+from corral.fleet._backpressure import BackpressurePolicy, admitted, factor
 
 P = BackpressurePolicy()
 
@@ -57,3 +57,10 @@ def test_a_steady_saturation_moves_the_factor_one_way_only(saturation, start, re
 def test_a_bad_policy_is_refused(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         BackpressurePolicy(**bad)
+
+
+@pytest.mark.parametrize(("capacity", "f", "expected"),
+                         [(20, 1.0, 20), (20, 0.55, 11), (20, 0.1, 2), (4, 0.1, 1), (1, 0.5, 1)])
+def test_the_coordinator_admits_its_capacity_times_the_factor_and_at_least_one(
+        capacity, f, expected):
+    assert admitted(capacity, f) == expected

@@ -393,6 +393,40 @@ def test_an_executor_limit_is_set_before_the_first_admit():
         s.limit_executor("process", 1)
 
 
+def test_an_executor_resized_mid_run_admits_by_its_new_slots():
+    # Six tasks on an executor without slots, one on another, concurrency 4. Four start; the
+    # executor shrinks to 2 (a fleet under backpressure): the four finish, but none of its
+    # tasks starts until fewer than two run; it grows again and the rest start.
+    g = graph(*(call_spec(f"f{k}", executor="process") for k in range(6)), call_spec("t"))
+    s = Scheduler(g, concurrency=4)
+    assert ids(s, s.admit(0)) == ["f0", "f1", "f2", "f3"]
+    s.resize_executor("process", 2)
+    s.succeeded(0, 1)
+    assert ids(s, s.admit(1)) == ["t"]  # three still run, over the new two: others flow
+    assert s.blocked_reasons()[4] == "lacks slots of executor 'process' (needs 1, -1 free)"
+    s.succeeded(1, 2)
+    s.succeeded(2, 2)
+    assert ids(s, s.admit(2)) == ["f4"]  # one runs (f3): one slot free of two
+    s.resize_executor("process", 1)
+    s.resize_executor("process", 3)  # back up: f3 and f4 run, one more may start
+    assert ids(s, s.admit(3)) == ["f5"]
+    for i in (3, 4, 5, 6):
+        s.succeeded(i, 4)
+    assert not s.is_active()
+    assert s.free[-1] == 3  # every slot handed back
+    with pytest.raises(ValueError, match="at least one slot"):
+        s.resize_executor("process", 0)
+
+
+def test_resizing_a_limited_executor_moves_its_limit():
+    g = graph(*(call_spec(f"p{k}", executor="process") for k in range(4)))
+    s = Scheduler(g, concurrency=4)
+    s.limit_executor("process", 1)
+    assert ids(s, s.admit(0)) == ["p0"]
+    s.resize_executor("process", 3)
+    assert ids(s, s.admit(0)) == ["p1", "p2"]
+
+
 def test_blocked_reasons_name_a_full_executor():
     g = graph(call_spec("a", executor="process"), call_spec("b", executor="process"))
     s = Scheduler(g, concurrency=2)

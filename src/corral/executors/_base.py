@@ -18,7 +18,9 @@ What an executor declares, so that the run loop needs no executor's name (see
   command lines); validation refuses a task whose action the executor cannot run.
 - ``slots``: how many attempts it runs at once (``None``: as many as the run admits). The
   scheduler admits no more than that, so no attempt waits inside an executor after admission
-  and a task's timeout counts from its real start.
+  and a task's timeout counts from its real start. An executor whose capacity changes while
+  a run goes (the fleet, slowed by a saturated broker) calls :meth:`Executor.slots_changed`;
+  the run loop reads ``slots`` again and admits by it from then on.
 - ``writes_logs``: whether every attempt writes its log file (a command's output, a worker's
   file descriptors); otherwise a log exists only if the attempt printed something.
 - ``reports_start``: it calls :meth:`Executor.started` when an attempt really starts (a
@@ -217,11 +219,27 @@ class Executor(abc.ABC):
         """The executor a run makes when a task names this one and the run was given none."""
         return cls()
 
+    # Who hears of a change of ``slots`` (watch_slots): a class default, so that a subclass
+    # that never calls it costs nothing.
+    _slots_watcher: Callable[[Executor], None] | None = None
+
     @property
     def slots(self) -> int | None:
-        """How many attempts it runs at once; ``None``: as many as the run admits. Read once,
-        after :meth:`start`."""
+        """How many attempts it runs at once; ``None``: as many as the run admits. Read after
+        :meth:`start`, and again each time it calls :meth:`slots_changed`."""
         return None
+
+    def slots_changed(self) -> None:
+        """For implementers whose :attr:`slots` change while a run goes: call it (from any
+        thread) after they changed. Not per attempt: when the capacity itself moves."""
+        watcher = self._slots_watcher
+        if watcher is not None:
+            watcher(self)
+
+    def watch_slots(self, watcher: Callable[[Executor], None] | None) -> None:
+        """For drivers: ``watcher(executor)`` is called, from any thread, after each change
+        of :attr:`slots` (None: no longer)."""
+        self._slots_watcher = watcher
 
     async def start(self, sink: Sink) -> None:
         """Called once by the run loop, on its event loop, before the first submit."""

@@ -22,6 +22,9 @@ behaves on a worker as it does locally. :func:`fleet_executors` makes them, shar
   ended; a thread is abandoned).
 - Values and errors travel pickled (cloudpickle); an error keeps its type, with the worker's
   traceback as ``__cause__``.
+- Backpressure: while the broker (or the run's store's connection pool) is saturated, the
+  session's factor is under 1 and ``slots`` is the run's concurrency (``capacity``) times it:
+  the scheduler admits fewer attempts to the fleet until it recovers.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import IO, Any, ClassVar
 
 from corral._errors import BrokenExecutor
 from corral.executors._base import ERROR, ActionKind, Executor, Work
+from corral.fleet._backpressure import admitted
 from corral.fleet._coordinator import FleetSession, Receiver
 from corral.fleet._protocol import (
     BEAT,
@@ -65,7 +69,9 @@ class FleetExecutor(Executor, Receiver):
     """Sends callables to the fleet, to run there with the worker's executor ``remote``
     (``thread``: the default). ``session`` is the run's connection to the broker, shared by
     its fleet executors; ``queues`` maps task ids to their queue (the others go to
-    ``default``). The session is opened at :meth:`start` and closed at :meth:`shutdown`."""
+    ``default``). The session is opened at :meth:`start` and closed at :meth:`shutdown`.
+    ``capacity``: the most attempts the run may have in flight here (its concurrency), which
+    backpressure scales down (None: no backpressure)."""
 
     name = "fleet"
     reports_start = True
@@ -74,9 +80,14 @@ class FleetExecutor(Executor, Receiver):
     def __init__(self, session: FleetSession, *, remote: str | None = None,
                  queues: Mapping[str, str] | None = None,
                  env: Mapping[str, str] | None = None,
-                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> None:
+                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+                 capacity: int | None = None) -> None:
         super().__init__()
         self.session = session
+        self.capacity = capacity
+        self._slots: int | None = None
+        if capacity is not None:
+            session.watch_factor(self._factor_changed)
         self.remote = remote or self.remote_default
         self.queues = dict(queues or {})
         self.env = dict(env or {})  # the pipeline's, under each task's own (for commands)
@@ -84,6 +95,19 @@ class FleetExecutor(Executor, Receiver):
         self._sent: dict[str, _Sent] = {}
         self._bodies = BodyWriter()
         self._opened = False
+
+    @property
+    def slots(self) -> int | None:
+        return self._slots
+
+    def _factor_changed(self) -> None:
+        """The session's backpressure factor moved (its sender thread)."""
+        assert self.capacity is not None
+        factor = self.session.factor
+        slots = None if factor >= 1.0 else admitted(self.capacity, factor)
+        if slots != self._slots:
+            self._slots = slots
+            self.slots_changed()
 
     async def start(self, sink: Any) -> None:
         await super().start(sink)
@@ -196,10 +220,12 @@ def fleet_executors(session: FleetSession, names: Iterable[str], *,
                     kinds: Mapping[str, ActionKind],
                     queues: Mapping[str, str] | None = None,
                     env: Mapping[str, str] | None = None,
-                    keep: Iterable[str] = ("dask",)) -> dict[str, Executor]:
+                    keep: Iterable[str] = ("dask",),
+                    capacity: int | None = None) -> dict[str, Executor]:
     """A fleet executor for each executor name in ``names`` (but those in ``keep``, which run
     where they are: a Dask cluster is its own fleet), sharing ``session``; ``kinds`` says what
-    each name runs, ``env`` is the pipeline's environment (sent with every attempt)."""
+    each name runs, ``env`` is the pipeline's environment (sent with every attempt),
+    ``capacity`` the run's concurrency (what backpressure scales down)."""
     out: dict[str, Executor] = {}
     kept = set(keep)
     for name in sorted(set(names) - kept):
@@ -207,5 +233,5 @@ def fleet_executors(session: FleetSession, names: Iterable[str], *,
         if kind is None:
             raise BrokenExecutor(f"executor {name!r} cannot run on the fleet: unknown kind")
         cls = FleetCommandExecutor if kind == "commands" else FleetExecutor
-        out[name] = cls(session, remote=name, queues=queues, env=env)
+        out[name] = cls(session, remote=name, queues=queues, env=env, capacity=capacity)
     return out

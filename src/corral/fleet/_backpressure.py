@@ -12,13 +12,18 @@ turns it into a *factor* between ``floor`` and 1::
 The worker then claims at most ``free slots * factor`` attempts at a time (at least one), and
 waits ``tick * (1 / factor - 1)`` between claims: at the floor, a tenth of the batch, about two
 seconds apart instead of back to back.
+
+The coordinator (:mod:`corral.fleet._coordinator`) follows the same policy, reading its
+broker's saturation and its store's connection pool's (the higher) about once a second: each
+fleet executor then admits at most :func:`admitted` attempts at once, the run's concurrency
+times the factor (at least one).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BackpressurePolicy", "factor"]
+__all__ = ["BackpressurePolicy", "admitted", "factor"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,3 +54,9 @@ def factor(policy: BackpressurePolicy, saturation: float, previous: float = 1.0)
     if saturation >= p.low:
         return previous
     return min(1.0, max(p.floor, previous) * p.recovery)
+
+
+def admitted(capacity: int, factor: float) -> int:
+    """How many of ``capacity`` attempts may be in flight at ``factor``: at least one, so a
+    slowed run still moves."""
+    return max(1, int(capacity * factor))

@@ -15,6 +15,13 @@ live workers serving the queue (the registry, read at most every ``REFRESH_S``) 
 attempts it sent each and has not seen end, and sends the attempt to that worker only; with no
 live worker, to the shared queue.
 
+Backpressure: about once a second (``PRESSURE_S``, on the sender thread, never per attempt)
+the session reads how full the broker's server is and, when it was given one, the store's
+connection pool, and turns the higher into a factor with the workers' policy
+(:mod:`corral.fleet._backpressure`). Each fleet executor's ``slots`` are the run's concurrency
+times that factor: above 85 % the scheduler admits fewer attempts to the fleet, and as many as
+before once it falls under 75 %. It says so on stderr when it starts and stops slowing down.
+
 What it keeps of each attempt in flight is its message: should the broker lose its data (a
 Redis restarted without persistence: its identity changed), the session sends every attempt
 it has not seen finish again. A duplicate END (an attempt that ran twice, its worker having
@@ -33,12 +40,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral._errors import BrokenBroker
+from corral.fleet._backpressure import BackpressurePolicy, factor
 from corral.fleet._balance import PULL, BalanceState, Candidate, choose
 from corral.fleet._broker import Broker, WorkerInfo, open_broker
 from corral.fleet._protocol import BEAT, AttemptMessage, Event
+
+if TYPE_CHECKING:
+    from corral.store._connector import PoolStats
 
 __all__ = ["FleetSession", "Receiver"]
 
@@ -47,6 +58,7 @@ RENEW_DUE_S = 0.5  # while attempts flow, the lease is renewed at most this ofte
 READ_BATCH = 1000
 RETRY_S = (0.1, 0.2, 0.5, 1.0, 2.0)  # back-off between attempts to reach a broker that failed
 REFRESH_S = 0.5  # balanced queues: the workers' registry is read at most this often
+PRESSURE_S = 1.0  # how often the broker's saturation (and the store pool's) is read
 
 
 class Receiver:
@@ -62,11 +74,15 @@ class FleetSession:
     and takes the run's lease), :meth:`open` it before the first ``send``, :meth:`close` it
     after the last. Thread-safe. ``balance``: queue -> strategy, for the queues whose attempts
     are pushed to a worker of the sender's choosing (``pull``, the default, for the others);
-    ``rng``: the ``random`` strategy's generator."""
+    ``rng``: the ``random`` strategy's generator. ``pressure``: the backpressure policy (None:
+    admit as many whatever the broker's saturation); ``pool_stats``: reads the run's store's
+    connection pool (its saturation counts as the broker's; None: no pool)."""
 
     def __init__(self, broker: Broker, run_id: str, *, lease_s: float = 30.0,
                  balance: Mapping[str, str] | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 pressure: BackpressurePolicy | None = BackpressurePolicy(),  # noqa: B008
+                 pool_stats: Callable[[], PoolStats | None] | None = None) -> None:
         self.broker = broker
         self.run_id = run_id
         self.token = uuid.uuid4().hex[:12]  # this session: in every attempt id and its reply
@@ -94,14 +110,23 @@ class FleetSession:
         self._live_at = float("-inf")  # time.monotonic() of that read
         self._target: dict[str, str] = {}  # attempt -> the worker it was sent to, until it ends
         self._sent_to: dict[str, int] = {}  # worker -> attempts sent there that have not ended
+        self.pressure = pressure
+        self._pool_stats = pool_stats
+        self.factor = 1.0
+        """The share of their capacity the fleet executors admit (backpressure), 0.1..1."""
+        self._factor_watchers: list[Callable[[], None]] = []
+        self._pressure_due = 0.0  # time.monotonic() after which the sender reads it again
+        self._pushed_at = 0.0  # time.monotonic() of the sender's last push
 
     @classmethod
-    def connect(cls, url: str, run_id: str, *, lease_s: float = 30.0,
-                balance: Mapping[str, str] | None = None,
-                rng: random.Random | None = None) -> FleetSession:
-        """Connect to the broker at ``url``: raises :class:`~corral.errors.BrokenBroker`
-        (nothing started) when it cannot be used."""
-        return cls(open_broker(url), run_id, lease_s=lease_s, balance=balance, rng=rng)
+    def connect(cls, url: str, run_id: str, **options: Any) -> FleetSession:
+        """Connect to the broker at ``url`` (``options``: the constructor's): raises
+        :class:`~corral.errors.BrokenBroker` (nothing started) when it cannot be used."""
+        return cls(open_broker(url), run_id, **options)
+
+    def watch_factor(self, watcher: Callable[[], None]) -> None:
+        """Call ``watcher()`` (from the sender's thread) each time :attr:`factor` changes."""
+        self._factor_watchers.append(watcher)
 
     def warn_unserved(self, queues: set[str]) -> None:
         """Say on stderr which of ``queues`` no live worker takes from: their attempts will
@@ -132,6 +157,8 @@ class FleetSession:
             self.broker.close()
             raise
         self._renew_due = time.monotonic() + min(RENEW_DUE_S, self.lease_s / 3)  # just taken
+        if self.pressure is not None:  # before the first attempt is admitted
+            self._read_pressure()
         for target, name in ((self._send_loop, "sender"), (self._read_loop, "reader")):
             thread = threading.Thread(target=target, name=f"corral-fleet-{name}", daemon=True)
             self._threads.append(thread)
@@ -185,17 +212,51 @@ class FleetSession:
     # ------------------------------------------------------------------ threads
     def _send_loop(self) -> None:
         renew_every = self.lease_s / 3
+        idle = renew_every if self.pressure is None else min(renew_every, PRESSURE_S)
         while True:
             with self._lock:
                 if not (self._outbox or self._cancels or self._closing):
-                    self._lock.wait(renew_every)
+                    self._lock.wait(idle)
                 if self._closing:
                     return
                 batch, self._outbox = self._outbox, []
                 cancels, self._cancels = self._cancels, []
-            if not self._persist(functools.partial(self._push, batch, cancels), "send attempts"):
-                with self._lock:  # closed meanwhile: close() sends these cancels itself
-                    self._cancels[:0] = cancels
+            now = time.monotonic()
+            if batch or cancels or now - self._pushed_at >= renew_every:
+                self._pushed_at = now
+                if not self._persist(functools.partial(self._push, batch, cancels),
+                                     "send attempts"):
+                    with self._lock:  # closed meanwhile: close() sends these cancels itself
+                        self._cancels[:0] = cancels
+            if self.pressure is not None and time.monotonic() >= self._pressure_due:
+                self._read_pressure()
+
+    def _read_pressure(self) -> None:
+        """Read how full the broker and the store's pool are, at most every ``PRESSURE_S``;
+        tell the watchers when the factor moves, and stderr when it starts or stops slowing
+        the run down. A broker that cannot answer now leaves the factor as it was (sending
+        is where its failure is dealt with)."""
+        assert self.pressure is not None
+        self._pressure_due = time.monotonic() + PRESSURE_S
+        try:
+            saturation, what = self.broker.saturation(), "the broker is {:.0%} full"
+        except BrokenBroker:
+            return
+        stats = self._pool_stats() if self._pool_stats is not None else None
+        if stats is not None and stats.saturation > saturation:
+            saturation = stats.saturation
+            what = "the store's connection pool is {:.0%} in use"
+        was, self.factor = self.factor, factor(self.pressure, saturation, self.factor)
+        if self.factor == was:
+            return
+        if was == 1.0:
+            print(f"corral: {what.format(saturation)}: admitting {self.factor:.0%} of the "
+                  "attempts the fleet could take", file=sys.stderr)
+        elif self.factor == 1.0:
+            print(f"corral: {what.format(saturation)}: admitting as many attempts as before",
+                  file=sys.stderr)
+        for watcher in self._factor_watchers:
+            watcher()
 
     def _push(self, batch: list[AttemptMessage], cancels: list[str]) -> None:
         broker = self.broker
