@@ -85,6 +85,7 @@ class Settings(BaseModel):
     worker_grace: str | float | None = None
     worker_weight: int | None = Field(None, ge=0)
     balance: Words = None
+    pool_breaker: str | None = None
     # Pools (corral worker --min-workers/--max-workers) and worker health (corral workers).
     min_workers: int | None = Field(None, ge=0)
     max_workers: int | None = Field(None, ge=1)

@@ -330,6 +330,7 @@ class DAG:
         store: str | Store | None = None,
         resume: bool | str = False,
         broker: str | None = None,
+        pool_breaker: bool | Mapping[str, Any] = True,
     ) -> RunResult:
         """Validate, then run to the end; returns every task's outcome.
 
@@ -348,7 +349,10 @@ class DAG:
         ``broker`` (``"redis://host:6379/0"``, ``"postgresql://user@host/db"``) runs the
         attempts on the fleet of ``corral worker`` processes fed through that broker, as
         ``corral run --broker`` does (docs/fleet.md); raises
-        :class:`~corral.errors.BrokenBroker` if it cannot be used.
+        :class:`~corral.errors.BrokenBroker` if it cannot be used. ``pool_breaker``: each
+        queue's circuit breaker against crashing workers (True: 3 within 60 s open it, its
+        tasks wait 30 s for a probe; a mapping such as ``{"failures": 5, "on_open":
+        "fail"}`` changes those keys; False: none).
 
         Must be called outside a running event loop; inside one, ``await dag.run_async()``.
         """
@@ -362,7 +366,7 @@ class DAG:
         return asyncio.run(self.run_async(
             concurrency=concurrency, fail_fast=fail_fast, only=only, executors=executors,
             listeners=listeners, log_dir=log_dir, handle_signals=handle_signals, seed=seed,
-            store=store, resume=resume, broker=broker))
+            store=store, resume=resume, broker=broker, pool_breaker=pool_breaker))
 
     async def run_async(
         self,
@@ -378,11 +382,13 @@ class DAG:
         store: str | Store | None = None,
         resume: bool | str = False,
         broker: str | None = None,
+        pool_breaker: bool | Mapping[str, Any] = True,
     ) -> RunResult:
         """The same as :meth:`run`, on the caller's event loop."""
         import random
 
         from corral._launch import LaunchOptions, launch
+        from corral._limits import parse_pool_breaker
 
         _check_resume(resume, store)
         only = list(only) if only is not None else None
@@ -402,6 +408,7 @@ class DAG:
                 handle_signals=handle_signals,
                 rng=random.Random(seed) if seed is not None else None,
                 broker=broker,
+                pool_breaker=parse_pool_breaker(pool_breaker),
             )
             return await launch(work, opened, listeners=listeners, options=options).run()
 

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from corral._graph import Graph
+from corral._limits import POOL_BREAKER, Breaker
 
 if TYPE_CHECKING:
     from corral._events import RunListener
-    from corral._limits import BreakerBook, RateState
+    from corral._limits import BreakerBook, PoolBreakers, RateState
     from corral._result import RunResult
     from corral._runner import Runner
     from corral.executors._base import Executor
@@ -71,6 +72,8 @@ class LaunchOptions:
     lease_s: float = DEFAULT_LEASE_S
     broker: str | None = None  # the fleet's broker URL: attempts run on `corral worker`s
     balance: Mapping[str, str] = field(default_factory=dict)  # queue -> strategy, over the DAG's
+    # With a broker: each queue's circuit breaker against crashing workers (None: none).
+    pool_breaker: Breaker | None = POOL_BREAKER
     # Tasks that need not run (up to date, corral._changes): they start as succeeded with
     # these values. A resume brings its own.
     done: Mapping[str, Any] | None = None
@@ -167,12 +170,13 @@ def launch(
     # Rate limits' and breakers' state: the run's own (None), or the fleet's on its broker.
     rates: RateState | None = None
     book: BreakerBook | None = None
+    pools: PoolBreakers | None = None
     if opts.broker:
         from corral._runner import new_run_id
 
         run_id = run_id or new_run_id()
-        executors, rates, book = _fleet_executors(opts.broker, run_id, graph, executors, opts,
-                                                  store)
+        executors, rates, book, pools = _fleet_executors(opts.broker, run_id, graph,
+                                                         executors, opts, store)
     recorder = None
     if store is not None:
         from corral.store import StoreRecorder
@@ -200,6 +204,7 @@ def launch(
         context=context,
         rates=rates,
         breakers=book,
+        pools=pools,
     )
     if recorder is not None:
         recorder.attach(runner)
@@ -209,13 +214,14 @@ def launch(
 def _fleet_executors(
     url: str, run_id: str, graph: Graph, given: Mapping[str, Executor] | None,
     opts: LaunchOptions, store: Store | None,
-) -> tuple[dict[str, Executor], RateState | None, BreakerBook | None]:
+) -> tuple[dict[str, Executor], RateState | None, BreakerBook | None, PoolBreakers | None]:
     """The run's executors in fleet mode: each executor name its tasks use (but those given,
     and ``dask``) sends its attempts to the fleet, through one session with the broker at
     ``url``, connected now (a broker that cannot be used raises
     :class:`~corral.errors.BrokenBroker` before anything starts); they admit less while the
     broker or ``store``'s connection pool is saturated. And the state of the run's rate
-    limits and breakers, fleet-wide on a Redis broker (None: the run keeps its own)."""
+    limits and breakers, fleet-wide on a Redis broker (None: the run keeps its own), and the
+    breakers of the queues' pools (None: ``opts.pool_breaker`` is None)."""
     from corral._runner import default_concurrency
     from corral.executors._registry import action_kind
     from corral.executors.fleet import fleet_executors
@@ -236,4 +242,9 @@ def _fleet_executors(
 
     rates, book = shared_flow(session.broker, graph.rate_limits, run_id,
                               breakers=bool(graph.breakers))
-    return {**(given or {}), **fleet}, rates, book
+    pools = None
+    if opts.pool_breaker is not None:
+        from corral._limits import PoolBreakers
+
+        pools = PoolBreakers(frozenset(fleet), opts.pool_breaker)
+    return {**(given or {}), **fleet}, rates, book, pools

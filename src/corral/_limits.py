@@ -34,6 +34,15 @@ for their outcome. When that many probes have succeeded the breaker closes; a fa
 opens it again. Outcomes of attempts that started before the breaker opened are ignored
 while it is open or half-open.
 
+**Pool breakers.** A run on the fleet also gives each queue's pool of workers a breaker of
+its own (:class:`PoolBreakers`, named ``pool:QUEUE``), which every task on that queue passes
+as well as its own ``breaker``. Only *infrastructure* failures count against it (the attempt
+ended in a :class:`~corral.errors.BrokenExecutor`: its workers crashed, it was dead-lettered);
+a task's own exception shows the pool works, as a success does. It holds the queue's tasks
+while open (``on_open: wait``, the default: nothing is lost, and a half-open probe finds out
+when the pool works again) or fails them with ``CircuitOpen`` naming the pool. Its state is
+this run's own (a shared one would cost a round trip per admitted attempt).
+
 **The seam for fleet-wide limits.** The :class:`Gate` does not keep GCRA state itself: it asks
 a :class:`RateState` (:meth:`~RateState.try_acquire`: all of a task's limits at once, or none).
 :class:`LocalRates` is the one in this process (thread-safe, also behind ``corral.limit``).
@@ -60,6 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALLOW",
+    "POOL_BREAKER",
     "Breaker",
     "BreakerBook",
     "BreakerChange",
@@ -69,6 +79,7 @@ __all__ = [
     "Hold",
     "LocalBreakers",
     "LocalRates",
+    "PoolBreakers",
     "RateLimit",
     "RateState",
     "Refuse",
@@ -77,6 +88,7 @@ __all__ = [
     "gcra",
     "parse_breaker",
     "parse_duration",
+    "parse_pool_breaker",
     "parse_rate",
     "parse_rate_limit",
     "record",
@@ -377,6 +389,52 @@ class LocalBreakers:
             return new
 
 
+POOL_PREFIX = "pool:"
+# A pool's breaker unless told otherwise: three crashes in a minute is a broken pool, not bad
+# luck (one crash dead-letters an attempt only after several workers died holding it); held,
+# not failed, so a pool that is mended (a worker restarted) finishes the run.
+POOL_BREAKER = Breaker(failures=3, window=60.0, reset=30.0, half_open=1, on_open="wait")
+
+
+def parse_pool_breaker(value: object) -> Breaker | None:
+    """The fleet's pool breaker as asked for: True (or "on") the default, False, None or
+    "off" none, a mapping or ``"failures=5,reset=2m"`` the default with those keys changed
+    (the keys of :func:`parse_breaker`); ValueError otherwise."""
+    if value is True or value in ("on", ""):
+        return POOL_BREAKER
+    if value is False or value is None or value == "off":
+        return None
+    if isinstance(value, str):
+        pairs = [p.partition("=") for p in value.split(",") if p.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ValueError(f"a pool breaker is on, off or KEY=VALUE,... "
+                             f"(failures=3,window=60s,reset=30s,half_open=1,on_open=wait), "
+                             f"not {value!r}")
+        value = {k.strip(): int(v) if v.strip().isdigit() else v.strip() for k, _, v in pairs}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"a pool breaker is True, False or a mapping such as "
+                         f"{{failures: 3}}, not {value!r}")
+    defaults = {"failures": POOL_BREAKER.failures, "window": POOL_BREAKER.window,
+                "reset": POOL_BREAKER.reset, "half_open": POOL_BREAKER.half_open,
+                "on_open": POOL_BREAKER.on_open}
+    return parse_breaker({**defaults, **value})
+
+
+@dataclass(frozen=True, slots=True)
+class PoolBreakers:
+    """A breaker per queue of the fleet (see the module's note): tasks on ``executors`` (the
+    run's executors that send to the fleet) pass ``pool:QUEUE``'s, each ``breaker``."""
+
+    executors: frozenset[str]
+    breaker: Breaker = POOL_BREAKER
+
+    def names(self, specs: Sequence[TaskSpec], executors: Sequence[str]) -> list[str | None]:
+        """Each task's pool breaker (None: it does not run on the fleet)."""
+        fleet = self.executors
+        return [POOL_PREFIX + (s.queue or "default") if e in fleet else None
+                for s, e in zip(specs, executors, strict=True)]
+
+
 # --------------------------------------------------------------------------- the gate
 SHARED_POLL_S = 1.0  # how often a task waiting on a shared half-open breaker asks again
 
@@ -411,19 +469,26 @@ class Gate:
         rates: RateState,
         breakers: Mapping[str, Breaker],
         book: BreakerBook | None = None,
+        pools: PoolBreakers | None = None,
+        task_pools: Sequence[str | None] | None = None,
     ) -> None:
         self.task_rates = task_rates
         self.task_breakers = task_breakers
-        self.gated = [bool(r) or b is not None for r, b in zip(task_rates, task_breakers,
-                                                               strict=True)]
+        self.task_pools: Sequence[str | None] = task_pools or [None] * len(task_rates)
+        self.gated = [bool(r) or b is not None or p is not None for r, b, p in zip(
+            task_rates, task_breakers, self.task_pools, strict=True)]
         self.rates = rates
         self.breakers = dict(breakers)
         self.book: BreakerBook = book if book is not None else LocalBreakers(breakers)
         self.status = dict.fromkeys(breakers, BreakerStatus())
+        self.pools = pools
+        self._pool_book = LocalBreakers(())  # the pools' breakers: this run's own
+        self._add_pools(self.task_pools)
         self.refused: dict[int, str] = {}
+        self.refused_by: dict[int, str] = {}  # the breaker that refused each of them
         self.changes: list[BreakerChange] = []
         self.holds: dict[int, str] = {}  # why each held task waits, for blocked_reasons
-        self._probes: set[int] = set()
+        self._probes: dict[int, tuple[str, ...]] = {}  # task -> breakers it is a probe of
         self._timed: list[tuple[float, int]] = []
         self._rate_holds: dict[int, float] = {}  # task held by a rate limit -> its retry time
         self._due: dict[int, float] = {}  # released by the last release(): their retry time
@@ -436,33 +501,58 @@ class Gate:
         self._changed = False
 
     def extend(self, task_rates: Sequence[tuple[str, ...]],
-               task_breakers: Sequence[str | None]) -> None:
+               task_breakers: Sequence[str | None],
+               task_pools: Sequence[str | None] | None = None) -> None:
         """Gate the tasks a growing run adds (indices after the ones already known)."""
+        task_pools = task_pools or [None] * len(task_rates)
         self.task_rates = [*self.task_rates, *task_rates]
         self.task_breakers = [*self.task_breakers, *task_breakers]
-        self.gated += [bool(r) or b is not None for r, b in zip(task_rates, task_breakers,
-                                                                strict=True)]
+        self.task_pools = [*self.task_pools, *task_pools]
+        self.gated += [bool(r) or b is not None or p is not None for r, b, p in zip(
+            task_rates, task_breakers, task_pools, strict=True)]
+        self._add_pools(task_pools)
+
+    def _add_pools(self, names: Sequence[str | None]) -> None:
+        """Make the pool breakers ``names`` (None: none) that are not yet known."""
+        pools = self.pools
+        for name in {n for n in names if n is not None} - set(self.status):
+            assert pools is not None
+            self.breakers[name] = pools.breaker
+            self.status[name] = self._pool_book.status[name] = BreakerStatus()
+
+    def _book(self, name: str) -> BreakerBook:
+        return self._pool_book if name in self._pool_book.status else self.book
+
+    def _breakers_of(self, i: int) -> tuple[str, ...]:
+        """Task ``i``'s breakers: its pool's first (a broken pool holds it before its own
+        breaker counts it), then its own."""
+        pool, own = self.task_pools[i], self.task_breakers[i]
+        if pool is None:
+            return () if own is None else (own,)
+        return (pool,) if own is None else (pool, own)
 
     def check(self, i: int, now: float) -> Any:
         """None: admit task ``i`` now. Otherwise it is held (or refused: see the class)."""
-        name = self.task_breakers[i]
-        probe = False
-        if name is not None:
+        probes: tuple[str, ...] = ()  # the breakers it takes a probe's place of
+        for name in self._breakers_of(i):
             cfg = self.breakers[name]
-            verdict, new, probe = self.book.ask(name, cfg, now)  # a probe's place is taken
+            book = self._book(name)
+            verdict, new, probe = book.ask(name, cfg, now)  # a probe's place is taken
             self._saw(name, new, now)
+            if verdict is not None:
+                self._give_back(probes, now)
             if isinstance(verdict, Refuse):
                 self.holds.pop(i, None)
-                self.refused[i] = (f"circuit breaker {name!r} is open after {cfg.failures} "
-                                   f"failure{'s' if cfg.failures != 1 else ''} within "
-                                   f"{cfg.window:g}s; it half-opens in "
-                                   f"{max(0.0, verdict.until - now):.3g}s")
+                self.refused[i] = _refusal(name, cfg, max(0.0, verdict.until - now))
+                self.refused_by[i] = name
                 return REFUSED
             if isinstance(verdict, Hold):
                 until = verdict.until
-                if math.isinf(until) and self.book.shared:  # others' probes: nobody tells us
+                if math.isinf(until) and book.shared:  # others' probes: nobody tells us
                     until = now + SHARED_POLL_S
                 return self._hold(i, until, f"waits for circuit breaker {name!r}")
+            if probe:
+                probes = (*probes, name)
         rates = self.task_rates[i]
         if rates:
             if now != self._refused_at:
@@ -473,15 +563,19 @@ class Gate:
                 if retry_at is not None:
                     self._refused[rates] = retry_at
             if retry_at is not None:
-                if probe and name is not None:  # give the probe's place back: it does not run
-                    self._saw(name, self.book.record(name, self.breakers[name], now, None,
-                                                     probe=True), now)
+                self._give_back(probes, now)  # the probes do not run
                 self._rate_holds[i] = retry_at
                 return self._hold(i, retry_at, f"waits for rate limit {', '.join(rates)}")
-        if probe:
-            self._probes.add(i)
+        if probes:
+            self._probes[i] = probes
         self.holds.pop(i, None)
         return None
+
+    def _give_back(self, probes: tuple[str, ...], now: float) -> None:
+        """The probes' places a task took and will not use (held by what it asked next)."""
+        for name in probes:
+            self._saw(name, self._book(name).record(name, self.breakers[name], now, None,
+                                                    probe=True), now)
 
     def release(self, now: float) -> list[int]:
         """Held tasks that may be asked about again now. A task a rate limit held is due at
@@ -505,18 +599,23 @@ class Gate:
     def next_wake(self) -> float | None:
         return self._timed[0][0] if self._timed else None
 
-    def ended(self, i: int, ok: bool | None, now: float) -> None:
-        """An attempt of gated task ``i`` ended: True succeeded, False failed, None neither."""
+    def ended(self, i: int, ok: bool | None, now: float, *, infra: bool = False) -> None:
+        """An attempt of gated task ``i`` ended: True succeeded, False failed, None neither;
+        ``infra``: it failed because the machinery did (its pool's breaker counts only that:
+        a task's own failure shows its pool works)."""
         if self.refused.pop(i, None) is not None:
+            self.refused_by.pop(i, None)
             return  # it never ran: an open breaker's refusal is not a failure of the service
-        name = self.task_breakers[i]
-        if name is None:
-            return
-        probe = i in self._probes
-        self._probes.discard(i)
-        new = self.book.record(name, self.breakers[name], now, ok, probe=probe)
-        if not self._saw(name, new, now) and probe:
-            self._changed = True  # a probe slot is free again
+        probes = self._probes.pop(i, ())
+        for name in self._breakers_of(i):
+            outcome = ok
+            if ok is False and not infra and name == self.task_pools[i]:
+                outcome = True
+            probe = name in probes
+            new = self._book(name).record(name, self.breakers[name], now, outcome,
+                                          probe=probe)
+            if not self._saw(name, new, now) and probe:
+                self._changed = True  # a probe slot is free again
 
     def _saw(self, name: str, status: BreakerStatus, now: float) -> bool:
         """Keep what the book says of breaker ``name``; a new state is a change (made here,
@@ -535,6 +634,18 @@ class Gate:
             heapq.heappush(self._timed, (until, i))
         self.holds[i] = why
         return until
+
+
+def _refusal(name: str, cfg: Breaker, wait: float) -> str:
+    """Why an open breaker refused a task, for its ``CircuitOpen``."""
+    many = "s" if cfg.failures != 1 else ""
+    if name.startswith(POOL_PREFIX):
+        return (f"the workers of queue {name.removeprefix(POOL_PREFIX)!r} failed: circuit "
+                f"breaker {name!r} is open after {cfg.failures} infrastructure failure{many} "
+                f"(workers crashed, attempts dead-lettered) within {cfg.window:g}s; it "
+                f"half-opens in {wait:.3g}s")
+    return (f"circuit breaker {name!r} is open after {cfg.failures} failure{many} within "
+            f"{cfg.window:g}s; it half-opens in {wait:.3g}s")
 
 
 def declared(
@@ -569,11 +680,17 @@ def gate_for(
     breakers: Mapping[str, Breaker],
     rates: RateState | None = None,
     book: BreakerBook | None = None,
+    pools: PoolBreakers | None = None,
+    executors: Sequence[str] = (),
 ) -> Gate | None:
-    """The gate of a graph's tasks (``specs``, with the limits and breakers it declares), or
-    None when no task has a rate limit or a breaker. ``rates`` defaults to a
-    :class:`LocalRates` of ``rate_limits``, ``book`` to the run's own breakers."""
-    if not any(s.rate_limit or s.breaker is not None for s in specs):
+    """The gate of a graph's tasks (``specs``, with the limits and breakers it declares, and
+    each one's executor), or None when no task has a rate limit or a breaker, or a pool
+    breaker of ``pools``. ``rates`` defaults to a :class:`LocalRates` of ``rate_limits``,
+    ``book`` to the run's own breakers."""
+    task_pools = pools.names(specs, executors) if pools is not None else None
+    if not any(s.rate_limit or s.breaker is not None for s in specs) and not any(
+            task_pools or ()):
         return None
     return Gate([s.rate_limit for s in specs], [s.breaker for s in specs],
-                rates if rates is not None else LocalRates(rate_limits), breakers, book)
+                rates if rates is not None else LocalRates(rate_limits), breakers, book,
+                pools, task_pools)

@@ -56,7 +56,7 @@ from corral._errors import (
 )
 from corral._events import RunInfo, RunListener, Transition
 from corral._graph import Graph
-from corral._limits import BreakerBook, BreakerChange, LocalRates, RateState
+from corral._limits import BreakerBook, BreakerChange, LocalRates, PoolBreakers, RateState
 from corral._result import RunResult
 from corral._run_growth import GrowingRun, direct_action
 from corral._run_result import ResultOfRun
@@ -112,7 +112,8 @@ class Runner(GrowingRun, ResultOfRun):
     only if a task writes one). ``handle_signals`` installs SIGINT/SIGTERM handlers (main
     thread). ``rates`` holds the state of the graph's rate limits (default: this run's own, in
     this process; a shared one makes the limits hold across runs: corral._limits.RateState),
-    ``breakers`` that of its circuit breakers (corral._limits.BreakerBook; likewise).
+    ``breakers`` that of its circuit breakers (corral._limits.BreakerBook; likewise);
+    ``pools`` gives the fleet's queues breakers of their own (corral._limits.PoolBreakers).
     ``estimates`` (each task's prior duration or None) and ``ranks`` order the ready tasks (see
     :class:`~corral._scheduler.Scheduler`).
     """
@@ -137,6 +138,7 @@ class Runner(GrowingRun, ResultOfRun):
         rates: RateState | None = None,
         context: Mapping[str, Any] | None = None,
         breakers: BreakerBook | None = None,
+        pools: PoolBreakers | None = None,
     ) -> None:
         self.graph = graph
         self.concurrency = concurrency or default_concurrency()
@@ -191,6 +193,7 @@ class Runner(GrowingRun, ResultOfRun):
             record=bool(self.listeners),
             rates=self.rates,
             breakers=breakers,
+            pools=pools,
         )
         self.values = [None] * n
         for task_id, value in done.items():
@@ -423,7 +426,7 @@ class Runner(GrowingRun, ResultOfRun):
         gate = self.scheduler.gate
         if gate is not None and i in gate.refused:  # an open breaker: fail it, do not run it
             self._queue_put(i, attempt, ERROR, CircuitOpen(gate.refused[i],
-                                                           breaker=spec.breaker))
+                                                           breaker=gate.refused_by[i]))
             return
         if spec.when is not None and not self._holds(i, spec, attempt):
             return
@@ -588,7 +591,8 @@ class Runner(GrowingRun, ResultOfRun):
             if self.listeners:
                 self._failures[i, work.attempt] = payload
             retryable = not isinstance(payload, ForEachError | PlanError)
-            for j in sched.failed(i, now, retryable=retryable):
+            infra = isinstance(payload, BrokenExecutor)  # the machinery failed, not the task
+            for j in sched.failed(i, now, retryable=retryable, infra=infra):
                 self._cancel_running(j, now)
         elif status == SKIP:
             sched.skipped(i, now)

@@ -76,7 +76,7 @@ from corral._errors import InvalidTransition
 from corral._estimates import OnlineEstimates
 from corral._graph import Graph
 from corral._kinds import task_kinds
-from corral._limits import REFUSED, BreakerBook, Gate, RateState, gate_for
+from corral._limits import REFUSED, BreakerBook, Gate, PoolBreakers, RateState, gate_for
 from corral._lookahead import rank_classes, ranking_pays
 from corral._plan import DEFAULT_ESTIMATE, is_seconds, upward_ranks
 from corral._scheduler_growth import GrowingScheduler
@@ -119,7 +119,8 @@ class Scheduler(GrowingScheduler):
     succeeded in an earlier run (resume): they start out succeeded.
     ``record=True`` keeps a log of every transition for :meth:`drain_transitions`.
     ``rates`` holds the state of the graph's rate limits (default: a new one, in this process),
-    ``breakers`` that of its circuit breakers (default: likewise).
+    ``breakers`` that of its circuit breakers (default: likewise); ``pools`` gives the tasks
+    that run on the fleet a breaker per queue (:class:`~corral._limits.PoolBreakers`).
     """
 
     def __init__(
@@ -136,6 +137,7 @@ class Scheduler(GrowingScheduler):
         record: bool = False,
         rates: RateState | None = None,
         breakers: BreakerBook | None = None,
+        pools: PoolBreakers | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ValueError(f"concurrency must be a whole number >= 1, not {concurrency!r}")
@@ -178,8 +180,8 @@ class Scheduler(GrowingScheduler):
         self._log: list[tuple[int, TaskState, int]] | None = [] if record else None
         # Rate limits and circuit breakers; None when no task has either.
         self.gate: Gate | None = gate_for(graph.specs, graph.rate_limits, graph.breakers,
-                                          rates, breakers)
-        self._rates, self._breakers = rates, breakers
+                                          rates, breakers, pools, graph.executors)
+        self._rates, self._breakers, self._pools = rates, breakers, pools
         # Executor slots (limit_executor) and deferred timers (defer_timers) by executor
         # name, for tasks added while the run goes on (grow).
         self._executor_slots: dict[str, int] = {}
@@ -455,8 +457,10 @@ class Scheduler(GrowingScheduler):
         self._leave_running(i, CANCELLED)
         self._resolve(i, CANCELLED)
 
-    def failed(self, i: int, now: float, *, retryable: bool = True) -> list[int]:
-        """The running attempt of task ``i`` failed.
+    def failed(self, i: int, now: float, *, retryable: bool = True,
+               infra: bool = False) -> list[int]:
+        """The running attempt of task ``i`` failed; ``infra``: because the machinery did
+        (a crashed worker), not the task (only that counts against its pool's breaker).
 
         It is retried after its backoff if attempts remain, ``retryable`` holds and the run is
         not stopping. Returns the running tasks the driver must now cancel (fail-fast), usually
@@ -465,7 +469,7 @@ class Scheduler(GrowingScheduler):
         if self.gate is not None:
             if i in self.gate.refused:
                 retryable = False  # refused by an open breaker: it fails at once, for good
-            self._gate_ended(i, False, now)
+            self._gate_ended(i, False, now, infra)
         if (
             retryable
             and (not self.stopping or (self._all_done[i] and not self.halted))
@@ -571,10 +575,10 @@ class Scheduler(GrowingScheduler):
                 seq = self._seq = self._seq + 1
                 heapq.heappush(ready, class_key[i] | (seq << bits))
 
-    def _gate_ended(self, i: int, ok: bool | None, now: float) -> None:
+    def _gate_ended(self, i: int, ok: bool | None, now: float, infra: bool = False) -> None:
         gate = self.gate
         if gate is not None and gate.gated[i] and self.state[i] is RUNNING:
-            gate.ended(i, ok, now)
+            gate.ended(i, ok, now, infra=infra)
 
     # ------------------------------------------------------------------ internals
     def _arm(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from corral._errors import InvalidTransition
 from corral._graph import Graph
-from corral._limits import BreakerBook, Gate, RateState, gate_for
+from corral._limits import BreakerBook, Gate, PoolBreakers, RateState, gate_for
 from corral._spec import TaskSpec, TaskState, TriggerRule
 
 __all__ = ["GrowingScheduler"]
@@ -43,6 +43,7 @@ class GrowingScheduler:
     stopping: bool
     _rates: RateState | None
     _breakers: BreakerBook | None
+    _pools: PoolBreakers | None
     _dependents: Sequence[Sequence[int]]
     _waiting: list[int]
     _all_done: list[bool]
@@ -158,12 +159,16 @@ class GrowingScheduler:
                 request = (*request, (self._executor_slots[executor], 1.0))
             self._requests.append(request)
         self._grow_keys(old_n, specs)
-        if any(s.rate_limit or s.breaker is not None for s in specs):
+        pools = (self._pools.names(specs, graph.executors[old_n:])
+                 if self._pools is not None else [None] * k)
+        if any(s.rate_limit or s.breaker is not None for s in specs) or any(pools):
             if self.gate is None:
                 self.gate = gate_for(graph.specs, graph.rate_limits, graph.breakers,
-                                     self._rates, self._breakers)
+                                     self._rates, self._breakers, self._pools,
+                                     graph.executors)
             else:
-                self.gate.extend([s.rate_limit for s in specs], [s.breaker for s in specs])
+                self.gate.extend([s.rate_limit for s in specs], [s.breaker for s in specs],
+                                 pools)
         elif self.gate is not None:
             self.gate.extend([()] * k, [None] * k)
         self.counts[PENDING] += k

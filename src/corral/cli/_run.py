@@ -49,6 +49,7 @@ from corral.cli._options import (
 if TYPE_CHECKING:
     from corral._dag import DAG
     from corral._graph import Graph
+    from corral._limits import Breaker
     from corral._pipeline import Pipeline
     from corral._result import RunResult
     from corral.store import Resume, RunRecord, Store
@@ -89,6 +90,7 @@ class RunOptions:
     dask: str | None
     broker: str | None
     balance: tuple[str, ...]
+    pool_breaker: str | None
     junit_xml: str | None
     report: tuple[tuple[str, str], ...]
 
@@ -116,6 +118,15 @@ class RunOptions:
             raise UserError(f"--balance: {message.removeprefix('queues: ')}"
                             + (f" ({hint})" if hint else ""))
         return found
+
+    def pool_breaker_spec(self) -> Breaker | None:
+        """``--pool-breaker`` as a breaker (None: off); a bad one is a usage error (exit 2)."""
+        from corral._limits import parse_pool_breaker
+
+        try:
+            return parse_pool_breaker(True if self.pool_breaker is None else self.pool_breaker)
+        except ValueError as exc:
+            raise UserError(f"--pool-breaker: {exc}") from None
 
     def load(self, file: str, params: dict[str, str] | None = None) -> Pipeline:
         """The pipeline in ``file`` as these options say (``params`` come before ``-p``)."""
@@ -208,6 +219,16 @@ _RUN_OPTIONS: list[Callable[[Any], Any]] = [
         "round_robin, random, least_loaded, weighted), over the file's queues:; repeatable.",
     ),
     click.option(
+        "--pool-breaker",
+        metavar="on|off|KEY=VALUE,...",
+        envvar="CORRAL_POOL_BREAKER",
+        show_envvar=True,
+        help="With --broker: each queue's circuit breaker against crashing workers. It opens "
+        "after `failures` infrastructure failures within `window`, holds the queue's tasks "
+        "(on_open=wait; fail: they fail with CircuitOpen) and lets one probe through after "
+        "`reset`  [default: failures=3,window=60s,reset=30s,half_open=1,on_open=wait]",
+    ),
+    click.option(
         "--junit-xml",
         metavar="PATH",
         type=click.Path(dir_okay=False, writable=True),
@@ -276,6 +297,7 @@ def run(file: str, only: tuple[str, ...], resume: bool, changed_only: bool,
     """
     pipeline = opts.load(file)
     opts.balance_map()  # a bad --balance stops here, before anything starts
+    opts.pool_breaker_spec()  # and a bad --pool-breaker
     if resume:
         if changed_only:
             raise UserError("--changed-only starts a new run: it does not go with --resume")
@@ -455,6 +477,7 @@ def execute(
         executors=_dask_executors(opts.dask),
         broker=opts.broker or None,
         balance=opts.balance_map(),
+        pool_breaker=opts.pool_breaker_spec(),
         done=up_to_date,
     ))
     runner, recorder = started.runner, started.recorder
