@@ -534,7 +534,11 @@ class Gate:
     def check(self, i: int, now: float) -> Any:
         """None: admit task ``i`` now. Otherwise it is held (or refused: see the class)."""
         probes: tuple[str, ...] = ()  # the breakers it takes a probe's place of
+        pools = self._pool_book.status
         for name in self._breakers_of(i):
+            pool = pools.get(name)
+            if pool is not None and pool.state is BreakerState.CLOSED:
+                continue  # the common case, and the state is this gate's own: nothing to ask
             cfg = self.breakers[name]
             book = self._book(name)
             verdict, new, probe = book.ask(name, cfg, now)  # a probe's place is taken
@@ -607,10 +611,15 @@ class Gate:
             self.refused_by.pop(i, None)
             return  # it never ran: an open breaker's refusal is not a failure of the service
         probes = self._probes.pop(i, ())
+        pools = self._pool_book.status
         for name in self._breakers_of(i):
             outcome = ok
-            if ok is False and not infra and name == self.task_pools[i]:
-                outcome = True
+            pool = pools.get(name)
+            if pool is not None:
+                if ok is False and not infra:
+                    outcome = True  # the task's own failure: its pool ran it
+                if outcome is not False and pool.state is BreakerState.CLOSED:
+                    continue  # nothing to count
             probe = name in probes
             new = self._book(name).record(name, self.breakers[name], now, outcome,
                                           probe=probe)
