@@ -377,7 +377,10 @@ def _tagged_scalar(tag: str, value: str) -> Any:
 
 
 def _tag_name(tag: str) -> str:
-    return "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
+    """The tag as written, cut short: a hostile file's tag may be any length."""
+    from corral._words import short_repr
+
+    return short_repr("!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag, quote=False)
 
 
 def _collection_tag(tag: str | None, what: str, expected: str) -> None:
