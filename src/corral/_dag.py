@@ -503,7 +503,7 @@ def select(
     specs = [s for i, s in enumerate(graph.specs) if i in keep]
     return build_graph(specs, name=graph.name, capacity=graph.capacity, executors=executors,
                        rate_limits=graph.rate_limits, breakers=graph.breakers,
-                       queues=graph.balance)
+                       queues=graph.queues())
 
 
 def _to_ref(value: Any) -> Any:

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from corral._errors import Problem, ValidationError
-from corral._limits import Breaker, RateLimit, declared, names_of, parse_breaker, parse_rate_limit
+from corral._limits import (
+    Breaker,
+    RateLimit,
+    declared,
+    names_of,
+    parse_breaker,
+    parse_rate_limit,
+    queue_breakers,
+)
 from corral._spec import RetryPolicy, ShellCommand, TaskSpec, TriggerRule, executor_names
 from corral._words import Suggester, short_repr
 from corral.executors._registry import UnknownExecutor, action_kind, known_names
@@ -67,11 +75,20 @@ class Graph:
     # Flow control, by name (corral._limits): declared rate limits and circuit breakers.
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
     breakers: Mapping[str, Breaker] = field(default_factory=dict)
-    # The fleet: each queue's balancing strategy (corral.fleet._balance; absent: pull).
+    # The fleet: each queue's balancing strategy (corral.fleet._balance; absent: pull), and
+    # the pool breakers queues set (corral._limits.queue_breakers; None: that queue has none).
     balance: Mapping[str, str] = field(default_factory=dict)
+    pool_breakers: Mapping[str, Breaker | None] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.specs)
+
+    def queues(self) -> dict[str, dict[str, Any]]:
+        """The queues' declarations this graph was built from (for a graph built again)."""
+        out: dict[str, dict[str, Any]] = {q: {"strategy": s} for q, s in self.balance.items()}
+        for queue, breaker in self.pool_breakers.items():
+            out.setdefault(queue, {})["breaker"] = False if breaker is None else breaker
+        return out
 
     def upstream_closure(self, targets: Iterable[str]) -> set[int]:
         """The given tasks and everything they depend on, transitively."""
@@ -117,7 +134,8 @@ def build_graph(
     and ``breakers`` are the declarations tasks name in their ``rate_limit`` and ``breaker``
     options (:func:`corral._limits.parse_rate_limit`, :func:`~corral._limits.parse_breaker`).
     ``queues`` declares the fleet's queues' balancing strategies
-    (:func:`corral.fleet._balance.parse_queues`).
+    (:func:`corral.fleet._balance.parse_queues`) and pool breakers
+    (:func:`corral._limits.queue_breakers`).
     """
     problems: list[Problem] = []
 
@@ -144,6 +162,9 @@ def build_graph(
     balance, bad_queues = parse_queues(queues)
     for message, hint in bad_queues:
         problem(message, hint=hint)
+    pool_breakers, bad_pools = queue_breakers(queues)
+    for message in bad_pools:
+        problem(message)
 
     index: dict[str, int] = {}
     checks = _Checks(total, executors, limits, breaker_decls)
@@ -219,6 +240,7 @@ def build_graph(
         rate_limits=limits,
         breakers=breaker_decls,
         balance=balance,
+        pool_breakers=pool_breakers,
     )
 
 
@@ -302,6 +324,7 @@ def extend_graph(
         rate_limits=graph.rate_limits,
         breakers=graph.breakers,
         balance=graph.balance,
+        pool_breakers=graph.pool_breakers,
     )
 
 

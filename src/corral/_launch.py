@@ -72,7 +72,8 @@ class LaunchOptions:
     lease_s: float = DEFAULT_LEASE_S
     broker: str | None = None  # the fleet's broker URL: attempts run on `corral worker`s
     balance: Mapping[str, str] = field(default_factory=dict)  # queue -> strategy, over the DAG's
-    # With a broker: each queue's circuit breaker against crashing workers (None: none).
+    # With a broker: each queue's circuit breaker against crashing workers, unless the
+    # graph's queues set their own (None: none at all).
     pool_breaker: Breaker | None = POOL_BREAKER
     # Tasks that need not run (up to date, corral._changes): they start as succeeded with
     # these values. A resume brings its own.
@@ -246,5 +247,5 @@ def _fleet_executors(
     if opts.pool_breaker is not None:
         from corral._limits import PoolBreakers
 
-        pools = PoolBreakers(frozenset(fleet), opts.pool_breaker)
+        pools = PoolBreakers(frozenset(fleet), opts.pool_breaker, graph.pool_breakers)
     return {**(given or {}), **fleet}, rates, book, pools

@@ -60,7 +60,7 @@ import math
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -91,6 +91,7 @@ __all__ = [
     "parse_pool_breaker",
     "parse_rate",
     "parse_rate_limit",
+    "queue_breakers",
     "record",
 ]
 
@@ -400,6 +401,8 @@ def parse_pool_breaker(value: object) -> Breaker | None:
     """The fleet's pool breaker as asked for: True (or "on") the default, False, None or
     "off" none, a mapping or ``"failures=5,reset=2m"`` the default with those keys changed
     (the keys of :func:`parse_breaker`); ValueError otherwise."""
+    if isinstance(value, Breaker):
+        return value
     if value is True or value in ("on", ""):
         return POOL_BREAKER
     if value is False or value is None or value == "off":
@@ -420,19 +423,39 @@ def parse_pool_breaker(value: object) -> Breaker | None:
     return parse_breaker({**defaults, **value})
 
 
+def queue_breakers(queues: Mapping[str, Any] | None,
+                   ) -> tuple[dict[str, Breaker | None], list[str]]:
+    """The pool breakers the queues' declarations set (``{"gpu": {"breaker": {"failures":
+    5}}}``; ``False``: none for that queue), and a message per bad one."""
+    given = {name: decl["breaker"] for name, decl in (queues or {}).items()
+             if isinstance(decl, Mapping) and decl.get("breaker") is not None}
+    return declared(given, parse_pool_breaker, "the pool breaker of queue")
+
+
 @dataclass(frozen=True, slots=True)
 class PoolBreakers:
     """A breaker per queue of the fleet (see the module's note): tasks on ``executors`` (the
-    run's executors that send to the fleet) pass ``pool:QUEUE``'s, each ``breaker``."""
+    run's executors that send to the fleet) pass ``pool:QUEUE``'s, ``breaker`` unless
+    ``queues`` sets that queue's (None: it has none)."""
 
     executors: frozenset[str]
     breaker: Breaker = POOL_BREAKER
+    queues: Mapping[str, Breaker | None] = field(default_factory=dict)
 
     def names(self, specs: Sequence[TaskSpec], executors: Sequence[str]) -> list[str | None]:
-        """Each task's pool breaker (None: it does not run on the fleet)."""
-        fleet = self.executors
-        return [POOL_PREFIX + (s.queue or "default") if e in fleet else None
-                for s, e in zip(specs, executors, strict=True)]
+        """Each task's pool breaker (None: it does not run on the fleet, or its queue has
+        none)."""
+        fleet, queues = self.executors, self.queues
+        out: list[str | None] = []
+        for s, e in zip(specs, executors, strict=True):
+            queue = s.queue or "default"
+            on = e in fleet and (queue not in queues or queues[queue] is not None)
+            out.append(POOL_PREFIX + queue if on else None)
+        return out
+
+    def of(self, name: str) -> Breaker:
+        """The breaker of pool breaker ``name`` (``pool:QUEUE``)."""
+        return self.queues.get(name.removeprefix(POOL_PREFIX)) or self.breaker
 
 
 # --------------------------------------------------------------------------- the gate
@@ -517,7 +540,7 @@ class Gate:
         pools = self.pools
         for name in {n for n in names if n is not None} - set(self.status):
             assert pools is not None
-            self.breakers[name] = pools.breaker
+            self.breakers[name] = pools.of(name)
             self.status[name] = self._pool_book.status[name] = BreakerStatus()
 
     def _book(self, name: str) -> BreakerBook:

@@ -191,10 +191,29 @@ _QueueName = Annotated[str, AfterValidator(_queue_name),
                                        "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"})]
 
 
+class _PoolBreaker(_Breaker):
+    """A queue's pool breaker: as a named breaker, with the pools' defaults."""
+
+    failures: Annotated[int, Field(ge=1)] = Field(
+        3, description="infrastructure failures (crashed workers) within window that open it")
+    on_open: Literal["fail", "wait"] = Field(
+        "wait", description="while open, the queue's tasks wait (default) or fail at once")
+
+
+_PoolBreakerDecl = Annotated[
+    Annotated[_PoolBreaker, Tag("mapping")] | Annotated[bool, Tag("bool")],
+    Discriminator(lambda v: "bool" if isinstance(v, bool) else "mapping"),
+]
+
+
 class _QueueDecl(_Strict):
     strategy: Literal["pull", "round_robin", "random", "least_loaded", "weighted"] = Field(
         "pull", description="pull (workers take what they have room for), round_robin, "
         "random, least_loaded (fewest in flight for its concurrency), weighted (--weight)",
+    )
+    breaker: _PoolBreakerDecl | None = Field(
+        None, description="the queue's pool breaker against crashing workers: {failures: 3, "
+        "window: 60s, reset: 30s, half_open: 1, on_open: wait} (the default), false: none",
     )
 
 

@@ -104,7 +104,8 @@ def test_queues_are_declared_by_strategy(given, expected):
     ({"gpu": {"strategy": 3}}, ("queues: gpu: unknown strategy 3",
                                 "one of pull, round_robin, random, least_loaded, weighted")),
     ({"gpu": {"stratgy": "random"}}, ("queues: gpu: unknown key 'stratgy'",
-                                      "a queue declares its strategy: {strategy: least_loaded}")),
+                                      "a queue declares its strategy and its pool breaker: "
+                                      "{strategy: least_loaded, breaker: {failures: 3}}")),
     ({"a b": "pull"}, ("queues: 'a b' is not a queue name",
                        "letters, digits, '_', '.', '-'; up to 100")),
 ])

@@ -128,3 +128,39 @@ def test_parse_pool_breaker(value, expected):
 def test_a_bad_pool_breaker_is_refused(value, message):
     with pytest.raises(ValueError, match=message):
         parse_pool_breaker(value)
+
+
+def test_queues_set_their_own_pool_breaker_or_none():
+    graph = build_graph([spec("g", "gpu"), spec("c", "cpu"), spec("d", None)], queues={
+        "gpu": {"strategy": "least_loaded", "breaker": {"failures": 1, "on_open": "fail"}},
+        "cpu": {"breaker": False}})
+    assert graph.pool_breakers == {"gpu": Breaker(1, 60.0, 30.0, 1, "fail"), "cpu": None}
+    pools = PoolBreakers(frozenset({"shell"}), WAIT, graph.pool_breakers)
+    sched = Scheduler(graph, concurrency=4, pools=pools)
+    assert sched.gate.task_pools == ["pool:gpu", None, "pool:default"]
+    assert sched.gate.breakers == {"pool:gpu": Breaker(1, 60.0, 30.0, 1, "fail"),
+                                   "pool:default": WAIT}
+    # built again (--only), the queues' declarations come along
+    again = build_graph(list(graph.specs), queues=graph.queues())
+    assert (again.balance, again.pool_breakers) == (graph.balance, graph.pool_breakers)
+
+
+def test_a_bad_queue_breaker_is_a_problem_before_the_run():
+    from corral._errors import ValidationError
+
+    with pytest.raises(ValidationError, match="the pool breaker of queue 'gpu': failures must"):
+        build_graph([spec("g", "gpu")], queues={"gpu": {"breaker": {"failures": 0}}})
+
+
+def test_a_pipeline_file_declares_a_queues_breaker(tmp_path):
+    from corral._errors import PipelineError
+    from corral._pipeline import load_pipeline
+
+    path = tmp_path / "p.yml"
+    path.write_text("queues:\n  gpu: {breaker: {failures: 2, reset: 2m}}\n  cpu: {breaker: false}\n"
+                    "tasks:\n  a: {cmd: 'true', queue: gpu}\n")
+    graph = load_pipeline(path).dag.validate()
+    assert graph.pool_breakers == {"gpu": Breaker(2, 60.0, 120.0, 1, "wait"), "cpu": None}
+    path.write_text("queues:\n  gpu: {breaker: {failurs: 2}}\ntasks:\n  a: {cmd: 'true'}\n")
+    with pytest.raises(PipelineError, match="failurs"):
+        load_pipeline(path)

@@ -110,7 +110,8 @@ def _smooth_weighted(candidates: Sequence[Candidate], state: BalanceState) -> st
 def parse_queues(queues: Mapping[str, Any] | None,
                  ) -> tuple[dict[str, str], list[tuple[str, str | None]]]:
     """The queues' declarations (``{"gpu": {"strategy": "least_loaded"}}``; a strategy alone
-    is short for that) as queue -> strategy, and the problems found: (message, hint)."""
+    is short for that) as queue -> strategy, and the problems found: (message, hint). A
+    queue's ``breaker`` is :func:`corral._limits.queue_breakers`' business."""
     from corral._words import short_repr, suggest
 
     out: dict[str, str] = {}
@@ -121,10 +122,11 @@ def parse_queues(queues: Mapping[str, Any] | None,
                              "digits, '_', '.', '-'; up to 100"))
             continue
         strategy = decl.get("strategy", PULL) if isinstance(decl, Mapping) else decl
-        extra = sorted(set(decl) - {"strategy"}) if isinstance(decl, Mapping) else []
+        extra = sorted(set(decl) - {"strategy", "breaker"}) if isinstance(decl, Mapping) else []
         if extra:
             problems.append((f"queues: {name}: unknown key {short_repr(extra[0])}",
-                             "a queue declares its strategy: {strategy: least_loaded}"))
+                             "a queue declares its strategy and its pool breaker: "
+                             "{strategy: least_loaded, breaker: {failures: 3}}"))
         elif strategy not in STRATEGIES:
             close = suggest(str(strategy), STRATEGIES) if isinstance(strategy, str) else None
             problems.append((f"queues: {name}: unknown strategy {short_repr(strategy)}",
