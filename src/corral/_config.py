@@ -84,6 +84,7 @@ class Settings(BaseModel):
     max_value_size: int | None = Field(None, ge=1)
     worker_grace: str | float | None = None
     worker_weight: int | None = Field(None, ge=0)
+    health_window: str | float | None = None
     balance: Words = None
     pool_breaker: str | None = None
     # Pools (corral worker --min-workers/--max-workers) and worker health (corral workers).

@@ -47,7 +47,7 @@ def test_brokers_opened_at_once_make_the_schema_once(url):
         versions = conn.execute(f"SELECT version FROM {_schema(url)}.schema_version").fetchall()
         tables = {r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = %s", (_schema(url),))}
-    assert versions == [(1,), (2,), (3,), (4,), (5,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,)]
     assert {"jobs", "events", "marks", "dead_letters", "workers", "leases", "meta",
             "rate_limits", "rate_declarations", "breakers"} <= tables
 
@@ -56,6 +56,12 @@ def _drop_flow_control(conn, schema):
     """Undo version 5: the flow control's tables."""
     conn.execute(f"DROP TABLE {schema}.rate_limits, {schema}.rate_declarations, "
                  f"{schema}.breakers")
+
+
+def _drop_worker_window(conn, schema):
+    """Undo version 6: the workers' recent window and pool."""
+    conn.execute(f"ALTER TABLE {schema}.workers DROP COLUMN window_s, DROP COLUMN recent_done, "
+                 "DROP COLUMN recent_failed, DROP COLUMN recent_busy_s, DROP COLUMN pool")
 
 
 def test_a_version_2_schema_with_workers_upgrades_and_keeps_them(url):
@@ -69,6 +75,7 @@ def test_a_version_2_schema_with_workers_upgrades_and_keeps_them(url):
                                done=4, started_at=now, last_beat=now))
     broker.close()
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:  # back to version 2
+        _drop_worker_window(conn, _schema(url))
         conn.execute(f"ALTER TABLE {_schema(url)}.workers DROP COLUMN failed, "
                      "DROP COLUMN busy_s, DROP COLUMN weight")
         conn.execute(f"ALTER TABLE {_schema(url)}.jobs DROP COLUMN target")
@@ -91,12 +98,13 @@ def test_a_schema_written_by_a_newer_corral_is_refused(url):
 
 
 def test_a_version_1_schema_is_upgraded_keeping_its_events(url):
-    # Version 1 is version 5 without the events' start column (2), the workers' health
-    # figures (3), the jobs' targets and the workers' weights (4) and the flow control's
-    # tables (5): made so from a fresh schema.
+    # Version 1 is version 6 without the events' start column (2), the workers' health
+    # figures (3), the jobs' targets and the workers' weights (4), the flow control's
+    # tables (5) and the workers' windows and pools (6): made so from a fresh schema.
     open_broker(url).close()
     schema = _schema(url)
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        _drop_worker_window(conn, schema)
         conn.execute(f"ALTER TABLE {schema}.events DROP COLUMN started")
         conn.execute(f"ALTER TABLE {schema}.workers DROP COLUMN failed, DROP COLUMN busy_s")
         conn.execute(f"ALTER TABLE {schema}.jobs DROP COLUMN target")

@@ -71,3 +71,51 @@ def test_each_judgement_says_why():
 def test_bad_thresholds_are_refused(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         HealthThresholds(**bad)
+
+
+def windowed(*, done=0, failed=0, busy=0.0, recent_done=0, recent_failed=0, recent_busy=0.0,
+             window=300.0):
+    """A worker that reports a window of the last ``window`` s, beside its lifetime totals."""
+    return WorkerInfo(id="h-1-abcd", host="h", pid=1, queues=("default",), concurrency=4,
+                      done=done, failed=failed, busy_s=busy, started_at=NOW - 3600,
+                      last_beat=NOW - 1, window_s=window, recent_done=recent_done,
+                      recent_failed=recent_failed, recent_busy_s=recent_busy)
+
+
+WINDOWED = [
+    # (what, the row, state, error rate, mean latency): judged on the window, not the life
+    ("failed a lot long ago, nothing lately: healthy again",
+     windowed(done=100, failed=90, busy=10), Health.HEALTHY, None, None),
+    ("failed a lot long ago, fine lately",
+     windowed(done=100, failed=90, busy=10, recent_done=20, recent_busy=2), Health.HEALTHY,
+     0.0, 0.1),
+    ("fine for hours, failing lately",
+     windowed(done=1000, failed=10, busy=100, recent_done=12, recent_failed=9, recent_busy=1.2),
+     Health.DEGRADED, 0.75, 0.1),
+    ("slow lately", windowed(done=1000, busy=100, recent_done=10, recent_busy=30),
+     Health.DEGRADED, 0.0, 3.0),
+    ("failing lately, but too few to judge",
+     windowed(done=1000, recent_done=9, recent_failed=9, recent_busy=0.9), Health.HEALTHY,
+     1.0, 0.1),
+]
+
+
+@pytest.mark.parametrize(("what", "row", "state", "rate", "mean"), WINDOWED,
+                         ids=[c[0] for c in WINDOWED])
+def test_health_is_judged_on_the_recent_window(what, row, state, rate, mean):
+    h = assess(row, NOW, T)
+    assert (h.state, h.error_rate) == (state, rate), h.reason
+    assert h.mean_latency_s == (mean if mean is None else pytest.approx(mean))
+    assert (h.done, h.failed) == (row.done, row.failed)  # the lifetime figures, as they are
+    assert (h.window_s, h.recent_done, h.recent_failed) == (300.0, row.recent_done,
+                                                          row.recent_failed)
+
+
+def test_a_judgement_names_its_window_or_says_it_has_none():
+    h = assess(windowed(recent_done=12, recent_failed=9, recent_busy=1), NOW, T)
+    assert h.reason == "9 of 12 attempts failed in the last 5m (75% > 50%)"
+    assert assess(windowed(recent_done=1, window=90), NOW, T).reason == \
+        "beating, 1 finished in the last 90s"
+    old = assess(info(done=10, failed=6), NOW, T)  # an older corral's worker: no window
+    assert "over its life" in old.reason
+    assert old.as_dict()["window_s"] is None

@@ -33,6 +33,8 @@ def test_one_pool_per_queue_served_a_worker_in_each_of_its_queues():
     assert pools["default"] == {
         "queue": "default", "workers": 2, "starting": 0, "healthy": 2, "degraded": 0,
         "unhealthy": 0, "stopping": 0, "capacity": 5, "running": 4, "queued": 7, "done": 30,
+        # no windows reported (older workers): their lifetime figures
+        "recent_done": 30, "recent_failed": 0, "error_rate": 0.0,
         "throughput_per_s": 0.3, "throughput_over_s": None}  # 10/100 + 20/100
     gpu = pools["gpu"]
     assert (gpu["workers"], gpu["healthy"], gpu["unhealthy"]) == (2, 1, 1)
@@ -58,3 +60,15 @@ def test_kept_samples_are_at_least_a_second_apart():
     assert kept.base_for(second) is first  # kept
     assert kept.base_for(sample(at=NOW + 1.5)) is first  # the newest >= 1 s older
     assert kept.base_for(sample(at=NOW + 2.5)) is second
+
+
+def test_a_pools_error_rate_is_over_its_workers_recent_windows():
+    from dataclasses import replace
+
+    a = replace(worker("a", ("q",), done=100), failed=90, window_s=300, recent_done=10,
+                recent_failed=1)
+    b = replace(worker("b", ("q",), done=5), window_s=300)  # nothing lately
+    (pool,) = pools_of(sample(a, b), None)
+    assert (pool["recent_done"], pool["recent_failed"], pool["error_rate"]) == (10, 1, 0.1)
+    (idle,) = pools_of(sample(b), None)
+    assert idle["error_rate"] is None

@@ -97,10 +97,19 @@ def parse_resources(text: str) -> dict[str, float]:
               show_envvar=True,
               help="This worker's share of a queue balanced with the weighted strategy "
               "(0: none).")
+@click.option("--health-window", type=Duration(), default="5m", envvar="CORRAL_HEALTH_WINDOW",
+              show_envvar=True,
+              help="Its health (corral workers) is judged on the attempts it finished this "
+              "long ago at most.")
+# A pool's own, on the command lines of the workers it starts (docs/fleet.md, "Pools").
+@click.option("--pool-id", hidden=True, default=None)
+@click.option("--pool-pid", type=int, hidden=True, default=None)
+@click.option("--pool-death-signal", is_flag=True, hidden=True)
 @pool_options
 def worker(broker: str, concurrency: int | None, queues: tuple[str, ...], resources: str,
            heartbeat_timeout: float, max_deliveries: int, max_value_size: int,
-           grace: float, weight: int, pool: PoolSettings) -> None:
+           grace: float, weight: int, health_window: float, pool_id: str | None,
+           pool_pid: int | None, pool_death_signal: bool, pool: PoolSettings) -> None:
     """Run attempts of `corral run --broker` runs from the broker's queues, until Ctrl-C.
 
     Ctrl-C (or SIGTERM) stops taking work, lets what runs finish for --grace, then hands the
@@ -123,6 +132,8 @@ def worker(broker: str, concurrency: int | None, queues: tuple[str, ...], resour
         offered = parse_resources(resources)
     except ValueError as exc:
         raise UserError(f"--resources: {exc}") from None
+    if not health_window > 0:
+        raise UserError(f"--health-window must be > 0, not {health_window:g}")
     kw: dict[str, Any] = {} if concurrency is None else {"concurrency": concurrency}
     if pool.wanted:
         from corral.cli._pool import run_pool
@@ -131,11 +142,22 @@ def worker(broker: str, concurrency: int | None, queues: tuple[str, ...], resour
         args = ["-c", str(n), *(a for q in names for a in ("-q", q)),
                 "--resources", resources, "--heartbeat-timeout", f"{heartbeat_timeout!r}",
                 "--max-deliveries", str(max_deliveries), "--max-value-size",
-                str(max_value_size), "--grace", f"{grace!r}", "--weight", str(weight)]
+                str(max_value_size), "--grace", f"{grace!r}", "--weight", str(weight),
+                "--health-window", f"{health_window!r}"]
         run_pool(pool, broker=broker, worker_args=args, queues=names, concurrency=n,
                  grace=grace, heartbeat_timeout=heartbeat_timeout)
+    if pool_pid is not None:  # a pool's worker: it ends with its pool
+        from corral.fleet._orphan import die_with_parent, orphaned
+
+        if pool_death_signal:
+            die_with_parent()
+        if orphaned(pool_pid):  # the pool died before we asked for the signal
+            click.echo(f"corral worker: its pool (pid {pool_pid}) is gone: not starting",
+                       err=True)
+            raise click.exceptions.Exit(int(ExitCode.OK))
     options = WorkerOptions(queues=names, resources=offered, max_deliveries=max_deliveries,
                             max_value_bytes=max_value_size, grace=grace, weight=weight,
+                            health_window=health_window, pool=pool_id, supervisor=pool_pid,
                             **kw)
     conn = _connect(broker, heartbeat_timeout)
     w = Worker(conn, options)
@@ -162,18 +184,21 @@ def _shown(url: str) -> str:
 @json_option
 @click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               envvar="CORRAL_MAX_ERROR_RATE", show_envvar=True,
-              help="A worker whose attempts failed more often than this is degraded.")
+              help="A worker whose recent attempts (its --health-window) failed more often "
+              "than this is degraded.")
 @click.option("--max-latency", type=Duration(), default=None,
               envvar="CORRAL_MAX_LATENCY", show_envvar=True,
-              help="A worker whose attempts take longer on average is degraded  [default: "
-              "latency is not judged]")
+              help="A worker whose recent attempts took longer on average is degraded  "
+              "[default: latency is not judged]")
 def workers(broker: str, as_json: bool, max_error_rate: float,
             max_latency: float | None) -> None:
-    """List the fleet's workers: id, health, queues, running, done, last beat.
+    """List the fleet's workers: id, health, queues, running, recent and lifetime attempts
+    finished and failed, last beat.
 
-    Health: starting, healthy, degraded (error rate or mean latency over its threshold, once
-    10 attempts finished), unhealthy (silent past the heartbeat timeout), stopping."""
-    from corral.fleet._health import Health, HealthThresholds, assess
+    Health: starting, healthy, degraded (the error rate or mean latency of the attempts it
+    finished in its recent window, 5 minutes by default, over its threshold, once 10 finished
+    in it), unhealthy (silent past the heartbeat timeout), stopping."""
+    from corral.fleet._health import Health, HealthThresholds, assess, span
     from corral.fleet._summary import pools_of, read_sample
 
     conn = _connect(broker)
@@ -191,7 +216,7 @@ def workers(broker: str, as_json: bool, max_error_rate: float,
     health = [assess(w, now, limits) for w in found]
     if as_json:
         emit_json({"workers": [{
-            "id": w.id, "host": w.host, "pid": w.pid, "queues": list(w.queues),
+            "id": w.id, "host": w.host, "pid": w.pid, "pool": w.pool, "queues": list(w.queues),
             "concurrency": w.concurrency, "resources": dict(w.resources),
             "running": w.running, "done": w.done, "failed": w.failed,
             "started_at": _when(w.started_at), "last_beat": _when(w.last_beat),
@@ -206,11 +231,15 @@ def workers(broker: str, as_json: bool, max_error_rate: float,
     if not found:
         click.echo("no workers")
         return
-    click.echo(f"{'WORKER':<32} {'HEALTH':<10} {'QUEUES':<16} {'RUNNING':>9} {'DONE':>8} "
-               f"{'FAILED':>7} LAST BEAT")
+    # RECENT: failed/finished in its window (what its health is judged on); DONE and FAILED:
+    # over its life.
+    click.echo(f"{'WORKER':<32} {'HEALTH':<10} {'QUEUES':<16} {'RUNNING':>9} "
+               f"{'RECENT':>14} {'DONE':>8} {'FAILED':>7} LAST BEAT")
     for w, h in zip(found, health, strict=True):
+        recent = ("-" if h.window_s is None else
+                  f"{h.recent_failed}/{h.recent_done} in {span(h.window_s)}")
         click.echo(f"{w.id:<32} {h.state.value:<10} {','.join(w.queues):<16} "
-                   f"{w.running:>4}/{w.concurrency:<4} {w.done:>8} {w.failed:>7} "
+                   f"{w.running:>4}/{w.concurrency:<4} {recent:>14} {w.done:>8} {w.failed:>7} "
                    f"{now - w.last_beat:.1f}s ago")
 
 

@@ -74,6 +74,43 @@ class WorkerInfo:
     failed: int = 0  # of ``done``, those that ended in an error
     busy_s: float = 0.0  # seconds its finished attempts ran, summed (their mean: busy_s / done)
     weight: int = 1  # its share under the ``weighted`` balancing strategy (--weight)
+    # Its recent attempts, what its health is judged on (corral.fleet._window): those that
+    # finished in the last ``window_s`` seconds. window_s 0: it reports none (an older corral).
+    window_s: float = 0.0
+    recent_done: int = 0
+    recent_failed: int = 0
+    recent_busy_s: float = 0.0
+    pool: str | None = None  # the pool that started it (corral worker --min-workers); None: none
+
+    def fields(self) -> dict[str, str]:
+        """The row as text fields (a Redis hash): all but its id."""
+        return {"host": self.host, "pid": str(self.pid), "queues": ",".join(self.queues),
+                "concurrency": str(self.concurrency), "running": str(self.running),
+                "done": str(self.done), "started_at": f"{self.started_at:.3f}",
+                "last_beat": f"{self.last_beat:.3f}", "state": self.state,
+                "failed": str(self.failed), "busy_s": f"{self.busy_s:.3f}",
+                "weight": str(self.weight), "window_s": f"{self.window_s:g}",
+                "recent_done": str(self.recent_done), "recent_failed": str(self.recent_failed),
+                "recent_busy_s": f"{self.recent_busy_s:.3f}", "pool": self.pool or "",
+                "resources": ",".join(f"{k}={v:g}" for k, v in self.resources.items())}
+
+    @classmethod
+    def from_fields(cls, worker: str, f: Mapping[str, str], state: str) -> WorkerInfo:
+        """The row of :meth:`fields` (those a broker of an older corral wrote: their
+        defaults), with the ``state`` the broker judged."""
+        resources = {k: float(v) for k, _, v in (pair.partition("=") for pair in
+                                                 f.get("resources", "").split(",") if pair)}
+        return cls(
+            id=worker, host=f.get("host", ""), pid=int(f.get("pid", 0)),
+            queues=tuple(q for q in f.get("queues", "").split(",") if q),
+            concurrency=int(f.get("concurrency", 0)), resources=resources,
+            running=int(f.get("running", 0)), done=int(f.get("done", 0)),
+            started_at=float(f.get("started_at", 0)), last_beat=float(f.get("last_beat", 0)),
+            state=state, failed=int(f.get("failed", 0)), busy_s=float(f.get("busy_s", 0)),
+            weight=int(f.get("weight", 1)), window_s=float(f.get("window_s", 0)),
+            recent_done=int(f.get("recent_done", 0)),
+            recent_failed=int(f.get("recent_failed", 0)),
+            recent_busy_s=float(f.get("recent_busy_s", 0)), pool=f.get("pool") or None)
 
 
 @dataclass(frozen=True, slots=True)

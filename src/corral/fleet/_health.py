@@ -1,20 +1,23 @@
 """A worker's health, judged from what the workers' registry holds and the time now.
 
 Pure: no broker, no clock. The registry (:class:`~corral.fleet._broker.WorkerInfo`) says
-when the worker started and last beat, how many attempts it finished, how many of those
-failed and how long they ran in all; :func:`assess` turns that and ``now`` into one of five
-states, first match wins::
+when the worker started and last beat, and of the attempts it finished in its recent window
+(the last ``window_s`` seconds, 5 minutes by default: :mod:`corral.fleet._window`) how many
+failed and how long they ran; :func:`assess` turns that and ``now`` into one of five states,
+first match wins::
 
     silent past the heartbeat timeout (or listed as gone)   -> unhealthy
     stopping (Ctrl-C or SIGTERM: finishing, then handing back) -> stopping
     nothing finished yet, younger than ``starting_s``        -> starting
-    >= ``min_samples`` finished, and the error rate or the
-       mean time per attempt over its threshold              -> degraded
+    >= ``min_samples`` finished in the window, and their
+       error rate or mean time over its threshold            -> degraded
     otherwise                                                -> healthy
 
-The error rate and the mean time are over the worker's whole life (the registry keeps
-totals, not windows), and judged only once ``min_samples`` attempts finished, so one early
-failure does not mark a worker degraded.
+Judged on a window, not the worker's whole life: one that failed a lot an hour ago is healthy
+again once those attempts leave its window, and one that just went bad shows it within
+``min_samples`` attempts. Judged only once ``min_samples`` attempts finished in the window, so
+one early failure does not mark a worker degraded. A worker of an older corral reports no
+window (``window_s`` 0): its lifetime figures are judged, and its reason says so.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 
 from corral.fleet._broker import WorkerInfo
 
-__all__ = ["Health", "HealthThresholds", "WorkerHealth", "assess"]
+__all__ = ["Health", "HealthThresholds", "WorkerHealth", "assess", "span"]
 
 
 class Health(enum.Enum):
@@ -45,7 +48,7 @@ class HealthThresholds:
     heartbeat_timeout: float = 10.0  # the broker's: a worker silent this long is dead
     max_error_rate: float = 0.5  # failed / finished; above it: degraded
     max_latency_s: float | None = None  # mean seconds per finished attempt; above: degraded
-    min_samples: int = 10  # finished attempts before the rate and the mean are judged
+    min_samples: int = 10  # attempts finished in the window before rate and mean are judged
     starting_s: float = 10.0  # how long a worker that finished nothing counts as starting
 
     def __post_init__(self) -> None:
@@ -61,22 +64,29 @@ class HealthThresholds:
 
 @dataclass(frozen=True, slots=True)
 class WorkerHealth:
-    """A worker's health at one moment, with the figures it was judged on and why."""
+    """A worker's health at one moment, with the figures it was judged on and why.
+    ``error_rate`` and ``mean_latency_s`` are over its window (``window_s``; None: its
+    lifetime, an older worker's), ``done`` and ``failed`` over its life."""
 
     worker: str
     state: Health
     reason: str
     silent_s: float  # since its last beat
-    done: int
-    failed: int
-    error_rate: float | None  # None: nothing finished
-    mean_latency_s: float | None  # None: nothing finished
+    done: int  # lifetime
+    failed: int  # lifetime
+    error_rate: float | None  # over the window; None: nothing finished in it
+    mean_latency_s: float | None  # over the window; None: nothing finished in it
+    window_s: float | None = None  # None: the worker reports no window (lifetime figures)
+    recent_done: int = 0
+    recent_failed: int = 0
 
     def as_dict(self) -> dict[str, object]:
         """For ``--json`` and the web API."""
         return {"state": self.state.value, "reason": self.reason,
-                "silent_s": round(self.silent_s, 3), "done": self.done, "failed": self.failed,
-                "error_rate": self.error_rate, "mean_latency_s": self.mean_latency_s}
+                "silent_s": round(self.silent_s, 3), "window_s": self.window_s,
+                "recent_done": self.recent_done, "recent_failed": self.recent_failed,
+                "error_rate": self.error_rate, "mean_latency_s": self.mean_latency_s,
+                "done": self.done, "failed": self.failed}
 
 
 def assess(info: WorkerInfo, now: float,
@@ -84,11 +94,19 @@ def assess(info: WorkerInfo, now: float,
     """The health of the worker ``info`` describes at ``now`` (epoch seconds)."""
     t = thresholds or HealthThresholds()
     silent = max(0.0, now - info.last_beat)
-    rate = info.failed / info.done if info.done else None
-    mean = info.busy_s / info.done if info.done else None
+    windowed = info.window_s > 0
+    if windowed:
+        n, bad, busy = info.recent_done, info.recent_failed, info.recent_busy_s
+        over = f"in the last {span(info.window_s)}"
+    else:
+        n, bad, busy = info.done, info.failed, info.busy_s
+        over = "over its life (it reports no window: an older corral)"
+    rate = bad / n if n else None
+    mean = busy / n if n else None
 
     def judged(state: Health, reason: str) -> WorkerHealth:
-        return WorkerHealth(info.id, state, reason, silent, info.done, info.failed, rate, mean)
+        return WorkerHealth(info.id, state, reason, silent, info.done, info.failed, rate, mean,
+                            info.window_s if windowed else None, n, bad)
 
     if info.state == "gone" or silent > t.heartbeat_timeout:
         return judged(Health.UNHEALTHY, f"no heartbeat for {silent:.1f}s (timeout "
@@ -98,12 +116,19 @@ def assess(info: WorkerInfo, now: float,
     if info.done == 0 and now - info.started_at < t.starting_s:
         return judged(Health.STARTING, f"started {max(0.0, now - info.started_at):.1f}s ago, "
                                        "nothing finished yet")
-    if info.done >= t.min_samples and rate is not None and mean is not None:
+    if n >= t.min_samples and rate is not None and mean is not None:
         if rate > t.max_error_rate:
-            return judged(Health.DEGRADED, f"{info.failed} of {info.done} attempts failed "
+            return judged(Health.DEGRADED, f"{bad} of {n} attempts failed {over} "
                                            f"({rate:.0%} > {t.max_error_rate:.0%})")
         if t.max_latency_s is not None and mean > t.max_latency_s:
-            return judged(Health.DEGRADED, f"attempts take {mean:.2f}s on average "
+            return judged(Health.DEGRADED, f"attempts took {mean:.2f}s on average {over} "
                                            f"(> {t.max_latency_s:g}s)")
-    return judged(Health.HEALTHY, "beating" if info.done < t.min_samples
-                  else f"{info.done} finished, {rate:.0%} failed")
+    return judged(Health.HEALTHY, f"beating, {n} finished {over}" if n < t.min_samples
+                  else f"{n} finished {over}, {rate:.0%} failed")
+
+
+def span(seconds: float) -> str:
+    """``300`` as ``5m``, ``90`` as ``90s``."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"

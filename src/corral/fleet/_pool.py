@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -42,6 +43,7 @@ from corral._errors import BrokenBroker
 from corral.fleet._autoscale import Decision, Direction, Load, ScalingPolicy, decide
 from corral.fleet._broker import Broker, WorkerInfo
 from corral.fleet._health import Health, HealthThresholds, WorkerHealth, assess
+from corral.fleet._orphan import spawned_safely
 
 __all__ = ["Pool", "PoolOptions"]
 
@@ -119,6 +121,7 @@ class Pool:
         self._observer = observer
         self._thresholds = HealthThresholds(heartbeat_timeout=broker.heartbeat_timeout)
         self.host = socket.gethostname()
+        self.id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:4]}"  # its workers' ``pool``
         self.live: dict[int, WorkerProcess] = {}  # pid -> process: the pool's workers
         self._spawned_at: dict[int, float] = {}  # pid -> epoch seconds it was started
         self.stopping: dict[int, tuple[WorkerProcess, float]] = {}  # pid -> (process, kill at)
@@ -179,9 +182,14 @@ class Pool:
 
     # ------------------------------------------------------------------ the workers
     def _start(self, n: int) -> None:
+        # Its workers know the pool (its id in their rows: its share of the queues) and end
+        # with it (corral.fleet._orphan): their parent's pid, and the death signal when we
+        # start them from the main thread.
+        args = (*self.options.worker_args, "--pool-id", self.id, "--pool-pid", str(os.getpid()),
+                *(("--pool-death-signal",) if spawned_safely() else ()))
         for _ in range(n):
             spawned_at = time.time()
-            proc = self._spawn(self.options.worker_args, self.options.worker_env)
+            proc = self._spawn(args, self.options.worker_env)
             self.live[proc.pid] = proc
             self._spawned_at[proc.pid] = spawned_at
 

@@ -5,11 +5,14 @@ Pure but for :func:`read_sample` (the broker reads behind one sample)::
 
     read_sample(broker) ──> FleetSample(at, workers, depths, saturation)
     pools_of(sample, base) ──> [{queue, workers, healthy, ..., capacity, running, queued,
-                                 done, throughput_per_s, throughput_over_s}, ...]
+                                 done, recent_done, recent_failed, error_rate,
+                                 throughput_per_s, throughput_over_s}, ...]
 
 A worker that serves several queues counts in each of their pools. Throughput is what the
 workers finished between ``base`` (an earlier sample) and ``sample``, per second; without a
-base, each worker's lifetime rate (done since it started, per second), summed. Used by
+base, each worker's lifetime rate (done since it started, per second), summed. The error
+rate is over the workers' recent windows (what their health is judged on: failed of
+``recent_done``, None when none finished lately). Used by
 ``GET /health/orchestration`` (:mod:`corral.server._orchestration`, which keeps the bases)
 and ``corral workers --json``.
 """
@@ -59,19 +62,24 @@ def _done_since(worker: WorkerInfo, base: FleetSample | None, at: float) -> floa
 def pools_of(sample: FleetSample, base: FleetSample | None,
              thresholds: HealthThresholds | None = None) -> list[dict[str, Any]]:
     """One entry per queue the sampled workers serve (see the module's docstring)."""
-    health = {w.id: assess(w, sample.at, thresholds).state for w in sample.workers}
+    judged = {w.id: assess(w, sample.at, thresholds) for w in sample.workers}
+    health = {worker: h.state for worker, h in judged.items()}
     interval = sample.at - base.at if base is not None else None
     out = []
     for queue in _queues(sample.workers):
         members = [w for w in sample.workers if queue in w.queues]
         counts = {state.value: sum(health[w.id] is state for w in members) for state in Health}
         finished = sum(_done_since(w, base, sample.at) for w in members)
+        recent = sum(judged[w.id].recent_done for w in members)
+        failed = sum(judged[w.id].recent_failed for w in members)
         out.append({
             "queue": queue, "workers": len(members), **counts,
             "capacity": sum(w.concurrency for w in members if health[w.id] in _TAKING),
             "running": sum(w.running for w in members),
             "queued": sample.depths.get(queue, 0),
             "done": sum(w.done for w in members),
+            "recent_done": recent, "recent_failed": failed,
+            "error_rate": round(failed / recent, 4) if recent else None,
             "throughput_per_s": round(finished / interval if interval else finished, 3),
             "throughput_over_s": round(interval, 3) if interval else None,
         })

@@ -19,7 +19,13 @@ another worker reclaims it only once this one has been silent past the timeout.
 
 Stopping (SIGINT/SIGTERM): it claims nothing more, lets what runs finish for ``grace``
 seconds, then stops the rest and hands them back (the next reclaim takes them at once); a
-second signal hands everything back at once.
+second signal hands everything back at once. A pool's worker (``supervisor``: the pool's pid)
+stops so too when its pool dies, however it died: the kernel sends it SIGTERM
+(:func:`corral.fleet._orphan.die_with_parent`, Linux), and every beat it looks whether its
+parent is still the pool (anywhere), so that no worker outlives its pool.
+
+Its health figures: what it finished, over its life and in a window of the last minutes
+(:mod:`corral.fleet._window`), registered with every beat.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from corral._errors import BrokenBroker, BrokenExecutor, CommandFailed, WorkerCr
 from corral.executors._base import ERROR, STARTED, Executor, ExecutorSettings, WatchedWork, Work
 from corral.fleet._backpressure import BackpressurePolicy, factor
 from corral.fleet._broker import Broker, Claimed, WorkerInfo
+from corral.fleet._orphan import orphaned
 from corral.fleet._protocol import (
     BEAT,
     DEFAULT_MAX_VALUE_BYTES,
@@ -58,6 +65,7 @@ from corral.fleet._protocol import (
     Event,
     dump_outcome,
 )
+from corral.fleet._window import DEFAULT_WINDOW_S, RecentWindow
 from corral.fleet.limits import worker_limits
 
 __all__ = ["Worker", "WorkerOptions"]
@@ -81,7 +89,9 @@ class WorkerOptions:
     grace: float = 10.0
     tick: float = 0.2
     weight: int = 1  # its share under the ``weighted`` balancing strategy
-
+    health_window: float = DEFAULT_WINDOW_S  # its recent figures' span (its health's)
+    pool: str | None = None  # the id of the pool that started it (None: none)
+    supervisor: int | None = None  # the pool's pid: gone (we are orphaned), we stop
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -92,6 +102,8 @@ class WorkerOptions:
             raise ValueError(f"max_deliveries must be >= 1, not {self.max_deliveries}")
         if self.weight < 0:
             raise ValueError(f"weight must be >= 0, not {self.weight}")
+        if not self.health_window > 0:
+            raise ValueError(f"health_window must be > 0, not {self.health_window}")
 
 
 class _Running:
@@ -146,6 +158,7 @@ class Worker:
         self.done = 0
         self.failed = 0  # of done, ended in an error (its health: the error rate)
         self.busy_s = 0.0  # seconds its finished attempts ran
+        self.recent = RecentWindow(opts.health_window)  # the same, lately (its health's)
         self._lock = threading.Condition()
         self._held = 0  # attempts claimed and not yet ended: never above concurrency
         self._running: dict[str, _Running] = {}
@@ -218,6 +231,14 @@ class Worker:
 
     _grace_over = False
 
+    def _orphaned(self) -> None:
+        """Our pool died (SIGKILL, the OOM killer) and its death signal did not reach us:
+        stop as on SIGTERM, so that no worker outlives its pool."""
+        print(f"corral worker {self.id}: its pool (pid {self.options.supervisor}) is gone: "
+              f"stopping (finishing what runs for up to {self.options.grace:g}s)",
+              file=sys.stderr)
+        self.stop()
+
     async def _wind_down(self) -> None:
         self._register("stopping")
         with self._lock:
@@ -289,6 +310,9 @@ class Worker:
     def _keep_loop(self) -> None:
         backoff = _Backoff()
         while not self._stopped.wait(self.beat_every):
+            if orphaned(self.options.supervisor):
+                self._orphaned()
+                return
             try:
                 with self._lock:
                     held = [r.claimed for r in self._running.values()]
@@ -551,10 +575,14 @@ class Worker:
                 with self._lock:
                     self._held -= 1
                     self._lock.notify_all()
-        self.done += len(ends)
-        self.failed += sum(status == ERROR for _, status, _ in ends)
+        failed = sum(status == ERROR for _, status, _ in ends)
         wall = time.time()
-        self.busy_s += sum(wall - i.started for i, _, _ in ends if isinstance(i, _Running))
+        busy = sum(wall - i.started for i, _, _ in ends if isinstance(i, _Running))
+        with self._lock:
+            self.done += len(ends)
+            self.failed += failed
+            self.busy_s += busy
+            self.recent.add(time.monotonic(), done=len(ends), failed=failed, busy_s=busy)
         now = time.monotonic()
         self.broker.hand_back(self.id, back)
         if running and now >= self._next_cancel_check:
@@ -570,14 +598,19 @@ class Worker:
             self._loop.call_soon_threadsafe(self._start_waiting)
 
     def _register(self, state: str) -> None:
-        with contextlib.suppress(BrokenBroker):
-            self.broker.register(WorkerInfo(
+        with self._lock:
+            recent = self.recent.figures(time.monotonic())
+            info = WorkerInfo(
                 id=self.id, host=socket.gethostname(), pid=os.getpid(),
                 queues=self.options.queues, concurrency=self.options.concurrency,
                 resources=dict(self.options.resources), running=len(self._running),
                 done=self.done, started_at=self.started_at, last_beat=time.time(),
                 state=state, failed=self.failed, busy_s=self.busy_s,
-                weight=self.options.weight))
+                weight=self.options.weight, window_s=recent.window_s,
+                recent_done=recent.done, recent_failed=recent.failed,
+                recent_busy_s=recent.busy_s, pool=self.options.pool)
+        with contextlib.suppress(BrokenBroker):
+            self.broker.register(info)
 
 
 def _cannot_run(name: str, exc: BaseException) -> BaseException:

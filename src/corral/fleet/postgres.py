@@ -350,7 +350,9 @@ class PostgresBroker:
             "concurrency": info.concurrency, "resources": json.dumps(dict(info.resources)),
             "running": info.running, "done": info.done, "started_at": info.started_at,
             "last_beat": info.last_beat, "state": info.state, "failed": info.failed,
-            "busy_s": info.busy_s, "weight": info.weight}, durable=False)
+            "busy_s": info.busy_s, "weight": info.weight, "window_s": info.window_s,
+            "recent_done": info.recent_done, "recent_failed": info.recent_failed,
+            "recent_busy_s": info.recent_busy_s, "pool": info.pool}, durable=False)
 
     def deregister(self, worker: str) -> None:
         self._rows("deregister a worker", "deregister", {"id": worker})
@@ -359,14 +361,17 @@ class PostgresBroker:
         now = time.time()
         out = []
         for (worker, host, pid, queues, concurrency, resources, running, done, started_at,
-             last, state, failed, busy_s, weight) in self._rows("list workers", "workers", {}):
+             last, state, failed, busy_s, weight, window_s, recent_done, recent_failed,
+             recent_busy_s, pool) in self._rows("list workers", "workers", {}):
             if state != "stopped" and now - last > self.heartbeat_timeout:
                 state = "gone"
             out.append(WorkerInfo(
                 id=worker, host=host, pid=pid, queues=tuple(queues), concurrency=concurrency,
                 resources={k: float(v) for k, v in resources.items()}, running=running,
                 done=done, started_at=started_at, last_beat=last, state=state,
-                failed=failed, busy_s=busy_s, weight=weight))
+                failed=failed, busy_s=busy_s, weight=weight, window_s=window_s,
+                recent_done=recent_done, recent_failed=recent_failed,
+                recent_busy_s=recent_busy_s, pool=pool))
         return out
 
     def queue_depth(self, queues: Sequence[str]) -> int:

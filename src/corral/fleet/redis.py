@@ -625,13 +625,7 @@ class RedisBroker:
             pipe.execute()
 
     def register(self, info: WorkerInfo) -> None:
-        fields = {"host": info.host, "pid": str(info.pid), "queues": ",".join(info.queues),
-                  "concurrency": str(info.concurrency), "running": str(info.running),
-                  "done": str(info.done), "started_at": f"{info.started_at:.3f}",
-                  "last_beat": f"{info.last_beat:.3f}", "state": info.state,
-                  "failed": str(info.failed), "busy_s": f"{info.busy_s:.3f}",
-                  "weight": str(info.weight),
-                  "resources": ",".join(f"{k}={v:g}" for k, v in info.resources.items())}
+        fields = info.fields()
         with self._talking("register a worker"):
             pipe = self._redis.pipeline(transaction=False)
             pipe.hset(self.keys.worker(info.id), mapping=fields)
@@ -666,14 +660,7 @@ class RedisBroker:
             state = f.get("state", "running")
             if state != "stopped" and now - last > self.heartbeat_timeout:
                 state = "gone"
-            out.append(WorkerInfo(
-                id=worker, host=f.get("host", ""), pid=int(f.get("pid", 0)),
-                queues=tuple(q for q in f.get("queues", "").split(",") if q),
-                concurrency=int(f.get("concurrency", 0)),
-                resources=_amounts(f.get("resources", "")), running=int(f.get("running", 0)),
-                done=int(f.get("done", 0)), started_at=float(f.get("started_at", 0)),
-                last_beat=last, state=state, failed=int(f.get("failed", 0)),
-                busy_s=float(f.get("busy_s", 0)), weight=int(f.get("weight", 1))))
+            out.append(WorkerInfo.from_fields(worker, f, state))
         return out
 
     def queue_depth(self, queues: Sequence[str]) -> int:
@@ -766,15 +753,6 @@ def _events(fields: Mapping[bytes, bytes]) -> Iterator[Event]:
             header = None
     if header is not None:
         yield Event.from_header(header)
-
-
-def _amounts(text: str) -> dict[str, float]:
-    out = {}
-    for pair in text.split(","):
-        if pair:
-            name, _, amount = pair.partition("=")
-            out[name] = float(amount)
-    return out
 
 
 def _dead_letter(entry: bytes, fields: Mapping[bytes, bytes], *,

@@ -64,6 +64,7 @@ METRIC_NAMES = (
     "corral_fleet_workers",
     "corral_fleet_queue_depth",
     "corral_fleet_throughput",
+    "corral_fleet_error_ratio",
     "corral_broker_up",
     "corral_broker_saturation",
     "corral_store_pool_connections",

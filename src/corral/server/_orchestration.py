@@ -206,12 +206,17 @@ class OrchestrationCollector(Collector):
         rate = GaugeMetricFamily("corral_fleet_throughput", "Attempts finished per second "
                                  "by a queue's workers (since the previous kept sample).",
                                  labels=["queue"])
+        errors = GaugeMetricFamily("corral_fleet_error_ratio", "Failed share of the attempts "
+                                   "a queue's workers finished in their recent health windows "
+                                   "(absent: none finished lately).", labels=["queue"])
         for p in last.get("pools") or ():
             for state in Health:
                 workers.add_metric([p["queue"], state.value], p[state.value])
             depth.add_metric([p["queue"]], p["queued"])
             rate.add_metric([p["queue"]], p["throughput_per_s"])
-        yield from (workers, depth, rate)
+            if p["error_rate"] is not None:
+                errors.add_metric([p["queue"]], p["error_rate"])
+        yield from (workers, depth, rate, errors)
         broker = last.get("broker")
         up = GaugeMetricFamily("corral_broker_up", "1 when the fleet's broker answered the "
                                "last probe, 0 when not (no sample: no broker).")

@@ -239,9 +239,17 @@ def test_a_workers_health_figures_round_trip(open_test_broker):
     broker = open_test_broker()
     now = time.time()
     broker.register(WorkerInfo(id="w1", host="h", pid=1, queues=("default",), concurrency=4,
-                               done=12, failed=3, busy_s=4.5, started_at=now, last_beat=now))
-    (w,) = broker.workers()
+                               done=12, failed=3, busy_s=4.5, started_at=now, last_beat=now,
+                               window_s=300, recent_done=5, recent_failed=2, recent_busy_s=1.5,
+                               pool="h-9-abcd"))
+    broker.register(WorkerInfo(id="w2", host="h", pid=2, queues=("default",), concurrency=4,
+                               started_at=now, last_beat=now))
+    got = {w.id: w for w in broker.workers()}
+    w = got["w1"]
     assert (w.done, w.failed, w.busy_s) == (12, 3, 4.5)
+    assert (w.window_s, w.recent_done, w.recent_failed, w.recent_busy_s, w.pool) == \
+        (300, 5, 2, 1.5, "h-9-abcd")
+    assert (got["w2"].window_s, got["w2"].pool) == (0, None)  # no window, no pool
 
 
 def test_the_queue_depth_counts_what_no_worker_holds(open_test_broker):

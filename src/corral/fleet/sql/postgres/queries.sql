@@ -178,16 +178,20 @@ DELETE FROM leases WHERE until < now() - interval '7 days';
 
 -- name: register
 INSERT INTO workers (id, host, pid, queues, concurrency, resources, running, done, started_at,
-                     last_beat, state, failed, busy_s, weight, beat_at)
+                     last_beat, state, failed, busy_s, weight, window_s, recent_done,
+                     recent_failed, recent_busy_s, pool, beat_at)
 VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s, %(resources)s::jsonb,
         %(running)s, %(done)s, %(started_at)s, %(last_beat)s, %(state)s, %(failed)s,
-        %(busy_s)s, %(weight)s, now())
+        %(busy_s)s, %(weight)s, %(window_s)s, %(recent_done)s, %(recent_failed)s,
+        %(recent_busy_s)s, %(pool)s, now())
     ON CONFLICT (id) DO UPDATE
    SET host = excluded.host, pid = excluded.pid, queues = excluded.queues,
        concurrency = excluded.concurrency, resources = excluded.resources,
        running = excluded.running, done = excluded.done, started_at = excluded.started_at,
        last_beat = excluded.last_beat, state = excluded.state, failed = excluded.failed,
-       busy_s = excluded.busy_s, weight = excluded.weight, beat_at = now();
+       busy_s = excluded.busy_s, weight = excluded.weight, window_s = excluded.window_s,
+       recent_done = excluded.recent_done, recent_failed = excluded.recent_failed,
+       recent_busy_s = excluded.recent_busy_s, pool = excluded.pool, beat_at = now();
 
 -- name: deregister
 DELETE FROM workers WHERE id = %(id)s;
@@ -196,7 +200,7 @@ DELETE FROM workers WHERE id = %(id)s;
 -- A worker silent for an hour is forgotten (listed as gone until then).
 WITH forgotten AS (DELETE FROM workers WHERE beat_at < now() - interval '1 hour')
 SELECT id, host, pid, queues, concurrency, resources, running, done, started_at, last_beat,
-       state, failed, busy_s, weight
+       state, failed, busy_s, weight, window_s, recent_done, recent_failed, recent_busy_s, pool
   FROM workers
  WHERE beat_at >= now() - interval '1 hour'
  ORDER BY last_beat, id;
