@@ -162,3 +162,34 @@ def test_the_pool_exports_its_size_load_decisions_and_health(broker, procs):
     assert 'corral_pool_workers_by_health{health="starting"} 2.0' in text
     assert 'corral_pool_workers_by_health{health="healthy"} 1.0' in text
     assert "corral_pool_utilisation_ratio 0.0" in text
+
+
+def test_two_pools_on_one_queue_each_count_their_share_of_it(broker, procs):
+    """Two supervisors over one broker, their workers busy (2 of 2 slots each), 4 attempts
+    queued: each pool counts half of the queue (by their capacities, from the registry) and
+    grows to 3, 6 workers for 12 attempts; each counting all of it, both would grow to 4. A
+    pool alone on the queue counts all of it."""
+    from corral.fleet._protocol import AttemptMessage
+
+    one, two = [], []
+    a = make_pool(broker, procs, ["sleep", "60"], Clock(), one, min_workers=1, max_workers=8,
+                  target=1.0)
+    b = make_pool(broker, procs, ["sleep", "60"], Clock(), two, min_workers=1, max_workers=8,
+                  target=1.0)
+    a._start(2)
+    b._start(2)
+    for pid in [*a.live, *b.live]:
+        register(broker, pid, 2)
+    broker.enqueue([AttemptMessage(id=f"s:{k}:1", run_id="run", task_id=f"t{k}",
+                                   queue="default", executor="thread", reply="run:s",
+                                   body=b"-") for k in range(4)])
+    da, db = a.step(), b.step()
+    assert (da.direction, da.current, da.workers) == (Direction.UP, 2, 3), da.reason
+    assert (db.direction, db.current, db.workers) == (Direction.UP, 2, 3), db.reason
+    assert "running 4 + waiting 2 of 4 queued on 2 * 2 slots" in da.reason
+    # B's workers are gone from the registry: A is alone on the queue, and counts all of it.
+    for w in broker.workers():
+        if w.pid in b.live:
+            broker.deregister(w.id)
+    d = a.step()
+    assert "running 4 + waiting 4 on 3 * 2 slots" in d.reason, d.reason

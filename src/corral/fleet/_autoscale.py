@@ -1,8 +1,9 @@
 """The autoscaling policy of a pool of workers: how many it should run, and why.
 
 Pure: the pool supervisor (:mod:`corral.fleet._pool`) measures, this decides. Demand is what
-the pool's workers run plus what waits on their queues (the queue depth); capacity is the
-pool's worker slots (workers * concurrency)::
+the pool's workers run plus what waits on their queues (its share of the queue depth, when
+other workers serve them too: :mod:`corral.fleet._share`); capacity is the pool's worker slots
+(workers * concurrency)::
 
     utilisation = (running + waiting) / (workers * concurrency)
 
@@ -73,7 +74,8 @@ class Load:
     workers: int  # live workers of the pool (not those stopping)
     concurrency: int  # slots per worker
     running: int  # attempts its workers run
-    waiting: int  # attempts queued on its queues, taken by no one yet
+    waiting: float  # its share of the attempts queued on its queues (corral.fleet._share)
+    queued: int | None = None  # all attempts queued there (None: ``waiting`` is all of them)
 
     @property
     def utilisation(self) -> float:
@@ -105,7 +107,10 @@ def decide(policy: ScalingPolicy, load: Load, now: float,
     """The pool's size after ``load`` at ``now`` (seconds, any clock), its last change having
     been at ``last_change`` (None: never)."""
     p, n, u = policy, load.workers, load.utilisation
-    figures = (f"utilisation {u:.2f} (running {load.running} + waiting {load.waiting} on "
+    waiting = f"{load.waiting:.2f}".rstrip("0").rstrip(".")  # a share may be a fraction
+    if load.queued is not None and load.queued != load.waiting:
+        waiting += f" of {load.queued} queued"  # its share: other workers serve the queue
+    figures = (f"utilisation {u:.2f} (running {load.running} + waiting {waiting} on "
                f"{n} * {load.concurrency} slots), target {p.target:g}")
 
     def to(wanted: int, reason: str) -> Decision:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from corral.fleet._broker import WorkerInfo
 
-__all__ = ["Health", "HealthThresholds", "WorkerHealth", "assess", "span"]
+__all__ = ["TAKING_WORK", "Health", "HealthThresholds", "WorkerHealth", "assess", "span"]
 
 
 class Health(enum.Enum):
@@ -38,6 +38,10 @@ class Health(enum.Enum):
     DEGRADED = "degraded"  # beating, but its error rate or mean latency is over a threshold
     UNHEALTHY = "unhealthy"  # missed its heartbeats: taken for dead, its work reclaimed
     STOPPING = "stopping"  # asked to stop: finishing what runs, taking nothing new
+
+
+# The states whose workers take new work: their slots are a queue's live capacity.
+TAKING_WORK = frozenset({Health.STARTING, Health.HEALTHY, Health.DEGRADED})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,9 +5,11 @@ processes (each with the pool's broker, queues and concurrency), then every ``in
 
     reap: a worker that exited unasked is replaced at once (a line says so)
     measure: running = what the pool's workers said at their last beat (the broker's
-             registry, matched by host and pid); waiting = the queues' depth; each worker's
-             health (corral.fleet._health): one alive but silent past the heartbeat timeout
-             is killed (the next step replaces it)
+             registry, matched by host and pid); waiting = its share of the queues' depth,
+             by its live capacity beside every other live worker of those queues, other
+             pools' included (corral.fleet._share); each worker's health
+             (corral.fleet._health): one alive but silent past the heartbeat timeout is
+             killed (the next step replaces it)
     decide: corral.fleet._autoscale.decide (utilisation against the target, min/max,
             hysteresis, cooldown) -> a line with the decision and its reason
     act: up: start workers; down: SIGTERM the idlest (a worker's own graceful stop:
@@ -19,7 +21,9 @@ only, which passes it on once as SIGTERM (a second Ctrl-C, a second SIGTERM: the
 back what they hold at once), waits for them all, and exits as a worker does (128 + signal).
 
 The broker URL reaches the workers in ``CORRAL_BROKER``, not on their command line (where
-``ps`` would show its password). Seams: ``spawn`` (how a worker process is started),
+``ps`` would show its password). The pool's id and pid do reach it there: a worker registers
+its pool's id, and stops when its pool dies (:mod:`corral.fleet._orphan`), so that a pool
+killed with SIGKILL leaves no orphans. Seams: ``spawn`` (how a worker process is started),
 ``clock``, ``log`` and ``observer`` (the metrics), so a test can drive :meth:`Pool.step` with
 stand-in processes; the integration test runs the real thing.
 """
@@ -42,8 +46,9 @@ from typing import Protocol
 from corral._errors import BrokenBroker
 from corral.fleet._autoscale import Decision, Direction, Load, ScalingPolicy, decide
 from corral.fleet._broker import Broker, WorkerInfo
-from corral.fleet._health import Health, HealthThresholds, WorkerHealth, assess
+from corral.fleet._health import TAKING_WORK, Health, HealthThresholds, WorkerHealth, assess
 from corral.fleet._orphan import spawned_safely
+from corral.fleet._share import pool_share
 
 __all__ = ["Pool", "PoolOptions"]
 
@@ -161,11 +166,14 @@ class Pool:
     def step(self) -> Decision:
         """One round: reap, measure, decide, act. Returns the decision (HOLD included)."""
         self._reap()
-        rows = self._registered()
+        everyone = self._registry()
+        rows = self._registered(everyone)
         wall = time.time()  # the workers' beats are epoch seconds of this host's clock
         health = {w.pid: assess(w, wall, self._thresholds) for w in rows}
         self._kill_silent(health)
-        load = self._measure([w for w in rows if health[w.pid].state is not Health.UNHEALTHY])
+        live = [w for w in everyone if assess(w, wall, self._thresholds).state in TAKING_WORK]
+        load = self._measure([w for w in rows if health[w.pid].state is not Health.UNHEALTHY],
+                             live)
         now = self._clock()
         decision = decide(self.options.policy, load, now, self.last_change)
         if self._observer is not None:
@@ -243,27 +251,33 @@ class Pool:
             _signal(proc, signal.SIGTERM)
             self.stopping[pid] = (proc, kill_at)
 
-    def _registered(self) -> list[WorkerInfo]:
-        """The registry's rows of this pool's live workers (gone ones too: they are
-        unhealthy)."""
+    def _registry(self) -> list[WorkerInfo]:
+        """Every worker's row (none when the registry cannot be read: said once a step)."""
         try:
-            rows = self.broker.workers()
+            return self.broker.workers()
         except BrokenBroker as exc:
             self._log(f"corral pool: cannot read the workers' registry: {exc}")
             return []
+
+    def _registered(self, rows: list[WorkerInfo]) -> list[WorkerInfo]:
+        """The rows of this pool's live workers (gone ones too: they are unhealthy)."""
         # A row of an earlier process with a reused pid (gone ones are listed for an hour)
         # started before ours did: not ours.
         return [w for w in rows if w.host == self.host and w.pid in self.live
                 and w.started_at >= self._spawned_at.get(w.pid, 0.0) - 1.0]
 
-    def _measure(self, rows: list[WorkerInfo]) -> Load:
+    def _measure(self, rows: list[WorkerInfo], live: list[WorkerInfo]) -> Load:
+        """The pool's load: what its workers (``rows``) run, and its share of its queues'
+        depth beside the fleet's other ``live`` workers (corral.fleet._share)."""
         running = sum(w.running for w in rows)
-        waiting = 0
+        depths: dict[str, int] = {}
         try:
-            waiting = self.broker.queue_depth(self.options.queues)
+            depths = {q: self.broker.queue_depth([q]) for q in self.options.queues}
         except BrokenBroker as exc:
             self._log(f"corral pool: cannot read the queues' depth: {exc}")
-        return Load(len(self.live), self.options.concurrency, running, waiting)
+        waiting = pool_share(depths, {w.id for w in rows}, live, self.options.concurrency)
+        return Load(len(self.live), self.options.concurrency, running, waiting,
+                    queued=sum(depths.values()))
 
     def _wind_down(self) -> None:
         """SIGTERM every worker once and wait for all (killing those past their time)."""

@@ -23,6 +23,7 @@ METRIC_NAMES = (
     "corral_pool_workers_limit",
     "corral_pool_running_attempts",
     "corral_pool_waiting_attempts",
+    "corral_pool_queued_attempts",
     "corral_pool_utilisation_ratio",
     "corral_pool_target_utilisation_ratio",
     "corral_pool_scaling_decisions_total",
@@ -42,8 +43,11 @@ class PoolMetrics:
                            "--max-workers", ["bound"], registry=r)
         self.running = Gauge("corral_pool_running_attempts", "Attempts the pool's workers "
                              "run, as they said at their last beat", registry=r)
-        self.waiting = Gauge("corral_pool_waiting_attempts", "Attempts queued on the pool's "
-                             "queues that no worker holds", registry=r)
+        self.waiting = Gauge("corral_pool_waiting_attempts", "The pool's share of the "
+                             "attempts queued on its queues (by its live capacity beside the "
+                             "other workers of those queues)", registry=r)
+        self.queued = Gauge("corral_pool_queued_attempts", "Attempts queued on the pool's "
+                            "queues that no worker holds", registry=r)
         self.utilisation = Gauge("corral_pool_utilisation_ratio", "(running + waiting) / "
                                  "the pool's slots", registry=r)
         self.target = Gauge("corral_pool_target_utilisation_ratio", "The utilisation the "
@@ -73,6 +77,7 @@ class PoolMetrics:
         self.workers.set(decision.workers)
         self.running.set(load.running)
         self.waiting.set(load.waiting)
+        self.queued.set(load.waiting if load.queued is None else load.queued)
         self.utilisation.set(min(load.utilisation, 1e9))  # demand with no slots: inf
         if decision.direction is not Direction.HOLD:
             self.decisions.labels(decision.direction.value).inc()

@@ -25,13 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.fleet._broker import Broker, WorkerInfo
-from corral.fleet._health import Health, HealthThresholds, assess
+from corral.fleet._health import TAKING_WORK, Health, HealthThresholds, assess
 
 __all__ = ["FleetSample", "pools_of", "read_sample"]
-
-# Health states whose workers take new work (their concurrency counts as capacity).
-_TAKING = frozenset({Health.STARTING, Health.HEALTHY, Health.DEGRADED})
-
 
 @dataclass(frozen=True, slots=True)
 class FleetSample:
@@ -74,7 +70,7 @@ def pools_of(sample: FleetSample, base: FleetSample | None,
         failed = sum(judged[w.id].recent_failed for w in members)
         out.append({
             "queue": queue, "workers": len(members), **counts,
-            "capacity": sum(w.concurrency for w in members if health[w.id] in _TAKING),
+            "capacity": sum(w.concurrency for w in members if health[w.id] in TAKING_WORK),
             "running": sum(w.running for w in members),
             "queued": sample.depths.get(queue, 0),
             "done": sum(w.done for w in members),
