@@ -80,3 +80,14 @@ def most_at_once(lines: list[str]) -> int:
         elif line.startswith("- "):
             now -= 1
     return most
+
+
+def held(journal: str, task: str, release: str) -> str:
+    """Note which process runs ``task``, then hold its slot until the file ``release`` exists
+    (at most 5 minutes: a hang guard)."""
+    with open(journal, "a") as f:
+        f.write(f"{task} {os.getpid()}\n")
+    deadline = time.monotonic() + 300
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return task
