@@ -49,3 +49,9 @@ def test_a_metrics_port_in_use_is_refused_with_exit_2(corral, url):
                       str(port))
     assert done.returncode == 2, done.stderr
     assert f"--metrics-port {port}: cannot listen on 127.0.0.1" in done.stderr
+
+
+def test_a_health_window_of_zero_is_refused_with_exit_2(corral, url):
+    done = corral("worker", "--broker", url, "--health-window", "0")
+    assert done.returncode == 2, done.stderr
+    assert "--health-window must be > 0" in done.stderr

@@ -24,8 +24,9 @@ def every_option() -> list[tuple[str, click.Option]]:
                 assert sub is not None
                 walk(sub, f"{path} {name}".strip())
             return
+        # Hidden options are not the user's (a pool's, on its workers' command lines).
         found.extend((path, p) for p in command.params if isinstance(p, click.Option)
-                     and p.name != "help")
+                     and p.name != "help" and not p.hidden)
 
     walk(main, "")
     return found

@@ -163,6 +163,9 @@ class PoolOut(_Out):
     running: int
     queued: int  # attempts queued that no worker holds
     done: int  # attempts the workers finished since they started
+    recent_done: int  # ... in their recent health windows (corral worker --health-window)
+    recent_failed: int  # of ``recent_done``, failed
+    error_rate: float | None  # recent_failed / recent_done; None: none finished lately
     throughput_per_s: float
     throughput_over_s: float | None  # the interval; None: the workers' lifetime rate
 
