@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers.brokers import any_broker_url  # noqa: F401 (a fixture: each fleet broker)
 from tests.helpers.postgres import schema_url
 
 

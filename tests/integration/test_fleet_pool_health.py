@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-from tests.helpers.brokers import BROKERS
 from tests.helpers.fleet_tasks import broken
 from tests.helpers.redis import REPO, start_worker, stop_worker, worker_env
 from tests.helpers.waiting import wait_for
@@ -25,10 +24,10 @@ GENEROUS_S = 120.0  # a hang guard for a loaded 2-core machine
 FAILURES = 12  # over the 10 attempts health waits for before judging
 
 
-@pytest.fixture(params=sorted(BROKERS))
-def url(request):
-    with BROKERS[request.param]() as u:
-        yield u
+@pytest.fixture
+def url(any_broker_url):
+    """Once per broker (real Redis and PostgreSQL)."""
+    return any_broker_url
 
 
 def test_a_worker_degraded_by_failures_is_healthy_again_once_they_leave_its_window(url,

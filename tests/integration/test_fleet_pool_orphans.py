@@ -19,7 +19,6 @@ import threading
 
 import psutil
 import pytest
-from tests.helpers.brokers import BROKERS
 from tests.helpers.fleet_tasks import ran, starts
 from tests.helpers.redis import REPO, start_worker, stop_worker, worker_env
 from tests.helpers.waiting import wait_for
@@ -33,10 +32,10 @@ pytestmark = pytest.mark.slow
 GENEROUS_S = 120.0  # a hang guard for a loaded 2-core machine
 
 
-@pytest.fixture(params=sorted(BROKERS))
-def url(request):
-    with BROKERS[request.param]() as u:
-        yield u
+@pytest.fixture
+def url(any_broker_url):
+    """Once per broker (real Redis and PostgreSQL)."""
+    return any_broker_url
 
 
 def alive(pid: int) -> bool:

@@ -20,7 +20,6 @@ import threading
 
 import psutil
 import pytest
-from tests.helpers.brokers import BROKERS
 from tests.helpers.fleet_tasks import held, starts
 from tests.helpers.redis import REPO, worker_env
 from tests.helpers.waiting import wait_for
@@ -33,10 +32,10 @@ pytestmark = pytest.mark.slow
 GENEROUS_S = 120.0  # a hang guard for a loaded 2-core machine
 
 
-@pytest.fixture(params=sorted(BROKERS))
-def url(request):
-    with BROKERS[request.param]() as u:
-        yield u
+@pytest.fixture
+def url(any_broker_url):
+    """Once per broker (real Redis and PostgreSQL)."""
+    return any_broker_url
 
 
 def test_two_pools_on_one_queue_grow_to_what_it_needs_not_twice_that(url, tmp_path):
