@@ -11,7 +11,9 @@ so nothing else would. Two guards, each enough alone::
 The death signal fires when the *thread* that started the worker ends, not the process: the
 pool asks for it only when it starts workers from its main thread (:func:`spawned_safely`).
 Between the worker's start and its prctl call the pool may already have died: the worker
-looks at its parent right after, and stops at once if it is not the pool.
+looks at its parent right after, and stops at once if it is not the pool. A worker started
+with SIGTERM ignored keeps it ignored (as every corral entry point does): the death signal
+then does nothing, and the watchdog stops it at its next beat.
 """
 
 from __future__ import annotations
