@@ -89,7 +89,7 @@ def test_a_pool_killed_with_sigkill_takes_its_workers_with_it(url, tmp_path):
         wait_for(lambda: not any(alive(pid) for pid in workers),
                  "every worker of the killed pool to end", GENEROUS_S)
         text = log.read_text()
-        assert text.count("stopping (finishing what runs") == 2, text  # SIGTERM, graceful
+        assert text.count("stopping (finishing what runs") >= 2, text  # each, gracefully
         assert "Traceback" not in text, text
 
         # A worker appears: the run completes, the quick tasks do not run again.

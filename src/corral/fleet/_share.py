@@ -14,7 +14,8 @@ counts, per queue, the depth times its share of the queue's live capacity::
 Without it, two pools on one queue each count the whole queue and both grow for it: twice
 the workers needed. With it the pools' shares (and the plain workers') add up to the depth,
 and a lone pool's share is the whole queue. *Live*: the workers that take work (starting,
-healthy, degraded; not unhealthy or stopping), as the registry shows them.
+healthy, degraded; not unhealthy or stopping), as the registry shows them. A worker serving
+several queues counts its slots in each (as ``corral workers``' pools count them).
 
 A pool with no live worker (``--min-workers 0``, or all just started) counts as if it had one:
 it must see some demand to start at all. Beside pools that already have capacity its share is
