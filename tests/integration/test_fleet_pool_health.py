@@ -48,17 +48,25 @@ def test_a_worker_degraded_by_failures_is_healthy_again_once_they_leave_its_wind
         result = dag.run(broker=url, concurrency=FAILURES, fail_fast=False,
                          handle_signals=False, log_dir=None)
         assert not result.ok
-        wait_for(lambda: health()[1].state is Health.DEGRADED, "the worker to be degraded",
-                 GENEROUS_S)
-        row, h = health()
+        seen = []  # the last look: a beat may have counted only some of the failures yet
+
+        def degraded() -> bool:
+            seen[:] = [health()]
+            return seen[0][1].state is Health.DEGRADED and seen[0][1].recent_done == FAILURES
+
+        wait_for(degraded, "the worker to be degraded by all its failures", GENEROUS_S)
+        row, h = seen[0]
         assert (h.recent_done, h.recent_failed, h.error_rate) == (FAILURES, FAILURES, 1.0)
         assert h.reason == f"{FAILURES} of {FAILURES} attempts failed in the last 10s " \
                            "(100% > 50%)"
         # Nothing more runs: the failures leave the window, and the worker is healthy again.
-        wait_for(lambda: health()[1].state is Health.HEALTHY, "the worker to be healthy again",
-                 GENEROUS_S)
-        row, h = health()
-        assert (h.recent_done, h.recent_failed, h.error_rate) == (0, 0, None)
+        def healthy() -> bool:
+            seen[:] = [health()]
+            return seen[0][1].state is Health.HEALTHY and seen[0][1].recent_done == 0
+
+        wait_for(healthy, "every failure to leave the window", GENEROUS_S)
+        row, h = seen[0]
+        assert (h.recent_failed, h.error_rate) == (0, None)
         assert (row.done, row.failed) == (FAILURES, FAILURES)  # its life remembers them
         # corral workers says the same: recent failed/finished, then the lifetime counts.
         listed = subprocess.run([sys.executable, "-m", "corral", "workers", "--broker", url],
