@@ -39,13 +39,16 @@ if TYPE_CHECKING:
     from corral.store import Store
 
 __all__ = ["UNKNOWN_S", "History", "choose_workers", "estimates", "read_history",
-           "shared_fixture_groups", "suite_graph", "suite_name"]
+           "shared_fixture_groups", "start_cost", "suite_graph", "suite_name"]
 
 # The estimate of a test when the store knows no test of the suite: small, so that a first
 # run of a suite stays in one process unless it has many tests.
 UNKNOWN_S = 0.005
 # What starting a worker costs besides collecting the suite: an interpreter and pytest.
 WORKER_START_S = 0.3
+# What forking a worker that has the collected suite costs (_fork.py): the fork, and the
+# pages both processes then write to copied.
+FORK_START_S = 0.05
 # What sending a test to a worker and its reports back costs, on top of the test.
 PER_TEST_S = 0.001
 # A shared fixture that takes this long to set up keeps its tests on one worker.
@@ -77,20 +80,25 @@ def estimates(nodeids: Sequence[str], known: Mapping[str, float]) -> dict[str, f
             for n in nodeids}
 
 
-def choose_workers(durations: Mapping[str, float], collect_s: float,
+def start_cost(collect_s: float, *, fork: bool) -> float:
+    """What starting the workers costs (they start together): a fork of this process, which
+    has the suite collected; else a new interpreter that collects it again."""
+    return FORK_START_S if fork else collect_s + WORKER_START_S
+
+
+def choose_workers(durations: Mapping[str, float], start_s: float,
                    cpus: int | None = None) -> int:
     """How many workers the suite deserves: 1 (this process) when starting workers costs
     more than they save. A run on ``n`` workers takes about ``max(total / n, longest)``, plus
-    the trips to the workers (:data:`PER_TEST_S` a test) and one worker start (``collect_s +
-    WORKER_START_S``, the workers starting together); more workers than CPUs only share
-    them."""
+    the trips to the workers (:data:`PER_TEST_S` a test) and starting them (``start_s``,
+    :func:`start_cost`); more workers than CPUs only share them."""
     cpus = cpus or len(os.sched_getaffinity(0)) or 1
     total = sum(durations.values())
     longest = max(durations.values(), default=0.0)
     best, best_time = 1, total
     for n in range(2, min(cpus, len(durations)) + 1):
         predicted = (max(total / n, longest) + len(durations) * PER_TEST_S / n
-                     + collect_s + WORKER_START_S)
+                     + start_s)
         if predicted < best_time * WORTH_IT:
             best, best_time = n, predicted
     return best
