@@ -104,6 +104,39 @@ def test_same_outcomes_as_plain_pytest(corral: RunCli, tmp_path: Path) -> None:
     assert "assert 1 + 1 == 3" in ours.stdout  # the failure's traceback, as pytest shows it
 
 
+def test_workers_are_forks_of_the_collected_session(corral: RunCli, tmp_path: Path) -> None:
+    write_suite(tmp_path, {
+        "conftest.py": '''
+            import os
+
+            def pytest_collection_finish(session):
+                with open("collections.txt", "a") as f:
+                    f.write(f"{os.getpid()}\\n")
+        ''',
+        "test_pids.py": '''
+            import os
+
+            import pytest
+
+            @pytest.mark.parametrize("n", range(4))
+            def test_pid(n):
+                with open("pids.txt", "a") as f:
+                    f.write(f"{os.getpid()}\\n")
+        ''',
+    })
+    forked = corral("test", "--workers", "2", "--no-store")
+    assert forked.returncode == 0, forked.stdout + forked.stderr
+    assert "4 passed" in forked.stdout
+    collected_in = (tmp_path / "collections.txt").read_text().split()
+    assert len(collected_in) == 1  # the corral test process only: the forks have the session
+    assert collected_in[0] not in (tmp_path / "pids.txt").read_text().split()
+    (tmp_path / "collections.txt").unlink()
+    spawned = corral("test", "--workers", "2", "--no-store", env={"CORRAL_TEST_FORK": "0"})
+    assert spawned.returncode == 0, spawned.stdout + spawned.stderr
+    assert "4 passed" in spawned.stdout
+    assert len((tmp_path / "collections.txt").read_text().split()) == 3  # and each worker
+
+
 def test_a_crash_fails_its_test_alone(corral: RunCli, tmp_path: Path) -> None:
     write_suite(tmp_path, {"test_crash.py": '''
         import os
