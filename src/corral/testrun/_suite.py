@@ -91,16 +91,17 @@ def start_cost(collect_s: float, *, fork: bool) -> float:
 def choose_workers(durations: Mapping[str, float], start_s: float,
                    cpus: int | None = None) -> int:
     """How many workers the suite deserves: 1 (this process) when starting workers costs
-    more than they save. A run on ``n`` workers takes about ``max(total / n, longest)``, plus
-    the trips to the workers (:data:`PER_TEST_S` a test) and starting them (``start_s``,
+    more than they save. A run on ``n`` workers takes about ``max(work / n, longest)``, where
+    the work is the tests and their trips to the workers (:data:`PER_TEST_S` a test: they
+    overlap the longest test, not add to it), plus starting the workers (``start_s``,
     :func:`start_cost`); more workers than CPUs only share them."""
     cpus = cpus or len(os.sched_getaffinity(0)) or 1
     total = sum(durations.values())
     longest = max(durations.values(), default=0.0)
     best, best_time = 1, total
     for n in range(2, min(cpus, len(durations)) + 1):
-        predicted = (max(total / n, longest) + len(durations) * PER_TEST_S / n
-                     + start_s)
+        work = total + len(durations) * PER_TEST_S
+        predicted = max(work / n, longest + PER_TEST_S) + start_s
         if predicted < best_time * WORTH_IT:
             best, best_time = n, predicted
     return best
