@@ -1,8 +1,10 @@
 """The executors of ``corral test``: a pool of pytest worker processes, or this process.
 
 :class:`WorkerPool` keeps N long-lived workers (:mod:`._worker`), each a pytest session that
-collected the suite once, and sends each test to an idle one — preferably the worker that
-ran the same module last, whose module- and class-scoped fixtures are still set up. A
+has the suite collected (a fork of this process made after it collected, :mod:`._fork`;
+else a new interpreter that collects it again), and sends each test to an idle one —
+preferably the worker that ran the same module last, whose module- and class-scoped fixtures
+are still set up. A
 worker that dies running a test (``os._exit``, a segfault) fails that test alone, with its
 exit status and the end of its stderr; a test that runs past ``--timeout`` has its worker
 killed and is reported as timed out; either way a fresh worker takes the dead one's place.
