@@ -104,6 +104,40 @@ def test_same_outcomes_as_plain_pytest(corral: RunCli, tmp_path: Path) -> None:
     assert "assert 1 + 1 == 3" in ours.stdout  # the failure's traceback, as pytest shows it
 
 
+def test_workers_are_forks_of_the_collected_session(corral: RunCli, tmp_path: Path) -> None:
+    write_suite(tmp_path, {
+        "conftest.py": '''
+            import os
+
+            def pytest_collection_finish(session):
+                with open("collections.txt", "a") as f:
+                    f.write(f"{os.getpid()}\\n")
+        ''',
+        "test_pids.py": '''
+            import os
+
+            import pytest
+
+            @pytest.mark.parametrize("n", range(4))
+            def test_pid(n):
+                with open("pids.txt", "a") as f:
+                    f.write(f"{os.getpid()}\\n")
+        ''',
+    })
+    forked = corral("test", "--workers", "2", "--no-store")
+    assert forked.returncode == 0, forked.stdout + forked.stderr
+    assert "4 passed" in forked.stdout
+    collected_in = (tmp_path / "collections.txt").read_text().split()
+    assert len(collected_in) == 1  # the corral test process only: the forks have the session
+    assert collected_in[0] not in (tmp_path / "pids.txt").read_text().split()
+    (tmp_path / "collections.txt").unlink()
+    spawned = corral("test", "--workers", "2", "--no-store", env={"CORRAL_TEST_FORK": "0"})
+    assert spawned.returncode == 0, spawned.stdout + spawned.stderr
+    assert "4 passed" in spawned.stdout
+    # and each worker that got ready (one may be stopped before: the other ran all four)
+    assert len((tmp_path / "collections.txt").read_text().split()) >= 2
+
+
 def test_a_crash_fails_its_test_alone(corral: RunCli, tmp_path: Path) -> None:
     write_suite(tmp_path, {"test_crash.py": '''
         import os
@@ -351,15 +385,24 @@ def test_no_worker_outlives_a_killed_corral_test(tmp_path: Path) -> None:
                             env=cli_env(tmp_path, {MARKER_VAR: marker}),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    # The workers are its children (forks, with its command line): once it is killed they
+    # are orphans, found by the pids they had.
+    seen: set[int] = set()
     try:
-        def workers() -> list[tuple[int, int, str]]:
-            return [p for p in marked_processes(marker) if "corral.testrun._worker" in p[2]]
+        def workers() -> set[int]:
+            return {pid for pid, ppid, _ in marked_processes(marker) if ppid == proc.pid}
 
-        wait_for(lambda: len(workers()) == 2, "two workers")
+        def two_workers() -> bool:
+            seen.clear()
+            seen.update(workers())
+            return len(seen) == 2
+
+        wait_for(two_workers, "two workers")
     finally:
         proc.kill()
         proc.wait()
-    wait_for(lambda: not workers(), "the workers to end with their corral test")
+    wait_for(lambda: not seen & {pid for pid, _, _ in marked_processes(marker)},
+             "the workers to end with their corral test")
 
 
 def test_failed_first_runs_last_times_failures_first(corral: RunCli, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corral.cli._test import UsageProblem, parse_test_args
-from corral.testrun._suite import UNKNOWN_S, choose_workers, estimates
+from corral.testrun._suite import UNKNOWN_S, choose_workers, estimates, start_cost
 
 
 def test_corral_options_are_picked_out_and_the_rest_goes_to_pytest() -> None:
@@ -49,9 +49,20 @@ def test_unknown_tests_get_their_modules_average_else_the_suites() -> None:
 
 def test_a_tiny_suite_stays_in_one_process_and_a_long_one_spreads() -> None:
     tiny = {f"t.py::t{i}": 0.001 for i in range(200)}
-    assert choose_workers(tiny, collect_s=0.5, cpus=8) == 1
+    assert choose_workers(tiny, start_s=0.8, cpus=8) == 1
     long = {f"t.py::t{i}": 0.5 for i in range(40)}
-    assert choose_workers(long, collect_s=0.5, cpus=2) == 2
+    assert choose_workers(long, start_s=0.8, cpus=2) == 2
     # one long test holds the suite back: more workers than it allows buy nothing
     tail = {"t.py::slow": 10.0, **{f"t.py::t{i}": 0.2 for i in range(40)}}
-    assert choose_workers(tail, collect_s=0.5, cpus=8) == 2
+    assert choose_workers(tail, start_s=0.8, cpus=8) == 2
+
+
+def test_forked_workers_pay_for_themselves_sooner() -> None:
+    # Shaped like boltons: ~500 short tests and one of 1.2 s, collected in 0.7 s. Workers
+    # that collect again cost more than they save; forks of the collected session do not.
+    suite = {"t.py::slow": 1.2, **{f"t.py::t{i}": 0.003 for i in range(500)}}
+    assert choose_workers(suite, start_s=start_cost(0.7, fork=False), cpus=2) == 1
+    assert choose_workers(suite, start_s=start_cost(0.7, fork=True), cpus=2) == 2
+    # The trips to the workers overlap the longest test: a suite held up by it still spreads.
+    held_up = {"t.py::slow": 1.2, **{f"t.py::t{i}": 0.001 for i in range(500)}}
+    assert choose_workers(held_up, start_s=start_cost(0.7, fork=True), cpus=2) == 2

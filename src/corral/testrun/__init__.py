@@ -12,8 +12,9 @@ back to the pytest session of the ``corral test`` process, which prints them, wr
                                ├─ none: pytest's own loop, recorded after (_serial.py)
                                └─ the tests as a graph (_suite.py)
                                   └─ corral._launch: a recorded run, executor "pytest"
-                                       ├─ WorkerPool (_pool.py): N processes (_worker.py)
-                                       │     node id ──pipe──> pytest.main(ARGS) in the worker
+                                       ├─ WorkerPool (_pool.py): N processes (_worker.py),
+                                       │     forks of this process once collected (_fork.py)
+                                       │     node id ──pipe──> the worker's pytest session
                                        │     reports <──pipe── (start, report..., done)
                                        └─ InlineRunner: in this process (a tiny suite that
                                           marks or --check-order keep on the scheduler)

@@ -22,7 +22,14 @@ import pytest
 from corral.testrun._marker import MARKER
 from corral.testrun._outcomes import Outcomes
 from corral.testrun._serial import failed_first, has_corral_marks, record_run
-from corral.testrun._suite import History, choose_workers, estimates, read_history, suite_name
+from corral.testrun._suite import (
+    History,
+    choose_workers,
+    estimates,
+    read_history,
+    start_cost,
+    suite_name,
+)
 
 if TYPE_CHECKING:
     from corral.store import Store
@@ -65,6 +72,7 @@ class Controller:
         # The run left to pytest's own loop (_serial.py): what it reported, when it started.
         self._serial: Outcomes | None = None
         self._started_at = datetime.now(UTC)
+        self._fork = False  # the workers are forks of this process (_fork.py)
 
     def pytest_configure(self, config: pytest.Config) -> None:
         config.addinivalue_line("markers", MARKER)
@@ -111,6 +119,9 @@ class Controller:
             return None  # pytest's own loop reports the collection errors
         if session.config.option.collectonly or not session.items:
             return None
+        from corral.testrun._fork import can_fork
+
+        self._fork = can_fork()  # now: pytest may have started threads since the start
         workers = self._workers(session)
         if workers is None:
             self._run_serially(session)
@@ -162,7 +173,7 @@ class Controller:
         if settings.workers is not None:
             return settings.workers
         durations = estimates([item.nodeid for item in session.items], self._history.durations)
-        workers = choose_workers(durations, self._collect_s)
+        workers = choose_workers(durations, start_cost(self._collect_s, fork=self._fork))
         if (workers == 1 and settings.timeout is None and not settings.check_order
                 and not has_corral_marks(session.items)):
             return None
@@ -225,6 +236,8 @@ class Controller:
         if reporter is not None and config.option.verbose >= 0:
             where = "this process" if inline else f"{workers} worker processes"
             reporter.write_line(f"corral: {_tests(len(nodeids))} on {where}")
+        if isinstance(executor, WorkerPool) and self._fork:
+            executor.fork(session, unplug=[self])  # before the run loop's threads start
         run = launch(graph, settings.store, options=LaunchOptions(
             concurrency=executor.slots, fail_fast=False, executors={"pytest": executor},
             log_dir=None, history=durations))

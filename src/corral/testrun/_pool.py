@@ -1,8 +1,10 @@
 """The executors of ``corral test``: a pool of pytest worker processes, or this process.
 
 :class:`WorkerPool` keeps N long-lived workers (:mod:`._worker`), each a pytest session that
-collected the suite once, and sends each test to an idle one — preferably the worker that
-ran the same module last, whose module- and class-scoped fixtures are still set up. A
+has the suite collected (a fork of this process made after it collected, :mod:`._fork`;
+else a new interpreter that collects it again), and sends each test to an idle one —
+preferably the worker that ran the same module last, whose module- and class-scoped fixtures
+are still set up. A
 worker that dies running a test (``os._exit``, a segfault) fails that test alone, with its
 exit status and the end of its stderr; a test that runs past ``--timeout`` has its worker
 killed and is reported as timed out; either way a fresh worker takes the dead one's place.
@@ -29,9 +31,11 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 import orjson
+import pytest
 
 from corral.executors._base import Executor, Sink, Work
 from corral.testrun._bridge import Bridge
+from corral.testrun._fork import Forked, fork_worker
 from corral.testrun._items import ItemRunner
 
 __all__ = ["InlineRunner", "WorkerPool", "passes_in_order"]
@@ -50,8 +54,8 @@ class _Worker:
     __slots__ = ("dead", "ever_ready", "inbox", "last_module", "proc", "reader", "reserved",
                  "running", "sent", "started", "stderr")
 
-    def __init__(self, proc: subprocess.Popen[bytes], inbox: IO[bytes], stderr: IO[bytes]
-                 ) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes] | Forked, inbox: IO[bytes],
+                 stderr: IO[bytes]) -> None:
         self.proc = proc
         self.inbox = inbox
         self.stderr = stderr
@@ -98,10 +102,24 @@ class WorkerPool(Executor):
     def slots(self) -> int:
         return 2 * self.workers  # one running and one sent ahead, at most, on each
 
+    def fork(self, session: pytest.Session, unplug: Sequence[object]) -> None:
+        """Start the workers as forks of this process (:mod:`._fork`), which has collected
+        ``session``: on the main thread, before any other thread starts."""
+        ours: list[int] = []  # our ends of the pipes forked so far: each child closes them
+        forked = []
+        for _ in range(self.workers):
+            stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the worker is gone
+            proc, to_worker_w, from_worker_r = fork_worker(session, stderr, unplug, ours)
+            ours += [to_worker_w, from_worker_r, stderr.fileno()]
+            forked.append((proc, to_worker_w, from_worker_r, stderr))
+        with self._lock:
+            for proc, to_worker_w, from_worker_r, stderr in forked:
+                self._adopt(proc, to_worker_w, from_worker_r, stderr)
+
     async def start(self, sink: Sink) -> None:
         await super().start(sink)
         with self._lock:
-            for _ in range(self.workers):
+            for _ in range(self.workers - len(self._live)):  # none if forked already
                 self._spawn()
 
     # ------------------------------------------------------------ run loop
@@ -157,6 +175,11 @@ class WorkerPool(Executor):
         """Start a worker (lock held)."""
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the worker is gone
         proc, to_worker_w, from_worker_r = _start_worker(self.args, stderr)
+        self._adopt(proc, to_worker_w, from_worker_r, stderr)
+
+    def _adopt(self, proc: subprocess.Popen[bytes] | Forked, to_worker_w: int,
+               from_worker_r: int, stderr: IO[bytes]) -> None:
+        """Take a started worker into the pool and read what it says (lock held)."""
         worker = _Worker(proc, os.fdopen(to_worker_w, "wb", buffering=0), stderr)
         reader = threading.Thread(target=self._read, args=(worker, from_worker_r),
                                   name=f"corral-test-reader-{proc.pid}", daemon=True)
@@ -359,10 +382,16 @@ def passes_in_order(args: Sequence[str], tests: Sequence[str], timeout: float | 
     return passed
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    """Kill a worker and whatever its test started (its own session)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+def _kill(proc: subprocess.Popen[bytes] | Forked) -> None:
+    """Kill a worker and whatever its test started (its own session; the worker alone if
+    it has yet to make one: a fork that has not run yet)."""
+    try:
         os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(proc.pid, signal.SIGKILL)
+    except PermissionError:
+        pass
 
 class InlineRunner(Executor):
     """Runs the tests in this process, one at a time, on the main thread."""

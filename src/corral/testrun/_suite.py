@@ -39,13 +39,18 @@ if TYPE_CHECKING:
     from corral.store import Store
 
 __all__ = ["UNKNOWN_S", "History", "choose_workers", "estimates", "read_history",
-           "shared_fixture_groups", "suite_graph", "suite_name"]
+           "shared_fixture_groups", "start_cost", "suite_graph", "suite_name"]
 
 # The estimate of a test when the store knows no test of the suite: small, so that a first
-# run of a suite stays in one process unless it has many tests.
-UNKNOWN_S = 0.005
+# run of a suite stays in one process unless it has many tests (with forked workers, some
+# 200 or more; toolz's 188, which workers cannot speed up, stay).
+UNKNOWN_S = 0.003
 # What starting a worker costs besides collecting the suite: an interpreter and pytest.
 WORKER_START_S = 0.3
+# What forked workers cost (_fork.py) over pytest's own loop in this process: the run loop,
+# its threads and its run record, the forks, and the pages both processes then write to
+# copied (measured: 0.15 s more CPU time on a one-test suite with 2 workers than without).
+FORK_START_S = 0.15
 # What sending a test to a worker and its reports back costs, on top of the test.
 PER_TEST_S = 0.001
 # A shared fixture that takes this long to set up keeps its tests on one worker.
@@ -77,20 +82,26 @@ def estimates(nodeids: Sequence[str], known: Mapping[str, float]) -> dict[str, f
             for n in nodeids}
 
 
-def choose_workers(durations: Mapping[str, float], collect_s: float,
+def start_cost(collect_s: float, *, fork: bool) -> float:
+    """What starting the workers costs (they start together): a fork of this process, which
+    has the suite collected; else a new interpreter that collects it again."""
+    return FORK_START_S if fork else collect_s + WORKER_START_S
+
+
+def choose_workers(durations: Mapping[str, float], start_s: float,
                    cpus: int | None = None) -> int:
     """How many workers the suite deserves: 1 (this process) when starting workers costs
-    more than they save. A run on ``n`` workers takes about ``max(total / n, longest)``, plus
-    the trips to the workers (:data:`PER_TEST_S` a test) and one worker start (``collect_s +
-    WORKER_START_S``, the workers starting together); more workers than CPUs only share
-    them."""
+    more than they save. A run on ``n`` workers takes about ``max(work / n, longest)``, where
+    the work is the tests and their trips to the workers (:data:`PER_TEST_S` a test: they
+    overlap the longest test, not add to it), plus starting the workers (``start_s``,
+    :func:`start_cost`); more workers than CPUs only share them."""
     cpus = cpus or len(os.sched_getaffinity(0)) or 1
     total = sum(durations.values())
     longest = max(durations.values(), default=0.0)
     best, best_time = 1, total
     for n in range(2, min(cpus, len(durations)) + 1):
-        predicted = (max(total / n, longest) + len(durations) * PER_TEST_S / n
-                     + collect_s + WORKER_START_S)
+        work = total + len(durations) * PER_TEST_S
+        predicted = max(work / n, longest + PER_TEST_S) + start_s
         if predicted < best_time * WORTH_IT:
             best, best_time = n, predicted
     return best
@@ -112,16 +123,20 @@ def read_history(store: Store | None, name: str, nodeids: Sequence[str]) -> Hist
         return History({}, None)
     from corral._spec import TaskState
 
-    durations = store.task_durations(name, nodeids)
     runs = store.list_runs(pipeline=name, limit=1)
     if not runs:
-        return History(durations, None)
+        return History(store.task_durations(name, nodeids), None)
     tasks = store.load_run(runs[0].id).tasks
+    measured: dict[str, float] = {}
     setups = {}
     for task in tasks.values():
         value = task.value  # [seconds, setup seconds] as pytest measured them
         if type(value) is list and len(value) == 2 and all(type(v) is float for v in value):
-            durations[task.id], setups[task.id] = value
+            measured[task.id], setups[task.id] = value
+    # The medians of earlier passes only for the tests the latest run did not measure (none,
+    # mostly: the query costs as much as the rest of the planning).
+    missing = [n for n in nodeids if n not in measured]
+    durations = {**store.task_durations(name, missing), **measured} if missing else measured
     return History(durations, {t.id for t in tasks.values() if t.state is TaskState.FAILED},
                    setups)
 

@@ -33,7 +33,7 @@ import pytest
 
 from corral.testrun._items import ItemRunner
 
-__all__ = ["WorkerPlugin", "main"]
+__all__ = ["WorkerPlugin", "die_with", "main", "quiet_worker"]
 
 # How often a worker checks that the corral test process still lives.
 PARENT_CHECK_S = 0.5
@@ -54,15 +54,7 @@ class WorkerPlugin:
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:
         self.config = config
-        from _pytest.junitxml import xml_key
-
-        xml = config.stash.get(xml_key, None)
-        if xml is not None:  # the corral test process writes --junit-xml, not each worker
-            del config.stash[xml_key]
-            config.pluginmanager.unregister(xml)
-        cache = getattr(config, "cache", None)
-        if cache is not None:  # nor does a worker, which saw a part, write --lf state
-            cache.set = lambda key, value: None
+        quiet_worker(config)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
@@ -95,6 +87,20 @@ class WorkerPlugin:
         assert self.config is not None
         data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
         self.send({"report": data})
+
+
+def quiet_worker(config: pytest.Config) -> None:
+    """Switch off what only the ``corral test`` process does: write ``--junit-xml`` and
+    pytest's cache (``--lf`` state: a worker saw a part of the suite)."""
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    if xml is not None:
+        del config.stash[xml_key]
+        config.pluginmanager.unregister(xml)
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        cache.set = lambda key, value: None
 
 
 def die_with(parent: int) -> None:
