@@ -103,13 +103,22 @@ class Run:
     outcome: str
 
 
+def suite_env() -> dict[str, str]:
+    """A user's environment: no ``CORRAL_*`` or ``PYTEST_*`` settings from this shell, and
+    bytecode written (this sandbox sets ``PYTHONDONTWRITEBYTECODE``, under which every run
+    would compile and assert-rewrite the whole suite again, as no developer's machine does
+    after the first run)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CORRAL_", "PYTEST_")) and k != "PYTHONDONTWRITEBYTECODE"}
+    env["COLUMNS"] = "200"
+    return env
+
+
 def run_once(mode: str, suite: Suite, base: Path) -> Run:
     where = suite_dir(base, suite)
     cmd = command(mode, where / "venv" / "bin", suite, where / "corral.db")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "PYTEST_"))}
-    env["COLUMNS"] = "200"
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=where / "src", env=env, stdin=subprocess.DEVNULL,
+    done = subprocess.run(cmd, cwd=where / "src", env=suite_env(), stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0
     return Run(mode, seconds, done.returncode, outcome(done.stdout))
@@ -121,10 +130,13 @@ def bench_suite(suite: Suite, base: Path, reps: int, modes: tuple[str, ...]) -> 
         raise SystemExit(f"{where}: no venv; run python -m bench.pytest_suites_build first")
     for stale in where.glob("corral.db*"):
         stale.unlink()  # the first corral run knows no durations
-    # corral's bytecode, as an installed wheel has it (pytest's own is in site-packages): the
-    # editable install has none, and PYTHONDONTWRITEBYTECODE keeps each run compiling it again.
+    # corral's bytecode, as an installed wheel has it (pytest's own is in site-packages).
     subprocess.run([str(where / "venv" / "bin" / "python"), "-m", "compileall", "-q",
                     str(ROOT / "src" / "corral")], check=True, stdout=subprocess.DEVNULL)
+    # Untimed: the suite's bytecode and pytest's rewritten test modules, written once.
+    subprocess.run(command("pytest", where / "venv" / "bin", suite, where / "corral.db")
+                   + ["--collect-only", "-q"], cwd=where / "src", env=suite_env(),
+                   stdin=subprocess.DEVNULL, capture_output=True, check=False)
     runs = []
     for rep in range(reps):
         for mode in modes:
