@@ -134,9 +134,10 @@ def bench_suite(suite: Suite, base: Path, reps: int, modes: tuple[str, ...]) -> 
     subprocess.run([str(where / "venv" / "bin" / "python"), "-m", "compileall", "-q",
                     str(ROOT / "src" / "corral")], check=True, stdout=subprocess.DEVNULL)
     # Untimed: the suite's bytecode and pytest's rewritten test modules, written once.
-    subprocess.run(command("pytest", where / "venv" / "bin", suite, where / "corral.db")
-                   + ["--collect-only", "-q"], cwd=where / "src", env=suite_env(),
-                   stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    collect = [*command("pytest", where / "venv" / "bin", suite, where / "corral.db"),
+               "--collect-only"]
+    subprocess.run(collect, cwd=where / "src", env=suite_env(), stdin=subprocess.DEVNULL,
+                   capture_output=True, check=False)
     runs = []
     for rep in range(reps):
         for mode in modes:
