@@ -509,7 +509,8 @@ class Runner(GrowingRun, ResultOfRun):
     def _log_file(self, task_id: str, attempt: int) -> str:
         """:meth:`log_path` as a string, as the dispatch hands it on (made once per attempt:
         a string costs a fraction of a ``Path``); makes the run's log folder the first time."""
-        assert self.log_dir is not None and self._log_prefix is not None
+        assert self.log_dir is not None
+        assert self._log_prefix is not None
         if not self._log_dir_made:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self._log_dir_made = True
