@@ -45,12 +45,10 @@ Policy:
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 import shlex
-from collections.abc import Hashable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -60,6 +58,7 @@ import pydantic
 from corral._dag import DAG
 from corral._errors import ParameterError, PipelineError, Problem, ValidationError
 from corral._expressions import NAME, NAME_RE
+from corral._gc import paused_gc
 from corral._options import TASK_OPTIONS, make_spec
 from corral._pipeline_flow import FlowReading
 from corral._pipeline_schema import TASK, FileHeader, Header, Task, known_keys, pipeline_schema
@@ -151,7 +150,9 @@ def parse_pipeline(
     path = None if file.startswith("<") else file
     base = None if base_dir is None else str(Path(base_dir).absolute())
     passed = dict(params or {})
-    with _paused_gc():
+    # No cyclic collection while a file is read: reading allocates millions of objects and
+    # no cycles (100,000 tasks read in several times the time with the collector on).
+    with paused_gc():
         loaded = load_text(text, file, fmt)
         try:
             return _Reader(file, passed, base, check_calls).read(loaded, path)
@@ -161,20 +162,6 @@ def parse_pipeline(
         # Problems, but no lines to show them at: read the file again, with lines.
         located = load_text(text, file, fmt, located=True)
         return _Reader(file, passed, base, check_calls).read(located, path)
-
-
-@contextmanager
-def _paused_gc() -> Iterator[None]:
-    """No cyclic garbage collection while a file is read: reading allocates millions of
-    objects and no cycles, and each collection would walk all of them again (100,000 tasks
-    read in several times the time with the collector on)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def parse_params(pairs: Iterable[str]) -> dict[str, str]:

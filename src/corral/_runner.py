@@ -213,6 +213,9 @@ class Runner(GrowingRun, ResultOfRun):
         self._workers: dict[tuple[int, int], str] = {}
         # Log files are <log_dir>/<run>/<task>.<attempt>.log: the prefix, for transitions.
         self._log_prefix = None if self.log_dir is None else f"{self.log_dir}{os.sep}"
+        # The log file of each attempt dispatched, until its start is told to listeners (the
+        # transition names the same file: made once, not twice).
+        self._started_logs: dict[int, tuple[int, str]] = {}
         self._t0 = 0.0
         self._started_at = datetime.now(UTC)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -444,7 +447,11 @@ class Runner(GrowingRun, ResultOfRun):
             args = substitute_refs(args, lookup)
             kwargs = substitute_refs(kwargs, lookup)
         name = self._executor_of[i]
-        log_path = None if self.log_dir is None else self.log_path(spec.id, attempt)
+        log_path = None
+        if self._log_prefix is not None:
+            log_path = self._log_file(spec.id, attempt)
+            if self.listeners:
+                self._started_logs[i] = (attempt, log_path)
         heartbeat = spec.heartbeat
         work: Work
         if heartbeat is None:
@@ -497,12 +504,19 @@ class Runner(GrowingRun, ResultOfRun):
 
     def log_path(self, task_id: str, attempt: int) -> Path | None:
         """Where attempt ``attempt`` of ``task_id`` writes its output."""
-        if self.log_dir is None:
+        if self._log_prefix is None:
             return None
+        return Path(self._log_file(task_id, attempt))
+
+    def _log_file(self, task_id: str, attempt: int) -> str:
+        """:meth:`log_path` as a string, as the dispatch hands it on (made once per attempt:
+        a string costs a fraction of a ``Path``); makes the run's log folder the first time."""
+        assert self.log_dir is not None
+        assert self._log_prefix is not None
         if not self._log_dir_made:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self._log_dir_made = True
-        return self.log_dir / f"{log_name(task_id)}.{attempt}.log"
+        return f"{self._log_prefix}{log_name(task_id)}.{attempt}.log"
 
     def _resolve_action(self, i: int) -> Any:
         action = self.graph.specs[i].action
@@ -675,6 +689,7 @@ class Runner(GrowingRun, ResultOfRun):
         failures = self._failures
         workers = self._workers
         logs = self._log_prefix
+        started_logs = self._started_logs
         make = tuple.__new__  # a run emits three per task: skip the named tuple's __new__
         events = []
         for i, state, attempt in batch:
@@ -683,7 +698,9 @@ class Runner(GrowingRun, ResultOfRun):
                 events.append(make(Transition, (ids[i], state, attempt, now, None, None, value,
                                                 None, None)))
             elif state is RUNNING and logs is not None:
-                log = f"{logs}{log_name(ids[i])}.{attempt}.log"
+                made = started_logs.pop(i, None)
+                log = made[1] if made is not None and made[0] == attempt \
+                    else f"{logs}{log_name(ids[i])}.{attempt}.log"
                 events.append(make(Transition, (ids[i], state, attempt, now, None, None, None,
                                                 log, None)))
             else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import os
 import sys
@@ -481,6 +482,10 @@ def execute(
         done=up_to_date,
     ))
     runner, recorder = started.runner, started.recorder
+    # The graph and the runner's arrays live until the command ends, as the pipeline they
+    # were made from does (cli._options.load): out of the cyclic collector's sight too, or
+    # collections during the run walk them again and again.
+    gc.freeze()
     # The median of each task's earlier successful attempts, for tasks without `estimate`,
     # ranked the critical path (longest tail first); it also sets the live view's first ETA.
     history = started.history

@@ -131,6 +131,9 @@ class Work:
     what the task asks for (``None``: nothing); the run has already admitted it against its
     own capacity, and an executor that places attempts on remote workers passes it on.
     ``heartbeat`` and ``beat`` are ``None`` here, and set in a :class:`WatchedWork`.
+    ``log_file`` is where the attempt's output goes, as a string (``log_path``: the same as a
+    ``Path``, made when asked: the run loop makes one attempt per task and a ``Path`` costs
+    more than the rest of the attempt's bookkeeping).
     """
 
     __slots__ = (
@@ -142,7 +145,7 @@ class Work:
         "handle",
         "index",
         "kwargs",
-        "log_path",
+        "log_file",
         "resources",
         "task_id",
         "timeout",
@@ -161,7 +164,7 @@ class Work:
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
-        log_path: Path | None = None,
+        log_path: str | Path | None = None,
         resources: Mapping[str, float] | None = None,
     ) -> None:
         self.index = index
@@ -173,10 +176,15 @@ class Work:
         self.timeout = timeout
         self.env = env
         self.cwd = cwd
-        self.log_path = log_path
+        self.log_file = log_path if log_path is None or type(log_path) is str else str(log_path)
         self.resources = resources
         self.handle: Any = None  # executor-private: whatever it needs to cancel this attempt
         self.worker: str | None = None  # who runs it, if the executor knows (a remote worker)
+
+    @property
+    def log_path(self) -> Path | None:
+        """:attr:`log_file` as a ``Path`` (``None``: the attempt keeps no log)."""
+        return None if self.log_file is None else Path(self.log_file)
 
     # Class defaults, not slots: an attempt without a heartbeat never sets them.
     heartbeat: float | None = None
@@ -278,8 +286,8 @@ def call(work: Work) -> tuple[Outcome, Any]:
     result to the sink."""
     output = token = beat_token = None
     beat = work.beat
-    if work.log_path is not None or beat is not None:
-        output = _capture.TaskOutput(work.log_path, beat)
+    if work.log_file is not None or beat is not None:
+        output = _capture.TaskOutput(work.log_file, beat)
         token = _capture.current.set(output)
         if beat is not None:
             beat_token = _heartbeat.current.set(beat)

@@ -37,13 +37,13 @@ class AsyncExecutor(Executor):
 
     def submit(self, work: Work) -> None:
         beat = work.beat
-        if work.log_path is None and beat is None:
+        if work.log_file is None and beat is None:
             self._start(work)
             return
         # print() of this attempt goes to its log and is a sign of life, and corral.heartbeat()
         # beats for it: set for the eager step here, and copied into the task's own context
         # if it goes on as a task.
-        output = TaskOutput(work.log_path, beat)
+        output = TaskOutput(work.log_file, beat)
         token = current.set(output)
         beat_token = None if beat is None else _heartbeat.current.set(beat)
         try:

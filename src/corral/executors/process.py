@@ -165,7 +165,7 @@ class ProcessExecutor(Executor):
         worker.current = work
         worker.cancelled = False
         work.handle = worker
-        log = str(work.log_path) if work.log_path is not None else None
+        log = work.log_file
         heartbeat = work.heartbeat if work.beat is not None else None  # no beat: no watching
         try:
             message = cloudpickle.dumps((work.fn, work.args, work.kwargs, log, heartbeat))

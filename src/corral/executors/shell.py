@@ -117,11 +117,10 @@ class ShellExecutor(Executor):
             env = {**os.environ, **self.env, **(work.env or {})}
         key = self._next_key
         self._next_key = key + 1
-        log_path = work.log_path
-        log = None if log_path is None else str(log_path)
+        log = work.log_file
         watched = None
         if work.beat is not None:
-            watched = _WatchedOutput(log_path, work.beat)
+            watched = _WatchedOutput(work.log_path, work.beat)
         try:
             reaper.spawn(key, str(work.fn), log, work.cwd, env,
                          None if watched is None else watched.write_fd)

@@ -54,8 +54,9 @@ from corral.store._records import (
     EventRecord,
     RunRecord,
     StoredStatus,
-    dag_hash,
+    json_hash,
     packed_entry,
+    snapshot_json,
 )
 from corral.store._snapshot import snapshot_of
 
@@ -123,7 +124,6 @@ class StoreRecorder:
         self._info: RunInfo | None = None
         self._host = socket.gethostname()
         self._owner = f"{_user()}@{self._host}:{os.getpid()}"
-        self._executor_of: dict[str, str] = {}
         self._running_since: dict[str, float] = {}
         self._log_prefix = ""  # the run's log folder as its transitions name their logs
 
@@ -139,7 +139,7 @@ class StoreRecorder:
         self.run_id = run.run_id
         graph = run.graph
         tasks = snapshot_of(graph)
-        self._executor_of = {t.id: t.executor for t in tasks}
+        tasks_json = snapshot_json(tasks)  # hashed here, stored by begin_run: made once
         reused = tuple(run.reused)
         # Starts name their log file relative to the run's log folder (stored once).
         log_dir = None
@@ -153,7 +153,7 @@ class StoreRecorder:
         record = RunRecord(
             id=run.run_id, pipeline=graph.name, status=StoredStatus.RUNNING, tasks=tasks,
             params=dict(run.params), started_at=run.started_at, host=self._host,
-            user=_user(), pid=os.getpid(), dag_hash=dag_hash(tasks),
+            user=_user(), pid=os.getpid(), dag_hash=json_hash(tasks_json), tasks_json=tasks_json,
             source_path=self.source_path, source_text=source_text, reused=reused,
             resumed_from=self.resume_of, lease_owner=self._owner,
             owner_process=current_process(), log_dir=log_dir,
@@ -213,8 +213,6 @@ class StoreRecorder:
         stored run (:meth:`Store.load_run`) knows them wherever their history is read."""
         index = graph.index
         tasks = snapshot_of(graph, [index[t] for t in ids])
-        for t in tasks:
-            self._executor_of[t.id] = t.executor
         event = EventRecord("tasks_added", datetime.now(UTC),
                             data={"tasks": [list(t) for t in tasks]})
         self._queue.put(([], [], [event]))

@@ -35,6 +35,7 @@ __all__ = [
     "TransitionRecord",
     "dag_hash",
     "json_column",
+    "json_hash",
     "packed_entry",
     "snapshot_json",
 ]
@@ -146,7 +147,12 @@ def snapshot_json(tasks: Sequence[TaskSnapshot]) -> bytes:
 def dag_hash(tasks: Sequence[TaskSnapshot]) -> str:
     """A hash of a DAG's shape and definitions (of its stored JSON): equal hashes, same tasks
     in the same order, with the same dependencies, code and executors."""
-    return hashlib.sha256(snapshot_json(tasks)).hexdigest()[:16]
+    return json_hash(snapshot_json(tasks))
+
+
+def json_hash(data: bytes) -> str:
+    """:func:`dag_hash` of the DAG whose :func:`snapshot_json` is ``data``."""
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +164,8 @@ class RunRecord:
     ``owner_process`` identifies that process for the store's takeover rule (boot id, pid
     namespace, pid and start time; None where the platform cannot tell). ``lease_live`` is
     whether the lease holds now: not lapsed, and its owner not known to be gone.
+    ``tasks_json`` is :func:`snapshot_json` of ``tasks`` when whoever made the record has it
+    already (the recorder hashes it): a store writes it instead of encoding ``tasks`` again.
     """
 
     id: str
@@ -181,6 +189,7 @@ class RunRecord:
     lease_live: bool = False
     owner_process: str | None = None
     log_dir: str | None = None
+    tasks_json: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], tasks: tuple[TaskSnapshot, ...]) -> RunRecord:
@@ -240,6 +249,8 @@ class RunRecord:
         }
 
     def evolve(self, **changes: Any) -> RunRecord:
+        if "tasks" in changes:  # the JSON of the tasks it had is not theirs
+            changes.setdefault("tasks_json", None)
         return replace(self, **changes)
 
     @property

@@ -22,6 +22,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
+from corral._gc import paused_gc
 from corral._spec import TaskSpec, _action_key, executor_names, hash_optional_parts
 from corral.store._records import TaskSnapshot
 
@@ -70,17 +71,18 @@ def snapshot_of(graph: Graph, only: Sequence[int] | None = None) -> tuple[TaskSn
     out = []
     specs = graph.specs if only is None else [graph.specs[i] for i in only]
     all_deps = graph.deps if only is None else [graph.deps[i] for i in only]
-    for spec, deps, fingerprint, executor in zip(
-            specs, all_deps, definition_fingerprints(specs),
-            executor_names(specs), strict=True):
-        # As declared, less any repeated id: not what a growing run added (the instances a
-        # for_each task gathers, a plan a planner's dependents wait for), which a resume
-        # adds again and which must not read as a changed definition.
-        named = spec.depends_on
-        if len(named) != len(deps):
-            named = tuple(dict.fromkeys(named))
-        out.append(make(TaskSnapshot, (spec.id, named, fingerprint, executor)))
-    return tuple(out)
+    with paused_gc():  # a tuple or more per task, no cycle: nothing for a collection to find
+        for spec, deps, fingerprint, executor in zip(
+                specs, all_deps, definition_fingerprints(specs),
+                executor_names(specs), strict=True):
+            # As declared, less any repeated id: not what a growing run added (the instances
+            # a for_each task gathers, a plan a planner's dependents wait for), which a resume
+            # adds again and which must not read as a changed definition.
+            named = spec.depends_on
+            if len(named) != len(deps):
+                named = tuple(dict.fromkeys(named))
+            out.append(make(TaskSnapshot, (spec.id, named, fingerprint, executor)))
+        return tuple(out)
 
 
 def changed(then_fingerprint: str, then_deps: Sequence[str], spec: TaskSpec,

@@ -204,7 +204,8 @@ class SQLStore:
             row = record.to_row(lease_s=lease_s)
             if not tx.fetch(q["dag_known"], {"hash": row["dag_hash"]})[0]["n"]:
                 tx.execute(q["insert_dag"], {"hash": row["dag_hash"],
-                                             "tasks": snapshot_json(record.tasks).decode()})
+                                             "tasks": (record.tasks_json or snapshot_json(
+                                                 record.tasks)).decode()})
             tx.execute(q["insert_run"], {**row, "now": datetime.now(UTC)})
             if events:
                 tx.executemany(q["insert_event"], [e.to_row(record.id) for e in events])
