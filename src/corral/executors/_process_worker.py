@@ -44,6 +44,7 @@ import cloudpickle
 
 from corral import _heartbeat
 from corral._errors import Skip
+from corral._parent_death import ask_death_signal
 
 OK, ERROR, SKIP = 0, 1, 2
 BEAT = b"."  # a sign of life of the running attempt; a result is always a longer pickle
@@ -167,14 +168,7 @@ def _run_one(message: bytes, tx: Connection) -> bytes:
 
 def die_with_parent(parent: int) -> None:
     """SIGKILL this process when ``parent`` dies (Linux); exit now if it already has."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            pr_set_pdeathsig = 1
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):  # pragma: no cover - no prctl: the reaper remains
-            pass
+    ask_death_signal(signal.SIGKILL)  # where it cannot be asked for, the reaper remains
     if os.getppid() != parent:
         _parent_gone()
 

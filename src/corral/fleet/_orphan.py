@@ -18,28 +18,18 @@ then does nothing, and the watchdog stops it at its next beat.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import signal
-import sys
 import threading
+
+from corral._parent_death import ask_death_signal
 
 __all__ = ["die_with_parent", "orphaned", "spawned_safely"]
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
 def die_with_parent(sig: int = signal.SIGTERM) -> bool:
     """Ask the kernel to send this process ``sig`` when its parent dies; False where it
-    cannot (not Linux, no libc)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return int(libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
+    cannot (not Linux, no prctl)."""
+    return ask_death_signal(sig)
 
 
 def orphaned(supervisor: int | None) -> bool:
